@@ -1,0 +1,281 @@
+//! The errors palisade layers produce themselves, shared so that every layer
+//! (and every user) recognises them the same way.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::ProviderId;
+
+/// The error type palisade layers return: the inner service's own error is
+/// passed through unchanged (boxed, never wrapped in a string), and palisade's
+/// own errors ([`Rejected`], [`Elapsed`], and each layer's wrappers) sit beside
+/// it.
+///
+/// This is tower's convention (`tower::BoxError`): it lets layers stack in any
+/// order without the error type nesting one level per layer, and lets one
+/// [`Classify`](crate::Classify) see the same error type at every level. The
+/// box is only built on the failure path, and not at all when the inner
+/// service already returns a `BoxError` (as every palisade layer does).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The states a circuit breaker can be in.
+///
+/// Defined here rather than in `palisade-breaker` because the fallback layer,
+/// the health report and rejections all speak about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Calls flow; outcomes are recorded.
+    Closed,
+    /// Calls fail fast until the open period ends.
+    Open,
+    /// A limited number of probe calls are let through to test recovery.
+    HalfOpen,
+    /// Held open by an operator; calls fail fast until reset.
+    ForcedOpen,
+    /// Switched off by an operator: calls pass, outcomes are still recorded.
+    Disabled,
+}
+
+impl CircuitState {
+    /// The state's name in snake case, as used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::ForcedOpen => "forced_open",
+            CircuitState::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a palisade layer refused a call without sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The circuit breaker is open (or forced open), or its half-open probe
+    /// slots are all taken.
+    CircuitOpen(CircuitState),
+    /// The bulkhead has no free slot and its queue is full.
+    BulkheadFull,
+    /// The call waited in the bulkhead's queue for longer than allowed.
+    BulkheadTimeout,
+    /// The retry budget has no token left for another attempt.
+    BudgetExhausted,
+    /// The request's deadline passed (or too little of it remained) before
+    /// the call could be started.
+    DeadlineExceeded,
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::CircuitOpen(state) => write!(f, "circuit breaker is {state}"),
+            RejectReason::BulkheadFull => f.write_str("bulkhead is full"),
+            RejectReason::BulkheadTimeout => f.write_str("timed out waiting for a bulkhead slot"),
+            RejectReason::BudgetExhausted => f.write_str("retry budget exhausted"),
+            RejectReason::DeadlineExceeded => {
+                f.write_str("deadline exceeded before the call started")
+            }
+        }
+    }
+}
+
+/// A call palisade refused to send: our own fast-fail.
+///
+/// Every layer that fails fast returns this type (boxed as a [`BoxError`]),
+/// so that outer layers and users recognise it with one downcast, and the
+/// built-in classifiers map it to
+/// [`FailureKind::Rejected`](crate::FailureKind::Rejected): a rejected call
+/// never reached the provider, so it is not retried at once and does not
+/// count against the provider's breaker, but a fallback chain moves on.
+///
+/// ```
+/// use palisade_core::{BoxError, RejectReason, Rejected, CircuitState};
+/// use std::time::Duration;
+///
+/// let err: BoxError = Rejected::new(RejectReason::CircuitOpen(CircuitState::Open))
+///     .with_provider("openai")
+///     .with_retry_after(Duration::from_secs(30))
+///     .with_detail("5 consecutive failures")
+///     .into();
+/// let rejected = err.downcast_ref::<Rejected>().unwrap();
+/// assert_eq!(rejected.retry_after(), Some(Duration::from_secs(30)));
+/// assert_eq!(
+///     err.to_string(),
+///     "provider openai: circuit breaker is open (5 consecutive failures); retry after 30s"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    reason: RejectReason,
+    provider: Option<ProviderId>,
+    retry_after: Option<Duration>,
+    detail: Option<std::borrow::Cow<'static, str>>,
+}
+
+impl Rejected {
+    /// A rejection for `reason`, with no provider, wait hint or detail yet.
+    pub fn new(reason: RejectReason) -> Self {
+        Rejected {
+            reason,
+            provider: None,
+            retry_after: None,
+            detail: None,
+        }
+    }
+
+    /// Names the provider whose protection refused the call.
+    pub fn with_provider(mut self, provider: impl Into<ProviderId>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    /// Names the provider when one is known.
+    pub fn with_provider_opt(mut self, provider: Option<ProviderId>) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// Says how long until a call is worth trying again.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Adds a detail a person can act on (numbers, the rule that fired).
+    pub fn with_detail(mut self, detail: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Why the call was refused.
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+
+    /// The provider whose protection refused the call, when known.
+    pub fn provider(&self) -> Option<&ProviderId> {
+        self.provider.as_ref()
+    }
+
+    /// How long until a call is worth trying again, when known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The detail, when one was given.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.provider {
+            write!(f, "provider {p}: ")?;
+        }
+        write!(f, "{}", self.reason)?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        if let Some(after) = self.retry_after {
+            write!(f, "; retry after {after:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Which timeout fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutScope {
+    /// The whole request's deadline, covering every retry and backoff.
+    Request,
+    /// One attempt's timeout.
+    Attempt,
+    /// A streamed body's first frame did not arrive in time.
+    FirstFrame,
+    /// A streamed body went quiet between two frames for too long.
+    Idle,
+}
+
+impl fmt::Display for TimeoutScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutScope::Request => "request deadline",
+            TimeoutScope::Attempt => "attempt timeout",
+            TimeoutScope::FirstFrame => "first-frame timeout",
+            TimeoutScope::Idle => "idle timeout",
+        })
+    }
+}
+
+/// A palisade timeout fired. Classified as
+/// [`FailureKind::Timeout`](crate::FailureKind::Timeout).
+///
+/// ```
+/// use palisade_core::{Elapsed, TimeoutScope};
+/// use std::time::Duration;
+///
+/// let e = Elapsed::new(TimeoutScope::Attempt, Duration::from_secs(10)).with_provider("local");
+/// assert_eq!(e.to_string(), "provider local: attempt timeout fired after 10s");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elapsed {
+    scope: TimeoutScope,
+    after: Duration,
+    provider: Option<ProviderId>,
+}
+
+impl Elapsed {
+    /// A timeout of `scope` that fired after `after`.
+    pub fn new(scope: TimeoutScope, after: Duration) -> Self {
+        Elapsed {
+            scope,
+            after,
+            provider: None,
+        }
+    }
+
+    /// Names the provider that was being called.
+    pub fn with_provider(mut self, provider: impl Into<ProviderId>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    /// Which timeout fired.
+    pub fn scope(&self) -> TimeoutScope {
+        self.scope
+    }
+
+    /// How long the guarded work had run when the timeout fired.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// The provider that was being called, when known.
+    pub fn provider(&self) -> Option<&ProviderId> {
+        self.provider.as_ref()
+    }
+}
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.provider {
+            write!(f, "provider {p}: ")?;
+        }
+        write!(f, "{} fired after {:?}", self.scope, self.after)
+    }
+}
+
+impl std::error::Error for Elapsed {}

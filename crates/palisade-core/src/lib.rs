@@ -1,0 +1,52 @@
+//! The shared vocabulary of the palisade resilience layers.
+//!
+//! Every palisade layer (breaker, retry, bulkhead, deadline, fallback) speaks
+//! in these terms, so a user configures them once:
+//!
+//! - **Classification**: a [`Classify`] turns a call's result into an
+//!   [`Outcome`] (success, or a [`Failure`] of some [`FailureKind`]); a
+//!   [`Policy`] says which kinds are retried, counted by the breaker, or sent
+//!   to the next provider. [`HttpClassifier`] reads HTTP statuses and
+//!   `Retry-After` / `retry-after-ms` / `x-should-retry` the way LLM
+//!   providers mean them.
+//! - **Deadlines**: a request carries at most one [`Deadline`]
+//!   ([`HasDeadline`]); inner layers may shorten it, never extend it.
+//! - **Errors**: layers return [`BoxError`]; our own fast-fails are a
+//!   [`Rejected`] and our timeouts an [`Elapsed`], which every classifier
+//!   recognises.
+//! - **Provider ids**: [`ProviderId`], a cheap shared name.
+//!
+//! ```
+//! use palisade_core::{BoxError, Classify, FailureKind, HttpClassifier, Outcome, Policy};
+//! use http::Response;
+//!
+//! let classifier = HttpClassifier::new();
+//! let policy = Policy::default();
+//! let res = Response::builder().status(502).body(()).unwrap();
+//! let outcome = Classify::<_, BoxError>::classify(&classifier, Ok(&res));
+//! let failure = outcome.as_failure().unwrap();
+//! assert_eq!(failure.kind, FailureKind::Server(http::StatusCode::BAD_GATEWAY));
+//! assert!(policy.retries(failure) && policy.counts_for_breaker(failure));
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod classify;
+mod deadline;
+mod error;
+mod http;
+mod policy;
+mod provider;
+
+pub use crate::classify::{
+    classify_error, Classified, Classify, ErrorClassifier, Failure, FailureClass, FailureKind,
+    Outcome,
+};
+pub use crate::deadline::{Deadline, HasDeadline, WithDeadline};
+pub use crate::error::{BoxError, CircuitState, Elapsed, RejectReason, Rejected, TimeoutScope};
+pub use crate::http::{
+    classify_error_body, parse_retry_after, parse_retry_after_ms, HttpClassifier,
+    DEFAULT_MAX_RETRY_AFTER, RETRY_AFTER_MS, X_SHOULD_RETRY,
+};
+pub use crate::policy::{Action, Policy};
+pub use crate::provider::ProviderId;
