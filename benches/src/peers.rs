@@ -1,0 +1,200 @@
+//! The peers' stacks, built the way their documentation shows, over the
+//! same bare service palisade is measured on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::{Layer, Service, ServiceBuilder};
+
+use crate::{Bare, BenchError, Req, LONG};
+
+/// A generous limit that never binds during a benchmark.
+pub const LIMIT: usize = 1024;
+
+/// tower's retry policy with a `TpsBudget`, as tower's docs build it: a
+/// success deposits, a failure withdraws and retries if the budget allows.
+#[derive(Clone, Debug)]
+pub struct TowerBudgetPolicy {
+    budget: Arc<TpsBudget>,
+}
+
+impl TowerBudgetPolicy {
+    pub fn new() -> Self {
+        TowerBudgetPolicy {
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+        }
+    }
+}
+
+impl Default for TowerBudgetPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Res, E> tower::retry::Policy<Req, Res, E> for TowerBudgetPolicy {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) => self
+                .budget
+                .withdraw()
+                .then(|| std::future::ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// failsafe is not a tower layer; this is the thinnest adapter that puts its
+/// futures-aware breaker around a tower service.
+#[derive(Clone)]
+pub struct FailsafeService<S, B> {
+    inner: S,
+    breaker: B,
+}
+
+impl<S: std::fmt::Debug, B> std::fmt::Debug for FailsafeService<S, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailsafeService").field("inner", &self.inner).finish()
+    }
+}
+
+impl<S, B> Service<Req> for FailsafeService<S, B>
+where
+    S: Service<Req>,
+    B: failsafe::futures::CircuitBreaker,
+{
+    type Response = S::Response;
+    type Error = failsafe::Error<S::Error>;
+    type Future = failsafe::futures::ResponseFuture<
+        S::Future,
+        B::FailurePolicy,
+        B::Instrument,
+        failsafe::Any,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(failsafe::Error::Inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.breaker.call(self.inner.call(req))
+    }
+}
+
+pub fn tower_concurrency_limit() -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
+    ServiceBuilder::new().concurrency_limit(LIMIT).service(Bare)
+}
+
+pub fn tower_timeout() -> impl Service<Req, Response = u64, Error = tower::BoxError, Future: Send> + Clone + Send {
+    ServiceBuilder::new().timeout(LONG).service(Bare)
+}
+
+pub fn tower_retry_budget() -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
+    ServiceBuilder::new()
+        .retry(TowerBudgetPolicy::new())
+        .service(Bare)
+}
+
+pub fn tower_stack() -> impl Service<Req, Response = u64, Error = tower::BoxError, Future: Send> + Clone + Send {
+    ServiceBuilder::new()
+        .concurrency_limit(LIMIT)
+        .retry(TowerBudgetPolicy::new())
+        .timeout(LONG)
+        .service(Bare)
+}
+
+pub fn resilience_breaker<S>(inner: S) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
+where
+    S: Service<Req, Response = u64, Error = BenchError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .unwrap()
+        .layer(inner)
+}
+
+pub fn resilience_bulkhead() -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(LIMIT)
+        .build()
+        .unwrap()
+        .layer(Bare)
+}
+
+fn resilience_budget() -> Arc<dyn tower_resilience::retry::RetryBudget> {
+    tower_resilience::retry::RetryBudgetBuilder::new()
+        .token_bucket()
+        .tokens_per_second(10.0)
+        .max_tokens(100)
+        .build()
+        .unwrap()
+}
+
+pub fn resilience_retry() -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower_resilience::retry::RetryLayer::<Req, u64, BenchError>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(10))
+        .budget(resilience_budget())
+        .build()
+        .layer(Bare)
+}
+
+pub fn resilience_time_limiter() -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(LONG)
+        .cancel_running_future(true)
+        .build()
+        .layer(Bare)
+}
+
+pub fn resilience_stack() -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    use tower_resilience::circuitbreaker::CircuitBreakerError;
+    use tower_resilience::timelimiter::TimeLimiterError;
+    type E = CircuitBreakerError<TimeLimiterError<BenchError>>;
+    let timeout = tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(LONG)
+        .cancel_running_future(true)
+        .build();
+    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .unwrap();
+    let retry = tower_resilience::retry::RetryLayer::<Req, u64, E>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(10))
+        .budget(resilience_budget())
+        .build();
+    let bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(LIMIT)
+        .build()
+        .unwrap();
+    bulkhead.layer(retry.layer(breaker.layer(timeout.layer(Bare))))
+}
+
+pub fn failsafe_breaker<S>(inner: S) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
+where
+    S: Service<Req, Response = u64, Error = BenchError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    FailsafeService {
+        inner,
+        breaker: failsafe::Config::new().build(),
+    }
+}
