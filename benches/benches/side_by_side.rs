@@ -21,7 +21,12 @@ fn main() {
         })
     };
 
-    add("bare", "-", "bare ready service", measure(&settings, true, || Bare));
+    add(
+        "bare",
+        "-",
+        "bare ready service",
+        measure(&settings, true, || Bare),
+    );
 
     add(
         "bulkhead",

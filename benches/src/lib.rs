@@ -97,7 +97,11 @@ impl Settings {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(7);
-        Settings { calls, runs, tasks: 64 }
+        Settings {
+            calls,
+            runs,
+            tasks: 64,
+        }
     }
 }
 
@@ -237,7 +241,10 @@ pub fn render(rows: &[Row], settings: &Settings) -> String {
     for r in rows {
         let mut vs = String::new();
         if r.who == "palisade" {
-            for p in rows.iter().filter(|p| p.group == r.group && p.who != "palisade") {
+            for p in rows
+                .iter()
+                .filter(|p| p.group == r.group && p.who != "palisade")
+            {
                 write!(
                     vs,
                     "{} {:.1}× / {:.1}×; ",

@@ -42,10 +42,7 @@ impl<Res, E> tower::retry::Policy<Req, Res, E> for TowerBudgetPolicy {
                 self.budget.deposit();
                 None
             }
-            Err(_) => self
-                .budget
-                .withdraw()
-                .then(|| std::future::ready(())),
+            Err(_) => self.budget.withdraw().then(|| std::future::ready(())),
         }
     }
 
@@ -64,7 +61,9 @@ pub struct FailsafeService<S, B> {
 
 impl<S: std::fmt::Debug, B> std::fmt::Debug for FailsafeService<S, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FailsafeService").field("inner", &self.inner).finish()
+        f.debug_struct("FailsafeService")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
@@ -94,21 +93,25 @@ where
     }
 }
 
-pub fn tower_concurrency_limit() -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
+pub fn tower_concurrency_limit(
+) -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
     ServiceBuilder::new().concurrency_limit(LIMIT).service(Bare)
 }
 
-pub fn tower_timeout() -> impl Service<Req, Response = u64, Error = tower::BoxError, Future: Send> + Clone + Send {
+pub fn tower_timeout(
+) -> impl Service<Req, Response = u64, Error = tower::BoxError, Future: Send> + Clone + Send {
     ServiceBuilder::new().timeout(LONG).service(Bare)
 }
 
-pub fn tower_retry_budget() -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
+pub fn tower_retry_budget(
+) -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
     ServiceBuilder::new()
         .retry(TowerBudgetPolicy::new())
         .service(Bare)
 }
 
-pub fn tower_stack() -> impl Service<Req, Response = u64, Error = tower::BoxError, Future: Send> + Clone + Send {
+pub fn tower_stack(
+) -> impl Service<Req, Response = u64, Error = tower::BoxError, Future: Send> + Clone + Send {
     ServiceBuilder::new()
         .concurrency_limit(LIMIT)
         .retry(TowerBudgetPolicy::new())
@@ -116,7 +119,9 @@ pub fn tower_stack() -> impl Service<Req, Response = u64, Error = tower::BoxErro
         .service(Bare)
 }
 
-pub fn resilience_breaker<S>(inner: S) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
+pub fn resilience_breaker<S>(
+    inner: S,
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
 where
     S: Service<Req, Response = u64, Error = BenchError> + Clone + Send + 'static,
     S::Future: Send,
@@ -129,7 +134,8 @@ where
         .layer(inner)
 }
 
-pub fn resilience_bulkhead() -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+pub fn resilience_bulkhead(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     tower_resilience::bulkhead::BulkheadLayer::builder()
         .max_concurrent_calls(LIMIT)
         .build()
@@ -146,7 +152,8 @@ fn resilience_budget() -> Arc<dyn tower_resilience::retry::RetryBudget> {
         .unwrap()
 }
 
-pub fn resilience_retry() -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+pub fn resilience_retry(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     tower_resilience::retry::RetryLayer::<Req, u64, BenchError>::builder()
         .max_attempts(3)
         .exponential_backoff(Duration::from_millis(10))
@@ -155,7 +162,8 @@ pub fn resilience_retry() -> impl Service<Req, Response = u64, Future: Send, Err
         .layer(Bare)
 }
 
-pub fn resilience_time_limiter() -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+pub fn resilience_time_limiter(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     tower_resilience::timelimiter::TimeLimiterLayer::builder()
         .timeout_duration(LONG)
         .cancel_running_future(true)
@@ -163,7 +171,8 @@ pub fn resilience_time_limiter() -> impl Service<Req, Response = u64, Future: Se
         .layer(Bare)
 }
 
-pub fn resilience_stack() -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+pub fn resilience_stack(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     use tower_resilience::circuitbreaker::CircuitBreakerError;
     use tower_resilience::timelimiter::TimeLimiterError;
     type E = CircuitBreakerError<TimeLimiterError<BenchError>>;
@@ -188,7 +197,9 @@ pub fn resilience_stack() -> impl Service<Req, Response = u64, Future: Send, Err
     bulkhead.layer(retry.layer(breaker.layer(timeout.layer(Bare))))
 }
 
-pub fn failsafe_breaker<S>(inner: S) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
+pub fn failsafe_breaker<S>(
+    inner: S,
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
 where
     S: Service<Req, Response = u64, Error = BenchError> + Clone + Send + 'static,
     S::Future: Send,
