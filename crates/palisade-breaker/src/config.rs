@@ -1,0 +1,236 @@
+//! The breaker's validated configuration.
+
+use std::time::Duration;
+
+use palisade_core::{Policy, ProviderId};
+
+/// How the breaker's `poll_ready` behaves while it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadinessMode {
+    /// `poll_ready` stays ready (without polling the inner service while
+    /// open) and `call` rejects at once. What a fallback chain wants: the
+    /// caller learns immediately and moves on. The default.
+    #[default]
+    FailFast,
+    /// `poll_ready` returns `Pending` while the breaker is open and wakes the
+    /// task when the open period ends, so a load balancer (tower's
+    /// `Balance`) routes around this endpoint, as linkerd's failure accrual
+    /// does. A forced-open breaker makes `poll_ready` fail instead of
+    /// parking the caller forever.
+    LoadBalancer,
+}
+
+/// The window over which failure and slow-call rates are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// The last `n` calls.
+    Count(usize),
+    /// The calls of the last `span`, kept in `buckets` time buckets (the
+    /// window slides by `span / buckets`).
+    Time {
+        /// How far back calls count.
+        span: Duration,
+        /// How many buckets the span is split into.
+        buckets: usize,
+    },
+}
+
+/// A configuration the builder refused, naming the field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid circuit breaker config: {field}: {problem}")]
+pub struct ConfigError {
+    /// The builder method / field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Every knob of the breaker. Built and checked by
+/// [`CircuitBreakerLayer::builder`](crate::CircuitBreakerLayer::builder).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) provider: Option<ProviderId>,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) failure_rate: Option<f64>,
+    pub(crate) slow_call_rate: Option<f64>,
+    pub(crate) slow_call_threshold: Duration,
+    pub(crate) window: WindowKind,
+    pub(crate) minimum_calls: u64,
+    pub(crate) open_duration: Duration,
+    pub(crate) open_multiplier: f64,
+    pub(crate) max_open_duration: Duration,
+    pub(crate) open_jitter: f64,
+    pub(crate) half_open_permitted: u32,
+    pub(crate) half_open_successes: u32,
+    pub(crate) half_open_max_wait: Option<Duration>,
+    pub(crate) cooldown: bool,
+    pub(crate) max_cooldown: Duration,
+    pub(crate) policy: Policy,
+    pub(crate) mode: ReadinessMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            provider: None,
+            consecutive_failures: Some(5),
+            failure_rate: Some(0.5),
+            slow_call_rate: None,
+            slow_call_threshold: Duration::from_secs(30),
+            window: WindowKind::Count(50),
+            minimum_calls: 20,
+            open_duration: Duration::from_secs(30),
+            open_multiplier: 2.0,
+            max_open_duration: Duration::from_secs(300),
+            open_jitter: 0.1,
+            half_open_permitted: 2,
+            half_open_successes: 2,
+            half_open_max_wait: None,
+            cooldown: true,
+            max_cooldown: Duration::from_secs(300),
+            policy: Policy::default(),
+            mode: ReadinessMode::FailFast,
+        }
+    }
+}
+
+/// Upper bound on probes and windows, so a typo cannot allocate gigabytes.
+pub(crate) const MAX_WINDOW: usize = 1 << 20;
+const MAX_BUCKETS: usize = 4096;
+/// Probe counts are packed into 16 bits of the state word.
+pub(crate) const MAX_PROBES: u32 = u16::MAX as u32 - 1;
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let rate = |field, v: Option<f64>| match v {
+            Some(r) if !(r > 0.0 && r <= 1.0) => {
+                Err(ConfigError::new(field, format!("{r} is not within (0, 1]")))
+            }
+            _ => Ok(()),
+        };
+        rate("failure_rate", self.failure_rate)?;
+        rate("slow_call_rate", self.slow_call_rate)?;
+        if self.consecutive_failures == Some(0) {
+            return Err(ConfigError::new(
+                "consecutive_failures",
+                "0 would trip on no failure; use None to switch the rule off",
+            ));
+        }
+        match self.window {
+            WindowKind::Count(n) if n == 0 || n > MAX_WINDOW => {
+                return Err(ConfigError::new(
+                    "count_window",
+                    format!("{n} is not within 1..={MAX_WINDOW}"),
+                ))
+            }
+            WindowKind::Time { span, buckets } => {
+                if buckets == 0 || buckets > MAX_BUCKETS {
+                    return Err(ConfigError::new(
+                        "time_window",
+                        format!("{buckets} buckets is not within 1..={MAX_BUCKETS}"),
+                    ));
+                }
+                if span.is_zero() || span.as_nanos() < buckets as u128 {
+                    return Err(ConfigError::new(
+                        "time_window",
+                        format!("span {span:?} is too short for {buckets} buckets"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if self.minimum_calls == 0 {
+            return Err(ConfigError::new(
+                "minimum_calls",
+                "must be at least 1 (a rate over no calls means nothing)",
+            ));
+        }
+        if let WindowKind::Count(n) = self.window {
+            if self.minimum_calls > n as u64
+                && (self.failure_rate.is_some() || self.slow_call_rate.is_some())
+            {
+                return Err(ConfigError::new(
+                    "minimum_calls",
+                    format!(
+                        "{} exceeds the count window of {n} calls, so the rate rules could never fire",
+                        self.minimum_calls
+                    ),
+                ));
+            }
+        }
+        if self.open_duration.is_zero() {
+            return Err(ConfigError::new(
+                "open_duration",
+                "must be longer than zero",
+            ));
+        }
+        if !(self.open_multiplier >= 1.0 && self.open_multiplier.is_finite()) {
+            return Err(ConfigError::new(
+                "open_backoff",
+                format!(
+                    "multiplier {} must be finite and at least 1",
+                    self.open_multiplier
+                ),
+            ));
+        }
+        if self.max_open_duration < self.open_duration {
+            return Err(ConfigError::new(
+                "open_backoff",
+                format!(
+                    "max {:?} is shorter than the base open duration {:?}",
+                    self.max_open_duration, self.open_duration
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.open_jitter) {
+            return Err(ConfigError::new(
+                "open_jitter",
+                format!("{} is not within [0, 1)", self.open_jitter),
+            ));
+        }
+        if self.half_open_permitted == 0 || self.half_open_permitted > MAX_PROBES {
+            return Err(ConfigError::new(
+                "half_open_probes",
+                format!(
+                    "{} is not within 1..={MAX_PROBES}",
+                    self.half_open_permitted
+                ),
+            ));
+        }
+        if self.half_open_successes == 0 || self.half_open_successes > MAX_PROBES {
+            return Err(ConfigError::new(
+                "half_open_successes",
+                format!(
+                    "{} is not within 1..={MAX_PROBES}",
+                    self.half_open_successes
+                ),
+            ));
+        }
+        if self.half_open_max_wait.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                "half_open_max_wait",
+                "must be longer than zero",
+            ));
+        }
+        if self.consecutive_failures.is_none()
+            && self.failure_rate.is_none()
+            && self.slow_call_rate.is_none()
+            && !self.cooldown
+        {
+            return Err(ConfigError::new(
+                "rules",
+                "every trip rule is off, so the breaker could never open (use a plain service instead)",
+            ));
+        }
+        Ok(())
+    }
+}

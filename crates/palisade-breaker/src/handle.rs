@@ -1,0 +1,287 @@
+//! The operator's view of a breaker: state, metrics, admin actions and a
+//! subscription to state changes.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::{CircuitState, FailureKind, ProviderId};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::state::Core;
+
+/// Why the breaker changed state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum TransitionReason {
+    /// The breaker was just built (the initial value of a subscription).
+    Created,
+    /// `count` failures in a row reached the `threshold`.
+    ConsecutiveFailures {
+        /// Failures in a row.
+        count: u32,
+        /// The configured threshold.
+        threshold: u32,
+    },
+    /// The failure rate over the window reached the threshold.
+    FailureRate {
+        /// The rate observed.
+        rate: f64,
+        /// The configured threshold.
+        threshold: f64,
+        /// Calls in the window.
+        calls: u64,
+    },
+    /// The slow-call rate over the window reached the threshold.
+    SlowCallRate {
+        /// The rate observed.
+        rate: f64,
+        /// The configured threshold.
+        threshold: f64,
+        /// Calls in the window.
+        calls: u64,
+    },
+    /// The provider asked us to stay away (429/503/529 with a wait).
+    Cooldown {
+        /// How long, after capping.
+        retry_after: Duration,
+    },
+    /// The open period ended; probing.
+    OpenElapsed,
+    /// A half-open probe failed.
+    ProbeFailed {
+        /// How it failed.
+        kind: FailureKind,
+    },
+    /// Enough half-open probes succeeded.
+    ProbesSucceeded {
+        /// Successes counted.
+        successes: u32,
+    },
+    /// Half-open lasted longer than its maximum wait.
+    HalfOpenTimeout {
+        /// The configured maximum.
+        waited: Duration,
+    },
+    /// An operator forced the breaker open.
+    ForcedOpen,
+    /// An operator disabled the breaker.
+    Disabled,
+    /// An operator reset the breaker.
+    Reset,
+}
+
+impl fmt::Display for TransitionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransitionReason::Created => f.write_str("created"),
+            TransitionReason::ConsecutiveFailures { count, threshold } => {
+                write!(f, "{count} consecutive failures (threshold {threshold})")
+            }
+            TransitionReason::FailureRate {
+                rate,
+                threshold,
+                calls,
+            } => write!(
+                f,
+                "failure rate {:.1}% over {calls} calls (threshold {:.1}%)",
+                rate * 100.0,
+                threshold * 100.0
+            ),
+            TransitionReason::SlowCallRate {
+                rate,
+                threshold,
+                calls,
+            } => write!(
+                f,
+                "slow-call rate {:.1}% over {calls} calls (threshold {:.1}%)",
+                rate * 100.0,
+                threshold * 100.0
+            ),
+            TransitionReason::Cooldown { retry_after } => {
+                write!(f, "provider asked to retry after {retry_after:?}")
+            }
+            TransitionReason::OpenElapsed => f.write_str("open period ended"),
+            TransitionReason::ProbeFailed { kind } => write!(f, "half-open probe failed: {kind}"),
+            TransitionReason::ProbesSucceeded { successes } => {
+                write!(f, "{successes} half-open probes succeeded")
+            }
+            TransitionReason::HalfOpenTimeout { waited } => {
+                write!(f, "half-open for longer than {waited:?}")
+            }
+            TransitionReason::ForcedOpen => f.write_str("forced open by operator"),
+            TransitionReason::Disabled => f.write_str("disabled by operator"),
+            TransitionReason::Reset => f.write_str("reset by operator"),
+        }
+    }
+}
+
+/// One state change, as published to subscribers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateChange {
+    /// The state before.
+    pub from: CircuitState,
+    /// The state after.
+    pub to: CircuitState,
+    /// Why.
+    pub reason: TransitionReason,
+    /// When.
+    pub at: Instant,
+}
+
+/// A point-in-time view of a breaker's numbers.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// The provider the breaker protects, if named.
+    pub provider: Option<ProviderId>,
+    /// The current state.
+    pub state: CircuitState,
+    /// Calls that finished (success + failure + ignored).
+    pub calls: u64,
+    /// Calls that succeeded.
+    pub successes: u64,
+    /// Calls that failed in a way the breaker counts (cooldowns included).
+    pub failures: u64,
+    /// Calls that finished in a way the breaker ignores (4xx, rejections).
+    pub ignored: u64,
+    /// Calls slower than the slow-call threshold (when that rule is on).
+    pub slow_calls: u64,
+    /// Calls refused without being sent.
+    pub rejected: u64,
+    /// Calls whose futures were dropped before finishing.
+    pub abandoned: u64,
+    /// Times the breaker opened.
+    pub times_opened: u64,
+    /// Failures in a row right now.
+    pub consecutive_failures: u32,
+    /// Calls in the sliding window (when a rate rule is on).
+    pub window_calls: u64,
+    /// Failure rate in the window, 0..=1.
+    pub failure_rate: f64,
+    /// Slow-call rate in the window, 0..=1.
+    pub slow_call_rate: f64,
+    /// Time left in the open period, when open.
+    pub open_remaining: Option<Duration>,
+    /// Half-open probes in flight.
+    pub probes_in_flight: u32,
+    /// The last transition and its reason.
+    pub last_transition: StateChange,
+}
+
+/// A cloneable handle on one breaker, for operators and health reports.
+///
+/// Get it from [`CircuitBreakerLayer::handle`](crate::CircuitBreakerLayer::handle)
+/// (or a service's [`handle`](crate::CircuitBreaker::handle)).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use palisade_breaker::CircuitBreakerLayer;
+/// use palisade_core::CircuitState;
+///
+/// let layer = CircuitBreakerLayer::builder().provider("openai").build().unwrap();
+/// let handle = layer.handle();
+/// let mut changes = handle.subscribe();
+///
+/// handle.force_open();
+/// assert_eq!(handle.state(), CircuitState::ForcedOpen);
+/// changes.changed().await.unwrap();
+/// assert_eq!(changes.borrow().to, CircuitState::ForcedOpen);
+///
+/// handle.reset();
+/// assert_eq!(handle.metrics().state, CircuitState::Closed);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct BreakerHandle {
+    pub(crate) core: Arc<Core>,
+}
+
+impl fmt::Debug for BreakerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerHandle")
+            .field("provider", &self.core.cfg.provider)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl BreakerHandle {
+    /// The current state.
+    pub fn state(&self) -> CircuitState {
+        self.core.state()
+    }
+
+    /// The provider this breaker protects, if named.
+    pub fn provider(&self) -> Option<&ProviderId> {
+        self.core.cfg.provider.as_ref()
+    }
+
+    /// Whether a call made now would be refused without being sent.
+    pub fn is_refusing(&self) -> bool {
+        self.core.refusing()
+    }
+
+    /// Time left in the open period, when open.
+    pub fn open_remaining(&self) -> Option<Duration> {
+        self.core.open_remaining()
+    }
+
+    /// A snapshot of the breaker's numbers.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let t = &self.core.totals;
+        let successes = t.successes.load(Ordering::Relaxed);
+        let failures = t.failures.load(Ordering::Relaxed);
+        let ignored = t.ignored.load(Ordering::Relaxed);
+        let window = self.core.window_counts().unwrap_or_default();
+        let (probes, _) = self.core.half_open_probes();
+        MetricsSnapshot {
+            provider: self.core.cfg.provider.clone(),
+            state: self.state(),
+            calls: successes + failures + ignored,
+            successes,
+            failures,
+            ignored,
+            slow_calls: t.slow.load(Ordering::Relaxed),
+            rejected: t.rejected.load(Ordering::Relaxed),
+            abandoned: t.abandoned.load(Ordering::Relaxed),
+            times_opened: t.opened.load(Ordering::Relaxed),
+            consecutive_failures: self.core.consecutive_failures(),
+            window_calls: window.calls,
+            failure_rate: window.failure_rate(),
+            slow_call_rate: window.slow_rate(),
+            open_remaining: self.core.open_remaining(),
+            probes_in_flight: probes,
+            last_transition: *self.core.changes.borrow(),
+        }
+    }
+
+    /// Holds the breaker open: every call fails fast until
+    /// [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.core
+            .force(CircuitState::ForcedOpen, TransitionReason::ForcedOpen);
+    }
+
+    /// Switches the breaker off: every call passes, outcomes are still
+    /// recorded in the metrics, nothing trips it until
+    /// [`reset`](Self::reset).
+    pub fn disable(&self) {
+        self.core
+            .force(CircuitState::Disabled, TransitionReason::Disabled);
+    }
+
+    /// Back to Closed with clean counts and the base open duration.
+    pub fn reset(&self) {
+        self.core
+            .force(CircuitState::Closed, TransitionReason::Reset);
+    }
+
+    /// A receiver that sees every state change (the latest one at least:
+    /// `watch` keeps only the newest value).
+    pub fn subscribe(&self) -> watch::Receiver<StateChange> {
+        self.core.changes.subscribe()
+    }
+}

@@ -1,0 +1,171 @@
+//! The [`CircuitBreaker`] service.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Classify};
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::config::ReadinessMode;
+use crate::future::ResponseFuture;
+use crate::handle::BreakerHandle;
+use crate::state::{Core, Readiness};
+
+/// A service behind a circuit breaker. Made by
+/// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer); all clones share the
+/// layer's breaker.
+///
+/// Errors are [`BoxError`]s: the inner service's own error, unchanged, or a
+/// [`Rejected`](palisade_core::Rejected) when the breaker refused the call
+/// (naming the provider, the state and, when open, how long until it
+/// probes again).
+pub struct CircuitBreaker<S, C> {
+    inner: S,
+    core: Arc<Core>,
+    classifier: C,
+    /// Whether `inner.poll_ready` said ready since the last call.
+    inner_ready: bool,
+    /// Load-balancer mode: the wake-up at the end of the open period.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn new(inner: S, core: Arc<Core>, classifier: C) -> Self {
+        CircuitBreaker {
+            inner,
+            core,
+            classifier,
+            inner_ready: false,
+            sleep: None,
+        }
+    }
+
+    /// The operator's handle on this service's breaker.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle {
+            core: self.core.clone(),
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        // A clone has not been readied, and needs its own timer.
+        CircuitBreaker::new(
+            self.inner.clone(),
+            self.core.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("provider", &self.core.cfg.provider)
+            .field("state", &self.core.state())
+            .finish()
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.core.cfg.mode {
+            ReadinessMode::FailFast => {
+                if self.core.refusing() {
+                    // `call` will reject without touching the inner service.
+                    self.inner_ready = false;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            ReadinessMode::LoadBalancer => loop {
+                match self.core.readiness() {
+                    Readiness::Go => {
+                        self.sleep = None;
+                        break;
+                    }
+                    Readiness::Refuse => {
+                        self.inner_ready = false;
+                        return Poll::Ready(Err(self.core.reject_now().into()));
+                    }
+                    Readiness::WaitUntil(at) => {
+                        match &mut self.sleep {
+                            Some(s) if s.deadline() == at => {}
+                            Some(s) => s.as_mut().reset(at),
+                            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                        }
+                        let sleep = self.sleep.as_mut().expect("set above");
+                        if sleep.as_mut().poll(cx).is_pending() {
+                            self.inner_ready = false;
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            },
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                self.inner_ready = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                self.inner_ready = false;
+                Poll::Ready(Err(e.into()))
+            }
+            Poll::Pending => {
+                self.inner_ready = false;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.core.acquire() {
+            Ok(permit) if self.inner_ready => {
+                self.inner_ready = false;
+                ResponseFuture::called(
+                    self.inner.call(req),
+                    self.core.clone(),
+                    permit,
+                    self.classifier.clone(),
+                )
+            }
+            Ok(permit) => {
+                // The breaker was refusing when readiness was checked, so the
+                // inner service was not readied; it must not be called.
+                self.core.abandon(permit);
+                ResponseFuture::rejected(self.core.reject_now())
+            }
+            Err(rejected) => ResponseFuture::rejected(rejected),
+        }
+    }
+}

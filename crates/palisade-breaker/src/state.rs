@@ -1,0 +1,745 @@
+//! The breaker's state machine, shared by every clone of the service.
+//!
+//! The state lives in one `AtomicU64` word: the state (3 bits), the
+//! half-open probes in flight (16 bits), the half-open successes so far
+//! (16 bits) and a generation (29 bits) that changes on every transition,
+//! so an outcome of a call admitted under an older state cannot feed the
+//! rules of the current one.
+//!
+//! Hot path (Closed): admission is one atomic load; recording is the
+//! window's couple of read-modify-writes plus the consecutive-failure
+//! counter. Transitions (trips, closes, operator actions) are rare and are
+//! serialised by a small mutex, which also guards the jitter RNG, so that
+//! the open deadline and the state change appear together.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use palisade_core::{CircuitState, Failure, FailureKind, Outcome, RejectReason, Rejected};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{Config, WindowKind};
+use crate::handle::{StateChange, TransitionReason};
+use crate::window::{CountWindow, Counts, TimeWindow, Window};
+
+const ST_MASK: u64 = 0b111;
+const PROBE_SHIFT: u32 = 3;
+const SUCC_SHIFT: u32 = 19;
+const GEN_SHIFT: u32 = 35;
+const FIELD16: u64 = 0xFFFF;
+
+fn st_code(s: CircuitState) -> u64 {
+    match s {
+        CircuitState::Closed => 0,
+        CircuitState::Open => 1,
+        CircuitState::HalfOpen => 2,
+        CircuitState::ForcedOpen => 3,
+        CircuitState::Disabled => 4,
+    }
+}
+
+fn st_of(w: u64) -> CircuitState {
+    match w & ST_MASK {
+        0 => CircuitState::Closed,
+        1 => CircuitState::Open,
+        2 => CircuitState::HalfOpen,
+        3 => CircuitState::ForcedOpen,
+        _ => CircuitState::Disabled,
+    }
+}
+
+fn probes_of(w: u64) -> u32 {
+    ((w >> PROBE_SHIFT) & FIELD16) as u32
+}
+
+fn succ_of(w: u64) -> u32 {
+    ((w >> SUCC_SHIFT) & FIELD16) as u32
+}
+
+fn gen_of(w: u64) -> u64 {
+    w >> GEN_SHIFT
+}
+
+fn pack(s: CircuitState, probes: u32, succ: u32, gen: u64) -> u64 {
+    st_code(s)
+        | (probes as u64 & FIELD16) << PROBE_SHIFT
+        | (succ as u64 & FIELD16) << SUCC_SHIFT
+        | (gen & ((1 << (64 - GEN_SHIFT)) - 1)) << GEN_SHIFT
+}
+
+/// A call the breaker let through; handed back when the call ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Permit {
+    gen: u64,
+    probe: bool,
+    /// Nanos since base when the call started; only read when a rule needs
+    /// the clock (slow calls, time window).
+    start: u64,
+}
+
+/// What one finished call means to the breaker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Verdict {
+    Success,
+    Failure(FailureKind),
+    /// Neither success nor failure (a 4xx, our own rejection...).
+    Ignored,
+    /// The provider asked us to stay away this long.
+    Cooldown(Duration),
+}
+
+/// Running totals for the handle's snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) successes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) ignored: AtomicU64,
+    pub(crate) slow: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+    pub(crate) opened: AtomicU64,
+}
+
+/// What `poll_ready` in load-balancer mode should do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Readiness {
+    Go,
+    WaitUntil(Instant),
+    Refuse,
+}
+
+#[derive(Debug)]
+struct Guarded {
+    rng: SmallRng,
+}
+
+/// The state shared by all clones of one breaker.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) cfg: Config,
+    base: Instant,
+    word: AtomicU64,
+    /// Nanos since base when the open period ends (valid in Open).
+    open_until: AtomicU64,
+    /// Nanos since base when HalfOpen began.
+    half_open_at: AtomicU64,
+    consecutive: AtomicU32,
+    /// Trips since the last close: the exponent of the open duration.
+    streak: AtomicU32,
+    window: Option<Window>,
+    needs_clock: bool,
+    pub(crate) totals: Totals,
+    guarded: Mutex<Guarded>,
+    pub(crate) changes: watch::Sender<StateChange>,
+}
+
+impl Core {
+    pub(crate) fn new(cfg: Config, seed: Option<u64>) -> Self {
+        let window = if cfg.failure_rate.is_some() || cfg.slow_call_rate.is_some() {
+            Some(match cfg.window {
+                WindowKind::Count(n) => Window::Count(CountWindow::new(n)),
+                WindowKind::Time { span, buckets } => Window::Time(TimeWindow::new(span, buckets)),
+            })
+        } else {
+            None
+        };
+        let needs_clock =
+            cfg.slow_call_rate.is_some() || window.as_ref().is_some_and(Window::needs_clock);
+        let base = Instant::now();
+        let rng = match seed {
+            Some(s) => SmallRng::seed_from_u64(s),
+            None => SmallRng::from_os_rng(),
+        };
+        let (changes, _) = watch::channel(StateChange {
+            from: CircuitState::Closed,
+            to: CircuitState::Closed,
+            reason: TransitionReason::Created,
+            at: base,
+        });
+        Core {
+            cfg,
+            base,
+            word: AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0)),
+            open_until: AtomicU64::new(0),
+            half_open_at: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            streak: AtomicU32::new(0),
+            window,
+            needs_clock,
+            totals: Totals::default(),
+            guarded: Mutex::new(Guarded { rng }),
+            changes,
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_nanos() as u64
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.base + Duration::from_nanos(nanos)
+    }
+
+    pub(crate) fn state(&self) -> CircuitState {
+        st_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// Lets a call through or refuses it, moving Open to HalfOpen when the
+    /// open period has ended.
+    pub(crate) fn acquire(&self) -> Result<Permit, Rejected> {
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            match st_of(w) {
+                CircuitState::Closed | CircuitState::Disabled => {
+                    let start = if self.needs_clock {
+                        self.nanos(Instant::now())
+                    } else {
+                        0
+                    };
+                    return Ok(Permit {
+                        gen: gen_of(w),
+                        probe: false,
+                        start,
+                    });
+                }
+                CircuitState::ForcedOpen => {
+                    return Err(self.reject(CircuitState::ForcedOpen, None, None))
+                }
+                CircuitState::Open => {
+                    let now = self.nanos(Instant::now());
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if now < until {
+                        return Err(self.reject(
+                            CircuitState::Open,
+                            Some(Duration::from_nanos(until - now)),
+                            None,
+                        ));
+                    }
+                    self.transition(w, CircuitState::HalfOpen, TransitionReason::OpenElapsed);
+                }
+                CircuitState::HalfOpen => {
+                    let now_needed = self.cfg.half_open_max_wait.is_some() || self.needs_clock;
+                    let now = if now_needed {
+                        self.nanos(Instant::now())
+                    } else {
+                        0
+                    };
+                    if let Some(max) = self.cfg.half_open_max_wait {
+                        let since = self.half_open_at.load(Ordering::Acquire);
+                        if now.saturating_sub(since) >= max.as_nanos() as u64 {
+                            self.transition(
+                                w,
+                                CircuitState::Open,
+                                TransitionReason::HalfOpenTimeout { waited: max },
+                            );
+                            w = self.word.load(Ordering::Acquire);
+                            continue;
+                        }
+                    }
+                    if probes_of(w) >= self.cfg.half_open_permitted {
+                        return Err(self.reject(
+                            CircuitState::HalfOpen,
+                            None,
+                            Some("every half-open probe slot is taken"),
+                        ));
+                    }
+                    let next = w + (1 << PROBE_SHIFT);
+                    match self.word.compare_exchange_weak(
+                        w,
+                        next,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            return Ok(Permit {
+                                gen: gen_of(w),
+                                probe: true,
+                                start: now,
+                            })
+                        }
+                        Err(actual) => {
+                            w = actual;
+                            continue;
+                        }
+                    }
+                }
+            }
+            w = self.word.load(Ordering::Acquire);
+        }
+    }
+
+    fn reject(
+        &self,
+        state: CircuitState,
+        retry_after: Option<Duration>,
+        detail: Option<&'static str>,
+    ) -> Rejected {
+        self.totals.rejected.fetch_add(1, Ordering::Relaxed);
+        let mut r = Rejected::new(RejectReason::CircuitOpen(state))
+            .with_provider_opt(self.cfg.provider.clone());
+        if let Some(d) = retry_after {
+            r = r.with_retry_after(d);
+        }
+        if let Some(d) = detail {
+            r = r.with_detail(d);
+        }
+        r
+    }
+
+    /// The rejection a caller gets for the breaker's current state, for a
+    /// call the breaker cannot send (its inner service was never readied).
+    pub(crate) fn reject_now(&self) -> Rejected {
+        let w = self.word.load(Ordering::Acquire);
+        let state = st_of(w);
+        let after = (state == CircuitState::Open).then(|| {
+            let now = self.nanos(Instant::now());
+            Duration::from_nanos(self.open_until.load(Ordering::Acquire).saturating_sub(now))
+        });
+        self.reject(
+            state,
+            after,
+            Some("the breaker was open when readiness was checked"),
+        )
+    }
+
+    /// Whether a call made now would be refused without a state change:
+    /// forced open, or open with time left.
+    pub(crate) fn refusing(&self) -> bool {
+        let w = self.word.load(Ordering::Acquire);
+        match st_of(w) {
+            CircuitState::ForcedOpen => true,
+            CircuitState::Open => {
+                self.nanos(Instant::now()) < self.open_until.load(Ordering::Acquire)
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn readiness(&self) -> Readiness {
+        let w = self.word.load(Ordering::Acquire);
+        match st_of(w) {
+            CircuitState::ForcedOpen => Readiness::Refuse,
+            CircuitState::Open => {
+                let until = self.open_until.load(Ordering::Acquire);
+                if self.nanos(Instant::now()) < until {
+                    Readiness::WaitUntil(self.instant(until))
+                } else {
+                    Readiness::Go
+                }
+            }
+            _ => Readiness::Go,
+        }
+    }
+
+    /// How long until the open period ends, when open.
+    pub(crate) fn open_remaining(&self) -> Option<Duration> {
+        let w = self.word.load(Ordering::Acquire);
+        (st_of(w) == CircuitState::Open).then(|| {
+            let now = self.nanos(Instant::now());
+            Duration::from_nanos(self.open_until.load(Ordering::Acquire).saturating_sub(now))
+        })
+    }
+
+    /// Turns a classified outcome into what it means to this breaker.
+    pub(crate) fn verdict(&self, outcome: &Outcome) -> Verdict {
+        match outcome {
+            Outcome::Success => Verdict::Success,
+            Outcome::Failure(f) => self.failure_verdict(f),
+        }
+    }
+
+    fn failure_verdict(&self, f: &Failure) -> Verdict {
+        if self.cfg.cooldown {
+            if let FailureKind::RateLimited {
+                retry_after: Some(d),
+            }
+            | FailureKind::Overloaded {
+                retry_after: Some(d),
+            } = f.kind
+            {
+                if !d.is_zero() {
+                    return Verdict::Cooldown(d.min(self.cfg.max_cooldown));
+                }
+            }
+        }
+        if self.cfg.policy.counts_for_breaker(f) {
+            Verdict::Failure(f.kind)
+        } else {
+            Verdict::Ignored
+        }
+    }
+
+    /// Records how a call ended.
+    pub(crate) fn record(&self, permit: Permit, verdict: Verdict) {
+        let now = if self.needs_clock || matches!(verdict, Verdict::Cooldown(_)) {
+            self.nanos(Instant::now())
+        } else {
+            0
+        };
+        let slow = self.cfg.slow_call_rate.is_some()
+            && now.saturating_sub(permit.start) >= self.cfg.slow_call_threshold.as_nanos() as u64;
+        match verdict {
+            Verdict::Success => self.totals.successes.fetch_add(1, Ordering::Relaxed),
+            Verdict::Failure(_) | Verdict::Cooldown(_) => {
+                self.totals.failures.fetch_add(1, Ordering::Relaxed)
+            }
+            Verdict::Ignored => self.totals.ignored.fetch_add(1, Ordering::Relaxed),
+        };
+        if slow {
+            self.totals.slow.fetch_add(1, Ordering::Relaxed);
+        }
+        if permit.probe {
+            self.record_probe(permit, verdict, slow, now);
+        } else {
+            self.record_closed(permit, verdict, slow, now);
+        }
+    }
+
+    fn record_closed(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) {
+        let w = self.word.load(Ordering::Acquire);
+        let state = st_of(w);
+        if let Verdict::Cooldown(d) = verdict {
+            match state {
+                CircuitState::Closed | CircuitState::HalfOpen => {
+                    self.transition(
+                        w,
+                        CircuitState::Open,
+                        TransitionReason::Cooldown { retry_after: d },
+                    );
+                }
+                CircuitState::Open => self.extend_open(w, now + d.as_nanos() as u64),
+                _ => {}
+            }
+            return;
+        }
+        if gen_of(w) != permit.gen
+            || !matches!(state, CircuitState::Closed | CircuitState::Disabled)
+        {
+            // Admitted under an earlier state: it says nothing about this one.
+            return;
+        }
+        let failed = matches!(verdict, Verdict::Failure(_));
+        if matches!(verdict, Verdict::Ignored) && !slow {
+            return;
+        }
+        let consecutive = if failed {
+            self.consecutive
+                .fetch_add(1, Ordering::AcqRel)
+                .saturating_add(1)
+        } else {
+            if !matches!(verdict, Verdict::Ignored) && self.consecutive.load(Ordering::Relaxed) != 0
+            {
+                self.consecutive.store(0, Ordering::Release);
+            }
+            0
+        };
+        if let Some(window) = &self.window {
+            window.record(now, failed, slow);
+        }
+        if state == CircuitState::Disabled || !(failed || slow) {
+            // A success never trips the breaker; a disabled one never trips.
+            return;
+        }
+        if let Some(reason) = self.trip_reason(consecutive, now) {
+            self.transition(w, CircuitState::Open, reason);
+        }
+    }
+
+    fn trip_reason(&self, consecutive: u32, now: u64) -> Option<TransitionReason> {
+        if let Some(n) = self.cfg.consecutive_failures {
+            if consecutive >= n {
+                return Some(TransitionReason::ConsecutiveFailures {
+                    count: consecutive,
+                    threshold: n,
+                });
+            }
+        }
+        let window = self.window.as_ref()?;
+        let c: Counts = window.counts(now);
+        if c.calls < self.cfg.minimum_calls {
+            return None;
+        }
+        if let Some(t) = self.cfg.failure_rate {
+            if c.failure_rate() >= t {
+                return Some(TransitionReason::FailureRate {
+                    rate: c.failure_rate(),
+                    threshold: t,
+                    calls: c.calls,
+                });
+            }
+        }
+        if let Some(t) = self.cfg.slow_call_rate {
+            if c.slow_rate() >= t {
+                return Some(TransitionReason::SlowCallRate {
+                    rate: c.slow_rate(),
+                    threshold: t,
+                    calls: c.calls,
+                });
+            }
+        }
+        None
+    }
+
+    fn record_probe(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) {
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if gen_of(w) != permit.gen || st_of(w) != CircuitState::HalfOpen {
+                // The half-open period this probe belonged to is over.
+                if let (Verdict::Cooldown(d), CircuitState::Open) = (verdict, st_of(w)) {
+                    self.extend_open(w, now + d.as_nanos() as u64);
+                }
+                return;
+            }
+            // A slow probe is a failed probe when the slow-call rule is on.
+            let verdict = match verdict {
+                Verdict::Success if slow => Verdict::Failure(FailureKind::Timeout),
+                v => v,
+            };
+            match verdict {
+                Verdict::Ignored => {
+                    let next = w - (1 << PROBE_SHIFT);
+                    match self.word.compare_exchange_weak(
+                        w,
+                        next,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return,
+                        Err(a) => w = a,
+                    }
+                }
+                Verdict::Success => {
+                    let succ = succ_of(w) + 1;
+                    if succ >= self.cfg.half_open_successes {
+                        if self.transition(
+                            w,
+                            CircuitState::Closed,
+                            TransitionReason::ProbesSucceeded { successes: succ },
+                        ) {
+                            return;
+                        }
+                        w = self.word.load(Ordering::Acquire);
+                    } else {
+                        let next = pack(CircuitState::HalfOpen, probes_of(w) - 1, succ, gen_of(w));
+                        match self.word.compare_exchange_weak(
+                            w,
+                            next,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        ) {
+                            Ok(_) => return,
+                            Err(a) => w = a,
+                        }
+                    }
+                }
+                Verdict::Failure(kind) => {
+                    if self.transition(
+                        w,
+                        CircuitState::Open,
+                        TransitionReason::ProbeFailed { kind },
+                    ) {
+                        return;
+                    }
+                    w = self.word.load(Ordering::Acquire);
+                }
+                Verdict::Cooldown(d) => {
+                    if self.transition(
+                        w,
+                        CircuitState::Open,
+                        TransitionReason::Cooldown { retry_after: d },
+                    ) {
+                        return;
+                    }
+                    w = self.word.load(Ordering::Acquire);
+                }
+            }
+        }
+    }
+
+    /// A call's future was dropped before it finished: free its probe slot,
+    /// count it as neither success nor failure.
+    pub(crate) fn abandon(&self, permit: Permit) {
+        self.totals.abandoned.fetch_add(1, Ordering::Relaxed);
+        if !permit.probe {
+            return;
+        }
+        let mut w = self.word.load(Ordering::Acquire);
+        while gen_of(w) == permit.gen && st_of(w) == CircuitState::HalfOpen && probes_of(w) > 0 {
+            let next = w - (1 << PROBE_SHIFT);
+            match self
+                .word
+                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(a) => w = a,
+            }
+        }
+    }
+
+    fn extend_open(&self, w: u64, until: u64) {
+        let _g = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
+        if self.word.load(Ordering::Acquire) == w {
+            self.open_until.fetch_max(until, Ordering::AcqRel);
+        }
+    }
+
+    /// The open period for the next trip: base × multiplier^streak, capped,
+    /// then shortened by a random fraction of up to `open_jitter`.
+    fn open_period(&self, rng: &mut SmallRng) -> Duration {
+        let streak = self.streak.load(Ordering::Acquire);
+        let cfg = &self.cfg;
+        let grown =
+            cfg.open_duration.as_secs_f64() * cfg.open_multiplier.powi(streak.min(1024) as i32);
+        let capped = if grown.is_finite() {
+            grown.min(cfg.max_open_duration.as_secs_f64())
+        } else {
+            cfg.max_open_duration.as_secs_f64()
+        };
+        let jitter = if cfg.open_jitter > 0.0 {
+            1.0 - cfg.open_jitter * rng.random::<f64>()
+        } else {
+            1.0
+        };
+        Duration::from_secs_f64(capped * jitter)
+    }
+
+    /// Moves from the state in word `from` to `to`, if the word has not
+    /// changed state or generation meanwhile. Returns whether it did.
+    fn transition(&self, from: u64, to: CircuitState, reason: TransitionReason) -> bool {
+        let mut g = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.nanos(Instant::now());
+        let mut w = self.word.load(Ordering::Acquire);
+        if gen_of(w) != gen_of(from) || st_of(w) != st_of(from) {
+            return false;
+        }
+        let from_state = st_of(w);
+        match to {
+            CircuitState::Open => {
+                let period = match reason {
+                    TransitionReason::Cooldown { retry_after } => retry_after,
+                    _ => {
+                        let p = self.open_period(&mut g.rng);
+                        self.streak.fetch_add(1, Ordering::AcqRel);
+                        p
+                    }
+                };
+                self.open_until
+                    .store(now + period.as_nanos() as u64, Ordering::Release);
+                self.totals.opened.fetch_add(1, Ordering::Relaxed);
+            }
+            CircuitState::HalfOpen => self.half_open_at.store(now, Ordering::Release),
+            CircuitState::Closed => self.clear_rules(),
+            _ => {}
+        }
+        // Probe counts only live within one HalfOpen period; a new one
+        // starts with none taken (the caller that moved it there takes a
+        // slot like everyone else).
+        let next = pack(to, 0, 0, gen_of(w) + 1);
+        loop {
+            match self
+                .word
+                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                // Only probe counts change without the lock; keep trying.
+                Err(a) if gen_of(a) == gen_of(w) && st_of(a) == st_of(w) => w = a,
+                Err(_) => return false,
+            }
+        }
+        let at = self.instant(now);
+        self.announce(StateChange {
+            from: from_state,
+            to,
+            reason,
+            at,
+        });
+        true
+    }
+
+    fn clear_rules(&self) {
+        self.consecutive.store(0, Ordering::Release);
+        self.streak.store(0, Ordering::Release);
+        if let Some(w) = &self.window {
+            w.reset();
+        }
+    }
+
+    fn announce(&self, change: StateChange) {
+        let provider = self
+            .cfg
+            .provider
+            .as_ref()
+            .map(|p| p.as_str())
+            .unwrap_or("-");
+        match change.to {
+            CircuitState::Open | CircuitState::ForcedOpen => tracing::warn!(
+                provider,
+                from = %change.from,
+                to = %change.to,
+                reason = %change.reason,
+                open_for = ?self.open_remaining(),
+                "circuit breaker opened"
+            ),
+            _ => tracing::info!(
+                provider,
+                from = %change.from,
+                to = %change.to,
+                reason = %change.reason,
+                "circuit breaker state change"
+            ),
+        }
+        self.changes.send_replace(change);
+    }
+
+    /// Operator action: move to `to` from whatever state, with `reason`.
+    pub(crate) fn force(&self, to: CircuitState, reason: TransitionReason) {
+        loop {
+            let w = self.word.load(Ordering::Acquire);
+            if self.transition(w, to, reason) {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn window_counts(&self) -> Option<Counts> {
+        let now = self.nanos(Instant::now());
+        self.window.as_ref().map(|w| w.counts(now))
+    }
+
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.consecutive.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn half_open_probes(&self) -> (u32, u32) {
+        let w = self.word.load(Ordering::Acquire);
+        (probes_of(w), succ_of(w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_packing_round_trips() {
+        for s in [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+            CircuitState::ForcedOpen,
+            CircuitState::Disabled,
+        ] {
+            let w = pack(s, 65_000, 3, (1 << 29) - 1);
+            assert_eq!(st_of(w), s);
+            assert_eq!(probes_of(w), 65_000);
+            assert_eq!(succ_of(w), 3);
+            assert_eq!(gen_of(w), (1 << 29) - 1);
+        }
+        // the generation wraps instead of spilling
+        assert_eq!(gen_of(pack(CircuitState::Closed, 0, 0, 1 << 29)), 0);
+    }
+}
