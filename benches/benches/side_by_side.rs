@@ -5,7 +5,7 @@
 //! `PALISADE_BENCH_CALLS` / `PALISADE_BENCH_RUNS` to change the amount of
 //! work (defaults 200 000 calls, median of 7 runs).
 
-use benches::{measure, peers, render, Bare, Row, Settings};
+use benches::{measure, ours, peers, render, Bare, Row, Settings};
 
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments we do not use.
@@ -69,6 +69,12 @@ fn main() {
 
     add(
         "breaker",
+        "palisade",
+        "circuit breaker (closed)",
+        measure(&settings, true, ours::breaker_closed),
+    );
+    add(
+        "breaker",
         "tower-resilience",
         "circuit breaker (closed)",
         measure(&settings, true, || peers::resilience_breaker(Bare)),
@@ -78,6 +84,19 @@ fn main() {
         "failsafe",
         "circuit breaker (closed)",
         measure(&settings, true, || peers::failsafe_breaker(Bare)),
+    );
+
+    add(
+        "breaker open",
+        "palisade",
+        "rejection while open",
+        measure(&settings, false, ours::breaker_open),
+    );
+    add(
+        "breaker open",
+        "failsafe",
+        "rejection while open",
+        measure(&settings, false, peers::failsafe_breaker_open),
     );
 
     add(

@@ -11,6 +11,7 @@
 //! A measurement is the median ns/call of several runs.
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod ours;
 pub mod peers;
 
 use std::fmt::Debug;

@@ -209,3 +209,23 @@ where
         breaker: failsafe::Config::new().build(),
     }
 }
+
+/// failsafe's breaker tripped open (one failure, an hour's back-off).
+pub fn failsafe_breaker_open(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    use failsafe::{backoff, failure_policy};
+    let breaker = failsafe::Config::new()
+        .failure_policy(failure_policy::consecutive_failures(
+            1,
+            backoff::constant(LONG),
+        ))
+        .build();
+    crate::ours::trip(FailsafeService {
+        inner: crate::Failing,
+        breaker: breaker.clone(),
+    });
+    FailsafeService {
+        inner: Bare,
+        breaker,
+    }
+}

@@ -232,9 +232,9 @@ impl BreakerHandle {
     /// A snapshot of the breaker's numbers.
     pub fn metrics(&self) -> MetricsSnapshot {
         let t = &self.core.totals;
-        let successes = t.successes.load(Ordering::Relaxed);
-        let failures = t.failures.load(Ordering::Relaxed);
-        let ignored = t.ignored.load(Ordering::Relaxed);
+        let successes = t.successes.get();
+        let failures = t.failures.get();
+        let ignored = t.ignored.get();
         let window = self.core.window_counts().unwrap_or_default();
         let (probes, _) = self.core.half_open_probes();
         MetricsSnapshot {
@@ -244,9 +244,9 @@ impl BreakerHandle {
             successes,
             failures,
             ignored,
-            slow_calls: t.slow.load(Ordering::Relaxed),
-            rejected: t.rejected.load(Ordering::Relaxed),
-            abandoned: t.abandoned.load(Ordering::Relaxed),
+            slow_calls: t.slow.get(),
+            rejected: t.rejected.get(),
+            abandoned: t.abandoned.get(),
             times_opened: t.opened.load(Ordering::Relaxed),
             consecutive_failures: self.core.consecutive_failures(),
             window_calls: window.calls,

@@ -61,6 +61,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod counter;
 mod future;
 mod handle;
 mod layer;

@@ -101,8 +101,11 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match self.core.cfg.mode {
             ReadinessMode::FailFast => {
-                if self.core.refusing() {
-                    // `call` will reject without touching the inner service.
+                if self.core.is_open() {
+                    // `call` will most likely reject without touching the
+                    // inner service; no need to wait for it (or read the
+                    // clock) here. If the open period has ended by then,
+                    // `call` checks the inner service's readiness itself.
                     self.inner_ready = false;
                     return Poll::Ready(Ok(()));
                 }
@@ -160,10 +163,23 @@ where
                 )
             }
             Ok(permit) => {
-                // The breaker was refusing when readiness was checked, so the
-                // inner service was not readied; it must not be called.
-                self.core.abandon(permit);
-                ResponseFuture::rejected(self.core.reject_now())
+                // The breaker was open when readiness was checked, so the
+                // inner service was not readied. Ask it now, without waiting:
+                // if it is ready, the probe goes ahead; if not, it must not
+                // be called.
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match self.inner.poll_ready(&mut cx) {
+                    Poll::Ready(Ok(())) => ResponseFuture::called(
+                        self.inner.call(req),
+                        self.core.clone(),
+                        permit,
+                        self.classifier.clone(),
+                    ),
+                    _ => {
+                        self.core.abandon(permit);
+                        ResponseFuture::rejected(self.core.reject_now())
+                    }
+                }
             }
             Err(rejected) => ResponseFuture::rejected(rejected),
         }

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Config, WindowKind};
+use crate::counter::StripedCounter;
 use crate::handle::{StateChange, TransitionReason};
 use crate::window::{CountWindow, Counts, TimeWindow, Window};
 
@@ -95,13 +96,25 @@ pub(crate) enum Verdict {
 /// Running totals for the handle's snapshot.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
-    pub(crate) successes: AtomicU64,
-    pub(crate) failures: AtomicU64,
-    pub(crate) ignored: AtomicU64,
-    pub(crate) slow: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) abandoned: AtomicU64,
+    pub(crate) successes: StripedCounter,
+    pub(crate) failures: StripedCounter,
+    pub(crate) ignored: StripedCounter,
+    pub(crate) slow: StripedCounter,
+    pub(crate) rejected: StripedCounter,
+    pub(crate) abandoned: StripedCounter,
     pub(crate) opened: AtomicU64,
+}
+
+/// Keeps a hot atomic on a cache line of its own.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// What `poll_ready` in load-balancer mode should do.
@@ -122,12 +135,14 @@ struct Guarded {
 pub(crate) struct Core {
     pub(crate) cfg: Config,
     base: Instant,
-    word: AtomicU64,
+    /// Read on every call, written on transitions and half-open probes.
+    word: Line<AtomicU64>,
     /// Nanos since base when the open period ends (valid in Open).
     open_until: AtomicU64,
     /// Nanos since base when HalfOpen began.
     half_open_at: AtomicU64,
-    consecutive: AtomicU32,
+    /// Written on every failure, read on every success.
+    consecutive: Line<AtomicU32>,
     /// Trips since the last close: the exponent of the open duration.
     streak: AtomicU32,
     window: Option<Window>,
@@ -163,10 +178,10 @@ impl Core {
         Core {
             cfg,
             base,
-            word: AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0)),
+            word: Line(AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0))),
             open_until: AtomicU64::new(0),
             half_open_at: AtomicU64::new(0),
-            consecutive: AtomicU32::new(0),
+            consecutive: Line(AtomicU32::new(0)),
             streak: AtomicU32::new(0),
             window,
             needs_clock,
@@ -278,7 +293,7 @@ impl Core {
         retry_after: Option<Duration>,
         detail: Option<&'static str>,
     ) -> Rejected {
-        self.totals.rejected.fetch_add(1, Ordering::Relaxed);
+        self.totals.rejected.add(1);
         let mut r = Rejected::new(RejectReason::CircuitOpen(state))
             .with_provider_opt(self.cfg.provider.clone());
         if let Some(d) = retry_after {
@@ -317,6 +332,15 @@ impl Core {
             }
             _ => false,
         }
+    }
+
+    /// Whether the breaker is open or forced open, without reading the
+    /// clock (so an open period that has just ended still says yes).
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(
+            st_of(self.word.load(Ordering::Acquire)),
+            CircuitState::Open | CircuitState::ForcedOpen
+        )
     }
 
     pub(crate) fn readiness(&self) -> Readiness {
@@ -383,14 +407,12 @@ impl Core {
         let slow = self.cfg.slow_call_rate.is_some()
             && now.saturating_sub(permit.start) >= self.cfg.slow_call_threshold.as_nanos() as u64;
         match verdict {
-            Verdict::Success => self.totals.successes.fetch_add(1, Ordering::Relaxed),
-            Verdict::Failure(_) | Verdict::Cooldown(_) => {
-                self.totals.failures.fetch_add(1, Ordering::Relaxed)
-            }
-            Verdict::Ignored => self.totals.ignored.fetch_add(1, Ordering::Relaxed),
+            Verdict::Success => self.totals.successes.add(1),
+            Verdict::Failure(_) | Verdict::Cooldown(_) => self.totals.failures.add(1),
+            Verdict::Ignored => self.totals.ignored.add(1),
         };
         if slow {
-            self.totals.slow.fetch_add(1, Ordering::Relaxed);
+            self.totals.slow.add(1);
         }
         if permit.probe {
             self.record_probe(permit, verdict, slow, now);
@@ -563,7 +585,7 @@ impl Core {
     /// A call's future was dropped before it finished: free its probe slot,
     /// count it as neither success nor failure.
     pub(crate) fn abandon(&self, permit: Permit) {
-        self.totals.abandoned.fetch_add(1, Ordering::Relaxed);
+        self.totals.abandoned.add(1);
         if !permit.probe {
             return;
         }

@@ -46,7 +46,7 @@ fn flags(failed: bool, slow: bool) -> u8 {
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    head: AtomicU64,
+    head: Head,
     calls: AtomicI64,
     failures: AtomicI64,
     slow: AtomicI64,
@@ -56,7 +56,7 @@ impl CountWindow {
     pub(crate) fn new(size: usize) -> Self {
         CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            head: AtomicU64::new(0),
+            head: Head(AtomicU64::new(0)),
             calls: AtomicI64::new(0),
             failures: AtomicI64::new(0),
             slow: AtomicI64::new(0),
@@ -64,9 +64,15 @@ impl CountWindow {
     }
 
     pub(crate) fn record(&self, failed: bool, slow: bool) {
-        let n = self.head.fetch_add(1, Ordering::Relaxed);
+        let n = self.head.0.fetch_add(1, Ordering::Relaxed);
         let slot = &self.slots[(n % self.slots.len() as u64) as usize];
         let new = flags(failed, slow);
+        // In a steady state most slots already hold what we would write:
+        // leave the cache line shared instead of writing it. A racing
+        // writer of the same slot (a full window later) holds a newer call.
+        if slot.load(Ordering::Relaxed) == new {
+            return;
+        }
         let old = slot.swap(new, Ordering::AcqRel);
         if old & USED == 0 {
             self.calls.fetch_add(1, Ordering::AcqRel);
@@ -96,6 +102,11 @@ impl CountWindow {
         }
     }
 }
+
+/// The write cursor, on a cache line of its own.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Head(AtomicU64);
 
 fn adjust(counter: &AtomicI64, was: bool, is: bool) {
     match (was, is) {

@@ -1,0 +1,38 @@
+//! palisade's stacks, built over the same bare service as the peers.
+
+use futures_util::FutureExt;
+use palisade_breaker::CircuitBreakerLayer;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::{Bare, Failing, Req, LONG};
+
+/// A breaker with the default rules, closed.
+pub fn breaker_closed(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    CircuitBreakerLayer::builder().build().unwrap().layer(Bare)
+}
+
+/// A breaker tripped open for an hour: every call is a rejection.
+pub fn breaker_open(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(Some(1))
+        .open_duration(LONG)
+        .open_backoff(1.0, LONG)
+        .build()
+        .unwrap();
+    trip(layer.layer(Failing));
+    layer.layer(Bare)
+}
+
+/// Sends one failing call through `svc` without a runtime (the failing
+/// service answers at once).
+pub(crate) fn trip<S: Service<Req>>(mut svc: S) {
+    let ready = svc.ready().now_or_never().expect("ready at once");
+    assert!(ready.is_ok());
+    let res = svc
+        .call(palisade_core::WithDeadline::new(0))
+        .now_or_never()
+        .expect("answers at once");
+    assert!(res.is_err(), "the tripping call must fail");
+}

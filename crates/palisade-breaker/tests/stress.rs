@@ -1,0 +1,144 @@
+//! Many threads hammering one breaker: the half-open bound holds and no
+//! outcome is lost.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_breaker::CircuitBreakerLayer;
+use palisade_core::{BoxError, CircuitState, Rejected};
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+#[test]
+fn half_open_bound_holds_under_contention() {
+    const PERMITTED: usize = 4;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for round in 0..20 {
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let peak = Arc::new(AtomicUsize::new(0));
+            let inner = {
+                let in_flight = in_flight.clone();
+                let peak = peak.clone();
+                service_fn(move |fail: bool| {
+                    let in_flight = in_flight.clone();
+                    let peak = peak.clone();
+                    async move {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        if fail {
+                            Err::<(), BoxError>(
+                                std::io::Error::from(std::io::ErrorKind::ConnectionReset).into(),
+                            )
+                        } else {
+                            Ok(())
+                        }
+                    }
+                })
+            };
+            let layer = CircuitBreakerLayer::builder()
+                .consecutive_failures(Some(1))
+                .failure_rate(None)
+                .open_duration(Duration::from_millis(1))
+                .open_jitter(0.0)
+                .half_open_probes(PERMITTED as u32)
+                .half_open_successes(65_534)
+                .build()
+                .unwrap();
+            let h = layer.handle();
+            let svc = layer.layer(inner);
+            svc.clone().oneshot(true).await.unwrap_err();
+            assert_eq!(h.state(), CircuitState::Open);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+
+            let admitted = Arc::new(AtomicUsize::new(0));
+            let rejected = Arc::new(AtomicUsize::new(0));
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let mut s = svc.clone();
+                    let admitted = admitted.clone();
+                    let rejected = rejected.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..200 {
+                            match s.ready().await.unwrap().call(false).await {
+                                Ok(()) => admitted.fetch_add(1, Ordering::SeqCst),
+                                Err(e) => {
+                                    assert!(e.downcast_ref::<Rejected>().is_some());
+                                    rejected.fetch_add(1, Ordering::SeqCst)
+                                }
+                            };
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let m = h.metrics();
+            assert!(
+                peak.load(Ordering::SeqCst) <= PERMITTED,
+                "round {round}: {} probes at once",
+                peak.load(Ordering::SeqCst)
+            );
+            assert_eq!(h.state(), CircuitState::HalfOpen);
+            assert_eq!(m.probes_in_flight, 0, "every probe slot came back");
+            // every admitted call was recorded as a success; every refused one as a rejection
+            assert_eq!(m.successes as usize, admitted.load(Ordering::SeqCst));
+            assert_eq!(m.rejected as usize, rejected.load(Ordering::SeqCst));
+            assert_eq!(
+                admitted.load(Ordering::SeqCst) + rejected.load(Ordering::SeqCst),
+                64 * 200
+            );
+        }
+    });
+}
+
+#[test]
+fn closed_state_counts_every_outcome_under_contention() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(None)
+            .failure_rate(Some(1.0))
+            .count_window(1_000_000)
+            .minimum_calls(1_000_000)
+            .build()
+            .unwrap();
+        let h = layer.handle();
+        let svc = layer.layer(service_fn(|i: u64| async move {
+            if i % 4 == 0 {
+                Err::<(), BoxError>(std::io::Error::from(std::io::ErrorKind::TimedOut).into())
+            } else {
+                Ok(())
+            }
+        }));
+        let tasks: Vec<_> = (0..32u64)
+            .map(|t| {
+                let mut s = svc.clone();
+                tokio::spawn(async move {
+                    for i in 0..2_000u64 {
+                        let _ = s.ready().await.unwrap().call(t * 2_000 + i).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let m = h.metrics();
+        assert_eq!(m.calls, 64_000);
+        assert_eq!(m.failures, 16_000);
+        assert_eq!(m.window_calls, 64_000);
+        assert_eq!(m.failure_rate, 0.25);
+        assert_eq!(h.state(), CircuitState::Closed);
+    });
+}
