@@ -289,7 +289,7 @@ impl<Res> Classify<Res, BoxError> for ErrorClassifier {
 /// |---|---|
 /// | [`Rejected`] | `Rejected(reason)` |
 /// | [`Classified`] | the kind it carries |
-/// | [`Elapsed`], `tokio::time::error::Elapsed` | `Timeout` |
+/// | [`Elapsed`], `tokio::time::error::Elapsed`, `tower::timeout::error::Elapsed` | `Timeout` |
 /// | `io::Error` `TimedOut` | `Timeout` |
 /// | `io::Error` refused, reset, aborted, not connected, broken pipe, address unavailable | `Connect` |
 ///
@@ -308,7 +308,10 @@ pub fn classify_error(err: &(dyn StdError + 'static)) -> Failure {
         if let Some(c) = e.downcast_ref::<Classified>() {
             return c.failure;
         }
-        if e.is::<Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
+        if e.is::<Elapsed>()
+            || e.is::<tokio::time::error::Elapsed>()
+            || e.is::<tower::timeout::error::Elapsed>()
+        {
             return Failure::new(FailureKind::Timeout);
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
@@ -445,6 +448,8 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(classify_error(&e).kind, FailureKind::Timeout);
+        let tower: BoxError = tower::timeout::error::Elapsed::new().into();
+        assert_eq!(classify_error(&*tower).kind, FailureKind::Timeout);
     }
 
     #[test]
