@@ -263,13 +263,8 @@ impl Core {
                         ));
                     }
                     let next = w + (1 << PROBE_SHIFT);
-                    match self.word.compare_exchange_weak(
-                        w,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => {
+                    match self.swap_word(w, next) {
+                        Ok(()) => {
                             return Ok(Permit {
                                 gen: gen_of(w),
                                 probe: true,
@@ -524,13 +519,8 @@ impl Core {
             match verdict {
                 Verdict::Ignored => {
                     let next = w - (1 << PROBE_SHIFT);
-                    match self.word.compare_exchange_weak(
-                        w,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => return,
+                    match self.swap_word(w, next) {
+                        Ok(()) => return,
                         Err(a) => w = a,
                     }
                 }
@@ -547,13 +537,8 @@ impl Core {
                         w = self.word.load(Ordering::Acquire);
                     } else {
                         let next = pack(CircuitState::HalfOpen, probes_of(w) - 1, succ, gen_of(w));
-                        match self.word.compare_exchange_weak(
-                            w,
-                            next,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        ) {
-                            Ok(_) => return,
+                        match self.swap_word(w, next) {
+                            Ok(()) => return,
                             Err(a) => w = a,
                         }
                     }
@@ -592,14 +577,19 @@ impl Core {
         let mut w = self.word.load(Ordering::Acquire);
         while gen_of(w) == permit.gen && st_of(w) == CircuitState::HalfOpen && probes_of(w) > 0 {
             let next = w - (1 << PROBE_SHIFT);
-            match self
-                .word
-                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return,
+            match self.swap_word(w, next) {
+                Ok(()) => return,
                 Err(a) => w = a,
             }
         }
+    }
+
+    /// Replaces the state word if it still is `current`; otherwise hands
+    /// back what it is now. Used for the lock-free probe-count updates.
+    fn swap_word(&self, current: u64, next: u64) -> Result<(), u64> {
+        self.word
+            .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
     }
 
     fn extend_open(&self, w: u64, until: u64) {
@@ -662,11 +652,8 @@ impl Core {
         // slot like everyone else).
         let next = pack(to, 0, 0, gen_of(w) + 1);
         loop {
-            match self
-                .word
-                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
+            match self.swap_word(w, next) {
+                Ok(()) => break,
                 // Only probe counts change without the lock; keep trying.
                 Err(a) if gen_of(a) == gen_of(w) && st_of(a) == st_of(w) => w = a,
                 Err(_) => return false,
