@@ -119,6 +119,42 @@ pub fn tower_stack(
         .service(Bare)
 }
 
+fn resilience_breaker_layer() -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .unwrap()
+}
+
+fn resilience_bulkhead_layer() -> tower_resilience::bulkhead::BulkheadLayer {
+    tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(LIMIT)
+        .build()
+        .unwrap()
+}
+
+fn resilience_retry_layer<E>() -> tower_resilience::retry::RetryLayer<Req, u64, E> {
+    let budget = tower_resilience::retry::RetryBudgetBuilder::new()
+        .token_bucket()
+        .tokens_per_second(10.0)
+        .max_tokens(100)
+        .build()
+        .unwrap();
+    tower_resilience::retry::RetryLayer::<Req, u64, E>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(10))
+        .budget(budget)
+        .build()
+}
+
+fn resilience_time_limiter_layer() -> tower_resilience::timelimiter::TimeLimiterLayer {
+    tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(LONG)
+        .cancel_running_future(true)
+        .build()
+}
+
 pub fn resilience_breaker<S>(
     inner: S,
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
@@ -126,75 +162,35 @@ where
     S: Service<Req, Response = u64, Error = BenchError> + Clone + Send + 'static,
     S::Future: Send,
 {
-    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .failure_rate_threshold(0.5)
-        .sliding_window_size(100)
-        .build()
-        .unwrap()
-        .layer(inner)
+    resilience_breaker_layer().layer(inner)
 }
 
 pub fn resilience_bulkhead(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
-    tower_resilience::bulkhead::BulkheadLayer::builder()
-        .max_concurrent_calls(LIMIT)
-        .build()
-        .unwrap()
-        .layer(Bare)
-}
-
-fn resilience_budget() -> Arc<dyn tower_resilience::retry::RetryBudget> {
-    tower_resilience::retry::RetryBudgetBuilder::new()
-        .token_bucket()
-        .tokens_per_second(10.0)
-        .max_tokens(100)
-        .build()
-        .unwrap()
+    resilience_bulkhead_layer().layer(Bare)
 }
 
 pub fn resilience_retry(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
-    tower_resilience::retry::RetryLayer::<Req, u64, BenchError>::builder()
-        .max_attempts(3)
-        .exponential_backoff(Duration::from_millis(10))
-        .budget(resilience_budget())
-        .build()
-        .layer(Bare)
+    resilience_retry_layer::<BenchError>().layer(Bare)
 }
 
 pub fn resilience_time_limiter(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
-    tower_resilience::timelimiter::TimeLimiterLayer::builder()
-        .timeout_duration(LONG)
-        .cancel_running_future(true)
-        .build()
-        .layer(Bare)
+    resilience_time_limiter_layer().layer(Bare)
 }
 
+/// The four single-layer rows above, stacked: bulkhead > retry > breaker >
+/// time limiter, each configured exactly as in its own row.
 pub fn resilience_stack(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     use tower_resilience::circuitbreaker::CircuitBreakerError;
     use tower_resilience::timelimiter::TimeLimiterError;
     type E = CircuitBreakerError<TimeLimiterError<BenchError>>;
-    let timeout = tower_resilience::timelimiter::TimeLimiterLayer::builder()
-        .timeout_duration(LONG)
-        .cancel_running_future(true)
-        .build();
-    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .failure_rate_threshold(0.5)
-        .sliding_window_size(100)
-        .build()
-        .unwrap();
-    let retry = tower_resilience::retry::RetryLayer::<Req, u64, E>::builder()
-        .max_attempts(3)
-        .exponential_backoff(Duration::from_millis(10))
-        .budget(resilience_budget())
-        .build();
-    let bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
-        .max_concurrent_calls(LIMIT)
-        .build()
-        .unwrap();
-    bulkhead.layer(retry.layer(breaker.layer(timeout.layer(Bare))))
+    resilience_bulkhead_layer().layer(
+        resilience_retry_layer::<E>()
+            .layer(resilience_breaker_layer().layer(resilience_time_limiter_layer().layer(Bare))),
+    )
 }
 
 pub fn failsafe_breaker<S>(
