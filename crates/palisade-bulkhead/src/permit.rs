@@ -1,0 +1,177 @@
+//! The slot a call holds, when it is given back, and a body that keeps it
+//! until a streamed response ends.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::semaphore::Semaphore;
+
+/// One bulkhead slot, held by a call. Dropping it gives the slot back (to
+/// the head of the queue if someone waits).
+///
+/// The service hands it over with the response only in
+/// [`OnBodyEnd`] mode, inside a [`PermitBody`].
+pub struct BulkheadPermit {
+    sem: Arc<Semaphore>,
+    /// When the call started, if an adaptive limit wants the latency.
+    started: Option<Instant>,
+    failed: bool,
+}
+
+impl BulkheadPermit {
+    pub(crate) fn new(sem: Arc<Semaphore>) -> Self {
+        let started = sem.adaptive.is_some().then(Instant::now);
+        BulkheadPermit {
+            sem,
+            started,
+            failed: false,
+        }
+    }
+
+    /// Marks the call as failed, for an adaptive limit (which shrinks on
+    /// failures).
+    pub(crate) fn set_failed(&mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for BulkheadPermit {
+    fn drop(&mut self) {
+        if let (Some(started), Some(adaptive)) = (self.started, &self.sem.adaptive) {
+            let in_flight = self.sem.in_flight();
+            if let Some(limit) = adaptive.sample(started.elapsed(), in_flight, self.failed) {
+                tracing::debug!(
+                    provider = self.sem.provider.as_ref().map(|p| p.as_str()),
+                    limit,
+                    "bulkhead adaptive limit changed"
+                );
+                self.sem.resize(limit);
+            }
+        }
+        self.sem.release();
+    }
+}
+
+impl fmt::Debug for BulkheadPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadPermit")
+            .field("provider", &self.sem.provider)
+            .finish()
+    }
+}
+
+/// When a call gives its slot back. Chosen with the layer's type:
+/// [`OnResponse`] (the default) or [`OnBodyEnd`] for streamed HTTP
+/// responses.
+pub trait ReleaseMode<Res> {
+    /// The response the service returns in this mode.
+    type Response;
+
+    /// Attaches (or drops) the permit once the inner service has answered.
+    fn attach(res: Res, permit: BulkheadPermit) -> Self::Response;
+}
+
+/// The slot is given back as soon as the inner service's future completes.
+/// Right for buffered responses. The default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnResponse;
+
+impl<Res> ReleaseMode<Res> for OnResponse {
+    type Response = Res;
+
+    #[inline]
+    fn attach(res: Res, permit: BulkheadPermit) -> Res {
+        drop(permit);
+        res
+    }
+}
+
+/// The slot rides on the response body ([`PermitBody`]) and is given back
+/// when the body ends, fails or is dropped. Right for streamed LLM
+/// responses (SSE), where the provider keeps working until the last token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnBodyEnd;
+
+impl<B> ReleaseMode<http::Response<B>> for OnBodyEnd {
+    type Response = http::Response<PermitBody<B>>;
+
+    fn attach(res: http::Response<B>, permit: BulkheadPermit) -> Self::Response {
+        res.map(|body| PermitBody::new(body, permit))
+    }
+}
+
+pin_project! {
+    /// An `http_body::Body` that holds a [`BulkheadPermit`] until the body
+    /// ends (its last frame, an error, or being dropped).
+    ///
+    /// Made by [`OnBodyEnd`] mode; also usable by hand with any permit.
+    pub struct PermitBody<B> {
+        #[pin]
+        body: B,
+        permit: Option<BulkheadPermit>,
+    }
+}
+
+impl<B> PermitBody<B> {
+    /// Wraps `body`, holding `permit` until it ends.
+    pub fn new(body: B, permit: BulkheadPermit) -> Self {
+        let permit = Some(permit);
+        PermitBody { body, permit }
+    }
+
+    /// Whether the body still holds its slot.
+    pub fn holds_permit(&self) -> bool {
+        self.permit.is_some()
+    }
+
+    /// Unwraps the body, giving the slot back.
+    pub fn into_inner(self) -> B {
+        self.body
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for PermitBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PermitBody")
+            .field("body", &self.body)
+            .field("holds_permit", &self.permit.is_some())
+            .finish()
+    }
+}
+
+impl<B: Body> Body for PermitBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let res = this.body.poll_frame(cx);
+        match &res {
+            Poll::Ready(None) => drop(this.permit.take()),
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(mut p) = this.permit.take() {
+                    p.set_failed();
+                }
+            }
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
