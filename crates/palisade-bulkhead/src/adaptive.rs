@@ -165,7 +165,11 @@ mod tests {
     #[test]
     fn grows_while_latency_stays_at_the_floor() {
         let v = Vegas::new(AdaptiveLimit::vegas(1, 100), 10);
-        assert_eq!(v.sample(100 * MS, 10, false), None, "first sample sets the floor");
+        assert_eq!(
+            v.sample(100 * MS, 10, false),
+            None,
+            "first sample sets the floor"
+        );
         let grown = v.sample(100 * MS, 10, false).expect("no queue: grow");
         assert_eq!(grown, 16, "10 + 6 × max(1, log10 10)");
     }

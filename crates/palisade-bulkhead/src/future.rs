@@ -149,7 +149,10 @@ impl<S: Service<Req>, Req> Queued<S, Req> {
         }
         this.place.settled = true;
         this.place.sem.record_wait(this.since.elapsed());
-        let req = this.req.take().expect("queued call polled after it was sent");
+        let req = this
+            .req
+            .take()
+            .expect("queued call polled after it was sent");
         Poll::Ready(Turn::Called(this.svc.call(req)))
     }
 }

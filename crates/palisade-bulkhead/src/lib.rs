@@ -25,7 +25,7 @@
 //!   No lock, no allocation, no clock read on that path.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade_core::BoxError> {
 //! use palisade_bulkhead::BulkheadLayer;
 //! use palisade_core::BoxError;
 //! use std::time::Duration;
@@ -43,7 +43,7 @@
 //!     .service(service_fn(|prompt: &'static str| async move { Ok::<_, BoxError>(prompt.len()) }));
 //! assert_eq!(svc.oneshot("hello").await?, 5);
 //! assert_eq!(handle.snapshot().in_flight, 0);
-//! # Ok::<(), BoxError>(()) }
+//! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
