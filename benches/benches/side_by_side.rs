@@ -36,6 +36,12 @@ fn main() {
 
     add(
         "bulkhead",
+        "palisade",
+        "bulkhead",
+        wanted("bulkhead").then(|| measure(&settings, true, ours::bulkhead)),
+    );
+    add(
+        "bulkhead",
         "tower",
         "ConcurrencyLimit",
         wanted("bulkhead").then(|| measure(&settings, true, peers::tower_concurrency_limit)),

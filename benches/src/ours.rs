@@ -2,6 +2,7 @@
 
 use futures_util::FutureExt;
 use palisade_breaker::CircuitBreakerLayer;
+use palisade_bulkhead::BulkheadLayer;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::{Bare, Failing, Req, LONG};
@@ -35,4 +36,14 @@ pub(crate) fn trip<S: Service<Req>>(mut svc: S) {
         .now_or_never()
         .expect("answers at once");
     assert!(res.is_err(), "the tripping call must fail");
+}
+
+/// A bulkhead with room to spare (64 slots, as tower's row), never full.
+pub fn bulkhead(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    BulkheadLayer::builder()
+        .max_concurrent(64)
+        .build()
+        .unwrap()
+        .layer(Bare)
 }

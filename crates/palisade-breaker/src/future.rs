@@ -30,7 +30,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Called { #[pin] fut: F },
-        Rejected { rejected: Option<Rejected> },
+        Rejected { error: Option<BoxError> },
     }
 }
 
@@ -61,7 +61,7 @@ impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn rejected(rejected: Rejected) -> Self {
         ResponseFuture {
             kind: Kind::Rejected {
-                rejected: Some(rejected),
+                error: Some(rejected.into()),
             },
             guard: None,
             classifier: None,
@@ -92,10 +92,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {
-            KindProj::Rejected { rejected } => Poll::Ready(Err(rejected
+            KindProj::Rejected { error } => Poll::Ready(Err(error
                 .take()
-                .expect("ResponseFuture polled after completion")
-                .into())),
+                .expect("ResponseFuture polled after completion"))),
             KindProj::Called { fut } => {
                 let result = ready!(fut.poll(cx)).map_err(Into::into);
                 if let (Some(mut guard), Some(classifier)) =

@@ -48,7 +48,7 @@ pin_project! {
     enum State<S: Service<Req>, Req> {
         Running { #[pin] fut: S::Future },
         Queued { queued: Pin<Box<Queued<S, Req>>> },
-        Rejected { rejected: Option<Rejected> },
+        Rejected { error: Option<BoxError> },
     }
 }
 
@@ -100,7 +100,7 @@ impl<S: Service<Req>, Req, M> ResponseFuture<S, Req, M> {
     pub(crate) fn rejected(rejected: Rejected) -> Self {
         ResponseFuture {
             state: State::Rejected {
-                rejected: Some(rejected),
+                error: Some(rejected.into()),
             },
             permit: None,
             _mode: PhantomData,
@@ -193,16 +193,15 @@ where
                             this.state.set(State::Running { fut });
                         }
                         Turn::TimedOut(rejected) => {
-                            this.state.set(State::Rejected { rejected: None });
+                            this.state.set(State::Rejected { error: None });
                             return Poll::Ready(Err(rejected.into()));
                         }
                     }
                 }
-                StateProj::Rejected { rejected } => {
-                    return Poll::Ready(Err(rejected
+                StateProj::Rejected { error } => {
+                    return Poll::Ready(Err(error
                         .take()
-                        .expect("ResponseFuture polled after completion")
-                        .into()))
+                        .expect("ResponseFuture polled after completion")))
                 }
             }
         }

@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use crate::semaphore::Semaphore;
 
@@ -19,42 +18,58 @@ use crate::semaphore::Semaphore;
 /// [`OnBodyEnd`] mode, inside a [`PermitBody`].
 pub struct BulkheadPermit {
     sem: Arc<Semaphore>,
-    /// When the call started, if an adaptive limit wants the latency.
-    started: Option<Instant>,
-    failed: bool,
+    /// For an adaptive limit: bit 63 marks a failed call; the rest is when
+    /// the call started, in nanoseconds since the semaphore's epoch, plus
+    /// one (zero: not measured). Packed so that the permit is two words.
+    meta: u64,
 }
 
+const FAILED: u64 = 1 << 63;
+
 impl BulkheadPermit {
+    #[inline]
     pub(crate) fn new(sem: Arc<Semaphore>) -> Self {
-        let started = sem.adaptive.is_some().then(Instant::now);
-        BulkheadPermit {
-            sem,
-            started,
-            failed: false,
-        }
+        let meta = match &sem.adaptive {
+            None => 0,
+            Some(_) => (sem.epoch.elapsed().as_nanos() as u64 & !FAILED).max(1),
+        };
+        BulkheadPermit { sem, meta }
     }
 
     /// Marks the call as failed, for an adaptive limit (which shrinks on
     /// failures).
     pub(crate) fn set_failed(&mut self) {
-        self.failed = true;
+        self.meta |= FAILED;
     }
 }
 
 impl Drop for BulkheadPermit {
+    #[inline]
     fn drop(&mut self) {
-        if let (Some(started), Some(adaptive)) = (self.started, &self.sem.adaptive) {
-            let in_flight = self.sem.in_flight();
-            if let Some(limit) = adaptive.sample(started.elapsed(), in_flight, self.failed) {
-                tracing::debug!(
-                    provider = self.sem.provider.as_ref().map(|p| p.as_str()),
-                    limit,
-                    "bulkhead adaptive limit changed"
-                );
-                self.sem.resize(limit);
-            }
+        if self.meta & !FAILED != 0 {
+            self.sample();
         }
         self.sem.release();
+    }
+}
+
+impl BulkheadPermit {
+    #[cold]
+    fn sample(&self) {
+        let Some(adaptive) = &self.sem.adaptive else {
+            return;
+        };
+        let started = std::time::Duration::from_nanos((self.meta & !FAILED) - 1);
+        let rtt = self.sem.epoch.elapsed().saturating_sub(started);
+        let failed = self.meta & FAILED != 0;
+        if let Some(limit) = adaptive.sample(rtt, self.sem.in_flight(), failed) {
+            tracing::debug!(
+                provider = self.sem.provider.as_ref().map(|p| p.as_str()),
+                limit,
+                "bulkhead adaptive limit changed"
+            );
+            self.sem.resize(limit);
+        }
     }
 }
 

@@ -103,6 +103,8 @@ pub(crate) struct Semaphore {
     pub(crate) provider: Option<ProviderId>,
     /// The adaptive limiter, when the limit follows latency.
     pub(crate) adaptive: Option<Vegas>,
+    /// The origin of the permits' start times (adaptive limit only).
+    pub(crate) epoch: tokio::time::Instant,
     queue: Mutex<VecDeque<Arc<Waiter>>>,
     /// Serialises resizes against each other.
     resize: Mutex<()>,
@@ -126,6 +128,7 @@ impl Semaphore {
             max_wait,
             provider,
             adaptive,
+            epoch: tokio::time::Instant::now(),
             queue: Mutex::new(VecDeque::new()),
             resize: Mutex::new(()),
             stats: Stats::default(),
@@ -136,6 +139,7 @@ impl Semaphore {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[inline]
     fn take_free(&self) -> bool {
         self.avail
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |a| a.checked_sub(1))
@@ -313,6 +317,7 @@ impl Semaphore {
     }
 
     /// Calls holding a slot (a racy snapshot; exact when quiescent).
+    #[inline]
     pub(crate) fn in_flight(&self) -> usize {
         let held = self.limit.load(Ordering::Relaxed) + self.owed.load(Ordering::Relaxed);
         held.saturating_sub(self.avail.load(Ordering::Relaxed))
