@@ -61,7 +61,6 @@
 #![forbid(unsafe_code)]
 
 mod config;
-mod counter;
 mod future;
 mod handle;
 mod layer;

@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use palisade_core::{CircuitState, Failure, FailureKind, Outcome, RejectReason, Rejected};
+use palisade_core::{
+    CircuitState, Failure, FailureKind, Outcome, RejectReason, Rejected, StripedCounter,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Config, WindowKind};
-use crate::counter::StripedCounter;
 use crate::handle::{StateChange, TransitionReason};
 use crate::window::{CountWindow, Counts, TimeWindow, Window};
 

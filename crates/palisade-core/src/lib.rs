@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod classify;
+mod counter;
 mod deadline;
 mod error;
 mod http;
@@ -42,6 +43,7 @@ pub use crate::classify::{
     classify_error, Classified, Classify, ErrorClassifier, Failure, FailureClass, FailureKind,
     Outcome,
 };
+pub use crate::counter::StripedCounter;
 pub use crate::deadline::{Deadline, HasDeadline, WithDeadline};
 pub use crate::error::{BoxError, CircuitState, Elapsed, RejectReason, Rejected, TimeoutScope};
 pub use crate::http::{

@@ -1,5 +1,5 @@
-//! A counter striped over cache lines, so that threads adding to it do not
-//! fight over one line. Reads sum the stripes (admin path only).
+//! A counter striped over cache lines, for the metrics every layer counts
+//! on its hot path.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,9 +10,21 @@ const STRIPES: usize = 8;
 #[repr(align(64))]
 struct Padded(AtomicU64);
 
-/// Adds are one uncontended `fetch_add` on the calling thread's stripe.
+/// A monotonic counter that many threads add to without fighting over one
+/// cache line: each thread adds to its own stripe (one uncontended
+/// `fetch_add`), and reading sums the stripes. Use it for per-call metrics
+/// on a hot path; reads are meant for snapshots, not for decisions.
+///
+/// ```
+/// use palisade_core::StripedCounter;
+///
+/// let calls = StripedCounter::default();
+/// calls.add(2);
+/// calls.add(3);
+/// assert_eq!(calls.get(), 5);
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct StripedCounter {
+pub struct StripedCounter {
     stripes: [Padded; STRIPES],
 }
 
@@ -32,11 +44,14 @@ fn stripe() -> usize {
 }
 
 impl StripedCounter {
-    pub(crate) fn add(&self, n: u64) {
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
         self.stripes[stripe()].0.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn get(&self) -> u64 {
+    /// The sum of every add so far (exact once adders are quiet).
+    pub fn get(&self) -> u64 {
         self.stripes
             .iter()
             .map(|s| s.0.load(Ordering::Relaxed))

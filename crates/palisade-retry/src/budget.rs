@@ -1,0 +1,464 @@
+//! Retry budgets: a cap on retries as a share of traffic, shared by every
+//! clone of the service and, if you pass the same budget to several layers,
+//! by several providers.
+//!
+//! Without a budget, a provider's brownout multiplies the load on it by the
+//! number of attempts just when it can least take it. With one, retries
+//! stay a bounded fraction of requests whatever fails.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::ConfigError;
+
+/// Fixed-point unit: budgets count in thousandths of a retry / token.
+const MILLI: u64 = 1000;
+/// Time slots the ratio budget's window is split into.
+const SLOTS: usize = 10;
+/// A depositor reads the clock (to slide the window) once per this many
+/// deposits; between, deposits go to the current slot.
+const ROTATE_EVERY: u64 = 64;
+
+/// A retry budget. Cloning shares it.
+///
+/// Two kinds:
+///
+/// - [`ratio`](Self::ratio) (Finagle's and tower's `TpsBudget` semantics):
+///   every request deposits `ratio` of a retry, every retry withdraws one,
+///   over a sliding window of `ttl`, plus a floor of `min_per_sec` retries
+///   per second so that low traffic can still retry.
+/// - [`token_bucket`](Self::token_bucket) (gRPC's retry throttling): a
+///   bucket of `max_tokens` starts full; every failed attempt takes one
+///   token, every success puts back `token_ratio`; retries are allowed
+///   only while more than half the tokens remain.
+///
+/// ```
+/// use palisade_retry::RetryBudget;
+/// use std::time::Duration;
+///
+/// // Retries may add at most 20% to the traffic, and at least 1/s.
+/// let budget = RetryBudget::ratio(0.2, Duration::from_secs(10), 1).unwrap();
+/// // Shared by two providers' retry layers:
+/// let for_openai = budget.clone();
+/// let for_anthropic = budget.clone();
+/// # let _ = (for_openai, for_anthropic);
+/// ```
+#[derive(Clone)]
+pub struct RetryBudget {
+    inner: Arc<Inner>,
+}
+
+// One per budget, behind an `Arc`: the size of the ratio window is fine.
+#[allow(clippy::large_enum_variant)]
+enum Inner {
+    Ratio(RatioBudget),
+    Bucket(TokenBucket),
+    Unlimited,
+}
+
+impl fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.snapshot(), f)
+    }
+}
+
+/// A budget's state at one moment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BudgetSnapshot {
+    /// A ratio budget.
+    Ratio {
+        /// Retries that may be taken now (deposits in the window × ratio,
+        /// plus the floor, minus retries taken).
+        available: f64,
+        /// The configured ratio.
+        ratio: f64,
+    },
+    /// A token bucket.
+    TokenBucket {
+        /// Tokens in the bucket.
+        tokens: f64,
+        /// The bucket's size; retries need more than half of it.
+        max_tokens: f64,
+    },
+    /// No budget.
+    Unlimited,
+}
+
+impl RetryBudget {
+    /// A ratio budget: retries ≤ `ratio` × requests over the last `ttl`,
+    /// plus `min_per_sec` × `ttl` retries always allowed.
+    ///
+    /// `ratio` must be within (0, 1000], `ttl` within 1 s..=60 s (as
+    /// tower's `TpsBudget`).
+    pub fn ratio(ratio: f64, ttl: Duration, min_per_sec: u32) -> Result<Self, ConfigError> {
+        if !(ratio > 0.0 && ratio <= 1000.0) {
+            return Err(ConfigError::new(
+                "budget.ratio",
+                format!("{ratio} is not within (0, 1000]"),
+            ));
+        }
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "budget.ttl",
+                format!("{ttl:?} is not within 1s..=60s"),
+            ));
+        }
+        let reserve = (min_per_sec as f64 * ttl.as_secs_f64() * MILLI as f64) as u64;
+        Ok(RetryBudget {
+            inner: Arc::new(Inner::Ratio(RatioBudget {
+                deposit: ((ratio * MILLI as f64).round() as u64).max(1),
+                ratio,
+                reserve,
+                slot_len: ttl / SLOTS as u32,
+                epoch: Instant::now(),
+                tick: AtomicU64::new(0),
+                slots: Default::default(),
+                withdraw: Mutex::new(()),
+            })),
+        })
+    }
+
+    /// A gRPC-style token bucket: `max_tokens` within 1..=1000,
+    /// `token_ratio` within (0, max_tokens].
+    pub fn token_bucket(max_tokens: u32, token_ratio: f64) -> Result<Self, ConfigError> {
+        if max_tokens == 0 || max_tokens > 1000 {
+            return Err(ConfigError::new(
+                "budget.max_tokens",
+                format!("{max_tokens} is not within 1..=1000"),
+            ));
+        }
+        if !(token_ratio > 0.0 && token_ratio <= max_tokens as f64) {
+            return Err(ConfigError::new(
+                "budget.token_ratio",
+                format!("{token_ratio} is not within (0, {max_tokens}]"),
+            ));
+        }
+        let max = max_tokens as u64 * MILLI;
+        Ok(RetryBudget {
+            inner: Arc::new(Inner::Bucket(TokenBucket {
+                tokens: AtomicU64::new(max),
+                max,
+                ratio: ((token_ratio * MILLI as f64).round() as u64).max(1),
+            })),
+        })
+    }
+
+    /// No budget: every retry the policy allows is taken. Only for tests
+    /// and for callers that bound retries some other way.
+    pub fn unlimited() -> Self {
+        RetryBudget {
+            inner: Arc::new(Inner::Unlimited),
+        }
+    }
+
+    /// Records a new request (not a retry).
+    #[inline]
+    pub fn deposit(&self) {
+        if let Inner::Ratio(r) = &*self.inner {
+            r.deposit();
+        }
+    }
+
+    /// Records an attempt that succeeded.
+    #[inline]
+    pub fn record_success(&self) {
+        if let Inner::Bucket(b) = &*self.inner {
+            b.success();
+        }
+    }
+
+    /// Records an attempt that failed in a way worth retrying.
+    pub fn record_failure(&self) {
+        if let Inner::Bucket(b) = &*self.inner {
+            b.failure();
+        }
+    }
+
+    /// Asks for one retry; `true` means take it (and, for a ratio budget,
+    /// it has been paid for).
+    pub fn try_withdraw(&self) -> bool {
+        match &*self.inner {
+            Inner::Ratio(r) => r.withdraw(Instant::now()),
+            Inner::Bucket(b) => b.allows_retry(),
+            Inner::Unlimited => true,
+        }
+    }
+
+    /// The budget's state now.
+    pub fn snapshot(&self) -> BudgetSnapshot {
+        match &*self.inner {
+            Inner::Ratio(r) => BudgetSnapshot::Ratio {
+                available: r.balance(Instant::now()).max(0) as f64 / MILLI as f64,
+                ratio: r.ratio,
+            },
+            Inner::Bucket(b) => BudgetSnapshot::TokenBucket {
+                tokens: b.tokens.load(Ordering::Relaxed) as f64 / MILLI as f64,
+                max_tokens: b.max as f64 / MILLI as f64,
+            },
+            Inner::Unlimited => BudgetSnapshot::Unlimited,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot {
+    deposits: AtomicU64,
+    withdrawals: AtomicU64,
+}
+
+/// Deposits are one `fetch_add` into the current time slot (no clock read:
+/// the window is slid by withdrawals and by every 64th deposit, so a
+/// deposit is stamped at most 63 deposits late, which only ever makes it
+/// expire early, never late). Withdrawals, the retry path, slide the window
+/// and pay under a lock, so concurrent retries never overdraw.
+struct RatioBudget {
+    /// Milli-retries one request earns.
+    deposit: u64,
+    ratio: f64,
+    /// Milli-retries always available (the floor).
+    reserve: u64,
+    slot_len: Duration,
+    epoch: Instant,
+    /// The slot deposits currently go to, as a count of `slot_len`s since
+    /// `epoch`.
+    tick: AtomicU64,
+    slots: [Slot; SLOTS],
+    withdraw: Mutex<()>,
+}
+
+impl RatioBudget {
+    #[inline]
+    fn deposit(&self) {
+        let tick = self.tick.load(Ordering::Acquire);
+        let n = self.slots[tick as usize % SLOTS]
+            .deposits
+            .fetch_add(1, Ordering::Relaxed);
+        if n % ROTATE_EVERY == ROTATE_EVERY - 1 {
+            if let Ok(_guard) = self.withdraw.try_lock() {
+                self.rotate(Instant::now());
+            }
+        }
+    }
+
+    fn tick_at(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.epoch);
+        (since.as_nanos() / self.slot_len.as_nanos().max(1)) as u64
+    }
+
+    /// Slides the window to `now`, clearing the slots that fell out of it.
+    /// Called with the `withdraw` lock held.
+    fn rotate(&self, now: Instant) {
+        let new = self.tick_at(now);
+        let old = self.tick.load(Ordering::Acquire);
+        if new <= old {
+            return;
+        }
+        for t in (old + 1)..=new.min(old + SLOTS as u64) {
+            let slot = &self.slots[t as usize % SLOTS];
+            slot.deposits.store(0, Ordering::Relaxed);
+            slot.withdrawals.store(0, Ordering::Relaxed);
+        }
+        self.tick.store(new, Ordering::Release);
+    }
+
+    /// Milli-retries available: the floor plus deposits in the window,
+    /// minus what was withdrawn.
+    fn balance_now(&self) -> i64 {
+        let (mut dep, mut wd) = (0u64, 0u64);
+        for s in &self.slots {
+            dep += s.deposits.load(Ordering::Relaxed);
+            wd += s.withdrawals.load(Ordering::Relaxed);
+        }
+        self.reserve as i64 + (dep * self.deposit) as i64 - (wd * MILLI) as i64
+    }
+
+    fn balance(&self, now: Instant) -> i64 {
+        let _guard = self.withdraw.lock().unwrap_or_else(|e| e.into_inner());
+        self.rotate(now);
+        self.balance_now()
+    }
+
+    fn withdraw(&self, now: Instant) -> bool {
+        let _guard = self.withdraw.lock().unwrap_or_else(|e| e.into_inner());
+        self.rotate(now);
+        if self.balance_now() < MILLI as i64 {
+            return false;
+        }
+        let tick = self.tick.load(Ordering::Acquire);
+        self.slots[tick as usize % SLOTS]
+            .withdrawals
+            .fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// gRPC retry throttling, in milli-tokens. A success on a full bucket is
+/// one load.
+struct TokenBucket {
+    tokens: AtomicU64,
+    max: u64,
+    ratio: u64,
+}
+
+impl TokenBucket {
+    #[inline]
+    fn success(&self) {
+        if self.tokens.load(Ordering::Relaxed) >= self.max {
+            return;
+        }
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |t| {
+                (t < self.max).then(|| (t + self.ratio).min(self.max))
+            });
+    }
+
+    fn failure(&self) {
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |t| {
+                Some(t.saturating_sub(MILLI))
+            });
+    }
+
+    fn allows_retry(&self) -> bool {
+        self.tokens.load(Ordering::Acquire) > self.max / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_budget_allows_its_share_of_requests_exactly() {
+        let b = RetryBudget::ratio(0.2, Duration::from_secs(10), 0).unwrap();
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let taken = (0..1000).take_while(|_| b.try_withdraw()).count();
+        assert_eq!(taken, 20, "0.2 × 100 requests");
+        assert!(!b.try_withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_budget_floor_adds_min_per_sec_times_ttl() {
+        let b = RetryBudget::ratio(0.2, Duration::from_secs(10), 1).unwrap();
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let taken = (0..1000).take_while(|_| b.try_withdraw()).count();
+        assert_eq!(taken, 20 + 10, "the share plus 1/s over 10 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_budget_deposits_expire_after_the_ttl() {
+        let b = RetryBudget::ratio(0.5, Duration::from_secs(10), 0).unwrap();
+        for _ in 0..10 {
+            b.deposit();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(b.try_withdraw(), "still in the window");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(!b.try_withdraw(), "deposits older than the ttl are gone");
+        assert_eq!(
+            b.snapshot(),
+            BudgetSnapshot::Ratio {
+                available: 0.0,
+                ratio: 0.5
+            }
+        );
+    }
+
+    #[test]
+    fn token_bucket_follows_grpc_throttling() {
+        // max 10, ratio 0.5: throttled once tokens ≤ 5.
+        let b = RetryBudget::token_bucket(10, 0.5).unwrap();
+        for _ in 0..4 {
+            b.record_failure();
+        }
+        assert!(b.try_withdraw(), "6 tokens > 5");
+        b.record_failure();
+        assert!(!b.try_withdraw(), "5 tokens is not more than half");
+        b.record_success();
+        assert!(b.try_withdraw(), "5.5 tokens > 5");
+        for _ in 0..100 {
+            b.record_success();
+        }
+        assert_eq!(
+            b.snapshot(),
+            BudgetSnapshot::TokenBucket {
+                tokens: 10.0,
+                max_tokens: 10.0
+            },
+            "capped at max"
+        );
+        for _ in 0..100 {
+            b.record_failure();
+        }
+        assert_eq!(
+            b.snapshot(),
+            BudgetSnapshot::TokenBucket {
+                tokens: 0.0,
+                max_tokens: 10.0
+            },
+            "floored at zero"
+        );
+    }
+
+    #[test]
+    fn bad_budgets_are_refused() {
+        assert_eq!(
+            RetryBudget::ratio(0.0, Duration::from_secs(10), 0)
+                .unwrap_err()
+                .field,
+            "budget.ratio"
+        );
+        assert_eq!(
+            RetryBudget::ratio(f64::NAN, Duration::from_secs(10), 0)
+                .unwrap_err()
+                .field,
+            "budget.ratio"
+        );
+        assert_eq!(
+            RetryBudget::ratio(0.1, Duration::from_millis(10), 0)
+                .unwrap_err()
+                .field,
+            "budget.ttl"
+        );
+        assert_eq!(
+            RetryBudget::token_bucket(0, 0.1).unwrap_err().field,
+            "budget.max_tokens"
+        );
+        assert_eq!(
+            RetryBudget::token_bucket(10, -1.0).unwrap_err().field,
+            "budget.token_ratio"
+        );
+    }
+
+    #[test]
+    fn concurrent_withdrawals_never_overdraw() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let b = rt.block_on(async { RetryBudget::ratio(0.1, Duration::from_secs(60), 0).unwrap() });
+        for _ in 0..1000 {
+            b.deposit();
+        }
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || (0..100).filter(|_| b.try_withdraw()).count())
+            })
+            .collect();
+        let taken: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(taken, 100, "0.1 × 1000, however the threads race");
+    }
+}

@@ -1,0 +1,69 @@
+//! Retries for tower services, built so that they cannot turn a provider's
+//! brownout into an outage.
+//!
+//! [`RetryLayer`] re-sends a request whose attempt failed in a retryable
+//! way, as palisade-core's classification and [`Policy`](palisade_core::Policy)
+//! say (timeouts, connection errors, 408/409/429/5xx; never 400/401/403/404/422;
+//! the provider's `x-should-retry` wins), or as your
+//! [`RetryPredicate`] says.
+//!
+//! - **Backoff** ([`Backoff`]): exponential, linear, Fibonacci, constant or
+//!   your own; **jitter** ([`Jitter`]): none, full, equal, decorrelated.
+//!   Seedable for tests.
+//! - **Retry-After**: a `RateLimited` / `Overloaded` failure carrying a
+//!   wait is retried after exactly that wait (capped), not the backoff.
+//! - **Deadline-aware**: if the wait plus `min_attempt_time` does not fit
+//!   in what is left of the request's deadline, retrying stops at once
+//!   with a [`RetryStopped`] error, so a fallback outside can use the time.
+//!   Nothing ever sleeps past the deadline.
+//! - **Budget** ([`RetryBudget`]): a ratio of traffic (tower/Finagle) or a
+//!   gRPC token bucket, shared by every clone and, if you wish, by several
+//!   providers. A refused retry returns the last error wrapped in
+//!   [`RetryStopped`], saying the budget stopped it after N attempts.
+//! - **Readiness** is re-acquired before every re-send; requests are copied
+//!   with `Clone` or your [`Replay`] hook.
+//! - **Cost**: a request that succeeds first time costs a copy of the
+//!   request, a clone of the service handle, one striped counter add and
+//!   one budget deposit (a `fetch_add`); no clock read, no lock, no
+//!   allocation.
+//!
+//! A `tracing` event marks every retry (attempt, delay, reason); a
+//! [`RetryHandle`] reads the counters (requests, attempts, retries, budget
+//! refusals, deadline stops) and the budget.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use palisade_core::{HttpClassifier, WithDeadline};
+//! use palisade_retry::{RetryBudget, RetryLayer};
+//! use std::time::Duration;
+//!
+//! let layer = RetryLayer::builder()
+//!     .provider("anthropic")
+//!     .classifier(HttpClassifier::new())
+//!     .budget(RetryBudget::token_bucket(100, 0.1).unwrap())
+//!     .build()
+//!     .unwrap();
+//! # let _ = layer;
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod backoff;
+mod budget;
+mod error;
+mod future;
+mod handle;
+mod layer;
+mod policy;
+mod service;
+mod shared;
+
+pub use crate::backoff::{Backoff, Jitter};
+pub use crate::budget::{BudgetSnapshot, RetryBudget};
+pub use crate::error::{ConfigError, RetryStopped, StopReason};
+pub use crate::future::ResponseFuture;
+pub use crate::handle::{RetryHandle, RetryStats};
+pub use crate::layer::{Builder, RetryLayer, MAX_ATTEMPTS};
+pub use crate::policy::{CloneRequest, Replay, RetryPredicate, UsePolicy};
+pub use crate::service::Retry;
