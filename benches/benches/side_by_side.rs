@@ -68,6 +68,12 @@ fn main() {
 
     add(
         "retry",
+        "palisade",
+        "retry + ratio budget",
+        wanted("retry").then(|| measure(&settings, true, ours::retry)),
+    );
+    add(
+        "retry",
         "tower",
         "Retry + TpsBudget",
         wanted("retry").then(|| measure(&settings, true, peers::tower_retry_budget)),

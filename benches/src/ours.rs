@@ -3,6 +3,7 @@
 use futures_util::FutureExt;
 use palisade_breaker::CircuitBreakerLayer;
 use palisade_bulkhead::BulkheadLayer;
+use palisade_retry::{RetryBudget, RetryLayer};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::{Bare, Failing, Req, LONG};
@@ -43,6 +44,17 @@ pub fn bulkhead(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     BulkheadLayer::builder()
         .max_concurrent(64)
+        .build()
+        .unwrap()
+        .layer(Bare)
+}
+
+/// Retry with a ratio budget (20%, 10/s floor over 10 s, as tower's
+/// `TpsBudget` row), over a service that always succeeds.
+pub fn retry(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    RetryLayer::builder()
+        .budget(RetryBudget::ratio(0.2, std::time::Duration::from_secs(10), 10).unwrap())
         .build()
         .unwrap()
         .layer(Bare)
