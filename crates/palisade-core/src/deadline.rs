@@ -135,7 +135,13 @@ impl<B> HasDeadline for http::Request<B> {
     }
 
     fn replace_deadline(&mut self, deadline: Deadline) {
-        self.extensions_mut().insert(deadline);
+        // In place when one is there already: inserting allocates.
+        match self.extensions_mut().get_mut::<Deadline>() {
+            Some(d) => *d = deadline,
+            None => {
+                self.extensions_mut().insert(deadline);
+            }
+        }
     }
 }
 

@@ -1,0 +1,291 @@
+//! [`DeadlineLayer`]: the whole request's deadline, stamped once and
+//! enforced over everything inside it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use palisade_core::{
+    BoxError, Deadline, Elapsed, HasDeadline, ProviderId, RejectReason, Rejected, TimeoutScope,
+};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::ConfigError;
+use crate::header::{Adopt, NoAdopt, TimeoutHeader};
+
+/// The longest timeout a layer accepts (one year); longer is a typo.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+pub(crate) fn check_timeout(field: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(ConfigError::new(
+            field,
+            format!("{d:?} is not within (0s, 365 days]"),
+        ));
+    }
+    Ok(())
+}
+
+/// Gives each request a deadline of `total` from now (or keeps the one it
+/// carries, if earlier) and fails the request when it passes, whatever is
+/// happening inside: attempts, backoff, queueing.
+///
+/// Put it outermost. Inner layers read the deadline from the request
+/// ([`HasDeadline`]): retry never sleeps past it, fallback never starts a
+/// provider after it, and [`AttemptTimeoutLayer`](crate::AttemptTimeoutLayer)
+/// gives each attempt `min(per_attempt, remaining)`.
+///
+/// The timer is armed only if the inner future is not ready on its first
+/// poll, so a call answered at once costs one clock read and no timer. In
+/// [`stamp_only`](Self::stamp_only) mode no timer is ever armed: the
+/// deadline is stamped for the inner layers to honour (one timer per
+/// attempt in all, the attempt timeout's).
+///
+/// It can also adopt the caller's own timeout from a header
+/// ([`adopt`](Self::adopt)), so a gateway does not work on requests its
+/// caller has given up on.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use palisade_core::{BoxError, Elapsed, TimeoutScope, WithDeadline};
+/// use palisade_deadline::DeadlineLayer;
+/// use std::time::Duration;
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// let svc = ServiceBuilder::new()
+///     .layer(DeadlineLayer::new(Duration::from_secs(30)).unwrap())
+///     .service(service_fn(|_: WithDeadline<()>| async {
+///         tokio::time::sleep(Duration::from_secs(60)).await;
+///         Ok::<_, BoxError>(())
+///     }));
+/// let err = svc.oneshot(WithDeadline::new(())).await.unwrap_err();
+/// let elapsed = err.downcast_ref::<Elapsed>().unwrap();
+/// assert_eq!(elapsed.scope(), TimeoutScope::Request);
+/// assert_eq!(elapsed.after(), Duration::from_secs(30));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DeadlineLayer<A = NoAdopt> {
+    total: Duration,
+    enforce: bool,
+    adopt: A,
+    provider: Option<ProviderId>,
+}
+
+impl DeadlineLayer<NoAdopt> {
+    /// A deadline of `total` per request; refused if zero or over a year.
+    pub fn new(total: Duration) -> Result<Self, ConfigError> {
+        check_timeout("total", total)?;
+        Ok(DeadlineLayer {
+            total,
+            enforce: true,
+            adopt: NoAdopt,
+            provider: None,
+        })
+    }
+
+    /// Also adopts the caller's timeout from the first of `headers` present
+    /// on an incoming `http::Request` (garbage values are ignored): the
+    /// deadline is then the earliest of the caller's and `total`.
+    pub fn adopt(self, headers: Vec<TimeoutHeader>) -> DeadlineLayer<Vec<TimeoutHeader>> {
+        DeadlineLayer {
+            total: self.total,
+            enforce: self.enforce,
+            adopt: headers,
+            provider: self.provider,
+        }
+    }
+}
+
+impl<A> DeadlineLayer<A> {
+    /// Only stamps the deadline; arms no timer. The layers inside must
+    /// honour it (palisade's attempt timeout, retry and fallback do).
+    pub fn stamp_only(mut self) -> Self {
+        self.enforce = false;
+        self
+    }
+
+    /// Names the provider in the timeout errors.
+    pub fn provider(mut self, provider: impl Into<ProviderId>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+}
+
+impl<S, A: Clone> Layer<S> for DeadlineLayer<A> {
+    type Service = DeadlineService<S, A>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// A service whose requests carry, and are held to, a deadline. Made by
+/// [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadlineService<S, A = NoAdopt> {
+    inner: S,
+    layer: DeadlineLayer<A>,
+}
+
+impl<S, A> DeadlineService<S, A> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, A, Req> Service<Req> for DeadlineService<S, A>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    A: Adopt<Req>,
+    Req: HasDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let now = Instant::now();
+        let total = match self.layer.adopt.timeout_of(&req) {
+            Some(asked) => asked.min(self.layer.total),
+            None => self.layer.total,
+        };
+        let deadline = req.tighten_deadline(Deadline::after_from(now, total));
+        if deadline.instant() <= now {
+            return ResponseFuture::expired(&self.layer.provider);
+        }
+        let enforce = self.layer.enforce.then(|| Enforce {
+            at: deadline.instant(),
+            started: now,
+            provider: self.layer.provider.clone(),
+        });
+        ResponseFuture::new(self.inner.call(req), enforce, TimeoutScope::Request)
+    }
+}
+
+/// What a timed future needs to know to arm its timer and report it.
+#[derive(Debug)]
+pub(crate) struct Enforce {
+    pub(crate) at: Instant,
+    pub(crate) started: Instant,
+    pub(crate) provider: Option<ProviderId>,
+}
+
+pin_project! {
+    /// The response future of [`DeadlineService`] and
+    /// [`AttemptTimeout`](crate::AttemptTimeout): the inner future, held to
+    /// an instant. The timer is armed on the first poll that finds the
+    /// inner future pending.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        fut: Option<F>,
+        #[pin]
+        sleep: Option<Sleep>,
+        enforce: Option<Enforce>,
+        scope: TimeoutScope,
+        refused: Option<BoxError>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(fut: F, enforce: Option<Enforce>, scope: TimeoutScope) -> Self {
+        ResponseFuture {
+            fut: Some(fut),
+            sleep: None,
+            enforce,
+            scope,
+            refused: None,
+        }
+    }
+
+    /// The deadline had passed before the call could start: refuse it
+    /// without calling the inner service.
+    #[cold]
+    pub(crate) fn expired(provider: &Option<ProviderId>) -> Self {
+        let rejected = Rejected::new(RejectReason::DeadlineExceeded)
+            .with_provider_opt(provider.clone())
+            .with_detail("no time left to start the call");
+        ResponseFuture {
+            fut: None,
+            sleep: None,
+            enforce: None,
+            scope: TimeoutScope::Request,
+            refused: Some(rejected.into()),
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("scope", &self.scope)
+            .field("armed", &self.sleep.is_some())
+            .finish()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            let err = this
+                .refused
+                .take()
+                .expect("ResponseFuture polled after completion");
+            return Poll::Ready(Err(err));
+        };
+        if let Poll::Ready(res) = fut.poll(cx) {
+            return Poll::Ready(res.map_err(Into::into));
+        }
+        let Some(enforce) = this.enforce.as_ref() else {
+            return Poll::Pending;
+        };
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep_until(enforce.at)));
+        }
+        let sleep = this.sleep.as_pin_mut().expect("armed above");
+        ready!(sleep.poll(cx));
+        let after = enforce.at.saturating_duration_since(enforce.started);
+        let mut elapsed = Elapsed::new(*this.scope, after);
+        if let Some(p) = &enforce.provider {
+            elapsed = elapsed.with_provider(p.clone());
+        }
+        tracing::debug!(
+            provider = enforce.provider.as_ref().map(|p| p.as_str()),
+            scope = %this.scope,
+            after_ms = after.as_millis() as u64,
+            "timeout fired"
+        );
+        // Drop the inner future now: its work is abandoned.
+        this.fut.set(None);
+        this.refused.take();
+        Poll::Ready(Err(elapsed.into()))
+    }
+}

@@ -1,0 +1,368 @@
+//! Deadlines, attempt timeouts and stream timeouts on the paused clock.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use palisade_core::{
+    classify_error, BoxError, Deadline, Elapsed, FailureKind, HasDeadline, RejectReason, Rejected,
+    TimeoutScope, WithDeadline,
+};
+use palisade_deadline::{
+    AttemptTimeoutLayer, DeadlineLayer, PropagateDeadlineLayer, StreamTimeoutLayer, StreamTimeouts,
+    TimeoutHeader,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
+
+const S: Duration = Duration::from_secs(1);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn elapsed(err: &BoxError) -> &Elapsed {
+    err.downcast_ref::<Elapsed>()
+        .unwrap_or_else(|| panic!("not an Elapsed: {err}"))
+}
+
+/// The deadlines a recorder saw, as time left.
+type Seen = Arc<Mutex<Vec<Option<Duration>>>>;
+
+/// A service that records the deadline it was given (as time left) and
+/// then takes `work` to answer.
+fn recorder(
+    work: Duration,
+) -> (
+    impl tower::Service<WithDeadline<()>, Response = (), Error = BoxError, Future: Send> + Clone,
+    Seen,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let svc = service_fn(move |req: WithDeadline<()>| {
+        s.lock()
+            .unwrap()
+            .push(req.deadline().map(|d| d.remaining()));
+        async move {
+            tokio::time::sleep(work).await;
+            Ok::<_, BoxError>(())
+        }
+    });
+    (svc, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn nesting_shortens_and_never_extends() {
+    let (svc, seen) = recorder(Duration::ZERO);
+    let outer30_inner60 = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(30)).unwrap())
+        .layer(DeadlineLayer::new(secs(60)).unwrap())
+        .service(svc.clone());
+    outer30_inner60
+        .oneshot(WithDeadline::new(()))
+        .await
+        .unwrap();
+    let outer30_inner10 = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(30)).unwrap())
+        .layer(DeadlineLayer::new(secs(10)).unwrap())
+        .service(svc.clone());
+    outer30_inner10
+        .oneshot(WithDeadline::new(()))
+        .await
+        .unwrap();
+    let attempt_longer = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(5)).unwrap())
+        .layer(AttemptTimeoutLayer::new(secs(20)).unwrap())
+        .service(svc.clone());
+    attempt_longer.oneshot(WithDeadline::new(())).await.unwrap();
+    let attempt_shorter = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(50)).unwrap())
+        .layer(AttemptTimeoutLayer::new(secs(20)).unwrap())
+        .service(svc);
+    attempt_shorter
+        .oneshot(WithDeadline::new(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            Some(secs(30)),
+            Some(secs(10)),
+            Some(secs(5)),
+            Some(secs(20))
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_deadline_fires_at_its_exact_instant() {
+    let (svc, _) = recorder(secs(100));
+    let svc = DeadlineLayer::new(secs(30))
+        .unwrap()
+        .provider("openai")
+        .layer(svc);
+    let start = Instant::now();
+    let err = svc.oneshot(WithDeadline::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(30));
+    let e = elapsed(&err);
+    assert_eq!((e.scope(), e.after()), (TimeoutScope::Request, secs(30)));
+    assert_eq!(
+        err.to_string(),
+        "provider openai: request deadline fired after 30s"
+    );
+    assert_eq!(classify_error(&*err).kind, FailureKind::Timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inherited_earlier_deadline_wins_and_is_reported_as_such() {
+    let (svc, _) = recorder(secs(100));
+    let svc = DeadlineLayer::new(secs(30)).unwrap().layer(svc);
+    let start = Instant::now();
+    let req = WithDeadline::with((), Deadline::after(secs(4)));
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(4));
+    assert_eq!(elapsed(&err).after(), secs(4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_fires_at_its_exact_instant() {
+    let (svc, _) = recorder(secs(100));
+    let svc = AttemptTimeoutLayer::new(secs(10)).unwrap().layer(svc);
+    let start = Instant::now();
+    let err = svc.oneshot(WithDeadline::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(10));
+    let e = elapsed(&err);
+    assert_eq!((e.scope(), e.after()), (TimeoutScope::Attempt, secs(10)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stamp_only_arms_nothing_but_inner_layers_still_enforce() {
+    let (svc, _) = recorder(secs(100));
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(7)).unwrap().stamp_only())
+        .layer(AttemptTimeoutLayer::new(secs(20)).unwrap())
+        .service(svc);
+    let start = Instant::now();
+    let err = svc.oneshot(WithDeadline::new(())).await.unwrap_err();
+    assert_eq!(
+        start.elapsed(),
+        secs(7),
+        "the attempt timer honoured the deadline"
+    );
+    assert_eq!(elapsed(&err).scope(), TimeoutScope::Request);
+
+    // Stamp only, nothing inside enforcing: the call runs to its end.
+    let (svc, _) = recorder(secs(9));
+    let svc = DeadlineLayer::new(secs(7)).unwrap().stamp_only().layer(svc);
+    svc.oneshot(WithDeadline::new(())).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_deadline_passed_is_refused_without_a_call() {
+    let (svc, seen) = recorder(Duration::ZERO);
+    let svc = AttemptTimeoutLayer::new(secs(10)).unwrap().layer(svc);
+    let req = WithDeadline::with((), Deadline::after(secs(1)));
+    tokio::time::advance(secs(2)).await;
+    let err = svc.clone().oneshot(req).await.unwrap_err();
+    let r = err.downcast_ref::<Rejected>().expect("refused");
+    assert_eq!(r.reason(), RejectReason::DeadlineExceeded);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the provider was not called"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn adopts_the_callers_timeout_from_headers_and_ignores_garbage() {
+    let svc = |total| {
+        DeadlineLayer::new(total)
+            .unwrap()
+            .adopt(vec![
+                TimeoutHeader::Grpc,
+                TimeoutHeader::millis("x-timeout-ms").unwrap(),
+            ])
+            .layer(service_fn(|_: http::Request<()>| async {
+                tokio::time::sleep(secs(100)).await;
+                Ok::<_, BoxError>(())
+            }))
+    };
+    let cases: [(&str, &str, Duration); 4] = [
+        ("grpc-timeout", "2S", secs(2)),
+        ("x-timeout-ms", "1500", Duration::from_millis(1500)),
+        ("grpc-timeout", "soon", secs(30)),
+        ("grpc-timeout", "99H", secs(30)), // longer than ours: ours wins
+    ];
+    for (name, value, expected) in cases {
+        let mut req = http::Request::new(());
+        req.headers_mut()
+            .insert(name, http::HeaderValue::from_static(value));
+        let start = Instant::now();
+        let _ = svc(secs(30)).oneshot(req).await.unwrap_err();
+        assert_eq!(start.elapsed(), expected, "{name}: {value}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn propagation_writes_the_attempts_time_left() {
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(30)).unwrap())
+        .layer(AttemptTimeoutLayer::new(secs(10)).unwrap())
+        .layer(PropagateDeadlineLayer::new(
+            TimeoutHeader::millis("x-timeout-ms").unwrap(),
+        ))
+        .service(service_fn(|req: http::Request<()>| async move {
+            Ok::<_, BoxError>(req.headers().get("x-timeout-ms").cloned())
+        }));
+    let got = svc.oneshot(http::Request::new(())).await.unwrap();
+    assert_eq!(got.unwrap(), "10000");
+    // No deadline: nothing written.
+    let bare = PropagateDeadlineLayer::new(TimeoutHeader::Grpc).layer(service_fn(
+        |req: http::Request<()>| async move {
+            Ok::<_, BoxError>(req.headers().contains_key("grpc-timeout"))
+        },
+    ));
+    assert!(!bare.oneshot(http::Request::new(())).await.unwrap());
+}
+
+// ---- streaming ----
+
+/// A body fed by a channel.
+struct Channel(mpsc::UnboundedReceiver<&'static str>);
+
+impl Body for Channel {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|s| Ok(Frame::data(Bytes::from_static(s.as_bytes())))))
+    }
+}
+
+/// A stream that sends one frame after each of `gaps`, then ends.
+fn stream(gaps: Vec<Duration>) -> Channel {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for g in gaps {
+            tokio::time::sleep(g).await;
+            if tx.send("data: token\n\n").is_err() {
+                return;
+            }
+        }
+    });
+    Channel(rx)
+}
+
+fn timeouts() -> StreamTimeouts {
+    StreamTimeouts::new()
+        .first_frame(secs(20))
+        .idle(secs(5))
+        .provider("local")
+        .build()
+        .unwrap()
+}
+
+/// Reads a body to its end; returns the frames and the error, if any, and
+/// when it ended.
+async fn drain<B>(body: B) -> (usize, Option<BoxError>, Duration)
+where
+    B: Body<Error = BoxError> + Unpin,
+{
+    let start = Instant::now();
+    let mut body = body;
+    let mut frames = 0;
+    while let Some(f) = body.frame().await {
+        match f {
+            Ok(_) => frames += 1,
+            Err(e) => return (frames, Some(e), start.elapsed()),
+        }
+    }
+    (frames, None, start.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_first_frame_fires_the_first_frame_timeout() {
+    let body = timeouts().wrap(stream(vec![secs(25)]), None);
+    let (frames, err, at) = drain(body).await;
+    assert_eq!((frames, at), (0, secs(20)));
+    let err = err.unwrap();
+    let e = elapsed(&err);
+    assert_eq!((e.scope(), e.after()), (TimeoutScope::FirstFrame, secs(20)));
+    assert_eq!(
+        err.to_string(),
+        "provider local: first-frame timeout fired after 20s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_mid_stream_fires_the_idle_timeout() {
+    let body = timeouts().wrap(stream(vec![secs(3), secs(1), secs(1), secs(60)]), None);
+    let (frames, err, at) = drain(body).await;
+    assert_eq!(frames, 3);
+    assert_eq!(at, secs(5 + 5), "5 s of stream, then 5 s idle");
+    assert_eq!(elapsed(&err.unwrap()).scope(), TimeoutScope::Idle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_steady_stream_longer_than_both_timeouts_is_not_cut() {
+    // 100 frames, 4 s apart: 400 s in all, never 5 s quiet.
+    let body = timeouts().wrap(stream(vec![secs(4); 100]), None);
+    let (frames, err, at) = drain(body).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!((frames, at), (100, secs(400)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_deadline_cuts_a_stream_that_never_stalls() {
+    let deadline = Deadline::after(secs(30));
+    let body = timeouts().wrap(stream(vec![secs(2); 100]), Some(deadline));
+    let (frames, err, at) = drain(body).await;
+    assert_eq!(at, secs(30));
+    assert_eq!(frames, 14, "frames at 2, 4, ... 28 s");
+    assert_eq!(elapsed(&err.unwrap()).scope(), TimeoutScope::Request);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stream_layer_wraps_http_responses_with_the_requests_deadline() {
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(12)).unwrap())
+        .layer(StreamTimeoutLayer::new(timeouts()))
+        .service(service_fn(|_: http::Request<()>| async {
+            Ok::<_, BoxError>(http::Response::new(stream(vec![secs(1); 100])))
+        }));
+    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    let (frames, err, at) = drain(res.into_body()).await;
+    assert_eq!((frames, at), (11, secs(12)));
+    assert_eq!(elapsed(&err.unwrap()).scope(), TimeoutScope::Request);
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    assert_eq!(
+        DeadlineLayer::new(Duration::ZERO).unwrap_err().field,
+        "total"
+    );
+    assert_eq!(
+        AttemptTimeoutLayer::new(Duration::MAX).unwrap_err().field,
+        "per_attempt"
+    );
+    assert_eq!(
+        StreamTimeouts::new()
+            .idle(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .field,
+        "idle"
+    );
+    let _ = S;
+}
