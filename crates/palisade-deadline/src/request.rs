@@ -262,7 +262,17 @@ where
             return Poll::Ready(Err(err));
         };
         if let Poll::Ready(res) = fut.poll(cx) {
-            return Poll::Ready(res.map_err(Into::into));
+            return Poll::Ready(res.map_err(|e| {
+                let e: BoxError = e.into();
+                match (this.enforce.as_ref(), *this.scope) {
+                    // An inner layer found this deadline already passed:
+                    // report the deadline itself, as if our timer had won.
+                    (Some(enforce), TimeoutScope::Request) if refused_for_deadline(&e) => {
+                        elapsed(enforce, TimeoutScope::Request).into()
+                    }
+                    _ => e,
+                }
+            }));
         }
         let Some(enforce) = this.enforce.as_ref() else {
             return Poll::Pending;
@@ -272,20 +282,31 @@ where
         }
         let sleep = this.sleep.as_pin_mut().expect("armed above");
         ready!(sleep.poll(cx));
-        let after = enforce.at.saturating_duration_since(enforce.started);
-        let mut elapsed = Elapsed::new(*this.scope, after);
-        if let Some(p) = &enforce.provider {
-            elapsed = elapsed.with_provider(p.clone());
-        }
-        tracing::debug!(
-            provider = enforce.provider.as_ref().map(|p| p.as_str()),
-            scope = %this.scope,
-            after_ms = after.as_millis() as u64,
-            "timeout fired"
-        );
+        let err = elapsed(enforce, *this.scope);
         // Drop the inner future now: its work is abandoned.
         this.fut.set(None);
         this.refused.take();
-        Poll::Ready(Err(elapsed.into()))
+        Poll::Ready(Err(err.into()))
+    }
+}
+
+fn refused_for_deadline(e: &BoxError) -> bool {
+    e.downcast_ref::<Rejected>()
+        .is_some_and(|r| r.reason() == RejectReason::DeadlineExceeded)
+}
+
+#[cold]
+fn elapsed(enforce: &Enforce, scope: TimeoutScope) -> Elapsed {
+    let after = enforce.at.saturating_duration_since(enforce.started);
+    tracing::debug!(
+        provider = enforce.provider.as_ref().map(|p| p.as_str()),
+        scope = %scope,
+        after_ms = after.as_millis() as u64,
+        "timeout fired"
+    );
+    let e = Elapsed::new(scope, after);
+    match &enforce.provider {
+        Some(p) => e.with_provider(p.clone()),
+        None => e,
     }
 }

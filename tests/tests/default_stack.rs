@@ -1,0 +1,147 @@
+//! The default per-provider stack of DESIGN.md, assembled from the layer
+//! crates with `ServiceBuilder`, on the paused clock:
+//!
+//! Deadline > Bulkhead > Retry(+budget) > CircuitBreaker > AttemptTimeout > provider
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_breaker::CircuitBreakerLayer;
+use palisade_bulkhead::BulkheadLayer;
+use palisade_core::{
+    BoxError, CircuitState, Elapsed, RejectReason, Rejected, TimeoutScope, WithDeadline,
+};
+use palisade_deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use palisade_retry::{Backoff, Jitter, RetryBudget, RetryLayer};
+use tokio::time::Instant;
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A provider that never answers within any timeout, counting calls.
+fn hanging(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<WithDeadline<u32>, Response = u32, Error = BoxError, Future: Send> + Clone
+{
+    service_fn(move |req: WithDeadline<u32>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(secs(3600)).await;
+            Ok::<_, BoxError>(req.into_inner())
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_whole_request_deadline_bounds_retries_and_backoff() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(5)).unwrap())
+        .layer(
+            RetryLayer::builder()
+                .max_attempts(10)
+                .backoff(Backoff::constant(secs(2)))
+                .jitter(Jitter::None)
+                .min_attempt_time(Duration::ZERO)
+                .budget(RetryBudget::unlimited())
+                .build()
+                .unwrap(),
+        )
+        .layer(AttemptTimeoutLayer::new(secs(3)).unwrap())
+        .service(hanging(calls.clone()));
+    let start = Instant::now();
+    let err = svc.oneshot(WithDeadline::new(1)).await.unwrap_err();
+    // Attempt 1 times out at 3 s, the backoff of 2 s ends at 5 s: the
+    // request deadline fires there, never later.
+    assert_eq!(start.elapsed(), secs(5));
+    let e = err.downcast_ref::<Elapsed>().expect("a timeout");
+    assert_eq!(e.scope(), TimeoutScope::Request);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_stops_itself_when_the_backoff_would_cross_the_deadline() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(10)).unwrap().stamp_only())
+        .layer(
+            RetryLayer::builder()
+                .max_attempts(10)
+                .backoff(Backoff::constant(secs(2)))
+                .jitter(Jitter::None)
+                .min_attempt_time(secs(1))
+                .budget(RetryBudget::unlimited())
+                .build()
+                .unwrap(),
+        )
+        .layer(AttemptTimeoutLayer::new(secs(3)).unwrap())
+        .service(hanging(calls.clone()));
+    let start = Instant::now();
+    let err = svc.oneshot(WithDeadline::new(1)).await.unwrap_err();
+    // Attempts at 0 (→3), 5 (→8); at 8 s, 2 s of backoff + 1 s minimum no
+    // longer fit in the 2 s left: stop at once, with time to spare for a
+    // fallback.
+    assert_eq!(start.elapsed(), secs(8));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let stopped = err
+        .downcast_ref::<palisade_retry::RetryStopped>()
+        .expect("stopped early");
+    assert_eq!(stopped.attempts(), 2);
+    let last = stopped.last_error().downcast_ref::<Elapsed>().unwrap();
+    assert_eq!(last.scope(), TimeoutScope::Attempt);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_stack_trips_the_breaker_and_then_fails_fast() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let breaker = CircuitBreakerLayer::builder()
+        .provider("openai")
+        .consecutive_failures(Some(3))
+        .failure_rate(None)
+        .open_duration(secs(30))
+        .open_jitter(0.0)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let bulkhead = BulkheadLayer::builder()
+        .max_concurrent(4)
+        .max_waiting(16)
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(60)).unwrap())
+        .layer(bulkhead.clone())
+        .layer(
+            RetryLayer::builder()
+                .max_attempts(3)
+                .backoff(Backoff::constant(Duration::from_millis(100)))
+                .jitter(Jitter::None)
+                .budget(RetryBudget::unlimited())
+                .build()
+                .unwrap(),
+        )
+        .layer(breaker)
+        .layer(AttemptTimeoutLayer::new(secs(1)).unwrap())
+        .service(hanging(calls.clone()));
+    // One request: three attempts time out; the third trips the breaker.
+    let err = svc.clone().oneshot(WithDeadline::new(1)).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<Elapsed>().unwrap().scope(),
+        TimeoutScope::Attempt
+    );
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // The next request fails fast without reaching the provider, and the
+    // retry layer does not retry our own rejection.
+    let start = Instant::now();
+    let err = svc.clone().oneshot(WithDeadline::new(2)).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    let r = err.downcast_ref::<Rejected>().expect("fails fast");
+    assert_eq!(r.reason(), RejectReason::CircuitOpen(CircuitState::Open));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Nothing is left held in the bulkhead.
+    assert_eq!(bulkhead.handle().snapshot().in_flight, 0);
+}
