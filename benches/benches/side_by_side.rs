@@ -55,6 +55,18 @@ fn main() {
 
     add(
         "timeout",
+        "palisade",
+        "attempt timeout",
+        wanted("timeout").then(|| measure(&settings, true, ours::attempt_timeout)),
+    );
+    add(
+        "timeout",
+        "palisade",
+        "request deadline",
+        wanted("timeout").then(|| measure(&settings, true, ours::deadline)),
+    );
+    add(
+        "timeout",
         "tower",
         "Timeout",
         wanted("timeout").then(|| measure(&settings, true, peers::tower_timeout)),
@@ -66,6 +78,24 @@ fn main() {
         wanted("timeout").then(|| measure(&settings, true, peers::resilience_time_limiter)),
     );
 
+    add(
+        "timeout (pending once)",
+        "palisade",
+        "attempt timeout",
+        wanted("timeout").then(|| measure(&settings, true, ours::attempt_timeout_pending)),
+    );
+    add(
+        "timeout (pending once)",
+        "tower",
+        "Timeout",
+        wanted("timeout").then(|| measure(&settings, true, peers::tower_timeout_pending)),
+    );
+    add(
+        "timeout (pending once)",
+        "tower-resilience",
+        "time limiter",
+        wanted("timeout").then(|| measure(&settings, true, peers::resilience_time_limiter_pending)),
+    );
     add(
         "retry",
         "palisade",
@@ -117,6 +147,12 @@ fn main() {
         wanted("breaker open").then(|| measure(&settings, false, peers::failsafe_breaker_open)),
     );
 
+    add(
+        "stack",
+        "palisade",
+        "deadline>bulkhead>retry>breaker>attempt timeout",
+        wanted("stack").then(|| measure(&settings, true, ours::stack)),
+    );
     add(
         "stack",
         "tower",

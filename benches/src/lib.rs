@@ -57,6 +57,49 @@ impl Service<Req> for Bare {
     }
 }
 
+/// A service whose answer is pending on the first poll (it wakes itself)
+/// and ready on the second: the shape of a real network call, which makes
+/// timeout layers arm their timers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct YieldOnce;
+
+/// The future of [`YieldOnce`].
+#[derive(Debug)]
+pub struct YieldOnceFuture {
+    value: u64,
+    polled: bool,
+}
+
+impl Future for YieldOnceFuture {
+    type Output = Result<u64, BenchError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.polled {
+            return Poll::Ready(Ok(self.value));
+        }
+        self.polled = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Service<Req> for YieldOnce {
+    type Response = u64;
+    type Error = BenchError;
+    type Future = YieldOnceFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BenchError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        YieldOnceFuture {
+            value: *req.get_ref(),
+            polled: false,
+        }
+    }
+}
+
 /// A service that always fails, for measuring rejection paths.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Failing;

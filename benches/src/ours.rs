@@ -3,6 +3,7 @@
 use futures_util::FutureExt;
 use palisade_breaker::CircuitBreakerLayer;
 use palisade_bulkhead::BulkheadLayer;
+use palisade_deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use palisade_retry::{RetryBudget, RetryLayer};
 use tower::{Layer, Service, ServiceExt};
 
@@ -39,11 +40,11 @@ pub(crate) fn trip<S: Service<Req>>(mut svc: S) {
     assert!(res.is_err(), "the tripping call must fail");
 }
 
-/// A bulkhead with room to spare (64 slots, as tower's row), never full.
+/// A bulkhead with room to spare (as many slots as tower's row), never full.
 pub fn bulkhead(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     BulkheadLayer::builder()
-        .max_concurrent(64)
+        .max_concurrent(crate::peers::LIMIT)
         .build()
         .unwrap()
         .layer(Bare)
@@ -58,4 +59,47 @@ pub fn retry(
         .build()
         .unwrap()
         .layer(Bare)
+}
+
+/// The per-attempt timeout (as tower's Timeout row).
+pub fn attempt_timeout(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    AttemptTimeoutLayer::new(LONG).unwrap().layer(Bare)
+}
+
+/// The per-attempt timeout over a service that is pending once.
+pub fn attempt_timeout_pending(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    AttemptTimeoutLayer::new(LONG)
+        .unwrap()
+        .layer(crate::YieldOnce)
+}
+
+/// The whole-request deadline, enforcing.
+pub fn deadline(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    DeadlineLayer::new(LONG).unwrap().layer(Bare)
+}
+
+/// DESIGN.md's default per-provider stack: deadline > bulkhead > retry
+/// (ratio budget) > breaker > attempt timeout, each layer as in its own row.
+pub fn stack(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower::ServiceBuilder::new()
+        .layer(DeadlineLayer::new(LONG).unwrap())
+        .layer(
+            BulkheadLayer::builder()
+                .max_concurrent(1024)
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            RetryLayer::builder()
+                .budget(RetryBudget::ratio(0.2, std::time::Duration::from_secs(10), 10).unwrap())
+                .build()
+                .unwrap(),
+        )
+        .layer(CircuitBreakerLayer::builder().build().unwrap())
+        .layer(AttemptTimeoutLayer::new(LONG).unwrap())
+        .service(Bare)
 }

@@ -103,6 +103,14 @@ pub fn tower_timeout(
     ServiceBuilder::new().timeout(LONG).service(Bare)
 }
 
+/// tower's Timeout over a service that is pending once (the timer is armed).
+pub fn tower_timeout_pending(
+) -> impl Service<Req, Response = u64, Error = tower::BoxError, Future: Send> + Clone + Send {
+    ServiceBuilder::new()
+        .timeout(LONG)
+        .service(crate::YieldOnce)
+}
+
 pub fn tower_retry_budget(
 ) -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
     ServiceBuilder::new()
@@ -178,6 +186,12 @@ pub fn resilience_retry(
 pub fn resilience_time_limiter(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     resilience_time_limiter_layer().layer(Bare)
+}
+
+/// tower-resilience's time limiter over a service that is pending once.
+pub fn resilience_time_limiter_pending(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    resilience_time_limiter_layer().layer(crate::YieldOnce)
 }
 
 /// The four single-layer rows above, stacked: bulkhead > retry > breaker >

@@ -193,29 +193,35 @@ pub(crate) struct Enforce {
 }
 
 pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Running { #[pin] fut: F },
+        Refused { error: Option<BoxError> },
+    }
+}
+
+pin_project! {
     /// The response future of [`DeadlineService`] and
     /// [`AttemptTimeout`](crate::AttemptTimeout): the inner future, held to
     /// an instant. The timer is armed on the first poll that finds the
-    /// inner future pending.
+    /// inner future pending (and boxed then, so that a call answered at
+    /// once moves a small future and allocates nothing).
     pub struct ResponseFuture<F> {
         #[pin]
-        fut: Option<F>,
-        #[pin]
-        sleep: Option<Sleep>,
+        kind: Kind<F>,
+        sleep: Option<Pin<Box<Sleep>>>,
         enforce: Option<Enforce>,
         scope: TimeoutScope,
-        refused: Option<BoxError>,
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(fut: F, enforce: Option<Enforce>, scope: TimeoutScope) -> Self {
         ResponseFuture {
-            fut: Some(fut),
+            kind: Kind::Running { fut },
             sleep: None,
             enforce,
             scope,
-            refused: None,
         }
     }
 
@@ -227,11 +233,12 @@ impl<F> ResponseFuture<F> {
             .with_provider_opt(provider.clone())
             .with_detail("no time left to start the call");
         ResponseFuture {
-            fut: None,
+            kind: Kind::Refused {
+                error: Some(rejected.into()),
+            },
             sleep: None,
             enforce: None,
             scope: TimeoutScope::Request,
-            refused: Some(rejected.into()),
         }
     }
 }
@@ -254,12 +261,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
-            let err = this
-                .refused
-                .take()
-                .expect("ResponseFuture polled after completion");
-            return Poll::Ready(Err(err));
+        let fut = match this.kind.as_mut().project() {
+            KindProj::Running { fut } => fut,
+            KindProj::Refused { error } => {
+                return Poll::Ready(Err(error
+                    .take()
+                    .expect("ResponseFuture polled after completion")))
+            }
         };
         if let Poll::Ready(res) = fut.poll(cx) {
             return Poll::Ready(res.map_err(|e| {
@@ -277,15 +285,13 @@ where
         let Some(enforce) = this.enforce.as_ref() else {
             return Poll::Pending;
         };
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep_until(enforce.at)));
-        }
-        let sleep = this.sleep.as_pin_mut().expect("armed above");
-        ready!(sleep.poll(cx));
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(enforce.at)));
+        ready!(sleep.as_mut().poll(cx));
         let err = elapsed(enforce, *this.scope);
         // Drop the inner future now: its work is abandoned.
-        this.fut.set(None);
-        this.refused.take();
+        this.kind.set(Kind::Refused { error: None });
         Poll::Ready(Err(err.into()))
     }
 }
