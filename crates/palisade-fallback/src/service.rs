@@ -1,0 +1,317 @@
+//! The [`Fallback`] service, its builder and [`FallbackLayer`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Classify, ErrorClassifier, HasDeadline, Policy, ProviderId};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::degrade::{Degrade, DegradeWith, NoDegrade};
+use crate::error::ConfigError;
+use crate::future::ResponseFuture;
+use crate::target::Target;
+
+/// What every clone of a chain shares.
+pub(crate) struct Chain<S, Req, C, D> {
+    pub(crate) targets: Vec<Target<S, Req>>,
+    pub(crate) classifier: C,
+    pub(crate) policy: Policy,
+    pub(crate) degrade: D,
+}
+
+/// Calls providers in order until one answers: the next provider is tried
+/// when a failure's classification says fall back (see
+/// [`Policy::falls_back`](palisade_core::Policy::falls_back)); the caller's
+/// own faults (400, 401, 403, 404, 422...) are returned at once.
+///
+/// - Providers whose circuit breaker refuses calls are skipped without
+///   being called, so a dead primary costs no latency.
+/// - `ContextLengthExceeded` goes only to providers marked
+///   [`large_context`](Target::large_context); `ContentFiltered` only to
+///   providers marked [`content_filter`](Target::content_filter).
+/// - No provider is started after the request's deadline has passed.
+/// - Each provider gets its own copy of the request (`Req: Clone`), with
+///   its [`rewrite`](Target::rewrite) applied.
+/// - `poll_ready` is always ready: the provider actually called is readied
+///   in the response future, and no other.
+/// - When every provider failed, the error is an
+///   [`AllFailed`](crate::AllFailed) listing each one with its own outcome,
+///   unless a [`degrade`](Builder::degrade) handler answers instead.
+///
+/// Providers of different service types can share a chain through
+/// `tower::util::BoxCloneSyncService` (the `Sync` one, so that the chain,
+/// shared by its clones, can move between threads).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use palisade_core::{BoxError, WithDeadline};
+/// use palisade_fallback::{Fallback, Target};
+/// use tower::{service_fn, util::BoxCloneSyncService, ServiceExt};
+///
+/// type Svc = BoxCloneSyncService<WithDeadline<&'static str>, String, BoxError>;
+/// let down: Svc = BoxCloneSyncService::new(service_fn(|_: WithDeadline<&'static str>| async {
+///     Err::<String, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+/// }));
+/// let up: Svc = BoxCloneSyncService::new(service_fn(|r: WithDeadline<&'static str>| async move {
+///     Ok::<_, BoxError>(format!("local: {}", r.into_inner()))
+/// }));
+/// let chain = Fallback::builder()
+///     .target(Target::new("openai", down))
+///     .target(Target::new("local", up))
+///     .build()
+///     .unwrap();
+/// assert_eq!(chain.oneshot(WithDeadline::new("hi")).await.unwrap(), "local: hi");
+/// # }
+/// ```
+pub struct Fallback<S, Req, C = ErrorClassifier, D = NoDegrade> {
+    chain: Arc<Chain<S, Req, C, D>>,
+}
+
+impl<S, Req, C, D> Clone for Fallback<S, Req, C, D> {
+    fn clone(&self) -> Self {
+        Fallback {
+            chain: self.chain.clone(),
+        }
+    }
+}
+
+impl<S, Req, C, D> fmt::Debug for Fallback<S, Req, C, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fallback")
+            .field("targets", &self.chain.targets)
+            .finish()
+    }
+}
+
+impl<S, Req> Fallback<S, Req> {
+    /// Starts a builder with no targets, [`ErrorClassifier`], the default
+    /// policy and no degradation.
+    pub fn builder() -> Builder<S, Req> {
+        Builder {
+            targets: Vec::new(),
+            classifier: ErrorClassifier,
+            policy: Policy::default(),
+            degrade: NoDegrade,
+        }
+    }
+}
+
+impl<S, Req, C, D> Fallback<S, Req, C, D> {
+    /// The providers, in order.
+    pub fn providers(&self) -> impl Iterator<Item = &ProviderId> {
+        self.chain.targets.iter().map(|t| &t.id)
+    }
+}
+
+impl<S, Req, C, D> Service<Req> for Fallback<S, Req, C, D>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
+    D: Degrade<S::Response>,
+    Req: Clone + HasDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, C, D>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        ResponseFuture::new(self.chain.clone(), req)
+    }
+}
+
+/// Builds a [`Fallback`]; [`build`](Self::build) checks the chain.
+pub struct Builder<S, Req, C = ErrorClassifier, D = NoDegrade> {
+    targets: Vec<Target<S, Req>>,
+    classifier: C,
+    policy: Policy,
+    degrade: D,
+}
+
+impl<S, Req, C, D> fmt::Debug for Builder<S, Req, C, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("targets", &self.targets)
+            .finish()
+    }
+}
+
+impl<S, Req, C, D> Builder<S, Req, C, D> {
+    /// Appends a provider to the chain.
+    pub fn target(mut self, target: Target<S, Req>) -> Self {
+        self.targets.push(target);
+        self
+    }
+
+    /// How results are classified (use
+    /// [`HttpClassifier`](palisade_core::HttpClassifier) for HTTP
+    /// responses, so a 503 falls back and a 400 does not).
+    pub fn classifier<C2>(self, classifier: C2) -> Builder<S, Req, C2, D> {
+        Builder {
+            targets: self.targets,
+            classifier,
+            policy: self.policy,
+            degrade: self.degrade,
+        }
+    }
+
+    /// Which failures move on to the next provider.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Answers with `f`'s response when every provider failed (a static
+    /// or cached answer), marked as degraded: for HTTP, the
+    /// `x-palisade-degraded: 1` header and a
+    /// [`Degraded`](crate::Degraded) extension. Returning `None` returns
+    /// the error.
+    pub fn degrade<F>(self, f: F) -> Builder<S, Req, C, DegradeWith<F>> {
+        Builder {
+            targets: self.targets,
+            classifier: self.classifier,
+            policy: self.policy,
+            degrade: DegradeWith(f),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.targets.is_empty() {
+            return Err(ConfigError::new("targets", "the chain has no provider"));
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if self.targets[..i].iter().any(|o| o.id == t.id) {
+                return Err(ConfigError::new(
+                    "targets",
+                    format!("provider {} is in the chain twice", t.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the chain (at least one provider, no id twice) and builds it.
+    pub fn build(self) -> Result<Fallback<S, Req, C, D>, ConfigError> {
+        self.check()?;
+        Ok(Fallback {
+            chain: Arc::new(Chain {
+                targets: self.targets,
+                classifier: self.classifier,
+                policy: self.policy,
+                degrade: self.degrade,
+            }),
+        })
+    }
+
+    /// A layer that puts the wrapped service first in the chain, as
+    /// provider `primary`, before the targets given here.
+    pub fn into_layer(
+        self,
+        primary: impl Into<ProviderId>,
+    ) -> Result<FallbackLayer<S, Req, C, D>, ConfigError>
+    where
+        S: Clone,
+        C: Clone,
+        D: Clone,
+    {
+        let primary = primary.into();
+        if self.targets.iter().any(|t| t.id == primary) {
+            return Err(ConfigError::new(
+                "primary",
+                format!("provider {primary} is also a fallback target"),
+            ));
+        }
+        Ok(FallbackLayer {
+            primary,
+            primary_breaker: None,
+            builder: self,
+        })
+    }
+}
+
+impl<S: Clone, Req, C: Clone, D: Clone> Clone for Builder<S, Req, C, D> {
+    fn clone(&self) -> Self {
+        Builder {
+            targets: self.targets.clone(),
+            classifier: self.classifier.clone(),
+            policy: self.policy.clone(),
+            degrade: self.degrade.clone(),
+        }
+    }
+}
+
+/// Puts the service it wraps first in a fallback chain. Made by
+/// [`Builder::into_layer`].
+///
+/// ```
+/// use palisade_core::{BoxError, WithDeadline};
+/// use palisade_fallback::{Fallback, Target};
+/// use tower::{service_fn, util::BoxCloneSyncService, Layer};
+///
+/// type Svc = BoxCloneSyncService<WithDeadline<u32>, u32, BoxError>;
+/// let backup: Svc = BoxCloneSyncService::new(service_fn(|r: WithDeadline<u32>| async move { Ok::<_, BoxError>(r.into_inner()) }));
+/// let layer = Fallback::<Svc, WithDeadline<u32>>::builder()
+///     .target(Target::new("backup", backup.clone()))
+///     .into_layer("primary")
+///     .unwrap();
+/// let chain = layer.layer(backup);
+/// assert_eq!(chain.providers().map(|p| p.as_str()).collect::<Vec<_>>(), ["primary", "backup"]);
+/// ```
+pub struct FallbackLayer<S, Req, C = ErrorClassifier, D = NoDegrade> {
+    primary: ProviderId,
+    primary_breaker: Option<palisade_breaker::BreakerHandle>,
+    builder: Builder<S, Req, C, D>,
+}
+
+impl<S, Req, C, D> FallbackLayer<S, Req, C, D> {
+    /// The primary's circuit breaker, so the chain skips it while open.
+    pub fn primary_breaker(mut self, handle: palisade_breaker::BreakerHandle) -> Self {
+        self.primary_breaker = Some(handle);
+        self
+    }
+}
+
+impl<S, Req, C, D> fmt::Debug for FallbackLayer<S, Req, C, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FallbackLayer")
+            .field("primary", &self.primary)
+            .field("fallbacks", &self.builder.targets)
+            .finish()
+    }
+}
+
+impl<S: Clone, Req, C: Clone, D: Clone> Clone for FallbackLayer<S, Req, C, D> {
+    fn clone(&self) -> Self {
+        FallbackLayer {
+            primary: self.primary.clone(),
+            primary_breaker: self.primary_breaker.clone(),
+            builder: self.builder.clone(),
+        }
+    }
+}
+
+impl<S: Clone, Req, C: Clone, D: Clone> Layer<S> for FallbackLayer<S, Req, C, D> {
+    type Service = Fallback<S, Req, C, D>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let mut primary = Target::new(self.primary.clone(), inner);
+        primary.breaker = self.primary_breaker.clone();
+        let mut targets = Vec::with_capacity(self.builder.targets.len() + 1);
+        targets.push(primary);
+        targets.extend(self.builder.targets.iter().cloned());
+        Fallback {
+            chain: Arc::new(Chain {
+                targets,
+                classifier: self.builder.classifier.clone(),
+                policy: self.builder.policy.clone(),
+                degrade: self.builder.degrade.clone(),
+            }),
+        }
+    }
+}

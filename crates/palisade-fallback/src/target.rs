@@ -1,0 +1,118 @@
+//! One provider in a fallback chain: its id, its service, and what the
+//! chain needs to know about it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use palisade_breaker::BreakerHandle;
+use palisade_core::ProviderId;
+
+/// A per-provider request rewrite.
+pub(crate) type Rewrite<Req> = Arc<dyn Fn(&mut Req) + Send + Sync>;
+
+/// A provider in a fallback chain.
+///
+/// ```
+/// use palisade_fallback::Target;
+/// use palisade_core::{BoxError, WithDeadline};
+/// use tower::service_fn;
+///
+/// let big = Target::new("claude-200k", service_fn(|r: WithDeadline<String>| async move {
+///     Ok::<_, BoxError>(r.into_inner())
+/// }))
+/// .large_context()                                   // gets prompts too long for others
+/// .rewrite(|req: &mut WithDeadline<String>| req.get_mut().insert_str(0, "[claude] "));
+/// assert!(big.is_large_context());
+/// ```
+pub struct Target<S, Req> {
+    pub(crate) id: ProviderId,
+    pub(crate) svc: S,
+    pub(crate) breaker: Option<BreakerHandle>,
+    pub(crate) rewrite: Option<Rewrite<Req>>,
+    pub(crate) large_context: bool,
+    pub(crate) content_filter: bool,
+}
+
+impl<S: Clone, Req> Clone for Target<S, Req> {
+    fn clone(&self) -> Self {
+        Target {
+            id: self.id.clone(),
+            svc: self.svc.clone(),
+            breaker: self.breaker.clone(),
+            rewrite: self.rewrite.clone(),
+            large_context: self.large_context,
+            content_filter: self.content_filter,
+        }
+    }
+}
+
+impl<S, Req> fmt::Debug for Target<S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("id", &self.id)
+            .field("breaker", &self.breaker.as_ref().map(|b| b.state()))
+            .field("rewrite", &self.rewrite.is_some())
+            .field("large_context", &self.large_context)
+            .field("content_filter", &self.content_filter)
+            .finish()
+    }
+}
+
+impl<S, Req> Target<S, Req> {
+    /// The provider `id`, called through `svc`.
+    pub fn new(id: impl Into<ProviderId>, svc: S) -> Self {
+        Target {
+            id: id.into(),
+            svc,
+            breaker: None,
+            rewrite: None,
+            large_context: false,
+            content_filter: false,
+        }
+    }
+
+    /// The provider's circuit breaker: while it refuses calls (open, in a
+    /// `Retry-After` cooldown, or out of half-open probes), the chain skips
+    /// this provider without calling it.
+    pub fn breaker(mut self, handle: BreakerHandle) -> Self {
+        self.breaker = Some(handle);
+        self
+    }
+
+    /// Rewrites the request for this provider (model name, base URL,
+    /// auth): LLM providers name the same capability differently. Applied
+    /// to this provider's own copy of the request.
+    pub fn rewrite(mut self, f: impl Fn(&mut Req) + Send + Sync + 'static) -> Self {
+        self.rewrite = Some(Arc::new(f));
+        self
+    }
+
+    /// Marks the provider as taking prompts too long for the others: a
+    /// `ContextLengthExceeded` failure is sent only to providers so marked.
+    pub fn large_context(mut self) -> Self {
+        self.large_context = true;
+        self
+    }
+
+    /// Marks the provider as the one to try when another's content filter
+    /// refused the request.
+    pub fn content_filter(mut self) -> Self {
+        self.content_filter = true;
+        self
+    }
+
+    /// The provider's id.
+    pub fn id(&self) -> &ProviderId {
+        &self.id
+    }
+
+    /// Whether the provider is marked as large-context.
+    pub fn is_large_context(&self) -> bool {
+        self.large_context
+    }
+
+    /// Whether the breaker (if any) would refuse a call now.
+    pub(crate) fn refusing(&self) -> bool {
+        self.breaker.as_ref().is_some_and(|b| b.is_refusing())
+    }
+}
