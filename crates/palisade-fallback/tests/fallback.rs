@@ -225,6 +225,25 @@ async fn context_length_failures_go_only_to_large_context_providers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn content_filter_refusals_go_only_to_providers_marked_for_them() {
+    let a = Fake::new(
+        "a",
+        &[(400, r#"{"error":{"code":"content_filter","message":"filtered"}}"#)],
+    );
+    let (b, lenient) = (Fake::ok("b"), Fake::ok("lenient"));
+    let chain = Fallback::builder()
+        .target(Target::new("a", a.svc()))
+        .target(Target::new("b", b.svc()))
+        .target(Target::new("lenient", lenient.svc()).content_filter())
+        .classifier(classifier())
+        .build()
+        .unwrap();
+    let res = chain.oneshot(req("a story")).await.unwrap();
+    assert_eq!(res.body(), "lenient: a story");
+    assert_eq!(b.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_deadline_stops_the_chain() {
     let a = Fake::new("a", &[(503, "down")]).slow(Duration::from_secs(2));
     let b = Fake::ok("b");
