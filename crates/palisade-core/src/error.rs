@@ -72,6 +72,8 @@ pub enum RejectReason {
     /// The request's deadline passed (or too little of it remained) before
     /// the call could be started.
     DeadlineExceeded,
+    /// No provider is registered to take the call.
+    NoProvider,
 }
 
 impl fmt::Display for RejectReason {
@@ -84,6 +86,7 @@ impl fmt::Display for RejectReason {
             RejectReason::DeadlineExceeded => {
                 f.write_str("deadline exceeded before the call started")
             }
+            RejectReason::NoProvider => f.write_str("no provider is registered"),
         }
     }
 }

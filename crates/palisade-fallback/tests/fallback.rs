@@ -228,7 +228,10 @@ async fn context_length_failures_go_only_to_large_context_providers() {
 async fn content_filter_refusals_go_only_to_providers_marked_for_them() {
     let a = Fake::new(
         "a",
-        &[(400, r#"{"error":{"code":"content_filter","message":"filtered"}}"#)],
+        &[(
+            400,
+            r#"{"error":{"code":"content_filter","message":"filtered"}}"#,
+        )],
     );
     let (b, lenient) = (Fake::ok("b"), Fake::ok("lenient"));
     let chain = Fallback::builder()

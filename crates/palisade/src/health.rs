@@ -1,0 +1,408 @@
+//! The registry's health report: per provider, the numbers that matter; an
+//! overall status by documented rules; and recommendations a person can
+//! act on.
+//!
+//! **Per provider**, the first rule that matches:
+//!
+//! | status | when |
+//! |---|---|
+//! | Critical | its breaker refuses calls (open, forced open, or no probe slot free) |
+//! | Degraded | its breaker is half-open (probing) |
+//! | Warning | failure rate in the window ≥ 25%; or bulkhead ≥ 80% of its slots in flight, or anyone queued; or the retry budget has refused retries and has less than one retry left |
+//! | Healthy | otherwise |
+//!
+//! **Overall**, the first rule that matches:
+//!
+//! | status | when |
+//! |---|---|
+//! | Critical | no provider registered, or every provider Critical |
+//! | Degraded | the first provider in preference order is Critical or Degraded (traffic is failing over), or at least half the providers are Critical |
+//! | Warning | any provider is not Healthy |
+//! | Healthy | otherwise |
+
+use std::fmt::Write as _;
+
+use palisade_bulkhead::BulkheadSnapshot;
+use palisade_core::{CircuitState, ProviderId};
+use palisade_retry::{BudgetSnapshot, RetryStats};
+use serde::Serialize;
+
+use crate::registry::Registry;
+
+/// Failure rate at or above which a provider is in Warning.
+pub const WARN_FAILURE_RATE: f64 = 0.25;
+/// Share of bulkhead slots in flight at or above which a provider is in
+/// Warning.
+pub const WARN_BULKHEAD_USE: f64 = 0.8;
+
+/// How well things are going, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Everything answers normally.
+    Healthy,
+    /// Something is under strain; callers do not notice yet.
+    Warning,
+    /// Callers are being served, but not as configured (failing over,
+    /// probing).
+    Degraded,
+    /// Calls are failing.
+    Critical,
+}
+
+/// A breaker's part of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerHealth {
+    /// Its state.
+    pub state: CircuitState,
+    /// Failure rate in the window, 0..=1.
+    pub failure_rate: f64,
+    /// Slow-call rate in the window, 0..=1.
+    pub slow_call_rate: f64,
+    /// Calls in the window.
+    pub window_calls: u64,
+    /// Times it opened.
+    pub times_opened: u64,
+    /// Milliseconds until it probes again, when open.
+    pub open_remaining_ms: Option<u64>,
+    /// The last transition, e.g. `closed -> open (5 consecutive failures)`.
+    pub last_transition: String,
+}
+
+/// One provider's part of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderHealth {
+    /// The provider.
+    pub id: ProviderId,
+    /// Its status by the per-provider rules.
+    pub status: HealthStatus,
+    /// Its breaker, when on.
+    pub breaker: Option<BreakerHealth>,
+    /// Its bulkhead, when on.
+    pub bulkhead: Option<BulkheadSnapshot>,
+    /// Its retry layer and budget, when on.
+    pub retry: Option<RetryStats>,
+}
+
+/// The registry's health.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    /// The overall status.
+    pub status: HealthStatus,
+    /// Each provider, in preference order.
+    pub providers: Vec<ProviderHealth>,
+    /// What a person could do about it.
+    pub recommendations: Vec<String>,
+}
+
+impl<S, C> Registry<S, C> {
+    /// The health report: per provider, its numbers and status; overall,
+    /// the status by the rules in [this module's docs](crate::health) and
+    /// recommendations.
+    pub fn health(&self) -> HealthReport {
+        let providers: Vec<ProviderHealth> = self
+            .in_order()
+            .iter()
+            .map(|p| {
+                let breaker = p.handles.breaker.as_ref().map(|h| {
+                    let m = h.metrics();
+                    BreakerHealth {
+                        state: m.state,
+                        failure_rate: m.failure_rate,
+                        slow_call_rate: m.slow_call_rate,
+                        window_calls: m.window_calls,
+                        times_opened: m.times_opened,
+                        open_remaining_ms: m.open_remaining.map(|d| d.as_millis() as u64),
+                        last_transition: format!(
+                            "{} -> {} ({:?})",
+                            m.last_transition.from, m.last_transition.to, m.last_transition.reason
+                        ),
+                    }
+                });
+                let refusing = p.handles.breaker.as_ref().is_some_and(|h| h.is_refusing());
+                let bulkhead = p.handles.bulkhead.as_ref().map(|h| h.snapshot());
+                let retry = p.handles.retry.as_ref().map(|h| h.stats());
+                let status = provider_status(
+                    refusing,
+                    breaker.as_ref(),
+                    bulkhead.as_ref(),
+                    retry.as_ref(),
+                );
+                ProviderHealth {
+                    id: p.id.clone(),
+                    status,
+                    breaker,
+                    bulkhead,
+                    retry,
+                }
+            })
+            .collect();
+        let status = overall_status(&providers);
+        let recommendations = recommend(&providers, status);
+        HealthReport {
+            status,
+            providers,
+            recommendations,
+        }
+    }
+}
+
+/// The per-provider rules.
+pub fn provider_status(
+    refusing: bool,
+    breaker: Option<&BreakerHealth>,
+    bulkhead: Option<&BulkheadSnapshot>,
+    retry: Option<&RetryStats>,
+) -> HealthStatus {
+    if refusing {
+        return HealthStatus::Critical;
+    }
+    if breaker.is_some_and(|b| b.state == CircuitState::HalfOpen) {
+        return HealthStatus::Degraded;
+    }
+    let failing =
+        breaker.is_some_and(|b| b.window_calls > 0 && b.failure_rate >= WARN_FAILURE_RATE);
+    let crowded = bulkhead.is_some_and(|b| {
+        b.waiting > 0 || b.in_flight as f64 >= WARN_BULKHEAD_USE * b.max_concurrent as f64
+    });
+    let budget_spent = retry.is_some_and(|r| {
+        r.budget_refusals > 0
+            && matches!(r.budget, BudgetSnapshot::Ratio { available, .. } if available < 1.0)
+    });
+    if failing || crowded || budget_spent {
+        HealthStatus::Warning
+    } else {
+        HealthStatus::Healthy
+    }
+}
+
+/// The overall rules.
+pub fn overall_status(providers: &[ProviderHealth]) -> HealthStatus {
+    let critical = providers
+        .iter()
+        .filter(|p| p.status == HealthStatus::Critical)
+        .count();
+    if providers.is_empty() || critical == providers.len() {
+        return HealthStatus::Critical;
+    }
+    let first_down = providers[0].status >= HealthStatus::Degraded;
+    if first_down || critical * 2 >= providers.len() {
+        return HealthStatus::Degraded;
+    }
+    if providers.iter().any(|p| p.status != HealthStatus::Healthy) {
+        return HealthStatus::Warning;
+    }
+    HealthStatus::Healthy
+}
+
+fn recommend(providers: &[ProviderHealth], overall: HealthStatus) -> Vec<String> {
+    let mut out = Vec::new();
+    if providers.is_empty() {
+        out.push("no provider is registered: add one to the config".to_owned());
+        return out;
+    }
+    if overall == HealthStatus::Critical {
+        out.push(
+            "no provider can take calls: check upstream status, network and API keys".to_owned(),
+        );
+    }
+    let serving = providers
+        .iter()
+        .find(|p| p.status < HealthStatus::Critical)
+        .map(|p| p.id.to_string());
+    for p in providers {
+        if let Some(b) = &p.breaker {
+            match b.state {
+                CircuitState::Open | CircuitState::ForcedOpen => {
+                    let mut s =
+                        format!("{}: circuit {} after {}", p.id, b.state, b.last_transition);
+                    if let Some(ms) = b.open_remaining_ms {
+                        let _ = write!(s, ", probing again in {:.1}s", ms as f64 / 1000.0);
+                    }
+                    if let Some(to) = serving.as_deref().filter(|to| *to != p.id.as_str()) {
+                        let _ = write!(s, "; traffic goes to {to}");
+                    }
+                    out.push(s);
+                }
+                CircuitState::HalfOpen => out.push(format!(
+                    "{}: recovering, probe calls in flight; no action needed unless it re-opens",
+                    p.id
+                )),
+                _ if b.window_calls > 0 && b.failure_rate >= WARN_FAILURE_RATE => {
+                    out.push(format!(
+                        "{}: {:.0}% of recent calls failed; check the provider's status page",
+                        p.id,
+                        b.failure_rate * 100.0
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let Some(b) = &p.bulkhead {
+            if b.waiting > 0 || b.in_flight as f64 >= WARN_BULKHEAD_USE * b.max_concurrent as f64 {
+                out.push(format!(
+                    "{}: bulkhead {}/{} in flight, {} waiting; raise max_concurrent if the provider has headroom, or add a provider",
+                    p.id, b.in_flight, b.max_concurrent, b.waiting
+                ));
+            }
+        }
+        if let Some(r) = &p.retry {
+            if r.budget_refusals > 0 {
+                if let BudgetSnapshot::Ratio { available, .. } = r.budget {
+                    if available < 1.0 {
+                        out.push(format!(
+                            "{}: retry budget spent ({} retries refused); the provider is failing and retries are being shed, as intended",
+                            p.id, r.budget_refusals
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl HealthReport {
+    /// The report as Prometheus text exposition (gauges and counters per
+    /// provider), for a `/metrics` endpoint without a metrics exporter. The
+    /// names are those of the `metrics` feature (see the crate docs).
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let label = |id: &ProviderId| format!("{{provider=\"{}\"}}", escape(id.as_str()));
+        metric(
+            "palisade_health_status",
+            "gauge",
+            "Overall health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
+            vec![(String::new(), self.status as u8 as f64)],
+        );
+        metric(
+            "palisade_provider_status",
+            "gauge",
+            "Provider health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
+            self.providers
+                .iter()
+                .map(|p| (label(&p.id), p.status as u8 as f64))
+                .collect(),
+        );
+        let breakers: Vec<_> = self
+            .providers
+            .iter()
+            .filter_map(|p| p.breaker.as_ref().map(|b| (&p.id, b)))
+            .collect();
+        metric(
+            "palisade_breaker_state",
+            "gauge",
+            "Breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled.",
+            breakers
+                .iter()
+                .map(|(id, b)| (label(id), state_number(b.state)))
+                .collect(),
+        );
+        metric(
+            "palisade_breaker_failure_rate",
+            "gauge",
+            "Failure rate in the breaker's window.",
+            breakers
+                .iter()
+                .map(|(id, b)| (label(id), b.failure_rate))
+                .collect(),
+        );
+        metric(
+            "palisade_breaker_opened_total",
+            "counter",
+            "Times the breaker opened.",
+            breakers
+                .iter()
+                .map(|(id, b)| (label(id), b.times_opened as f64))
+                .collect(),
+        );
+        let bulkheads: Vec<_> = self
+            .providers
+            .iter()
+            .filter_map(|p| p.bulkhead.as_ref().map(|b| (&p.id, b)))
+            .collect();
+        metric(
+            "palisade_bulkhead_in_flight",
+            "gauge",
+            "Calls holding a bulkhead slot.",
+            bulkheads
+                .iter()
+                .map(|(id, b)| (label(id), b.in_flight as f64))
+                .collect(),
+        );
+        metric(
+            "palisade_bulkhead_waiting",
+            "gauge",
+            "Calls queued for a bulkhead slot.",
+            bulkheads
+                .iter()
+                .map(|(id, b)| (label(id), b.waiting as f64))
+                .collect(),
+        );
+        metric(
+            "palisade_bulkhead_rejected_total",
+            "counter",
+            "Calls the bulkhead refused (full or timed out).",
+            bulkheads
+                .iter()
+                .map(|(id, b)| (label(id), (b.rejected + b.timed_out) as f64))
+                .collect(),
+        );
+        let retries: Vec<_> = self
+            .providers
+            .iter()
+            .filter_map(|p| p.retry.as_ref().map(|r| (&p.id, r)))
+            .collect();
+        metric(
+            "palisade_retry_attempts_total",
+            "counter",
+            "Attempts made (requests plus retries).",
+            retries
+                .iter()
+                .map(|(id, r)| (label(id), r.attempts as f64))
+                .collect(),
+        );
+        metric(
+            "palisade_retry_retries_total",
+            "counter",
+            "Retries made.",
+            retries
+                .iter()
+                .map(|(id, r)| (label(id), r.retries as f64))
+                .collect(),
+        );
+        metric(
+            "palisade_retry_budget_refusals_total",
+            "counter",
+            "Retries the budget refused.",
+            retries
+                .iter()
+                .map(|(id, r)| (label(id), r.budget_refusals as f64))
+                .collect(),
+        );
+        out
+    }
+}
+
+pub(crate) fn state_number(s: CircuitState) -> f64 {
+    match s {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open => 2.0,
+        CircuitState::ForcedOpen => 3.0,
+        CircuitState::Disabled => 4.0,
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,80 @@
+//! palisade: resilience for calls to LLM providers, as tower layers.
+//!
+//! This is the crate most users add. It re-exports the layer crates (see
+//! [`prelude`]) and adds what ties them together:
+//!
+//! - [`ProviderStack`]: the default per-provider stack, bulkhead > retry
+//!   with budget > circuit breaker > attempt timeout, each part switchable,
+//!   built from [`Config`].
+//! - [`Registry`]: providers keyed by id on a concurrent map, added,
+//!   replaced and removed at runtime without disturbing calls in flight.
+//! - [`Router`]: the registry as one service: the whole-request deadline,
+//!   then fallback across providers in preference order (settable at
+//!   runtime), skipping open breakers.
+//! - [`Config`]: serde, TOML or JSON, defaults for every section, overrides
+//!   per provider, every problem reported at once with its key path.
+//! - [`Registry::health`]: a serializable report with an overall status by
+//!   [documented rules](health) and recommendations.
+//!
+//! **Metrics** (feature `metrics`): [`Registry::export_metrics`] records,
+//! through the `metrics` facade, with label `provider`:
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `palisade_health_status` | gauge | overall: 0 healthy, 1 warning, 2 degraded, 3 critical (no label) |
+//! | `palisade_provider_status` | gauge | the provider's status, same scale |
+//! | `palisade_breaker_state` | gauge | 0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled |
+//! | `palisade_breaker_failure_rate` | gauge | failure rate in the window |
+//! | `palisade_breaker_opened_total` | counter | times opened |
+//! | `palisade_bulkhead_in_flight` | gauge | calls holding a slot |
+//! | `palisade_bulkhead_waiting` | gauge | calls queued |
+//! | `palisade_bulkhead_rejected_total` | counter | refused, full or timed out |
+//! | `palisade_retry_attempts_total` | counter | requests plus retries |
+//! | `palisade_retry_retries_total` | counter | retries |
+//! | `palisade_retry_budget_refusals_total` | counter | retries the budget refused |
+//!
+//! [`HealthReport::prometheus_text`] renders the same names as Prometheus
+//! text without any exporter. Every layer's `tracing` events carry the
+//! provider id as a field.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod health;
+#[cfg(feature = "metrics")]
+mod metrics_export;
+mod registry;
+mod router;
+mod stack;
+
+pub use crate::config::{Config, ConfigError, Problem, ProviderSettings};
+pub use crate::health::{HealthReport, HealthStatus, ProviderHealth};
+pub use crate::registry::{Provider, Registry};
+pub use crate::router::{Router, RouterFuture};
+pub use crate::stack::{
+    BreakerPart, ProviderHandles, ProviderService, ProviderStack, RetryPart, TimeoutPart,
+};
+
+pub use palisade_breaker as breaker;
+pub use palisade_bulkhead as bulkhead;
+pub use palisade_core as core;
+pub use palisade_deadline as deadline;
+pub use palisade_fallback as fallback;
+pub use palisade_retry as retry;
+
+/// Everything a typical user needs, in one import.
+pub mod prelude {
+    pub use crate::{Config, HealthReport, HealthStatus, ProviderStack, Registry, Router};
+    pub use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
+    pub use palisade_bulkhead::{BulkheadHandle, BulkheadLayer};
+    pub use palisade_core::{
+        BoxError, CircuitState, Classify, Deadline, Elapsed, FailureKind, HasDeadline,
+        HttpClassifier, Outcome, Policy, ProviderId, Rejected, WithDeadline,
+    };
+    pub use palisade_deadline::{
+        AttemptTimeoutLayer, DeadlineLayer, PropagateDeadlineLayer, StreamTimeoutLayer,
+        StreamTimeouts, TimeoutHeader,
+    };
+    pub use palisade_fallback::{AllFailed, Fallback, Target};
+    pub use palisade_retry::{Backoff, Jitter, RetryBudget, RetryLayer};
+}

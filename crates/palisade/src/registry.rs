@@ -1,0 +1,208 @@
+//! [`Registry`]: the providers, keyed by id, changeable at runtime.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use palisade_core::{BoxError, Classify, HasDeadline, ProviderId};
+
+use crate::config::{Config, ConfigError};
+use crate::stack::{ProviderHandles, ProviderService, ProviderStack};
+
+/// One registered provider: its stack, handles and routing marks.
+pub struct Provider<S, C> {
+    /// The provider's id.
+    pub id: ProviderId,
+    /// Its protected service.
+    pub service: ProviderService<S, C>,
+    /// Handles on its breaker, bulkhead and retry layer.
+    pub handles: ProviderHandles,
+    /// Takes prompts too long for the others.
+    pub large_context: bool,
+    /// Takes requests another provider's content filter refused.
+    pub content_filter: bool,
+}
+
+impl<S, C> fmt::Debug for Provider<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("id", &self.id)
+            .field("handles", &self.handles)
+            .field("large_context", &self.large_context)
+            .field("content_filter", &self.content_filter)
+            .finish()
+    }
+}
+
+impl<S, C> Provider<S, C> {
+    /// A provider from a built stack, with no routing marks.
+    pub fn new(stack: ProviderStack<S, C>) -> Self {
+        Provider {
+            id: stack.id,
+            service: stack.service,
+            handles: stack.handles,
+            large_context: false,
+            content_filter: false,
+        }
+    }
+
+    /// Marks it as taking prompts too long for the others.
+    pub fn large_context(mut self, on: bool) -> Self {
+        self.large_context = on;
+        self
+    }
+
+    /// Marks it as taking requests other providers' filters refused.
+    pub fn content_filter(mut self, on: bool) -> Self {
+        self.content_filter = on;
+        self
+    }
+}
+
+/// The providers, keyed by [`ProviderId`], on a concurrent map: add,
+/// replace and remove them while requests run. A request in flight holds
+/// its own handle on the provider it is calling, so replacing or removing
+/// that provider never disturbs it; the next request sees the change.
+///
+/// The preference order (for the [`Router`](crate::Router)) can be set at
+/// runtime too; providers missing from it come after, by id.
+pub struct Registry<S, C> {
+    providers: DashMap<ProviderId, Arc<Provider<S, C>>>,
+    order: ArcSwap<Vec<ProviderId>>,
+    version: AtomicU64,
+}
+
+impl<S, C> fmt::Debug for Registry<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("providers", &self.ids())
+            .field("order", &self.order())
+            .finish()
+    }
+}
+
+impl<S, C> Default for Registry<S, C> {
+    fn default() -> Self {
+        Registry {
+            providers: DashMap::new(),
+            order: ArcSwap::from_pointee(Vec::new()),
+            version: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<S, C> Registry<S, C> {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a registry from `config`: one stack per provider, each
+    /// wrapping the service `make` returns for its settings, in the
+    /// configured preference order.
+    pub fn from_config<Req>(
+        config: &Config,
+        classifier: C,
+        mut make: impl FnMut(&crate::ProviderSettings) -> S,
+    ) -> Result<Self, ConfigError>
+    where
+        S: tower_service::Service<Req, Error = BoxError> + Clone,
+        C: Classify<S::Response, BoxError> + Clone,
+        Req: HasDeadline,
+    {
+        config.validate()?;
+        let registry = Registry::new();
+        for id in config.provider_order() {
+            let settings = config.provider(&id).expect("listed by provider_order");
+            let stack = ProviderStack::build(&settings, make(&settings), classifier.clone(), None)?;
+            registry.insert(
+                Provider::new(stack)
+                    .large_context(settings.large_context)
+                    .content_filter(settings.content_filter),
+            );
+        }
+        registry.set_order(
+            config
+                .provider_order()
+                .into_iter()
+                .map(ProviderId::from)
+                .collect(),
+        );
+        Ok(registry)
+    }
+
+    /// Adds a provider, or replaces the one with the same id (returned).
+    pub fn insert(&self, provider: Provider<S, C>) -> Option<Arc<Provider<S, C>>> {
+        let old = self
+            .providers
+            .insert(provider.id.clone(), Arc::new(provider));
+        self.bump();
+        old
+    }
+
+    /// Removes a provider; requests already calling it finish undisturbed.
+    pub fn remove(&self, id: &str) -> Option<Arc<Provider<S, C>>> {
+        let old = self.providers.remove(id).map(|(_, p)| p);
+        self.bump();
+        old
+    }
+
+    /// A provider by id.
+    pub fn get(&self, id: &str) -> Option<Arc<Provider<S, C>>> {
+        self.providers.get(id).map(|p| p.clone())
+    }
+
+    /// A provider's handles (breaker, bulkhead, retry and budget).
+    pub fn handles(&self, id: &str) -> Option<ProviderHandles> {
+        self.providers.get(id).map(|p| p.handles.clone())
+    }
+
+    /// The ids registered, by id.
+    pub fn ids(&self) -> Vec<ProviderId> {
+        let mut ids: Vec<_> = self.providers.iter().map(|e| e.key().clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Sets the preference order (e.g. `openai, anthropic, local`).
+    pub fn set_order(&self, order: Vec<ProviderId>) {
+        self.order.store(Arc::new(order));
+        self.bump();
+    }
+
+    /// The effective order: the preference order's registered providers,
+    /// then the others by id.
+    pub fn order(&self) -> Vec<ProviderId> {
+        let preferred = self.order.load();
+        let mut out: Vec<ProviderId> = preferred
+            .iter()
+            .filter(|id| self.providers.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in self.ids() {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// The providers in effective order.
+    pub fn in_order(&self) -> Vec<Arc<Provider<S, C>>> {
+        self.order()
+            .iter()
+            .filter_map(|id| self.get(id.as_str()))
+            .collect()
+    }
+
+    /// Changes every time a provider or the order changes.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,234 @@
+//! [`Router`]: the registry as one service.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use palisade_core::{BoxError, Classify, HasDeadline, RejectReason, Rejected};
+use palisade_deadline::{DeadlineLayer, DeadlineService};
+use palisade_fallback::{Fallback, NoDegrade, Target};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::registry::Registry;
+use crate::stack::ProviderService;
+
+type Chain<S, C, Req> = Fallback<ProviderService<S, C>, Req, C, NoDegrade>;
+
+struct Cached<S, C, Req> {
+    version: u64,
+    chain: Option<Chain<S, C, Req>>,
+}
+
+/// The registry as one service: stamps the whole request's deadline, then
+/// falls back across the providers in preference order, skipping those
+/// whose breaker is open, honouring the deadline, routing context-length
+/// and content-filter failures to providers marked for them.
+///
+/// The chain is rebuilt only when the registry or the order changes (a
+/// version check per call); in between, a call costs a lock-free load of
+/// the current chain.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use palisade::{Config, Registry, Router};
+/// use palisade_core::{BoxError, HttpClassifier};
+/// use std::sync::Arc;
+/// use tower::{service_fn, ServiceExt};
+///
+/// let cfg = Config::from_toml(r#"
+///     [router]
+///     order = ["primary", "backup"]
+///     [providers.primary]
+///     [providers.backup]
+/// "#).unwrap();
+/// let registry = Arc::new(Registry::from_config(&cfg, HttpClassifier::new(), |p| {
+///     let name = p.id.clone();
+///     service_fn(move |_: http::Request<String>| {
+///         let name = name.clone();
+///         async move {
+///             let status = if name == "primary" { 503 } else { 200 };
+///             Ok::<_, BoxError>(http::Response::builder().status(status).body(name).unwrap())
+///         }
+///     })
+/// }).unwrap());
+/// let router = Router::new(registry, std::time::Duration::from_secs(30), HttpClassifier::new()).unwrap();
+/// let res = router.oneshot(http::Request::new(String::new())).await.unwrap();
+/// assert_eq!(res.body(), "backup");
+/// # }
+/// ```
+pub struct Router<S, C, Req> {
+    registry: Arc<Registry<S, C>>,
+    deadline: DeadlineLayer,
+    classifier: C,
+    cache: Arc<ArcSwap<Cached<S, C, Req>>>,
+    rebuild: Arc<Mutex<()>>,
+}
+
+impl<S, C: Clone, Req> Clone for Router<S, C, Req> {
+    fn clone(&self) -> Self {
+        Router {
+            registry: self.registry.clone(),
+            deadline: self.deadline.clone(),
+            classifier: self.classifier.clone(),
+            cache: self.cache.clone(),
+            rebuild: self.rebuild.clone(),
+        }
+    }
+}
+
+impl<S, C, Req> fmt::Debug for Router<S, C, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("registry", &self.registry)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl<S, C, Req> Router<S, C, Req>
+where
+    S: Clone,
+    C: Clone,
+{
+    /// A router over `registry` with a whole-request deadline of
+    /// `request_timeout`.
+    pub fn new(
+        registry: Arc<Registry<S, C>>,
+        request_timeout: Duration,
+        classifier: C,
+    ) -> Result<Self, palisade_deadline::ConfigError> {
+        Ok(Router {
+            registry,
+            deadline: DeadlineLayer::new(request_timeout)?,
+            classifier,
+            cache: Arc::new(ArcSwap::from_pointee(Cached {
+                version: u64::MAX,
+                chain: None,
+            })),
+            rebuild: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The registry behind the router.
+    pub fn registry(&self) -> &Arc<Registry<S, C>> {
+        &self.registry
+    }
+
+    /// The chain for the registry as it is now.
+    fn chain(&self) -> Option<Chain<S, C, Req>> {
+        let cached = self.cache.load();
+        if cached.version == self.registry.version() {
+            return cached.chain.clone();
+        }
+        drop(cached);
+        let _one = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        // Read the version before the providers: a change racing this
+        // rebuild bumps it again, and the next call rebuilds once more.
+        let version = self.registry.version();
+        let cached = self.cache.load();
+        if cached.version == version {
+            return cached.chain.clone();
+        }
+        let mut builder = Fallback::builder().classifier(self.classifier.clone());
+        for p in self.registry.in_order() {
+            let mut t = Target::new(p.id.clone(), p.service.clone());
+            if let Some(b) = &p.handles.breaker {
+                t = t.breaker(b.clone());
+            }
+            if p.large_context {
+                t = t.large_context();
+            }
+            if p.content_filter {
+                t = t.content_filter();
+            }
+            builder = builder.target(t);
+        }
+        let chain = builder.build().ok();
+        tracing::debug!(version, providers = ?self.registry.order(), "router chain rebuilt");
+        self.cache.store(Arc::new(Cached {
+            version,
+            chain: chain.clone(),
+        }));
+        chain
+    }
+}
+
+impl<S, C, Req> Service<Req> for Router<S, C, Req>
+where
+    S: Service<Req, Error = BoxError> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
+    Req: Clone + HasDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = RouterFuture<<DeadlineService<Chain<S, C, Req>> as Service<Req>>::Future>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The chain readies the provider it actually calls.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.chain() {
+            Some(chain) => RouterFuture {
+                inner: Inner::Routed {
+                    fut: self.deadline.layer(chain).call(req),
+                },
+            },
+            None => RouterFuture {
+                inner: Inner::NoProvider {
+                    error: Some(Rejected::new(RejectReason::NoProvider).into()),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<F> {
+        Routed { #[pin] fut: F },
+        NoProvider { error: Option<BoxError> },
+    }
+}
+
+pin_project! {
+    /// The response future of [`Router`]: the call routed through the
+    /// chain under the request's deadline, or a refusal when no provider
+    /// is registered.
+    pub struct RouterFuture<F> {
+        #[pin]
+        inner: Inner<F>,
+    }
+}
+
+impl<F> fmt::Debug for RouterFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.inner {
+            Inner::Routed { .. } => "RouterFuture::Routed",
+            Inner::NoProvider { .. } => "RouterFuture::NoProvider",
+        })
+    }
+}
+
+impl<F, T> Future for RouterFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().inner.project() {
+            InnerProj::Routed { fut } => fut.poll(cx),
+            InnerProj::NoProvider { error } => Poll::Ready(Err(error
+                .take()
+                .expect("RouterFuture polled after completion"))),
+        }
+    }
+}

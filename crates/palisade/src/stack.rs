@@ -1,0 +1,213 @@
+//! [`ProviderStack`]: the default per-provider stack, built from settings.
+
+use std::fmt;
+
+use palisade_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
+use palisade_bulkhead::{Bulkhead, BulkheadHandle, BulkheadLayer, OnResponse};
+use palisade_core::{BoxError, Classify, HasDeadline, ProviderId};
+use palisade_deadline::{AttemptTimeout, AttemptTimeoutLayer};
+use palisade_retry::{
+    Backoff, CloneRequest, Retry, RetryBudget, RetryHandle, RetryLayer, UsePolicy,
+};
+use tower::util::Either;
+use tower_layer::Layer;
+
+use crate::config::{ms, parse_jitter, ConfigError, Problem, ProviderSettings, Sections};
+
+/// The attempt timeout, or the provider itself when it is off.
+pub type TimeoutPart<S> = Either<AttemptTimeout<S>, S>;
+/// The breaker over [`TimeoutPart`], or that alone.
+pub type BreakerPart<S, C> = Either<CircuitBreaker<TimeoutPart<S>, C>, TimeoutPart<S>>;
+/// Retry over [`BreakerPart`], or that alone.
+pub type RetryPart<S, C> =
+    Either<Retry<BreakerPart<S, C>, C, UsePolicy, CloneRequest>, BreakerPart<S, C>>;
+/// The whole per-provider stack: bulkhead > retry > breaker > attempt
+/// timeout > provider, each part present or not as configured. A concrete
+/// type (no boxing), so a registry of one provider type holds it as is.
+pub type ProviderService<S, C> = Either<Bulkhead<RetryPart<S, C>, OnResponse>, RetryPart<S, C>>;
+
+/// The handles on one provider's stack, for health and administration.
+/// A part that is switched off has no handle.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderHandles {
+    /// The circuit breaker.
+    pub breaker: Option<BreakerHandle>,
+    /// The bulkhead.
+    pub bulkhead: Option<BulkheadHandle>,
+    /// The retry layer (and through it, the budget).
+    pub retry: Option<RetryHandle>,
+}
+
+/// One provider, protected: its stack and its handles.
+///
+/// Built in the order DESIGN.md gives, outer to inner: bulkhead (one
+/// request holds one slot across its retries), retry with budget (every
+/// attempt passes the breaker), circuit breaker (a timed-out attempt
+/// counts as the provider's failure), attempt timeout (each attempt gets
+/// `min(per_attempt, remaining deadline)`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use palisade::{Config, ProviderStack};
+/// use palisade_core::{BoxError, HttpClassifier};
+/// use tower::{service_fn, ServiceExt};
+///
+/// let cfg = Config::from_toml("[providers.openai.retry]\nenabled = false\n").unwrap();
+/// let provider = service_fn(|req: http::Request<String>| async move {
+///     Ok::<_, BoxError>(http::Response::new(req.into_body()))
+/// });
+/// let stack = ProviderStack::build(&cfg.provider("openai").unwrap(), provider, HttpClassifier::new(), None).unwrap();
+/// assert!(stack.handles.retry.is_none() && stack.handles.breaker.is_some());
+/// let res = stack.service.oneshot(http::Request::new("hi".to_owned())).await.unwrap();
+/// assert_eq!(res.body(), "hi");
+/// # }
+/// ```
+pub struct ProviderStack<S, C> {
+    /// The provider's id.
+    pub id: ProviderId,
+    /// The stack.
+    pub service: ProviderService<S, C>,
+    /// Its handles.
+    pub handles: ProviderHandles,
+}
+
+impl<S, C> fmt::Debug for ProviderStack<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderStack")
+            .field("id", &self.id)
+            .field("handles", &self.handles)
+            .finish()
+    }
+}
+
+/// Reads a merged field; the built-in defaults set every one, so a gap
+/// left by a hand-made `ProviderSettings` falls back to them.
+macro_rules! get {
+    ($s:ident . $section:ident . $field:ident) => {
+        $s.$section
+            .$field
+            .clone()
+            .or_else(|| Sections::builtin().$section.$field)
+            .expect("the built-in defaults set every field")
+    };
+}
+
+impl<S, C> ProviderStack<S, C> {
+    /// Builds the stack for `settings` around `provider`. `budget`, when
+    /// given, replaces the provider's own retry budget (to share one budget
+    /// among providers).
+    pub fn build<Req>(
+        settings: &ProviderSettings,
+        provider: S,
+        classifier: C,
+        budget: Option<RetryBudget>,
+    ) -> Result<Self, ConfigError>
+    where
+        S: tower_service::Service<Req, Error = BoxError> + Clone,
+        C: Classify<S::Response, BoxError> + Clone,
+        Req: HasDeadline,
+    {
+        let s = &settings.sections;
+        let id = ProviderId::from(settings.id.as_str());
+        let path = |section: &str| format!("providers.{}.{section}", settings.id);
+        let refuse = |section: &str, e: &dyn fmt::Display| {
+            ConfigError::Invalid(vec![Problem {
+                path: path(section),
+                message: e.to_string(),
+            }])
+        };
+        let mut handles = ProviderHandles::default();
+
+        let timeout: TimeoutPart<S> = if get!(s.timeout.enabled) {
+            let layer = AttemptTimeoutLayer::new(ms(get!(s.timeout.attempt_ms)))
+                .map_err(|e| refuse("timeout", &e))?
+                .provider(id.clone());
+            Either::Left(layer.layer(provider))
+        } else {
+            Either::Right(provider)
+        };
+
+        let breaker: BreakerPart<S, C> = {
+            let consecutive = get!(s.breaker.consecutive_failures);
+            let rate = get!(s.breaker.failure_rate);
+            let layer = CircuitBreakerLayer::builder()
+                .provider(id.clone())
+                .classifier(classifier.clone())
+                .consecutive_failures((consecutive > 0).then_some(consecutive))
+                .failure_rate((rate > 0.0).then_some(rate))
+                .count_window(get!(s.breaker.window))
+                .minimum_calls(get!(s.breaker.minimum_calls))
+                .open_duration(ms(get!(s.breaker.open_ms)))
+                .open_backoff(2.0, ms(get!(s.breaker.max_open_ms)))
+                .half_open_probes(get!(s.breaker.half_open_probes))
+                .retry_after_cooldown(
+                    get!(s.breaker.retry_after_cooldown),
+                    ms(get!(s.breaker.max_open_ms)),
+                )
+                .build()
+                .map_err(|e| refuse("breaker", &e))?;
+            if get!(s.breaker.enabled) {
+                handles.breaker = Some(layer.handle());
+                Either::Left(layer.layer(timeout))
+            } else {
+                Either::Right(timeout)
+            }
+        };
+
+        let retry: RetryPart<S, C> = if get!(s.retry.enabled) {
+            let jitter_name = get!(s.retry.jitter);
+            let jitter = parse_jitter(&jitter_name).ok_or_else(|| {
+                refuse("retry.jitter", &format!("{jitter_name:?} is not a jitter"))
+            })?;
+            let budget = match budget {
+                Some(b) => b,
+                None => RetryBudget::ratio(
+                    get!(s.retry.budget_ratio),
+                    std::time::Duration::from_secs(get!(s.retry.budget_ttl_secs)),
+                    get!(s.retry.budget_min_per_sec),
+                )
+                .map_err(|e| refuse("retry", &e))?,
+            };
+            let layer = RetryLayer::builder()
+                .provider(id.clone())
+                .classifier(classifier)
+                .max_attempts(get!(s.retry.max_attempts))
+                .backoff(Backoff::exponential(
+                    ms(get!(s.retry.backoff_base_ms)),
+                    get!(s.retry.backoff_multiplier),
+                    ms(get!(s.retry.backoff_max_ms)),
+                ))
+                .jitter(jitter)
+                .retry_after(true, ms(get!(s.retry.max_retry_after_ms)))
+                .min_attempt_time(ms(get!(s.retry.min_attempt_time_ms)))
+                .budget(budget)
+                .build()
+                .map_err(|e| refuse("retry", &e))?;
+            handles.retry = Some(layer.handle());
+            Either::Left(layer.layer(breaker))
+        } else {
+            Either::Right(breaker)
+        };
+
+        let service: ProviderService<S, C> = if get!(s.bulkhead.enabled) {
+            let waiting = get!(s.bulkhead.max_waiting);
+            let layer = BulkheadLayer::builder()
+                .provider(id.clone())
+                .max_concurrent(get!(s.bulkhead.max_concurrent))
+                .max_waiting(waiting)
+                .max_wait((waiting > 0).then(|| ms(get!(s.bulkhead.max_wait_ms))))
+                .build()
+                .map_err(|e| refuse("bulkhead", &e))?;
+            handles.bulkhead = Some(layer.handle());
+            Either::Left(layer.layer(retry))
+        } else {
+            Either::Right(retry)
+        };
+
+        Ok(ProviderStack {
+            id,
+            service,
+            handles,
+        })
+    }
+}
