@@ -27,7 +27,7 @@ pin_project! {
     enum State<S: Service<Req>, Req> {
         Pick,
         Readying { svc: S, req: Option<Req>, idx: usize },
-        Calling { #[pin] fut: S::Future, idx: usize },
+        Calling { #[pin] fut: S::Future, idx: usize, span: tracing::Span },
     }
 }
 
@@ -122,8 +122,14 @@ where
                     match ready!(svc.poll_ready(cx)) {
                         Ok(()) => {
                             let req = req.take().expect("readied once");
-                            let fut = svc.call(req);
-                            this.state.set(State::Calling { fut, idx });
+                            // Events of the layers below carry the provider.
+                            let span =
+                                tracing::info_span!("provider", provider = %chain.targets[idx].id);
+                            let fut = {
+                                let _in = span.enter();
+                                svc.call(req)
+                            };
+                            this.state.set(State::Calling { fut, idx, span });
                         }
                         Err(e) => {
                             let e: BoxError = e.into();
@@ -136,9 +142,13 @@ where
                         }
                     }
                 }
-                StateProj::Calling { fut, idx } => {
+                StateProj::Calling { fut, idx, span } => {
                     let idx = *idx;
-                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let polled = {
+                        let _in = span.enter();
+                        fut.poll(cx)
+                    };
+                    let result = ready!(polled).map_err(Into::into);
                     let failure = match chain.classifier.classify(result.as_ref()) {
                         Outcome::Success => return Poll::Ready(result),
                         Outcome::Failure(f) => f,

@@ -1,0 +1,172 @@
+//! Configuration: TOML and JSON, defaults, merging, validation.
+
+use palisade::config::{BreakerSection, Sections};
+use palisade::{Config, ConfigError};
+
+const TOML: &str = r#"
+[router]
+request_timeout_ms = 45000
+order = ["openai", "anthropic"]
+
+[defaults.breaker]
+failure_rate = 0.3
+
+[defaults.retry]
+max_attempts = 4
+
+[providers.openai.breaker]
+consecutive_failures = 3
+
+[providers.anthropic]
+large_context = true
+
+[providers.anthropic.retry]
+enabled = false
+
+[providers.local]
+"#;
+
+const JSON: &str = r#"{
+  "router": { "request_timeout_ms": 45000, "order": ["openai", "anthropic"] },
+  "defaults": { "breaker": { "failure_rate": 0.3 }, "retry": { "max_attempts": 4 } },
+  "providers": {
+    "openai": { "breaker": { "consecutive_failures": 3 } },
+    "anthropic": { "large_context": true, "retry": { "enabled": false } },
+    "local": {}
+  }
+}"#;
+
+#[test]
+fn toml_and_json_give_the_same_config() {
+    let a = Config::from_toml(TOML).unwrap();
+    let b = Config::from_json(JSON).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.router.request_timeout_ms, 45_000);
+    assert_eq!(a.provider_order(), ["openai", "anthropic", "local"]);
+}
+
+#[test]
+fn missing_sections_take_the_documented_defaults() {
+    let cfg = Config::from_toml("[providers.p]\n").unwrap();
+    assert_eq!(cfg.router.request_timeout_ms, 60_000);
+    let p = cfg.provider("p").unwrap();
+    assert_eq!(p.sections, Sections::builtin());
+    let b = &p.sections.breaker;
+    assert_eq!(
+        (b.consecutive_failures, b.failure_rate, b.window, b.open_ms),
+        (Some(5), Some(0.5), Some(50), Some(30_000))
+    );
+    assert_eq!(p.sections.bulkhead.max_concurrent, Some(64));
+    assert_eq!(p.sections.timeout.attempt_ms, Some(30_000));
+    // An empty document is a valid config with no providers.
+    assert_eq!(Config::from_toml("").unwrap(), Config::default());
+}
+
+#[test]
+fn provider_overrides_merge_over_defaults_field_by_field() {
+    let cfg = Config::from_toml(TOML).unwrap();
+    let openai = cfg.provider("openai").unwrap();
+    assert_eq!(
+        openai.sections.breaker.consecutive_failures,
+        Some(3),
+        "its own"
+    );
+    assert_eq!(
+        openai.sections.breaker.failure_rate,
+        Some(0.3),
+        "from [defaults]"
+    );
+    assert_eq!(openai.sections.breaker.window, Some(50), "built in");
+    assert_eq!(openai.sections.retry.max_attempts, Some(4));
+    let anthropic = cfg.provider("anthropic").unwrap();
+    assert!(anthropic.large_context);
+    assert_eq!(anthropic.sections.retry.enabled, Some(false));
+    assert_eq!(anthropic.sections.retry.max_attempts, Some(4));
+    let local = cfg.provider("local").unwrap();
+    assert_eq!(local.sections.breaker.consecutive_failures, Some(5));
+    assert!(cfg.provider("nope").is_none());
+    // The merge itself: set fields win, unset fall through.
+    let base = BreakerSection {
+        window: Some(10),
+        open_ms: Some(5),
+        ..Default::default()
+    };
+    let over = BreakerSection {
+        open_ms: Some(7),
+        ..Default::default()
+    };
+    let m = base.merged(&over);
+    assert_eq!((m.window, m.open_ms), (Some(10), Some(7)));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_path() {
+    let bad = r#"
+[router]
+request_timeout_ms = 0
+order = ["openai", "ghost"]
+
+[defaults.retry]
+jitter = "wobbly"
+
+[providers.openai.breaker]
+failure_rate = 1.5
+half_open_probes = 0
+
+[providers.local.bulkhead]
+max_concurrent = 0
+
+[providers.local.retry]
+backoff_base_ms = 5000
+backoff_max_ms = 100
+"#;
+    let err = Config::from_toml(bad).unwrap_err();
+    let got: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "router.request_timeout_ms: 0 would refuse every request; use at least 1",
+            "router.order[1]: \"ghost\" is not a configured provider",
+            "defaults.retry.jitter: \"wobbly\" is not one of \"none\", \"full\", \"equal\", \"decorrelated\"",
+            "providers.local.bulkhead.max_concurrent: 0 admits nothing; use at least 1",
+            "providers.local.retry.backoff_base_ms: 5000 is above backoff_max_ms (100)",
+            "providers.openai.breaker.failure_rate: 1.5 is not within 0..=1",
+            "providers.openai.breaker.half_open_probes: 0 would never close again; use at least 1",
+        ]
+    );
+    assert!(err
+        .to_string()
+        .starts_with("invalid config: router.request_timeout_ms"));
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_refused() {
+    let err = Config::from_toml("[providers.openai.breaker]\nfailure_rat = 0.5\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Parse(_)));
+    assert!(
+        err.to_string().contains("unknown field `failure_rat`"),
+        "{err}"
+    );
+    let err = Config::from_toml("[rooter]\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `rooter`"), "{err}");
+    let err =
+        Config::from_json(r#"{"providers":{"a":{"retry":{"max_attempts":"three"}}}}"#).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse(_)), "{err}");
+    let err = Config::from_toml("[providers.a\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Parse(_)));
+}
+
+#[test]
+fn files_are_read_by_extension() {
+    let dir = std::env::temp_dir().join(format!("palisade-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("c.toml"), TOML).unwrap();
+    std::fs::write(dir.join("c.json"), JSON).unwrap();
+    assert_eq!(
+        Config::from_path(dir.join("c.toml")).unwrap(),
+        Config::from_path(dir.join("c.json")).unwrap()
+    );
+    let err = Config::from_path(dir.join("missing.toml")).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,342 @@
+//! Registry, Router and health, on the paused clock.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade::health::{overall_status, provider_status, BreakerHealth, ProviderHealth};
+use palisade::{Config, HealthStatus, Provider, ProviderStack, Registry, Router};
+use palisade_bulkhead::BulkheadSnapshot;
+use palisade_core::{BoxError, CircuitState, HttpClassifier, ProviderId};
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceExt;
+
+type Req = http::Request<String>;
+type Res = http::Response<String>;
+type Svc = BoxCloneSyncService<Req, Res, BoxError>;
+type Fut = Pin<Box<dyn Future<Output = Result<Res, BoxError>> + Send>>;
+
+/// A fake provider answering `status` with its name after `delay`,
+/// counting calls.
+fn fake(name: &str, status: u16, delay: Duration, calls: Arc<AtomicUsize>) -> Svc {
+    let name = name.to_owned();
+    BoxCloneSyncService::new(tower::service_fn(move |_: Req| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let name = name.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, BoxError>(http::Response::builder().status(status).body(name)?)
+        }
+    }))
+}
+
+struct Setup {
+    router: Router<Svc, HttpClassifier, Req>,
+    registry: Arc<Registry<Svc, HttpClassifier>>,
+    calls: Vec<Arc<AtomicUsize>>,
+}
+
+fn setup(toml: &str, behaviour: &[(&str, u16, u64)]) -> Setup {
+    let cfg = Config::from_toml(toml).unwrap();
+    let calls: Vec<Arc<AtomicUsize>> = behaviour.iter().map(|_| Arc::default()).collect();
+    let registry = Arc::new(
+        Registry::from_config(&cfg, HttpClassifier::new(), |p| {
+            let i = behaviour.iter().position(|(n, ..)| *n == p.id).unwrap();
+            let (name, status, delay) = behaviour[i];
+            fake(name, status, Duration::from_millis(delay), calls[i].clone())
+        })
+        .unwrap(),
+    );
+    let router = Router::new(
+        registry.clone(),
+        Duration::from_millis(cfg.router.request_timeout_ms),
+        HttpClassifier::new(),
+    )
+    .unwrap();
+    Setup {
+        router,
+        registry,
+        calls,
+    }
+}
+
+const TWO: &str = r#"
+[router]
+order = ["primary", "secondary"]
+request_timeout_ms = 2000
+[defaults.retry]
+enabled = false
+[providers.primary]
+[providers.secondary]
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn the_router_skips_an_open_provider_without_calling_it() {
+    let s = setup(TWO, &[("primary", 200, 0), ("secondary", 200, 0)]);
+    let res = s.router.clone().oneshot(Req::default()).await.unwrap();
+    assert_eq!(res.body(), "primary");
+    s.registry
+        .handles("primary")
+        .unwrap()
+        .breaker
+        .unwrap()
+        .force_open();
+    let res = s.router.clone().oneshot(Req::default()).await.unwrap();
+    assert_eq!(res.body(), "secondary");
+    assert_eq!(
+        s.calls[0].load(Ordering::SeqCst),
+        1,
+        "not called while open"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_router_meets_the_request_deadline() {
+    let s = setup(TWO, &[("primary", 200, 10_000), ("secondary", 200, 10_000)]);
+    let start = Instant::now();
+    let err = s.router.oneshot(Req::default()).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(2000));
+    // The primary's attempt was cut at the deadline, and the secondary was
+    // not started after it: the chain's error says both.
+    let all = err
+        .downcast_ref::<palisade_fallback::AllFailed>()
+        .expect("the chain's report");
+    let e = all.attempts()[0].outcome.to_string();
+    assert_eq!(e, "provider primary: request deadline fired after 2s");
+    assert!(matches!(
+        all.attempts()[1].outcome,
+        palisade_fallback::AttemptOutcome::DeadlineExceeded
+    ));
+    assert_eq!(
+        palisade_core::classify_error(&*err).kind,
+        palisade_core::FailureKind::Timeout
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_order_is_settable_at_runtime() {
+    let s = setup(TWO, &[("primary", 200, 0), ("secondary", 200, 0)]);
+    s.registry.set_order(vec![
+        ProviderId::from("secondary"),
+        ProviderId::from("primary"),
+    ]);
+    let res = s.router.oneshot(Req::default()).await.unwrap();
+    assert_eq!(res.body(), "secondary");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_provider_is_a_clear_refusal() {
+    let registry: Arc<Registry<Svc, HttpClassifier>> = Arc::new(Registry::new());
+    let router = Router::new(registry, Duration::from_secs(1), HttpClassifier::new()).unwrap();
+    let err = router.oneshot(Req::default()).await.unwrap_err();
+    assert_eq!(err.to_string(), "no provider is registered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn replacing_a_provider_under_load_loses_no_request() {
+    let s = setup(TWO, &[("primary", 200, 50), ("secondary", 200, 50)]);
+    let cfg = Config::from_toml(TWO).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..400u64 {
+        let call: Fut = Box::pin(s.router.clone().oneshot(Req::default()));
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i)).await;
+            call.await
+        }));
+    }
+    // Swap the primary three times while requests are in flight.
+    let replacements = Arc::new(AtomicUsize::new(0));
+    for round in 0..3u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stack = ProviderStack::build(
+            &cfg.provider("primary").unwrap(),
+            fake(
+                "primary-v2",
+                200,
+                Duration::from_millis(50),
+                replacements.clone(),
+            ),
+            HttpClassifier::new(),
+            None,
+        )
+        .unwrap();
+        let old = s.registry.insert(Provider::new(stack));
+        assert!(old.is_some(), "round {round} replaced one");
+    }
+    let mut v2 = 0;
+    for t in tasks {
+        let res = t.await.unwrap().expect("no request lost");
+        assert_eq!(res.status(), 200);
+        if res.body() == "primary-v2" {
+            v2 += 1;
+        }
+    }
+    assert!(v2 > 0, "later requests reached the replacement");
+    assert!(
+        s.calls[0].load(Ordering::SeqCst) > 0,
+        "earlier ones the original"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_reports_the_open_breaker_and_recommends() {
+    let s = setup(TWO, &[("primary", 503, 0), ("secondary", 200, 0)]);
+    assert_eq!(s.registry.health().status, HealthStatus::Healthy);
+    // Five 503s trip the primary (consecutive_failures = 5 by default).
+    for _ in 0..5 {
+        s.router.clone().oneshot(Req::default()).await.unwrap();
+    }
+    let report = s.registry.health();
+    assert_eq!(report.providers[0].status, HealthStatus::Critical);
+    assert_eq!(report.providers[1].status, HealthStatus::Healthy);
+    assert_eq!(report.status, HealthStatus::Degraded, "failing over");
+    let b = report.providers[0].breaker.as_ref().unwrap();
+    assert_eq!((b.state, b.times_opened), (CircuitState::Open, 1));
+    assert!(
+        report.recommendations[0].starts_with("primary: circuit open after closed -> open"),
+        "{:?}",
+        report.recommendations
+    );
+    assert!(report.recommendations[0].ends_with("traffic goes to secondary"));
+    // It serialises, and renders as Prometheus text.
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["status"], "degraded");
+    assert_eq!(json["providers"][0]["breaker"]["state"], "open");
+    let text = report.prometheus_text();
+    assert!(
+        text.contains("palisade_breaker_state{provider=\"primary\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE palisade_breaker_opened_total counter"));
+}
+
+fn breaker(state: CircuitState, rate: f64) -> BreakerHealth {
+    BreakerHealth {
+        state,
+        failure_rate: rate,
+        slow_call_rate: 0.0,
+        window_calls: 40,
+        times_opened: 0,
+        open_remaining_ms: None,
+        last_transition: String::new(),
+    }
+}
+
+fn bulkhead(in_flight: usize, max: usize, waiting: usize) -> BulkheadSnapshot {
+    BulkheadSnapshot {
+        provider: None,
+        max_concurrent: max,
+        max_waiting: 10,
+        in_flight,
+        waiting,
+        peak_in_flight: in_flight,
+        rejected: 0,
+        timed_out: 0,
+        queued: 0,
+        mean_wait: Duration::ZERO,
+    }
+}
+
+#[test]
+fn provider_rules_at_their_boundaries() {
+    use HealthStatus::*;
+    let closed = |r| breaker(CircuitState::Closed, r);
+    assert_eq!(
+        provider_status(false, Some(&closed(0.2499)), None, None),
+        Healthy
+    );
+    assert_eq!(
+        provider_status(false, Some(&closed(0.25)), None, None),
+        Warning
+    );
+    assert_eq!(
+        provider_status(false, None, Some(&bulkhead(7, 10, 0)), None),
+        Healthy
+    );
+    assert_eq!(
+        provider_status(false, None, Some(&bulkhead(8, 10, 0)), None),
+        Warning
+    );
+    assert_eq!(
+        provider_status(false, None, Some(&bulkhead(1, 10, 1)), None),
+        Warning
+    );
+    let half = breaker(CircuitState::HalfOpen, 0.0);
+    assert_eq!(provider_status(false, Some(&half), None, None), Degraded);
+    assert_eq!(provider_status(true, Some(&half), None, None), Critical);
+}
+
+fn with(statuses: &[HealthStatus]) -> Vec<ProviderHealth> {
+    statuses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ProviderHealth {
+            id: ProviderId::from(format!("p{i}").as_str()),
+            status: *s,
+            breaker: None,
+            bulkhead: None,
+            retry: None,
+        })
+        .collect()
+}
+
+#[test]
+fn overall_rules_at_their_boundaries() {
+    use HealthStatus::*;
+    assert_eq!(overall_status(&[]), Critical);
+    assert_eq!(overall_status(&with(&[Critical, Critical])), Critical);
+    assert_eq!(
+        overall_status(&with(&[Critical, Healthy, Healthy])),
+        Degraded,
+        "first down"
+    );
+    assert_eq!(overall_status(&with(&[Degraded, Healthy])), Degraded);
+    assert_eq!(
+        overall_status(&with(&[Healthy, Critical])),
+        Degraded,
+        "half critical"
+    );
+    assert_eq!(
+        overall_status(&with(&[Healthy, Critical, Healthy])),
+        Warning,
+        "a third"
+    );
+    assert_eq!(overall_status(&with(&[Healthy, Warning])), Warning);
+    assert_eq!(overall_status(&with(&[Healthy, Healthy])), Healthy);
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(start_paused = true)]
+async fn metrics_are_exported_through_the_facade() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let s = setup(TWO, &[("primary", 503, 0), ("secondary", 200, 0)]);
+    for _ in 0..5 {
+        s.router.clone().oneshot(Req::default()).await.unwrap();
+    }
+    metrics::with_local_recorder(&recorder, || s.registry.export_metrics());
+    let found = snapshotter.snapshot().into_vec();
+    let value = |name: &str, provider: &str| {
+        found
+            .iter()
+            .find(|(k, ..)| {
+                k.key().name() == name
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == "provider" && l.value() == provider)
+            })
+            .map(|(_, _, _, v)| v)
+    };
+    assert_eq!(
+        value("palisade_breaker_state", "primary"),
+        Some(&DebugValue::Gauge(2.0.into()))
+    );
+    assert_eq!(
+        value("palisade_breaker_opened_total", "primary"),
+        Some(&DebugValue::Counter(1))
+    );
+}
