@@ -1,0 +1,206 @@
+//! The gateway's configuration: where it listens, its upstreams (real or
+//! simulated), and palisade's resilience settings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sim::Faults;
+
+/// The embedded default: three simulated providers, no keys needed.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// `[gateway]`: the server.
+    #[serde(default)]
+    pub gateway: ServerConfig,
+    /// `[upstreams.<id>]`: the providers.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// `[palisade]`: resilience, as palisade's own config (`router`,
+    /// `defaults`, `providers`). Upstreams without a `[palisade.providers]`
+    /// entry get the defaults.
+    #[serde(default)]
+    pub palisade: palisade::Config,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where to listen (default `127.0.0.1:8080`).
+    pub listen: String,
+    /// Largest request body, in bytes (default 1 MiB); larger gets 413.
+    pub max_body_bytes: usize,
+    /// Longest wait for a stream's first token, in ms (default 10000).
+    pub first_token_timeout_ms: u64,
+    /// Longest pause between a stream's tokens, in ms (default 5000).
+    pub idle_timeout_ms: u64,
+    /// Connect timeout to upstreams, in ms (default 2000).
+    pub connect_timeout_ms: u64,
+    /// How long shutdown waits for requests in flight, in ms (default
+    /// 10000).
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".to_owned(),
+            max_body_bytes: 1 << 20,
+            first_token_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            connect_timeout_ms: 2_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// `[upstreams.<id>]`: one provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Its base URL (`https://api.openai.com`); ignored when simulated.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The environment variable holding its API key (sent as a bearer
+    /// token).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The gateway's model names mapped to this provider's.
+    pub models: BTreeMap<String, String>,
+    /// Run a simulated provider in-process with these faults instead.
+    #[serde(default)]
+    pub simulated: Option<Faults>,
+}
+
+/// A configuration the gateway refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayConfigError {
+    /// Not valid TOML for this schema.
+    #[error("cannot parse the gateway config: {0}")]
+    Parse(String),
+    /// Values that do not make sense, each with its path.
+    #[error("invalid gateway config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// palisade's part was refused.
+    #[error(transparent)]
+    Palisade(#[from] palisade::ConfigError),
+    /// The file could not be read.
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+impl GatewayConfig {
+    /// Parses and checks TOML.
+    pub fn from_toml(text: &str) -> Result<Self, GatewayConfigError> {
+        let mut cfg: GatewayConfig =
+            toml::from_str(text).map_err(|e| GatewayConfigError::Parse(e.to_string()))?;
+        cfg.complete();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Self {
+        Self::from_toml(DEFAULT_CONFIG).expect("the embedded config is valid")
+    }
+
+    /// Reads a TOML file.
+    pub fn from_path(path: &str) -> Result<Self, GatewayConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GatewayConfigError::Io(path.to_owned(), e))?;
+        Self::from_toml(&text)
+    }
+
+    /// Gives every upstream a palisade provider entry (defaults) if it
+    /// has none.
+    fn complete(&mut self) {
+        for id in self.upstreams.keys() {
+            self.palisade.providers.entry(id.clone()).or_default();
+        }
+    }
+
+    fn validate(&self) -> Result<(), GatewayConfigError> {
+        let mut problems = Vec::new();
+        if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "gateway.listen: {:?} is not an address like 127.0.0.1:8080",
+                self.gateway.listen
+            ));
+        }
+        for (name, v) in [
+            (
+                "gateway.first_token_timeout_ms",
+                self.gateway.first_token_timeout_ms,
+            ),
+            ("gateway.idle_timeout_ms", self.gateway.idle_timeout_ms),
+            (
+                "gateway.connect_timeout_ms",
+                self.gateway.connect_timeout_ms,
+            ),
+        ] {
+            if v == 0 {
+                problems.push(format!("{name}: 0 would time out at once; use at least 1"));
+            }
+        }
+        if self.gateway.max_body_bytes == 0 {
+            problems.push("gateway.max_body_bytes: 0 refuses every request".to_owned());
+        }
+        if self.upstreams.is_empty() {
+            problems.push("upstreams: no upstream is configured".to_owned());
+        }
+        for (id, u) in &self.upstreams {
+            if u.models.is_empty() {
+                problems.push(format!("upstreams.{id}.models: maps no model"));
+            }
+            match (&u.simulated, &u.base_url) {
+                (None, None) => problems.push(format!(
+                    "upstreams.{id}: needs a base_url, or `simulated` faults"
+                )),
+                (None, Some(url))
+                    if url
+                        .parse::<http::Uri>()
+                        .map(|u| u.host().is_none())
+                        .unwrap_or(true) =>
+                {
+                    problems.push(format!(
+                        "upstreams.{id}.base_url: {url:?} is not an absolute URL"
+                    ))
+                }
+                (Some(f), _) => {
+                    if !(0.0..=1.0).contains(&f.error_rate) {
+                        problems.push(format!(
+                            "upstreams.{id}.simulated.error_rate: {} is not within 0..=1",
+                            f.error_rate
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for id in self.palisade.providers.keys() {
+            if !self.upstreams.contains_key(id) {
+                problems.push(format!("palisade.providers.{id}: no upstream of that name"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(GatewayConfigError::Invalid(problems));
+        }
+        self.palisade.validate()?;
+        Ok(())
+    }
+
+    /// The models the gateway serves, with the providers that map each.
+    pub fn models(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, u) in &self.upstreams {
+            for m in u.models.keys() {
+                out.entry(m.clone()).or_default().push(id.clone());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,106 @@
+//! `palisade-gateway`: serve (default) or run the chaos demo.
+
+use std::net::SocketAddr;
+
+use palisade_gateway::{Gateway, GatewayConfig};
+
+const USAGE: &str = "\
+usage: palisade-gateway [--listen ADDR] [--config FILE]
+       palisade-gateway demo
+
+  --listen ADDR   where to listen (env PALISADE_LISTEN; default 127.0.0.1:8080)
+  --config FILE   a TOML config (env PALISADE_CONFIG; default: the embedded
+                  config with three simulated providers)
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fail(&format!("cannot start the runtime: {e}")),
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        fail(&e);
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("palisade-gateway: {msg}");
+    std::process::exit(2);
+}
+
+async fn run(args: Vec<String>) -> Result<(), String> {
+    let mut listen = std::env::var("PALISADE_LISTEN").ok();
+    let mut config = std::env::var("PALISADE_CONFIG").ok();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--listen" => listen = Some(it.next().ok_or("--listen needs an address")?),
+            "--config" => config = Some(it.next().ok_or("--config needs a file")?),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let cfg = match &config {
+        Some(path) => GatewayConfig::from_path(path).map_err(|e| e.to_string())?,
+        None => GatewayConfig::embedded(),
+    };
+    let listen: Option<SocketAddr> = match listen {
+        Some(l) => Some(
+            l.parse()
+                .map_err(|_| format!("{l:?} is not an address like 127.0.0.1:8080"))?,
+        ),
+        None => None,
+    };
+    let models: Vec<String> = cfg.models().keys().cloned().collect();
+    let gw = Gateway::bind(cfg, listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = gw.local_addr().map_err(|e| e.to_string())?;
+    println!("palisade-gateway listening on http://{addr}");
+    for (id, sim) in gw.sims() {
+        println!("  simulated provider {id:<10} on {}", sim.base_url());
+    }
+    println!("models: {}", models.join(", "));
+    println!();
+    println!("try:");
+    println!(
+        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'",
+        models.first().map(String::as_str).unwrap_or("gpt-4o-mini")
+    );
+    println!("  curl -s http://{addr}/health");
+    println!("  curl -s http://{addr}/metrics");
+    gw.serve(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("palisade-gateway: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    println!("palisade-gateway: shutting down, finishing requests in flight");
+}

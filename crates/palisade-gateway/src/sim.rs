@@ -1,0 +1,275 @@
+//! Simulated OpenAI-compatible providers, served in-process on loopback,
+//! with faults that can be changed while they run: errors, latency, 429s
+//! with `Retry-After`, outages, hangs, streams that stall, small context
+//! windows.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// What a simulated provider does wrong (and how fast it is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Share of requests answered `500`, 0..=1.
+    pub error_rate: f64,
+    /// Time to the response (or the first token), in ms.
+    pub latency_ms: u64,
+    /// Up to this much more, at random, in ms.
+    pub jitter_ms: u64,
+    /// Tokens per completion.
+    pub tokens: u32,
+    /// Time between streamed tokens, in ms.
+    pub token_interval_ms: u64,
+    /// An outage: every request gets `503`.
+    pub down: bool,
+    /// Rate limiting: every request gets `429` with `Retry-After` of this
+    /// many seconds.
+    pub rate_limit_secs: Option<u64>,
+    /// Requests are accepted and never answered.
+    pub hang: bool,
+    /// Streams stop sending (without ending) after this many tokens.
+    pub stall_after_tokens: Option<u32>,
+    /// Prompts longer than this many characters get `400
+    /// context_length_exceeded`.
+    pub context_window: Option<usize>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            error_rate: 0.0,
+            latency_ms: 20,
+            jitter_ms: 0,
+            tokens: 16,
+            token_interval_ms: 10,
+            down: false,
+            rate_limit_secs: None,
+            hang: false,
+            stall_after_tokens: None,
+            context_window: None,
+        }
+    }
+}
+
+struct SimState {
+    name: String,
+    faults: Mutex<Faults>,
+    requests: AtomicU64,
+}
+
+/// A running simulated provider: its address, and its faults to change.
+#[derive(Clone)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("name", &self.state.name)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl SimHandle {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its faults now.
+    pub fn faults(&self) -> Faults {
+        self.state
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes its faults; requests arriving from now on see them.
+    pub fn set_faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.state.faults.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Requests it has received.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts a simulated provider named `name` on a free loopback port.
+pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(SimState {
+        name: name.to_owned(),
+        faults: Mutex::new(faults),
+        requests: AtomicU64::new(0),
+    });
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .with_state(state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(SimHandle { addr, state })
+}
+
+async fn models(State(s): State<Arc<SimState>>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "object": "list",
+        "data": [{"id": format!("{}-model", s.name), "object": "model", "owned_by": s.name}],
+    }))
+}
+
+fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"message": message, "type": kind, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    let faults = s.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "bad_json",
+            "not JSON",
+        );
+    };
+    let model = req["model"].as_str().unwrap_or("unknown").to_owned();
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    let prompt_len: usize = req["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["content"].as_str().map_or(0, str::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    if faults.hang {
+        std::future::pending::<()>().await;
+    }
+    if faults.down {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "overloaded",
+            "the simulated provider is down",
+        );
+    }
+    if let Some(secs) = faults.rate_limit_secs {
+        let mut res = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limited",
+            "slow down",
+        );
+        res.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+        return res;
+    }
+    if faults.context_window.is_some_and(|w| prompt_len > w) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "context_length_exceeded",
+            "This model's maximum context length was exceeded",
+        );
+    }
+    let (fail, jitter) = {
+        let mut rng = rand::rng();
+        let fail = rng.random::<f64>() < faults.error_rate;
+        let jitter = if faults.jitter_ms > 0 {
+            rng.random_range(0..=faults.jitter_ms)
+        } else {
+            0
+        };
+        (fail, jitter)
+    };
+    tokio::time::sleep(Duration::from_millis(faults.latency_ms + jitter)).await;
+    if fail {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal",
+            "the simulated provider failed",
+        );
+    }
+    let id = format!("chatcmpl-{}", s.requests.load(Ordering::Relaxed));
+    if !stream {
+        let content = (0..faults.tokens)
+            .map(|i| format!("tok{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        return axum::Json(serde_json::json!({
+            "id": id,
+            "object": "chat.completion",
+            "model": model,
+            "provider": s.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("[{}] {content}", s.name)}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_len / 4, "completion_tokens": faults.tokens, "total_tokens": prompt_len / 4 + faults.tokens as usize},
+        }))
+        .into_response();
+    }
+    let name = s.name.clone();
+    let interval = Duration::from_millis(faults.token_interval_ms);
+    let total = faults.tokens;
+    let stall = faults.stall_after_tokens;
+    // (tokens sent, done)
+    let stream = futures_util::stream::unfold((0u32, false), move |(n, done)| {
+        let (id, model, name) = (id.clone(), model.clone(), name.clone());
+        async move {
+            if done {
+                return None;
+            }
+            if stall.is_some_and(|s| n >= s) {
+                std::future::pending::<()>().await;
+            }
+            if n > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            let frame = if n < total {
+                let content = if n == 0 {
+                    format!("[{name}] tok0")
+                } else {
+                    format!(" tok{n}")
+                };
+                let chunk = serde_json::json!({
+                    "id": id, "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}],
+                });
+                format!("data: {chunk}\n\n")
+            } else {
+                "data: [DONE]\n\n".to_owned()
+            };
+            Some((Ok::<_, Infallible>(Bytes::from(frame)), (n + 1, n >= total)))
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
