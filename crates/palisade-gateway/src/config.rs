@@ -170,13 +170,11 @@ impl GatewayConfig {
                         "upstreams.{id}.base_url: {url:?} is not an absolute URL"
                     ))
                 }
-                (Some(f), _) => {
-                    if !(0.0..=1.0).contains(&f.error_rate) {
-                        problems.push(format!(
-                            "upstreams.{id}.simulated.error_rate: {} is not within 0..=1",
-                            f.error_rate
-                        ));
-                    }
+                (Some(f), _) if !(0.0..=1.0).contains(&f.error_rate) => {
+                    problems.push(format!(
+                        "upstreams.{id}.simulated.error_rate: {} is not within 0..=1",
+                        f.error_rate
+                    ));
                 }
                 _ => {}
             }

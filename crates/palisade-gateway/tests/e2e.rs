@@ -1,0 +1,293 @@
+//! End to end over real loopback sockets: the gateway and its simulated
+//! providers, called with a real HTTP client. (Real sockets, so these run
+//! on the real clock, with timeouts of tens of milliseconds.)
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use palisade_gateway::{Gateway, GatewayConfig};
+
+const CONFIG: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+first_token_timeout_ms = 300
+idle_timeout_ms = 300
+max_body_bytes = 4096
+shutdown_grace_ms = 2000
+
+[upstreams.primary]
+models = { "m" = "p-model" }
+simulated = { latency_ms = 5, tokens = 5, token_interval_ms = 5 }
+
+[upstreams.secondary]
+models = { "m" = "s-model" }
+simulated = { latency_ms = 5, tokens = 5, token_interval_ms = 5 }
+
+[palisade.router]
+order = ["primary", "secondary"]
+request_timeout_ms = 3000
+
+[palisade.defaults.retry]
+enabled = false
+
+[palisade.defaults.breaker]
+consecutive_failures = 3
+open_ms = 60000
+max_open_ms = 60000
+"#;
+
+struct Running {
+    base: String,
+    gw_sims: std::collections::BTreeMap<String, palisade_gateway::sim::SimHandle>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+async fn start(cfg: &str) -> Running {
+    let cfg = GatewayConfig::from_toml(cfg).unwrap();
+    let gw = Gateway::bind(cfg, None).await.unwrap();
+    let base = format!("http://{}", gw.local_addr().unwrap());
+    let gw_sims = gw.sims().clone();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(gw.serve(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        base,
+        gw_sims,
+        stop,
+        done,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+impl Running {
+    async fn post(&self, body: &str) -> (u16, String, http::HeaderMap) {
+        let req = http::Request::post(format!("{}/v1/chat/completions", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let res = self.client.request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            String::from_utf8_lossy(&bytes).into_owned(),
+            headers,
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let req = http::Request::get(format!("{}{path}", self.base))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = self.client.request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn sim(&self, id: &str) -> &palisade_gateway::sim::SimHandle {
+        &self.gw_sims[id]
+    }
+}
+
+const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+const STREAM: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_primary_failing_every_response_comes_from_the_secondary() {
+    let r = start(CONFIG).await;
+    let (status, body, _) = r.post(CHAT).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["provider"], "primary");
+    r.sim("primary").set_faults(|f| f.down = true);
+    for _ in 0..20 {
+        let (status, body, _) = r.post(CHAT).await;
+        assert_eq!(status, 200, "{body}");
+        let v = json(&body);
+        assert_eq!(v["provider"], "secondary");
+        assert_eq!(v["model"], "s-model", "the model name was mapped");
+    }
+    // Three 503s opened the primary's breaker: it saw no more calls.
+    assert_eq!(r.sim("primary").requests(), 1 + 3);
+    // /health shows it.
+    let (status, health) = r.get("/health").await;
+    assert_eq!(status, 200);
+    let h = json(&health);
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["providers"][0]["id"], "primary");
+    assert_eq!(h["providers"][0]["breaker"]["state"], "open");
+    assert!(h["recommendations"][0]
+        .as_str()
+        .unwrap()
+        .contains("traffic goes to secondary"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_passes_through_in_the_openai_wire_format() {
+    let r = start(CONFIG).await;
+    let (status, body, headers) = r.post(STREAM).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 6, "5 tokens and [DONE]: {body}");
+    assert_eq!(*events.last().unwrap(), "data: [DONE]");
+    let first = json(events[0].strip_prefix("data: ").unwrap());
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["content"], "[primary] tok0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_starts_fails_over_on_the_first_token_timeout() {
+    let r = start(CONFIG).await;
+    r.sim("primary")
+        .set_faults(|f| f.stall_after_tokens = Some(0));
+    let started = std::time::Instant::now();
+    let (status, body, _) = r.post(STREAM).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("[secondary] tok0"), "{body}");
+    assert!(body.ends_with("data: [DONE]\n\n"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "waited the first-token timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stalls_midway_ends_with_an_error_event_on_the_idle_timeout() {
+    let r = start(CONFIG).await;
+    r.sim("primary")
+        .set_faults(|f| f.stall_after_tokens = Some(2));
+    let (status, body, _) = r.post(STREAM).await;
+    assert_eq!(status, 200);
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 3, "two tokens, then the error: {body}");
+    let err = json(events[2].strip_prefix("data: ").unwrap());
+    assert_eq!(err["error"]["code"], "stream_interrupted");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idle timeout"),
+        "{err}"
+    );
+    let (_, metrics) = r.get("/metrics").await;
+    assert!(
+        metrics.contains("palisade_gateway_stream_errors_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_codes_and_openai_style_bodies() {
+    let r = start(CONFIG).await;
+    let (status, body, _) = r.post("{not json").await;
+    assert_eq!(status, 400);
+    assert_eq!(json(&body)["error"]["type"], "invalid_request_error");
+    let (status, _, _) = r.post(r#"{"model":"m"}"#).await;
+    assert_eq!(status, 400, "messages missing");
+    let (status, _, _) = r.post("[1, 2]").await;
+    assert_eq!(status, 400);
+    let (status, body, _) = r.post(r#"{"model":"gpt-9","messages":[]}"#).await;
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "model_not_found");
+    let big = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(5000)
+    );
+    let (status, body, _) = r.post(&big).await;
+    assert_eq!(status, 413);
+    assert_eq!(json(&body)["error"]["code"], "request_too_large");
+    let (status, body) = r.get("/v2/nothing").await;
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "not_found");
+    let (status, models) = r.get("/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&models)["data"][0]["id"], "m");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_provider_fails_the_error_lists_them() {
+    let r = start(CONFIG).await;
+    r.sim("primary").set_faults(|f| f.down = true);
+    r.sim("secondary")
+        .set_faults(|f| f.rate_limit_secs = Some(30));
+    let (status, body, _) = r.post(CHAT).await;
+    assert_eq!(status, 502, "{body}");
+    let v = json(&body);
+    assert_eq!(v["error"]["code"], "upstream_failed");
+    let providers: Vec<&str> = v["error"]["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(providers.len(), 2, "{providers:?}");
+    assert!(providers[0].starts_with("primary: "), "{providers:?}");
+    assert!(
+        providers[1].starts_with("secondary: rate limited"),
+        "{providers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text() {
+    let r = start(CONFIG).await;
+    r.post(CHAT).await;
+    let (status, text) = r.get("/metrics").await;
+    assert_eq!(status, 200);
+    let mut samples = 0;
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        // name{labels} value
+        let (name, value) = line.rsplit_once(' ').expect("a sample line");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let bare = name.split('{').next().unwrap();
+        assert!(
+            bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name in {line:?}"
+        );
+        if let Some(labels) = name.strip_prefix(bare) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line:?}");
+            }
+        }
+        samples += 1;
+    }
+    assert!(samples > 10);
+    assert!(text.contains("palisade_gateway_ok_total 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_requests_in_flight() {
+    let r = start(CONFIG).await;
+    r.sim("primary").set_faults(|f| f.latency_ms = 400);
+    let client = r.client.clone();
+    let url = format!("{}/v1/chat/completions", r.base);
+    let slow = tokio::spawn(async move {
+        let req = http::Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(CHAT)))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        res.status().as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.stop.send(()).unwrap();
+    assert_eq!(slow.await.unwrap(), 200, "the request in flight finished");
+    r.done.await.unwrap().unwrap();
+}
