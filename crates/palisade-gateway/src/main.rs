@@ -6,11 +6,15 @@ use palisade_gateway::{Gateway, GatewayConfig};
 
 const USAGE: &str = "\
 usage: palisade-gateway [--listen ADDR] [--config FILE]
-       palisade-gateway demo
+       palisade-gateway demo [--seconds N] [--workers N] [--svg FILE]
 
   --listen ADDR   where to listen (env PALISADE_LISTEN; default 127.0.0.1:8080)
   --config FILE   a TOML config (env PALISADE_CONFIG; default: the embedded
                   config with three simulated providers)
+
+  demo            a scripted outage (down, then 429 with Retry-After, then
+                  recovery) under load, with and without palisade; prints a
+                  table and writes a timeline SVG (default palisade-demo.svg)
 ";
 
 fn main() {
@@ -35,6 +39,9 @@ fn fail(msg: &str) -> ! {
 async fn run(args: Vec<String>) -> Result<(), String> {
     let mut listen = std::env::var("PALISADE_LISTEN").ok();
     let mut config = std::env::var("PALISADE_CONFIG").ok();
+    if args.first().map(String::as_str) == Some("demo") {
+        return demo(args[1..].to_vec()).await;
+    }
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -103,4 +110,49 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     println!("palisade-gateway: shutting down, finishing requests in flight");
+}
+
+async fn demo(args: Vec<String>) -> Result<(), String> {
+    let mut opts = palisade_gateway::demo::DemoOptions::default();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--seconds" => {
+                let v = value("--seconds")?;
+                let s: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--seconds: {v:?} is not a number"))?;
+                if s == 0 {
+                    return Err("--seconds: use at least 1".into());
+                }
+                opts.duration = std::time::Duration::from_secs(s);
+            }
+            "--workers" => {
+                let v = value("--workers")?;
+                opts.workers = v
+                    .parse()
+                    .ok()
+                    .filter(|w| *w > 0)
+                    .ok_or(format!("--workers: {v:?} is not a positive number"))?;
+            }
+            "--svg" => opts.svg = Some(value("--svg")?.into()),
+            other => return Err(format!("unknown demo argument {other:?}\n{USAGE}")),
+        }
+    }
+    println!(
+        "palisade demo: {} s, {} workers through palisade and {} straight to the primary",
+        opts.duration.as_secs(),
+        opts.workers,
+        opts.workers
+    );
+    let report = palisade_gateway::demo::run(opts.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!();
+    print!("{}", report.table);
+    if let Some(path) = &opts.svg {
+        println!("\ntimeline written to {}", path.display());
+    }
+    Ok(())
 }
