@@ -34,6 +34,9 @@ pub struct Faults {
     pub token_interval_ms: u64,
     /// An outage: every request gets `503`.
     pub down: bool,
+    /// Scheduled outages, as `[from_ms, to_ms]` after the provider
+    /// started: requests in a window get `503`.
+    pub outages: Vec<[u64; 2]>,
     /// Rate limiting: every request gets `429` with `Retry-After` of this
     /// many seconds.
     pub rate_limit_secs: Option<u64>,
@@ -55,6 +58,7 @@ impl Default for Faults {
             tokens: 16,
             token_interval_ms: 10,
             down: false,
+            outages: Vec::new(),
             rate_limit_secs: None,
             hang: false,
             stall_after_tokens: None,
@@ -65,6 +69,7 @@ impl Default for Faults {
 
 struct SimState {
     name: String,
+    started: tokio::time::Instant,
     faults: Mutex<Faults>,
     requests: AtomicU64,
 }
@@ -122,6 +127,7 @@ pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
     let state = Arc::new(SimState {
         name: name.to_owned(),
+        started: tokio::time::Instant::now(),
         faults: Mutex::new(faults),
         requests: AtomicU64::new(0),
     });
@@ -171,7 +177,12 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
     if faults.hang {
         std::future::pending::<()>().await;
     }
-    if faults.down {
+    let since = s.started.elapsed().as_millis() as u64;
+    let scheduled = faults
+        .outages
+        .iter()
+        .any(|[from, to]| (*from..*to).contains(&since));
+    if faults.down || scheduled {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",

@@ -241,6 +241,25 @@ async fn when_every_provider_fails_the_error_lists_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_outage_window_fails_over_and_ends() {
+    let cfg = CONFIG.replace(
+        "simulated = { latency_ms = 5, tokens = 5, token_interval_ms = 5 }\n\n[upstreams.secondary]",
+        "simulated = { latency_ms = 5, tokens = 5, token_interval_ms = 5, outages = [[0, 400]] }\n\n[upstreams.secondary]",
+    );
+    assert_ne!(cfg, CONFIG, "the primary got an outage window");
+    let r = start(&cfg).await;
+    let (status, body, _) = r.post(CHAT).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["provider"], "secondary", "in the window");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let direct = r.sim("primary").requests();
+    assert!(direct >= 1);
+    let (status, body, _) = r.post(CHAT).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["provider"], "primary", "after the window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text() {
     let r = start(CONFIG).await;
     r.post(CHAT).await;
