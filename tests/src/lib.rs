@@ -1,1 +1,5 @@
-//! Cross-crate integration tests live in `tests/`.
+//! Cross-crate integration tests live in `tests/`; this library holds what
+//! they share: the deterministic scenario simulator.
+#![allow(missing_docs)]
+
+pub mod scenario;

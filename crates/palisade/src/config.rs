@@ -104,6 +104,9 @@ section! {
         budget_min_per_sec: u32 = 10,
         /// The budget's window, in seconds (default 10).
         budget_ttl_secs: u64 = 10,
+        /// Seeds the jitter, for reproducible runs; 0 (the default) seeds
+        /// from the OS.
+        jitter_seed: u64 = 0,
     }
 }
 
@@ -131,6 +134,9 @@ section! {
         /// Whether a 429/503 with `Retry-After` opens it for that long
         /// (default true).
         retry_after_cooldown: bool = true,
+        /// Seeds the open-period jitter, for reproducible runs; 0 (the
+        /// default) seeds from the OS.
+        jitter_seed: u64 = 0,
     }
 }
 

@@ -130,7 +130,12 @@ impl<S, C> ProviderStack<S, C> {
         let breaker: BreakerPart<S, C> = {
             let consecutive = get!(s.breaker.consecutive_failures);
             let rate = get!(s.breaker.failure_rate);
-            let layer = CircuitBreakerLayer::builder()
+            let mut builder = CircuitBreakerLayer::builder();
+            let seed = get!(s.breaker.jitter_seed);
+            if seed != 0 {
+                builder = builder.jitter_seed(seed);
+            }
+            let layer = builder
                 .provider(id.clone())
                 .classifier(classifier.clone())
                 .consecutive_failures((consecutive > 0).then_some(consecutive))
@@ -168,7 +173,12 @@ impl<S, C> ProviderStack<S, C> {
                 )
                 .map_err(|e| refuse("retry", &e))?,
             };
-            let layer = RetryLayer::builder()
+            let mut builder = RetryLayer::builder();
+            let seed = get!(s.retry.jitter_seed);
+            if seed != 0 {
+                builder = builder.jitter_seed(seed);
+            }
+            let layer = builder
                 .provider(id.clone())
                 .classifier(classifier)
                 .max_attempts(get!(s.retry.max_attempts))
