@@ -155,7 +155,7 @@ fn soak() {
                 for i in 0..per_task {
                     let n = t * per_task + i;
                     let call: Fut = Box::pin(router.clone().oneshot(Req::default()));
-                    if mix(n) % 100 == 0 {
+                    if mix(n).is_multiple_of(100) {
                         // The caller gives up: drop the call mid-way.
                         let _ = tokio::time::timeout(Duration::from_millis(1), call).await;
                         cancelled.fetch_add(1, Ordering::Relaxed);
