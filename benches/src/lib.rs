@@ -13,6 +13,9 @@
 
 pub mod ours;
 pub mod peers;
+mod side_by_side;
+
+pub use side_by_side::side_by_side;
 
 use std::fmt::Debug;
 use std::future::Future;

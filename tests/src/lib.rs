@@ -2,4 +2,5 @@
 //! they share: the deterministic scenario simulator.
 #![allow(missing_docs)]
 
+pub mod fuzz;
 pub mod scenario;

@@ -1,0 +1,77 @@
+//! Fuzz entry points: each takes arbitrary bytes and must never panic.
+//! `fuzz/` runs them under libFuzzer (`cargo +nightly fuzz run NAME`);
+//! `tests/tests/fuzz_smoke.rs` runs them on stable over seeded random and
+//! mutated inputs in CI.
+
+use std::time::{Duration, SystemTime};
+
+use palisade_core::{
+    classify_error_body, parse_retry_after, parse_retry_after_ms, BoxError, Classify,
+    HttpClassifier,
+};
+
+/// Header parsing and HTTP classification: the bytes become a status and a
+/// few header values (split on NUL), and an error body.
+pub fn headers(data: &[u8]) {
+    let mut parts = data.split(|b| *b == 0);
+    let status = parts
+        .next()
+        .map(|p| {
+            p.iter()
+                .fold(0u16, |a, b| a.wrapping_mul(31).wrapping_add(*b as u16))
+        })
+        .unwrap_or(0);
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let cap = Duration::from_secs(600);
+    let mut builder = http::Response::builder().status(100 + status % 500);
+    for (name, value) in ["retry-after", "retry-after-ms", "x-should-retry"]
+        .iter()
+        .zip(parts.by_ref())
+    {
+        if let Ok(text) = std::str::from_utf8(value) {
+            let _ = parse_retry_after(text, now);
+            let _ = parse_retry_after_ms(text).map(|d| d.min(cap));
+        }
+        if let Ok(v) = http::HeaderValue::from_bytes(value) {
+            builder = builder.header(*name, v);
+        }
+    }
+    let body: Vec<u8> = parts.flatten().copied().collect();
+    let _ = classify_error_body(&body);
+    if let Ok(res) = builder.body(body) {
+        let classifier = HttpClassifier::new();
+        let outcome = Classify::<_, BoxError>::classify(&classifier, Ok(&res));
+        if let Some(f) = outcome.as_failure() {
+            if let Some(after) = f.kind.retry_after() {
+                assert!(
+                    after <= palisade_core::DEFAULT_MAX_RETRY_AFTER,
+                    "capped: {after:?}"
+                );
+            }
+        }
+        let _ = classifier.classify_buffered(&res);
+    }
+}
+
+/// Config parsing: the bytes as TOML and as JSON. Either parses and
+/// validates, or is refused with an error; never a panic.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(cfg) = palisade::Config::from_toml(text) {
+            for id in cfg.provider_order() {
+                let _ = cfg.provider(&id);
+            }
+        }
+        let _ = palisade::Config::from_json(text);
+    }
+}
+
+/// `grpc-timeout` parsing and formatting round trip.
+pub fn grpc_timeout(data: &[u8]) {
+    if let Some(d) = palisade_deadline::parse_grpc_timeout(data) {
+        let again = palisade_deadline::format_grpc_timeout(d);
+        let back =
+            palisade_deadline::parse_grpc_timeout(again.as_bytes()).expect("our own output parses");
+        assert!(back <= d);
+    }
+}
