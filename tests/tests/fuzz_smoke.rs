@@ -6,8 +6,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 const SEEDS: &[&[u8]] = &[
-    b"503\0120\0\0true\0{\"error\":{\"code\":\"context_length_exceeded\"}}",
-    b"429\0Wed, 21 Oct 2015 07:28:00 GMT\01500.5\0false\0",
+    b"503\x00120\x00\x00true\x00{\"error\":{\"code\":\"context_length_exceeded\"}}",
+    b"429\0Wed, 21 Oct 2015 07:28:00 GMT\x001500.5\x00false\x00",
     b"[router]\norder = [\"a\"]\n[providers.a.breaker]\nfailure_rate = 0.5\n",
     b"{\"providers\":{\"a\":{\"retry\":{\"max_attempts\":3}}}}",
     b"99999999H",
