@@ -35,23 +35,11 @@ pub enum WindowKind {
     },
 }
 
-/// A configuration the builder refused, naming the field and the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid circuit breaker config: {field}: {problem}")]
-pub struct ConfigError {
-    /// The builder method / field at fault.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use palisade_core::ConfigError;
 
-impl ConfigError {
-    fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            problem: problem.into(),
-        }
-    }
+/// A refusal of one of this crate's settings.
+pub(crate) fn config_error(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new("circuit breaker", field, problem)
 }
 
 /// Every knob of the breaker. Built and checked by
@@ -113,34 +101,34 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let rate = |field, v: Option<f64>| match v {
             Some(r) if !(r > 0.0 && r <= 1.0) => {
-                Err(ConfigError::new(field, format!("{r} is not within (0, 1]")))
+                Err(config_error(field, format!("{r} is not within (0, 1]")))
             }
             _ => Ok(()),
         };
         rate("failure_rate", self.failure_rate)?;
         rate("slow_call_rate", self.slow_call_rate)?;
         if self.consecutive_failures == Some(0) {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "consecutive_failures",
                 "0 would trip on no failure; use None to switch the rule off",
             ));
         }
         match self.window {
             WindowKind::Count(n) if n == 0 || n > MAX_WINDOW => {
-                return Err(ConfigError::new(
+                return Err(config_error(
                     "count_window",
                     format!("{n} is not within 1..={MAX_WINDOW}"),
                 ))
             }
             WindowKind::Time { span, buckets } => {
                 if buckets == 0 || buckets > MAX_BUCKETS {
-                    return Err(ConfigError::new(
+                    return Err(config_error(
                         "time_window",
                         format!("{buckets} buckets is not within 1..={MAX_BUCKETS}"),
                     ));
                 }
                 if span.is_zero() || span.as_nanos() < buckets as u128 {
-                    return Err(ConfigError::new(
+                    return Err(config_error(
                         "time_window",
                         format!("span {span:?} is too short for {buckets} buckets"),
                     ));
@@ -149,7 +137,7 @@ impl Config {
             _ => {}
         }
         if self.minimum_calls == 0 {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "minimum_calls",
                 "must be at least 1 (a rate over no calls means nothing)",
             ));
@@ -158,7 +146,7 @@ impl Config {
             if self.minimum_calls > n as u64
                 && (self.failure_rate.is_some() || self.slow_call_rate.is_some())
             {
-                return Err(ConfigError::new(
+                return Err(config_error(
                     "minimum_calls",
                     format!(
                         "{} exceeds the count window of {n} calls, so the rate rules could never fire",
@@ -168,13 +156,10 @@ impl Config {
             }
         }
         if self.open_duration.is_zero() {
-            return Err(ConfigError::new(
-                "open_duration",
-                "must be longer than zero",
-            ));
+            return Err(config_error("open_duration", "must be longer than zero"));
         }
         if !(self.open_multiplier >= 1.0 && self.open_multiplier.is_finite()) {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "open_backoff",
                 format!(
                     "multiplier {} must be finite and at least 1",
@@ -183,7 +168,7 @@ impl Config {
             ));
         }
         if self.max_open_duration < self.open_duration {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "open_backoff",
                 format!(
                     "max {:?} is shorter than the base open duration {:?}",
@@ -192,13 +177,13 @@ impl Config {
             ));
         }
         if !(0.0..1.0).contains(&self.open_jitter) {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "open_jitter",
                 format!("{} is not within [0, 1)", self.open_jitter),
             ));
         }
         if self.half_open_permitted == 0 || self.half_open_permitted > MAX_PROBES {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "half_open_probes",
                 format!(
                     "{} is not within 1..={MAX_PROBES}",
@@ -207,7 +192,7 @@ impl Config {
             ));
         }
         if self.half_open_successes == 0 || self.half_open_successes > MAX_PROBES {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "half_open_successes",
                 format!(
                     "{} is not within 1..={MAX_PROBES}",
@@ -216,7 +201,7 @@ impl Config {
             ));
         }
         if self.half_open_max_wait.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "half_open_max_wait",
                 "must be longer than zero",
             ));
@@ -226,7 +211,7 @@ impl Config {
             && self.slow_call_rate.is_none()
             && !self.cooldown
         {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "rules",
                 "every trip rule is off, so the breaker could never open (use a plain service instead)",
             ));

@@ -6,21 +6,9 @@
 //! [`BulkheadTimeout`](palisade_core::RejectReason::BulkheadTimeout), so that
 //! every classifier recognises them as our own fast-fails.
 
-/// A configuration the builder refused, naming the field and the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid bulkhead config: {field}: {problem}")]
-pub struct ConfigError {
-    /// The builder method / field at fault.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use palisade_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            problem: problem.into(),
-        }
-    }
+/// A refusal of one of this crate's settings.
+pub(crate) fn config_error(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new("bulkhead", field, problem)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use palisade_core::ProviderId;
 
+use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::semaphore::{Semaphore, MAX_PERMITS};
 
@@ -99,7 +100,7 @@ impl BulkheadHandle {
     /// `n`, clamped to its bounds.
     pub fn set_max_concurrent(&self, n: usize) -> Result<(), ConfigError> {
         if n == 0 || n > MAX_PERMITS {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "max_concurrent",
                 format!("{n} is not within 1..={MAX_PERMITS}"),
             ));
@@ -125,7 +126,7 @@ impl BulkheadHandle {
     /// Changes the queue's capacity. Calls already queued keep their place.
     pub fn set_max_waiting(&self, n: usize) -> Result<(), ConfigError> {
         if n > MAX_PERMITS {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "max_waiting",
                 format!("{n} is not within 0..={MAX_PERMITS}"),
             ));

@@ -9,6 +9,7 @@ use palisade_core::ProviderId;
 use tower_layer::Layer;
 
 use crate::adaptive::{AdaptiveLimit, Vegas};
+use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::handle::BulkheadHandle;
 use crate::permit::{OnBodyEnd, OnResponse};
@@ -172,19 +173,19 @@ impl Builder {
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
         if self.max_concurrent == 0 || self.max_concurrent > MAX_PERMITS {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "max_concurrent",
                 format!("{} is not within 1..={MAX_PERMITS}", self.max_concurrent),
             ));
         }
         if self.max_waiting > MAX_PERMITS {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "max_waiting",
                 format!("{} is not within 0..={MAX_PERMITS}", self.max_waiting),
             ));
         }
         if self.max_wait == Some(Duration::ZERO) && self.max_waiting > 0 {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "max_wait",
                 "0s lets nobody wait; use max_waiting(0) to refuse at once",
             ));
@@ -193,7 +194,7 @@ impl Builder {
             None => None,
             Some(a) => {
                 if a.min == 0 || a.min > a.max || a.max > MAX_PERMITS {
-                    return Err(ConfigError::new(
+                    return Err(config_error(
                         "adaptive",
                         format!(
                             "bounds {}..={} must satisfy 1 <= min <= max <= {MAX_PERMITS}",
@@ -202,13 +203,13 @@ impl Builder {
                     ));
                 }
                 if !(a.smoothing > 0.0 && a.smoothing <= 1.0) {
-                    return Err(ConfigError::new(
+                    return Err(config_error(
                         "adaptive.smoothing",
                         format!("{} is not within (0, 1]", a.smoothing),
                     ));
                 }
                 if a.probe_interval == 0 {
-                    return Err(ConfigError::new(
+                    return Err(config_error(
                         "adaptive.probe_interval",
                         "0 samples; use at least 1",
                     ));

@@ -282,3 +282,37 @@ impl fmt::Display for Elapsed {
 }
 
 impl std::error::Error for Elapsed {}
+
+/// A configuration a builder refused: which component, which field, and
+/// what is wrong with it, in words a person can act on.
+///
+/// Every palisade layer's builder returns this type, so a program that
+/// builds several layers handles their refusals alike.
+///
+/// ```
+/// use palisade_core::ConfigError;
+///
+/// let e = ConfigError::new("retry", "max_attempts", "0 is not within 1..=100");
+/// assert_eq!(e.to_string(), "invalid retry config: max_attempts: 0 is not within 1..=100");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {component} config: {field}: {problem}")]
+pub struct ConfigError {
+    /// The component whose builder refused (`circuit breaker`, `retry`...).
+    pub component: &'static str,
+    /// The builder method / field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// A refusal of `field` of `component`.
+    pub fn new(component: &'static str, field: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            component,
+            field,
+            problem: problem.into(),
+        }
+    }
+}

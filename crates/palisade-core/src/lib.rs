@@ -45,7 +45,9 @@ pub use crate::classify::{
 };
 pub use crate::counter::StripedCounter;
 pub use crate::deadline::{Deadline, HasDeadline, WithDeadline};
-pub use crate::error::{BoxError, CircuitState, Elapsed, RejectReason, Rejected, TimeoutScope};
+pub use crate::error::{
+    BoxError, CircuitState, ConfigError, Elapsed, RejectReason, Rejected, TimeoutScope,
+};
 pub use crate::http::{
     classify_error_body, parse_retry_after, parse_retry_after_ms, HttpClassifier,
     DEFAULT_MAX_RETRY_AFTER, RETRY_AFTER_MS, X_SHOULD_RETRY,

@@ -5,21 +5,9 @@
 //! and calls that could not start in time with
 //! [`Rejected`](palisade_core::Rejected) (`DeadlineExceeded`).
 
-/// A setting a constructor refused, naming the field and the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid timeout config: {field}: {problem}")]
-pub struct ConfigError {
-    /// The setting at fault.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use palisade_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            problem: problem.into(),
-        }
-    }
+/// A refusal of one of this crate's settings.
+pub(crate) fn config_error(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new("timeout", field, problem)
 }

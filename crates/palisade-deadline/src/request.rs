@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::header::{Adopt, NoAdopt, TimeoutHeader};
 
@@ -23,7 +24,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub(crate) fn check_timeout(field: &'static str, d: Duration) -> Result<(), ConfigError> {
     if d.is_zero() || d > MAX_TIMEOUT {
-        return Err(ConfigError::new(
+        return Err(config_error(
             field,
             format!("{d:?} is not within (0s, 365 days]"),
         ));

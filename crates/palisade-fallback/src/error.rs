@@ -5,23 +5,11 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, FailureKind, ProviderId};
 
-/// A builder setting refused, naming the field and the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid fallback config: {field}: {problem}")]
-pub struct ConfigError {
-    /// The setting at fault.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use palisade_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            problem: problem.into(),
-        }
-    }
+/// A refusal of one of this crate's settings.
+pub(crate) fn config_error(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new("fallback", field, problem)
 }
 
 /// What happened at one provider of the chain.

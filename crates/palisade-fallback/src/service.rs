@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::degrade::{Degrade, DegradeWith, NoDegrade};
+use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::future::ResponseFuture;
 use crate::target::Target;
@@ -183,11 +184,11 @@ impl<S, Req, C, D> Builder<S, Req, C, D> {
 
     fn check(&self) -> Result<(), ConfigError> {
         if self.targets.is_empty() {
-            return Err(ConfigError::new("targets", "the chain has no provider"));
+            return Err(config_error("targets", "the chain has no provider"));
         }
         for (i, t) in self.targets.iter().enumerate() {
             if self.targets[..i].iter().any(|o| o.id == t.id) {
-                return Err(ConfigError::new(
+                return Err(config_error(
                     "targets",
                     format!("provider {} is in the chain twice", t.id),
                 ));
@@ -222,7 +223,7 @@ impl<S, Req, C, D> Builder<S, Req, C, D> {
     {
         let primary = primary.into();
         if self.targets.iter().any(|t| t.id == primary) {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "primary",
                 format!("provider {primary} is also a fallback target"),
             ));

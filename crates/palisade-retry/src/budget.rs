@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::error::config_error;
 use crate::error::ConfigError;
 
 /// Fixed-point unit: budgets count in thousandths of a retry / token.
@@ -97,13 +98,13 @@ impl RetryBudget {
     /// tower's `TpsBudget`).
     pub fn ratio(ratio: f64, ttl: Duration, min_per_sec: u32) -> Result<Self, ConfigError> {
         if !(ratio > 0.0 && ratio <= 1000.0) {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "budget.ratio",
                 format!("{ratio} is not within (0, 1000]"),
             ));
         }
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "budget.ttl",
                 format!("{ttl:?} is not within 1s..=60s"),
             ));
@@ -127,13 +128,13 @@ impl RetryBudget {
     /// `token_ratio` within (0, max_tokens].
     pub fn token_bucket(max_tokens: u32, token_ratio: f64) -> Result<Self, ConfigError> {
         if max_tokens == 0 || max_tokens > 1000 {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "budget.max_tokens",
                 format!("{max_tokens} is not within 1..=1000"),
             ));
         }
         if !(token_ratio > 0.0 && token_ratio <= max_tokens as f64) {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "budget.token_ratio",
                 format!("{token_ratio} is not within (0, {max_tokens}]"),
             ));

@@ -11,6 +11,7 @@ use tower_layer::Layer;
 
 use crate::backoff::{Backoff, Jitter};
 use crate::budget::RetryBudget;
+use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::handle::RetryHandle;
 use crate::policy::{CloneRequest, UsePolicy};
@@ -263,7 +264,7 @@ impl<C, P, R> Builder<C, P, R> {
     pub fn build(self) -> Result<RetryLayer<C, P, R>, ConfigError> {
         let cfg = self.cfg;
         if cfg.max_attempts == 0 || cfg.max_attempts > MAX_ATTEMPTS {
-            return Err(ConfigError::new(
+            return Err(config_error(
                 "max_attempts",
                 format!("{} is not within 1..={MAX_ATTEMPTS}", cfg.max_attempts),
             ));
@@ -275,13 +276,13 @@ impl<C, P, R> Builder<C, P, R> {
                 max,
             } => {
                 if !(multiplier.is_finite() && *multiplier >= 1.0) {
-                    return Err(ConfigError::new(
+                    return Err(config_error(
                         "backoff.multiplier",
                         format!("{multiplier} must be finite and at least 1"),
                     ));
                 }
                 if base > max {
-                    return Err(ConfigError::new(
+                    return Err(config_error(
                         "backoff",
                         format!("base {base:?} is above max {max:?}"),
                     ));
@@ -289,7 +290,7 @@ impl<C, P, R> Builder<C, P, R> {
             }
             Backoff::Linear { base, max, .. } | Backoff::Fibonacci { base, max } => {
                 if base > max {
-                    return Err(ConfigError::new(
+                    return Err(config_error(
                         "backoff",
                         format!("base {base:?} is above max {max:?}"),
                     ));
