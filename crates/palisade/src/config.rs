@@ -161,6 +161,11 @@ pub struct RouterConfig {
     /// Preference order; providers not listed come after, by name. Empty
     /// means every provider, by name.
     pub order: Vec<String>,
+    /// One retry budget for all providers (built from
+    /// `[defaults.retry]`'s `budget_*` settings) instead of one each, so
+    /// that a brownout of several providers cannot add up their retries
+    /// (default false).
+    pub share_retry_budget: bool,
 }
 
 impl Default for RouterConfig {
@@ -168,6 +173,7 @@ impl Default for RouterConfig {
         RouterConfig {
             request_timeout_ms: 60_000,
             order: Vec::new(),
+            share_retry_budget: false,
         }
     }
 }
@@ -361,6 +367,27 @@ impl Config {
             }
         }
         order
+    }
+
+    /// The shared retry budget, when `router.share_retry_budget` is on.
+    pub fn shared_budget(&self) -> Result<Option<palisade_retry::RetryBudget>, ConfigError> {
+        if !self.router.share_retry_budget {
+            return Ok(None);
+        }
+        let r = RetrySection::builtin().merged(&self.defaults.retry);
+        let (ratio, ttl, floor) = (
+            r.budget_ratio.unwrap_or(0.2),
+            r.budget_ttl_secs.unwrap_or(10),
+            r.budget_min_per_sec.unwrap_or(10),
+        );
+        palisade_retry::RetryBudget::ratio(ratio, Duration::from_secs(ttl), floor)
+            .map(Some)
+            .map_err(|e| {
+                ConfigError::Invalid(vec![Problem {
+                    path: "defaults.retry".into(),
+                    message: e.to_string(),
+                }])
+            })
     }
 
     /// A provider's settings, merged; `None` for an unknown id.

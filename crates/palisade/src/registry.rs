@@ -101,7 +101,8 @@ impl<S, C> Registry<S, C> {
 
     /// Builds a registry from `config`: one stack per provider, each
     /// wrapping the service `make` returns for its settings, in the
-    /// configured preference order.
+    /// configured preference order (with one retry budget for all when
+    /// `router.share_retry_budget` is on).
     pub fn from_config<Req>(
         config: &Config,
         classifier: C,
@@ -113,10 +114,16 @@ impl<S, C> Registry<S, C> {
         Req: HasDeadline,
     {
         config.validate()?;
+        let shared = config.shared_budget()?;
         let registry = Registry::new();
         for id in config.provider_order() {
             let settings = config.provider(&id).expect("listed by provider_order");
-            let stack = ProviderStack::build(&settings, make(&settings), classifier.clone(), None)?;
+            let stack = ProviderStack::build(
+                &settings,
+                make(&settings),
+                classifier.clone(),
+                shared.clone(),
+            )?;
             registry.insert(
                 Provider::new(stack)
                     .large_context(settings.large_context)

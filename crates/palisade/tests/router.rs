@@ -128,6 +128,59 @@ async fn the_order_is_settable_at_runtime() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_shared_budget_is_one_budget_for_every_provider() {
+    let shared = TWO
+        .replace(
+            "request_timeout_ms = 2000\n",
+            "request_timeout_ms = 2000\nshare_retry_budget = true\n",
+        )
+        .replace("[defaults.retry]\nenabled = false\n", "");
+    assert_ne!(shared, TWO);
+    let s = setup(&shared, &[("primary", 200, 0), ("secondary", 200, 0)]);
+    let a = s
+        .registry
+        .handles("primary")
+        .unwrap()
+        .retry
+        .unwrap()
+        .budget();
+    let b = s
+        .registry
+        .handles("secondary")
+        .unwrap()
+        .retry
+        .unwrap()
+        .budget();
+    s.router.clone().oneshot(Req::default()).await.unwrap();
+    // One deposit (the request went to the primary), seen through both.
+    assert_eq!(a.snapshot(), b.snapshot());
+    let own = setup(
+        &TWO.replace("[defaults.retry]\nenabled = false\n", ""),
+        &[("primary", 200, 0), ("secondary", 200, 0)],
+    );
+    own.router.clone().oneshot(Req::default()).await.unwrap();
+    let a = own
+        .registry
+        .handles("primary")
+        .unwrap()
+        .retry
+        .unwrap()
+        .budget();
+    let b = own
+        .registry
+        .handles("secondary")
+        .unwrap()
+        .retry
+        .unwrap()
+        .budget();
+    assert_ne!(
+        a.snapshot(),
+        b.snapshot(),
+        "separate budgets differ after one request"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_provider_is_a_clear_refusal() {
     let registry: Arc<Registry<Svc, HttpClassifier>> = Arc::new(Registry::new());
     let router = Router::new(registry, Duration::from_secs(1), HttpClassifier::new()).unwrap();
