@@ -147,6 +147,22 @@ impl<S, C> Registry<S, C> {
     }
 }
 
+/// The breaker has seen enough failures to warn about.
+fn failing(b: &BreakerHealth) -> bool {
+    b.window_calls > 0 && b.failure_rate >= WARN_FAILURE_RATE
+}
+
+/// The bulkhead is near its limit, or calls are queueing.
+fn crowded(b: &BulkheadSnapshot) -> bool {
+    b.waiting > 0 || b.in_flight as f64 >= WARN_BULKHEAD_USE * b.max_concurrent as f64
+}
+
+/// The retry budget has refused retries and has less than one left.
+fn budget_spent(r: &RetryStats) -> bool {
+    r.budget_refusals > 0
+        && matches!(r.budget, BudgetSnapshot::Ratio { available, .. } if available < 1.0)
+}
+
 /// The per-provider rules.
 pub fn provider_status(
     refusing: bool,
@@ -160,16 +176,10 @@ pub fn provider_status(
     if breaker.is_some_and(|b| b.state == CircuitState::HalfOpen) {
         return HealthStatus::Degraded;
     }
-    let failing =
-        breaker.is_some_and(|b| b.window_calls > 0 && b.failure_rate >= WARN_FAILURE_RATE);
-    let crowded = bulkhead.is_some_and(|b| {
-        b.waiting > 0 || b.in_flight as f64 >= WARN_BULKHEAD_USE * b.max_concurrent as f64
-    });
-    let budget_spent = retry.is_some_and(|r| {
-        r.budget_refusals > 0
-            && matches!(r.budget, BudgetSnapshot::Ratio { available, .. } if available < 1.0)
-    });
-    if failing || crowded || budget_spent {
+    if breaker.is_some_and(failing)
+        || bulkhead.is_some_and(crowded)
+        || retry.is_some_and(budget_spent)
+    {
         HealthStatus::Warning
     } else {
         HealthStatus::Healthy
@@ -228,35 +238,25 @@ fn recommend(providers: &[ProviderHealth], overall: HealthStatus) -> Vec<String>
                     "{}: recovering, probe calls in flight; no action needed unless it re-opens",
                     p.id
                 )),
-                _ if b.window_calls > 0 && b.failure_rate >= WARN_FAILURE_RATE => {
-                    out.push(format!(
-                        "{}: {:.0}% of recent calls failed; check the provider's status page",
-                        p.id,
-                        b.failure_rate * 100.0
-                    ))
-                }
+                _ if failing(b) => out.push(format!(
+                    "{}: {:.0}% of recent calls failed; check the provider's status page",
+                    p.id,
+                    b.failure_rate * 100.0
+                )),
                 _ => {}
             }
         }
-        if let Some(b) = &p.bulkhead {
-            if b.waiting > 0 || b.in_flight as f64 >= WARN_BULKHEAD_USE * b.max_concurrent as f64 {
-                out.push(format!(
-                    "{}: bulkhead {}/{} in flight, {} waiting; raise max_concurrent if the provider has headroom, or add a provider",
-                    p.id, b.in_flight, b.max_concurrent, b.waiting
-                ));
-            }
+        if let Some(b) = p.bulkhead.as_ref().filter(|b| crowded(b)) {
+            out.push(format!(
+                "{}: bulkhead {}/{} in flight, {} waiting; raise max_concurrent if the provider has headroom, or add a provider",
+                p.id, b.in_flight, b.max_concurrent, b.waiting
+            ));
         }
-        if let Some(r) = &p.retry {
-            if r.budget_refusals > 0 {
-                if let BudgetSnapshot::Ratio { available, .. } = r.budget {
-                    if available < 1.0 {
-                        out.push(format!(
-                            "{}: retry budget spent ({} retries refused); the provider is failing and retries are being shed, as intended",
-                            p.id, r.budget_refusals
-                        ));
-                    }
-                }
-            }
+        if let Some(r) = p.retry.as_ref().filter(|r| budget_spent(r)) {
+            out.push(format!(
+                "{}: retry budget spent ({} retries refused); the provider is failing and retries are being shed, as intended",
+                p.id, r.budget_refusals
+            ));
         }
     }
     out
