@@ -262,136 +262,135 @@ fn recommend(providers: &[ProviderHealth], overall: HealthStatus) -> Vec<String>
     out
 }
 
+/// One metric and its samples, for the Prometheus text and the `metrics`
+/// export alike.
+pub(crate) struct Family<'a> {
+    pub(crate) name: &'static str,
+    pub(crate) counter: bool,
+    help: &'static str,
+    /// `(provider label, value)`; `None` for a sample with no label.
+    pub(crate) samples: Vec<(Option<&'a ProviderId>, f64)>,
+}
+
 impl HealthReport {
+    /// Every metric the report yields (names in the crate docs).
+    pub(crate) fn families(&self) -> Vec<Family<'_>> {
+        let family = |name, counter, help, samples| Family {
+            name,
+            counter,
+            help,
+            samples,
+        };
+        let per = |f: &dyn Fn(&ProviderHealth) -> Option<f64>| -> Vec<(Option<&ProviderId>, f64)> {
+            self.providers
+                .iter()
+                .filter_map(|p| f(p).map(|v| (Some(&p.id), v)))
+                .collect()
+        };
+        vec![
+            family(
+                "palisade_health_status",
+                false,
+                "Overall health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
+                vec![(None, self.status as u8 as f64)],
+            ),
+            family(
+                "palisade_provider_status",
+                false,
+                "Provider health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
+                per(&|p| Some(p.status as u8 as f64)),
+            ),
+            family(
+                "palisade_breaker_state",
+                false,
+                "Breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled.",
+                per(&|p| p.breaker.as_ref().map(|b| state_number(b.state))),
+            ),
+            family(
+                "palisade_breaker_failure_rate",
+                false,
+                "Failure rate in the breaker's window.",
+                per(&|p| p.breaker.as_ref().map(|b| b.failure_rate)),
+            ),
+            family(
+                "palisade_breaker_opened_total",
+                true,
+                "Times the breaker opened.",
+                per(&|p| p.breaker.as_ref().map(|b| b.times_opened as f64)),
+            ),
+            family(
+                "palisade_bulkhead_in_flight",
+                false,
+                "Calls holding a bulkhead slot.",
+                per(&|p| p.bulkhead.as_ref().map(|b| b.in_flight as f64)),
+            ),
+            family(
+                "palisade_bulkhead_waiting",
+                false,
+                "Calls queued for a bulkhead slot.",
+                per(&|p| p.bulkhead.as_ref().map(|b| b.waiting as f64)),
+            ),
+            family(
+                "palisade_bulkhead_rejected_total",
+                true,
+                "Calls the bulkhead refused (full or timed out).",
+                per(&|p| {
+                    p.bulkhead
+                        .as_ref()
+                        .map(|b| (b.rejected + b.timed_out) as f64)
+                }),
+            ),
+            family(
+                "palisade_retry_attempts_total",
+                true,
+                "Attempts made (requests plus retries).",
+                per(&|p| p.retry.as_ref().map(|r| r.attempts as f64)),
+            ),
+            family(
+                "palisade_retry_retries_total",
+                true,
+                "Retries made.",
+                per(&|p| p.retry.as_ref().map(|r| r.retries as f64)),
+            ),
+            family(
+                "palisade_retry_budget_refusals_total",
+                true,
+                "Retries the budget refused.",
+                per(&|p| p.retry.as_ref().map(|r| r.budget_refusals as f64)),
+            ),
+        ]
+    }
+
     /// The report as Prometheus text exposition (gauges and counters per
     /// provider), for a `/metrics` endpoint without a metrics exporter. The
     /// names are those of the `metrics` feature (see the crate docs).
     pub fn prometheus_text(&self) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{labels} {v}");
+        for f in self.families() {
+            let kind = if f.counter { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+            for (id, v) in f.samples {
+                match id {
+                    Some(id) => {
+                        let _ = writeln!(
+                            out,
+                            "{}{{provider=\"{}\"}} {v}",
+                            f.name,
+                            escape(id.as_str())
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "{} {v}", f.name);
+                    }
+                }
             }
-        };
-        let label = |id: &ProviderId| format!("{{provider=\"{}\"}}", escape(id.as_str()));
-        metric(
-            "palisade_health_status",
-            "gauge",
-            "Overall health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
-            vec![(String::new(), self.status as u8 as f64)],
-        );
-        metric(
-            "palisade_provider_status",
-            "gauge",
-            "Provider health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
-            self.providers
-                .iter()
-                .map(|p| (label(&p.id), p.status as u8 as f64))
-                .collect(),
-        );
-        let breakers: Vec<_> = self
-            .providers
-            .iter()
-            .filter_map(|p| p.breaker.as_ref().map(|b| (&p.id, b)))
-            .collect();
-        metric(
-            "palisade_breaker_state",
-            "gauge",
-            "Breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled.",
-            breakers
-                .iter()
-                .map(|(id, b)| (label(id), state_number(b.state)))
-                .collect(),
-        );
-        metric(
-            "palisade_breaker_failure_rate",
-            "gauge",
-            "Failure rate in the breaker's window.",
-            breakers
-                .iter()
-                .map(|(id, b)| (label(id), b.failure_rate))
-                .collect(),
-        );
-        metric(
-            "palisade_breaker_opened_total",
-            "counter",
-            "Times the breaker opened.",
-            breakers
-                .iter()
-                .map(|(id, b)| (label(id), b.times_opened as f64))
-                .collect(),
-        );
-        let bulkheads: Vec<_> = self
-            .providers
-            .iter()
-            .filter_map(|p| p.bulkhead.as_ref().map(|b| (&p.id, b)))
-            .collect();
-        metric(
-            "palisade_bulkhead_in_flight",
-            "gauge",
-            "Calls holding a bulkhead slot.",
-            bulkheads
-                .iter()
-                .map(|(id, b)| (label(id), b.in_flight as f64))
-                .collect(),
-        );
-        metric(
-            "palisade_bulkhead_waiting",
-            "gauge",
-            "Calls queued for a bulkhead slot.",
-            bulkheads
-                .iter()
-                .map(|(id, b)| (label(id), b.waiting as f64))
-                .collect(),
-        );
-        metric(
-            "palisade_bulkhead_rejected_total",
-            "counter",
-            "Calls the bulkhead refused (full or timed out).",
-            bulkheads
-                .iter()
-                .map(|(id, b)| (label(id), (b.rejected + b.timed_out) as f64))
-                .collect(),
-        );
-        let retries: Vec<_> = self
-            .providers
-            .iter()
-            .filter_map(|p| p.retry.as_ref().map(|r| (&p.id, r)))
-            .collect();
-        metric(
-            "palisade_retry_attempts_total",
-            "counter",
-            "Attempts made (requests plus retries).",
-            retries
-                .iter()
-                .map(|(id, r)| (label(id), r.attempts as f64))
-                .collect(),
-        );
-        metric(
-            "palisade_retry_retries_total",
-            "counter",
-            "Retries made.",
-            retries
-                .iter()
-                .map(|(id, r)| (label(id), r.retries as f64))
-                .collect(),
-        );
-        metric(
-            "palisade_retry_budget_refusals_total",
-            "counter",
-            "Retries the budget refused.",
-            retries
-                .iter()
-                .map(|(id, r)| (label(id), r.budget_refusals as f64))
-                .collect(),
-        );
+        }
         out
     }
 }
 
-pub(crate) fn state_number(s: CircuitState) -> f64 {
+fn state_number(s: CircuitState) -> f64 {
     match s {
         CircuitState::Closed => 0.0,
         CircuitState::HalfOpen => 1.0,
