@@ -256,14 +256,13 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 
 async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let res = match read_request(&s, req).await {
+    match read_request(&s, req).await {
         Ok(chat) => route(&s, chat).await,
         Err(res) => {
             s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
             res
         }
-    };
-    res
+    }
 }
 
 /// Reads and checks the caller's request; a refusal is the response to

@@ -212,17 +212,11 @@ impl Upstream {
             if let Outcome::Failure(f) = outcome {
                 parts.extensions.insert(UpstreamFailure(f));
             }
-            return Ok(Response::from_parts(
-                parts,
-                Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
-            ));
+            return Ok(Response::from_parts(parts, full_body(bytes)));
         }
         if !req.stream {
             let bytes = incoming.collect().await?.to_bytes();
-            return Ok(Response::from_parts(
-                parts,
-                Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
-            ));
+            return Ok(Response::from_parts(parts, full_body(bytes)));
         }
         // A stream: wait for the first frame, within the first-token
         // timeout and the deadline.
@@ -263,6 +257,11 @@ impl tower::Service<ChatRequest> for Upstream {
     fn call(&mut self, req: ChatRequest) -> Self::Future {
         Box::pin(self.clone().send(req))
     }
+}
+
+/// A body already read in full.
+fn full_body(bytes: Bytes) -> GatewayBody {
+    Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
 }
 
 pin_project! {

@@ -374,20 +374,8 @@ impl Config {
         if !self.router.share_retry_budget {
             return Ok(None);
         }
-        let r = RetrySection::builtin().merged(&self.defaults.retry);
-        let (ratio, ttl, floor) = (
-            r.budget_ratio.unwrap_or(0.2),
-            r.budget_ttl_secs.unwrap_or(10),
-            r.budget_min_per_sec.unwrap_or(10),
-        );
-        palisade_retry::RetryBudget::ratio(ratio, Duration::from_secs(ttl), floor)
-            .map(Some)
-            .map_err(|e| {
-                ConfigError::Invalid(vec![Problem {
-                    path: "defaults.retry".into(),
-                    message: e.to_string(),
-                }])
-            })
+        let s = Sections::builtin().merged(&self.defaults);
+        retry_budget(&s, "defaults.retry").map(Some)
     }
 
     /// A provider's settings, merged; `None` for an unknown id.
@@ -558,6 +546,37 @@ fn check_sections(prefix: &str, s: &Sections, add: &mut impl FnMut(String, Strin
             "0 would time out every attempt; use at least 1".into(),
         );
     }
+}
+
+/// Reads a merged field; the built-in defaults set every one, so a gap
+/// left by a hand-made `Sections` falls back to them.
+macro_rules! get {
+    ($s:ident . $section:ident . $field:ident) => {
+        $s.$section
+            .$field
+            .clone()
+            .or_else(|| $crate::config::Sections::builtin().$section.$field)
+            .expect("the built-in defaults set every field")
+    };
+}
+pub(crate) use get;
+
+/// The ratio retry budget `s` describes; a refusal names `path`.
+pub(crate) fn retry_budget(
+    s: &Sections,
+    path: &str,
+) -> Result<palisade_retry::RetryBudget, ConfigError> {
+    palisade_retry::RetryBudget::ratio(
+        get!(s.retry.budget_ratio),
+        Duration::from_secs(get!(s.retry.budget_ttl_secs)),
+        get!(s.retry.budget_min_per_sec),
+    )
+    .map_err(|e| {
+        ConfigError::Invalid(vec![Problem {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }])
+    })
 }
 
 pub(crate) fn parse_jitter(s: &str) -> Option<palisade_retry::Jitter> {

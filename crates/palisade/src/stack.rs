@@ -12,7 +12,7 @@ use palisade_retry::{
 use tower::util::Either;
 use tower_layer::Layer;
 
-use crate::config::{ms, parse_jitter, ConfigError, Problem, ProviderSettings, Sections};
+use crate::config::{get, ms, parse_jitter, retry_budget, ConfigError, Problem, ProviderSettings};
 
 /// The attempt timeout, or the provider itself when it is off.
 pub type TimeoutPart<S> = Either<AttemptTimeout<S>, S>;
@@ -78,18 +78,6 @@ impl<S, C> fmt::Debug for ProviderStack<S, C> {
             .field("handles", &self.handles)
             .finish()
     }
-}
-
-/// Reads a merged field; the built-in defaults set every one, so a gap
-/// left by a hand-made `ProviderSettings` falls back to them.
-macro_rules! get {
-    ($s:ident . $section:ident . $field:ident) => {
-        $s.$section
-            .$field
-            .clone()
-            .or_else(|| Sections::builtin().$section.$field)
-            .expect("the built-in defaults set every field")
-    };
 }
 
 impl<S, C> ProviderStack<S, C> {
@@ -166,12 +154,7 @@ impl<S, C> ProviderStack<S, C> {
             })?;
             let budget = match budget {
                 Some(b) => b,
-                None => RetryBudget::ratio(
-                    get!(s.retry.budget_ratio),
-                    std::time::Duration::from_secs(get!(s.retry.budget_ttl_secs)),
-                    get!(s.retry.budget_min_per_sec),
-                )
-                .map_err(|e| refuse("retry", &e))?,
+                None => retry_budget(s, &path("retry"))?,
             };
             let mut builder = RetryLayer::builder();
             let seed = get!(s.retry.jitter_seed);
