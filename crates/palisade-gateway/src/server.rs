@@ -298,11 +298,17 @@ async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Respons
     };
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(bad("the body must be a JSON object".into()));
-    };
-    let head: ChatHead = serde_json::from_value(serde_json::Value::Object(map.clone()))
+    let not_object = || bad("the body must be a JSON object".into());
+    if !value.is_object() {
+        return Err(not_object());
+    }
+    // Read the fields we need from the parsed value by reference: no copy
+    // of the caller's (possibly long) messages.
+    let head = <ChatHead as serde::Deserialize>::deserialize(&value)
         .map_err(|e| bad(format!("not a chat completion request: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(not_object());
+    };
     if !s.models.contains_key(&head.model) {
         return Err(error(
             StatusCode::NOT_FOUND,
