@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Response, StatusCode};
-use palisade_breaker::CircuitBreakerLayer;
-use palisade_core::{BoxError, HttpClassifier, Rejected};
+use palisade_breaker::{BreakerError, CircuitBreakerLayer};
+use palisade_core::{BoxError, HttpClassifier};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -60,10 +60,8 @@ async fn main() -> Result<(), BoxError> {
         let what = match &result {
             Ok(r) if r.status() == StatusCode::OK => format!("200 {}", r.body()),
             Ok(r) => format!("{} from the provider", r.status()),
-            Err(e) => match e.downcast_ref::<Rejected>() {
-                Some(r) => format!("failed fast: {r}"),
-                None => format!("error: {e}"),
-            },
+            Err(BreakerError::Rejected(r)) => format!("failed fast: {r}"),
+            Err(e) => format!("error: {e}"),
         };
         println!(
             "call {i:>2}: breaker {:<9} -> {what}",

@@ -28,12 +28,12 @@ async fn timeouts_trip_the_breaker_and_rejections_classify_as_ours() {
         }));
 
     for _ in 0..2 {
-        let err = svc.clone().oneshot(()).await.unwrap_err();
+        let err: BoxError = svc.clone().oneshot(()).await.unwrap_err().into();
         assert_eq!(classify_error(&*err).kind, FailureKind::Timeout);
     }
     assert_eq!(handle.state(), CircuitState::Open);
 
-    let err = svc.clone().oneshot(()).await.unwrap_err();
+    let err: BoxError = svc.clone().oneshot(()).await.unwrap_err().into();
     let failure = classify_error(&*err);
     assert_eq!(
         failure.kind,

@@ -6,19 +6,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use palisade_core::{BoxError, Classify, Rejected};
+use palisade_core::{BoxError, Classify};
 use pin_project_lite::pin_project;
 
-use crate::state::{Core, Permit};
+use crate::error::BreakerError;
+use crate::state::{Core, Permit, Refusal};
 
-/// Hands the permit back when the call ends; if the future is dropped
-/// first, frees its probe slot and counts it as neither success nor failure.
-struct Guard {
+/// The breaker's claim on a call in flight: handed back with the outcome
+/// when the call ends, or, if the future is dropped first, abandoned (a
+/// probe slot is freed and the call counts as neither success nor
+/// failure).
+struct Claim {
     core: Arc<Core>,
     permit: Option<Permit>,
 }
 
-impl Drop for Guard {
+impl Drop for Claim {
     fn drop(&mut self) {
         if let Some(p) = self.permit.take() {
             self.core.abandon(p);
@@ -27,56 +30,58 @@ impl Drop for Guard {
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Called { #[pin] fut: F },
-        Rejected { error: Option<BoxError> },
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] fut: F, claim: Claim },
+        Refused { refusal: Option<Refusal> },
     }
 }
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker):
     /// the inner call, whose outcome is recorded when it finishes, or an
-    /// immediate rejection.
+    /// immediate refusal.
     pub struct ResponseFuture<F, C> {
         #[pin]
-        kind: Kind<F>,
-        guard: Option<Guard>,
-        classifier: Option<C>,
+        state: State<F>,
+        classifier: C,
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
+    #[inline]
     pub(crate) fn called(fut: F, core: Arc<Core>, permit: Permit, classifier: C) -> Self {
         ResponseFuture {
-            kind: Kind::Called { fut },
-            guard: Some(Guard {
-                core,
-                permit: Some(permit),
-            }),
-            classifier: Some(classifier),
+            state: State::Called {
+                fut,
+                claim: Claim {
+                    core,
+                    permit: Some(permit),
+                },
+            },
+            classifier,
         }
     }
 
-    pub(crate) fn rejected(rejected: Rejected) -> Self {
+    #[inline]
+    pub(crate) fn refused(refusal: Refusal, classifier: C) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected {
-                error: Some(rejected.into()),
+            state: State::Refused {
+                refusal: Some(refusal),
             },
-            guard: None,
-            classifier: None,
+            classifier,
         }
     }
 }
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match &self.kind {
-            Kind::Called { .. } => "called",
-            Kind::Rejected { .. } => "rejected",
+        let what = match &self.state {
+            State::Called { .. } => "called",
+            State::Refused { .. } => "refused",
         };
         f.debug_struct("ResponseFuture")
-            .field("kind", &what)
+            .field("state", &what)
             .finish()
     }
 }
@@ -87,25 +92,25 @@ where
     E: Into<BoxError>,
     C: Classify<T, BoxError>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, BreakerError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.kind.project() {
-            KindProj::Rejected { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            KindProj::Called { fut } => {
+        match this.state.project() {
+            StateProj::Refused { refusal } => Poll::Ready(Err(BreakerError::Rejected(
+                refusal
+                    .take()
+                    .expect("ResponseFuture polled after completion")
+                    .into_rejected(),
+            ))),
+            StateProj::Called { fut, claim } => {
                 let result = ready!(fut.poll(cx)).map_err(Into::into);
-                if let (Some(mut guard), Some(classifier)) =
-                    (this.guard.take(), this.classifier.take())
-                {
-                    if let Some(permit) = guard.permit.take() {
-                        let outcome = classifier.classify(result.as_ref());
-                        guard.core.record(permit, guard.core.verdict(&outcome));
-                    }
+                if let Some(permit) = claim.permit.take() {
+                    let outcome = this.classifier.classify(result.as_ref());
+                    claim.core.record(permit, claim.core.verdict(&outcome));
                 }
-                Poll::Ready(result)
+                Poll::Ready(result.map_err(BreakerError::Inner))
             }
         }
     }

@@ -20,8 +20,8 @@ use crate::state::Core;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use palisade_breaker::CircuitBreakerLayer;
-/// use palisade_core::{BoxError, CircuitState, Rejected};
+/// use palisade_breaker::{BreakerError, CircuitBreakerLayer};
+/// use palisade_core::CircuitState;
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
 ///
 /// let layer = CircuitBreakerLayer::builder()
@@ -38,8 +38,9 @@ use crate::state::Core;
 ///     assert!(svc.clone().oneshot(()).await.is_err());
 /// }
 /// assert_eq!(handle.state(), CircuitState::Open);
-/// let err: BoxError = svc.oneshot(()).await.unwrap_err();
-/// let rejected = err.downcast_ref::<Rejected>().expect("fails fast");
+/// let Err(BreakerError::Rejected(rejected)) = svc.oneshot(()).await else {
+///     panic!("fails fast");
+/// };
 /// assert_eq!(rejected.provider().unwrap().as_str(), "openai");
 /// assert!(rejected.retry_after().is_some());
 /// # }

@@ -61,6 +61,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod error;
 mod future;
 mod handle;
 mod layer;
@@ -69,6 +70,7 @@ mod state;
 mod window;
 
 pub use crate::config::{ConfigError, ReadinessMode, WindowKind};
+pub use crate::error::BreakerError;
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{BreakerHandle, MetricsSnapshot, StateChange, TransitionReason};
 pub use crate::layer::{Builder, CircuitBreakerLayer};

@@ -11,6 +11,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::config::ReadinessMode;
+use crate::error::BreakerError;
 use crate::future::ResponseFuture;
 use crate::handle::BreakerHandle;
 use crate::state::{Core, Readiness};
@@ -19,10 +20,10 @@ use crate::state::{Core, Readiness};
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer); all clones share the
 /// layer's breaker.
 ///
-/// Errors are [`BoxError`]s: the inner service's own error, unchanged, or a
-/// [`Rejected`](palisade_core::Rejected) when the breaker refused the call
-/// (naming the provider, the state and, when open, how long until it
-/// probes again).
+/// Errors are [`BreakerError`]s: the inner service's own error, unchanged,
+/// or the breaker's refusal (naming the provider, the state and, when
+/// open, how long until it probes again), held without an allocation.
+/// Both convert into a [`BoxError`] for the next layer out.
 pub struct CircuitBreaker<S, C> {
     inner: S,
     core: Arc<Core>,
@@ -95,7 +96,7 @@ where
     C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
-    type Error = BoxError;
+    type Error = BreakerError;
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -118,7 +119,9 @@ where
                     }
                     Readiness::Refuse => {
                         self.inner_ready = false;
-                        return Poll::Ready(Err(self.core.reject_now().into()));
+                        return Poll::Ready(Err(BreakerError::Rejected(
+                            self.core.refuse_now().into_rejected(),
+                        )));
                     }
                     Readiness::WaitUntil(at) => {
                         match &mut self.sleep {
@@ -142,7 +145,7 @@ where
             }
             Poll::Ready(Err(e)) => {
                 self.inner_ready = false;
-                Poll::Ready(Err(e.into()))
+                Poll::Ready(Err(BreakerError::Inner(e.into())))
             }
             Poll::Pending => {
                 self.inner_ready = false;
@@ -177,11 +180,11 @@ where
                     ),
                     _ => {
                         self.core.abandon(permit);
-                        ResponseFuture::rejected(self.core.reject_now())
+                        ResponseFuture::refused(self.core.refuse_now(), self.classifier.clone())
                     }
                 }
             }
-            Err(rejected) => ResponseFuture::rejected(rejected),
+            Err(refusal) => ResponseFuture::refused(refusal, self.classifier.clone()),
         }
     }
 }

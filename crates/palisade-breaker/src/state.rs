@@ -76,11 +76,54 @@ fn pack(s: CircuitState, probes: u32, succ: u32, gen: u64) -> u64 {
 /// A call the breaker let through; handed back when the call ends.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Permit {
-    gen: u64,
+    /// The generation, truncated to the word's 29 bits.
+    gen: u32,
     probe: bool,
     /// Nanos since base when the call started; only read when a rule needs
     /// the clock (slow calls, time window).
     start: u64,
+}
+
+/// `Refusal::wait_nanos` when there is no wait to report.
+const NO_WAIT: u64 = u64::MAX;
+
+/// What a refusal adds to the reason, as a code (the text is built only
+/// when the refusal is turned into a [`Rejected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detail {
+    None,
+    ProbeSlotsTaken,
+    OpenAtReadiness,
+}
+
+/// A refused call, in the few words the response future carries until it
+/// is polled: the full [`Rejected`] is built then, straight into the
+/// output.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    provider: Option<palisade_core::ProviderId>,
+    /// How long until the open period ends; `NO_WAIT` when not open.
+    wait_nanos: u64,
+    state: CircuitState,
+    detail: Detail,
+}
+
+impl Refusal {
+    #[inline]
+    pub(crate) fn into_rejected(self) -> Rejected {
+        let mut r =
+            Rejected::new(RejectReason::CircuitOpen(self.state)).with_provider_opt(self.provider);
+        if self.wait_nanos != NO_WAIT {
+            r = r.with_retry_after(Duration::from_nanos(self.wait_nanos));
+        }
+        match self.detail {
+            Detail::None => r,
+            Detail::ProbeSlotsTaken => r.with_detail("every half-open probe slot is taken"),
+            Detail::OpenAtReadiness => {
+                r.with_detail("the breaker was open when readiness was checked")
+            }
+        }
+    }
 }
 
 /// What one finished call means to the breaker.
@@ -205,45 +248,48 @@ impl Core {
     }
 
     /// Lets a call through or refuses it, moving Open to HalfOpen when the
-    /// open period has ended.
-    pub(crate) fn acquire(&self) -> Result<Permit, Rejected> {
-        let mut w = self.word.load(Ordering::Acquire);
+    /// open period has ended. Closed (the hot path) is one atomic load,
+    /// kept small enough to inline; every other state goes the long way.
+    #[inline]
+    pub(crate) fn acquire(&self) -> Result<Permit, Refusal> {
+        let w = self.word.load(Ordering::Acquire);
+        if matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled) {
+            let start = if self.needs_clock { self.now() } else { 0 };
+            return Ok(Permit {
+                gen: gen_of(w) as u32,
+                probe: false,
+                start,
+            });
+        }
+        self.acquire_other(w)
+    }
+
+    #[inline(never)]
+    fn acquire_other(&self, mut w: u64) -> Result<Permit, Refusal> {
         loop {
             match st_of(w) {
                 CircuitState::Closed | CircuitState::Disabled => {
-                    let start = if self.needs_clock {
-                        self.nanos(Instant::now())
-                    } else {
-                        0
-                    };
+                    let start = if self.needs_clock { self.now() } else { 0 };
                     return Ok(Permit {
-                        gen: gen_of(w),
+                        gen: gen_of(w) as u32,
                         probe: false,
                         start,
                     });
                 }
                 CircuitState::ForcedOpen => {
-                    return Err(self.reject(CircuitState::ForcedOpen, None, None))
+                    return Err(self.refuse(CircuitState::ForcedOpen, NO_WAIT, Detail::None))
                 }
                 CircuitState::Open => {
-                    let now = self.nanos(Instant::now());
+                    let now = self.now();
                     let until = self.open_until.load(Ordering::Acquire);
                     if now < until {
-                        return Err(self.reject(
-                            CircuitState::Open,
-                            Some(Duration::from_nanos(until - now)),
-                            None,
-                        ));
+                        return Err(self.refuse(CircuitState::Open, until - now, Detail::None));
                     }
                     self.transition(w, CircuitState::HalfOpen, TransitionReason::OpenElapsed);
                 }
                 CircuitState::HalfOpen => {
                     let now_needed = self.cfg.half_open_max_wait.is_some() || self.needs_clock;
-                    let now = if now_needed {
-                        self.nanos(Instant::now())
-                    } else {
-                        0
-                    };
+                    let now = if now_needed { self.now() } else { 0 };
                     if let Some(max) = self.cfg.half_open_max_wait {
                         let since = self.half_open_at.load(Ordering::Acquire);
                         if now.saturating_sub(since) >= max.as_nanos() as u64 {
@@ -257,17 +303,17 @@ impl Core {
                         }
                     }
                     if probes_of(w) >= self.cfg.half_open_permitted {
-                        return Err(self.reject(
+                        return Err(self.refuse(
                             CircuitState::HalfOpen,
-                            None,
-                            Some("every half-open probe slot is taken"),
+                            NO_WAIT,
+                            Detail::ProbeSlotsTaken,
                         ));
                     }
                     let next = w + (1 << PROBE_SHIFT);
                     match self.swap_word(w, next) {
                         Ok(()) => {
                             return Ok(Permit {
-                                gen: gen_of(w),
+                                gen: gen_of(w) as u32,
                                 probe: true,
                                 start: now,
                             })
@@ -283,38 +329,35 @@ impl Core {
         }
     }
 
-    fn reject(
-        &self,
-        state: CircuitState,
-        retry_after: Option<Duration>,
-        detail: Option<&'static str>,
-    ) -> Rejected {
-        self.totals.rejected.add(1);
-        let mut r = Rejected::new(RejectReason::CircuitOpen(state))
-            .with_provider_opt(self.cfg.provider.clone());
-        if let Some(d) = retry_after {
-            r = r.with_retry_after(d);
-        }
-        if let Some(d) = detail {
-            r = r.with_detail(d);
-        }
-        r
+    /// Nanos since the breaker's base instant.
+    #[inline]
+    fn now(&self) -> u64 {
+        self.nanos(Instant::now())
     }
 
-    /// The rejection a caller gets for the breaker's current state, for a
+    fn refuse(&self, state: CircuitState, wait_nanos: u64, detail: Detail) -> Refusal {
+        self.totals.rejected.add(1);
+        Refusal {
+            provider: self.cfg.provider.clone(),
+            wait_nanos,
+            state,
+            detail,
+        }
+    }
+
+    /// The refusal a caller gets for the breaker's current state, for a
     /// call the breaker cannot send (its inner service was never readied).
-    pub(crate) fn reject_now(&self) -> Rejected {
+    pub(crate) fn refuse_now(&self) -> Refusal {
         let w = self.word.load(Ordering::Acquire);
         let state = st_of(w);
-        let after = (state == CircuitState::Open).then(|| {
-            let now = self.nanos(Instant::now());
-            Duration::from_nanos(self.open_until.load(Ordering::Acquire).saturating_sub(now))
-        });
-        self.reject(
-            state,
-            after,
-            Some("the breaker was open when readiness was checked"),
-        )
+        let wait = if state == CircuitState::Open {
+            self.open_until
+                .load(Ordering::Acquire)
+                .saturating_sub(self.now())
+        } else {
+            NO_WAIT
+        };
+        self.refuse(state, wait, Detail::OpenAtReadiness)
     }
 
     /// Whether a call made now would be refused without a state change:
@@ -332,6 +375,7 @@ impl Core {
 
     /// Whether the breaker is open or forced open, without reading the
     /// clock (so an open period that has just ended still says yes).
+    #[inline]
     pub(crate) fn is_open(&self) -> bool {
         matches!(
             st_of(self.word.load(Ordering::Acquire)),
@@ -365,6 +409,7 @@ impl Core {
     }
 
     /// Turns a classified outcome into what it means to this breaker.
+    #[inline]
     pub(crate) fn verdict(&self, outcome: &Outcome) -> Verdict {
         match outcome {
             Outcome::Success => Verdict::Success,
@@ -394,6 +439,7 @@ impl Core {
     }
 
     /// Records how a call ended.
+    #[inline]
     pub(crate) fn record(&self, permit: Permit, verdict: Verdict) {
         let now = if self.needs_clock || matches!(verdict, Verdict::Cooldown(_)) {
             self.nanos(Instant::now())
@@ -417,6 +463,7 @@ impl Core {
         }
     }
 
+    #[inline]
     fn record_closed(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) {
         let w = self.word.load(Ordering::Acquire);
         let state = st_of(w);
@@ -434,7 +481,7 @@ impl Core {
             }
             return;
         }
-        if gen_of(w) != permit.gen
+        if gen_of(w) != permit.gen as u64
             || !matches!(state, CircuitState::Closed | CircuitState::Disabled)
         {
             // Admitted under an earlier state: it says nothing about this one.
@@ -505,7 +552,7 @@ impl Core {
     fn record_probe(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
-            if gen_of(w) != permit.gen || st_of(w) != CircuitState::HalfOpen {
+            if gen_of(w) != permit.gen as u64 || st_of(w) != CircuitState::HalfOpen {
                 // The half-open period this probe belonged to is over.
                 if let (Verdict::Cooldown(d), CircuitState::Open) = (verdict, st_of(w)) {
                     self.extend_open(w, now + d.as_nanos() as u64);
@@ -576,7 +623,10 @@ impl Core {
             return;
         }
         let mut w = self.word.load(Ordering::Acquire);
-        while gen_of(w) == permit.gen && st_of(w) == CircuitState::HalfOpen && probes_of(w) > 0 {
+        while gen_of(w) == permit.gen as u64
+            && st_of(w) == CircuitState::HalfOpen
+            && probes_of(w) > 0
+        {
             let next = w - (1 << PROBE_SHIFT);
             match self.swap_word(w, next) {
                 Ok(()) => return,

@@ -67,6 +67,7 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool) {
         // The cursor is used modulo 2^32 (windows are at most 2^20): once
         // every four billion calls one slot is written out of turn, which a
@@ -257,6 +258,7 @@ pub(crate) enum Window {
 }
 
 impl Window {
+    #[inline]
     pub(crate) fn record(&self, now_nanos: u64, failed: bool, slow: bool) {
         match self {
             Window::Count(w) => w.record(failed, slow),

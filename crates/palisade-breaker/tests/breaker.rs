@@ -5,7 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use palisade_breaker::{CircuitBreaker, CircuitBreakerLayer, ReadinessMode, TransitionReason};
+use palisade_breaker::{
+    BreakerError, CircuitBreaker, CircuitBreakerLayer, ReadinessMode, TransitionReason,
+};
 use palisade_core::{BoxError, CircuitState, HttpClassifier, RejectReason, Rejected};
 use tokio::time::{advance, Instant};
 use tower::{Layer, Service, ServiceExt};
@@ -33,10 +35,8 @@ fn make(b: palisade_breaker::Builder<HttpClassifier>) -> (Svc, Provider) {
 async fn call(svc: &mut Svc, c: Call) -> Result<u16, Rejected> {
     match svc.ready().await.unwrap().call(c).await {
         Ok(r) => Ok(r.status().as_u16()),
-        Err(e) => Err(e
-            .downcast_ref::<Rejected>()
-            .cloned()
-            .expect("only rejections fail here")),
+        Err(BreakerError::Rejected(r)) => Err(r),
+        Err(e) => panic!("only rejections fail here, got {e}"),
     }
 }
 
@@ -487,10 +487,12 @@ async fn load_balancer_mode_parks_until_the_open_period_ends() {
 
     // forced open fails readiness rather than parking forever
     h.force_open();
-    let err: BoxError = std::future::poll_fn(|cx| svc.poll_ready(cx))
+    let err = std::future::poll_fn(|cx| svc.poll_ready(cx))
         .await
         .unwrap_err();
-    assert!(err.downcast_ref::<Rejected>().is_some());
+    assert!(err.is_rejected());
+    let boxed: BoxError = err.into();
+    assert!(boxed.downcast_ref::<Rejected>().is_some());
 }
 
 #[test]

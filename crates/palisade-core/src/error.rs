@@ -126,6 +126,7 @@ pub struct Rejected {
 
 impl Rejected {
     /// A rejection for `reason`, with no provider, wait hint or detail yet.
+    #[inline]
     pub fn new(reason: RejectReason) -> Self {
         Rejected {
             reason,
@@ -136,45 +137,53 @@ impl Rejected {
     }
 
     /// Names the provider whose protection refused the call.
+    #[inline]
     pub fn with_provider(mut self, provider: impl Into<ProviderId>) -> Self {
         self.provider = Some(provider.into());
         self
     }
 
     /// Names the provider when one is known.
+    #[inline]
     pub fn with_provider_opt(mut self, provider: Option<ProviderId>) -> Self {
         self.provider = provider;
         self
     }
 
     /// Says how long until a call is worth trying again.
+    #[inline]
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
     }
 
     /// Adds a detail a person can act on (numbers, the rule that fired).
+    #[inline]
     pub fn with_detail(mut self, detail: impl Into<std::borrow::Cow<'static, str>>) -> Self {
         self.detail = Some(detail.into());
         self
     }
 
     /// Why the call was refused.
+    #[inline]
     pub fn reason(&self) -> RejectReason {
         self.reason
     }
 
     /// The provider whose protection refused the call, when known.
+    #[inline]
     pub fn provider(&self) -> Option<&ProviderId> {
         self.provider.as_ref()
     }
 
     /// How long until a call is worth trying again, when known.
+    #[inline]
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 
     /// The detail, when one was given.
+    #[inline]
     pub fn detail(&self) -> Option<&str> {
         self.detail.as_deref()
     }

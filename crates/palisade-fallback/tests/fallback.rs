@@ -159,7 +159,11 @@ async fn a_provider_whose_breaker_is_open_is_skipped_without_a_call() {
     handle.force_open();
     let chain = Fallback::builder()
         .target(
-            Target::new("a", BoxCloneSyncService::new(breaker.layer(a.clone()))).breaker(handle),
+            Target::new(
+                "a",
+                BoxCloneSyncService::new(breaker.layer(a.clone()).map_err(BoxError::from)),
+            )
+            .breaker(handle),
         )
         .target(Target::new("b", b.svc()))
         .classifier(classifier())
@@ -311,7 +315,13 @@ async fn when_all_fail_the_error_lists_every_provider() {
     }));
     let chain = Fallback::builder()
         .target(Target::new("a", a.svc()))
-        .target(Target::new("b", BoxCloneSyncService::new(breaker.layer(b))).breaker(bh))
+        .target(
+            Target::new(
+                "b",
+                BoxCloneSyncService::new(breaker.layer(b).map_err(BoxError::from)),
+            )
+            .breaker(bh),
+        )
         .target(Target::new("c", c.svc()))
         .target(Target::new("d", d))
         .classifier(classifier())
@@ -421,8 +431,11 @@ async fn many_concurrent_requests_while_the_primary_flaps() {
     let secondary = Fake::ok("s").slow(Duration::from_millis(30));
     let chain = Fallback::builder()
         .target(
-            Target::new("primary", BoxCloneSyncService::new(breaker.layer(primary)))
-                .breaker(handle.clone()),
+            Target::new(
+                "primary",
+                BoxCloneSyncService::new(breaker.layer(primary).map_err(BoxError::from)),
+            )
+            .breaker(handle.clone()),
         )
         .target(Target::new("secondary", secondary.svc()))
         .classifier(classifier())

@@ -52,7 +52,8 @@ pub use crate::health::{HealthReport, HealthStatus, ProviderHealth};
 pub use crate::registry::{Provider, Registry};
 pub use crate::router::{Router, RouterFuture};
 pub use crate::stack::{
-    BreakerPart, ProviderHandles, ProviderService, ProviderStack, RetryPart, TimeoutPart,
+    BoxedBreaker, BreakerPart, ProviderHandles, ProviderService, ProviderStack, RetryPart,
+    TimeoutPart,
 };
 
 pub use palisade_breaker as breaker;

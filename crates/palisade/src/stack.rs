@@ -2,22 +2,27 @@
 
 use std::fmt;
 
-use palisade_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
+use palisade_breaker::{BreakerError, BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use palisade_bulkhead::{Bulkhead, BulkheadHandle, BulkheadLayer, OnResponse};
 use palisade_core::{BoxError, Classify, HasDeadline, ProviderId};
 use palisade_deadline::{AttemptTimeout, AttemptTimeoutLayer};
 use palisade_retry::{
     Backoff, CloneRequest, Retry, RetryBudget, RetryHandle, RetryLayer, UsePolicy,
 };
-use tower::util::Either;
+use tower::util::{Either, MapErr};
 use tower_layer::Layer;
 
 use crate::config::{get, ms, parse_jitter, retry_budget, ConfigError, Problem, ProviderSettings};
 
 /// The attempt timeout, or the provider itself when it is off.
 pub type TimeoutPart<S> = Either<AttemptTimeout<S>, S>;
+/// The breaker over [`TimeoutPart`], its [`BreakerError`] turned into a
+/// [`BoxError`] (a refusal becomes a boxed `Rejected`, the inner error stays
+/// itself) so that both sides of the `Either` fail alike.
+pub type BoxedBreaker<S, C> =
+    MapErr<CircuitBreaker<TimeoutPart<S>, C>, fn(BreakerError) -> BoxError>;
 /// The breaker over [`TimeoutPart`], or that alone.
-pub type BreakerPart<S, C> = Either<CircuitBreaker<TimeoutPart<S>, C>, TimeoutPart<S>>;
+pub type BreakerPart<S, C> = Either<BoxedBreaker<S, C>, TimeoutPart<S>>;
 /// Retry over [`BreakerPart`], or that alone.
 pub type RetryPart<S, C> =
     Either<Retry<BreakerPart<S, C>, C, UsePolicy, CloneRequest>, BreakerPart<S, C>>;
@@ -141,7 +146,10 @@ impl<S, C> ProviderStack<S, C> {
                 .map_err(|e| refuse("breaker", &e))?;
             if get!(s.breaker.enabled) {
                 handles.breaker = Some(layer.handle());
-                Either::Left(layer.layer(timeout))
+                Either::Left(MapErr::new(
+                    layer.layer(timeout),
+                    BreakerError::into_box as fn(BreakerError) -> BoxError,
+                ))
             } else {
                 Either::Right(timeout)
             }
