@@ -11,7 +11,10 @@ pub fn side_by_side(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     let mut add =
         |group: &'static str, who: &'static str, what: &str, m: Option<crate::Measurement>| {
             let Some(m) = m else { return };
-            eprintln!("measured {who} {what}");
+            eprintln!(
+                "measured {who} {what}: {:.1} ns (1 task), {:.1} ns (64 tasks)",
+                m.one_task, m.many_tasks
+            );
             rows.push(Row {
                 group,
                 who,

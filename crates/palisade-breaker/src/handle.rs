@@ -232,7 +232,7 @@ impl BreakerHandle {
     /// A snapshot of the breaker's numbers.
     pub fn metrics(&self) -> MetricsSnapshot {
         let t = &self.core.totals;
-        let successes = t.successes.get();
+        let successes = self.core.successes();
         let failures = t.failures.get();
         let ignored = t.ignored.get();
         let window = self.core.window_counts().unwrap_or_default();

@@ -140,7 +140,11 @@ pub(crate) enum Verdict {
 /// Running totals for the handle's snapshot.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
+    /// Successes the count window's cursor did not count (see
+    /// [`Core::successes`]).
     pub(crate) successes: StripedCounter,
+    /// Steps of the count window's cursor that were not successes.
+    pub(crate) cursor_not_success: StripedCounter,
     pub(crate) failures: StripedCounter,
     pub(crate) ignored: StripedCounter,
     pub(crate) slow: StripedCounter,
@@ -438,33 +442,75 @@ impl Core {
         }
     }
 
-    /// Records how a call ended.
+    /// Records how a call ended. The common case (a success in Closed, no
+    /// rule that needs the clock) is a load of the state word, a load of
+    /// the failure streak and one step of the count window, whose cursor
+    /// doubles as the success counter; everything else goes the long way.
     #[inline]
     pub(crate) fn record(&self, permit: Permit, verdict: Verdict) {
+        if matches!(verdict, Verdict::Success) && !permit.probe && !self.needs_clock {
+            let w = self.word.load(Ordering::Acquire);
+            if gen_of(w) == permit.gen as u64
+                && matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled)
+            {
+                if self.consecutive.load(Ordering::Relaxed) != 0 {
+                    self.consecutive.store(0, Ordering::Release);
+                }
+                // Without the clock there is no time window: a count window
+                // or none.
+                match &self.window {
+                    Some(Window::Count(cw)) => cw.record(false, false),
+                    _ => self.totals.successes.add(1),
+                }
+                return;
+            }
+        }
+        self.record_other(permit, verdict);
+    }
+
+    #[inline(never)]
+    fn record_other(&self, permit: Permit, verdict: Verdict) {
         let now = if self.needs_clock || matches!(verdict, Verdict::Cooldown(_)) {
-            self.nanos(Instant::now())
+            self.now()
         } else {
             0
         };
         let slow = self.cfg.slow_call_rate.is_some()
             && now.saturating_sub(permit.start) >= self.cfg.slow_call_threshold.as_nanos() as u64;
+        let by_cursor = if permit.probe {
+            self.record_probe(permit, verdict, slow, now);
+            false
+        } else {
+            self.record_closed(permit, verdict, slow, now)
+        };
         match verdict {
+            Verdict::Success if by_cursor => {}
             Verdict::Success => self.totals.successes.add(1),
             Verdict::Failure(_) | Verdict::Cooldown(_) => self.totals.failures.add(1),
             Verdict::Ignored => self.totals.ignored.add(1),
         };
+        if by_cursor && !matches!(verdict, Verdict::Success) {
+            self.totals.cursor_not_success.add(1);
+        }
         if slow {
             self.totals.slow.add(1);
         }
-        if permit.probe {
-            self.record_probe(permit, verdict, slow, now);
-        } else {
-            self.record_closed(permit, verdict, slow, now);
-        }
     }
 
-    #[inline]
-    fn record_closed(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) {
+    /// Successes so far: those the count window's cursor counted, plus the
+    /// rest.
+    pub(crate) fn successes(&self) -> u64 {
+        let by_cursor = match &self.window {
+            Some(Window::Count(cw)) => cw
+                .cursor()
+                .saturating_sub(self.totals.cursor_not_success.get()),
+            _ => 0,
+        };
+        self.totals.successes.get() + by_cursor
+    }
+
+    /// Returns whether the call moved the count window's cursor.
+    fn record_closed(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) -> bool {
         let w = self.word.load(Ordering::Acquire);
         let state = st_of(w);
         if let Verdict::Cooldown(d) = verdict {
@@ -479,17 +525,17 @@ impl Core {
                 CircuitState::Open => self.extend_open(w, now + d.as_nanos() as u64),
                 _ => {}
             }
-            return;
+            return false;
         }
         if gen_of(w) != permit.gen as u64
             || !matches!(state, CircuitState::Closed | CircuitState::Disabled)
         {
             // Admitted under an earlier state: it says nothing about this one.
-            return;
+            return false;
         }
         let failed = matches!(verdict, Verdict::Failure(_));
         if matches!(verdict, Verdict::Ignored) && !slow {
-            return;
+            return false;
         }
         let consecutive = if failed {
             self.consecutive
@@ -502,16 +548,21 @@ impl Core {
             }
             0
         };
-        if let Some(window) = &self.window {
-            window.record(now, failed, slow);
-        }
+        let by_cursor = match &self.window {
+            Some(window) => {
+                window.record(now, failed, slow);
+                matches!(window, Window::Count(_))
+            }
+            None => false,
+        };
         if state == CircuitState::Disabled || !(failed || slow) {
             // A success never trips the breaker; a disabled one never trips.
-            return;
+            return by_cursor;
         }
         if let Some(reason) = self.trip_reason(consecutive, now) {
             self.transition(w, CircuitState::Open, reason);
         }
+        by_cursor
     }
 
     fn trip_reason(&self, consecutive: u32, now: u64) -> Option<TransitionReason> {

@@ -89,6 +89,12 @@ impl CountWindow {
         adjust(&self.slow, old & SLOW != 0, new & SLOW != 0);
     }
 
+    /// How many calls were ever recorded (the cursor never goes back, not
+    /// even on a reset).
+    pub(crate) fn cursor(&self) -> u64 {
+        self.head.0.load(Ordering::Acquire)
+    }
+
     pub(crate) fn counts(&self) -> Counts {
         let calls = self.calls.load(Ordering::Acquire).max(0) as u64;
         let clamp = |v: i64| (v.max(0) as u64).min(calls);
