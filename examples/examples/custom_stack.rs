@@ -60,7 +60,7 @@ async fn main() -> Result<(), BoxError> {
         let what = match &result {
             Ok(r) if r.status() == StatusCode::OK => format!("200 {}", r.body()),
             Ok(r) => format!("{} from the provider", r.status()),
-            Err(BreakerError::Rejected(r)) => format!("failed fast: {r}"),
+            Err(BreakerError::Refused(r)) => format!("failed fast: {r}"),
             Err(e) => format!("error: {e}"),
         };
         println!(

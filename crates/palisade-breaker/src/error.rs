@@ -1,13 +1,155 @@
-//! [`BreakerError`]: what a call through the breaker can fail with.
+//! [`BreakerError`] and [`Refusal`]: what a call through the breaker can
+//! fail with.
 
 use std::fmt;
+use std::time::Duration;
 
-use palisade_core::{BoxError, Rejected};
+use palisade_core::{BoxError, CircuitState, ProviderId, RejectReason, Rejected};
+
+use crate::state::{st_code, st_of};
+
+/// What callers pass for "no wait to report" (not open).
+pub(crate) const NO_WAIT: u64 = u64::MAX;
+/// A refusal's wait is kept in the low 56 bits of its word (2.28 years of
+/// nanoseconds, far beyond any open period the config accepts); all ones
+/// there means no wait.
+const WAIT_MASK: u64 = (1 << 56) - 1;
+const STATE_SHIFT: u32 = 56;
+const DETAIL_SHIFT: u32 = 60;
+
+/// What a refusal adds to its reason, as a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detail {
+    None = 0,
+    ProbeSlotsTaken = 1,
+    OpenAtReadiness = 2,
+}
+
+/// The breaker refused a call without sending it: open, forced open, or
+/// every half-open probe slot taken.
+///
+/// It names the provider (when the breaker was given one), the state and,
+/// when open, how long until the breaker lets a probe through. It is two
+/// words (the provider, and the rest packed in one), so failing fast moves
+/// almost nothing; [`to_rejected`](Self::to_rejected) (or `Rejected::from`)
+/// gives the [`Rejected`] every palisade layer uses, which is what the
+/// refusal becomes inside a [`BoxError`].
+///
+/// ```
+/// use palisade_breaker::CircuitBreakerLayer;
+/// use palisade_core::{BoxError, CircuitState, RejectReason};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let layer = CircuitBreakerLayer::builder().provider("local").build().unwrap();
+/// layer.handle().force_open();
+/// let svc = layer.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+/// let refusal = svc.oneshot(()).await.unwrap_err().refusal().cloned().unwrap();
+/// assert_eq!(refusal.state(), CircuitState::ForcedOpen);
+/// assert_eq!(refusal.provider().unwrap().as_str(), "local");
+/// assert_eq!(refusal.retry_after(), None);
+/// assert_eq!(
+///     refusal.to_rejected().reason(),
+///     RejectReason::CircuitOpen(CircuitState::ForcedOpen)
+/// );
+/// assert_eq!(refusal.to_string(), "provider local: circuit breaker is forced_open");
+/// # }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Refusal {
+    provider: Option<ProviderId>,
+    /// wait nanos (56 bits) | state code << 56 | detail << 60
+    packed: u64,
+}
+
+impl Refusal {
+    #[inline]
+    pub(crate) fn new(
+        provider: Option<ProviderId>,
+        state: CircuitState,
+        wait_nanos: u64,
+        detail: Detail,
+    ) -> Self {
+        Refusal {
+            provider,
+            // A wait too long for the field saturates below the "no wait"
+            // mark rather than turning into it.
+            packed: if wait_nanos == NO_WAIT {
+                WAIT_MASK
+            } else {
+                wait_nanos.min(WAIT_MASK - 1)
+            } | st_code(state) << STATE_SHIFT
+                | (detail as u64) << DETAIL_SHIFT,
+        }
+    }
+
+    /// The breaker's state when it refused the call.
+    pub fn state(&self) -> CircuitState {
+        st_of(self.packed >> STATE_SHIFT)
+    }
+
+    /// The provider the breaker protects, when it was given one.
+    pub fn provider(&self) -> Option<&ProviderId> {
+        self.provider.as_ref()
+    }
+
+    /// How long until the open period ends, when the breaker was open.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let wait = self.packed & WAIT_MASK;
+        (wait != WAIT_MASK).then(|| Duration::from_nanos(wait))
+    }
+
+    /// Why, beyond the state, when there is more to say.
+    pub fn detail(&self) -> Option<&'static str> {
+        match (self.packed >> DETAIL_SHIFT) & 0b11 {
+            0 => None,
+            1 => Some("every half-open probe slot is taken"),
+            _ => Some("the breaker was open when readiness was checked"),
+        }
+    }
+
+    /// The refusal as the [`Rejected`] every palisade layer shares.
+    pub fn to_rejected(&self) -> Rejected {
+        Rejected::from(self.clone())
+    }
+}
+
+impl From<Refusal> for Rejected {
+    fn from(r: Refusal) -> Rejected {
+        let mut out = Rejected::new(RejectReason::CircuitOpen(r.state()));
+        if let Some(after) = r.retry_after() {
+            out = out.with_retry_after(after);
+        }
+        if let Some(d) = r.detail() {
+            out = out.with_detail(d);
+        }
+        out.with_provider_opt(r.provider)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_rejected(), f)
+    }
+}
+
+impl fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refusal")
+            .field("provider", &self.provider)
+            .field("state", &self.state())
+            .field("retry_after", &self.retry_after())
+            .field("detail", &self.detail())
+            .finish()
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// The error of a [`CircuitBreaker`](crate::CircuitBreaker): the breaker's
-/// own refusal, or the wrapped service's error, unchanged.
+/// own [`Refusal`], or the wrapped service's error, unchanged.
 ///
-/// A refusal is held inline, not boxed, so failing fast while the breaker
+/// The refusal is held inline, not boxed, so failing fast while the breaker
 /// is open costs no allocation: that is the path a burst of traffic takes
 /// against a dead provider. Match on it when you call the breaker directly;
 /// convert it into a [`BoxError`] (with `?` or `.into()`) to compose it with
@@ -19,8 +161,8 @@ use palisade_core::{BoxError, Rejected};
 ///
 /// It deliberately does not implement [`std::error::Error`]: if it did, the
 /// standard library's blanket conversion would box it whole and hide the
-/// inner error behind one more layer (as tower's own `BoxError` does not
-/// implement it either, for the same reason).
+/// inner error behind one more layer (tower's own `BoxError` does not
+/// implement it either).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -33,7 +175,7 @@ use palisade_core::{BoxError, Rejected};
 /// let svc = layer.layer(service_fn(|_: ()| async { Ok::<_, BoxError>("hi") }));
 ///
 /// match svc.clone().oneshot(()).await {
-///     Err(BreakerError::Rejected(r)) => assert_eq!(r.provider().unwrap().as_str(), "openai"),
+///     Err(BreakerError::Refused(r)) => assert_eq!(r.provider().unwrap().as_str(), "openai"),
 ///     other => panic!("expected a refusal, got {other:?}"),
 /// }
 /// // As a BoxError, the refusal is a plain `Rejected`.
@@ -45,34 +187,32 @@ use palisade_core::{BoxError, Rejected};
 /// # }
 /// ```
 pub enum BreakerError {
-    /// The breaker refused the call without sending it: open, forced open,
-    /// or every half-open probe slot taken. Names the provider (when
-    /// known), the state and, when open, how long until it probes again.
-    Rejected(Rejected),
+    /// The breaker refused the call without sending it.
+    Refused(Refusal),
     /// The wrapped service failed; its error, unchanged.
     Inner(BoxError),
 }
 
 impl BreakerError {
     /// The refusal, when the breaker refused the call.
-    pub fn rejected(&self) -> Option<&Rejected> {
+    pub fn refusal(&self) -> Option<&Refusal> {
         match self {
-            BreakerError::Rejected(r) => Some(r),
+            BreakerError::Refused(r) => Some(r),
             BreakerError::Inner(_) => None,
         }
     }
 
     /// Whether the breaker refused the call (rather than the service
     /// failing it).
-    pub fn is_rejected(&self) -> bool {
-        matches!(self, BreakerError::Rejected(_))
+    pub fn is_refused(&self) -> bool {
+        matches!(self, BreakerError::Refused(_))
     }
 
     /// The error as a [`BoxError`]: a refusal boxed as [`Rejected`], the
     /// inner error as itself.
     pub fn into_box(self) -> BoxError {
         match self {
-            BreakerError::Rejected(r) => Box::new(r),
+            BreakerError::Refused(r) => Box::new(Rejected::from(r)),
             BreakerError::Inner(e) => e,
         }
     }
@@ -90,16 +230,16 @@ impl From<BreakerError> for Box<dyn std::error::Error> {
     }
 }
 
-impl From<Rejected> for BreakerError {
-    fn from(r: Rejected) -> Self {
-        BreakerError::Rejected(r)
+impl From<Refusal> for BreakerError {
+    fn from(r: Refusal) -> Self {
+        BreakerError::Refused(r)
     }
 }
 
 impl fmt::Display for BreakerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BreakerError::Rejected(r) => fmt::Display::fmt(r, f),
+            BreakerError::Refused(r) => fmt::Display::fmt(r, f),
             BreakerError::Inner(e) => fmt::Display::fmt(e, f),
         }
     }
@@ -108,7 +248,7 @@ impl fmt::Display for BreakerError {
 impl fmt::Debug for BreakerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BreakerError::Rejected(r) => f.debug_tuple("Rejected").field(r).finish(),
+            BreakerError::Refused(r) => f.debug_tuple("Refused").field(r).finish(),
             BreakerError::Inner(e) => f.debug_tuple("Inner").field(e).finish(),
         }
     }
@@ -117,13 +257,55 @@ impl fmt::Debug for BreakerError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_core::{classify_error, CircuitState, FailureKind, RejectReason};
+    use palisade_core::{classify_error, FailureKind};
+
+    #[test]
+    fn a_refusal_packs_and_unpacks_every_field() {
+        for state in [
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+            CircuitState::ForcedOpen,
+        ] {
+            for (wait, detail) in [
+                (NO_WAIT, Detail::None),
+                (0, Detail::ProbeSlotsTaken),
+                (30_000_000_000, Detail::OpenAtReadiness),
+                (WAIT_MASK, Detail::None),
+                (WAIT_MASK + 5, Detail::None),
+            ] {
+                let r = Refusal::new(Some(ProviderId::new("p")), state, wait, detail);
+                assert_eq!(r.state(), state);
+                assert_eq!(r.provider().map(ProviderId::as_str), Some("p"));
+                let expect = match wait {
+                    NO_WAIT => None,
+                    // saturates at the field's width instead of spilling
+                    // into the state or meaning "no wait"
+                    w if w >= WAIT_MASK => Some(Duration::from_nanos(WAIT_MASK - 1)),
+                    w => Some(Duration::from_nanos(w)),
+                };
+                assert_eq!(r.retry_after(), expect);
+                assert_eq!(r.detail().is_some(), detail != Detail::None);
+            }
+        }
+    }
 
     #[test]
     fn converts_to_box_without_hiding_anything() {
-        let r = Rejected::new(RejectReason::CircuitOpen(CircuitState::Open)).with_provider("p");
+        let r = Refusal::new(
+            Some(ProviderId::new("p")),
+            CircuitState::Open,
+            1_000,
+            Detail::None,
+        );
         let e: BoxError = BreakerError::from(r.clone()).into();
-        assert_eq!(e.downcast_ref::<Rejected>(), Some(&r));
+        let rejected = e.downcast_ref::<Rejected>().expect("a Rejected");
+        assert_eq!(rejected, &r.to_rejected());
+        assert_eq!(
+            rejected.reason(),
+            RejectReason::CircuitOpen(CircuitState::Open)
+        );
+        assert_eq!(rejected.retry_after(), Some(Duration::from_nanos(1_000)));
+        assert_eq!(rejected.provider().unwrap().as_str(), "p");
 
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let e: BoxError = BreakerError::Inner(io.into()).into();
@@ -133,15 +315,20 @@ mod tests {
 
     #[test]
     fn displays_what_it_holds() {
-        let r = Rejected::new(RejectReason::CircuitOpen(CircuitState::ForcedOpen));
+        let r = Refusal::new(
+            None,
+            CircuitState::HalfOpen,
+            NO_WAIT,
+            Detail::ProbeSlotsTaken,
+        );
         assert_eq!(
             BreakerError::from(r.clone()).to_string(),
-            r.to_string(),
-            "a refusal reads as the refusal"
+            "circuit breaker is half_open (every half-open probe slot is taken)"
         );
+        assert!(format!("{r:?}").contains("HalfOpen"));
         let e = BreakerError::Inner("boom".into());
         assert_eq!(e.to_string(), "boom");
-        assert!(!e.is_rejected() && e.rejected().is_none());
+        assert!(!e.is_refused() && e.refusal().is_none());
         assert!(format!("{e:?}").starts_with("Inner("));
     }
 }

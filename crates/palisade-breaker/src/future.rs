@@ -10,7 +10,8 @@ use palisade_core::{BoxError, Classify};
 use pin_project_lite::pin_project;
 
 use crate::error::BreakerError;
-use crate::state::{Core, Permit, Refusal};
+use crate::error::Refusal;
+use crate::state::{Core, Permit};
 
 /// The breaker's claim on a call in flight: handed back with the outcome
 /// when the call ends, or, if the future is dropped first, abandoned (a
@@ -98,11 +99,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.state.project() {
-            StateProj::Refused { refusal } => Poll::Ready(Err(BreakerError::Rejected(
+            StateProj::Refused { refusal } => Poll::Ready(Err(BreakerError::Refused(
                 refusal
                     .take()
-                    .expect("ResponseFuture polled after completion")
-                    .into_rejected(),
+                    .expect("ResponseFuture polled after completion"),
             ))),
             StateProj::Called { fut, claim } => {
                 let result = ready!(fut.poll(cx)).map_err(Into::into);

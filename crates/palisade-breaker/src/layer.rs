@@ -38,7 +38,7 @@ use crate::state::Core;
 ///     assert!(svc.clone().oneshot(()).await.is_err());
 /// }
 /// assert_eq!(handle.state(), CircuitState::Open);
-/// let Err(BreakerError::Rejected(rejected)) = svc.oneshot(()).await else {
+/// let Err(BreakerError::Refused(rejected)) = svc.oneshot(()).await else {
 ///     panic!("fails fast");
 /// };
 /// assert_eq!(rejected.provider().unwrap().as_str(), "openai");

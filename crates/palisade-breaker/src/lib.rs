@@ -70,7 +70,7 @@ mod state;
 mod window;
 
 pub use crate::config::{ConfigError, ReadinessMode, WindowKind};
-pub use crate::error::BreakerError;
+pub use crate::error::{BreakerError, Refusal};
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{BreakerHandle, MetricsSnapshot, StateChange, TransitionReason};
 pub use crate::layer::{Builder, CircuitBreakerLayer};

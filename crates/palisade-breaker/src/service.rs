@@ -119,9 +119,7 @@ where
                     }
                     Readiness::Refuse => {
                         self.inner_ready = false;
-                        return Poll::Ready(Err(BreakerError::Rejected(
-                            self.core.refuse_now().into_rejected(),
-                        )));
+                        return Poll::Ready(Err(BreakerError::Refused(self.core.refuse_now())));
                     }
                     Readiness::WaitUntil(at) => {
                         match &mut self.sleep {
@@ -154,7 +152,33 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        // The hot path, Closed with the inner service readied, is kept
+        // inline; everything else is built out of line, straight into the
+        // returned future.
+        if self.inner_ready {
+            if let Some(permit) = self.core.admit_closed() {
+                self.inner_ready = false;
+                return ResponseFuture::called(
+                    self.inner.call(req),
+                    self.core.clone(),
+                    permit,
+                    self.classifier.clone(),
+                );
+            }
+        }
+        self.call_other(req)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    #[inline(never)]
+    fn call_other<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C>
+    where
+        S: Service<Req>,
+        C: Clone,
+    {
         match self.core.acquire() {
             Ok(permit) if self.inner_ready => {
                 self.inner_ready = false;

@@ -16,15 +16,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use palisade_core::{
-    CircuitState, Failure, FailureKind, Outcome, RejectReason, Rejected, StripedCounter,
-};
+use palisade_core::{CircuitState, Failure, FailureKind, Outcome, StripedCounter};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Config, WindowKind};
+use crate::error::{Detail, Refusal, NO_WAIT};
 use crate::handle::{StateChange, TransitionReason};
 use crate::window::{CountWindow, Counts, TimeWindow, Window};
 
@@ -34,7 +33,7 @@ const SUCC_SHIFT: u32 = 19;
 const GEN_SHIFT: u32 = 35;
 const FIELD16: u64 = 0xFFFF;
 
-fn st_code(s: CircuitState) -> u64 {
+pub(crate) fn st_code(s: CircuitState) -> u64 {
     match s {
         CircuitState::Closed => 0,
         CircuitState::Open => 1,
@@ -44,7 +43,7 @@ fn st_code(s: CircuitState) -> u64 {
     }
 }
 
-fn st_of(w: u64) -> CircuitState {
+pub(crate) fn st_of(w: u64) -> CircuitState {
     match w & ST_MASK {
         0 => CircuitState::Closed,
         1 => CircuitState::Open,
@@ -82,48 +81,6 @@ pub(crate) struct Permit {
     /// Nanos since base when the call started; only read when a rule needs
     /// the clock (slow calls, time window).
     start: u64,
-}
-
-/// `Refusal::wait_nanos` when there is no wait to report.
-const NO_WAIT: u64 = u64::MAX;
-
-/// What a refusal adds to the reason, as a code (the text is built only
-/// when the refusal is turned into a [`Rejected`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Detail {
-    None,
-    ProbeSlotsTaken,
-    OpenAtReadiness,
-}
-
-/// A refused call, in the few words the response future carries until it
-/// is polled: the full [`Rejected`] is built then, straight into the
-/// output.
-#[derive(Debug, Clone)]
-pub(crate) struct Refusal {
-    provider: Option<palisade_core::ProviderId>,
-    /// How long until the open period ends; `NO_WAIT` when not open.
-    wait_nanos: u64,
-    state: CircuitState,
-    detail: Detail,
-}
-
-impl Refusal {
-    #[inline]
-    pub(crate) fn into_rejected(self) -> Rejected {
-        let mut r =
-            Rejected::new(RejectReason::CircuitOpen(self.state)).with_provider_opt(self.provider);
-        if self.wait_nanos != NO_WAIT {
-            r = r.with_retry_after(Duration::from_nanos(self.wait_nanos));
-        }
-        match self.detail {
-            Detail::None => r,
-            Detail::ProbeSlotsTaken => r.with_detail("every half-open probe slot is taken"),
-            Detail::OpenAtReadiness => {
-                r.with_detail("the breaker was open when readiness was checked")
-            }
-        }
-    }
 }
 
 /// What one finished call means to the breaker.
@@ -251,6 +208,23 @@ impl Core {
         st_of(self.word.load(Ordering::Acquire))
     }
 
+    /// Lets a call through when Closed (or Disabled): one atomic load. Says
+    /// `None` for every other state, which [`acquire`](Self::acquire)
+    /// handles.
+    #[inline]
+    pub(crate) fn admit_closed(&self) -> Option<Permit> {
+        let w = self.word.load(Ordering::Acquire);
+        if matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled) {
+            let start = if self.needs_clock { self.now() } else { 0 };
+            return Some(Permit {
+                gen: gen_of(w) as u32,
+                probe: false,
+                start,
+            });
+        }
+        None
+    }
+
     /// Lets a call through or refuses it, moving Open to HalfOpen when the
     /// open period has ended. Closed (the hot path) is one atomic load,
     /// kept small enough to inline; every other state goes the long way.
@@ -264,6 +238,14 @@ impl Core {
                 probe: false,
                 start,
             });
+        }
+        if st_of(w) == CircuitState::Open {
+            // Failing fast is the other path a burst takes: one clock read.
+            let now = self.now();
+            let until = self.open_until.load(Ordering::Acquire);
+            if now < until {
+                return Err(self.refuse(CircuitState::Open, until - now, Detail::None));
+            }
         }
         self.acquire_other(w)
     }
@@ -339,14 +321,10 @@ impl Core {
         self.nanos(Instant::now())
     }
 
+    #[inline]
     fn refuse(&self, state: CircuitState, wait_nanos: u64, detail: Detail) -> Refusal {
         self.totals.rejected.add(1);
-        Refusal {
-            provider: self.cfg.provider.clone(),
-            wait_nanos,
-            state,
-            detail,
-        }
+        Refusal::new(self.cfg.provider.clone(), state, wait_nanos, detail)
     }
 
     /// The refusal a caller gets for the breaker's current state, for a

@@ -35,7 +35,7 @@ fn make(b: palisade_breaker::Builder<HttpClassifier>) -> (Svc, Provider) {
 async fn call(svc: &mut Svc, c: Call) -> Result<u16, Rejected> {
     match svc.ready().await.unwrap().call(c).await {
         Ok(r) => Ok(r.status().as_u16()),
-        Err(BreakerError::Rejected(r)) => Err(r),
+        Err(BreakerError::Refused(r)) => Err(r.into()),
         Err(e) => panic!("only rejections fail here, got {e}"),
     }
 }
@@ -490,7 +490,7 @@ async fn load_balancer_mode_parks_until_the_open_period_ends() {
     let err = std::future::poll_fn(|cx| svc.poll_ready(cx))
         .await
         .unwrap_err();
-    assert!(err.is_rejected());
+    assert!(err.is_refused());
     let boxed: BoxError = err.into();
     assert!(boxed.downcast_ref::<Rejected>().is_some());
 }

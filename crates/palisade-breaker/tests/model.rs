@@ -198,7 +198,7 @@ proptest! {
                 let res = svc.ready().await.unwrap().call(to_call(op)).await;
                 let reached = provider.calls() > before;
                 if let Err(e) = &res {
-                    prop_assert!(e.is_rejected(), "only refusals fail here: {}", e);
+                    prop_assert!(e.is_refused(), "only refusals fail here: {}", e);
                 }
                 let expect = model.call(op);
                 prop_assert_eq!(reached, expect, "step {} {:?}: reached provider", i, op);

@@ -69,7 +69,7 @@ fn half_open_bound_holds_under_contention() {
                             match s.ready().await.unwrap().call(false).await {
                                 Ok(()) => admitted.fetch_add(1, Ordering::SeqCst),
                                 Err(e) => {
-                                    assert!(e.is_rejected(), "only refusals fail here: {e}");
+                                    assert!(e.is_refused(), "only refusals fail here: {e}");
                                     rejected.fetch_add(1, Ordering::SeqCst)
                                 }
                             };
