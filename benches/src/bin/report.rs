@@ -1,4 +1,4 @@
-//! `cargo run --release -p benches --bin report [FILE]`: runs the scenario
+//! `cargo run --release -p benches --features report --bin report [FILE]`: runs the scenario
 //! set and the side-by-side benchmark and writes both tables as markdown
 //! (default `report.md`), ready to paste into the README.
 

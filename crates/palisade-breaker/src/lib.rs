@@ -29,9 +29,14 @@
 //! it, and subscribes to state changes. Every transition is a `tracing`
 //! event naming the rule that fired and its numbers.
 //!
-//! **Cost**: the success path in Closed is an atomic load to admit and a few
-//! atomic read-modify-writes to record, with no lock, no allocation and no
-//! clock read unless a rule needs one (slow calls, a time window).
+//! **Cost**: the success path in Closed is one atomic load to admit and,
+//! to record, a load of the state word, a load of the failure streak and
+//! one step of the count window (whose cursor doubles as the success
+//! counter): no lock, no allocation, and no clock read unless a rule needs
+//! one (slow calls, a time window). Failing fast while open reads the clock
+//! once and allocates nothing: the refusal is a two-word [`Refusal`] inside
+//! [`BreakerError`], which turns into the shared
+//! [`Rejected`](palisade_core::Rejected) when converted to a `BoxError`.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {

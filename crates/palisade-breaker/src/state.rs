@@ -6,9 +6,12 @@
 //! so an outcome of a call admitted under an older state cannot feed the
 //! rules of the current one.
 //!
-//! Hot path (Closed): admission is one atomic load; recording is the
-//! window's couple of read-modify-writes plus the consecutive-failure
-//! counter. Transitions (trips, closes, operator actions) are rare and are
+//! Hot path (Closed): admission is one atomic load; recording a success is
+//! a load of the word, a load of the failure streak and one step of the
+//! count window, whose cursor doubles as the success counter (so the
+//! snapshot's successes are the cursor's steps minus those that were not
+//! successes, plus the successes counted elsewhere). Failures, probes and
+//! clock-reading rules take the out-of-line path. Transitions (trips, closes, operator actions) are rare and are
 //! serialised by a small mutex, which also guards the jitter RNG, so that
 //! the open deadline and the state change appear together.
 

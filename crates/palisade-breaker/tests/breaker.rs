@@ -582,3 +582,50 @@ fn invalid_configs_are_refused_naming_the_field() {
         assert!(err.to_string().contains(field));
     }
 }
+
+/// Successes in Closed are counted by the count window's cursor; every
+/// other outcome by its own counter. The snapshot must add them up exactly,
+/// with a count window, with a time window and with no window at all,
+/// across a trip, half-open probes and a close.
+#[tokio::test(start_paused = true)]
+async fn metrics_count_every_outcome_exactly() {
+    let configs = [
+        base()
+            .failure_rate(Some(0.9))
+            .count_window(5)
+            .minimum_calls(5),
+        base()
+            .failure_rate(Some(0.9))
+            .time_window(secs(10), 5)
+            .minimum_calls(5),
+        base(),
+    ];
+    for (i, b) in configs.into_iter().enumerate() {
+        let (mut svc, _) = make(b.consecutive_failures(Some(3)).open_duration(secs(5)));
+        let h = svc.handle();
+        // 12 successes wrap a 5-call window more than twice
+        for _ in 0..12 {
+            assert_eq!(call(&mut svc, OK).await, Ok(200));
+        }
+        for _ in 0..2 {
+            assert_eq!(call(&mut svc, BAD_REQUEST).await, Ok(400));
+        }
+        for _ in 0..3 {
+            assert_eq!(call(&mut svc, FAIL).await, Ok(500));
+        }
+        assert_eq!(h.state(), CircuitState::Open, "config {i}");
+        assert!(call(&mut svc, OK).await.is_err());
+        advance(secs(5)).await;
+        // one probe succeeds and closes it, then one more success
+        assert_eq!(call(&mut svc, OK).await, Ok(200));
+        assert_eq!(h.state(), CircuitState::Closed, "config {i}");
+        assert_eq!(call(&mut svc, OK).await, Ok(200));
+
+        let m = h.metrics();
+        assert_eq!(m.successes, 14, "config {i}: {m:?}");
+        assert_eq!(m.failures, 3, "config {i}");
+        assert_eq!(m.ignored, 2, "config {i}");
+        assert_eq!(m.calls, 19, "config {i}");
+        assert_eq!(m.rejected, 1, "config {i}");
+    }
+}
