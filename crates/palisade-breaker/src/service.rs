@@ -14,7 +14,7 @@ use crate::config::ReadinessMode;
 use crate::error::BreakerError;
 use crate::future::ResponseFuture;
 use crate::handle::BreakerHandle;
-use crate::state::{Core, Readiness};
+use crate::state::{Core, Permit, Readiness};
 
 /// A service behind a circuit breaker. Made by
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer); all clones share the
@@ -100,7 +100,7 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match self.core.cfg.mode {
+        match self.core.mode() {
             ReadinessMode::FailFast => {
                 if self.core.is_open() {
                     // `call` will most likely reject without touching the
@@ -154,9 +154,10 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        // The hot path, Closed with the inner service readied, is kept
-        // inline; everything else is built out of line, straight into the
-        // returned future.
+        // The two paths a burst takes are decided inline, each building its
+        // future in place: Closed with the inner service readied, and Open
+        // with time left (one clock read). Everything else (half-open,
+        // forced open, an open period that just ended) goes out of line.
         if self.inner_ready {
             if let Some(permit) = self.core.admit_closed() {
                 self.inner_ready = false;
@@ -167,6 +168,9 @@ where
                     self.classifier.clone(),
                 );
             }
+        }
+        if let Some(refusal) = self.core.refuse_if_open() {
+            return ResponseFuture::refused(refusal, self.classifier.clone());
         }
         self.call_other(req)
     }
@@ -189,26 +193,33 @@ impl<S, C> CircuitBreaker<S, C> {
                     self.classifier.clone(),
                 )
             }
-            Ok(permit) => {
-                // The breaker was open when readiness was checked, so the
-                // inner service was not readied. Ask it now, without waiting:
-                // if it is ready, the probe goes ahead; if not, it must not
-                // be called.
-                let mut cx = Context::from_waker(std::task::Waker::noop());
-                match self.inner.poll_ready(&mut cx) {
-                    Poll::Ready(Ok(())) => ResponseFuture::called(
-                        self.inner.call(req),
-                        self.core.clone(),
-                        permit,
-                        self.classifier.clone(),
-                    ),
-                    _ => {
-                        self.core.abandon(permit);
-                        ResponseFuture::refused(self.core.refuse_now(), self.classifier.clone())
-                    }
-                }
-            }
+            Ok(permit) => self.call_unreadied(req, permit),
             Err(refusal) => ResponseFuture::refused(refusal, self.classifier.clone()),
+        }
+    }
+
+    /// The breaker was open when readiness was checked, so the inner service
+    /// was not readied; the open period has ended since. Ask the inner
+    /// service now, without waiting: if it is ready, the probe goes ahead;
+    /// if not, it must not be called.
+    #[inline(never)]
+    fn call_unreadied<Req>(&mut self, req: Req, permit: Permit) -> ResponseFuture<S::Future, C>
+    where
+        S: Service<Req>,
+        C: Clone,
+    {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.inner.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => ResponseFuture::called(
+                self.inner.call(req),
+                self.core.clone(),
+                permit,
+                self.classifier.clone(),
+            ),
+            _ => {
+                self.core.abandon(permit);
+                ResponseFuture::refused(self.core.refuse_now(), self.classifier.clone())
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, WindowKind};
+use crate::config::{Config, ReadinessMode, WindowKind};
 use crate::error::{Detail, Refusal, NO_WAIT};
 use crate::handle::{StateChange, TransitionReason};
 use crate::window::{CountWindow, Counts, TimeWindow, Window};
@@ -125,6 +125,20 @@ impl<T> std::ops::Deref for Line<T> {
     }
 }
 
+/// What every call reads, on one cache line: the state word, the end of
+/// the open period, and the settings the hot paths branch on. Written only
+/// on transitions and half-open probes.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Hot {
+    word: AtomicU64,
+    /// Nanos since base when the open period ends (valid in Open).
+    open_until: AtomicU64,
+    base: Instant,
+    needs_clock: bool,
+    mode: ReadinessMode,
+}
+
 /// What `poll_ready` in load-balancer mode should do.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Readiness {
@@ -142,11 +156,8 @@ struct Guarded {
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) cfg: Config,
-    base: Instant,
     /// Read on every call, written on transitions and half-open probes.
-    word: Line<AtomicU64>,
-    /// Nanos since base when the open period ends (valid in Open).
-    open_until: AtomicU64,
+    hot: Hot,
     /// Nanos since base when HalfOpen began.
     half_open_at: AtomicU64,
     /// Written on every failure, read on every success.
@@ -154,7 +165,6 @@ pub(crate) struct Core {
     /// Trips since the last close: the exponent of the open duration.
     streak: AtomicU32,
     window: Option<Window>,
-    needs_clock: bool,
     pub(crate) totals: Totals,
     guarded: Mutex<Guarded>,
     pub(crate) changes: watch::Sender<StateChange>,
@@ -173,6 +183,7 @@ impl Core {
         let needs_clock =
             cfg.slow_call_rate.is_some() || window.as_ref().is_some_and(Window::needs_clock);
         let base = Instant::now();
+        let mode = cfg.mode;
         let rng = match seed {
             Some(s) => SmallRng::seed_from_u64(s),
             None => SmallRng::from_os_rng(),
@@ -185,40 +196,55 @@ impl Core {
         });
         Core {
             cfg,
-            base,
-            word: Line(AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0))),
-            open_until: AtomicU64::new(0),
+            hot: Hot {
+                word: AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0)),
+                open_until: AtomicU64::new(0),
+                base,
+                needs_clock,
+                mode,
+            },
             half_open_at: AtomicU64::new(0),
             consecutive: Line(AtomicU32::new(0)),
             streak: AtomicU32::new(0),
             window,
-            needs_clock,
             totals: Totals::default(),
             guarded: Mutex::new(Guarded { rng }),
             changes,
         }
     }
 
+    #[inline]
     fn nanos(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.base).as_nanos() as u64
+        // u64 arithmetic rather than `as_nanos` (u128): 584 years of
+        // nanoseconds fit.
+        let d = at.saturating_duration_since(self.hot.base);
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(d.subsec_nanos() as u64)
     }
 
     fn instant(&self, nanos: u64) -> Instant {
-        self.base + Duration::from_nanos(nanos)
+        self.hot.base + Duration::from_nanos(nanos)
+    }
+
+    /// The readiness mode, from the hot line.
+    #[inline]
+    pub(crate) fn mode(&self) -> ReadinessMode {
+        self.hot.mode
     }
 
     pub(crate) fn state(&self) -> CircuitState {
-        st_of(self.word.load(Ordering::Acquire))
+        st_of(self.hot.word.load(Ordering::Acquire))
     }
 
     /// Lets a call through when Closed (or Disabled): one atomic load. Says
     /// `None` for every other state, which [`acquire`](Self::acquire)
     /// handles.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit_closed(&self) -> Option<Permit> {
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.hot.word.load(Ordering::Acquire);
         if matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled) {
-            let start = if self.needs_clock { self.now() } else { 0 };
+            let start = if self.hot.needs_clock { self.now() } else { 0 };
             return Some(Permit {
                 gen: gen_of(w) as u32,
                 probe: false,
@@ -228,14 +254,28 @@ impl Core {
         None
     }
 
+    /// The refusal for a call made while open with time left: one load and
+    /// one clock read. `None` in every other case (including an open
+    /// period that has ended), which [`acquire`](Self::acquire) handles.
+    #[inline(always)]
+    pub(crate) fn refuse_if_open(&self) -> Option<Refusal> {
+        let w = self.hot.word.load(Ordering::Acquire);
+        if st_of(w) != CircuitState::Open {
+            return None;
+        }
+        let now = self.now();
+        let until = self.hot.open_until.load(Ordering::Acquire);
+        (now < until).then(|| self.refuse(CircuitState::Open, until - now, Detail::None))
+    }
+
     /// Lets a call through or refuses it, moving Open to HalfOpen when the
     /// open period has ended. Closed (the hot path) is one atomic load,
     /// kept small enough to inline; every other state goes the long way.
     #[inline]
     pub(crate) fn acquire(&self) -> Result<Permit, Refusal> {
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.hot.word.load(Ordering::Acquire);
         if matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled) {
-            let start = if self.needs_clock { self.now() } else { 0 };
+            let start = if self.hot.needs_clock { self.now() } else { 0 };
             return Ok(Permit {
                 gen: gen_of(w) as u32,
                 probe: false,
@@ -245,7 +285,7 @@ impl Core {
         if st_of(w) == CircuitState::Open {
             // Failing fast is the other path a burst takes: one clock read.
             let now = self.now();
-            let until = self.open_until.load(Ordering::Acquire);
+            let until = self.hot.open_until.load(Ordering::Acquire);
             if now < until {
                 return Err(self.refuse(CircuitState::Open, until - now, Detail::None));
             }
@@ -258,7 +298,7 @@ impl Core {
         loop {
             match st_of(w) {
                 CircuitState::Closed | CircuitState::Disabled => {
-                    let start = if self.needs_clock { self.now() } else { 0 };
+                    let start = if self.hot.needs_clock { self.now() } else { 0 };
                     return Ok(Permit {
                         gen: gen_of(w) as u32,
                         probe: false,
@@ -270,14 +310,14 @@ impl Core {
                 }
                 CircuitState::Open => {
                     let now = self.now();
-                    let until = self.open_until.load(Ordering::Acquire);
+                    let until = self.hot.open_until.load(Ordering::Acquire);
                     if now < until {
                         return Err(self.refuse(CircuitState::Open, until - now, Detail::None));
                     }
                     self.transition(w, CircuitState::HalfOpen, TransitionReason::OpenElapsed);
                 }
                 CircuitState::HalfOpen => {
-                    let now_needed = self.cfg.half_open_max_wait.is_some() || self.needs_clock;
+                    let now_needed = self.cfg.half_open_max_wait.is_some() || self.hot.needs_clock;
                     let now = if now_needed { self.now() } else { 0 };
                     if let Some(max) = self.cfg.half_open_max_wait {
                         let since = self.half_open_at.load(Ordering::Acquire);
@@ -287,7 +327,7 @@ impl Core {
                                 CircuitState::Open,
                                 TransitionReason::HalfOpenTimeout { waited: max },
                             );
-                            w = self.word.load(Ordering::Acquire);
+                            w = self.hot.word.load(Ordering::Acquire);
                             continue;
                         }
                     }
@@ -314,7 +354,7 @@ impl Core {
                     }
                 }
             }
-            w = self.word.load(Ordering::Acquire);
+            w = self.hot.word.load(Ordering::Acquire);
         }
     }
 
@@ -333,10 +373,11 @@ impl Core {
     /// The refusal a caller gets for the breaker's current state, for a
     /// call the breaker cannot send (its inner service was never readied).
     pub(crate) fn refuse_now(&self) -> Refusal {
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.hot.word.load(Ordering::Acquire);
         let state = st_of(w);
         let wait = if state == CircuitState::Open {
-            self.open_until
+            self.hot
+                .open_until
                 .load(Ordering::Acquire)
                 .saturating_sub(self.now())
         } else {
@@ -348,11 +389,11 @@ impl Core {
     /// Whether a call made now would be refused without a state change:
     /// forced open, or open with time left.
     pub(crate) fn refusing(&self) -> bool {
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.hot.word.load(Ordering::Acquire);
         match st_of(w) {
             CircuitState::ForcedOpen => true,
             CircuitState::Open => {
-                self.nanos(Instant::now()) < self.open_until.load(Ordering::Acquire)
+                self.nanos(Instant::now()) < self.hot.open_until.load(Ordering::Acquire)
             }
             _ => false,
         }
@@ -363,17 +404,17 @@ impl Core {
     #[inline]
     pub(crate) fn is_open(&self) -> bool {
         matches!(
-            st_of(self.word.load(Ordering::Acquire)),
+            st_of(self.hot.word.load(Ordering::Acquire)),
             CircuitState::Open | CircuitState::ForcedOpen
         )
     }
 
     pub(crate) fn readiness(&self) -> Readiness {
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.hot.word.load(Ordering::Acquire);
         match st_of(w) {
             CircuitState::ForcedOpen => Readiness::Refuse,
             CircuitState::Open => {
-                let until = self.open_until.load(Ordering::Acquire);
+                let until = self.hot.open_until.load(Ordering::Acquire);
                 if self.nanos(Instant::now()) < until {
                     Readiness::WaitUntil(self.instant(until))
                 } else {
@@ -386,10 +427,15 @@ impl Core {
 
     /// How long until the open period ends, when open.
     pub(crate) fn open_remaining(&self) -> Option<Duration> {
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.hot.word.load(Ordering::Acquire);
         (st_of(w) == CircuitState::Open).then(|| {
             let now = self.nanos(Instant::now());
-            Duration::from_nanos(self.open_until.load(Ordering::Acquire).saturating_sub(now))
+            Duration::from_nanos(
+                self.hot
+                    .open_until
+                    .load(Ordering::Acquire)
+                    .saturating_sub(now),
+            )
         })
     }
 
@@ -429,8 +475,8 @@ impl Core {
     /// doubles as the success counter; everything else goes the long way.
     #[inline]
     pub(crate) fn record(&self, permit: Permit, verdict: Verdict) {
-        if matches!(verdict, Verdict::Success) && !permit.probe && !self.needs_clock {
-            let w = self.word.load(Ordering::Acquire);
+        if matches!(verdict, Verdict::Success) && !permit.probe && !self.hot.needs_clock {
+            let w = self.hot.word.load(Ordering::Acquire);
             if gen_of(w) == permit.gen as u64
                 && matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled)
             {
@@ -451,7 +497,7 @@ impl Core {
 
     #[inline(never)]
     fn record_other(&self, permit: Permit, verdict: Verdict) {
-        let now = if self.needs_clock || matches!(verdict, Verdict::Cooldown(_)) {
+        let now = if self.hot.needs_clock || matches!(verdict, Verdict::Cooldown(_)) {
             self.now()
         } else {
             0
@@ -492,7 +538,7 @@ impl Core {
 
     /// Returns whether the call moved the count window's cursor.
     fn record_closed(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) -> bool {
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.hot.word.load(Ordering::Acquire);
         let state = st_of(w);
         if let Verdict::Cooldown(d) = verdict {
             match state {
@@ -582,7 +628,7 @@ impl Core {
     }
 
     fn record_probe(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) {
-        let mut w = self.word.load(Ordering::Acquire);
+        let mut w = self.hot.word.load(Ordering::Acquire);
         loop {
             if gen_of(w) != permit.gen as u64 || st_of(w) != CircuitState::HalfOpen {
                 // The half-open period this probe belonged to is over.
@@ -614,7 +660,7 @@ impl Core {
                         ) {
                             return;
                         }
-                        w = self.word.load(Ordering::Acquire);
+                        w = self.hot.word.load(Ordering::Acquire);
                     } else {
                         let next = pack(CircuitState::HalfOpen, probes_of(w) - 1, succ, gen_of(w));
                         match self.swap_word(w, next) {
@@ -631,7 +677,7 @@ impl Core {
                     ) {
                         return;
                     }
-                    w = self.word.load(Ordering::Acquire);
+                    w = self.hot.word.load(Ordering::Acquire);
                 }
                 Verdict::Cooldown(d) => {
                     if self.transition(
@@ -641,7 +687,7 @@ impl Core {
                     ) {
                         return;
                     }
-                    w = self.word.load(Ordering::Acquire);
+                    w = self.hot.word.load(Ordering::Acquire);
                 }
             }
         }
@@ -654,7 +700,7 @@ impl Core {
         if !permit.probe {
             return;
         }
-        let mut w = self.word.load(Ordering::Acquire);
+        let mut w = self.hot.word.load(Ordering::Acquire);
         while gen_of(w) == permit.gen as u64
             && st_of(w) == CircuitState::HalfOpen
             && probes_of(w) > 0
@@ -670,15 +716,16 @@ impl Core {
     /// Replaces the state word if it still is `current`; otherwise hands
     /// back what it is now. Used for the lock-free probe-count updates.
     fn swap_word(&self, current: u64, next: u64) -> Result<(), u64> {
-        self.word
+        self.hot
+            .word
             .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
     }
 
     fn extend_open(&self, w: u64, until: u64) {
         let _g = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
-        if self.word.load(Ordering::Acquire) == w {
-            self.open_until.fetch_max(until, Ordering::AcqRel);
+        if self.hot.word.load(Ordering::Acquire) == w {
+            self.hot.open_until.fetch_max(until, Ordering::AcqRel);
         }
     }
 
@@ -707,7 +754,7 @@ impl Core {
     fn transition(&self, from: u64, to: CircuitState, reason: TransitionReason) -> bool {
         let mut g = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.nanos(Instant::now());
-        let mut w = self.word.load(Ordering::Acquire);
+        let mut w = self.hot.word.load(Ordering::Acquire);
         if gen_of(w) != gen_of(from) || st_of(w) != st_of(from) {
             return false;
         }
@@ -722,7 +769,8 @@ impl Core {
                         p
                     }
                 };
-                self.open_until
+                self.hot
+                    .open_until
                     .store(now + period.as_nanos() as u64, Ordering::Release);
                 self.totals.opened.fetch_add(1, Ordering::Relaxed);
             }
@@ -790,7 +838,7 @@ impl Core {
     /// Operator action: move to `to` from whatever state, with `reason`.
     pub(crate) fn force(&self, to: CircuitState, reason: TransitionReason) {
         loop {
-            let w = self.word.load(Ordering::Acquire);
+            let w = self.hot.word.load(Ordering::Acquire);
             if self.transition(w, to, reason) {
                 return;
             }
@@ -807,7 +855,7 @@ impl Core {
     }
 
     pub(crate) fn half_open_probes(&self) -> (u32, u32) {
-        let w = self.word.load(Ordering::Acquire);
+        let w = self.hot.word.load(Ordering::Acquire);
         (probes_of(w), succ_of(w))
     }
 }

@@ -45,10 +45,6 @@ fn flags(failed: bool, slow: bool) -> u8 {
 /// finish (a racing reset can leave them off transiently; reads clamp).
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    slots: Box<[AtomicU8]>,
-    /// `u64::MAX / size + 1`: turns `n % size` into two multiplications
-    /// (Lemire's fastmod) instead of a division on every call.
-    magic: u64,
     head: Head,
     calls: AtomicI64,
     failures: AtomicI64,
@@ -58,9 +54,11 @@ pub(crate) struct CountWindow {
 impl CountWindow {
     pub(crate) fn new(size: usize) -> Self {
         CountWindow {
-            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            magic: (u64::MAX / size.max(1) as u64).wrapping_add(1),
-            head: Head(AtomicU64::new(0)),
+            head: Head {
+                next: AtomicU64::new(0),
+                magic: (u64::MAX / size.max(1) as u64).wrapping_add(1),
+                slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            },
             calls: AtomicI64::new(0),
             failures: AtomicI64::new(0),
             slow: AtomicI64::new(0),
@@ -72,8 +70,9 @@ impl CountWindow {
         // The cursor is used modulo 2^32 (windows are at most 2^20): once
         // every four billion calls one slot is written out of turn, which a
         // sliding estimate does not notice.
-        let n = self.head.0.fetch_add(1, Ordering::Relaxed) as u32;
-        let slot = &self.slots[fastmod(n, self.magic, self.slots.len() as u32)];
+        let h = &self.head;
+        let n = h.next.fetch_add(1, Ordering::Relaxed) as u32;
+        let slot = &h.slots[fastmod(n, h.magic, h.slots.len() as u32)];
         let new = flags(failed, slow);
         // In a steady state most slots already hold what we would write:
         // leave the cache line shared instead of writing it. A racing
@@ -92,7 +91,7 @@ impl CountWindow {
     /// How many calls were ever recorded (the cursor never goes back, not
     /// even on a reset).
     pub(crate) fn cursor(&self) -> u64 {
-        self.head.0.load(Ordering::Acquire)
+        self.head.next.load(Ordering::Acquire)
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -106,7 +105,7 @@ impl CountWindow {
     }
 
     pub(crate) fn reset(&self) {
-        for s in self.slots.iter() {
+        for s in self.head.slots.iter() {
             let old = s.swap(0, Ordering::AcqRel);
             if old & USED != 0 {
                 self.calls.fetch_sub(1, Ordering::AcqRel);
@@ -125,10 +124,18 @@ fn fastmod(n: u32, magic: u64, d: u32) -> usize {
     ((low as u128 * d as u128) >> 64) as usize
 }
 
-/// The write cursor, on a cache line of its own.
+/// The write cursor, on a cache line of its own together with what every
+/// write reads next (the slots and the modulus): the line the cursor's
+/// `fetch_add` has just claimed serves the rest of the call.
 #[derive(Debug)]
-#[repr(align(64))]
-struct Head(AtomicU64);
+#[repr(C, align(64))]
+struct Head {
+    next: AtomicU64,
+    /// `u64::MAX / size + 1`: turns `n % size` into two multiplications
+    /// (Lemire's fastmod) instead of a division on every call.
+    magic: u64,
+    slots: Box<[AtomicU8]>,
+}
 
 fn adjust(counter: &AtomicI64, was: bool, is: bool) {
     match (was, is) {
