@@ -130,11 +130,13 @@ pub struct Settings {
     pub runs: usize,
     /// Tasks in the concurrent mode.
     pub tasks: u64,
+    /// Rounds of the whole table; each figure is the median of its rounds.
+    pub rounds: usize,
 }
 
 impl Settings {
-    /// Reads `PALISADE_BENCH_CALLS` and `PALISADE_BENCH_RUNS` (defaults 200 000
-    /// and 7).
+    /// Reads `PALISADE_BENCH_CALLS`, `PALISADE_BENCH_RUNS` and
+    /// `PALISADE_BENCH_ROUNDS` (defaults 200 000, 7 and 3).
     pub fn from_env() -> Self {
         let calls = std::env::var("PALISADE_BENCH_CALLS")
             .ok()
@@ -144,10 +146,15 @@ impl Settings {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(7);
+        let rounds = std::env::var("PALISADE_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
         Settings {
             calls,
             runs,
             tasks: 64,
+            rounds,
         }
     }
 }
@@ -183,7 +190,7 @@ where
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -274,8 +281,8 @@ pub fn render(rows: &[Row], settings: &Settings) -> String {
     let mut out = String::new();
     writeln!(
         out,
-        "ns/call through ready().call(), median of {} runs of {} calls; one task on a current-thread runtime, {} tasks on 2 workers\n",
-        settings.runs, settings.calls, settings.tasks
+        "ns/call through ready().call(), median over {} rounds of the median of {} runs of {} calls; one task on a current-thread runtime, {} tasks on 2 workers\n",
+        settings.rounds.max(1), settings.runs, settings.calls, settings.tasks
     )
     .unwrap();
     writeln!(

@@ -4,7 +4,30 @@ use crate::{measure, ours, peers, Bare, Row, Settings};
 
 /// Measures every group whose name contains `only` (all when `None`; the
 /// bare row always runs) and returns the rows.
+///
+/// The whole table is measured `settings.rounds` times, rows interleaved,
+/// and each figure is the median of its rounds: this machine's speed drifts
+/// over tens of seconds, and measuring every row in every round spreads
+/// that drift over palisade and its peers alike instead of landing on
+/// whichever rows ran during a slow spell.
 pub fn side_by_side(settings: &Settings, only: Option<&str>) -> Vec<Row> {
+    let rounds: Vec<Vec<Row>> = (0..settings.rounds.max(1))
+        .map(|r| {
+            eprintln!("round {} of {}", r + 1, settings.rounds.max(1));
+            one_round(settings, only)
+        })
+        .collect();
+    let mut rows = rounds[0].clone();
+    for (i, row) in rows.iter_mut().enumerate() {
+        let pick =
+            |f: fn(&Row) -> f64| crate::median(rounds.iter().map(|round| f(&round[i])).collect());
+        row.m.one_task = pick(|r| r.m.one_task);
+        row.m.many_tasks = pick(|r| r.m.many_tasks);
+    }
+    rows
+}
+
+fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     let settings = *settings;
     let mut rows = Vec::new();
     let wanted = |group: &str| group == "bare" || only.is_none_or(|o| group.contains(o));
@@ -163,4 +186,41 @@ pub fn side_by_side(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     );
 
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny table, to prove every breaker row measures the path it names
+    /// (the harness panics if a success-path row fails or a rejection row
+    /// succeeds) and that rounds are merged row by row.
+    #[test]
+    fn a_small_table_measures_the_named_paths() {
+        let settings = Settings {
+            calls: 256,
+            runs: 1,
+            tasks: 4,
+            rounds: 2,
+        };
+        let rows = side_by_side(&settings, Some("breaker"));
+        let names: Vec<_> = rows.iter().map(|r| (r.group, r.who)).collect();
+        assert_eq!(
+            names,
+            [
+                ("bare", "-"),
+                ("breaker", "palisade"),
+                ("breaker", "tower-resilience"),
+                ("breaker", "failsafe"),
+                ("breaker open", "palisade"),
+                ("breaker open", "failsafe"),
+            ]
+        );
+        assert!(rows
+            .iter()
+            .all(|r| r.m.one_task > 0.0 && r.m.many_tasks > 0.0));
+        let table = crate::render(&rows, &settings);
+        assert!(table.contains("median over 2 rounds"), "{table}");
+        assert!(table.contains("rejection while open"), "{table}");
+    }
 }
