@@ -5,17 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use palisade_core::{BoxError, CircuitState, ProviderId, RejectReason, Rejected};
+use tokio::time::Instant;
 
 use crate::state::{st_code, st_of};
-
-/// What callers pass for "no wait to report" (not open).
-pub(crate) const NO_WAIT: u64 = u64::MAX;
-/// A refusal's wait is kept in the low 56 bits of its word (2.28 years of
-/// nanoseconds, far beyond any open period the config accepts); all ones
-/// there means no wait.
-const WAIT_MASK: u64 = (1 << 56) - 1;
-const STATE_SHIFT: u32 = 56;
-const DETAIL_SHIFT: u32 = 60;
 
 /// What a refusal adds to its reason, as a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +21,13 @@ pub(crate) enum Detail {
 /// every half-open probe slot taken.
 ///
 /// It names the provider (when the breaker was given one), the state and,
-/// when open, how long until the breaker lets a probe through. It is two
-/// words (the provider, and the rest packed in one), so failing fast moves
-/// almost nothing; [`to_rejected`](Self::to_rejected) (or `Rejected::from`)
-/// gives the [`Rejected`] every palisade layer uses, which is what the
-/// refusal becomes inside a [`BoxError`].
+/// when open, the instant the open period ends, from which
+/// [`retry_after`](Self::retry_after) tells how long is left *when you ask*.
+/// It is built without an allocation and without turning instants into
+/// durations, so failing fast costs little more than the clock read it
+/// needs; [`to_rejected`](Self::to_rejected) (or `Rejected::from`) gives the
+/// [`Rejected`] every palisade layer uses, which is what the refusal
+/// becomes inside a [`BoxError`].
 ///
 /// ```
 /// use palisade_breaker::CircuitBreakerLayer;
@@ -58,8 +52,10 @@ pub(crate) enum Detail {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Refusal {
     provider: Option<ProviderId>,
-    /// wait nanos (56 bits) | state code << 56 | detail << 60
-    packed: u64,
+    /// When the open period ends, when open.
+    until: Option<Instant>,
+    /// state code | detail << 4
+    code: u8,
 }
 
 impl Refusal {
@@ -67,25 +63,19 @@ impl Refusal {
     pub(crate) fn new(
         provider: Option<ProviderId>,
         state: CircuitState,
-        wait_nanos: u64,
+        until: Option<Instant>,
         detail: Detail,
     ) -> Self {
         Refusal {
             provider,
-            // A wait too long for the field saturates below the "no wait"
-            // mark rather than turning into it.
-            packed: if wait_nanos == NO_WAIT {
-                WAIT_MASK
-            } else {
-                wait_nanos.min(WAIT_MASK - 1)
-            } | st_code(state) << STATE_SHIFT
-                | (detail as u64) << DETAIL_SHIFT,
+            until,
+            code: st_code(state) as u8 | (detail as u8) << 4,
         }
     }
 
     /// The breaker's state when it refused the call.
     pub fn state(&self) -> CircuitState {
-        st_of(self.packed >> STATE_SHIFT)
+        st_of((self.code & 0x0F) as u64)
     }
 
     /// The provider the breaker protects, when it was given one.
@@ -93,22 +83,29 @@ impl Refusal {
         self.provider.as_ref()
     }
 
-    /// How long until the open period ends, when the breaker was open.
+    /// When the open period ends, when the breaker was open.
+    pub fn open_until(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// How long from now until the open period ends (zero once it has),
+    /// when the breaker was open. Reads the clock.
     pub fn retry_after(&self) -> Option<Duration> {
-        let wait = self.packed & WAIT_MASK;
-        (wait != WAIT_MASK).then(|| Duration::from_nanos(wait))
+        self.until
+            .map(|until| until.saturating_duration_since(Instant::now()))
     }
 
     /// Why, beyond the state, when there is more to say.
     pub fn detail(&self) -> Option<&'static str> {
-        match (self.packed >> DETAIL_SHIFT) & 0b11 {
+        match self.code >> 4 {
             0 => None,
             1 => Some("every half-open probe slot is taken"),
             _ => Some("the breaker was open when readiness was checked"),
         }
     }
 
-    /// The refusal as the [`Rejected`] every palisade layer shares.
+    /// The refusal as the [`Rejected`] every palisade layer shares, its
+    /// retry-after measured now.
     pub fn to_rejected(&self) -> Rejected {
         Rejected::from(self.clone())
     }
@@ -138,7 +135,7 @@ impl fmt::Debug for Refusal {
         f.debug_struct("Refusal")
             .field("provider", &self.provider)
             .field("state", &self.state())
-            .field("retry_after", &self.retry_after())
+            .field("open_until", &self.until)
             .field("detail", &self.detail())
             .finish()
     }
@@ -259,42 +256,50 @@ mod tests {
     use super::*;
     use palisade_core::{classify_error, FailureKind};
 
-    #[test]
-    fn a_refusal_packs_and_unpacks_every_field() {
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_keeps_every_field_and_measures_the_wait_when_asked() {
         for state in [
             CircuitState::Open,
             CircuitState::HalfOpen,
             CircuitState::ForcedOpen,
         ] {
-            for (wait, detail) in [
-                (NO_WAIT, Detail::None),
-                (0, Detail::ProbeSlotsTaken),
-                (30_000_000_000, Detail::OpenAtReadiness),
-                (WAIT_MASK, Detail::None),
-                (WAIT_MASK + 5, Detail::None),
+            for detail in [
+                Detail::None,
+                Detail::ProbeSlotsTaken,
+                Detail::OpenAtReadiness,
             ] {
-                let r = Refusal::new(Some(ProviderId::new("p")), state, wait, detail);
+                let until = Instant::now() + Duration::from_secs(30);
+                let r = Refusal::new(Some(ProviderId::new("p")), state, Some(until), detail);
                 assert_eq!(r.state(), state);
                 assert_eq!(r.provider().map(ProviderId::as_str), Some("p"));
-                let expect = match wait {
-                    NO_WAIT => None,
-                    // saturates at the field's width instead of spilling
-                    // into the state or meaning "no wait"
-                    w if w >= WAIT_MASK => Some(Duration::from_nanos(WAIT_MASK - 1)),
-                    w => Some(Duration::from_nanos(w)),
-                };
-                assert_eq!(r.retry_after(), expect);
+                assert_eq!(r.open_until(), Some(until));
+                assert_eq!(r.retry_after(), Some(Duration::from_secs(30)));
                 assert_eq!(r.detail().is_some(), detail != Detail::None);
+                let none = Refusal::new(None, state, None, detail);
+                assert_eq!(none.retry_after(), None);
+                assert_eq!(none.state(), state);
             }
         }
+        // the wait is measured when asked, and never goes negative
+        let r = Refusal::new(
+            None,
+            CircuitState::Open,
+            Some(Instant::now() + Duration::from_secs(10)),
+            Detail::None,
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(r.retry_after(), Some(Duration::from_secs(6)));
+        assert_eq!(r.to_rejected().retry_after(), Some(Duration::from_secs(6)));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(r.retry_after(), Some(Duration::ZERO));
     }
 
-    #[test]
-    fn converts_to_box_without_hiding_anything() {
+    #[tokio::test(start_paused = true)]
+    async fn converts_to_box_without_hiding_anything() {
         let r = Refusal::new(
             Some(ProviderId::new("p")),
             CircuitState::Open,
-            1_000,
+            Some(Instant::now() + Duration::from_nanos(1_000)),
             Detail::None,
         );
         let e: BoxError = BreakerError::from(r.clone()).into();
@@ -315,12 +320,7 @@ mod tests {
 
     #[test]
     fn displays_what_it_holds() {
-        let r = Refusal::new(
-            None,
-            CircuitState::HalfOpen,
-            NO_WAIT,
-            Detail::ProbeSlotsTaken,
-        );
+        let r = Refusal::new(None, CircuitState::HalfOpen, None, Detail::ProbeSlotsTaken);
         assert_eq!(
             BreakerError::from(r.clone()).to_string(),
             "circuit breaker is half_open (every half-open probe slot is taken)"

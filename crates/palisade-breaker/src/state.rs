@@ -15,6 +15,7 @@
 //! serialised by a small mutex, which also guards the jitter RNG, so that
 //! the open deadline and the state change appear together.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Config, ReadinessMode, WindowKind};
-use crate::error::{Detail, Refusal, NO_WAIT};
+use crate::error::{Detail, Refusal};
 use crate::handle::{StateChange, TransitionReason};
 use crate::window::{CountWindow, Counts, TimeWindow, Window};
 
@@ -132,11 +133,24 @@ impl<T> std::ops::Deref for Line<T> {
 #[repr(C, align(64))]
 struct Hot {
     word: AtomicU64,
+    /// Unique per breaker for the life of the process (the key of the
+    /// per-thread open-deadline cache; an address could be reused).
+    id: u64,
     /// Nanos since base when the open period ends (valid in Open).
     open_until: AtomicU64,
     base: Instant,
     needs_clock: bool,
     mode: ReadinessMode,
+}
+
+/// Source of [`Hot::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The open deadline this thread last refused a call for: (breaker id,
+    /// state word, the deadline as an instant). See
+    /// [`Core::open_until_instant`].
+    static OPEN_UNTIL: Cell<(u64, u64, Option<Instant>)> = const { Cell::new((u64::MAX, 0, None)) };
 }
 
 /// What `poll_ready` in load-balancer mode should do.
@@ -198,6 +212,7 @@ impl Core {
             cfg,
             hot: Hot {
                 word: AtomicU64::new(pack(CircuitState::Closed, 0, 0, 0)),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 open_until: AtomicU64::new(0),
                 base,
                 needs_clock,
@@ -263,9 +278,32 @@ impl Core {
         if st_of(w) != CircuitState::Open {
             return None;
         }
-        let now = self.now();
-        let until = self.hot.open_until.load(Ordering::Acquire);
-        (now < until).then(|| self.refuse(CircuitState::Open, until - now, Detail::None))
+        // Instants compared as they are: turning one into nanoseconds is a
+        // call into std's time arithmetic, which costs as much again as
+        // the clock read itself.
+        let until = self.open_until_instant(w);
+        (Instant::now() < until).then(|| self.refuse(CircuitState::Open, Some(until), Detail::None))
+    }
+
+    /// The end of the open period of state word `w`, as an instant, through
+    /// a per-thread cache keyed by this breaker's id and the word: a burst
+    /// of refusals converts it once. The cache can only lag behind an open
+    /// period extended in place (a later Retry-After), which makes the
+    /// fast path see an earlier end and hand over to the slow path, which
+    /// reads the period afresh.
+    #[inline]
+    fn open_until_instant(&self, w: u64) -> Instant {
+        OPEN_UNTIL.with(|cache| {
+            let (id, word, at) = cache.get();
+            if id == self.hot.id && word == w {
+                if let Some(at) = at {
+                    return at;
+                }
+            }
+            let at = self.instant(self.hot.open_until.load(Ordering::Acquire));
+            cache.set((self.hot.id, w, Some(at)));
+            at
+        })
     }
 
     /// Lets a call through or refuses it, moving Open to HalfOpen when the
@@ -282,13 +320,8 @@ impl Core {
                 start,
             });
         }
-        if st_of(w) == CircuitState::Open {
-            // Failing fast is the other path a burst takes: one clock read.
-            let now = self.now();
-            let until = self.hot.open_until.load(Ordering::Acquire);
-            if now < until {
-                return Err(self.refuse(CircuitState::Open, until - now, Detail::None));
-            }
+        if let Some(refusal) = self.refuse_if_open() {
+            return Err(refusal);
         }
         self.acquire_other(w)
     }
@@ -306,13 +339,17 @@ impl Core {
                     });
                 }
                 CircuitState::ForcedOpen => {
-                    return Err(self.refuse(CircuitState::ForcedOpen, NO_WAIT, Detail::None))
+                    return Err(self.refuse(CircuitState::ForcedOpen, None, Detail::None))
                 }
                 CircuitState::Open => {
                     let now = self.now();
                     let until = self.hot.open_until.load(Ordering::Acquire);
                     if now < until {
-                        return Err(self.refuse(CircuitState::Open, until - now, Detail::None));
+                        return Err(self.refuse(
+                            CircuitState::Open,
+                            Some(self.instant(until)),
+                            Detail::None,
+                        ));
                     }
                     self.transition(w, CircuitState::HalfOpen, TransitionReason::OpenElapsed);
                 }
@@ -334,7 +371,7 @@ impl Core {
                     if probes_of(w) >= self.cfg.half_open_permitted {
                         return Err(self.refuse(
                             CircuitState::HalfOpen,
-                            NO_WAIT,
+                            None,
                             Detail::ProbeSlotsTaken,
                         ));
                     }
@@ -365,9 +402,9 @@ impl Core {
     }
 
     #[inline]
-    fn refuse(&self, state: CircuitState, wait_nanos: u64, detail: Detail) -> Refusal {
+    fn refuse(&self, state: CircuitState, until: Option<Instant>, detail: Detail) -> Refusal {
         self.totals.rejected.add(1);
-        Refusal::new(self.cfg.provider.clone(), state, wait_nanos, detail)
+        Refusal::new(self.cfg.provider.clone(), state, until, detail)
     }
 
     /// The refusal a caller gets for the breaker's current state, for a
@@ -375,15 +412,9 @@ impl Core {
     pub(crate) fn refuse_now(&self) -> Refusal {
         let w = self.hot.word.load(Ordering::Acquire);
         let state = st_of(w);
-        let wait = if state == CircuitState::Open {
-            self.hot
-                .open_until
-                .load(Ordering::Acquire)
-                .saturating_sub(self.now())
-        } else {
-            NO_WAIT
-        };
-        self.refuse(state, wait, Detail::OpenAtReadiness)
+        let until = (state == CircuitState::Open)
+            .then(|| self.instant(self.hot.open_until.load(Ordering::Acquire)));
+        self.refuse(state, until, Detail::OpenAtReadiness)
     }
 
     /// Whether a call made now would be refused without a state change:
