@@ -148,8 +148,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// The open deadline this thread last refused a call for: (breaker id,
-    /// state word, the deadline as an instant). See
-    /// [`Core::open_until_instant`].
+    /// the deadline in nanoseconds since the breaker's base, the same as an
+    /// instant). See [`Core::open_until_instant`].
     static OPEN_UNTIL: Cell<(u64, u64, Option<Instant>)> = const { Cell::new((u64::MAX, 0, None)) };
 }
 
@@ -281,27 +281,28 @@ impl Core {
         // Instants compared as they are: turning one into nanoseconds is a
         // call into std's time arithmetic, which costs as much again as
         // the clock read itself.
-        let until = self.open_until_instant(w);
+        let until = self.open_until_instant();
         (Instant::now() < until).then(|| self.refuse(CircuitState::Open, Some(until), Detail::None))
     }
 
-    /// The end of the open period of state word `w`, as an instant, through
-    /// a per-thread cache keyed by this breaker's id and the word: a burst
-    /// of refusals converts it once. The cache can only lag behind an open
-    /// period extended in place (a later Retry-After), which makes the
-    /// fast path see an earlier end and hand over to the slow path, which
-    /// reads the period afresh.
+    /// The end of the current open period as an instant. Converting the
+    /// stored nanoseconds costs as much as a clock read, so each thread
+    /// keeps the last conversion, keyed by this breaker's id and the exact
+    /// nanoseconds converted: a burst of refusals converts once, and an
+    /// open period extended in place (a later Retry-After) is simply
+    /// converted again.
     #[inline]
-    fn open_until_instant(&self, w: u64) -> Instant {
+    fn open_until_instant(&self) -> Instant {
+        let until = self.hot.open_until.load(Ordering::Acquire);
         OPEN_UNTIL.with(|cache| {
-            let (id, word, at) = cache.get();
-            if id == self.hot.id && word == w {
+            let (id, nanos, at) = cache.get();
+            if id == self.hot.id && nanos == until {
                 if let Some(at) = at {
                     return at;
                 }
             }
-            let at = self.instant(self.hot.open_until.load(Ordering::Acquire));
-            cache.set((self.hot.id, w, Some(at)));
+            let at = self.instant(until);
+            cache.set((self.hot.id, until, Some(at)));
             at
         })
     }

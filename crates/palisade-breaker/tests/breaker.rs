@@ -629,3 +629,81 @@ async fn metrics_count_every_outcome_exactly() {
         assert_eq!(m.rejected, 1, "config {i}");
     }
 }
+
+/// A Retry-After arriving while open (from a call admitted before the trip)
+/// extends the open period in place. Refusals made before the extension
+/// must not leave the old deadline behind: every later refusal reports the
+/// new one, and the breaker probes exactly when it ends.
+#[tokio::test(start_paused = true)]
+async fn an_open_period_extended_in_place_is_honoured_exactly() {
+    let (svc, p) = make(
+        base()
+            .consecutive_failures(Some(100))
+            .retry_after_cooldown(true, secs(600)),
+    );
+    let h = svc.handle();
+    // A slow call is admitted while closed ...
+    let mut late = svc.clone();
+    let slow_429 = Call {
+        status: 429,
+        retry_after: Some(30),
+        delay: secs(2),
+    };
+    let pending = tokio::spawn(async move { late.ready().await.unwrap().call(slow_429).await });
+    tokio::task::yield_now().await;
+    // ... then a 429 opens the breaker for 10 s.
+    let mut svc = svc;
+    call(&mut svc, rate_limited(10)).await.unwrap();
+    assert_eq!(h.state(), CircuitState::Open);
+    // Refusals now, against the 10 s deadline.
+    advance(secs(1)).await;
+    for _ in 0..3 {
+        let rej = call(&mut svc, OK).await.unwrap_err();
+        assert_eq!(rej.retry_after(), Some(secs(9)));
+    }
+    // At 2 s the slow call answers 429 with 30 s: open until 32 s.
+    advance(secs(1)).await;
+    assert_eq!(pending.await.unwrap().unwrap().status(), 429);
+    assert_eq!(h.open_remaining(), Some(secs(30)));
+    // At 15 s (past the first deadline) calls are still refused, naming
+    // the new deadline.
+    advance(secs(13)).await;
+    let rej = call(&mut svc, OK).await.unwrap_err();
+    assert_eq!(rej.retry_after(), Some(secs(17)));
+    let before = p.calls();
+    advance(Duration::from_millis(16_999)).await;
+    assert!(
+        call(&mut svc, OK).await.is_err(),
+        "still open 1 ms before 32 s"
+    );
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(call(&mut svc, OK).await, Ok(200), "probes exactly at 32 s");
+    assert_eq!(p.calls(), before + 1);
+}
+
+/// Two breakers refusing on the same thread do not mix up their deadlines
+/// (the per-thread conversion cache is keyed by breaker): here both store
+/// the same deadline relative to their own creation, 50 s apart.
+#[tokio::test(start_paused = true)]
+async fn breakers_on_one_thread_keep_their_own_deadlines() {
+    let cooldown = || {
+        base()
+            .consecutive_failures(Some(100))
+            .retry_after_cooldown(true, secs(600))
+    };
+    let (mut early, early_p) = make(cooldown());
+    call(&mut early, rate_limited(100)).await.unwrap(); // open until 100 s
+    advance(secs(50)).await;
+    let (mut late, _) = make(cooldown());
+    call(&mut late, rate_limited(100)).await.unwrap(); // open until 150 s
+    advance(secs(70)).await; // 120 s
+    let rej = call(&mut late, OK).await.unwrap_err();
+    assert_eq!(rej.retry_after(), Some(secs(30)));
+    let before = early_p.calls();
+    assert_eq!(
+        call(&mut early, OK).await,
+        Ok(200),
+        "the early one's open period ended at 100 s"
+    );
+    assert_eq!(early_p.calls(), before + 1);
+}
