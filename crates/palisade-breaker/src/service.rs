@@ -99,6 +99,7 @@ where
     type Error = BreakerError;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match self.core.mode() {
             ReadinessMode::FailFast => {
@@ -111,30 +112,11 @@ where
                     return Poll::Ready(Ok(()));
                 }
             }
-            ReadinessMode::LoadBalancer => loop {
-                match self.core.readiness() {
-                    Readiness::Go => {
-                        self.sleep = None;
-                        break;
-                    }
-                    Readiness::Refuse => {
-                        self.inner_ready = false;
-                        return Poll::Ready(Err(BreakerError::Refused(self.core.refuse_now())));
-                    }
-                    Readiness::WaitUntil(at) => {
-                        match &mut self.sleep {
-                            Some(s) if s.deadline() == at => {}
-                            Some(s) => s.as_mut().reset(at),
-                            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
-                        }
-                        let sleep = self.sleep.as_mut().expect("set above");
-                        if sleep.as_mut().poll(cx).is_pending() {
-                            self.inner_ready = false;
-                            return Poll::Pending;
-                        }
-                    }
+            ReadinessMode::LoadBalancer => {
+                if let Some(early) = self.poll_breaker_ready(cx) {
+                    return early;
                 }
-            },
+            }
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => {
@@ -177,6 +159,41 @@ where
 }
 
 impl<S, C> CircuitBreaker<S, C> {
+    /// Load-balancer mode: not ready while open, woken when the open period
+    /// ends. `None` once the breaker lets calls through.
+    #[inline(never)]
+    fn poll_breaker_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Result<(), BreakerError>>> {
+        loop {
+            match self.core.readiness() {
+                Readiness::Go => {
+                    self.sleep = None;
+                    return None;
+                }
+                Readiness::Refuse => {
+                    self.inner_ready = false;
+                    return Some(Poll::Ready(Err(BreakerError::Refused(
+                        self.core.refuse_now(),
+                    ))));
+                }
+                Readiness::WaitUntil(at) => {
+                    match &mut self.sleep {
+                        Some(s) if s.deadline() == at => {}
+                        Some(s) => s.as_mut().reset(at),
+                        None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                    let sleep = self.sleep.as_mut().expect("set above");
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        self.inner_ready = false;
+                        return Some(Poll::Pending);
+                    }
+                }
+            }
+        }
+    }
+
     #[inline(never)]
     fn call_other<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C>
     where
