@@ -1,60 +1,72 @@
-//! Criterion micro-benchmarks of each palisade layer's own cost, outside
-//! any runtime: one `ready().call()` driven to completion with
-//! `now_or_never` over a service that answers at once. These isolate the
-//! layer from the scheduler (the side-by-side bench measures inside tokio,
-//! against the peers).
+//! Criterion micro-benchmarks of each palisade layer's own cost: calls
+//! through `ready().await` and `call(..).await` on a current-thread tokio
+//! runtime, over a service that answers at once, with criterion's
+//! statistics (the side-by-side bench puts the same rows beside the peers').
+//! Reference rows say what the pieces cost on this machine.
 //!
 //! Run with `cargo bench -p benches --bench layers`.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use benches::{ours, Bare, Req};
 use criterion::{criterion_group, criterion_main, Criterion};
-use futures_util::FutureExt;
 use palisade_core::{RejectReason, Rejected, WithDeadline};
 use tower::{Service, ServiceExt};
 
-fn one_call<S>(svc: &mut S, i: u64) -> bool
-where
-    S: Service<Req>,
-{
-    let ready = svc.ready().now_or_never().expect("ready at once");
-    let Ok(ready) = ready else { return false };
-    ready
-        .call(WithDeadline::new(i))
-        .now_or_never()
-        .expect("answers at once")
-        .is_ok()
-}
-
-fn bench_service<S: Service<Req>>(c: &mut Criterion, name: &str, mut svc: S, expect_ok: bool) {
-    let mut i = 0u64;
+/// Measures `iters` calls through `svc` inside the runtime, the way a
+/// service is driven in production (and as the side-by-side harness does):
+/// `ready().await`, then `call(..).await`.
+fn bench_service<S: Service<Req>>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    svc: S,
+    expect_ok: bool,
+) {
+    let mut svc = Some(svc);
     c.bench_function(name, |b| {
-        b.iter(|| {
-            i += 1;
-            let ok = one_call(&mut svc, black_box(i));
-            assert_eq!(ok, expect_ok, "{name}: wrong path measured");
+        b.iter_custom(|iters| {
+            let mut s = svc.take().expect("put back after every batch");
+            let elapsed = rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let ready = s.ready().await;
+                    let ok = match ready {
+                        Ok(r) => r.call(WithDeadline::new(black_box(i))).await.is_ok(),
+                        Err(_) => false,
+                    };
+                    assert_eq!(ok, expect_ok, "{name}: wrong path measured");
+                }
+                start.elapsed()
+            });
+            svc = Some(s);
+            elapsed
         })
     });
 }
 
 fn layers(c: &mut Criterion) {
-    // Layers that arm timers or read tokio's clock need a runtime context.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     let _guard = rt.enter();
 
-    bench_service(c, "bare", Bare, true);
-    bench_service(c, "breaker/closed", ours::breaker_closed(), true);
-    bench_service(c, "breaker/open (rejection)", ours::breaker_open(), false);
-    bench_service(c, "bulkhead", ours::bulkhead(), true);
-    bench_service(c, "retry + ratio budget", ours::retry(), true);
-    bench_service(c, "attempt timeout", ours::attempt_timeout(), true);
-    bench_service(c, "request deadline", ours::deadline(), true);
-    bench_service(c, "default stack", ours::stack(), true);
+    bench_service(c, &rt, "bare", Bare, true);
+    bench_service(c, &rt, "breaker/closed", ours::breaker_closed(), true);
+    bench_service(
+        c,
+        &rt,
+        "breaker/open (rejection)",
+        ours::breaker_open(),
+        false,
+    );
+    bench_service(c, &rt, "bulkhead", ours::bulkhead(), true);
+    bench_service(c, &rt, "retry + ratio budget", ours::retry(), true);
+    bench_service(c, &rt, "attempt timeout", ours::attempt_timeout(), true);
+    bench_service(c, &rt, "request deadline", ours::deadline(), true);
+    bench_service(c, &rt, "default stack", ours::stack(), true);
 
     // What the pieces cost on this machine, for reading the rows above.
     c.bench_function("reference/tokio Instant::now", |b| {
