@@ -1,5 +1,8 @@
 //! Random sequences of outcomes and clock advances, driven through the real
-//! breaker and a small reference model; both must agree on every step.
+//! breaker and a small reference model; both must agree on every step: the
+//! state, the open period left, and every counter of the metrics snapshot
+//! (successes are counted through the count window's cursor, so this also
+//! checks that derivation against plain counting).
 
 mod common;
 
@@ -130,6 +133,15 @@ impl Model {
     }
 }
 
+/// What the metrics snapshot must say, counted plainly.
+#[derive(Debug, Default)]
+struct Counted {
+    successes: u64,
+    failures: u64,
+    ignored: u64,
+    rejected: u64,
+}
+
 fn to_call(op: &Op) -> Call {
     match op {
         Op::Ok => OK,
@@ -188,6 +200,7 @@ proptest! {
                 streak: 0,
                 succ: 0,
             };
+            let mut counted = Counted::default();
             for (i, op) in ops.iter().enumerate() {
                 if let Op::Advance(ms) = op {
                     tokio::time::advance(Duration::from_millis(*ms)).await;
@@ -202,6 +215,23 @@ proptest! {
                 }
                 let expect = model.call(op);
                 prop_assert_eq!(reached, expect, "step {} {:?}: reached provider", i, op);
+                match (expect, op) {
+                    (false, _) => counted.rejected += 1,
+                    (true, Op::Ok) => counted.successes += 1,
+                    (true, Op::Fail | Op::RateLimited(_)) => counted.failures += 1,
+                    (true, Op::ClientError) => counted.ignored += 1,
+                    (true, Op::Advance(_)) => unreachable!(),
+                }
+                let m = handle.metrics();
+                prop_assert_eq!(
+                    (m.successes, m.failures, m.ignored, m.rejected),
+                    (counted.successes, counted.failures, counted.ignored, counted.rejected),
+                    "step {} {:?}: metrics", i, op
+                );
+                prop_assert_eq!(m.calls, counted.successes + counted.failures + counted.ignored);
+                if model.state == CircuitState::Closed {
+                    prop_assert_eq!(m.window_calls, model.window.len() as u64, "step {}: window", i);
+                }
                 prop_assert_eq!(handle.state(), model.state, "step {} {:?}", i, op);
                 if model.state == CircuitState::Open {
                     let left = handle.open_remaining().unwrap();
