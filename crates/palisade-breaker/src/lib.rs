@@ -34,7 +34,7 @@
 //! one step of the count window (whose cursor doubles as the success
 //! counter): no lock, no allocation, and no clock read unless a rule needs
 //! one (slow calls, a time window). Failing fast while open reads the clock
-//! once and allocates nothing: the refusal is a two-word [`Refusal`] inside
+//! once and allocates nothing: the refusal is an inline [`Refusal`] inside
 //! [`BreakerError`], which turns into the shared
 //! [`Rejected`](palisade_core::Rejected) when converted to a `BoxError`.
 //!
