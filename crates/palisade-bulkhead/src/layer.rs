@@ -90,6 +90,12 @@ impl BulkheadLayer<OnResponse> {
     /// Use it for streamed responses, where the provider is busy until the
     /// last token.
     pub fn hold_until_body_end(self) -> BulkheadLayer<OnBodyEnd> {
+        self.release_mode()
+    }
+
+    /// Switches to release mode `M`, for code generic over the mode
+    /// ([`OnResponse`] or [`OnBodyEnd`]).
+    pub fn release_mode<M>(self) -> BulkheadLayer<M> {
         BulkheadLayer {
             sem: self.sem,
             _mode: PhantomData,

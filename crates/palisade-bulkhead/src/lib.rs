@@ -56,6 +56,7 @@ mod layer;
 mod permit;
 mod semaphore;
 mod service;
+mod unguarded;
 
 pub use crate::adaptive::AdaptiveLimit;
 pub use crate::error::ConfigError;
@@ -64,3 +65,4 @@ pub use crate::handle::{BulkheadHandle, BulkheadSnapshot};
 pub use crate::layer::{Builder, BulkheadLayer};
 pub use crate::permit::{BulkheadPermit, OnBodyEnd, OnResponse, PermitBody, ReleaseMode};
 pub use crate::service::Bulkhead;
+pub use crate::unguarded::{Unguarded, UnguardedFuture};

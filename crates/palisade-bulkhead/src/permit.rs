@@ -90,6 +90,10 @@ pub trait ReleaseMode<Res> {
 
     /// Attaches (or drops) the permit once the inner service has answered.
     fn attach(res: Res, permit: BulkheadPermit) -> Self::Response;
+
+    /// Shapes a response of a call made without a bulkhead (see
+    /// [`Unguarded`](crate::Unguarded)) like this mode's, holding nothing.
+    fn unguarded(res: Res) -> Self::Response;
 }
 
 /// The slot is given back as soon as the inner service's future completes.
@@ -105,6 +109,11 @@ impl<Res> ReleaseMode<Res> for OnResponse {
         drop(permit);
         res
     }
+
+    #[inline]
+    fn unguarded(res: Res) -> Res {
+        res
+    }
 }
 
 /// The slot rides on the response body ([`PermitBody`]) and is given back
@@ -118,6 +127,10 @@ impl<B> ReleaseMode<http::Response<B>> for OnBodyEnd {
 
     fn attach(res: http::Response<B>, permit: BulkheadPermit) -> Self::Response {
         res.map(|body| PermitBody::new(body, permit))
+    }
+
+    fn unguarded(res: http::Response<B>) -> Self::Response {
+        res.map(PermitBody::unguarded)
     }
 }
 
@@ -138,6 +151,12 @@ impl<B> PermitBody<B> {
     pub fn new(body: B, permit: BulkheadPermit) -> Self {
         let permit = Some(permit);
         PermitBody { body, permit }
+    }
+
+    /// Wraps `body` holding no slot: the shape of a response that did not
+    /// pass a bulkhead.
+    pub fn unguarded(body: B) -> Self {
+        PermitBody { body, permit: None }
     }
 
     /// Whether the body still holds its slot.

@@ -24,11 +24,15 @@ use crate::config::GatewayConfig;
 use crate::openai::{ChatHead, ErrorBody};
 use crate::sim::{self, SimHandle};
 use crate::upstream::{self, ChatRequest, GatewayClassifier, Upstream, UpstreamSettings};
+use palisade::bulkhead::OnBodyEnd;
 
-/// The registry type the gateway runs.
-pub type GatewayRegistry = Registry<Upstream, GatewayClassifier>;
+/// The registry type the gateway runs. Its bulkheads hold a call's slot
+/// until the answer's body ends ([`OnBodyEnd`]), so a provider's
+/// `max_concurrent` caps the streams in progress, not only the calls
+/// still waiting for their first token.
+pub type GatewayRegistry = Registry<Upstream, GatewayClassifier, OnBodyEnd>;
 /// The router type the gateway runs.
-pub type GatewayRouter = Router<Upstream, GatewayClassifier, ChatRequest>;
+pub type GatewayRouter = Router<Upstream, GatewayClassifier, ChatRequest, OnBodyEnd>;
 
 /// Counters the gateway keeps about the answers it gave.
 #[derive(Debug, Default)]
@@ -95,7 +99,7 @@ impl Gateway {
                 Upstream::new(id, &base, key, u.models.clone(), client.clone(), &settings)?,
             );
         }
-        let registry = Arc::new(Registry::from_config(
+        let registry = Arc::new(GatewayRegistry::from_config_with_release_mode(
             &cfg.palisade,
             GatewayClassifier::default(),
             |p| upstreams[&p.id].clone(),

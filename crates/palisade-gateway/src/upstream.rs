@@ -82,8 +82,8 @@ pub struct UpstreamFailure(pub Failure);
 #[derive(Debug, Clone, Default)]
 pub struct GatewayClassifier(HttpClassifier);
 
-impl Classify<Response<GatewayBody>, BoxError> for GatewayClassifier {
-    fn classify(&self, result: Result<&Response<GatewayBody>, &BoxError>) -> Outcome {
+impl<B> Classify<Response<B>, BoxError> for GatewayClassifier {
+    fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
         match result {
             Ok(res) => match res.extensions().get::<UpstreamFailure>() {
                 Some(UpstreamFailure(f)) => Outcome::Failure(*f),

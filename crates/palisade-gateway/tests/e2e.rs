@@ -310,3 +310,48 @@ async fn graceful_shutdown_drains_requests_in_flight() {
     assert_eq!(slow.await.unwrap(), 200, "the request in flight finished");
     r.done.await.unwrap().unwrap();
 }
+
+/// A provider's `max_concurrent` counts streams in progress, not only calls
+/// waiting for their first token: while one stream holds the primary's
+/// only slot, the next request goes to the secondary; once the stream has
+/// ended, the primary takes requests again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_in_progress_holds_its_providers_slot() {
+    let cfg = CONFIG.replace(
+        "[upstreams.primary]\nmodels = { \"m\" = \"p-model\" }\nsimulated = { latency_ms = 5, tokens = 5, token_interval_ms = 5 }",
+        "[upstreams.primary]\nmodels = { \"m\" = \"p-model\" }\nsimulated = { latency_ms = 5, tokens = 8, token_interval_ms = 100 }",
+    ) + "\n[palisade.providers.primary.bulkhead]\nmax_concurrent = 1\nmax_waiting = 0\n";
+    assert!(
+        cfg.contains("token_interval_ms = 100"),
+        "the config was patched"
+    );
+    let r = start(&cfg).await;
+
+    // Open a stream on the primary and read its first chunk only.
+    let req = http::Request::post(format!("{}/v1/chat/completions", r.base))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(STREAM)))
+        .unwrap();
+    let res = r.client.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut stream = res.into_body();
+    let first = stream.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("p-model"));
+
+    // While it streams, the primary's one slot is taken.
+    let (status, body, _) = r.post(CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["provider"], "secondary");
+    let (_, health) = r.get("/health").await;
+    assert_eq!(json(&health)["providers"][0]["bulkhead"]["in_flight"], 1);
+
+    // Read the stream to its end: the slot comes back.
+    while let Some(frame) = stream.frame().await {
+        frame.unwrap();
+    }
+    let (status, body, _) = r.post(CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["provider"], "primary");
+    let _ = r.stop.send(());
+    r.done.await.unwrap().unwrap();
+}

@@ -95,7 +95,7 @@ pub struct HealthReport {
     pub recommendations: Vec<String>,
 }
 
-impl<S, C> Registry<S, C> {
+impl<S, C, M> Registry<S, C, M> {
     /// The health report: per provider, its numbers and status; overall,
     /// the status by the rules in [this module's docs](crate::health) and
     /// recommendations.

@@ -2,7 +2,7 @@
 
 use crate::registry::Registry;
 
-impl<S, C> Registry<S, C> {
+impl<S, C, M> Registry<S, C, M> {
     /// Records the current numbers of every provider through the `metrics`
     /// facade (names in the crate docs). Call it from a periodic task or
     /// before each scrape.

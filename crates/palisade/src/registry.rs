@@ -9,14 +9,16 @@ use dashmap::DashMap;
 use palisade_core::{BoxError, Classify, HasDeadline, ProviderId};
 
 use crate::config::{Config, ConfigError};
+use palisade_bulkhead::{OnResponse, ReleaseMode};
+
 use crate::stack::{ProviderHandles, ProviderService, ProviderStack};
 
 /// One registered provider: its stack, handles and routing marks.
-pub struct Provider<S, C> {
+pub struct Provider<S, C, M = OnResponse> {
     /// The provider's id.
     pub id: ProviderId,
     /// Its protected service.
-    pub service: ProviderService<S, C>,
+    pub service: ProviderService<S, C, M>,
     /// Handles on its breaker, bulkhead and retry layer.
     pub handles: ProviderHandles,
     /// Takes prompts too long for the others.
@@ -25,7 +27,7 @@ pub struct Provider<S, C> {
     pub content_filter: bool,
 }
 
-impl<S, C> fmt::Debug for Provider<S, C> {
+impl<S, C, M> fmt::Debug for Provider<S, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Provider")
             .field("id", &self.id)
@@ -36,9 +38,9 @@ impl<S, C> fmt::Debug for Provider<S, C> {
     }
 }
 
-impl<S, C> Provider<S, C> {
+impl<S, C, M> Provider<S, C, M> {
     /// A provider from a built stack, with no routing marks.
-    pub fn new(stack: ProviderStack<S, C>) -> Self {
+    pub fn new(stack: ProviderStack<S, C, M>) -> Self {
         Provider {
             id: stack.id,
             service: stack.service,
@@ -68,13 +70,13 @@ impl<S, C> Provider<S, C> {
 ///
 /// The preference order (for the [`Router`](crate::Router)) can be set at
 /// runtime too; providers missing from it come after, by id.
-pub struct Registry<S, C> {
-    providers: DashMap<ProviderId, Arc<Provider<S, C>>>,
+pub struct Registry<S, C, M = OnResponse> {
+    providers: DashMap<ProviderId, Arc<Provider<S, C, M>>>,
     order: ArcSwap<Vec<ProviderId>>,
     version: AtomicU64,
 }
 
-impl<S, C> fmt::Debug for Registry<S, C> {
+impl<S, C, M> fmt::Debug for Registry<S, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("providers", &self.ids())
@@ -83,7 +85,7 @@ impl<S, C> fmt::Debug for Registry<S, C> {
     }
 }
 
-impl<S, C> Default for Registry<S, C> {
+impl<S, C, M> Default for Registry<S, C, M> {
     fn default() -> Self {
         Registry {
             providers: DashMap::new(),
@@ -93,17 +95,34 @@ impl<S, C> Default for Registry<S, C> {
     }
 }
 
-impl<S, C> Registry<S, C> {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl<S, C> Registry<S, C, OnResponse> {
     /// Builds a registry from `config`: one stack per provider, each
     /// wrapping the service `make` returns for its settings, in the
     /// configured preference order (with one retry budget for all when
-    /// `router.share_retry_budget` is on).
+    /// `router.share_retry_budget` is on). Bulkheads free a call's slot
+    /// when its response arrives; see
+    /// [`from_config_with_release_mode`](Registry::from_config_with_release_mode)
+    /// to hold it until a streamed body ends.
     pub fn from_config<Req>(
+        config: &Config,
+        classifier: C,
+        make: impl FnMut(&crate::ProviderSettings) -> S,
+    ) -> Result<Self, ConfigError>
+    where
+        S: tower_service::Service<Req, Error = BoxError> + Clone,
+        C: Classify<S::Response, BoxError> + Clone,
+        Req: HasDeadline,
+    {
+        Self::from_config_with_release_mode(config, classifier, make)
+    }
+}
+
+impl<S, C, M> Registry<S, C, M> {
+    /// [`from_config`](Registry::from_config) with the bulkheads in release
+    /// mode `M`: [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd) holds each
+    /// call's slot until its streamed HTTP body ends, which is what a
+    /// concurrency cap on an LLM provider means for streamed answers.
+    pub fn from_config_with_release_mode<Req>(
         config: &Config,
         classifier: C,
         mut make: impl FnMut(&crate::ProviderSettings) -> S,
@@ -111,6 +130,7 @@ impl<S, C> Registry<S, C> {
     where
         S: tower_service::Service<Req, Error = BoxError> + Clone,
         C: Classify<S::Response, BoxError> + Clone,
+        M: ReleaseMode<S::Response>,
         Req: HasDeadline,
     {
         config.validate()?;
@@ -118,7 +138,7 @@ impl<S, C> Registry<S, C> {
         let registry = Registry::new();
         for id in config.provider_order() {
             let settings = config.provider(&id).expect("listed by provider_order");
-            let stack = ProviderStack::build(
+            let stack = ProviderStack::build_with_release_mode(
                 &settings,
                 make(&settings),
                 classifier.clone(),
@@ -140,8 +160,13 @@ impl<S, C> Registry<S, C> {
         Ok(registry)
     }
 
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Adds a provider, or replaces the one with the same id (returned).
-    pub fn insert(&self, provider: Provider<S, C>) -> Option<Arc<Provider<S, C>>> {
+    pub fn insert(&self, provider: Provider<S, C, M>) -> Option<Arc<Provider<S, C, M>>> {
         let old = self
             .providers
             .insert(provider.id.clone(), Arc::new(provider));
@@ -150,14 +175,14 @@ impl<S, C> Registry<S, C> {
     }
 
     /// Removes a provider; requests already calling it finish undisturbed.
-    pub fn remove(&self, id: &str) -> Option<Arc<Provider<S, C>>> {
+    pub fn remove(&self, id: &str) -> Option<Arc<Provider<S, C, M>>> {
         let old = self.providers.remove(id).map(|(_, p)| p);
         self.bump();
         old
     }
 
     /// A provider by id.
-    pub fn get(&self, id: &str) -> Option<Arc<Provider<S, C>>> {
+    pub fn get(&self, id: &str) -> Option<Arc<Provider<S, C, M>>> {
         self.providers.get(id).map(|p| p.clone())
     }
 
@@ -197,7 +222,7 @@ impl<S, C> Registry<S, C> {
     }
 
     /// The providers in effective order.
-    pub fn in_order(&self) -> Vec<Arc<Provider<S, C>>> {
+    pub fn in_order(&self) -> Vec<Arc<Provider<S, C, M>>> {
         self.order()
             .iter()
             .filter_map(|id| self.get(id.as_str()))

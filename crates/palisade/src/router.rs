@@ -16,13 +16,15 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::registry::Registry;
+use palisade_bulkhead::{OnResponse, ReleaseMode};
+
 use crate::stack::ProviderService;
 
-type Chain<S, C, Req> = Fallback<ProviderService<S, C>, Req, C, NoDegrade>;
+type Chain<S, C, Req, M> = Fallback<ProviderService<S, C, M>, Req, C, NoDegrade>;
 
-struct Cached<S, C, Req> {
+struct Cached<S, C, Req, M> {
     version: u64,
-    chain: Option<Chain<S, C, Req>>,
+    chain: Option<Chain<S, C, Req, M>>,
 }
 
 /// The registry as one service: stamps the whole request's deadline, then
@@ -62,15 +64,15 @@ struct Cached<S, C, Req> {
 /// assert_eq!(res.body(), "backup");
 /// # }
 /// ```
-pub struct Router<S, C, Req> {
-    registry: Arc<Registry<S, C>>,
+pub struct Router<S, C, Req, M = OnResponse> {
+    registry: Arc<Registry<S, C, M>>,
     deadline: DeadlineLayer,
     classifier: C,
-    cache: Arc<ArcSwap<Cached<S, C, Req>>>,
+    cache: Arc<ArcSwap<Cached<S, C, Req, M>>>,
     rebuild: Arc<Mutex<()>>,
 }
 
-impl<S, C: Clone, Req> Clone for Router<S, C, Req> {
+impl<S, C: Clone, Req, M> Clone for Router<S, C, Req, M> {
     fn clone(&self) -> Self {
         Router {
             registry: self.registry.clone(),
@@ -82,7 +84,7 @@ impl<S, C: Clone, Req> Clone for Router<S, C, Req> {
     }
 }
 
-impl<S, C, Req> fmt::Debug for Router<S, C, Req> {
+impl<S, C, Req, M> fmt::Debug for Router<S, C, Req, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
             .field("registry", &self.registry)
@@ -91,7 +93,7 @@ impl<S, C, Req> fmt::Debug for Router<S, C, Req> {
     }
 }
 
-impl<S, C, Req> Router<S, C, Req>
+impl<S, C, Req, M> Router<S, C, Req, M>
 where
     S: Clone,
     C: Clone,
@@ -99,7 +101,7 @@ where
     /// A router over `registry` with a whole-request deadline of
     /// `request_timeout`.
     pub fn new(
-        registry: Arc<Registry<S, C>>,
+        registry: Arc<Registry<S, C, M>>,
         request_timeout: Duration,
         classifier: C,
     ) -> Result<Self, palisade_deadline::ConfigError> {
@@ -116,12 +118,12 @@ where
     }
 
     /// The registry behind the router.
-    pub fn registry(&self) -> &Arc<Registry<S, C>> {
+    pub fn registry(&self) -> &Arc<Registry<S, C, M>> {
         &self.registry
     }
 
     /// The chain for the registry as it is now.
-    fn chain(&self) -> Option<Chain<S, C, Req>> {
+    fn chain(&self) -> Option<Chain<S, C, Req, M>> {
         let cached = self.cache.load();
         if cached.version == self.registry.version() {
             return cached.chain.clone();
@@ -159,15 +161,16 @@ where
     }
 }
 
-impl<S, C, Req> Service<Req> for Router<S, C, Req>
+impl<S, C, Req, M> Service<Req> for Router<S, C, Req, M>
 where
     S: Service<Req, Error = BoxError> + Clone,
-    C: Classify<S::Response, BoxError> + Clone,
+    C: Classify<S::Response, BoxError> + Classify<M::Response, BoxError> + Clone,
+    M: ReleaseMode<S::Response>,
     Req: Clone + HasDeadline,
 {
-    type Response = S::Response;
+    type Response = M::Response;
     type Error = BoxError;
-    type Future = RouterFuture<<DeadlineService<Chain<S, C, Req>> as Service<Req>>::Future>;
+    type Future = RouterFuture<<DeadlineService<Chain<S, C, Req, M>> as Service<Req>>::Future>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The chain readies the provider it actually calls.

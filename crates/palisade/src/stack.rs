@@ -3,7 +3,9 @@
 use std::fmt;
 
 use palisade_breaker::{BreakerError, BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
-use palisade_bulkhead::{Bulkhead, BulkheadHandle, BulkheadLayer, OnResponse};
+use palisade_bulkhead::{
+    Bulkhead, BulkheadHandle, BulkheadLayer, OnResponse, ReleaseMode, Unguarded,
+};
 use palisade_core::{BoxError, Classify, HasDeadline, ProviderId};
 use palisade_deadline::{AttemptTimeout, AttemptTimeoutLayer};
 use palisade_retry::{
@@ -29,7 +31,14 @@ pub type RetryPart<S, C> =
 /// The whole per-provider stack: bulkhead > retry > breaker > attempt
 /// timeout > provider, each part present or not as configured. A concrete
 /// type (no boxing), so a registry of one provider type holds it as is.
-pub type ProviderService<S, C> = Either<Bulkhead<RetryPart<S, C>, OnResponse>, RetryPart<S, C>>;
+///
+/// `M` is the bulkhead's release mode: [`OnResponse`] frees a call's slot
+/// when its response arrives; [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd)
+/// holds it until a streamed HTTP body ends (responses then carry a
+/// [`PermitBody`](palisade_bulkhead::PermitBody), also when the bulkhead is
+/// switched off, so the type does not change with the config).
+pub type ProviderService<S, C, M = OnResponse> =
+    Either<Bulkhead<RetryPart<S, C>, M>, Unguarded<RetryPart<S, C>, M>>;
 
 /// The handles on one provider's stack, for health and administration.
 /// A part that is switched off has no handle.
@@ -67,16 +76,16 @@ pub struct ProviderHandles {
 /// assert_eq!(res.body(), "hi");
 /// # }
 /// ```
-pub struct ProviderStack<S, C> {
+pub struct ProviderStack<S, C, M = OnResponse> {
     /// The provider's id.
     pub id: ProviderId,
     /// The stack.
-    pub service: ProviderService<S, C>,
+    pub service: ProviderService<S, C, M>,
     /// Its handles.
     pub handles: ProviderHandles,
 }
 
-impl<S, C> fmt::Debug for ProviderStack<S, C> {
+impl<S, C, M> fmt::Debug for ProviderStack<S, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProviderStack")
             .field("id", &self.id)
@@ -85,10 +94,12 @@ impl<S, C> fmt::Debug for ProviderStack<S, C> {
     }
 }
 
-impl<S, C> ProviderStack<S, C> {
+impl<S, C> ProviderStack<S, C, OnResponse> {
     /// Builds the stack for `settings` around `provider`. `budget`, when
     /// given, replaces the provider's own retry budget (to share one budget
-    /// among providers).
+    /// among providers). The bulkhead frees a call's slot when its response
+    /// arrives; see [`build_with_release_mode`](ProviderStack::build_with_release_mode)
+    /// to hold it until a streamed body ends.
     pub fn build<Req>(
         settings: &ProviderSettings,
         provider: S,
@@ -98,6 +109,28 @@ impl<S, C> ProviderStack<S, C> {
     where
         S: tower_service::Service<Req, Error = BoxError> + Clone,
         C: Classify<S::Response, BoxError> + Clone,
+        Req: HasDeadline,
+    {
+        Self::build_with_release_mode(settings, provider, classifier, budget)
+    }
+}
+
+impl<S, C, M> ProviderStack<S, C, M> {
+    /// [`build`](ProviderStack::build) with the bulkhead in release mode
+    /// `M`: with [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd) a call holds its
+    /// slot until its streamed HTTP body ends, so `max_concurrent` caps the
+    /// streams in progress, not only the calls waiting for their first
+    /// byte.
+    pub fn build_with_release_mode<Req>(
+        settings: &ProviderSettings,
+        provider: S,
+        classifier: C,
+        budget: Option<RetryBudget>,
+    ) -> Result<Self, ConfigError>
+    where
+        S: tower_service::Service<Req, Error = BoxError> + Clone,
+        C: Classify<S::Response, BoxError> + Clone,
+        M: ReleaseMode<S::Response>,
         Req: HasDeadline,
     {
         let s = &settings.sections;
@@ -190,7 +223,7 @@ impl<S, C> ProviderStack<S, C> {
             Either::Right(breaker)
         };
 
-        let service: ProviderService<S, C> = if get!(s.bulkhead.enabled) {
+        let service: ProviderService<S, C, M> = if get!(s.bulkhead.enabled) {
             let waiting = get!(s.bulkhead.max_waiting);
             let layer = BulkheadLayer::builder()
                 .provider(id.clone())
@@ -200,9 +233,9 @@ impl<S, C> ProviderStack<S, C> {
                 .build()
                 .map_err(|e| refuse("bulkhead", &e))?;
             handles.bulkhead = Some(layer.handle());
-            Either::Left(layer.layer(retry))
+            Either::Left(layer.release_mode::<M>().layer(retry))
         } else {
-            Either::Right(retry)
+            Either::Right(Unguarded::new(retry))
         };
 
         Ok(ProviderStack {
