@@ -95,6 +95,16 @@ impl BulkheadLayer<OnResponse> {
 
     /// Switches to release mode `M`, for code generic over the mode
     /// ([`OnResponse`] or [`OnBodyEnd`]).
+    ///
+    /// ```
+    /// use palisade_bulkhead::{BulkheadLayer, OnBodyEnd};
+    ///
+    /// fn layer_in<M>(max: usize) -> BulkheadLayer<M> {
+    ///     BulkheadLayer::new(max).unwrap().release_mode::<M>()
+    /// }
+    /// let streaming: BulkheadLayer<OnBodyEnd> = layer_in(8);
+    /// assert_eq!(streaming.handle().snapshot().max_concurrent, 8);
+    /// ```
     pub fn release_mode<M>(self) -> BulkheadLayer<M> {
         BulkheadLayer {
             sem: self.sem,

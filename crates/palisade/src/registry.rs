@@ -122,6 +122,24 @@ impl<S, C, M> Registry<S, C, M> {
     /// mode `M`: [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd) holds each
     /// call's slot until its streamed HTTP body ends, which is what a
     /// concurrency cap on an LLM provider means for streamed answers.
+    ///
+    /// ```
+    /// use palisade::bulkhead::OnBodyEnd;
+    /// use palisade::{Config, Registry};
+    /// use palisade_core::{BoxError, HttpClassifier};
+    /// use tower::service_fn;
+    ///
+    /// let cfg = Config::from_toml("[providers.a]\n[providers.b]\n").unwrap();
+    /// let registry = Registry::<_, _, OnBodyEnd>::from_config_with_release_mode(
+    ///     &cfg,
+    ///     HttpClassifier::new(),
+    ///     |_| service_fn(|_: http::Request<String>| async {
+    ///         Ok::<_, BoxError>(http::Response::new(String::new()))
+    ///     }),
+    /// )
+    /// .unwrap();
+    /// assert_eq!(registry.order().len(), 2);
+    /// ```
     pub fn from_config_with_release_mode<Req>(
         config: &Config,
         classifier: C,

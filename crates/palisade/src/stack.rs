@@ -121,6 +121,35 @@ impl<S, C, M> ProviderStack<S, C, M> {
     /// slot until its streamed HTTP body ends, so `max_concurrent` caps the
     /// streams in progress, not only the calls waiting for their first
     /// byte.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use palisade::bulkhead::OnBodyEnd;
+    /// use palisade::{Config, ProviderStack};
+    /// use palisade_core::{BoxError, HttpClassifier};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// let cfg = Config::from_toml("[providers.llm.bulkhead]\nmax_concurrent = 1\nmax_waiting = 0\n").unwrap();
+    /// let provider = service_fn(|_: http::Request<String>| async {
+    ///     Ok::<_, BoxError>(http::Response::new(String::from("a streamed answer")))
+    /// });
+    /// let stack = ProviderStack::<_, _, OnBodyEnd>::build_with_release_mode(
+    ///     &cfg.provider("llm").unwrap(),
+    ///     provider,
+    ///     HttpClassifier::new(),
+    ///     None,
+    /// )
+    /// .unwrap();
+    /// let bulkhead = stack.handles.bulkhead.clone().unwrap();
+    /// let res = stack.service.oneshot(http::Request::new(String::new())).await.unwrap();
+    /// // The answer's body holds the provider's only slot ...
+    /// assert!(res.body().holds_permit());
+    /// assert_eq!(bulkhead.snapshot().in_flight, 1);
+    /// // ... until it ends or is dropped.
+    /// drop(res);
+    /// assert_eq!(bulkhead.snapshot().in_flight, 0);
+    /// # }
+    /// ```
     pub fn build_with_release_mode<Req>(
         settings: &ProviderSettings,
         provider: S,
