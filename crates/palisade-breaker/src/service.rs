@@ -140,18 +140,13 @@ where
         // future in place: Closed with the inner service readied, and Open
         // with time left (one clock read). Everything else (half-open,
         // forced open, an open period that just ended) goes out of line.
+        let w = self.core.word();
         if self.inner_ready {
-            if let Some(permit) = self.core.admit_closed() {
-                self.inner_ready = false;
-                return ResponseFuture::called(
-                    self.inner.call(req),
-                    self.core.clone(),
-                    permit,
-                    self.classifier.clone(),
-                );
+            if let Some(permit) = self.core.admit_closed(w) {
+                return self.send(req, permit);
             }
         }
-        if let Some(refusal) = self.core.refuse_if_open() {
+        if let Some(refusal) = self.core.refuse_if_open(w) {
             return ResponseFuture::refused(refusal, self.classifier.clone());
         }
         self.call_other(req)
@@ -194,6 +189,22 @@ impl<S, C> CircuitBreaker<S, C> {
         }
     }
 
+    /// Sends the call to the readied inner service under `permit`.
+    #[inline(always)]
+    fn send<Req>(&mut self, req: Req, permit: Permit) -> ResponseFuture<S::Future, C>
+    where
+        S: Service<Req>,
+        C: Clone,
+    {
+        self.inner_ready = false;
+        ResponseFuture::called(
+            self.inner.call(req),
+            self.core.clone(),
+            permit,
+            self.classifier.clone(),
+        )
+    }
+
     #[inline(never)]
     fn call_other<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C>
     where
@@ -201,15 +212,7 @@ impl<S, C> CircuitBreaker<S, C> {
         C: Clone,
     {
         match self.core.acquire() {
-            Ok(permit) if self.inner_ready => {
-                self.inner_ready = false;
-                ResponseFuture::called(
-                    self.inner.call(req),
-                    self.core.clone(),
-                    permit,
-                    self.classifier.clone(),
-                )
-            }
+            Ok(permit) if self.inner_ready => self.send(req, permit),
             Ok(permit) => self.call_unreadied(req, permit),
             Err(refusal) => ResponseFuture::refused(refusal, self.classifier.clone()),
         }
@@ -227,12 +230,7 @@ impl<S, C> CircuitBreaker<S, C> {
     {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match self.inner.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => ResponseFuture::called(
-                self.inner.call(req),
-                self.core.clone(),
-                permit,
-                self.classifier.clone(),
-            ),
+            Poll::Ready(Ok(())) => self.send(req, permit),
             _ => {
                 self.core.abandon(permit);
                 ResponseFuture::refused(self.core.refuse_now(), self.classifier.clone())

@@ -11,9 +11,10 @@
 //! count window, whose cursor doubles as the success counter (so the
 //! snapshot's successes are the cursor's steps minus those that were not
 //! successes, plus the successes counted elsewhere). Failures, probes and
-//! clock-reading rules take the out-of-line path. Transitions (trips, closes, operator actions) are rare and are
-//! serialised by a small mutex, which also guards the jitter RNG, so that
-//! the open deadline and the state change appear together.
+//! clock-reading rules take the out-of-line path. Transitions (trips,
+//! closes, operator actions) are rare and are serialised by a small mutex,
+//! which also guards the jitter RNG, so that the open deadline and the
+//! state change appear together.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -252,29 +253,36 @@ impl Core {
         st_of(self.hot.word.load(Ordering::Acquire))
     }
 
-    /// Lets a call through when Closed (or Disabled): one atomic load. Says
-    /// `None` for every other state, which [`acquire`](Self::acquire)
-    /// handles.
-    #[inline(always)]
-    pub(crate) fn admit_closed(&self) -> Option<Permit> {
-        let w = self.hot.word.load(Ordering::Acquire);
-        if matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled) {
-            let start = if self.hot.needs_clock { self.now() } else { 0 };
-            return Some(Permit {
-                gen: gen_of(w) as u32,
-                probe: false,
-                start,
-            });
-        }
-        None
+    /// The state word as it is now.
+    #[inline]
+    pub(crate) fn word(&self) -> u64 {
+        self.hot.word.load(Ordering::Acquire)
     }
 
-    /// The refusal for a call made while open with time left: one load and
-    /// one clock read. `None` in every other case (including an open
+    /// Lets a call through when the word `w` says Closed (or Disabled).
+    /// Says `None` for every other state, which [`acquire`](Self::acquire)
+    /// handles.
+    #[inline(always)]
+    pub(crate) fn admit_closed(&self, w: u64) -> Option<Permit> {
+        matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled)
+            .then(|| self.closed_permit(w))
+    }
+
+    /// The permit of a call admitted in Closed or Disabled under word `w`.
+    #[inline(always)]
+    fn closed_permit(&self, w: u64) -> Permit {
+        Permit {
+            gen: gen_of(w) as u32,
+            probe: false,
+            start: if self.hot.needs_clock { self.now() } else { 0 },
+        }
+    }
+
+    /// The refusal for a call made while the word `w` says Open and time is
+    /// left: one clock read. `None` in every other case (including an open
     /// period that has ended), which [`acquire`](Self::acquire) handles.
     #[inline(always)]
-    pub(crate) fn refuse_if_open(&self) -> Option<Refusal> {
-        let w = self.hot.word.load(Ordering::Acquire);
+    pub(crate) fn refuse_if_open(&self, w: u64) -> Option<Refusal> {
         if st_of(w) != CircuitState::Open {
             return None;
         }
@@ -307,50 +315,25 @@ impl Core {
         })
     }
 
-    /// Lets a call through or refuses it, moving Open to HalfOpen when the
-    /// open period has ended. Closed (the hot path) is one atomic load,
-    /// kept small enough to inline; every other state goes the long way.
-    #[inline]
-    pub(crate) fn acquire(&self) -> Result<Permit, Refusal> {
-        let w = self.hot.word.load(Ordering::Acquire);
-        if matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled) {
-            let start = if self.hot.needs_clock { self.now() } else { 0 };
-            return Ok(Permit {
-                gen: gen_of(w) as u32,
-                probe: false,
-                start,
-            });
-        }
-        if let Some(refusal) = self.refuse_if_open() {
-            return Err(refusal);
-        }
-        self.acquire_other(w)
-    }
-
+    /// Lets a call through or refuses it, in any state, moving Open to
+    /// HalfOpen when the open period has ended. The two paths a burst
+    /// takes, [`admit_closed`](Self::admit_closed) and
+    /// [`refuse_if_open`](Self::refuse_if_open), are also called on their
+    /// own, inline, before this.
     #[inline(never)]
-    fn acquire_other(&self, mut w: u64) -> Result<Permit, Refusal> {
+    pub(crate) fn acquire(&self) -> Result<Permit, Refusal> {
+        let mut w = self.word();
         loop {
             match st_of(w) {
                 CircuitState::Closed | CircuitState::Disabled => {
-                    let start = if self.hot.needs_clock { self.now() } else { 0 };
-                    return Ok(Permit {
-                        gen: gen_of(w) as u32,
-                        probe: false,
-                        start,
-                    });
+                    return Ok(self.closed_permit(w));
                 }
                 CircuitState::ForcedOpen => {
                     return Err(self.refuse(CircuitState::ForcedOpen, None, Detail::None))
                 }
                 CircuitState::Open => {
-                    let now = self.now();
-                    let until = self.hot.open_until.load(Ordering::Acquire);
-                    if now < until {
-                        return Err(self.refuse(
-                            CircuitState::Open,
-                            Some(self.instant(until)),
-                            Detail::None,
-                        ));
+                    if let Some(refusal) = self.refuse_if_open(w) {
+                        return Err(refusal);
                     }
                     self.transition(w, CircuitState::HalfOpen, TransitionReason::OpenElapsed);
                 }
@@ -424,9 +407,7 @@ impl Core {
         let w = self.hot.word.load(Ordering::Acquire);
         match st_of(w) {
             CircuitState::ForcedOpen => true,
-            CircuitState::Open => {
-                self.nanos(Instant::now()) < self.hot.open_until.load(Ordering::Acquire)
-            }
+            CircuitState::Open => self.now() < self.hot.open_until.load(Ordering::Acquire),
             _ => false,
         }
     }
@@ -447,7 +428,7 @@ impl Core {
             CircuitState::ForcedOpen => Readiness::Refuse,
             CircuitState::Open => {
                 let until = self.hot.open_until.load(Ordering::Acquire);
-                if self.nanos(Instant::now()) < until {
+                if self.now() < until {
                     Readiness::WaitUntil(self.instant(until))
                 } else {
                     Readiness::Go
@@ -461,7 +442,7 @@ impl Core {
     pub(crate) fn open_remaining(&self) -> Option<Duration> {
         let w = self.hot.word.load(Ordering::Acquire);
         (st_of(w) == CircuitState::Open).then(|| {
-            let now = self.nanos(Instant::now());
+            let now = self.now();
             Duration::from_nanos(
                 self.hot
                     .open_until
@@ -512,9 +493,7 @@ impl Core {
             if gen_of(w) == permit.gen as u64
                 && matches!(st_of(w), CircuitState::Closed | CircuitState::Disabled)
             {
-                if self.consecutive.load(Ordering::Relaxed) != 0 {
-                    self.consecutive.store(0, Ordering::Release);
-                }
+                self.end_streak();
                 // Without the clock there is no time window: a count window
                 // or none.
                 match &self.window {
@@ -553,6 +532,15 @@ impl Core {
         }
         if slow {
             self.totals.slow.add(1);
+        }
+    }
+
+    /// A success ends the failure streak. Written only when there is one,
+    /// so a run of successes leaves the streak's cache line shared.
+    #[inline]
+    fn end_streak(&self) {
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Release);
         }
     }
 
@@ -601,9 +589,8 @@ impl Core {
                 .fetch_add(1, Ordering::AcqRel)
                 .saturating_add(1)
         } else {
-            if !matches!(verdict, Verdict::Ignored) && self.consecutive.load(Ordering::Relaxed) != 0
-            {
-                self.consecutive.store(0, Ordering::Release);
+            if !matches!(verdict, Verdict::Ignored) {
+                self.end_streak();
             }
             0
         };
@@ -785,7 +772,7 @@ impl Core {
     /// changed state or generation meanwhile. Returns whether it did.
     fn transition(&self, from: u64, to: CircuitState, reason: TransitionReason) -> bool {
         let mut g = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
-        let now = self.nanos(Instant::now());
+        let now = self.now();
         let mut w = self.hot.word.load(Ordering::Acquire);
         if gen_of(w) != gen_of(from) || st_of(w) != st_of(from) {
             return false;
@@ -878,7 +865,7 @@ impl Core {
     }
 
     pub(crate) fn window_counts(&self) -> Option<Counts> {
-        let now = self.nanos(Instant::now());
+        let now = self.now();
         self.window.as_ref().map(|w| w.counts(now))
     }
 
