@@ -145,6 +145,19 @@ where
     frame.into_data().expect("data")
 }
 
+/// Sends one request through the router and hands back the answer's body.
+async fn ask<M, B>(router: &Router<Svc, HttpClassifier, Req, M>) -> B
+where
+    M: ReleaseMode<Res, Response = http::Response<B>>,
+{
+    router
+        .clone()
+        .oneshot(Req::default())
+        .await
+        .unwrap()
+        .into_body()
+}
+
 fn in_flight<M>(registry: &Registry<Svc, HttpClassifier, M>) -> usize {
     registry
         .handles("primary")
@@ -161,23 +174,13 @@ async fn a_stream_holds_its_slot_until_its_body_ends() {
     let (router, registry) = router::<OnBodyEnd>(&primary, &secondary);
 
     // The first request streams from the primary and keeps its one slot ...
-    let mut first = router
-        .clone()
-        .oneshot(Req::default())
-        .await
-        .unwrap()
-        .into_body();
+    let mut first = ask(&router).await;
     assert_eq!(first_chunk(&mut first).await, "primary");
     assert!(first.holds_permit());
     assert_eq!(in_flight(&registry), 1);
 
     // ... so a second one, while it streams, falls back to the secondary.
-    let mut second = router
-        .clone()
-        .oneshot(Req::default())
-        .await
-        .unwrap()
-        .into_body();
+    let mut second = ask(&router).await;
     assert_eq!(first_chunk(&mut second).await, "secondary");
     assert!(
         second.holds_permit(),
@@ -195,12 +198,7 @@ async fn a_stream_holds_its_slot_until_its_body_ends() {
     assert_eq!(in_flight(&registry), 0);
 
     // ... and the primary takes the next request again.
-    let mut third = router
-        .clone()
-        .oneshot(Req::default())
-        .await
-        .unwrap()
-        .into_body();
+    let mut third = ask(&router).await;
     assert_eq!(first_chunk(&mut third).await, "primary");
     // Dropping a stream half-way gives its slot back too.
     drop(third);
@@ -215,20 +213,10 @@ async fn a_stream_holds_its_slot_until_its_body_ends() {
 async fn released_at_the_response_head_a_second_stream_gets_in() {
     let (primary, secondary) = (Streaming::new("primary"), Streaming::new("secondary"));
     let (router, registry) = router::<OnResponse>(&primary, &secondary);
-    let mut first = router
-        .clone()
-        .oneshot(Req::default())
-        .await
-        .unwrap()
-        .into_body();
+    let mut first = ask(&router).await;
     assert_eq!(first_chunk(&mut first).await, "primary");
     assert_eq!(in_flight(&registry), 0);
-    let mut second = router
-        .clone()
-        .oneshot(Req::default())
-        .await
-        .unwrap()
-        .into_body();
+    let mut second = ask(&router).await;
     assert_eq!(first_chunk(&mut second).await, "primary");
     assert_eq!(primary.calls.load(Ordering::SeqCst), 2);
     primary.finish_all();
