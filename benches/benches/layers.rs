@@ -11,37 +11,29 @@ use std::time::{Duration, Instant};
 
 use benches::{ours, Bare, Req};
 use criterion::{criterion_group, criterion_main, Criterion};
-use palisade_core::{RejectReason, Rejected, WithDeadline};
-use tower::{Service, ServiceExt};
+use palisade_core::{RejectReason, Rejected};
+use tower::Service;
 
 /// Measures `iters` calls through `svc` inside the runtime, the way a
 /// service is driven in production (and as the side-by-side harness does):
 /// `ready().await`, then `call(..).await`.
-fn bench_service<S: Service<Req>>(
+fn bench_service<S>(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
     name: &str,
-    svc: S,
+    mut svc: S,
     expect_ok: bool,
-) {
-    let mut svc = Some(svc);
+) where
+    S: Service<Req>,
+    S::Error: std::fmt::Debug,
+{
     c.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            let mut s = svc.take().expect("put back after every batch");
-            let elapsed = rt.block_on(async {
+            rt.block_on(async {
                 let start = Instant::now();
-                for i in 0..iters {
-                    let ready = s.ready().await;
-                    let ok = match ready {
-                        Ok(r) => r.call(WithDeadline::new(black_box(i))).await.is_ok(),
-                        Err(_) => false,
-                    };
-                    assert_eq!(ok, expect_ok, "{name}: wrong path measured");
-                }
+                benches::drive(&mut svc, iters, expect_ok).await;
                 start.elapsed()
-            });
-            svc = Some(s);
-            elapsed
+            })
         })
     });
 }

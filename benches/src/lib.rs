@@ -168,9 +168,11 @@ pub struct Measurement {
 
 type BoxFut = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Drives `calls` calls through one clone of `svc`; panics on an error,
-/// which would mean the stack is not measuring its success path.
-async fn drive<S>(mut svc: S, calls: u64, expect_ok: bool)
+/// Drives `calls` calls through `svc` (`ready().await`, then
+/// `call(..).await`); panics when a call takes the other path than
+/// `expect_ok` names, which would mean the row is not measuring what it
+/// says.
+pub async fn drive<S>(mut svc: S, calls: u64, expect_ok: bool)
 where
     S: Service<Req>,
     S::Error: Debug,

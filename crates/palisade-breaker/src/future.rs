@@ -9,8 +9,7 @@ use std::task::{ready, Context, Poll};
 use palisade_core::{BoxError, Classify};
 use pin_project_lite::pin_project;
 
-use crate::error::BreakerError;
-use crate::error::Refusal;
+use crate::error::{BreakerError, Refusal};
 use crate::state::{Core, Permit};
 
 /// The breaker's claim on a call in flight: handed back with the outcome
