@@ -7,7 +7,7 @@ use std::time::Duration;
 use palisade_core::{BoxError, CircuitState, ProviderId, RejectReason, Rejected};
 use tokio::time::Instant;
 
-use crate::state::{st_code, st_of};
+use crate::kind::RefusalKind;
 
 /// What a refusal adds to its reason, as a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +23,10 @@ pub(crate) enum Detail {
 /// It names the provider (when the breaker was given one), the state and,
 /// when open, the instant the open period ends, from which
 /// [`retry_after`](Self::retry_after) tells how long is left *when you ask*.
-/// It is built without an allocation and without turning instants into
-/// durations, so failing fast costs little more than the clock read it
-/// needs; [`to_rejected`](Self::to_rejected) (or `Rejected::from`) gives the
+/// It is three words, built without an allocation, without a
+/// reference-count bump (the provider, state and detail are interned when
+/// the breaker is built) and without turning instants into durations, so
+/// failing fast costs little more than the clock read it needs; [`to_rejected`](Self::to_rejected) (or `Rejected::from`) gives the
 /// [`Rejected`] every palisade layer uses, which is what the refusal
 /// becomes inside a [`BoxError`].
 ///
@@ -49,38 +50,32 @@ pub(crate) enum Detail {
 /// assert_eq!(refusal.to_string(), "provider local: circuit breaker is forced_open");
 /// # }
 /// ```
+// `kind` first and `until` last: the niche of `Option<Instant>` then sits
+// at the end, where `BreakerError` can keep its tag without growing past
+// 24 bytes.
 #[derive(Clone, PartialEq, Eq)]
+#[repr(C)]
 pub struct Refusal {
-    provider: Option<ProviderId>,
+    /// Provider, state and detail, interned (see `kind.rs`).
+    kind: &'static RefusalKind,
     /// When the open period ends, when open.
     until: Option<Instant>,
-    /// state code | detail << 4
-    code: u8,
 }
 
 impl Refusal {
-    #[inline]
-    pub(crate) fn new(
-        provider: Option<ProviderId>,
-        state: CircuitState,
-        until: Option<Instant>,
-        detail: Detail,
-    ) -> Self {
-        Refusal {
-            provider,
-            until,
-            code: st_code(state) as u8 | (detail as u8) << 4,
-        }
+    #[inline(always)]
+    pub(crate) fn new(kind: &'static RefusalKind, until: Option<Instant>) -> Self {
+        Refusal { kind, until }
     }
 
     /// The breaker's state when it refused the call.
     pub fn state(&self) -> CircuitState {
-        st_of((self.code & 0x0F) as u64)
+        self.kind.state
     }
 
     /// The provider the breaker protects, when it was given one.
     pub fn provider(&self) -> Option<&ProviderId> {
-        self.provider.as_ref()
+        self.kind.provider.as_ref()
     }
 
     /// When the open period ends, when the breaker was open.
@@ -97,10 +92,10 @@ impl Refusal {
 
     /// Why, beyond the state, when there is more to say.
     pub fn detail(&self) -> Option<&'static str> {
-        match self.code >> 4 {
-            0 => None,
-            1 => Some("every half-open probe slot is taken"),
-            _ => Some("the breaker was open when readiness was checked"),
+        match self.kind.detail {
+            Detail::None => None,
+            Detail::ProbeSlotsTaken => Some("every half-open probe slot is taken"),
+            Detail::OpenAtReadiness => Some("the breaker was open when readiness was checked"),
         }
     }
 
@@ -120,7 +115,7 @@ impl From<Refusal> for Rejected {
         if let Some(d) = r.detail() {
             out = out.with_detail(d);
         }
-        out.with_provider_opt(r.provider)
+        out.with_provider_opt(r.kind.provider.clone())
     }
 }
 
@@ -133,7 +128,7 @@ impl fmt::Display for Refusal {
 impl fmt::Debug for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Refusal")
-            .field("provider", &self.provider)
+            .field("provider", &self.kind.provider)
             .field("state", &self.state())
             .field("open_until", &self.until)
             .field("detail", &self.detail())
@@ -254,7 +249,18 @@ impl fmt::Debug for BreakerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::Kinds;
     use palisade_core::{classify_error, FailureKind};
+
+    fn refusal(
+        provider: Option<&str>,
+        state: CircuitState,
+        until: Option<Instant>,
+        detail: Detail,
+    ) -> Refusal {
+        let provider = provider.map(ProviderId::new);
+        Refusal::new(Kinds::of(provider.as_ref()).get(state, detail), until)
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_refusal_keeps_every_field_and_measures_the_wait_when_asked() {
@@ -269,19 +275,19 @@ mod tests {
                 Detail::OpenAtReadiness,
             ] {
                 let until = Instant::now() + Duration::from_secs(30);
-                let r = Refusal::new(Some(ProviderId::new("p")), state, Some(until), detail);
+                let r = refusal(Some("p"), state, Some(until), detail);
                 assert_eq!(r.state(), state);
                 assert_eq!(r.provider().map(ProviderId::as_str), Some("p"));
                 assert_eq!(r.open_until(), Some(until));
                 assert_eq!(r.retry_after(), Some(Duration::from_secs(30)));
                 assert_eq!(r.detail().is_some(), detail != Detail::None);
-                let none = Refusal::new(None, state, None, detail);
+                let none = refusal(None, state, None, detail);
                 assert_eq!(none.retry_after(), None);
                 assert_eq!(none.state(), state);
             }
         }
         // the wait is measured when asked, and never goes negative
-        let r = Refusal::new(
+        let r = refusal(
             None,
             CircuitState::Open,
             Some(Instant::now() + Duration::from_secs(10)),
@@ -296,8 +302,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn converts_to_box_without_hiding_anything() {
-        let r = Refusal::new(
-            Some(ProviderId::new("p")),
+        let r = refusal(
+            Some("p"),
             CircuitState::Open,
             Some(Instant::now() + Duration::from_nanos(1_000)),
             Detail::None,
@@ -320,7 +326,7 @@ mod tests {
 
     #[test]
     fn displays_what_it_holds() {
-        let r = Refusal::new(None, CircuitState::HalfOpen, None, Detail::ProbeSlotsTaken);
+        let r = refusal(None, CircuitState::HalfOpen, None, Detail::ProbeSlotsTaken);
         assert_eq!(
             BreakerError::from(r.clone()).to_string(),
             "circuit breaker is half_open (every half-open probe slot is taken)"
@@ -330,5 +336,18 @@ mod tests {
         assert_eq!(e.to_string(), "boom");
         assert!(!e.is_refused() && e.refusal().is_none());
         assert!(format!("{e:?}").starts_with("Inner("));
+    }
+
+    /// A refusal travels through every `poll_ready` result and response
+    /// future of the fast-fail path; keeping it to three words keeps those
+    /// moves cheap (a 40-byte error cost a tenth of the closed-state call in
+    /// store-forwarding stalls alone).
+    #[test]
+    fn the_error_stays_three_words() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Refusal>(), 24);
+        assert_eq!(size_of::<BreakerError>(), 24);
+        assert_eq!(size_of::<Result<(), BreakerError>>(), 24);
+        assert_eq!(size_of::<Result<u64, BreakerError>>(), 24);
     }
 }

@@ -112,6 +112,11 @@ pub struct Builder<C> {
 
 impl<C> Builder<C> {
     /// Names the provider, for errors, events and metrics.
+    ///
+    /// Refusals name the provider without cloning it: each distinct name
+    /// given to a breaker is interned for the life of the process (a few
+    /// hundred bytes, shared by every breaker with that name), so name
+    /// breakers after your providers, not after per-request data.
     pub fn provider(mut self, provider: impl Into<ProviderId>) -> Self {
         self.cfg.provider = Some(provider.into());
         self

@@ -69,6 +69,7 @@ mod config;
 mod error;
 mod future;
 mod handle;
+mod kind;
 mod layer;
 mod service;
 mod state;

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use crate::config::{Config, ReadinessMode, WindowKind};
 use crate::error::{Detail, Refusal};
 use crate::handle::{StateChange, TransitionReason};
+use crate::kind::Kinds;
 use crate::window::{CountWindow, Counts, TimeWindow, Window};
 
 const ST_MASK: u64 = 0b111;
@@ -140,6 +141,8 @@ struct Hot {
     /// Nanos since base when the open period ends (valid in Open).
     open_until: AtomicU64,
     base: Instant,
+    /// What refusals name (provider, state, detail), interned.
+    kinds: &'static Kinds,
     needs_clock: bool,
     mode: ReadinessMode,
 }
@@ -199,6 +202,7 @@ impl Core {
             cfg.slow_call_rate.is_some() || window.as_ref().is_some_and(Window::needs_clock);
         let base = Instant::now();
         let mode = cfg.mode;
+        let kinds = Kinds::of(cfg.provider.as_ref());
         let rng = match seed {
             Some(s) => SmallRng::seed_from_u64(s),
             None => SmallRng::from_os_rng(),
@@ -216,6 +220,7 @@ impl Core {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 open_until: AtomicU64::new(0),
                 base,
+                kinds,
                 needs_clock,
                 mode,
             },
@@ -388,7 +393,7 @@ impl Core {
     #[inline]
     fn refuse(&self, state: CircuitState, until: Option<Instant>, detail: Detail) -> Refusal {
         self.totals.rejected.add(1);
-        Refusal::new(self.cfg.provider.clone(), state, until, detail)
+        Refusal::new(self.hot.kinds.get(state, detail), until)
     }
 
     /// The refusal a caller gets for the breaker's current state, for a
