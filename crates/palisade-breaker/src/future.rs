@@ -29,11 +29,20 @@ impl Drop for Claim {
     }
 }
 
+/// The refusal a refused future hands out, on a 16-byte boundary of the
+/// future. Futures are moved with 16-byte copies; aligned this way, `poll`
+/// reads the refusal back with loads that match those copies' stores, where
+/// a refusal straddling two of them stalled every refused call on a failed
+/// store-to-load forward (about 3 ns of a 50 ns refusal, measured
+/// interleaved in the side-by-side bench).
+#[repr(align(16))]
+struct Aligned(Option<Refusal>);
+
 pin_project! {
     #[project = StateProj]
     enum State<F> {
         Called { #[pin] fut: F, claim: Claim },
-        Refused { refusal: Option<Refusal> },
+        Refused { refusal: Aligned },
     }
 }
 
@@ -67,7 +76,7 @@ impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn refused(refusal: Refusal, classifier: C) -> Self {
         ResponseFuture {
             state: State::Refused {
-                refusal: Some(refusal),
+                refusal: Aligned(Some(refusal)),
             },
             classifier,
         }
@@ -100,6 +109,7 @@ where
         match this.state.project() {
             StateProj::Refused { refusal } => Poll::Ready(Err(BreakerError::Refused(
                 refusal
+                    .0
                     .take()
                     .expect("ResponseFuture polled after completion"),
             ))),
