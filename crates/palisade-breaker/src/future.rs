@@ -22,6 +22,7 @@ struct Claim {
 }
 
 impl Drop for Claim {
+    #[inline]
     fn drop(&mut self) {
         if let Some(p) = self.permit.take() {
             self.core.abandon(p);

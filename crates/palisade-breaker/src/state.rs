@@ -719,6 +719,8 @@ impl Core {
 
     /// A call's future was dropped before it finished: free its probe slot,
     /// count it as neither success nor failure.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn abandon(&self, permit: Permit) {
         self.totals.abandoned.add(1);
         if !permit.probe {
