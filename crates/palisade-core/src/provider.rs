@@ -1,8 +1,9 @@
 //! Provider identifiers.
 
 use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The name of an upstream provider (`"openai"`, `"anthropic"`, `"local"`).
 ///
@@ -36,6 +37,39 @@ impl ProviderId {
     /// The provider's name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// This name, kept for the life of the process: the same `&'static`
+    /// for every call with an equal name.
+    ///
+    /// Layers intern the provider they are built with, so a call's future
+    /// can name it in an error without cloning it (a clone bumps a
+    /// reference count that every worker thread shares). Each distinct
+    /// name costs one small allocation that is never freed, so intern
+    /// names from configuration, not from per-request data.
+    ///
+    /// ```
+    /// use palisade_core::ProviderId;
+    ///
+    /// let a = ProviderId::new("openai").interned();
+    /// let b = ProviderId::from(String::from("openai")).interned();
+    /// assert!(std::ptr::eq(a, b));
+    /// assert_eq!(a.as_str(), "openai");
+    /// ```
+    pub fn interned(&self) -> &'static ProviderId {
+        static NAMES: OnceLock<Mutex<HashSet<&'static ProviderId>>> = OnceLock::new();
+        // Only whole entries are ever inserted, so a panic elsewhere while
+        // the set was held leaves it consistent.
+        let mut names = NAMES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = names.get(self) {
+            return name;
+        }
+        let name: &'static ProviderId = Box::leak(Box::new(self.clone()));
+        names.insert(name);
+        name
     }
 }
 
@@ -109,7 +143,6 @@ impl<'de> serde::Deserialize<'de> for ProviderId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     #[test]
     fn clones_share_the_name() {
@@ -126,5 +159,15 @@ mod tests {
         assert!(set.contains("local"));
         assert!(!set.contains("openai"));
         assert_eq!(format!("{:?}", ProviderId::new("x")), "\"x\"");
+    }
+
+    #[test]
+    fn interning_keeps_one_copy_per_name() {
+        let a = ProviderId::new("interned-a").interned();
+        let again = ProviderId::new("interned-a").interned();
+        let b = ProviderId::new("interned-b").interned();
+        assert!(std::ptr::eq(a, again));
+        assert!(!std::ptr::eq(a, b));
+        assert_eq!((a.as_str(), b.as_str()), ("interned-a", "interned-b"));
     }
 }

@@ -55,7 +55,7 @@ use crate::request::{check_timeout, Enforce, ResponseFuture};
 #[derive(Debug, Clone)]
 pub struct AttemptTimeoutLayer {
     per_attempt: Duration,
-    provider: Option<ProviderId>,
+    provider: Option<&'static ProviderId>,
 }
 
 impl AttemptTimeoutLayer {
@@ -69,9 +69,10 @@ impl AttemptTimeoutLayer {
         })
     }
 
-    /// Names the provider in the timeout errors.
+    /// Names the provider in the timeout errors. The name is
+    /// [interned](ProviderId::interned), so calls name it without cloning.
     pub fn provider(mut self, provider: impl Into<ProviderId>) -> Self {
-        self.provider = Some(provider.into());
+        self.provider = Some(provider.into().interned());
         self
     }
 }
@@ -127,7 +128,7 @@ where
         let now = Instant::now();
         let own = Deadline::after_from(now, self.layer.per_attempt);
         let (at, scope) = match req.deadline() {
-            Some(d) if d.instant() <= now => return ResponseFuture::expired(&self.layer.provider),
+            Some(d) if d.instant() <= now => return ResponseFuture::expired(self.layer.provider),
             Some(d) if d < own => (d.instant(), TimeoutScope::Request),
             _ => {
                 req.replace_deadline(own);
@@ -137,7 +138,7 @@ where
         let enforce = Enforce {
             at,
             started: now,
-            provider: self.layer.provider.clone(),
+            provider: self.layer.provider,
         };
         ResponseFuture::new(self.inner.call(req), Some(enforce), scope)
     }

@@ -34,7 +34,7 @@ use crate::request::check_timeout;
 pub struct StreamTimeouts {
     first_frame: Option<Duration>,
     idle: Option<Duration>,
-    provider: Option<ProviderId>,
+    provider: Option<&'static ProviderId>,
 }
 
 impl StreamTimeouts {
@@ -56,9 +56,10 @@ impl StreamTimeouts {
         self
     }
 
-    /// Names the provider in the timeout errors.
+    /// Names the provider in the timeout errors. The name is
+    /// [interned](ProviderId::interned), so calls name it without cloning.
     pub fn provider(mut self, provider: impl Into<ProviderId>) -> Self {
-        self.provider = Some(provider.into());
+        self.provider = Some(provider.into().interned());
         self
     }
 
@@ -208,7 +209,7 @@ where
         *this.done = true;
         let after = at.saturating_duration_since(from);
         let mut elapsed = Elapsed::new(scope, after);
-        if let Some(p) = &this.timeouts.provider {
+        if let Some(p) = this.timeouts.provider {
             elapsed = elapsed.with_provider(p.clone());
         }
         tracing::debug!(

@@ -75,7 +75,7 @@ pub struct DeadlineLayer<A = NoAdopt> {
     total: Duration,
     enforce: bool,
     adopt: A,
-    provider: Option<ProviderId>,
+    provider: Option<&'static ProviderId>,
 }
 
 impl DeadlineLayer<NoAdopt> {
@@ -111,9 +111,10 @@ impl<A> DeadlineLayer<A> {
         self
     }
 
-    /// Names the provider in the timeout errors.
+    /// Names the provider in the timeout errors. The name is
+    /// [interned](ProviderId::interned), so calls name it without cloning.
     pub fn provider(mut self, provider: impl Into<ProviderId>) -> Self {
-        self.provider = Some(provider.into());
+        self.provider = Some(provider.into().interned());
         self
     }
 }
@@ -174,12 +175,12 @@ where
         };
         let deadline = req.tighten_deadline(Deadline::after_from(now, total));
         if deadline.instant() <= now {
-            return ResponseFuture::expired(&self.layer.provider);
+            return ResponseFuture::expired(self.layer.provider);
         }
         let enforce = self.layer.enforce.then(|| Enforce {
             at: deadline.instant(),
             started: now,
-            provider: self.layer.provider.clone(),
+            provider: self.layer.provider,
         });
         ResponseFuture::new(self.inner.call(req), enforce, TimeoutScope::Request)
     }
@@ -190,7 +191,7 @@ where
 pub(crate) struct Enforce {
     pub(crate) at: Instant,
     pub(crate) started: Instant,
-    pub(crate) provider: Option<ProviderId>,
+    pub(crate) provider: Option<&'static ProviderId>,
 }
 
 pin_project! {
@@ -229,9 +230,9 @@ impl<F> ResponseFuture<F> {
     /// The deadline had passed before the call could start: refuse it
     /// without calling the inner service.
     #[cold]
-    pub(crate) fn expired(provider: &Option<ProviderId>) -> Self {
+    pub(crate) fn expired(provider: Option<&'static ProviderId>) -> Self {
         let rejected = Rejected::new(RejectReason::DeadlineExceeded)
-            .with_provider_opt(provider.clone())
+            .with_provider_opt(provider.cloned())
             .with_detail("no time left to start the call");
         ResponseFuture {
             kind: Kind::Refused {
@@ -312,7 +313,7 @@ fn elapsed(enforce: &Enforce, scope: TimeoutScope) -> Elapsed {
         "timeout fired"
     );
     let e = Elapsed::new(scope, after);
-    match &enforce.provider {
+    match enforce.provider {
         Some(p) => e.with_provider(p.clone()),
         None => e,
     }
