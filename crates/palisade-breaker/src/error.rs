@@ -75,7 +75,7 @@ impl Refusal {
 
     /// The provider the breaker protects, when it was given one.
     pub fn provider(&self) -> Option<&ProviderId> {
-        self.kind.provider.as_ref()
+        self.kind.provider
     }
 
     /// When the open period ends, when the breaker was open.
@@ -115,7 +115,7 @@ impl From<Refusal> for Rejected {
         if let Some(d) = r.detail() {
             out = out.with_detail(d);
         }
-        out.with_provider_opt(r.kind.provider.clone())
+        out.with_provider_opt(r.kind.provider.cloned())
     }
 }
 

@@ -13,7 +13,8 @@
 //!
 //! The cost is a few hundred bytes per *distinct* provider name ever given
 //! to a breaker, shared by every breaker with that name (a registry names a
-//! handful of providers, and rebuilding its breakers adds nothing).
+//! handful of providers, and rebuilding its breakers adds nothing); the name
+//! itself is [interned](ProviderId::interned) once for every layer.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -42,7 +43,7 @@ const DETAILS: [Detail; 3] = [
 /// One kind of refusal: who refused, in which state, and why.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct RefusalKind {
-    pub(crate) provider: Option<ProviderId>,
+    pub(crate) provider: Option<&'static ProviderId>,
     pub(crate) state: CircuitState,
     pub(crate) detail: Detail,
 }
@@ -52,8 +53,9 @@ pub(crate) struct RefusalKind {
 #[derive(Debug)]
 pub(crate) struct Kinds([[RefusalKind; 3]; 5]);
 
-/// The interned kinds, by provider name (`None` for breakers without one).
-type Interned = HashMap<Option<ProviderId>, &'static Kinds>;
+/// The interned kinds, by interned provider name (`None` for breakers
+/// without one).
+type Interned = HashMap<Option<&'static ProviderId>, &'static Kinds>;
 
 static INTERNED: OnceLock<Mutex<Interned>> = OnceLock::new();
 
@@ -65,17 +67,18 @@ impl Kinds {
         // The map is only ever inserted into whole entries, so a panic
         // elsewhere while it was held leaves it consistent.
         let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(kinds) = map.get(&provider.cloned()) {
+        let provider = provider.map(ProviderId::interned);
+        if let Some(kinds) = map.get(&provider) {
             return kinds;
         }
         let kinds: &'static Kinds = Box::leak(Box::new(Kinds(STATES.map(|state| {
             DETAILS.map(|detail| RefusalKind {
-                provider: provider.cloned(),
+                provider,
                 state,
                 detail,
             })
         }))));
-        map.insert(provider.cloned(), kinds);
+        map.insert(provider, kinds);
         kinds
     }
 
@@ -100,7 +103,7 @@ mod tests {
                     let k = kinds.get(state, detail);
                     assert_eq!(k.state, state);
                     assert_eq!(k.detail, detail);
-                    assert_eq!(k.provider.as_ref(), provider);
+                    assert_eq!(k.provider, provider);
                 }
             }
         }
