@@ -133,12 +133,16 @@ async fn an_inherited_earlier_deadline_wins_and_is_reported_as_such() {
 #[tokio::test(start_paused = true)]
 async fn the_attempt_timeout_fires_at_its_exact_instant() {
     let (svc, _) = recorder(secs(100));
-    let svc = AttemptTimeoutLayer::new(secs(10)).unwrap().layer(svc);
+    let svc = AttemptTimeoutLayer::new(secs(10))
+        .unwrap()
+        .provider("anthropic")
+        .layer(svc);
     let start = Instant::now();
     let err = svc.oneshot(WithDeadline::new(())).await.unwrap_err();
     assert_eq!(start.elapsed(), secs(10));
     let e = elapsed(&err);
     assert_eq!((e.scope(), e.after()), (TimeoutScope::Attempt, secs(10)));
+    assert_eq!(e.provider().map(|p| p.as_str()), Some("anthropic"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -166,12 +170,16 @@ async fn stamp_only_arms_nothing_but_inner_layers_still_enforce() {
 #[tokio::test(start_paused = true)]
 async fn a_request_whose_deadline_passed_is_refused_without_a_call() {
     let (svc, seen) = recorder(Duration::ZERO);
-    let svc = AttemptTimeoutLayer::new(secs(10)).unwrap().layer(svc);
+    let svc = AttemptTimeoutLayer::new(secs(10))
+        .unwrap()
+        .provider("local")
+        .layer(svc);
     let req = WithDeadline::with((), Deadline::after(secs(1)));
     tokio::time::advance(secs(2)).await;
     let err = svc.clone().oneshot(req).await.unwrap_err();
     let r = err.downcast_ref::<Rejected>().expect("refused");
     assert_eq!(r.reason(), RejectReason::DeadlineExceeded);
+    assert_eq!(r.provider().map(|p| p.as_str()), Some("local"));
     assert!(
         seen.lock().unwrap().is_empty(),
         "the provider was not called"
