@@ -5,7 +5,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{BoxError, Deadline, HasDeadline, ProviderId, TimeoutScope};
-use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -125,7 +124,9 @@ where
 
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let now = Instant::now();
+        // The enclosing deadline layer's reading when it called us
+        // synchronously; a clock read otherwise (see `clock.rs`).
+        let now = crate::clock::now();
         let own = Deadline::after_from(now, self.layer.per_attempt);
         let (at, scope) = match req.deadline() {
             Some(d) if d.instant() <= now => return ResponseFuture::expired(self.layer.provider),

@@ -48,6 +48,7 @@
 
 mod attempt;
 mod body;
+mod clock;
 mod error;
 mod header;
 mod propagate;

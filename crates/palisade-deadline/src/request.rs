@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::clock::SharedReading;
 use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::header::{Adopt, NoAdopt, TimeoutHeader};
@@ -168,7 +169,9 @@ where
 
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let now = Instant::now();
+        // Shared with the timeout layers this call reaches synchronously
+        // (see `clock.rs`), until the inner call below returns.
+        let (now, _reading) = SharedReading::enter();
         let total = match self.layer.adopt.timeout_of(&req) {
             Some(asked) => asked.min(self.layer.total),
             None => self.layer.total,

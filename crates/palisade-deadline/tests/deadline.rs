@@ -145,6 +145,66 @@ async fn the_attempt_timeout_fires_at_its_exact_instant() {
     assert_eq!(e.provider().map(|p| p.as_str()), Some("anthropic"));
 }
 
+/// A layer that calls its inner service only after `wait`, from its
+/// future: the shape of a queued bulkhead call or a retry after backoff.
+#[derive(Clone)]
+struct CallLater<S> {
+    inner: S,
+    wait: Duration,
+}
+
+impl<S> tower::Service<WithDeadline<()>> for CallLater<S>
+where
+    S: tower::Service<WithDeadline<()>, Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = ();
+    type Error = BoxError;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: WithDeadline<()>) -> Self::Future {
+        let inner = self.inner.clone();
+        let wait = self.wait;
+        Box::pin(async move {
+            tokio::time::sleep(wait).await;
+            inner.oneshot(req).await
+        })
+    }
+}
+
+/// The attempt timeout reuses the deadline layer's clock reading only while
+/// the deadline's `call` runs: an attempt started later, from a future,
+/// times itself from when it starts.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_started_later_times_itself_from_its_own_start() {
+    let (svc, _) = recorder(secs(100));
+    let attempt = AttemptTimeoutLayer::new(secs(10)).unwrap().layer(svc);
+    let svc = DeadlineLayer::new(secs(60)).unwrap().layer(CallLater {
+        inner: attempt,
+        wait: secs(5),
+    });
+    let start = Instant::now();
+    let err = svc.oneshot(WithDeadline::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(15), "5 s queued, then a 10 s attempt");
+    assert_eq!(elapsed(&err).scope(), TimeoutScope::Attempt);
+
+    // Called at once from inside the deadline's call, the attempt shares
+    // its reading and fires exactly on time.
+    let (svc, _) = recorder(secs(100));
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(60)).unwrap())
+        .layer(AttemptTimeoutLayer::new(secs(10)).unwrap())
+        .service(svc);
+    let start = Instant::now();
+    let err = svc.oneshot(WithDeadline::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(10));
+    assert_eq!(elapsed(&err).scope(), TimeoutScope::Attempt);
+}
+
 #[tokio::test(start_paused = true)]
 async fn stamp_only_arms_nothing_but_inner_layers_still_enforce() {
     let (svc, _) = recorder(secs(100));
