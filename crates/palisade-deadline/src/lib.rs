@@ -21,9 +21,12 @@
 //! `Idle`) and after how long, and which every classifier reads as
 //! `Timeout`.
 //!
-//! **Timers.** Stamping a deadline costs a clock read and no timer. The
-//! request and attempt layers arm their timer only when the inner future is
-//! still pending on its first poll, and keep it inline (no allocation).
+//! **Timers.** Stamping a deadline costs a clock read and no timer, and the
+//! attempt timeouts its `call` reaches synchronously (the first attempt,
+//! past a free bulkhead slot and a closed breaker) reuse that reading
+//! instead of reading the clock again; attempts started later (queued,
+//! retried) read it themselves. The request and attempt layers arm their
+//! timer only when the inner future is still pending on its first poll.
 //! With [`DeadlineLayer::stamp_only`] the whole stack arms one timer per
 //! attempt: palisade's attempt timeout, retry and fallback all honour the
 //! stamped deadline themselves.
