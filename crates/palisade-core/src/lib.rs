@@ -8,7 +8,8 @@
 //!   [`Policy`] says which kinds are retried, counted by the breaker, or sent
 //!   to the next provider. [`HttpClassifier`] reads HTTP statuses and
 //!   `Retry-After` / `retry-after-ms` / `x-should-retry` the way LLM
-//!   providers mean them.
+//!   providers mean them; [`GrpcClassifier`] reads `grpc-status` and
+//!   `grpc-retry-pushback-ms` for gRPC channels.
 //! - **Deadlines**: a request carries at most one [`Deadline`]
 //!   ([`HasDeadline`]); inner layers may shorten it, never extend it.
 //! - **Errors**: layers return [`BoxError`]; our own fast-fails are a
@@ -35,6 +36,7 @@ mod classify;
 mod counter;
 mod deadline;
 mod error;
+mod grpc;
 mod http;
 mod policy;
 mod provider;
@@ -48,6 +50,7 @@ pub use crate::deadline::{Deadline, HasDeadline, WithDeadline};
 pub use crate::error::{
     BoxError, CircuitState, ConfigError, Elapsed, RejectReason, Rejected, TimeoutScope,
 };
+pub use crate::grpc::{GrpcClassifier, GRPC_MESSAGE, GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS};
 pub use crate::http::{
     classify_error_body, parse_retry_after, parse_retry_after_ms, HttpClassifier,
     DEFAULT_MAX_RETRY_AFTER, RETRY_AFTER_MS, X_SHOULD_RETRY,
