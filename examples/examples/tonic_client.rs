@@ -3,6 +3,13 @@
 //! `grpc-timeout` propagation, calling the standard gRPC health service
 //! (tonic-health) served on loopback.
 //!
+//! The breaker reads gRPC statuses with `GrpcClassifier`: a gRPC failure
+//! usually travels as HTTP 200 with `grpc-status` in its headers, which an
+//! HTTP classifier would count as a success. `UNAVAILABLE` and
+//! `RESOURCE_EXHAUSTED` count against the server (a
+//! `grpc-retry-pushback-ms` opens the breaker for exactly that long);
+//! the caller's own errors, such as the `NOT_FOUND` below, do not.
+//!
 //! Retry is left out here: a tonic request body is a stream that cannot be
 //! cloned; buffer requests (or use a `Replay` hook) to retry gRPC calls.
 //!
@@ -35,6 +42,7 @@ async fn main() -> Result<(), BoxError> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
     let breaker = CircuitBreakerLayer::builder()
         .provider("grpc-llm")
+        .classifier(GrpcClassifier::new())
         .build()?;
     let handle = breaker.handle();
     let stack = ServiceBuilder::new()
@@ -55,5 +63,18 @@ async fn main() -> Result<(), BoxError> {
             ServingStatus::try_from(res.into_inner().status).unwrap_or(ServingStatus::Unknown);
         println!("llm.Chat is {status:?}; breaker {}", handle.state());
     }
+    // Asking about a service the server does not know is our mistake
+    // (NOT_FOUND), not the server's failure: the breaker stays closed.
+    for _ in 0..10 {
+        let err = client
+            .check(HealthCheckRequest {
+                service: "no.such.Service".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+    println!("10 NOT_FOUND answers later, breaker {}", handle.state());
+    assert_eq!(handle.state(), CircuitState::Closed);
     Ok(())
 }

@@ -69,8 +69,8 @@ pub mod prelude {
     pub use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
     pub use palisade_bulkhead::{BulkheadHandle, BulkheadLayer};
     pub use palisade_core::{
-        BoxError, CircuitState, Classify, Deadline, Elapsed, FailureKind, HasDeadline,
-        HttpClassifier, Outcome, Policy, ProviderId, Rejected, WithDeadline,
+        BoxError, CircuitState, Classify, Deadline, Elapsed, FailureKind, GrpcClassifier,
+        HasDeadline, HttpClassifier, Outcome, Policy, ProviderId, Rejected, WithDeadline,
     };
     pub use palisade_deadline::{
         AttemptTimeoutLayer, DeadlineLayer, PropagateDeadlineLayer, StreamTimeoutLayer,
