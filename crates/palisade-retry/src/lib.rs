@@ -50,6 +50,8 @@
 #![forbid(unsafe_code)]
 
 mod backoff;
+#[cfg(feature = "http")]
+mod body;
 mod budget;
 mod error;
 mod future;
@@ -60,6 +62,8 @@ mod service;
 mod shared;
 
 pub use crate::backoff::{Backoff, Jitter};
+#[cfg(feature = "http")]
+pub use crate::body::{BufferBody, BufferBodyLayer, BufferFuture};
 pub use crate::budget::{BudgetSnapshot, RetryBudget};
 pub use crate::error::{ConfigError, RetryStopped, StopReason};
 pub use crate::future::ResponseFuture;
