@@ -1,5 +1,5 @@
 //! A tonic client with palisade's stack: a gRPC channel wrapped in a
-//! request deadline, a circuit breaker, an attempt timeout and
+//! request deadline, a retry, a circuit breaker, an attempt timeout and
 //! `grpc-timeout` propagation, calling the standard gRPC health service
 //! (tonic-health) served on loopback.
 //!
@@ -10,13 +10,16 @@
 //! `grpc-retry-pushback-ms` opens the breaker for exactly that long);
 //! the caller's own errors, such as the `NOT_FOUND` below, do not.
 //!
-//! Retry is left out here: a tonic request body is a stream that cannot be
-//! cloned; buffer requests (or use a `Replay` hook) to retry gRPC calls.
+//! A tonic request body is a stream, which a retry cannot send twice:
+//! `BufferBodyLayer` reads it into memory first (unary calls are small),
+//! and a `map_request` inside the retry turns it back into tonic's body.
 //!
 //! Run with `cargo run -p examples --example tonic_client`.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use palisade::prelude::*;
 use tonic::transport::{Endpoint, Server};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -45,11 +48,17 @@ async fn main() -> Result<(), BoxError> {
         .classifier(GrpcClassifier::new())
         .build()?;
     let handle = breaker.handle();
+    let retry = RetryLayer::builder()
+        .classifier(GrpcClassifier::new())
+        .build()?;
     let stack = ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_secs(5))?)
+        .layer(BufferBodyLayer::new(64 * 1024)?)
+        .layer(retry)
         .layer(breaker)
         .layer(AttemptTimeoutLayer::new(Duration::from_secs(2))?)
         .layer(PropagateDeadlineLayer::new(TimeoutHeader::Grpc))
+        .map_request(|req: http::Request<Full<Bytes>>| req.map(tonic::body::Body::new))
         .service(channel);
     let mut client = HealthClient::new(stack);
 

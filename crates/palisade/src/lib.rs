@@ -77,5 +77,5 @@ pub mod prelude {
         StreamTimeouts, TimeoutHeader,
     };
     pub use palisade_fallback::{AllFailed, Fallback, Target};
-    pub use palisade_retry::{Backoff, Jitter, RetryBudget, RetryLayer};
+    pub use palisade_retry::{Backoff, BufferBodyLayer, Jitter, RetryBudget, RetryLayer};
 }

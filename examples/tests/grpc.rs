@@ -1,8 +1,8 @@
-//! A circuit breaker in front of a real tonic channel, reading gRPC
-//! statuses with `GrpcClassifier`: failures that travel as HTTP 200
-//! (trailers-only responses) trip it, a `grpc-retry-pushback-ms` opens it
-//! for exactly that long, and the caller's own errors are not held against
-//! the server.
+//! palisade in front of a real tonic channel, reading gRPC statuses with
+//! `GrpcClassifier`: failures that travel as HTTP 200 (trailers-only
+//! responses) trip a breaker, a `grpc-retry-pushback-ms` opens it for
+//! exactly that long, the caller's own errors are not held against the
+//! server, and a retry behind `BufferBodyLayer` re-sends a gRPC request.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -18,11 +18,13 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// A health service that answers every check with the status its request
-/// names (`"unavailable"`, `"exhausted"`, `"invalid"`), counting the calls
-/// that reach it.
+/// names (`"unavailable"`, `"exhausted"`, `"invalid"`, `"flaky"`: the
+/// first two calls unavailable), counting the calls that reach it and
+/// keeping the service names it was asked about.
 #[derive(Clone, Default)]
 struct Scripted {
     calls: Arc<AtomicU32>,
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 #[tonic::async_trait]
@@ -31,9 +33,12 @@ impl Health for Scripted {
         &self,
         req: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        match req.into_inner().service.as_str() {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let service = req.into_inner().service;
+        self.asked.lock().unwrap().push(service.clone());
+        match service.as_str() {
             "unavailable" => Err(Status::unavailable("warming up")),
+            "flaky" if n < 2 => Err(Status::unavailable("warming up")),
             "exhausted" => {
                 let mut s = Status::resource_exhausted("quota");
                 s.metadata_mut()
@@ -55,11 +60,11 @@ impl Health for Scripted {
     }
 }
 
-/// Serves `Scripted` on loopback; returns its call counter and a lazy
+/// Serves `Scripted` on loopback; returns it (for its counters) and a lazy
 /// channel to it.
-async fn serve() -> Result<(Arc<AtomicU32>, tonic::transport::Channel), BoxError> {
+async fn serve_scripted() -> Result<(Scripted, tonic::transport::Channel), BoxError> {
     let svc = Scripted::default();
-    let calls = svc.calls.clone();
+    let handle = svc.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(
@@ -68,7 +73,14 @@ async fn serve() -> Result<(Arc<AtomicU32>, tonic::transport::Channel), BoxError
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
-    Ok((calls, channel))
+    Ok((handle, channel))
+}
+
+/// Serves `Scripted` on loopback; returns its call counter and a lazy
+/// channel to it.
+async fn serve() -> Result<(Arc<AtomicU32>, tonic::transport::Channel), BoxError> {
+    let (svc, channel) = serve_scripted().await?;
+    Ok((svc.calls, channel))
 }
 
 fn check(service: &str) -> HealthCheckRequest {
@@ -132,4 +144,48 @@ async fn a_pushback_opens_the_breaker_for_exactly_that_long() {
     );
     assert!(client.check(check("ok")).await.is_err());
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the server was left alone");
+}
+
+#[tokio::test]
+async fn a_buffered_retry_resends_a_grpc_call_until_it_succeeds() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use palisade_retry::{Backoff, BufferBodyLayer, RetryLayer};
+    use tower::ServiceBuilder;
+
+    let (server, channel) = serve_scripted().await.unwrap();
+    let retry = RetryLayer::builder()
+        .classifier(GrpcClassifier::new())
+        .max_attempts(3)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .build()
+        .unwrap();
+    let handle = retry.handle();
+    let stack = ServiceBuilder::new()
+        // tonic's request body is a stream; buffer it so the retry can re-send it
+        .layer(BufferBodyLayer::new(64 * 1024).unwrap())
+        .layer(retry)
+        // and hand the channel tonic's own body type again
+        .map_request(|req: http::Request<Full<Bytes>>| req.map(tonic::body::Body::new))
+        .service(channel);
+    let mut client = HealthClient::new(stack);
+
+    let res = client.check(check("flaky")).await.unwrap();
+    assert_eq!(res.into_inner().status, 1);
+    assert_eq!(
+        server.calls.load(Ordering::SeqCst),
+        3,
+        "two UNAVAILABLE, then OK"
+    );
+    assert_eq!(
+        *server.asked.lock().unwrap(),
+        ["flaky", "flaky", "flaky"],
+        "the same request every time"
+    );
+    assert_eq!(handle.stats().retries, 2);
+
+    // The caller's own error is not retried.
+    let err = client.check(check("invalid")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(server.calls.load(Ordering::SeqCst), 4);
 }
