@@ -7,8 +7,47 @@ use std::time::{Duration, SystemTime};
 
 use palisade_core::{
     classify_error_body, parse_retry_after, parse_retry_after_ms, BoxError, Classify,
-    HttpClassifier,
+    GrpcClassifier, HttpClassifier,
 };
+
+/// gRPC classification: the bytes become an HTTP status and the values of
+/// `grpc-status`, `grpc-message` and `grpc-retry-pushback-ms` (split on
+/// NUL). Any wait read must be capped.
+pub fn grpc_headers(data: &[u8]) {
+    let mut parts = data.split(|b| *b == 0);
+    let status = parts
+        .next()
+        .map(|p| {
+            p.iter()
+                .fold(0u16, |a, b| a.wrapping_mul(31).wrapping_add(*b as u16))
+        })
+        .unwrap_or(0);
+    // Mostly 200 (where the gRPC headers are read), sometimes anything.
+    let status = if status % 4 == 0 {
+        100 + status % 500
+    } else {
+        200
+    };
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in ["grpc-status", "grpc-message", "grpc-retry-pushback-ms"]
+        .iter()
+        .zip(parts.by_ref())
+    {
+        if let Ok(v) = http::HeaderValue::from_bytes(value) {
+            builder = builder.header(*name, v);
+        }
+    }
+    let Ok(res) = builder.body(()) else { return };
+    let outcome = Classify::<_, BoxError>::classify(&GrpcClassifier::new(), Ok(&res));
+    if let Some(f) = outcome.as_failure() {
+        if let Some(after) = f.kind.retry_after() {
+            assert!(
+                after <= palisade_core::DEFAULT_MAX_RETRY_AFTER,
+                "capped: {after:?}"
+            );
+        }
+    }
+}
 
 /// Header parsing and HTTP classification: the bytes become a status and a
 /// few header values (split on NUL), and an error body.

@@ -50,6 +50,11 @@ fn headers_never_panic() {
 }
 
 #[test]
+fn grpc_headers_never_panic() {
+    inputs(20_000).for_each(|i| tests::fuzz::grpc_headers(&i));
+}
+
+#[test]
 fn config_never_panics() {
     inputs(5_000).for_each(|i| tests::fuzz::config(&i));
 }
