@@ -21,7 +21,9 @@
 //!   providers. A refused retry returns the last error wrapped in
 //!   [`RetryStopped`], saying the budget stopped it after N attempts.
 //! - **Readiness** is re-acquired before every re-send; requests are copied
-//!   with `Clone` or your [`Replay`] hook.
+//!   with `Clone` or your [`Replay`] hook. Streamed HTTP bodies (hyper,
+//!   tonic) cannot be copied: put a `BufferBodyLayer` (feature `http`, on
+//!   by default) outside the retry to read them into memory first.
 //! - **Cost**: a request that succeeds first time costs a copy of the
 //!   request, a clone of the service handle, one striped counter add and
 //!   one budget deposit (a `fetch_add`); no clock read, no lock, no
