@@ -62,6 +62,36 @@ async fn the_whole_request_deadline_bounds_retries_and_backoff() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// The first attempt shares the deadline layer's clock reading (it is
+/// called synchronously from the deadline's `call`); a retry is sent from
+/// the retry's future after its backoff and must time itself from then: each
+/// attempt gets its full 3 s.
+#[tokio::test(start_paused = true)]
+async fn every_attempt_gets_its_full_timeout_after_a_backoff() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(60)).unwrap())
+        .layer(
+            RetryLayer::builder()
+                .max_attempts(3)
+                .backoff(Backoff::constant(secs(2)))
+                .jitter(Jitter::None)
+                .budget(RetryBudget::unlimited())
+                .build()
+                .unwrap(),
+        )
+        .layer(AttemptTimeoutLayer::new(secs(3)).unwrap())
+        .service(hanging(calls.clone()));
+    let start = Instant::now();
+    let err = svc.oneshot(WithDeadline::new(1)).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(3 + 2 + 3 + 2 + 3));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let e = err
+        .downcast_ref::<Elapsed>()
+        .expect("the last attempt's timeout");
+    assert_eq!((e.scope(), e.after()), (TimeoutScope::Attempt, secs(3)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_stops_itself_when_the_backoff_would_cross_the_deadline() {
     let calls = Arc::new(AtomicUsize::new(0));
