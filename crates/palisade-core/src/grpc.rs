@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 
 use crate::classify::{classify_error, Classify, Failure, FailureKind, Outcome};
 use crate::error::BoxError;
-use crate::http::{HttpClassifier, DEFAULT_MAX_RETRY_AFTER};
+use crate::http::HttpClassifier;
 
 /// The `grpc-status` header (or trailer): the call's status code.
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -76,8 +76,8 @@ pub static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-re
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcClassifier {
+    /// Reads non-200 responses, and holds the cap on waits.
     http: HttpClassifier,
-    max_retry_after: Duration,
 }
 
 impl Default for GrpcClassifier {
@@ -91,7 +91,6 @@ impl GrpcClassifier {
     pub const fn new() -> Self {
         GrpcClassifier {
             http: HttpClassifier::new(),
-            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
         }
     }
 
@@ -99,7 +98,6 @@ impl GrpcClassifier {
     /// responses, `Retry-After`) at `max`.
     pub const fn max_retry_after(mut self, max: Duration) -> Self {
         self.http = self.http.max_retry_after(max);
-        self.max_retry_after = max;
         self
     }
 
@@ -112,7 +110,7 @@ impl GrpcClassifier {
             return Outcome::Success;
         };
         let pushback = pushback(headers);
-        let retry_after = pushback.and_then(|p| p.map(|d| d.min(self.max_retry_after)));
+        let retry_after = pushback.and_then(|p| p.map(|d| d.min(self.http.max_retry_after)));
         let kind = match code {
             0 => return Outcome::Success,
             1 => FailureKind::Client(client_closed()),
@@ -200,7 +198,7 @@ fn message_kind(headers: &HeaderMap) -> Option<FailureKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Policy;
+    use crate::{Policy, DEFAULT_MAX_RETRY_AFTER};
 
     fn classify(headers: &[(&str, &[u8])]) -> Outcome {
         let mut res = Response::builder();

@@ -61,7 +61,9 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct HttpClassifier {
-    max_retry_after: Duration,
+    /// Read by [`GrpcClassifier`](crate::GrpcClassifier) too, which caps
+    /// its pushbacks with the same setting.
+    pub(crate) max_retry_after: Duration,
 }
 
 impl Default for HttpClassifier {
