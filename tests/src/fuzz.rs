@@ -7,23 +7,37 @@ use std::time::{Duration, SystemTime};
 
 use palisade_core::{
     classify_error_body, parse_retry_after, parse_retry_after_ms, BoxError, Classify,
-    GrpcClassifier, HttpClassifier,
+    GrpcClassifier, HttpClassifier, Outcome,
 };
+
+/// A number from the first NUL-separated part of the input, to pick an
+/// HTTP status with.
+fn seed(part: Option<&[u8]>) -> u16 {
+    part.map(|p| {
+        p.iter()
+            .fold(0u16, |a, b| a.wrapping_mul(31).wrapping_add(*b as u16))
+    })
+    .unwrap_or(0)
+}
+
+/// Whatever wait a classifier read from headers, it is capped.
+fn assert_wait_capped(outcome: &Outcome) {
+    if let Some(after) = outcome.as_failure().and_then(|f| f.kind.retry_after()) {
+        assert!(
+            after <= palisade_core::DEFAULT_MAX_RETRY_AFTER,
+            "capped: {after:?}"
+        );
+    }
+}
 
 /// gRPC classification: the bytes become an HTTP status and the values of
 /// `grpc-status`, `grpc-message` and `grpc-retry-pushback-ms` (split on
 /// NUL). Any wait read must be capped.
 pub fn grpc_headers(data: &[u8]) {
     let mut parts = data.split(|b| *b == 0);
-    let status = parts
-        .next()
-        .map(|p| {
-            p.iter()
-                .fold(0u16, |a, b| a.wrapping_mul(31).wrapping_add(*b as u16))
-        })
-        .unwrap_or(0);
+    let status = seed(parts.next());
     // Mostly 200 (where the gRPC headers are read), sometimes anything.
-    let status = if status % 4 == 0 {
+    let status = if status.is_multiple_of(4) {
         100 + status % 500
     } else {
         200
@@ -38,28 +52,17 @@ pub fn grpc_headers(data: &[u8]) {
         }
     }
     let Ok(res) = builder.body(()) else { return };
-    let outcome = Classify::<_, BoxError>::classify(&GrpcClassifier::new(), Ok(&res));
-    if let Some(f) = outcome.as_failure() {
-        if let Some(after) = f.kind.retry_after() {
-            assert!(
-                after <= palisade_core::DEFAULT_MAX_RETRY_AFTER,
-                "capped: {after:?}"
-            );
-        }
-    }
+    assert_wait_capped(&Classify::<_, BoxError>::classify(
+        &GrpcClassifier::new(),
+        Ok(&res),
+    ));
 }
 
 /// Header parsing and HTTP classification: the bytes become a status and a
 /// few header values (split on NUL), and an error body.
 pub fn headers(data: &[u8]) {
     let mut parts = data.split(|b| *b == 0);
-    let status = parts
-        .next()
-        .map(|p| {
-            p.iter()
-                .fold(0u16, |a, b| a.wrapping_mul(31).wrapping_add(*b as u16))
-        })
-        .unwrap_or(0);
+    let status = seed(parts.next());
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let cap = Duration::from_secs(600);
     let mut builder = http::Response::builder().status(100 + status % 500);
@@ -79,15 +82,7 @@ pub fn headers(data: &[u8]) {
     let _ = classify_error_body(&body);
     if let Ok(res) = builder.body(body) {
         let classifier = HttpClassifier::new();
-        let outcome = Classify::<_, BoxError>::classify(&classifier, Ok(&res));
-        if let Some(f) = outcome.as_failure() {
-            if let Some(after) = f.kind.retry_after() {
-                assert!(
-                    after <= palisade_core::DEFAULT_MAX_RETRY_AFTER,
-                    "capped: {after:?}"
-                );
-            }
-        }
+        assert_wait_capped(&Classify::<_, BoxError>::classify(&classifier, Ok(&res)));
         let _ = classifier.classify_buffered(&res);
     }
 }
