@@ -35,23 +35,40 @@ fn hanging(
     })
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_whole_request_deadline_bounds_retries_and_backoff() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let svc = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(secs(5)).unwrap())
+/// `deadline` > retry (up to `max_attempts`, a constant 2 s backoff, no
+/// jitter, no budget limit, `min_attempt_time`) > a 3 s attempt timeout >
+/// a provider that never answers.
+fn timed_retries(
+    deadline: DeadlineLayer,
+    max_attempts: u32,
+    min_attempt_time: Duration,
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<WithDeadline<u32>, Response = u32, Error = BoxError> {
+    ServiceBuilder::new()
+        .layer(deadline)
         .layer(
             RetryLayer::builder()
-                .max_attempts(10)
+                .max_attempts(max_attempts)
                 .backoff(Backoff::constant(secs(2)))
                 .jitter(Jitter::None)
-                .min_attempt_time(Duration::ZERO)
+                .min_attempt_time(min_attempt_time)
                 .budget(RetryBudget::unlimited())
                 .build()
                 .unwrap(),
         )
         .layer(AttemptTimeoutLayer::new(secs(3)).unwrap())
-        .service(hanging(calls.clone()));
+        .service(hanging(calls))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_whole_request_deadline_bounds_retries_and_backoff() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = timed_retries(
+        DeadlineLayer::new(secs(5)).unwrap(),
+        10,
+        Duration::ZERO,
+        calls.clone(),
+    );
     let start = Instant::now();
     let err = svc.oneshot(WithDeadline::new(1)).await.unwrap_err();
     // Attempt 1 times out at 3 s, the backoff of 2 s ends at 5 s: the
@@ -69,19 +86,13 @@ async fn the_whole_request_deadline_bounds_retries_and_backoff() {
 #[tokio::test(start_paused = true)]
 async fn every_attempt_gets_its_full_timeout_after_a_backoff() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(secs(60)).unwrap())
-        .layer(
-            RetryLayer::builder()
-                .max_attempts(3)
-                .backoff(Backoff::constant(secs(2)))
-                .jitter(Jitter::None)
-                .budget(RetryBudget::unlimited())
-                .build()
-                .unwrap(),
-        )
-        .layer(AttemptTimeoutLayer::new(secs(3)).unwrap())
-        .service(hanging(calls.clone()));
+    // (the retry's default minimum attempt time, 100 ms)
+    let svc = timed_retries(
+        DeadlineLayer::new(secs(60)).unwrap(),
+        3,
+        Duration::from_millis(100),
+        calls.clone(),
+    );
     let start = Instant::now();
     let err = svc.oneshot(WithDeadline::new(1)).await.unwrap_err();
     assert_eq!(start.elapsed(), secs(3 + 2 + 3 + 2 + 3));
@@ -95,20 +106,12 @@ async fn every_attempt_gets_its_full_timeout_after_a_backoff() {
 #[tokio::test(start_paused = true)]
 async fn retry_stops_itself_when_the_backoff_would_cross_the_deadline() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(secs(10)).unwrap().stamp_only())
-        .layer(
-            RetryLayer::builder()
-                .max_attempts(10)
-                .backoff(Backoff::constant(secs(2)))
-                .jitter(Jitter::None)
-                .min_attempt_time(secs(1))
-                .budget(RetryBudget::unlimited())
-                .build()
-                .unwrap(),
-        )
-        .layer(AttemptTimeoutLayer::new(secs(3)).unwrap())
-        .service(hanging(calls.clone()));
+    let svc = timed_retries(
+        DeadlineLayer::new(secs(10)).unwrap().stamp_only(),
+        10,
+        secs(1),
+        calls.clone(),
+    );
     let start = Instant::now();
     let err = svc.oneshot(WithDeadline::new(1)).await.unwrap_err();
     // Attempts at 0 (→3), 5 (→8); at 8 s, 2 s of backoff + 1 s minimum no
