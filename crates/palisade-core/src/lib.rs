@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 mod classify;
+pub mod clock;
 mod counter;
 mod deadline;
 mod error;

@@ -125,8 +125,8 @@ where
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         // The enclosing deadline layer's reading when it called us
-        // synchronously; a clock read otherwise (see `clock.rs`).
-        let now = crate::clock::now();
+        // synchronously; a clock read otherwise (see `palisade_core::clock`).
+        let now = palisade_core::clock::now();
         let own = Deadline::after_from(now, self.layer.per_attempt);
         let (at, scope) = match req.deadline() {
             Some(d) if d.instant() <= now => return ResponseFuture::expired(self.layer.provider),

@@ -51,7 +51,6 @@
 
 mod attempt;
 mod body;
-mod clock;
 mod error;
 mod header;
 mod propagate;

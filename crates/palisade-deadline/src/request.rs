@@ -15,10 +15,10 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::clock::SharedReading;
 use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::header::{Adopt, NoAdopt, TimeoutHeader};
+use palisade_core::clock::SharedReading;
 
 /// The longest timeout a layer accepts (one year); longer is a typo.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -170,7 +170,7 @@ where
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         // Shared with the timeout layers this call reaches synchronously
-        // (see `clock.rs`), until the inner call below returns.
+        // (see `palisade_core::clock`), until the inner call below returns.
         let (now, _reading) = SharedReading::enter();
         let total = match self.layer.adopt.timeout_of(&req) {
             Some(asked) => asked.min(self.layer.total),

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_core::clock;
 use tokio::time::Instant;
 
 use crate::error::config_error;
@@ -20,9 +21,6 @@ use crate::error::ConfigError;
 const MILLI: u64 = 1000;
 /// Time slots the ratio budget's window is split into.
 const SLOTS: usize = 10;
-/// A depositor reads the clock (to slide the window) once per this many
-/// deposits; between, deposits go to the current slot.
-const ROTATE_EVERY: u64 = 64;
 
 /// A retry budget. Cloning shares it.
 ///
@@ -31,7 +29,9 @@ const ROTATE_EVERY: u64 = 64;
 /// - [`ratio`](Self::ratio) (Finagle's and tower's `TpsBudget` semantics):
 ///   every request deposits `ratio` of a retry, every retry withdraws one,
 ///   over a sliding window of `ttl`, plus a floor of `min_per_sec` retries
-///   per second so that low traffic can still retry.
+///   per second so that low traffic can still retry. Each deposit counts
+///   for exactly one `ttl` from when it was made (to a tenth of the `ttl`),
+///   whatever the traffic did before it.
 /// - [`token_bucket`](Self::token_bucket) (gRPC's retry throttling): a
 ///   bucket of `max_tokens` starts full; every failed attempt takes one
 ///   token, every success puts back `token_ratio`; retries are allowed
@@ -115,9 +115,8 @@ impl RetryBudget {
                 deposit: ((ratio * MILLI as f64).round() as u64).max(1),
                 ratio,
                 reserve,
-                slot_len: ttl / SLOTS as u32,
+                per_slot: reciprocal((ttl / SLOTS as u32).as_nanos() as u64),
                 epoch: Instant::now(),
-                tick: AtomicU64::new(0),
                 slots: Default::default(),
                 withdraw: Mutex::new(()),
             })),
@@ -206,6 +205,17 @@ impl RetryBudget {
     }
 }
 
+/// 2^64 / `d`, rounded up (`d` ≥ 2; a slot is at least 100 ms).
+fn reciprocal(d: u64) -> u64 {
+    let d = d.max(2);
+    (u64::MAX / d) + 1
+}
+
+/// One time slot of the ratio window: deposits and withdrawals, each a
+/// word holding the slot's tick (which `slot_len` since the epoch it
+/// counts for) in its high half and the count in its low half. A slot is
+/// reused every `SLOTS` ticks; a count stamped with an older tick is stale
+/// and read as zero, so nothing has to sweep the window.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct Slot {
@@ -213,22 +223,73 @@ struct Slot {
     withdrawals: AtomicU64,
 }
 
-/// Deposits are one `fetch_add` into the current time slot (no clock read:
-/// the window is slid by withdrawals and by every 64th deposit, so a
-/// deposit is stamped at most 63 deposits late, which only ever makes it
-/// expire early, never late). Withdrawals, the retry path, slide the window
-/// and pay under a lock, so concurrent retries never overdraw.
+/// A slot word's tick.
+#[inline]
+fn tick_of(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// A slot word's count.
+#[inline]
+fn count_of(word: u64) -> u64 {
+    word & u64::from(u32::MAX)
+}
+
+/// Counts one event at `tick` in `cell`. The common case (the slot already
+/// counts for this tick) is a load and a `fetch_add`; the first event of a
+/// tick restarts the slot with a compare-and-swap. The `fetch_add` after
+/// a matching load could only land in a later tick if this thread stalled
+/// between the two for a whole window (`ttl`).
+#[inline]
+fn count_at(cell: &AtomicU64, tick: u32) {
+    let mut word = cell.load(Ordering::Relaxed);
+    loop {
+        let at = tick_of(word);
+        if at == tick {
+            cell.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if (tick.wrapping_sub(at) as i32) < 0 {
+            // The slot already counts for a later tick, so this reading is
+            // a whole window old: the event has expired already.
+            return;
+        }
+        let fresh = (u64::from(tick) << 32) | 1;
+        match cell.compare_exchange_weak(word, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(actual) => word = actual,
+        }
+    }
+}
+
+/// The count in a slot word if it belongs to the window ending at `tick`.
+#[inline]
+fn live_count(word: u64, tick: u32) -> u64 {
+    if tick.wrapping_sub(tick_of(word)) < SLOTS as u32 {
+        count_of(word)
+    } else {
+        0
+    }
+}
+
+/// Deposits are stamped with the time they are made: one clock read (or
+/// the reading an enclosing deadline layer already made for this call, see
+/// [`palisade_core::clock`]), then one `fetch_add` into that time's slot.
+/// Each slot word carries its own tick, so a deposit made after any length
+/// of silence counts for exactly one `ttl` and no sweep is needed.
+/// Withdrawals, the retry path, pay under a lock so that concurrent
+/// retries never overdraw.
 struct RatioBudget {
     /// Milli-retries one request earns.
     deposit: u64,
     ratio: f64,
     /// Milli-retries always available (the floor).
     reserve: u64,
-    slot_len: Duration,
+    /// 2^64 / nanoseconds per slot, rounded up: a tick is a multiply and
+    /// a shift instead of a division (exact to under a nanosecond at each
+    /// slot's edge).
+    per_slot: u64,
     epoch: Instant,
-    /// The slot deposits currently go to, as a count of `slot_len`s since
-    /// `epoch`.
-    tick: AtomicU64,
     slots: [Slot; SLOTS],
     withdraw: Mutex<()>,
 }
@@ -236,65 +297,44 @@ struct RatioBudget {
 impl RatioBudget {
     #[inline]
     fn deposit(&self) {
-        let tick = self.tick.load(Ordering::Acquire);
-        let n = self.slots[tick as usize % SLOTS]
-            .deposits
-            .fetch_add(1, Ordering::Relaxed);
-        if n % ROTATE_EVERY == ROTATE_EVERY - 1 {
-            if let Ok(_guard) = self.withdraw.try_lock() {
-                self.rotate(Instant::now());
-            }
-        }
+        let tick = self.tick_at(clock::now());
+        count_at(&self.slots[tick as usize % SLOTS].deposits, tick);
     }
 
-    fn tick_at(&self, now: Instant) -> u64 {
+    /// The slot `now` falls in, as a count of slots since the epoch
+    /// (wrapping after 2^32 slots, which the window arithmetic allows).
+    #[inline]
+    fn tick_at(&self, now: Instant) -> u32 {
         let since = now.saturating_duration_since(self.epoch);
-        (since.as_nanos() / self.slot_len.as_nanos().max(1)) as u64
+        let nanos = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
+        ((u128::from(nanos) * u128::from(self.per_slot)) >> 64) as u32
     }
 
-    /// Slides the window to `now`, clearing the slots that fell out of it.
-    /// Called with the `withdraw` lock held.
-    fn rotate(&self, now: Instant) {
-        let new = self.tick_at(now);
-        let old = self.tick.load(Ordering::Acquire);
-        if new <= old {
-            return;
-        }
-        for t in (old + 1)..=new.min(old + SLOTS as u64) {
-            let slot = &self.slots[t as usize % SLOTS];
-            slot.deposits.store(0, Ordering::Relaxed);
-            slot.withdrawals.store(0, Ordering::Relaxed);
-        }
-        self.tick.store(new, Ordering::Release);
-    }
-
-    /// Milli-retries available: the floor plus deposits in the window,
-    /// minus what was withdrawn.
-    fn balance_now(&self) -> i64 {
+    /// Milli-retries available at `tick`: the floor plus the deposits in
+    /// the window, minus what was withdrawn in it.
+    fn balance_at(&self, tick: u32) -> i64 {
         let (mut dep, mut wd) = (0u64, 0u64);
         for s in &self.slots {
-            dep += s.deposits.load(Ordering::Relaxed);
-            wd += s.withdrawals.load(Ordering::Relaxed);
+            dep += live_count(s.deposits.load(Ordering::Relaxed), tick);
+            wd += live_count(s.withdrawals.load(Ordering::Relaxed), tick);
         }
         self.reserve as i64 + (dep * self.deposit) as i64 - (wd * MILLI) as i64
     }
 
     fn balance(&self, now: Instant) -> i64 {
-        let _guard = self.withdraw.lock().unwrap_or_else(|e| e.into_inner());
-        self.rotate(now);
-        self.balance_now()
+        self.balance_at(self.tick_at(now))
     }
 
     fn withdraw(&self, now: Instant) -> bool {
         let _guard = self.withdraw.lock().unwrap_or_else(|e| e.into_inner());
-        self.rotate(now);
-        if self.balance_now() < MILLI as i64 {
+        let tick = self.tick_at(now);
+        if self.balance_at(tick) < MILLI as i64 {
             return false;
         }
-        let tick = self.tick.load(Ordering::Acquire);
-        self.slots[tick as usize % SLOTS]
-            .withdrawals
-            .fetch_add(1, Ordering::Relaxed);
+        count_at(&self.slots[tick as usize % SLOTS].withdrawals, tick);
         true
     }
 }

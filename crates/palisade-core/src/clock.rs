@@ -1,24 +1,35 @@
 //! One clock read per call chain.
 //!
 //! A tower stack calls each layer's `call` from the one outside it,
-//! synchronously: between [`DeadlineService`](crate::DeadlineService)'s
-//! `call` and an [`AttemptTimeout`](crate::AttemptTimeout)'s `call` made
-//! inside it (the first attempt, a bulkhead slot free at once, a closed
-//! breaker), nothing can await, so no time passes that a timer could
-//! notice: under tokio's paused clock none at all, and on the real clock
-//! the few hundred nanoseconds the layers in between take (tokio's timers
-//! count in milliseconds). Reading the clock once for both saves a clock
-//! read per call (about 32 ns on the development VM).
+//! synchronously: between a request deadline layer's `call` (palisade-
+//! deadline's `DeadlineService`) and the `call`s made inside it (the first
+//! attempt's timeout, a retry budget's deposit, a bulkhead slot free at
+//! once, a closed breaker), nothing can await, so no time passes that a
+//! timer could notice: under tokio's paused clock none at all, and on the
+//! real clock the few hundred nanoseconds the layers in between take
+//! (tokio's timers count in milliseconds). Reading the clock once for all
+//! of them saves a clock read per layer that needs the time.
 //!
 //! So the deadline layer reads the clock and leaves the reading in a
-//! thread-local for the length of its `call`; timeout layers called from
-//! inside it use that reading instead of reading the clock again. Calls
-//! made later (a queued call, a retry after its backoff, anything polled
-//! from a future) find no reading and read the clock themselves.
+//! thread-local for the length of its `call` ([`SharedReading::enter`]);
+//! layers called from inside it ask [`now`] and get that reading instead
+//! of reading the clock again. Calls made later (a queued call, a retry
+//! after its backoff, anything polled from a future) find no reading and
+//! read the clock themselves.
 //!
 //! Tower services must not block in `call`; one that did (between a
 //! deadline and an attempt timeout) would make the attempt's timer start
 //! early by as long as it blocked.
+//!
+//! ```
+//! use palisade_core::clock::{self, SharedReading};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let (read, _guard) = SharedReading::enter();
+//! // Everything called while `_guard` lives sees the same reading.
+//! assert_eq!(clock::now(), read);
+//! # }
+//! ```
 
 use std::cell::Cell;
 
@@ -33,7 +44,8 @@ thread_local! {
 /// Keeps a reading available to the layers called from the current
 /// `call`; puts back what was there before when dropped (on unwind too).
 #[must_use = "the reading is only shared while the guard lives"]
-pub(crate) struct SharedReading {
+#[derive(Debug)]
+pub struct SharedReading {
     before: Option<Instant>,
 }
 
@@ -41,7 +53,7 @@ impl SharedReading {
     /// The time now (an enclosing layer's reading if there is one, else a
     /// clock read), shared with every layer called before the guard drops.
     #[inline]
-    pub(crate) fn enter() -> (Instant, SharedReading) {
+    pub fn enter() -> (Instant, SharedReading) {
         let before = CALL_NOW.with(Cell::get);
         let now = before.unwrap_or_else(Instant::now);
         CALL_NOW.with(|c| c.set(Some(now)));
@@ -60,7 +72,7 @@ impl Drop for SharedReading {
 /// The time now: an enclosing deadline layer's reading while its `call`
 /// runs, otherwise a clock read.
 #[inline]
-pub(crate) fn now() -> Instant {
+pub fn now() -> Instant {
     CALL_NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
