@@ -48,11 +48,14 @@ pub static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-re
 /// 409.
 ///
 /// `grpc-retry-pushback-ms` gives the wait (capped, as
-/// [`HttpClassifier`]'s); a negative value sets [`Failure::retry_hint`] to
-/// "do not retry". A response whose HTTP status is not 200 is a transport
-/// failure and is read as [`HttpClassifier`] reads it (429, 503...).
-/// Garbage values are ignored as if absent; nothing here panics on any
-/// input. Errors are read with [`classify_error`].
+/// [`HttpClassifier`]'s). As gRFC A6 says, a pushback that is negative,
+/// not a number, or given more than once asks the client not to retry:
+/// it sets [`Failure::retry_hint`] to "do not retry" (the retry layer still
+/// counts such a failure against a token-bucket budget, as A6 asks). A
+/// response whose HTTP status is not 200 is a transport failure and is
+/// read as [`HttpClassifier`] reads it (429, 503...). Other garbage values
+/// (an unknown `grpc-status`, a `grpc-message` that is not text) are
+/// ignored; nothing here panics on any input. Errors are read with [`classify_error`].
 ///
 /// Statuses that arrive in trailers, after a streamed body, are beyond any
 /// layer that looks at the response head; they reach the caller as the
@@ -155,12 +158,24 @@ fn grpc_status(headers: &HeaderMap) -> Option<u32> {
         .ok()
 }
 
-/// `grpc-retry-pushback-ms`: `None` when absent or garbage, `Some(None)`
-/// for a negative value ("do not retry"), `Some(Some(wait))` otherwise.
+/// `grpc-retry-pushback-ms`: `None` when absent, `Some(Some(wait))` for
+/// one non-negative number of milliseconds, and `Some(None)` ("do not
+/// retry") for anything else: a negative value, one that is not a number,
+/// or more than one value (gRFC A6; grpc-go does the same).
 fn pushback(headers: &HeaderMap) -> Option<Option<Duration>> {
-    let v = headers.get(&GRPC_RETRY_PUSHBACK_MS)?.to_str().ok()?.trim();
-    let ms: i64 = v.parse().ok()?;
-    Some(u64::try_from(ms).ok().map(Duration::from_millis))
+    let mut values = headers.get_all(&GRPC_RETRY_PUSHBACK_MS).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(None);
+    }
+    let ms = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    Some(
+        ms.and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis),
+    )
 }
 
 /// HTTP 499 (client closed request), which `StatusCode` has no constant for.
@@ -289,10 +304,19 @@ mod tests {
         assert_eq!(f.retry_hint, Some(false));
         assert!(!Policy::default().retries(f));
         assert_eq!(f.kind.retry_after(), None);
+        // Two values: do not retry (grpc-go), whatever they say.
+        let out = classify(&[
+            ("grpc-status", b"14"),
+            ("grpc-retry-pushback-ms", b"10"),
+            ("grpc-retry-pushback-ms", b"20"),
+        ]);
+        let f = out.as_failure().unwrap();
+        assert_eq!(f.retry_hint, Some(false));
+        assert_eq!(f.kind.retry_after(), None);
     }
 
     #[test]
-    fn garbage_is_ignored_never_a_panic() {
+    fn garbage_status_is_ignored_and_garbage_pushback_means_do_not_retry() {
         assert_eq!(classify(&[("grpc-status", b"banana")]), Outcome::Success);
         assert_eq!(classify(&[("grpc-status", b"\xff\xfe")]), Outcome::Success);
         assert_eq!(classify(&[("grpc-status", b"-3")]), Outcome::Success);
@@ -307,7 +331,11 @@ mod tests {
             let out = classify(&[("grpc-status", b"14"), ("grpc-retry-pushback-ms", junk)]);
             let f = out.as_failure().unwrap();
             assert_eq!(f.kind.retry_after(), None);
-            assert_eq!(f.retry_hint, None);
+            assert_eq!(
+                f.retry_hint,
+                Some(false),
+                "gRFC A6: unparseable = do not retry"
+            );
         }
         let c = GrpcClassifier::new();
         let msg = Response::builder()

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Classify, Failure, FailureKind, HasDeadline, Outcome};
+use palisade_core::{Action, BoxError, Classify, Failure, FailureKind, HasDeadline, Outcome};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -44,7 +44,10 @@ pin_project! {
         next: Option<Req>,
         // Attempts made so far (the one in flight included).
         attempt: u32,
-        // The last delay slept.
+        // The attempt after which the provider last set the wait (0: never);
+        // the backoff counts its steps from there.
+        told_at: u32,
+        // The last delay slept (zero after a provider-given wait).
         previous: Duration,
     }
 }
@@ -56,6 +59,7 @@ impl<S: Service<Req>, C, P, R, Req> ResponseFuture<S, C, P, R, Req> {
             retry,
             next,
             attempt: 1,
+            told_at: 0,
             previous: Duration::ZERO,
         }
     }
@@ -104,14 +108,37 @@ where
                         (Outcome::Success, Some(true)) => Failure::new(FailureKind::Other),
                         (Outcome::Failure(f), Some(true)) => f,
                         (Outcome::Failure(f), None) if shared.cfg.policy.retries(&f) => f,
-                        (Outcome::Failure(_), _) => return Poll::Ready(result),
+                        (Outcome::Failure(f), _) => {
+                            // A provider that says "do not retry" about a
+                            // failure worth retrying still failed: it
+                            // counts against a token bucket (gRFC A6), or a
+                            // server pushing back never drains it. The
+                            // caller's own errors never count.
+                            if f.retry_hint == Some(false)
+                                && shared.cfg.policy.applies(Action::Retry, &f)
+                            {
+                                shared.budget.record_failure();
+                            }
+                            return Poll::Ready(result);
+                        }
                     };
                     shared.budget.record_failure();
-                    let plan =
-                        shared.plan(&failure, *this.attempt, *this.previous, this.next.as_ref());
+                    let attempt = *this.attempt;
+                    let plan = shared.plan(
+                        &failure,
+                        attempt,
+                        attempt - *this.told_at,
+                        *this.previous,
+                        this.next.as_ref(),
+                    );
                     match plan {
-                        Plan::Retry(delay) => {
-                            *this.previous = delay;
+                        Plan::Retry { delay, told } => {
+                            if told {
+                                *this.told_at = attempt;
+                                *this.previous = Duration::ZERO;
+                            } else {
+                                *this.previous = delay;
+                            }
                             if delay.is_zero() {
                                 this.state.set(State::Readying);
                             } else {

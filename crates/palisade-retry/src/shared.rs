@@ -47,8 +47,14 @@ pub(crate) struct Shared {
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Plan {
-    /// Sleep this long, then re-send.
-    Retry(Duration),
+    /// Sleep `delay`, then re-send. `told` when the provider gave the
+    /// wait (`Retry-After`, a gRPC pushback): the backoff then starts over.
+    Retry {
+        /// How long to wait.
+        delay: Duration,
+        /// Whether the provider set the wait.
+        told: bool,
+    },
     /// Return the result as it is: attempts used up, or no copy to re-send.
     GiveUp,
     /// Return the result, wrapping an error in `RetryStopped`.
@@ -57,11 +63,15 @@ pub(crate) enum Plan {
 
 impl Shared {
     /// Decides what follows failed attempt number `attempt` (from 1).
-    /// `previous` is the last delay slept (for decorrelated jitter).
+    /// `backoff_step` is the retry's place in the backoff sequence (from 1;
+    /// it starts over after a provider-given wait, as gRFC A6 resets the
+    /// backoff after a pushback), `previous` the last delay slept (for
+    /// decorrelated jitter).
     pub(crate) fn plan<Req: HasDeadline>(
         &self,
         failure: &Failure,
         attempt: u32,
+        backoff_step: u32,
         previous: Duration,
         next: Option<&Req>,
     ) -> Plan {
@@ -82,7 +92,8 @@ impl Shared {
             Some(after) => after.min(cfg.max_retry_after),
             None => {
                 let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-                cfg.jitter.apply(&cfg.backoff, attempt, previous, &mut *rng)
+                cfg.jitter
+                    .apply(&cfg.backoff, backoff_step, previous, &mut *rng)
             }
         };
         if let Some(deadline) = next.deadline() {
@@ -108,6 +119,9 @@ impl Shared {
             reason = %failure.kind,
             "retrying"
         );
-        Plan::Retry(wait)
+        Plan::Retry {
+            delay: wait,
+            told: told.is_some(),
+        }
     }
 }
