@@ -20,6 +20,25 @@ pub enum ReadinessMode {
     LoadBalancer,
 }
 
+/// How the breaker judges its half-open probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HalfOpenRule {
+    /// Any failed probe re-opens at once; `half_open_successes` successful
+    /// probes close it. Up to `half_open_probes` probes are in flight at a
+    /// time. The default: a provider that is still failing gets one more
+    /// call, not a window's worth.
+    #[default]
+    AnyFailure,
+    /// Resilience4j's rule: exactly `half_open_probes` probe calls are let
+    /// through; once all have finished, their failure rate and slow-call
+    /// rate are held against the closed state's thresholds
+    /// (`failure_rate`, `slow_call_rate`): at or above either, the breaker
+    /// re-opens, otherwise it closes. Probes whose outcome is ignored (the
+    /// caller's own 4xx) give their place to another probe. A provider
+    /// asking for a cooldown (429/503 with a wait) still re-opens at once.
+    Rate,
+}
+
 /// The window over which failure and slow-call rates are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowKind {
@@ -60,6 +79,7 @@ pub(crate) struct Config {
     pub(crate) half_open_permitted: u32,
     pub(crate) half_open_successes: u32,
     pub(crate) half_open_max_wait: Option<Duration>,
+    pub(crate) half_open_rule: HalfOpenRule,
     pub(crate) cooldown: bool,
     pub(crate) max_cooldown: Duration,
     pub(crate) policy: Policy,
@@ -83,6 +103,7 @@ impl Default for Config {
             half_open_permitted: 2,
             half_open_successes: 2,
             half_open_max_wait: None,
+            half_open_rule: HalfOpenRule::AnyFailure,
             cooldown: true,
             max_cooldown: Duration::from_secs(300),
             policy: Policy::default(),
@@ -204,6 +225,15 @@ impl Config {
             return Err(config_error(
                 "half_open_max_wait",
                 "must be longer than zero",
+            ));
+        }
+        if self.half_open_rule == HalfOpenRule::Rate
+            && self.failure_rate.is_none()
+            && self.slow_call_rate.is_none()
+        {
+            return Err(config_error(
+                "half_open_rule",
+                "the rate rule judges probes by failure_rate or slow_call_rate, and both are off",
             ));
         }
         if self.consecutive_failures.is_none()

@@ -209,8 +209,10 @@ impl fmt::Debug for BreakerHandle {
 }
 
 impl BreakerHandle {
-    /// The current state.
+    /// The current state. A half-open breaker past its
+    /// `half_open_max_wait` re-opens here rather than waiting for a call.
     pub fn state(&self) -> CircuitState {
+        self.core.settle();
         self.core.state()
     }
 
@@ -231,6 +233,7 @@ impl BreakerHandle {
 
     /// A snapshot of the breaker's numbers.
     pub fn metrics(&self) -> MetricsSnapshot {
+        self.core.settle();
         let t = &self.core.totals;
         let successes = self.core.successes();
         let failures = t.failures.get();

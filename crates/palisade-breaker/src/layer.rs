@@ -7,7 +7,7 @@ use std::time::Duration;
 use palisade_core::{ErrorClassifier, Policy, ProviderId};
 use tower_layer::Layer;
 
-use crate::config::{Config, ConfigError, ReadinessMode, WindowKind};
+use crate::config::{Config, ConfigError, HalfOpenRule, ReadinessMode, WindowKind};
 use crate::handle::BreakerHandle;
 use crate::service::CircuitBreaker;
 use crate::state::Core;
@@ -137,7 +137,9 @@ impl<C> Builder<C> {
 
     /// Trip when the share of calls taking `threshold` or longer reaches
     /// `rate` over the window. LLM providers slow down before they fail.
-    /// A slow half-open probe counts as a failed one.
+    /// A slow half-open probe counts as a failed one (under
+    /// [`HalfOpenRule::Rate`], as a slow one). Outcomes the policy ignores
+    /// (the caller's own 4xx) are never slow.
     pub fn slow_calls(mut self, rate: f64, threshold: Duration) -> Self {
         self.cfg.slow_call_rate = Some(rate);
         self.cfg.slow_call_threshold = threshold;
@@ -195,14 +197,39 @@ impl<C> Builder<C> {
         self
     }
 
-    /// Close after `n` probe successes; any probe failure re-opens.
+    /// Close after `n` probe successes; any probe failure re-opens (under
+    /// the default [`HalfOpenRule::AnyFailure`]).
     pub fn half_open_successes(mut self, n: u32) -> Self {
         self.cfg.half_open_successes = n;
         self
     }
 
+    /// How half-open probes are judged: any failure re-opens (the
+    /// default), or, as Resilience4j does, the rates over exactly
+    /// `half_open_probes` probes are held against the thresholds.
+    ///
+    /// ```
+    /// use palisade_breaker::{CircuitBreakerLayer, HalfOpenRule};
+    ///
+    /// // Like Resilience4j: 10 probes, re-open if half of them fail.
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .failure_rate(Some(0.5))
+    ///     .half_open_probes(10)
+    ///     .half_open_rule(HalfOpenRule::Rate)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn half_open_rule(mut self, rule: HalfOpenRule) -> Self {
+        self.cfg.half_open_rule = rule;
+        self
+    }
+
     /// Re-open if half-open lasts longer than `d` without closing (for
-    /// example because probes never finish). Off by default.
+    /// example because probes never finish). Off by default. Checked
+    /// without a timer: by the next call, and by the handle's `state()`
+    /// and `metrics()`, so a breaker with no traffic reports Open once the
+    /// wait is over, as Resilience4j does.
     pub fn half_open_max_wait(mut self, d: Option<Duration>) -> Self {
         self.cfg.half_open_max_wait = d;
         self

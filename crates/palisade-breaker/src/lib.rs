@@ -75,7 +75,7 @@ mod service;
 mod state;
 mod window;
 
-pub use crate::config::{ConfigError, ReadinessMode, WindowKind};
+pub use crate::config::{ConfigError, HalfOpenRule, ReadinessMode, WindowKind};
 pub use crate::error::{BreakerError, Refusal};
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{BreakerHandle, MetricsSnapshot, StateChange, TransitionReason};

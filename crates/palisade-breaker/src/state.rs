@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, ReadinessMode, WindowKind};
+use crate::config::{Config, HalfOpenRule, ReadinessMode, WindowKind};
 use crate::error::{Detail, Refusal};
 use crate::handle::{StateChange, TransitionReason};
 use crate::kind::Kinds;
@@ -178,6 +178,9 @@ pub(crate) struct Core {
     hot: Hot,
     /// Nanos since base when HalfOpen began.
     half_open_at: AtomicU64,
+    /// Under [`HalfOpenRule::Rate`]: the probes of the current half-open
+    /// period that failed and that were slow (see [`Tally`]).
+    tally: AtomicU64,
     /// Written on every failure, read on every success.
     consecutive: Line<AtomicU32>,
     /// Trips since the last close: the exponent of the open duration.
@@ -225,6 +228,7 @@ impl Core {
                 mode,
             },
             half_open_at: AtomicU64::new(0),
+            tally: AtomicU64::new(0),
             consecutive: Line(AtomicU32::new(0)),
             streak: AtomicU32::new(0),
             window,
@@ -518,7 +522,10 @@ impl Core {
         } else {
             0
         };
+        // An ignored outcome (the caller's own 4xx, our own refusal) says
+        // nothing about the provider, however long it took.
         let slow = self.cfg.slow_call_rate.is_some()
+            && !matches!(verdict, Verdict::Ignored)
             && now.saturating_sub(permit.start) >= self.cfg.slow_call_threshold.as_nanos() as u64;
         let by_cursor = if permit.probe {
             self.record_probe(permit, verdict, slow, now);
@@ -586,7 +593,7 @@ impl Core {
             return false;
         }
         let failed = matches!(verdict, Verdict::Failure(_));
-        if matches!(verdict, Verdict::Ignored) && !slow {
+        if matches!(verdict, Verdict::Ignored) {
             return false;
         }
         let consecutive = if failed {
@@ -594,9 +601,7 @@ impl Core {
                 .fetch_add(1, Ordering::AcqRel)
                 .saturating_add(1)
         } else {
-            if !matches!(verdict, Verdict::Ignored) {
-                self.end_streak();
-            }
+            self.end_streak();
             0
         };
         let by_cursor = match &self.window {
@@ -652,6 +657,11 @@ impl Core {
     }
 
     fn record_probe(&self, permit: Permit, verdict: Verdict, slow: bool, now: u64) {
+        if self.cfg.half_open_rule == HalfOpenRule::Rate {
+            if let Verdict::Success | Verdict::Failure(_) = verdict {
+                return self.record_rated_probe(permit, verdict, slow);
+            }
+        }
         let mut w = self.hot.word.load(Ordering::Acquire);
         loop {
             if gen_of(w) != permit.gen as u64 || st_of(w) != CircuitState::HalfOpen {
@@ -714,6 +724,89 @@ impl Core {
                     w = self.hot.word.load(Ordering::Acquire);
                 }
             }
+        }
+    }
+
+    /// A probe under [`HalfOpenRule::Rate`]: the word's success field counts
+    /// finished probes (its probe field, admitted ones, is not given back),
+    /// the tally counts failed and slow ones; the probe that finishes the
+    /// set holds their rates against the thresholds.
+    fn record_rated_probe(&self, permit: Permit, verdict: Verdict, slow: bool) {
+        let failed = matches!(verdict, Verdict::Failure(_));
+        if failed || slow {
+            Tally::add(&self.tally, permit.gen, failed, slow);
+        }
+        let n = self.cfg.half_open_permitted;
+        let mut w = self.hot.word.load(Ordering::Acquire);
+        loop {
+            if gen_of(w) != permit.gen as u64 || st_of(w) != CircuitState::HalfOpen {
+                return;
+            }
+            let done = succ_of(w) + 1;
+            if done < n {
+                let next = pack(CircuitState::HalfOpen, probes_of(w), done, gen_of(w));
+                match self.swap_word(w, next) {
+                    Ok(()) => return,
+                    Err(a) => w = a,
+                }
+                continue;
+            }
+            let (failures, slows) = Tally::counts(self.tally.load(Ordering::Acquire), permit.gen);
+            let (to, reason) = self.judge_probes(failures, slows, n);
+            if self.transition(w, to, reason) {
+                return;
+            }
+            w = self.hot.word.load(Ordering::Acquire);
+        }
+    }
+
+    /// The verdict on a finished set of `n` rated probes.
+    fn judge_probes(&self, failures: u32, slows: u32, n: u32) -> (CircuitState, TransitionReason) {
+        let calls = u64::from(n);
+        let failure_rate = f64::from(failures) / f64::from(n);
+        let slow_rate = f64::from(slows) / f64::from(n);
+        if let Some(threshold) = self.cfg.failure_rate.filter(|t| failure_rate >= *t) {
+            let reason = TransitionReason::FailureRate {
+                rate: failure_rate,
+                threshold,
+                calls,
+            };
+            return (CircuitState::Open, reason);
+        }
+        if let Some(threshold) = self.cfg.slow_call_rate.filter(|t| slow_rate >= *t) {
+            let reason = TransitionReason::SlowCallRate {
+                rate: slow_rate,
+                threshold,
+                calls,
+            };
+            return (CircuitState::Open, reason);
+        }
+        let successes = n - failures;
+        (
+            CircuitState::Closed,
+            TransitionReason::ProbesSucceeded { successes },
+        )
+    }
+
+    /// Makes the transitions that are due by time alone and are otherwise
+    /// left to the next call: half-open past its maximum wait re-opens. The
+    /// handle calls this before it reports, so a breaker without traffic
+    /// does not report a state it has already left.
+    pub(crate) fn settle(&self) {
+        let w = self.hot.word.load(Ordering::Acquire);
+        let Some(max) = self.cfg.half_open_max_wait else {
+            return;
+        };
+        if st_of(w) != CircuitState::HalfOpen {
+            return;
+        }
+        let since = self.half_open_at.load(Ordering::Acquire);
+        if self.now().saturating_sub(since) >= max.as_nanos() as u64 {
+            self.transition(
+                w,
+                CircuitState::Open,
+                TransitionReason::HalfOpenTimeout { waited: max },
+            );
         }
     }
 
@@ -800,8 +893,14 @@ impl Core {
                     .store(now + period.as_nanos() as u64, Ordering::Release);
                 self.totals.opened.fetch_add(1, Ordering::Relaxed);
             }
-            CircuitState::HalfOpen => self.half_open_at.store(now, Ordering::Release),
-            CircuitState::Closed => self.clear_rules(),
+            CircuitState::HalfOpen => {
+                self.half_open_at.store(now, Ordering::Release);
+                self.tally
+                    .store(Tally::start(gen_of(w) + 1), Ordering::Release);
+            }
+            // Disabled starts a clean record, as Resilience4j's
+            // metrics-only state does: what it counts is its own.
+            CircuitState::Closed | CircuitState::Disabled => self.clear_rules(),
             _ => {}
         }
         // Probe counts only live within one HalfOpen period; a new one
@@ -883,6 +982,36 @@ impl Core {
     pub(crate) fn half_open_probes(&self) -> (u32, u32) {
         let w = self.hot.word.load(Ordering::Acquire);
         (probes_of(w), succ_of(w))
+    }
+}
+
+/// The failed and slow probes of one half-open period under
+/// [`HalfOpenRule::Rate`], in one word: the period's generation (high 32
+/// bits), failures (16 bits), slow calls (16 bits). A probe of another
+/// generation adds nothing.
+struct Tally;
+
+impl Tally {
+    const GEN_MASK: u64 = (1 << (64 - GEN_SHIFT)) - 1;
+
+    /// An empty tally for generation `gen`.
+    fn start(gen: u64) -> u64 {
+        (gen & Self::GEN_MASK) << 32
+    }
+
+    fn add(cell: &AtomicU64, gen: u32, failed: bool, slow: bool) {
+        let delta = (u64::from(failed) << 16) | u64::from(slow);
+        let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+            ((t >> 32) == u64::from(gen)).then_some(t + delta)
+        });
+    }
+
+    /// (failures, slow calls) if the tally is generation `gen`'s.
+    fn counts(t: u64, gen: u32) -> (u32, u32) {
+        if (t >> 32) != u64::from(gen) {
+            return (0, 0);
+        }
+        (((t >> 16) & FIELD16) as u32, (t & FIELD16) as u32)
     }
 }
 
