@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::{CircuitState, FailureKind, ProviderId};
+use palisade_core::{Admission, CircuitState, FailureKind, ProviderId, Refusing, RejectReason};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -282,9 +282,25 @@ impl BreakerHandle {
             .force(CircuitState::Closed, TransitionReason::Reset);
     }
 
+    /// The breaker's answer to the admission view (see
+    /// [`Admission`](palisade_core::Admission)): refusing while open with
+    /// time left or forced open, with the time left.
+    pub fn admission(&self) -> Option<Refusing> {
+        self.is_refusing().then(|| Refusing {
+            reason: RejectReason::CircuitOpen(self.core.state()),
+            retry_in: self.open_remaining(),
+        })
+    }
+
     /// A receiver that sees every state change (the latest one at least:
     /// `watch` keeps only the newest value).
     pub fn subscribe(&self) -> watch::Receiver<StateChange> {
         self.core.changes.subscribe()
+    }
+}
+
+impl Admission for BreakerHandle {
+    fn refusing(&self) -> Option<Refusing> {
+        self.admission()
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::ProviderId;
+use palisade_core::{Admission, ProviderId, Refusing, RejectReason};
 
 use crate::error::config_error;
 use crate::error::ConfigError;
@@ -94,6 +94,19 @@ impl BulkheadHandle {
         self.sem.waiting()
     }
 
+    /// The bulkhead's answer to the admission view (see
+    /// [`Admission`](palisade_core::Admission)): refusing when every slot
+    /// is taken and the queue is full, so a call now would be rejected.
+    /// When it will have room is not known.
+    pub fn admission(&self) -> Option<Refusing> {
+        let full = self.sem.in_flight() >= self.sem.limit()
+            && self.sem.waiting() >= self.sem.max_waiting();
+        full.then_some(Refusing {
+            reason: RejectReason::BulkheadFull,
+            retry_in: None,
+        })
+    }
+
     /// Changes the limit on calls in flight. Growing admits queued calls at
     /// once; shrinking never cancels a call in flight: the limit is reached
     /// as they finish. With an adaptive limit, the estimate restarts from
@@ -133,5 +146,11 @@ impl BulkheadHandle {
         }
         self.sem.set_max_waiting(n);
         Ok(())
+    }
+}
+
+impl Admission for BulkheadHandle {
+    fn refusing(&self) -> Option<Refusing> {
+        self.admission()
     }
 }

@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod admission;
 mod classify;
 pub mod clock;
 mod counter;
@@ -42,6 +43,7 @@ mod http;
 mod policy;
 mod provider;
 
+pub use crate::admission::{Admission, Admissions, Refusing};
 pub use crate::classify::{
     classify_error, Classified, Classify, ErrorClassifier, Failure, FailureClass, FailureKind,
     Outcome,

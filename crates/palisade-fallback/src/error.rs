@@ -1,9 +1,7 @@
 //! What a fallback chain reports when no provider answered.
 
+use palisade_core::{BoxError, FailureKind, ProviderId, Refusing};
 use std::fmt;
-use std::time::Duration;
-
-use palisade_core::{BoxError, FailureKind, ProviderId};
 
 pub use palisade_core::ConfigError;
 
@@ -21,11 +19,9 @@ pub enum AttemptOutcome {
     /// The provider answered, with a response classified as this failure
     /// (an HTTP 503, say).
     Failed(FailureKind),
-    /// Not called: its circuit breaker was refusing calls.
-    SkippedOpen {
-        /// How long until the breaker lets a probe through, when known.
-        retry_after: Option<Duration>,
-    },
+    /// Not called: a layer of its stack was refusing calls (an open
+    /// circuit breaker, a full bulkhead...), for this long if known.
+    Skipped(Refusing),
     /// Not called: the failure before it needed a provider marked for it
     /// (large context, content filter) and this one is not.
     SkippedUnsuited,
@@ -38,12 +34,7 @@ impl fmt::Display for AttemptOutcome {
         match self {
             AttemptOutcome::Error(e) => write!(f, "{e}"),
             AttemptOutcome::Failed(kind) => write!(f, "{kind}"),
-            AttemptOutcome::SkippedOpen {
-                retry_after: Some(d),
-            } => write!(f, "skipped, circuit breaker open (retry in {d:?})"),
-            AttemptOutcome::SkippedOpen { retry_after: None } => {
-                f.write_str("skipped, circuit breaker open")
-            }
+            AttemptOutcome::Skipped(refusing) => write!(f, "skipped, {refusing}"),
             AttemptOutcome::SkippedUnsuited => {
                 f.write_str("skipped, not marked for this kind of failure")
             }

@@ -204,12 +204,11 @@ fn pick<S, Req: HasDeadline, C, D>(
             });
             continue;
         }
-        if t.refusing() {
-            let retry_after = t.breaker.as_ref().and_then(|b| b.open_remaining());
-            tracing::debug!(provider = %t.id, "skipping provider: circuit breaker open");
+        if let Some(refusing) = t.refusing() {
+            tracing::debug!(provider = %t.id, %refusing, "skipping provider");
             attempts.push(ProviderAttempt {
                 provider: t.id.clone(),
-                outcome: AttemptOutcome::SkippedOpen { retry_after },
+                outcome: AttemptOutcome::Skipped(refusing),
             });
             continue;
         }

@@ -3,8 +3,9 @@
 //! [`Fallback`] calls providers in order until one answers. It moves on
 //! only when the failure's classification says so (timeouts, connection
 //! errors, 429/5xx, our own rejections), and returns the caller's own
-//! faults (4xx) at once. It skips providers whose circuit breaker is open
-//! without calling them, sends context-length failures to large-context
+//! faults (4xx) at once. It skips providers that a layer of their
+//! stack refuses (an open breaker, a full bulkhead: any
+//! [`Admission`](palisade_core::Admission) view) without calling them, sends context-length failures to large-context
 //! providers and content-filter refusals to providers marked for them,
 //! never starts a provider after the request's deadline, rewrites the
 //! request per provider (model name, URL, auth), and, when every provider

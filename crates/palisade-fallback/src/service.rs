@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, Classify, ErrorClassifier, HasDeadline, Policy, ProviderId};
+use palisade_core::{
+    Admission, Admissions, BoxError, Classify, ErrorClassifier, HasDeadline, Policy, ProviderId,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -27,8 +29,9 @@ pub(crate) struct Chain<S, Req, C, D> {
 /// [`Policy::falls_back`](palisade_core::Policy::falls_back)); the caller's
 /// own faults (400, 401, 403, 404, 422...) are returned at once.
 ///
-/// - Providers whose circuit breaker refuses calls are skipped without
-///   being called, so a dead primary costs no latency.
+/// - Providers that a layer of their stack refuses (an open breaker, a
+///   full bulkhead; see [`Target::admission`]) are skipped without being
+///   called, so a dead primary costs no latency.
 /// - `ContextLengthExceeded` goes only to providers marked
 ///   [`large_context`](Target::large_context); `ContentFiltered` only to
 ///   providers marked [`content_filter`](Target::content_filter).
@@ -230,7 +233,7 @@ impl<S, Req, C, D> Builder<S, Req, C, D> {
         }
         Ok(FallbackLayer {
             primary,
-            primary_breaker: None,
+            primary_admission: Admissions::default(),
             builder: self,
         })
     }
@@ -266,14 +269,16 @@ impl<S: Clone, Req, C: Clone, D: Clone> Clone for Builder<S, Req, C, D> {
 /// ```
 pub struct FallbackLayer<S, Req, C = ErrorClassifier, D = NoDegrade> {
     primary: ProviderId,
-    primary_breaker: Option<palisade_breaker::BreakerHandle>,
+    primary_admission: Admissions,
     builder: Builder<S, Req, C, D>,
 }
 
 impl<S, Req, C, D> FallbackLayer<S, Req, C, D> {
-    /// The primary's circuit breaker, so the chain skips it while open.
-    pub fn primary_breaker(mut self, handle: palisade_breaker::BreakerHandle) -> Self {
-        self.primary_breaker = Some(handle);
+    /// A layer of the primary's stack that can say "not now" (see
+    /// [`Target::admission`]), so the chain skips the primary while it
+    /// refuses.
+    pub fn primary_admission(mut self, view: impl Admission) -> Self {
+        self.primary_admission.push(view);
         self
     }
 }
@@ -291,7 +296,7 @@ impl<S: Clone, Req, C: Clone, D: Clone> Clone for FallbackLayer<S, Req, C, D> {
     fn clone(&self) -> Self {
         FallbackLayer {
             primary: self.primary.clone(),
-            primary_breaker: self.primary_breaker.clone(),
+            primary_admission: self.primary_admission.clone(),
             builder: self.builder.clone(),
         }
     }
@@ -302,7 +307,7 @@ impl<S: Clone, Req, C: Clone, D: Clone> Layer<S> for FallbackLayer<S, Req, C, D>
 
     fn layer(&self, inner: S) -> Self::Service {
         let mut primary = Target::new(self.primary.clone(), inner);
-        primary.breaker = self.primary_breaker.clone();
+        primary.admission = self.primary_admission.clone();
         let mut targets = Vec::with_capacity(self.builder.targets.len() + 1);
         targets.push(primary);
         targets.extend(self.builder.targets.iter().cloned());

@@ -4,8 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palisade_breaker::BreakerHandle;
-use palisade_core::ProviderId;
+use palisade_core::{Admission, Admissions, ProviderId, Refusing};
 
 /// A per-provider request rewrite.
 pub(crate) type Rewrite<Req> = Arc<dyn Fn(&mut Req) + Send + Sync>;
@@ -27,7 +26,7 @@ pub(crate) type Rewrite<Req> = Arc<dyn Fn(&mut Req) + Send + Sync>;
 pub struct Target<S, Req> {
     pub(crate) id: ProviderId,
     pub(crate) svc: S,
-    pub(crate) breaker: Option<BreakerHandle>,
+    pub(crate) admission: Admissions,
     pub(crate) rewrite: Option<Rewrite<Req>>,
     pub(crate) large_context: bool,
     pub(crate) content_filter: bool,
@@ -38,7 +37,7 @@ impl<S: Clone, Req> Clone for Target<S, Req> {
         Target {
             id: self.id.clone(),
             svc: self.svc.clone(),
-            breaker: self.breaker.clone(),
+            admission: self.admission.clone(),
             rewrite: self.rewrite.clone(),
             large_context: self.large_context,
             content_filter: self.content_filter,
@@ -50,7 +49,7 @@ impl<S, Req> fmt::Debug for Target<S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Target")
             .field("id", &self.id)
-            .field("breaker", &self.breaker.as_ref().map(|b| b.state()))
+            .field("refusing", &self.admission.refusing())
             .field("rewrite", &self.rewrite.is_some())
             .field("large_context", &self.large_context)
             .field("content_filter", &self.content_filter)
@@ -64,18 +63,26 @@ impl<S, Req> Target<S, Req> {
         Target {
             id: id.into(),
             svc,
-            breaker: None,
+            admission: Admissions::default(),
             rewrite: None,
             large_context: false,
             content_filter: false,
         }
     }
 
-    /// The provider's circuit breaker: while it refuses calls (open, in a
-    /// `Retry-After` cooldown, or out of half-open probes), the chain skips
-    /// this provider without calling it.
-    pub fn breaker(mut self, handle: BreakerHandle) -> Self {
-        self.breaker = Some(handle);
+    /// A layer of this provider's stack that can say "not now" (its
+    /// circuit breaker's handle, its bulkhead's, a rate limiter's: any
+    /// [`Admission`]). While any of them refuses, the chain skips this
+    /// provider without calling it, and [`AllFailed`](crate::AllFailed)
+    /// says which refused and for how long. Call once per layer.
+    pub fn admission(mut self, view: impl Admission) -> Self {
+        self.admission.push(view);
+        self
+    }
+
+    /// Every admission view of this provider, together.
+    pub fn with_admissions(mut self, views: Admissions) -> Self {
+        self.admission = views;
         self
     }
 
@@ -111,8 +118,8 @@ impl<S, Req> Target<S, Req> {
         self.large_context
     }
 
-    /// Whether the breaker (if any) would refuse a call now.
-    pub(crate) fn refusing(&self) -> bool {
-        self.breaker.as_ref().is_some_and(|b| b.is_refusing())
+    /// Whether a layer of this provider would refuse a call now, and why.
+    pub(crate) fn refusing(&self) -> Option<Refusing> {
+        self.admission.refusing()
     }
 }

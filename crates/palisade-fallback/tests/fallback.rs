@@ -163,7 +163,7 @@ async fn a_provider_whose_breaker_is_open_is_skipped_without_a_call() {
                 "a",
                 BoxCloneSyncService::new(breaker.layer(a.clone()).map_err(BoxError::from)),
             )
-            .breaker(handle),
+            .admission(handle),
         )
         .target(Target::new("b", b.svc()))
         .classifier(classifier())
@@ -320,7 +320,7 @@ async fn when_all_fail_the_error_lists_every_provider() {
                 "b",
                 BoxCloneSyncService::new(breaker.layer(b).map_err(BoxError::from)),
             )
-            .breaker(bh),
+            .admission(bh),
         )
         .target(Target::new("c", c.svc()))
         .target(Target::new("d", d))
@@ -334,7 +334,7 @@ async fn when_all_fail_the_error_lists_every_provider() {
     let text = err.to_string();
     for part in [
         "a: overloaded",
-        "b: skipped, circuit breaker open",
+        "b: skipped, circuit breaker is forced_open",
         "c: server error",
         "d: connection refused",
     ] {
@@ -435,7 +435,7 @@ async fn many_concurrent_requests_while_the_primary_flaps() {
                 "primary",
                 BoxCloneSyncService::new(breaker.layer(primary).map_err(BoxError::from)),
             )
-            .breaker(handle.clone()),
+            .admission(handle.clone()),
         )
         .target(Target::new("secondary", secondary.svc()))
         .classifier(classifier())

@@ -139,10 +139,8 @@ where
         }
         let mut builder = Fallback::builder().classifier(self.classifier.clone());
         for p in self.registry.in_order() {
-            let mut t = Target::new(p.id.clone(), p.service.clone());
-            if let Some(b) = &p.handles.breaker {
-                t = t.breaker(b.clone());
-            }
+            let mut t = Target::new(p.id.clone(), p.service.clone())
+                .with_admissions(p.handles.admissions());
             if p.large_context {
                 t = t.large_context();
             }

@@ -6,7 +6,7 @@ use palisade_breaker::{BreakerError, BreakerHandle, CircuitBreaker, CircuitBreak
 use palisade_bulkhead::{
     Bulkhead, BulkheadHandle, BulkheadLayer, OnResponse, ReleaseMode, Unguarded,
 };
-use palisade_core::{BoxError, Classify, HasDeadline, ProviderId};
+use palisade_core::{Admissions, BoxError, Classify, HasDeadline, ProviderId};
 use palisade_deadline::{AttemptTimeout, AttemptTimeoutLayer};
 use palisade_retry::{
     Backoff, CloneRequest, Retry, RetryBudget, RetryHandle, RetryLayer, UsePolicy,
@@ -50,6 +50,22 @@ pub struct ProviderHandles {
     pub bulkhead: Option<BulkheadHandle>,
     /// The retry layer (and through it, the budget).
     pub retry: Option<RetryHandle>,
+}
+
+impl ProviderHandles {
+    /// The admission views of the layers that can refuse a call without
+    /// sending it (breaker, bulkhead), together: what a fallback chain asks
+    /// before it calls this provider.
+    pub fn admissions(&self) -> Admissions {
+        let mut views = Admissions::default();
+        if let Some(b) = &self.breaker {
+            views.push(b.clone());
+        }
+        if let Some(b) = &self.bulkhead {
+            views.push(b.clone());
+        }
+        views
+    }
 }
 
 /// One provider, protected: its stack and its handles.
