@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use palisade::{HealthStatus, Registry, Router};
+use palisade::{HealthStatus, Registry, RegistryBuilder, Router};
 use palisade_core::{BoxError, Elapsed, RejectReason, Rejected};
 use palisade_fallback::{AllFailed, AttemptOutcome};
 use tower::ServiceExt;
@@ -99,11 +99,11 @@ impl Gateway {
                 Upstream::new(id, &base, key, u.models.clone(), client.clone(), &settings)?,
             );
         }
-        let registry = Arc::new(GatewayRegistry::from_config_with_release_mode(
-            &cfg.palisade,
-            GatewayClassifier::default(),
-            |p| upstreams[&p.id].clone(),
-        )?);
+        let registry = Arc::new(
+            RegistryBuilder::new(&cfg.palisade, GatewayClassifier::default())
+                .release_mode(OnBodyEnd)
+                .build(|p| upstreams[&p.id].clone())?,
+        );
         let router = Router::new(
             registry.clone(),
             Duration::from_millis(cfg.palisade.router.request_timeout_ms),

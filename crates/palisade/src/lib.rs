@@ -49,11 +49,10 @@ mod stack;
 
 pub use crate::config::{Config, ConfigError, Problem, ProviderSettings};
 pub use crate::health::{HealthReport, HealthStatus, ProviderHealth};
-pub use crate::registry::{Provider, Registry};
-pub use crate::router::{Router, RouterFuture};
+pub use crate::registry::{Provider, Registry, RegistryBuilder};
+pub use crate::router::{BoxRouter, Router, RouterFuture};
 pub use crate::stack::{
-    BoxedBreaker, BreakerPart, ProviderHandles, ProviderService, ProviderStack, RetryPart,
-    TimeoutPart,
+    ProviderFuture, ProviderHandles, ProviderService, ProviderStack, StackBuilder,
 };
 
 pub use palisade_breaker as breaker;

@@ -1,6 +1,7 @@
 //! [`Registry`]: the providers, keyed by id, changeable at runtime.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -100,9 +101,8 @@ impl<S, C> Registry<S, C, OnResponse> {
     /// wrapping the service `make` returns for its settings, in the
     /// configured preference order (with one retry budget for all when
     /// `router.share_retry_budget` is on). Bulkheads free a call's slot
-    /// when its response arrives; see
-    /// [`from_config_with_release_mode`](Registry::from_config_with_release_mode)
-    /// to hold it until a streamed body ends.
+    /// when its response arrives. The short form of
+    /// [`RegistryBuilder`].
     pub fn from_config<Req>(
         config: &Config,
         classifier: C,
@@ -113,55 +113,90 @@ impl<S, C> Registry<S, C, OnResponse> {
         C: Classify<S::Response, BoxError> + Clone,
         Req: HasDeadline,
     {
-        Self::from_config_with_release_mode(config, classifier, make)
+        RegistryBuilder::new(config, classifier).build(make)
     }
 }
 
-impl<S, C, M> Registry<S, C, M> {
-    /// [`from_config`](Registry::from_config) with the bulkheads in release
-    /// mode `M`: [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd) holds each
-    /// call's slot until its streamed HTTP body ends, which is what a
-    /// concurrency cap on an LLM provider means for streamed answers.
-    ///
-    /// ```
-    /// use palisade::bulkhead::OnBodyEnd;
-    /// use palisade::{Config, Registry};
-    /// use palisade_core::{BoxError, HttpClassifier};
-    /// use tower::service_fn;
-    ///
-    /// let cfg = Config::from_toml("[providers.a]\n[providers.b]\n").unwrap();
-    /// let registry = Registry::<_, _, OnBodyEnd>::from_config_with_release_mode(
-    ///     &cfg,
-    ///     HttpClassifier::new(),
-    ///     |_| service_fn(|_: http::Request<String>| async {
-    ///         Ok::<_, BoxError>(http::Response::new(String::new()))
-    ///     }),
-    /// )
-    /// .unwrap();
-    /// assert_eq!(registry.order().len(), 2);
-    /// ```
-    pub fn from_config_with_release_mode<Req>(
-        config: &Config,
-        classifier: C,
+/// Builds a [`Registry`] from a [`Config`], with the choices beyond the
+/// config (the bulkheads' release mode).
+///
+/// ```
+/// use palisade::bulkhead::OnBodyEnd;
+/// use palisade::{Config, RegistryBuilder};
+/// use palisade_core::{BoxError, HttpClassifier};
+/// use tower::service_fn;
+///
+/// let cfg = Config::from_toml("[providers.a]\n[providers.b]\n").unwrap();
+/// let registry = RegistryBuilder::new(&cfg, HttpClassifier::new())
+///     // hold each call's bulkhead slot until its streamed body ends
+///     .release_mode(OnBodyEnd)
+///     .build(|_| service_fn(|_: http::Request<String>| async {
+///         Ok::<_, BoxError>(http::Response::new(String::new()))
+///     }))
+///     .unwrap();
+/// assert_eq!(registry.order().len(), 2);
+/// ```
+pub struct RegistryBuilder<'a, C, M> {
+    config: &'a Config,
+    classifier: C,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl<C, M> fmt::Debug for RegistryBuilder<'_, C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder").finish_non_exhaustive()
+    }
+}
+
+impl<'a, C> RegistryBuilder<'a, C, OnResponse> {
+    /// A builder for a registry of `config`'s providers, reading their
+    /// answers with `classifier`.
+    pub fn new(config: &'a Config, classifier: C) -> Self {
+        RegistryBuilder {
+            config,
+            classifier,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<'a, C, M> RegistryBuilder<'a, C, M> {
+    /// The bulkheads' release mode: [`OnResponse`] (the default), or
+    /// [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd) to hold each call's slot
+    /// until its streamed HTTP body ends, which is what a concurrency cap
+    /// on an LLM provider means for streamed answers.
+    pub fn release_mode<M2>(self, _mode: M2) -> RegistryBuilder<'a, C, M2> {
+        RegistryBuilder {
+            config: self.config,
+            classifier: self.classifier,
+            mode: PhantomData,
+        }
+    }
+
+    /// Builds one stack per provider around the service `make` returns for
+    /// its settings.
+    pub fn build<S, Req>(
+        self,
         mut make: impl FnMut(&crate::ProviderSettings) -> S,
-    ) -> Result<Self, ConfigError>
+    ) -> Result<Registry<S, C, M>, ConfigError>
     where
         S: tower_service::Service<Req, Error = BoxError> + Clone,
         C: Classify<S::Response, BoxError> + Clone,
         M: ReleaseMode<S::Response>,
         Req: HasDeadline,
     {
+        let config = self.config;
         config.validate()?;
         let shared = config.shared_budget()?;
         let registry = Registry::new();
         for id in config.provider_order() {
             let settings = config.provider(&id).expect("listed by provider_order");
-            let stack = ProviderStack::build_with_release_mode(
-                &settings,
-                make(&settings),
-                classifier.clone(),
-                shared.clone(),
-            )?;
+            let mut stack =
+                ProviderStack::builder(&settings, make(&settings), self.classifier.clone());
+            if let Some(budget) = &shared {
+                stack = stack.budget(budget.clone());
+            }
+            let stack = stack.with_mode::<M>().build()?;
             registry.insert(
                 Provider::new(stack)
                     .large_context(settings.large_context)
@@ -177,7 +212,9 @@ impl<S, C, M> Registry<S, C, M> {
         );
         Ok(registry)
     }
+}
 
+impl<S, C, M> Registry<S, C, M> {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()

@@ -12,9 +12,11 @@ use palisade_core::{BoxError, Classify, HasDeadline, RejectReason, Rejected};
 use palisade_deadline::{DeadlineLayer, DeadlineService};
 use palisade_fallback::{Fallback, NoDegrade, Target};
 use pin_project_lite::pin_project;
+use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::config::{Config, ConfigError};
 use crate::registry::Registry;
 use palisade_bulkhead::{OnResponse, ReleaseMode};
 
@@ -26,6 +28,11 @@ struct Cached<S, C, Req, M> {
     version: u64,
     chain: Option<Chain<S, C, Req, M>>,
 }
+
+/// A [`Router`] behind tower's [`BoxCloneSyncService`]: nameable, cloneable,
+/// `Send + Sync`, with a boxed future that can be awaited in spawned tasks
+/// and axum handlers. See [`Router::boxed`].
+pub type BoxRouter<Req, Res> = BoxCloneSyncService<Req, Res, BoxError>;
 
 /// The registry as one service: stamps the whole request's deadline, then
 /// falls back across the providers in preference order, skipping those
@@ -114,6 +121,61 @@ where
                 chain: None,
             })),
             rebuild: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The router behind tower's [`BoxCloneSyncService`]: one nameable
+    /// type ([`BoxRouter`]) for application state, and a future that can
+    /// be awaited anywhere, including inside `tokio::spawn` and axum
+    /// handlers (one allocation per call).
+    ///
+    /// Awaiting the unboxed router's future inside a spawned task fails to
+    /// compile ("implementation of `From` is not general enough"): a rustc
+    /// limitation (rust-lang/rust#64552) that hits any tower layer whose
+    /// error is a `BoxError` built from an inner `BoxError`, tower's own
+    /// `Timeout` included. Box at the boundary where the future must be
+    /// `Send`; the layers inside stay unboxed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use palisade::{BoxRouter, Config, Registry, Router};
+    /// use palisade_core::{BoxError, HttpClassifier};
+    /// use std::sync::Arc;
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// type Req = http::Request<String>;
+    /// let cfg = Config::from_toml("[providers.llm]\n").unwrap();
+    /// let registry = Arc::new(Registry::from_config(&cfg, HttpClassifier::new(), |_| {
+    ///     service_fn(|_: Req| async { Ok::<_, BoxError>(http::Response::new(String::from("hi"))) })
+    /// }).unwrap());
+    /// let router: BoxRouter<Req, http::Response<String>> =
+    ///     Router::from_config(registry, &cfg, HttpClassifier::new()).unwrap().boxed();
+    /// let answer = tokio::spawn(async move { router.oneshot(Req::default()).await });
+    /// assert_eq!(answer.await.unwrap().unwrap().body(), "hi");
+    /// # }
+    /// ```
+    pub fn boxed(self) -> BoxRouter<Req, <Self as Service<Req>>::Response>
+    where
+        Self: Service<Req, Error = BoxError> + Send + Sync + 'static,
+        <Self as Service<Req>>::Future: Send + 'static,
+    {
+        BoxCloneSyncService::new(self)
+    }
+
+    /// A router over `registry` with the whole-request deadline of the
+    /// config it was built from (`router.request_timeout_ms`), so the
+    /// timeout is said once, in the config.
+    pub fn from_config(
+        registry: Arc<Registry<S, C, M>>,
+        config: &Config,
+        classifier: C,
+    ) -> Result<Self, ConfigError> {
+        let timeout = Duration::from_millis(config.router.request_timeout_ms);
+        Self::new(registry, timeout, classifier).map_err(|e| {
+            ConfigError::Invalid(vec![crate::Problem {
+                path: "router.request_timeout_ms".into(),
+                message: e.to_string(),
+            }])
         })
     }
 

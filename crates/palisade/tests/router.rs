@@ -393,3 +393,15 @@ async fn metrics_are_exported_through_the_facade() {
         Some(&DebugValue::Counter(1))
     );
 }
+
+/// The boxed router can be awaited inside `tokio::spawn` (the unboxed one
+/// cannot, a rustc limitation the `boxed` docs explain) and fails over
+/// there as it does in place.
+#[tokio::test(start_paused = true)]
+async fn the_boxed_router_can_be_awaited_inside_a_spawned_task() {
+    let s = setup(TWO, &[("primary", 503, 0), ("secondary", 200, 0)]);
+    let router = s.router.clone().boxed();
+    let task = tokio::spawn(async move { router.oneshot(Req::default()).await });
+    let res = task.await.unwrap().unwrap();
+    assert_eq!(res.body(), "secondary");
+}

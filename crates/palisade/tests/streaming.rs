@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use palisade::{Config, ProviderStack, Registry, Router};
+use palisade::{Config, ProviderStack, Registry, RegistryBuilder, Router};
 use palisade_bulkhead::{OnBodyEnd, OnResponse, PermitBody, ReleaseMode};
 use palisade_core::{BoxError, HttpClassifier};
 use tokio::sync::oneshot;
@@ -110,19 +110,17 @@ type Routed<M> = (
 
 fn router<M>(primary: &Streaming, secondary: &Streaming) -> Routed<M>
 where
-    M: ReleaseMode<Res>,
+    M: ReleaseMode<Res> + Default,
 {
     let cfg = Config::from_toml(ONE_SLOT).unwrap();
     let registry = Arc::new(
-        Registry::<Svc, HttpClassifier, M>::from_config_with_release_mode(
-            &cfg,
-            HttpClassifier::new(),
-            |p| match p.id.as_str() {
+        RegistryBuilder::new(&cfg, HttpClassifier::new())
+            .release_mode(M::default())
+            .build(|p| match p.id.as_str() {
                 "primary" => primary.svc(),
                 _ => secondary.svc(),
-            },
-        )
-        .unwrap(),
+            })
+            .unwrap(),
     );
     let router = Router::new(
         registry.clone(),
@@ -228,13 +226,10 @@ async fn released_at_the_response_head_a_second_stream_gets_in() {
 async fn without_a_bulkhead_the_body_holds_nothing() {
     let cfg = Config::from_toml("[providers.p.bulkhead]\nenabled = false\n").unwrap();
     let p = Streaming::new("p");
-    let stack = ProviderStack::<Svc, HttpClassifier, OnBodyEnd>::build_with_release_mode(
-        &cfg.provider("p").unwrap(),
-        p.svc(),
-        HttpClassifier::new(),
-        None,
-    )
-    .unwrap();
+    let stack = ProviderStack::builder(&cfg.provider("p").unwrap(), p.svc(), HttpClassifier::new())
+        .release_mode(OnBodyEnd)
+        .build()
+        .unwrap();
     assert!(stack.handles.bulkhead.is_none());
     let res: http::Response<PermitBody<Gated>> =
         stack.service.oneshot(Req::default()).await.unwrap();

@@ -1,44 +1,24 @@
 //! [`ProviderStack`]: the default per-provider stack, built from settings.
 
-use std::fmt;
+mod box_error;
+mod service;
 
-use palisade_breaker::{BreakerError, BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
-use palisade_bulkhead::{
-    Bulkhead, BulkheadHandle, BulkheadLayer, OnResponse, ReleaseMode, Unguarded,
-};
+use std::fmt;
+use std::marker::PhantomData;
+
+use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
+use palisade_bulkhead::{BulkheadHandle, BulkheadLayer, OnResponse, ReleaseMode, Unguarded};
 use palisade_core::{Admissions, BoxError, Classify, HasDeadline, ProviderId};
-use palisade_deadline::{AttemptTimeout, AttemptTimeoutLayer};
-use palisade_retry::{
-    Backoff, CloneRequest, Retry, RetryBudget, RetryHandle, RetryLayer, UsePolicy,
-};
-use tower::util::{Either, MapErr};
+use palisade_deadline::AttemptTimeoutLayer;
+use palisade_retry::{Backoff, RetryBudget, RetryHandle, RetryLayer};
+use tower::util::Either;
 use tower_layer::Layer;
 
-use crate::config::{get, ms, parse_jitter, retry_budget, ConfigError, Problem, ProviderSettings};
+use self::box_error::BoxErrors;
+use self::service::{BreakerPart, RetryPart, TimeoutPart};
+pub use self::service::{ProviderFuture, ProviderService};
 
-/// The attempt timeout, or the provider itself when it is off.
-pub type TimeoutPart<S> = Either<AttemptTimeout<S>, S>;
-/// The breaker over [`TimeoutPart`], its [`BreakerError`] turned into a
-/// [`BoxError`] (a refusal becomes a boxed `Rejected`, the inner error stays
-/// itself) so that both sides of the `Either` fail alike.
-pub type BoxedBreaker<S, C> =
-    MapErr<CircuitBreaker<TimeoutPart<S>, C>, fn(BreakerError) -> BoxError>;
-/// The breaker over [`TimeoutPart`], or that alone.
-pub type BreakerPart<S, C> = Either<BoxedBreaker<S, C>, TimeoutPart<S>>;
-/// Retry over [`BreakerPart`], or that alone.
-pub type RetryPart<S, C> =
-    Either<Retry<BreakerPart<S, C>, C, UsePolicy, CloneRequest>, BreakerPart<S, C>>;
-/// The whole per-provider stack: bulkhead > retry > breaker > attempt
-/// timeout > provider, each part present or not as configured. A concrete
-/// type (no boxing), so a registry of one provider type holds it as is.
-///
-/// `M` is the bulkhead's release mode: [`OnResponse`] frees a call's slot
-/// when its response arrives; [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd)
-/// holds it until a streamed HTTP body ends (responses then carry a
-/// [`PermitBody`](palisade_bulkhead::PermitBody), also when the bulkhead is
-/// switched off, so the type does not change with the config).
-pub type ProviderService<S, C, M = OnResponse> =
-    Either<Bulkhead<RetryPart<S, C>, M>, Unguarded<RetryPart<S, C>, M>>;
+use crate::config::{get, ms, parse_jitter, retry_budget, ConfigError, Problem, ProviderSettings};
 
 /// The handles on one provider's stack, for health and administration.
 /// A part that is switched off has no handle.
@@ -114,8 +94,7 @@ impl<S, C> ProviderStack<S, C, OnResponse> {
     /// Builds the stack for `settings` around `provider`. `budget`, when
     /// given, replaces the provider's own retry budget (to share one budget
     /// among providers). The bulkhead frees a call's slot when its response
-    /// arrives; see [`build_with_release_mode`](ProviderStack::build_with_release_mode)
-    /// to hold it until a streamed body ends.
+    /// arrives. The short form of [`builder`](ProviderStack::builder).
     pub fn build<Req>(
         settings: &ProviderSettings,
         provider: S,
@@ -127,16 +106,16 @@ impl<S, C> ProviderStack<S, C, OnResponse> {
         C: Classify<S::Response, BoxError> + Clone,
         Req: HasDeadline,
     {
-        Self::build_with_release_mode(settings, provider, classifier, budget)
+        let mut builder = Self::builder(settings, provider, classifier);
+        if let Some(budget) = budget {
+            builder = builder.budget(budget);
+        }
+        builder.build()
     }
-}
 
-impl<S, C, M> ProviderStack<S, C, M> {
-    /// [`build`](ProviderStack::build) with the bulkhead in release mode
-    /// `M`: with [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd) a call holds its
-    /// slot until its streamed HTTP body ends, so `max_concurrent` caps the
-    /// streams in progress, not only the calls waiting for their first
-    /// byte.
+    /// A builder for the stack of `settings` around `provider`, for the
+    /// choices beyond the settings: a shared retry budget, the bulkhead's
+    /// release mode.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -149,13 +128,10 @@ impl<S, C, M> ProviderStack<S, C, M> {
     /// let provider = service_fn(|_: http::Request<String>| async {
     ///     Ok::<_, BoxError>(http::Response::new(String::from("a streamed answer")))
     /// });
-    /// let stack = ProviderStack::<_, _, OnBodyEnd>::build_with_release_mode(
-    ///     &cfg.provider("llm").unwrap(),
-    ///     provider,
-    ///     HttpClassifier::new(),
-    ///     None,
-    /// )
-    /// .unwrap();
+    /// let stack = ProviderStack::builder(&cfg.provider("llm").unwrap(), provider, HttpClassifier::new())
+    ///     .release_mode(OnBodyEnd) // hold the slot until the body ends
+    ///     .build()
+    ///     .unwrap();
     /// let bulkhead = stack.handles.bulkhead.clone().unwrap();
     /// let res = stack.service.oneshot(http::Request::new(String::new())).await.unwrap();
     /// // The answer's body holds the provider's only slot ...
@@ -166,18 +142,86 @@ impl<S, C, M> ProviderStack<S, C, M> {
     /// assert_eq!(bulkhead.snapshot().in_flight, 0);
     /// # }
     /// ```
-    pub fn build_with_release_mode<Req>(
-        settings: &ProviderSettings,
+    pub fn builder<'a>(
+        settings: &'a ProviderSettings,
         provider: S,
         classifier: C,
-        budget: Option<RetryBudget>,
-    ) -> Result<Self, ConfigError>
+    ) -> StackBuilder<'a, S, C, OnResponse> {
+        StackBuilder {
+            settings,
+            provider,
+            classifier,
+            budget: None,
+            mode: PhantomData,
+        }
+    }
+}
+
+/// Builds a [`ProviderStack`]; from [`ProviderStack::builder`].
+pub struct StackBuilder<'a, S, C, M> {
+    settings: &'a ProviderSettings,
+    provider: S,
+    classifier: C,
+    budget: Option<RetryBudget>,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl<S, C, M> fmt::Debug for StackBuilder<'_, S, C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("provider", &self.settings.id)
+            .field("shared_budget", &self.budget.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, S, C, M> StackBuilder<'a, S, C, M> {
+    /// Uses `budget` instead of the provider's own retry budget (to share
+    /// one budget among providers).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The bulkhead's release mode: [`OnResponse`] (the default) frees a
+    /// call's slot when its response arrives;
+    /// [`OnBodyEnd`](palisade_bulkhead::OnBodyEnd) holds it until a
+    /// streamed HTTP body ends, so `max_concurrent` caps the streams in
+    /// progress (responses then carry a
+    /// [`PermitBody`](palisade_bulkhead::PermitBody), also when the
+    /// bulkhead is switched off, so the type does not change with the
+    /// config).
+    pub fn release_mode<M2>(self, _mode: M2) -> StackBuilder<'a, S, C, M2> {
+        self.with_mode()
+    }
+
+    /// [`release_mode`](Self::release_mode) named by type alone.
+    pub(crate) fn with_mode<M2>(self) -> StackBuilder<'a, S, C, M2> {
+        StackBuilder {
+            settings: self.settings,
+            provider: self.provider,
+            classifier: self.classifier,
+            budget: self.budget,
+            mode: PhantomData,
+        }
+    }
+
+    /// Builds the stack, pushing each layer over the previous one, inner
+    /// to outer.
+    pub fn build<Req>(self) -> Result<ProviderStack<S, C, M>, ConfigError>
     where
         S: tower_service::Service<Req, Error = BoxError> + Clone,
         C: Classify<S::Response, BoxError> + Clone,
         M: ReleaseMode<S::Response>,
         Req: HasDeadline,
     {
+        let StackBuilder {
+            settings,
+            provider,
+            classifier,
+            budget,
+            ..
+        } = self;
         let s = &settings.sections;
         let id = ProviderId::from(settings.id.as_str());
         let path = |section: &str| format!("providers.{}.{section}", settings.id);
@@ -224,10 +268,7 @@ impl<S, C, M> ProviderStack<S, C, M> {
                 .map_err(|e| refuse("breaker", &e))?;
             if get!(s.breaker.enabled) {
                 handles.breaker = Some(layer.handle());
-                Either::Left(MapErr::new(
-                    layer.layer(timeout),
-                    BreakerError::into_box as fn(BreakerError) -> BoxError,
-                ))
+                Either::Left(BoxErrors::new(layer.layer(timeout)))
             } else {
                 Either::Right(timeout)
             }
@@ -268,7 +309,7 @@ impl<S, C, M> ProviderStack<S, C, M> {
             Either::Right(breaker)
         };
 
-        let service: ProviderService<S, C, M> = if get!(s.bulkhead.enabled) {
+        let inner = if get!(s.bulkhead.enabled) {
             let waiting = get!(s.bulkhead.max_waiting);
             let layer = BulkheadLayer::builder()
                 .provider(id.clone())
@@ -285,7 +326,7 @@ impl<S, C, M> ProviderStack<S, C, M> {
 
         Ok(ProviderStack {
             id,
-            service,
+            service: ProviderService { inner },
             handles,
         })
     }
