@@ -81,7 +81,7 @@ pub fn deadline(
     DeadlineLayer::new(LONG).unwrap().layer(Bare)
 }
 
-/// DESIGN.md's default per-provider stack: deadline > bulkhead > retry
+/// The default per-provider stack (ARCHITECTURE.md): deadline > bulkhead > retry
 /// (ratio budget) > breaker > attempt timeout, each layer as in its own row.
 pub fn stack(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {

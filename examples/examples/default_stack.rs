@@ -1,4 +1,4 @@
-//! DESIGN.md's default per-provider stack, composed by hand with
+//! The default per-provider stack (ARCHITECTURE.md), composed by hand with
 //! `ServiceBuilder`: deadline > bulkhead > retry (with a budget) > circuit
 //! breaker > attempt timeout, over a fake LLM provider that answers, then
 //! browns out (503s and hangs), then rate-limits with `Retry-After`, then

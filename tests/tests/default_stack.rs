@@ -1,4 +1,4 @@
-//! The default per-provider stack of DESIGN.md, assembled from the layer
+//! The default per-provider stack of ARCHITECTURE.md, assembled from the layer
 //! crates with `ServiceBuilder`, on the paused clock:
 //!
 //! Deadline > Bulkhead > Retry(+budget) > CircuitBreaker > AttemptTimeout > provider

@@ -36,7 +36,7 @@ const STATUS_LO: u16 = 400;
 const STATUS_HI: u16 = 599;
 const STATUS_ROWS: usize = (STATUS_HI - STATUS_LO + 1) as usize;
 
-/// Which [`Action`]s apply to which failures, with DESIGN.md's defaults.
+/// Which [`Action`]s apply to which failures, with the defaults ARCHITECTURE.md gives.
 ///
 /// Rows are kept per [`FailureClass`] and, for `Server` and `Client`
 /// failures, per status code 400..=599, so that 408 and 409 can be retried
@@ -58,7 +58,7 @@ const STATUS_ROWS: usize = (STATUS_HI - STATUS_LO + 1) as usize;
 /// | Rejected (our own fast-fail) | no | no | yes |
 /// | Other (unrecognised error) | no | yes | yes |
 ///
-/// DESIGN.md is silent on `Other`. An error nothing recognises is most often
+/// `Other`: an error nothing recognises is most often
 /// the provider's or the transport's, so it counts for the breaker and falls
 /// back; it is not retried because nothing says a re-send is safe.
 ///

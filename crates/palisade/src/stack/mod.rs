@@ -50,7 +50,7 @@ impl ProviderHandles {
 
 /// One provider, protected: its stack and its handles.
 ///
-/// Built in the order DESIGN.md gives, outer to inner: bulkhead (one
+/// Built in the order ARCHITECTURE.md gives, outer to inner: bulkhead (one
 /// request holds one slot across its retries), retry with budget (every
 /// attempt passes the breaker), circuit breaker (a timed-out attempt
 /// counts as the provider's failure), attempt timeout (each attempt gets
