@@ -131,6 +131,11 @@ section! {
         max_open_ms: u64 = 300_000,
         /// Concurrent half-open probes (default 2).
         half_open_probes: u32 = 2,
+        /// How probes are judged: `"any_failure"` (default: one failed
+        /// probe re-opens, `half_open_probes` successes close) or `"rate"`
+        /// (Resilience4j's rule: exactly `half_open_probes` probes, their
+        /// failure rate held against `failure_rate`).
+        half_open_rule: String = "any_failure".to_owned(),
         /// Whether a 429/503 with `Retry-After` opens it for that long
         /// (default true).
         retry_after_cooldown: bool = true,
@@ -532,6 +537,15 @@ fn check_sections(prefix: &str, s: &Sections, add: &mut impl FnMut(String, Strin
             );
         }
     }
+    if let Some(rule) = &c.half_open_rule {
+        if parse_half_open_rule(rule).is_none() {
+            at(
+                "breaker",
+                "half_open_rule",
+                format!("{rule:?} is not one of \"any_failure\", \"rate\""),
+            );
+        }
+    }
     if c.half_open_probes == Some(0) {
         at(
             "breaker",
@@ -586,6 +600,15 @@ pub(crate) fn parse_jitter(s: &str) -> Option<palisade_retry::Jitter> {
         "full" => Jitter::Full,
         "equal" => Jitter::Equal,
         "decorrelated" => Jitter::Decorrelated,
+        _ => return None,
+    })
+}
+
+pub(crate) fn parse_half_open_rule(s: &str) -> Option<palisade_breaker::HalfOpenRule> {
+    use palisade_breaker::HalfOpenRule;
+    Some(match s {
+        "any_failure" => HalfOpenRule::AnyFailure,
+        "rate" => HalfOpenRule::Rate,
         _ => return None,
     })
 }

@@ -170,3 +170,48 @@ fn files_are_read_by_extension() {
     assert!(matches!(err, ConfigError::Io { .. }));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `half_open_rule` selects Resilience4j's half-open rule from the config;
+/// an unknown name is refused with its key path.
+#[tokio::test(start_paused = true)]
+async fn the_half_open_rule_is_configurable() {
+    let err = Config::from_toml("[providers.a.breaker]\nhalf_open_rule = \"vote\"\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("providers.a.breaker.half_open_rule: \"vote\" is not one of"),
+        "{err}"
+    );
+    let toml = "[providers.a.retry]\nenabled = false\n[providers.a.breaker]\nconsecutive_failures = 1\nopen_ms = 1000\nhalf_open_probes = 2\nhalf_open_rule = \"rate\"\n";
+    let cfg = Config::from_toml(toml).unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    // Fails the first two calls, then succeeds.
+    let provider = tower::service_fn(move |_: http::Request<()>| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let status = if n < 2 { 500 } else { 200 };
+            Ok::<_, palisade_core::BoxError>(
+                http::Response::builder().status(status).body(()).unwrap(),
+            )
+        }
+    });
+    let stack = palisade::ProviderStack::build(
+        &cfg.provider("a").unwrap(),
+        provider,
+        palisade_core::HttpClassifier::new(),
+        None,
+    )
+    .unwrap();
+    let breaker = stack.handles.breaker.clone().unwrap();
+    use tower::ServiceExt;
+    let _ = stack.service.clone().oneshot(http::Request::new(())).await;
+    assert_eq!(breaker.state(), palisade_core::CircuitState::Open);
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    // One failed probe of two: 50% ≥ the default failure_rate of 0.5, but
+    // only judged once both probes are in; the default rule would re-open
+    // at the first.
+    let _ = stack.service.clone().oneshot(http::Request::new(())).await;
+    assert_eq!(breaker.state(), palisade_core::CircuitState::HalfOpen);
+    let _ = stack.service.clone().oneshot(http::Request::new(())).await;
+    assert_eq!(breaker.state(), palisade_core::CircuitState::Open);
+}

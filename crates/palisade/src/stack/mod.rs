@@ -18,7 +18,10 @@ use self::box_error::BoxErrors;
 use self::service::{BreakerPart, RetryPart, TimeoutPart};
 pub use self::service::{ProviderFuture, ProviderService};
 
-use crate::config::{get, ms, parse_jitter, retry_budget, ConfigError, Problem, ProviderSettings};
+use crate::config::{
+    get, ms, parse_half_open_rule, parse_jitter, retry_budget, ConfigError, Problem,
+    ProviderSettings,
+};
 
 /// The handles on one provider's stack, for health and administration.
 /// A part that is switched off has no handle.
@@ -243,6 +246,13 @@ impl<'a, S, C, M> StackBuilder<'a, S, C, M> {
         };
 
         let breaker: BreakerPart<S, C> = {
+            let rule_name = get!(s.breaker.half_open_rule);
+            let rule = parse_half_open_rule(&rule_name).ok_or_else(|| {
+                refuse(
+                    "breaker.half_open_rule",
+                    &format!("{rule_name:?} is not a half-open rule"),
+                )
+            })?;
             let consecutive = get!(s.breaker.consecutive_failures);
             let rate = get!(s.breaker.failure_rate);
             let mut builder = CircuitBreakerLayer::builder();
@@ -260,6 +270,7 @@ impl<'a, S, C, M> StackBuilder<'a, S, C, M> {
                 .open_duration(ms(get!(s.breaker.open_ms)))
                 .open_backoff(2.0, ms(get!(s.breaker.max_open_ms)))
                 .half_open_probes(get!(s.breaker.half_open_probes))
+                .half_open_rule(rule)
                 .retry_after_cooldown(
                     get!(s.breaker.retry_after_cooldown),
                     ms(get!(s.breaker.max_open_ms)),
