@@ -142,3 +142,82 @@ fn closed_state_counts_every_outcome_under_contention() {
         assert_eq!(h.state(), CircuitState::Closed);
     });
 }
+
+/// Under `HalfOpenRule::Rate`, 64 tasks on four threads race for the
+/// probes and the verdict follows the probes' failure rate exactly, every
+/// round: 4 of 8 failed re-opens it (for a minute, so exactly the 8 probes
+/// reached the provider), 3 of 8 closes it.
+#[test]
+fn rated_probes_are_exactly_the_permitted_ones_under_contention() {
+    use palisade_breaker::HalfOpenRule;
+    const PERMITTED: usize = 8;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for round in 0..40 {
+            let failing = if round % 2 == 0 { 4 } else { 3 };
+            let reached = Arc::new(AtomicUsize::new(0));
+            let inner = {
+                let reached = reached.clone();
+                service_fn(move |trip: bool| {
+                    let n = reached.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::task::yield_now().await;
+                        if trip || (n >= 1 && n <= failing) {
+                            Err::<(), BoxError>(
+                                std::io::Error::from(std::io::ErrorKind::ConnectionReset).into(),
+                            )
+                        } else {
+                            Ok(())
+                        }
+                    }
+                })
+            };
+            let layer = CircuitBreakerLayer::builder()
+                .consecutive_failures(Some(1))
+                .failure_rate(Some(0.5))
+                .count_window(PERMITTED)
+                .minimum_calls(PERMITTED as u64)
+                .open_duration(Duration::from_millis(1))
+                .open_backoff(60_000.0, Duration::from_secs(60))
+                .open_jitter(0.0)
+                .half_open_probes(PERMITTED as u32)
+                .half_open_rule(HalfOpenRule::Rate)
+                .build()
+                .unwrap();
+            let h = layer.handle();
+            let svc = layer.layer(inner);
+            svc.clone().oneshot(true).await.unwrap_err();
+            assert_eq!(h.state(), CircuitState::Open);
+            // Wait out the 1 ms open period (the clock is real here: four
+            // worker threads).
+            while h.is_refusing() {
+                tokio::task::yield_now().await;
+            }
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let mut svc = svc.clone();
+                    tokio::spawn(async move {
+                        let svc = svc.ready().await.unwrap();
+                        svc.call(false).await.is_ok()
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let reached = reached.load(Ordering::SeqCst);
+            if failing * 2 >= PERMITTED {
+                assert_eq!(h.state(), CircuitState::Open, "round {round}");
+                // The tripping call, then exactly the permitted probes.
+                assert_eq!(reached, 1 + PERMITTED, "round {round}");
+            } else {
+                assert_eq!(h.state(), CircuitState::Closed, "round {round}");
+                assert!(reached > PERMITTED, "round {round}: {reached}");
+            }
+        }
+    });
+}

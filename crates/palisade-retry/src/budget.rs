@@ -484,6 +484,24 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_deposits_are_all_counted() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let b = rt.block_on(async { RetryBudget::ratio(0.5, Duration::from_secs(60), 0).unwrap() });
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || (0..10_000).for_each(|_| b.deposit()))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let taken = (0..100_000).take_while(|_| b.try_withdraw()).count();
+        assert_eq!(taken, 40_000, "0.5 × 80 000 deposits, however they raced");
+    }
+
+    #[test]
     fn concurrent_withdrawals_never_overdraw() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
