@@ -69,7 +69,7 @@ async fn main() -> Result<(), BoxError> {
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    let m = handle.metrics();
+    let m = handle.snapshot();
     println!(
         "\nprovider saw {} of 12 calls; breaker opened {} times, rejected {}",
         calls.load(Ordering::SeqCst),

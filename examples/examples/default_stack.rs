@@ -101,7 +101,7 @@ async fn main() -> Result<(), BoxError> {
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    let stats = retry_stats.stats();
+    let stats = retry_stats.snapshot();
     println!(
         "\nprovider saw {} attempts for 12 requests: {} retries, {} refused by the budget, {} stopped by the deadline",
         calls.load(Ordering::SeqCst),

@@ -77,7 +77,7 @@ async fn main() -> Result<(), BoxError> {
             ok += 1;
         }
     }
-    let s = stats.stats();
+    let s = stats.snapshot();
     println!(
         "{ok}/20 answered 200 by a provider failing 30% of the time; {} attempts, {} retries, {} refused by the budget",
         s.attempts, s.retries, s.budget_refusals

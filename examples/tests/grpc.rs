@@ -182,7 +182,7 @@ async fn a_buffered_retry_resends_a_grpc_call_until_it_succeeds() {
         ["flaky", "flaky", "flaky"],
         "the same request every time"
     );
-    assert_eq!(handle.stats().retries, 2);
+    assert_eq!(handle.snapshot().retries, 2);
 
     // The caller's own error is not retried.
     let err = client.check(check("invalid")).await.unwrap_err();

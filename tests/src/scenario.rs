@@ -355,7 +355,7 @@ async fn drive(scenario: Scenario, seed: u64) -> ScenarioReport {
     let mut budget_refusals = 0;
     for id in registry.ids() {
         if let Some(r) = registry.handles(id.as_str()).and_then(|h| h.retry) {
-            let st = r.stats();
+            let st = r.snapshot();
             retries += st.retries;
             budget_refusals += st.budget_refusals;
         }

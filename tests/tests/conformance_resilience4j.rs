@@ -66,7 +66,7 @@ async fn ignored_calls_are_not_recorded_even_when_slow() {
     for _ in 0..5 {
         assert_eq!(send(&svc, 400, 2 * SEC).await.unwrap(), 400);
     }
-    let m = h.metrics();
+    let m = h.snapshot();
     assert_eq!(m.state, CircuitState::Closed);
     assert_eq!((m.window_calls, m.failures, m.slow_calls), (0, 0, 0));
     assert_eq!(m.ignored, 5);
@@ -106,7 +106,7 @@ async fn half_open_past_its_max_wait_reports_open_without_traffic() {
     tokio::time::advance(SEC).await;
     assert_eq!(h.state(), CircuitState::Open, "no call needed to notice");
     assert!(matches!(
-        h.metrics().last_transition.reason,
+        h.snapshot().last_transition.reason,
         TransitionReason::HalfOpenTimeout { .. }
     ));
     stuck.abort();
@@ -128,17 +128,17 @@ async fn disabling_clears_the_window_as_metrics_only_does() {
     for _ in 0..4 {
         send(&svc, 500, Duration::ZERO).await.unwrap();
     }
-    let before = h.metrics();
+    let before = h.snapshot();
     assert_eq!((before.window_calls, before.consecutive_failures), (4, 4));
     h.disable();
-    let after = h.metrics();
+    let after = h.snapshot();
     assert_eq!(after.state, CircuitState::Disabled);
     assert_eq!((after.window_calls, after.consecutive_failures), (0, 0));
     // Calls in Disabled are recorded afresh and never trip it.
     for _ in 0..12 {
         send(&svc, 500, Duration::ZERO).await.unwrap();
     }
-    let m = h.metrics();
+    let m = h.snapshot();
     assert_eq!(m.state, CircuitState::Disabled);
     assert_eq!(m.window_calls, 10);
     assert_eq!(m.failure_rate, 1.0);
@@ -186,7 +186,7 @@ async fn half_open_rate_rule_judges_the_permitted_calls_as_a_window() {
     send(&svc, 200, Duration::ZERO).await.unwrap();
     assert_eq!(h.state(), CircuitState::Open);
     assert!(matches!(
-        h.metrics().last_transition.reason,
+        h.snapshot().last_transition.reason,
         TransitionReason::FailureRate { calls: 4, .. }
     ));
 }

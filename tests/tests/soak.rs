@@ -206,7 +206,7 @@ fn soak() {
             let h = registry.handles(id.as_str()).unwrap();
             let b = h.bulkhead.unwrap().snapshot();
             assert_eq!((b.in_flight, b.waiting), (0, 0), "{id}: bulkhead idle");
-            let m = h.breaker.unwrap().metrics();
+            let m = h.breaker.unwrap().snapshot();
             println!(
                 "{id}: breaker {}, opened {} times, {} calls",
                 m.state, m.times_opened, m.calls

@@ -134,7 +134,7 @@ pub struct StateChange {
 /// A point-in-time view of a breaker's numbers.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct MetricsSnapshot {
+pub struct BreakerSnapshot {
     /// The provider the breaker protects, if named.
     pub provider: Option<ProviderId>,
     /// The current state.
@@ -191,7 +191,7 @@ pub struct MetricsSnapshot {
 /// assert_eq!(changes.borrow().to, CircuitState::ForcedOpen);
 ///
 /// handle.reset();
-/// assert_eq!(handle.metrics().state, CircuitState::Closed);
+/// assert_eq!(handle.snapshot().state, CircuitState::Closed);
 /// # }
 /// ```
 #[derive(Clone)]
@@ -232,7 +232,7 @@ impl BreakerHandle {
     }
 
     /// A snapshot of the breaker's numbers.
-    pub fn metrics(&self) -> MetricsSnapshot {
+    pub fn snapshot(&self) -> BreakerSnapshot {
         self.core.settle();
         let t = &self.core.totals;
         let successes = self.core.successes();
@@ -240,7 +240,7 @@ impl BreakerHandle {
         let ignored = t.ignored.get();
         let window = self.core.window_counts().unwrap_or_default();
         let (probes, _) = self.core.half_open_probes();
-        MetricsSnapshot {
+        BreakerSnapshot {
             provider: self.core.cfg.provider.clone(),
             state: self.state(),
             calls: successes + failures + ignored,

@@ -78,6 +78,6 @@ mod window;
 pub use crate::config::{ConfigError, HalfOpenRule, ReadinessMode, WindowKind};
 pub use crate::error::{BreakerError, Refusal};
 pub use crate::future::ResponseFuture;
-pub use crate::handle::{BreakerHandle, MetricsSnapshot, StateChange, TransitionReason};
+pub use crate::handle::{BreakerHandle, BreakerSnapshot, StateChange, TransitionReason};
 pub use crate::layer::{Builder, CircuitBreakerLayer};
 pub use crate::service::CircuitBreaker;

@@ -65,7 +65,7 @@ async fn consecutive_failures_trip_at_exactly_n() {
     call(&mut svc, FAIL).await.unwrap();
     assert_eq!(h.state(), CircuitState::Open, "N failures trip");
     assert_eq!(
-        h.metrics().last_transition.reason,
+        h.snapshot().last_transition.reason,
         TransitionReason::ConsecutiveFailures {
             count: 3,
             threshold: 3
@@ -117,11 +117,11 @@ async fn failure_rate_boundary_and_minimum_calls() {
     for _ in 0..4 {
         call(&mut svc, FAIL).await.unwrap();
     }
-    assert_eq!(h.metrics().failure_rate, 0.4);
+    assert_eq!(h.snapshot().failure_rate, 0.4);
     assert_eq!(h.state(), CircuitState::Closed, "40% < 50%");
     call(&mut svc, FAIL).await.unwrap(); // window now 5 OK + 5 FAIL
     assert_eq!(h.state(), CircuitState::Open, "50% >= 50%");
-    match h.metrics().last_transition.reason {
+    match h.snapshot().last_transition.reason {
         TransitionReason::FailureRate {
             rate,
             threshold,
@@ -150,7 +150,7 @@ async fn time_window_forgets_old_failures() {
     call(&mut svc, OK).await.unwrap();
     call(&mut svc, OK).await.unwrap();
     call(&mut svc, FAIL).await.unwrap();
-    assert_eq!(h.metrics().window_calls, 4);
+    assert_eq!(h.snapshot().window_calls, 4);
     assert_eq!(
         h.state(),
         CircuitState::Closed,
@@ -181,12 +181,12 @@ async fn slow_calls_trip_the_slow_rule() {
         .await
         .unwrap();
     assert_eq!(
-        h.metrics().slow_calls,
+        h.snapshot().slow_calls,
         0,
         "just under the threshold is not slow"
     );
     call(&mut svc, slow(200, secs(5))).await.unwrap();
-    assert_eq!(h.metrics().slow_calls, 1);
+    assert_eq!(h.snapshot().slow_calls, 1);
     assert_eq!(h.state(), CircuitState::Closed, "1 of 4 slow");
     call(&mut svc, slow(200, secs(6))).await.unwrap();
     assert_eq!(
@@ -195,7 +195,7 @@ async fn slow_calls_trip_the_slow_rule() {
         "2 of 4 slow, successes or not"
     );
     assert!(matches!(
-        h.metrics().last_transition.reason,
+        h.snapshot().last_transition.reason,
         TransitionReason::SlowCallRate { .. }
     ));
 }
@@ -211,7 +211,7 @@ async fn retry_after_cooldown_is_exact_and_capped() {
     call(&mut svc, rate_limited(7)).await.unwrap();
     assert_eq!(h.state(), CircuitState::Open);
     assert_eq!(
-        h.metrics().last_transition.reason,
+        h.snapshot().last_transition.reason,
         TransitionReason::Cooldown {
             retry_after: secs(7)
         }
@@ -270,7 +270,7 @@ async fn open_duration_grows_caps_and_resets_after_close() {
         Some(secs(10)),
         "back to base after a close"
     );
-    assert_eq!(h.metrics().times_opened, 5);
+    assert_eq!(h.snapshot().times_opened, 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -354,13 +354,13 @@ async fn a_failed_probe_reopens_and_an_ignored_one_frees_its_slot() {
     // a 400 is the caller's fault: says nothing about the provider
     call(&mut svc, BAD_REQUEST).await.unwrap();
     assert_eq!(h.state(), CircuitState::HalfOpen);
-    assert_eq!(h.metrics().probes_in_flight, 0);
+    assert_eq!(h.snapshot().probes_in_flight, 0);
     call(&mut svc, OK).await.unwrap();
     assert_eq!(h.state(), CircuitState::HalfOpen, "1 of 2 successes");
     call(&mut svc, FAIL).await.unwrap();
     assert_eq!(h.state(), CircuitState::Open);
     assert!(matches!(
-        h.metrics().last_transition.reason,
+        h.snapshot().last_transition.reason,
         TransitionReason::ProbeFailed { .. }
     ));
 }
@@ -372,17 +372,17 @@ async fn a_dropped_probe_frees_its_slot_and_counts_as_neither() {
     call(&mut svc, FAIL).await.unwrap();
     advance(secs(1)).await;
     let fut = svc.ready().await.unwrap().call(slow(200, secs(60)));
-    assert_eq!(h.metrics().probes_in_flight, 1);
+    assert_eq!(h.snapshot().probes_in_flight, 1);
     // the only slot is taken
     assert!(call(&mut svc, OK).await.is_err());
     drop(fut);
-    assert_eq!(h.metrics().probes_in_flight, 0);
+    assert_eq!(h.snapshot().probes_in_flight, 0);
     assert_eq!(
         h.state(),
         CircuitState::HalfOpen,
         "neither success nor failure"
     );
-    assert_eq!(h.metrics().abandoned, 1);
+    assert_eq!(h.snapshot().abandoned, 1);
     let before = p.calls();
     assert_eq!(call(&mut svc, OK).await, Ok(200));
     assert_eq!(p.calls(), before + 1);
@@ -404,7 +404,7 @@ async fn half_open_max_wait_reopens() {
     let rej = call(&mut svc, OK).await.unwrap_err();
     assert_eq!(rej.reason(), RejectReason::CircuitOpen(CircuitState::Open));
     assert_eq!(
-        h.metrics().last_transition.reason,
+        h.snapshot().last_transition.reason,
         TransitionReason::HalfOpenTimeout { waited: secs(5) }
     );
     drop(stuck);
@@ -433,17 +433,17 @@ async fn force_open_disable_and_reset() {
         call(&mut svc, FAIL).await.unwrap();
     }
     assert_eq!(h.state(), CircuitState::Disabled, "disabled never trips");
-    assert_eq!(h.metrics().failures, 10, "but still records");
+    assert_eq!(h.snapshot().failures, 10, "but still records");
 
     h.reset();
     assert_eq!(h.state(), CircuitState::Closed);
-    assert_eq!(h.metrics().consecutive_failures, 0);
+    assert_eq!(h.snapshot().consecutive_failures, 0);
     call(&mut svc, FAIL).await.unwrap();
     assert_eq!(h.state(), CircuitState::Closed, "reset cleared the counts");
     call(&mut svc, FAIL).await.unwrap();
     assert_eq!(h.state(), CircuitState::Open);
     assert_eq!(p.calls(), 12);
-    assert_eq!(h.metrics().rejected, 2);
+    assert_eq!(h.snapshot().rejected, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -621,7 +621,7 @@ async fn metrics_count_every_outcome_exactly() {
         assert_eq!(h.state(), CircuitState::Closed, "config {i}");
         assert_eq!(call(&mut svc, OK).await, Ok(200));
 
-        let m = h.metrics();
+        let m = h.snapshot();
         assert_eq!(m.successes, 14, "config {i}: {m:?}");
         assert_eq!(m.failures, 3, "config {i}");
         assert_eq!(m.ignored, 2, "config {i}");

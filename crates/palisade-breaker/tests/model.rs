@@ -222,7 +222,7 @@ proptest! {
                     (true, Op::ClientError) => counted.ignored += 1,
                     (true, Op::Advance(_)) => unreachable!(),
                 }
-                let m = handle.metrics();
+                let m = handle.snapshot();
                 prop_assert_eq!(
                     (m.successes, m.failures, m.ignored, m.rejected),
                     (counted.successes, counted.failures, counted.ignored, counted.rejected),

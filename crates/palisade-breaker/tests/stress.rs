@@ -80,7 +80,7 @@ fn half_open_bound_holds_under_contention() {
             for t in tasks {
                 t.await.unwrap();
             }
-            let m = h.metrics();
+            let m = h.snapshot();
             assert!(
                 peak.load(Ordering::SeqCst) <= PERMITTED,
                 "round {round}: {} probes at once",
@@ -134,7 +134,7 @@ fn closed_state_counts_every_outcome_under_contention() {
         for t in tasks {
             t.await.unwrap();
         }
-        let m = h.metrics();
+        let m = h.snapshot();
         assert_eq!(m.calls, 64_000);
         assert_eq!(m.failures, 16_000);
         assert_eq!(m.window_calls, 64_000);

@@ -50,19 +50,19 @@
 #![forbid(unsafe_code)]
 
 mod attempt;
-mod body;
 mod error;
 mod header;
 mod propagate;
 mod request;
+mod stream;
 
 pub use crate::attempt::{AttemptTimeout, AttemptTimeoutLayer};
-pub use crate::body::{
-    StreamTimeout, StreamTimeoutFuture, StreamTimeoutLayer, StreamTimeouts, TimeoutBody,
-};
 pub use crate::error::ConfigError;
 pub use crate::header::{
     format_grpc_timeout, parse_grpc_timeout, Adopt, NoAdopt, TimeoutHeader, GRPC_TIMEOUT,
 };
 pub use crate::propagate::{PropagateDeadline, PropagateDeadlineLayer};
 pub use crate::request::{DeadlineLayer, DeadlineService, ResponseFuture, MAX_TIMEOUT};
+pub use crate::stream::{
+    StreamTimeout, StreamTimeoutFuture, StreamTimeoutLayer, StreamTimeouts, TimeoutBody,
+};

@@ -12,7 +12,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::error::RetryStopped;
-use crate::policy::{Replay, RetryPredicate};
+use crate::hooks::{Replay, RetryPredicate};
 use crate::service::Retry;
 use crate::shared::Plan;
 

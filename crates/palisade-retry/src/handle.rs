@@ -17,7 +17,7 @@ use crate::shared::Shared;
 /// use palisade_retry::RetryLayer;
 ///
 /// let handle = RetryLayer::builder().build().unwrap().handle();
-/// let stats = handle.stats();
+/// let stats = handle.snapshot();
 /// assert_eq!((stats.requests, stats.retries), (0, 0));
 /// ```
 #[derive(Clone)]
@@ -35,7 +35,7 @@ impl fmt::Debug for RetryHandle {
 
 /// A retry layer's counters at one moment.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RetryStats {
+pub struct RetrySnapshot {
     /// The provider, when named.
     pub provider: Option<ProviderId>,
     /// Requests sent through the layer.
@@ -56,11 +56,11 @@ pub struct RetryStats {
 
 impl RetryHandle {
     /// The counters and the budget now.
-    pub fn stats(&self) -> RetryStats {
+    pub fn snapshot(&self) -> RetrySnapshot {
         let s = &self.shared.stats;
         let requests = s.requests.get();
         let retries = s.retries.load(Ordering::Relaxed);
-        RetryStats {
+        RetrySnapshot {
             provider: self.shared.cfg.provider.clone(),
             requests,
             attempts: requests + retries,

@@ -14,7 +14,7 @@ use crate::budget::RetryBudget;
 use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::handle::RetryHandle;
-use crate::policy::{CloneRequest, UsePolicy};
+use crate::hooks::{CloneRequest, UsePolicy};
 use crate::service::Retry;
 use crate::shared::{Config, Shared, Stats};
 

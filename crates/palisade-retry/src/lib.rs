@@ -52,24 +52,24 @@
 #![forbid(unsafe_code)]
 
 mod backoff;
-#[cfg(feature = "http")]
-mod body;
 mod budget;
+#[cfg(feature = "http")]
+mod buffer;
 mod error;
 mod future;
 mod handle;
+mod hooks;
 mod layer;
-mod policy;
 mod service;
 mod shared;
 
 pub use crate::backoff::{Backoff, Jitter};
-#[cfg(feature = "http")]
-pub use crate::body::{BufferBody, BufferBodyLayer, BufferFuture};
 pub use crate::budget::{BudgetSnapshot, RetryBudget};
+#[cfg(feature = "http")]
+pub use crate::buffer::{BufferBody, BufferBodyLayer, BufferFuture};
 pub use crate::error::{ConfigError, RetryStopped, StopReason};
 pub use crate::future::ResponseFuture;
-pub use crate::handle::{RetryHandle, RetryStats};
+pub use crate::handle::{RetryHandle, RetrySnapshot};
+pub use crate::hooks::{CloneRequest, Replay, RetryPredicate, UsePolicy};
 pub use crate::layer::{Builder, RetryLayer, MAX_ATTEMPTS};
-pub use crate::policy::{CloneRequest, Replay, RetryPredicate, UsePolicy};
 pub use crate::service::Retry;

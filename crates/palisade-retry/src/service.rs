@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::handle::RetryHandle;
-use crate::policy::{Replay, RetryPredicate};
+use crate::hooks::{Replay, RetryPredicate};
 use crate::shared::Shared;
 
 /// A service whose failed requests are re-sent. Made by

@@ -178,7 +178,7 @@ async fn success_after_failures_is_returned_and_counted() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!((stats.requests, stats.retries, stats.attempts), (1, 2, 3));
     assert_eq!(script.unreadied_calls.load(Ordering::SeqCst), 0);
 }
@@ -262,7 +262,7 @@ async fn retry_after_past_the_deadline_returns_at_once() {
     assert_eq!(res.status(), 429);
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(script.calls(), 1);
-    assert_eq!(handle.stats().deadline_stops, 1);
+    assert_eq!(handle.snapshot().deadline_stops, 1);
 
     // An error: wrapped, saying why, still classified as the provider's 429.
     let script = Script::new([RateLimitedErr(Duration::from_secs(10))]);
@@ -411,7 +411,7 @@ async fn ratio_budget_caps_retries_at_its_share_of_requests() {
             stopped_by_budget += 1;
         }
     }
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.requests, 100);
     assert_eq!(stats.retries, 20, "0.2 × 100 requests, no floor");
     assert_eq!(stats.budget_refusals, 80);
@@ -449,12 +449,12 @@ async fn one_budget_shared_by_two_providers() {
     for _ in 0..4 {
         let _ = b.layer(failing.clone()).oneshot(req(None)).await;
     }
-    assert_eq!(b.handle().stats().retries, 4);
+    assert_eq!(b.handle().snapshot().retries, 4);
     for _ in 0..10 {
         let _ = b.layer(failing.clone()).oneshot(req(None)).await;
     }
     // 24 requests in all earn 12 retries; B has taken them all.
-    assert_eq!(b.handle().stats().retries, 12);
+    assert_eq!(b.handle().snapshot().retries, 12);
 }
 
 #[tokio::test(start_paused = true)]
@@ -474,7 +474,7 @@ async fn token_bucket_throttles_after_failures_and_recovers_after_successes() {
     for _ in 0..3 {
         let _ = svc.clone().oneshot(req(None)).await;
     }
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.retries, 2, "two retries while tokens > 5");
     assert_eq!(stats.budget_refusals, 1);
     // Now throttled: every request is sent once.
@@ -511,10 +511,14 @@ async fn a_future_dropped_mid_backoff_leaves_nothing_behind() {
     // Poll it until it is in its backoff, then drop it.
     let _ = tokio::time::timeout(500 * MS, fut).await;
     assert_eq!(script.calls(), 1);
-    assert_eq!(handle.stats().retries, 1, "one retry was decided and paid");
+    assert_eq!(
+        handle.snapshot().retries,
+        1,
+        "one retry was decided and paid"
+    );
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(script.calls(), 1, "no attempt after the drop");
-    assert_eq!(handle.stats().retries, 1);
+    assert_eq!(handle.snapshot().retries, 1);
 }
 
 #[tokio::test]

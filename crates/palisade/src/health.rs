@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 
 use palisade_bulkhead::BulkheadSnapshot;
 use palisade_core::{CircuitState, ProviderId};
-use palisade_retry::{BudgetSnapshot, RetryStats};
+use palisade_retry::{BudgetSnapshot, RetrySnapshot};
 use serde::Serialize;
 
 use crate::registry::Registry;
@@ -81,7 +81,7 @@ pub struct ProviderHealth {
     /// Its bulkhead, when on.
     pub bulkhead: Option<BulkheadSnapshot>,
     /// Its retry layer and budget, when on.
-    pub retry: Option<RetryStats>,
+    pub retry: Option<RetrySnapshot>,
 }
 
 /// The registry's health.
@@ -105,7 +105,7 @@ impl<S, C, M> Registry<S, C, M> {
             .iter()
             .map(|p| {
                 let breaker = p.handles.breaker.as_ref().map(|h| {
-                    let m = h.metrics();
+                    let m = h.snapshot();
                     BreakerHealth {
                         state: m.state,
                         failure_rate: m.failure_rate,
@@ -121,7 +121,7 @@ impl<S, C, M> Registry<S, C, M> {
                 });
                 let refusing = p.handles.breaker.as_ref().is_some_and(|h| h.is_refusing());
                 let bulkhead = p.handles.bulkhead.as_ref().map(|h| h.snapshot());
-                let retry = p.handles.retry.as_ref().map(|h| h.stats());
+                let retry = p.handles.retry.as_ref().map(|h| h.snapshot());
                 let status = provider_status(
                     refusing,
                     breaker.as_ref(),
@@ -158,7 +158,7 @@ fn crowded(b: &BulkheadSnapshot) -> bool {
 }
 
 /// The retry budget has refused retries and has less than one left.
-fn budget_spent(r: &RetryStats) -> bool {
+fn budget_spent(r: &RetrySnapshot) -> bool {
     r.budget_refusals > 0
         && matches!(r.budget, BudgetSnapshot::Ratio { available, .. } if available < 1.0)
 }
@@ -168,7 +168,7 @@ pub fn provider_status(
     refusing: bool,
     breaker: Option<&BreakerHealth>,
     bulkhead: Option<&BulkheadSnapshot>,
-    retry: Option<&RetryStats>,
+    retry: Option<&RetrySnapshot>,
 ) -> HealthStatus {
     if refusing {
         return HealthStatus::Critical;
