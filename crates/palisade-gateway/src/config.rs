@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use palisade::Problem;
 use serde::{Deserialize, Serialize};
 
 use crate::sim::Faults;
@@ -76,21 +77,18 @@ pub struct UpstreamConfig {
     pub simulated: Option<Faults>,
 }
 
-/// A configuration the gateway refused.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayConfigError {
-    /// Not valid TOML for this schema.
-    #[error("cannot parse the gateway config: {0}")]
-    Parse(String),
-    /// Values that do not make sense, each with its path.
-    #[error("invalid gateway config: {}", .0.join("; "))]
-    Invalid(Vec<String>),
-    /// palisade's part was refused.
-    #[error(transparent)]
-    Palisade(#[from] palisade::ConfigError),
-    /// The file could not be read.
-    #[error("cannot read {0}: {1}")]
-    Io(String, std::io::Error),
+/// A configuration the gateway refused: palisade's one config error type,
+/// so the gateway's own keys and `[palisade]`'s are reported together,
+/// each with its full key path (`gateway.listen`,
+/// `palisade.providers.openai.breaker.failure_rate`).
+pub type GatewayConfigError = palisade::ConfigError;
+
+/// A problem at `path`.
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 impl GatewayConfig {
@@ -110,8 +108,10 @@ impl GatewayConfig {
 
     /// Reads a TOML file.
     pub fn from_path(path: &str) -> Result<Self, GatewayConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| GatewayConfigError::Io(path.to_owned(), e))?;
+        let text = std::fs::read_to_string(path).map_err(|source| GatewayConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text)
     }
 
@@ -126,9 +126,12 @@ impl GatewayConfig {
     fn validate(&self) -> Result<(), GatewayConfigError> {
         let mut problems = Vec::new();
         if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
-                "gateway.listen: {:?} is not an address like 127.0.0.1:8080",
-                self.gateway.listen
+            problems.push(problem(
+                "gateway.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080",
+                    self.gateway.listen
+                ),
             ));
         }
         for (name, v) in [
@@ -143,22 +146,23 @@ impl GatewayConfig {
             ),
         ] {
             if v == 0 {
-                problems.push(format!("{name}: 0 would time out at once; use at least 1"));
+                problems.push(problem(name, "0 would time out at once; use at least 1"));
             }
         }
         if self.gateway.max_body_bytes == 0 {
-            problems.push("gateway.max_body_bytes: 0 refuses every request".to_owned());
+            problems.push(problem("gateway.max_body_bytes", "0 refuses every request"));
         }
         if self.upstreams.is_empty() {
-            problems.push("upstreams: no upstream is configured".to_owned());
+            problems.push(problem("upstreams", "no upstream is configured"));
         }
         for (id, u) in &self.upstreams {
             if u.models.is_empty() {
-                problems.push(format!("upstreams.{id}.models: maps no model"));
+                problems.push(problem(format!("upstreams.{id}.models"), "maps no model"));
             }
             match (&u.simulated, &u.base_url) {
-                (None, None) => problems.push(format!(
-                    "upstreams.{id}: needs a base_url, or `simulated` faults"
+                (None, None) => problems.push(problem(
+                    format!("upstreams.{id}"),
+                    "needs a base_url, or `simulated` faults",
                 )),
                 (None, Some(url))
                     if url
@@ -166,14 +170,15 @@ impl GatewayConfig {
                         .map(|u| u.host().is_none())
                         .unwrap_or(true) =>
                 {
-                    problems.push(format!(
-                        "upstreams.{id}.base_url: {url:?} is not an absolute URL"
+                    problems.push(problem(
+                        format!("upstreams.{id}.base_url"),
+                        format!("{url:?} is not an absolute URL"),
                     ))
                 }
                 (Some(f), _) if !(0.0..=1.0).contains(&f.error_rate) => {
-                    problems.push(format!(
-                        "upstreams.{id}.simulated.error_rate: {} is not within 0..=1",
-                        f.error_rate
+                    problems.push(problem(
+                        format!("upstreams.{id}.simulated.error_rate"),
+                        format!("{} is not within 0..=1", f.error_rate),
                     ));
                 }
                 _ => {}
@@ -181,14 +186,29 @@ impl GatewayConfig {
         }
         for id in self.palisade.providers.keys() {
             if !self.upstreams.contains_key(id) {
-                problems.push(format!("palisade.providers.{id}: no upstream of that name"));
+                problems.push(problem(
+                    format!("palisade.providers.{id}"),
+                    "no upstream of that name",
+                ));
             }
         }
-        if !problems.is_empty() {
-            return Err(GatewayConfigError::Invalid(problems));
+        // palisade's own problems, under the key the gateway nests it in,
+        // reported with the gateway's in one list.
+        match self.palisade.validate() {
+            Ok(()) => {}
+            Err(GatewayConfigError::Invalid(inner)) => {
+                problems.extend(inner.into_iter().map(|p| Problem {
+                    path: format!("palisade.{}", p.path),
+                    message: p.message,
+                }));
+            }
+            Err(other) => return Err(other),
         }
-        self.palisade.validate()?;
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(GatewayConfigError::Invalid(problems))
+        }
     }
 
     /// The models the gateway serves, with the providers that map each.
