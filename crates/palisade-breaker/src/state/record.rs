@@ -172,6 +172,13 @@ impl Core {
         if c.calls < self.cfg.minimum_calls {
             return None;
         }
+        self.rate_reason(&c)
+    }
+
+    /// The rate rule `c` breaks, if any: the failure rate, then the
+    /// slow-call rate, each at or above its threshold. The closed state's
+    /// window and a finished set of rated probes are both judged by it.
+    fn rate_reason(&self, c: &Counts) -> Option<TransitionReason> {
         if let Some(t) = self.cfg.failure_rate {
             if c.failure_rate() >= t {
                 return Some(TransitionReason::FailureRate {
@@ -304,23 +311,12 @@ impl Core {
         slows: u32,
         n: u32,
     ) -> (CircuitState, TransitionReason) {
-        let calls = u64::from(n);
-        let failure_rate = f64::from(failures) / f64::from(n);
-        let slow_rate = f64::from(slows) / f64::from(n);
-        if let Some(threshold) = self.cfg.failure_rate.filter(|t| failure_rate >= *t) {
-            let reason = TransitionReason::FailureRate {
-                rate: failure_rate,
-                threshold,
-                calls,
-            };
-            return (CircuitState::Open, reason);
-        }
-        if let Some(threshold) = self.cfg.slow_call_rate.filter(|t| slow_rate >= *t) {
-            let reason = TransitionReason::SlowCallRate {
-                rate: slow_rate,
-                threshold,
-                calls,
-            };
+        let probes = Counts {
+            calls: u64::from(n),
+            failures: u64::from(failures),
+            slow: u64::from(slows),
+        };
+        if let Some(reason) = self.rate_reason(&probes) {
             return (CircuitState::Open, reason);
         }
         let successes = n - failures;
