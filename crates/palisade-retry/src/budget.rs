@@ -118,7 +118,6 @@ impl RetryBudget {
                 reserve,
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 slot_len: ttl / SLOTS as u32,
-                per_slot: reciprocal((ttl / SLOTS as u32).as_nanos() as u64),
                 epoch: Instant::now(),
                 slots: Default::default(),
                 withdraw: Mutex::new(()),
@@ -226,12 +225,6 @@ thread_local! {
     };
 }
 
-/// 2^64 / `d`, rounded up (`d` ≥ 2; a slot is at least 100 ms).
-fn reciprocal(d: u64) -> u64 {
-    let d = d.max(2);
-    (u64::MAX / d) + 1
-}
-
 /// One time slot of the ratio window: deposits and withdrawals, each a
 /// word holding the slot's tick (which `slot_len` since the epoch it
 /// counts for) in its high half and the count in its low half. A slot is
@@ -310,10 +303,6 @@ struct RatioBudget {
     /// per-thread tick cache).
     id: u64,
     slot_len: Duration,
-    /// 2^64 / nanoseconds per slot, rounded up: a tick is a multiply and
-    /// a shift instead of a division (exact to under a nanosecond at each
-    /// slot's edge).
-    per_slot: u64,
     epoch: Instant,
     slots: [Slot; SLOTS],
     withdraw: Mutex<()>,
@@ -357,11 +346,7 @@ impl RatioBudget {
     #[inline]
     fn tick_at(&self, now: Instant) -> u32 {
         let since = now.saturating_duration_since(self.epoch);
-        let nanos = since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()));
-        ((u128::from(nanos) * u128::from(self.per_slot)) >> 64) as u32
+        (since.as_nanos() / self.slot_len.as_nanos()) as u32
     }
 
     /// Milli-retries available at `tick`: the floor plus the deposits in
