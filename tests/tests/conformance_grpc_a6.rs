@@ -232,5 +232,5 @@ async fn a6_successes_refill_by_the_token_ratio() {
 #[test]
 fn deliberate_a_token_ratio_above_max_tokens_is_refused() {
     let err = RetryBudget::token_bucket(10, 11.0).unwrap_err();
-    assert_eq!(err.field, "budget.token_ratio");
+    assert_eq!(err.problems()[0].path, "retry.budget.token_ratio");
 }

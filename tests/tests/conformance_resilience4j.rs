@@ -300,5 +300,5 @@ fn deliberate_minimum_calls_above_the_window_is_refused() {
         .minimum_calls(20)
         .build()
         .unwrap_err();
-    assert_eq!(err.field, "minimum_calls");
+    assert_eq!(err.problems()[0].path, "breaker.minimum_calls");
 }

@@ -108,5 +108,5 @@ async fn a_steady_trickle_is_worth_one_ttl_of_deposits() {
 #[test]
 fn deliberate_a_zero_ratio_is_refused() {
     let err = RetryBudget::ratio(0.0, Duration::from_secs(10), 10).unwrap_err();
-    assert_eq!(err.field, "budget.ratio");
+    assert_eq!(err.problems()[0].path, "retry.budget.ratio");
 }

@@ -55,11 +55,7 @@ pub enum WindowKind {
 }
 
 pub use palisade_core::ConfigError;
-
-/// A refusal of one of this crate's settings.
-pub(crate) fn config_error(field: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::new("circuit breaker", field, problem)
-}
+use palisade_core::Problems;
 
 /// Every knob of the breaker. Built and checked by
 /// [`CircuitBreakerLayer::builder`](crate::CircuitBreakerLayer::builder).
@@ -120,132 +116,127 @@ pub(crate) const MAX_PROBES: u32 = u16::MAX as u32 - 1;
 
 impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let rate = |field, v: Option<f64>| match v {
-            Some(r) if !(r > 0.0 && r <= 1.0) => {
-                Err(config_error(field, format!("{r} is not within (0, 1]")))
+        let mut p = Problems::new("breaker");
+        for (field, v) in [
+            ("failure_rate", self.failure_rate),
+            ("slow_call_rate", self.slow_call_rate),
+        ] {
+            if let Some(r) = v.filter(|r| !(*r > 0.0 && *r <= 1.0)) {
+                p.add(field, format!("{r} is not within (0, 1]"));
             }
-            _ => Ok(()),
-        };
-        rate("failure_rate", self.failure_rate)?;
-        rate("slow_call_rate", self.slow_call_rate)?;
+        }
         if self.consecutive_failures == Some(0) {
-            return Err(config_error(
+            p.add(
                 "consecutive_failures",
                 "0 would trip on no failure; use None to switch the rule off",
-            ));
+            );
         }
         match self.window {
-            WindowKind::Count(n) if n == 0 || n > MAX_WINDOW => {
-                return Err(config_error(
-                    "count_window",
-                    format!("{n} is not within 1..={MAX_WINDOW}"),
-                ))
-            }
+            WindowKind::Count(n) if n == 0 || n > MAX_WINDOW => p.add(
+                "count_window",
+                format!("{n} is not within 1..={MAX_WINDOW}"),
+            ),
             WindowKind::Time { span, buckets } => {
                 if buckets == 0 || buckets > MAX_BUCKETS {
-                    return Err(config_error(
+                    p.add(
                         "time_window",
                         format!("{buckets} buckets is not within 1..={MAX_BUCKETS}"),
-                    ));
-                }
-                if span.is_zero() || span.as_nanos() < buckets as u128 {
-                    return Err(config_error(
+                    );
+                } else if span.is_zero() || span.as_nanos() < buckets as u128 {
+                    p.add(
                         "time_window",
                         format!("span {span:?} is too short for {buckets} buckets"),
-                    ));
+                    );
                 }
             }
             _ => {}
         }
         if self.minimum_calls == 0 {
-            return Err(config_error(
+            p.add(
                 "minimum_calls",
                 "must be at least 1 (a rate over no calls means nothing)",
-            ));
+            );
         }
         if let WindowKind::Count(n) = self.window {
             if self.minimum_calls > n as u64
                 && (self.failure_rate.is_some() || self.slow_call_rate.is_some())
             {
-                return Err(config_error(
+                p.add(
                     "minimum_calls",
                     format!(
                         "{} exceeds the count window of {n} calls, so the rate rules could never fire",
                         self.minimum_calls
                     ),
-                ));
+                );
             }
         }
         if self.open_duration.is_zero() {
-            return Err(config_error("open_duration", "must be longer than zero"));
+            p.add("open_duration", "must be longer than zero");
         }
         if !(self.open_multiplier >= 1.0 && self.open_multiplier.is_finite()) {
-            return Err(config_error(
+            p.add(
                 "open_backoff",
                 format!(
                     "multiplier {} must be finite and at least 1",
                     self.open_multiplier
                 ),
-            ));
+            );
         }
         if self.max_open_duration < self.open_duration {
-            return Err(config_error(
+            p.add(
                 "open_backoff",
                 format!(
                     "max {:?} is shorter than the base open duration {:?}",
                     self.max_open_duration, self.open_duration
                 ),
-            ));
+            );
         }
         if !(0.0..1.0).contains(&self.open_jitter) {
-            return Err(config_error(
+            p.add(
                 "open_jitter",
                 format!("{} is not within [0, 1)", self.open_jitter),
-            ));
+            );
         }
         if self.half_open_permitted == 0 || self.half_open_permitted > MAX_PROBES {
-            return Err(config_error(
+            p.add(
                 "half_open_probes",
                 format!(
                     "{} is not within 1..={MAX_PROBES}",
                     self.half_open_permitted
                 ),
-            ));
+            );
         }
         if self.half_open_successes == 0 || self.half_open_successes > MAX_PROBES {
-            return Err(config_error(
+            p.add(
                 "half_open_successes",
                 format!(
                     "{} is not within 1..={MAX_PROBES}",
                     self.half_open_successes
                 ),
-            ));
+            );
         }
         if self.half_open_max_wait.is_some_and(|d| d.is_zero()) {
-            return Err(config_error(
-                "half_open_max_wait",
-                "must be longer than zero",
-            ));
+            p.add("half_open_max_wait", "must be longer than zero");
         }
         if self.half_open_rule == HalfOpenRule::Rate
             && self.failure_rate.is_none()
             && self.slow_call_rate.is_none()
         {
-            return Err(config_error(
+            p.add(
                 "half_open_rule",
                 "the rate rule judges probes by failure_rate or slow_call_rate, and both are off",
-            ));
+            );
         }
         if self.consecutive_failures.is_none()
             && self.failure_rate.is_none()
             && self.slow_call_rate.is_none()
             && !self.cooldown
         {
-            return Err(config_error(
+            p.add(
                 "rules",
                 "every trip rule is off, so the breaker could never open (use a plain service instead)",
-            ));
+            );
         }
-        Ok(())
+        p.finish()
     }
 }

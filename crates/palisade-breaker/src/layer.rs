@@ -102,7 +102,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 }
 
 /// Configures a [`CircuitBreakerLayer`]; [`build`](Self::build) checks
-/// every value and names the first bad one.
+/// every value and names each bad one.
 #[derive(Debug, Clone)]
 pub struct Builder<C> {
     cfg: Config,
@@ -272,8 +272,8 @@ impl<C> Builder<C> {
     /// use palisade_breaker::CircuitBreakerLayer;
     ///
     /// let err = CircuitBreakerLayer::builder().failure_rate(Some(1.5)).build().unwrap_err();
-    /// assert_eq!(err.field, "failure_rate");
-    /// assert_eq!(err.to_string(), "invalid circuit breaker config: failure_rate: 1.5 is not within (0, 1]");
+    /// assert_eq!(err.problems()[0].path, "breaker.failure_rate");
+    /// assert_eq!(err.to_string(), "invalid config: breaker.failure_rate: 1.5 is not within (0, 1]");
     /// ```
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         self.cfg.validate()?;

@@ -71,6 +71,8 @@ mod future;
 mod handle;
 mod kind;
 mod layer;
+#[cfg(feature = "serde")]
+mod section;
 mod service;
 mod state;
 mod window;
@@ -80,4 +82,6 @@ pub use crate::error::{BreakerError, Refusal};
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{BreakerHandle, BreakerSnapshot, StateChange, TransitionReason};
 pub use crate::layer::{Builder, CircuitBreakerLayer};
+#[cfg(feature = "serde")]
+pub use crate::section::{BreakerSection, BreakerSettings};
 pub use crate::service::CircuitBreaker;

@@ -578,7 +578,7 @@ fn invalid_configs_are_refused_naming_the_field() {
     ];
     for (field, b) in cases {
         let err = b.build().unwrap_err();
-        assert_eq!(err.field, field, "{err}");
+        assert_eq!(err.problems()[0].path, format!("breaker.{field}"), "{err}");
         assert!(err.to_string().contains(field));
     }
 }

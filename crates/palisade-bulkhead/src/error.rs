@@ -9,6 +9,6 @@
 pub use palisade_core::ConfigError;
 
 /// A refusal of one of this crate's settings.
-pub(crate) fn config_error(field: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::new("bulkhead", field, problem)
+pub(crate) fn config_error(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(format!("bulkhead.{field}"), problem)
 }

@@ -5,11 +5,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::ProviderId;
+use palisade_core::{Problems, ProviderId};
 use tower_layer::Layer;
 
 use crate::adaptive::{AdaptiveLimit, Vegas};
-use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::handle::BulkheadHandle;
 use crate::permit::{OnBodyEnd, OnResponse};
@@ -188,51 +187,49 @@ impl Builder {
 
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
+        let mut p = Problems::new("bulkhead");
         if self.max_concurrent == 0 || self.max_concurrent > MAX_PERMITS {
-            return Err(config_error(
+            p.add(
                 "max_concurrent",
                 format!("{} is not within 1..={MAX_PERMITS}", self.max_concurrent),
-            ));
+            );
         }
         if self.max_waiting > MAX_PERMITS {
-            return Err(config_error(
+            p.add(
                 "max_waiting",
                 format!("{} is not within 0..={MAX_PERMITS}", self.max_waiting),
-            ));
+            );
         }
         if self.max_wait == Some(Duration::ZERO) && self.max_waiting > 0 {
-            return Err(config_error(
+            p.add(
                 "max_wait",
                 "0s lets nobody wait; use max_waiting(0) to refuse at once",
-            ));
+            );
         }
-        let adaptive = match self.adaptive {
-            None => None,
-            Some(a) => {
+        if let Some(a) = &self.adaptive {
+            {
                 if a.min == 0 || a.min > a.max || a.max > MAX_PERMITS {
-                    return Err(config_error(
+                    p.add(
                         "adaptive",
                         format!(
                             "bounds {}..={} must satisfy 1 <= min <= max <= {MAX_PERMITS}",
                             a.min, a.max
                         ),
-                    ));
+                    );
                 }
                 if !(a.smoothing > 0.0 && a.smoothing <= 1.0) {
-                    return Err(config_error(
+                    p.add(
                         "adaptive.smoothing",
                         format!("{} is not within (0, 1]", a.smoothing),
-                    ));
+                    );
                 }
                 if a.probe_interval == 0 {
-                    return Err(config_error(
-                        "adaptive.probe_interval",
-                        "0 samples; use at least 1",
-                    ));
+                    p.add("adaptive.probe_interval", "0 samples; use at least 1");
                 }
-                Some(Vegas::new(a, self.max_concurrent))
             }
-        };
+        }
+        p.finish()?;
+        let adaptive = self.adaptive.map(|a| Vegas::new(a, self.max_concurrent));
         let start = match &adaptive {
             Some(v) => {
                 let (lo, hi) = v.bounds();

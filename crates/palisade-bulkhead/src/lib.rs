@@ -54,6 +54,8 @@ mod future;
 mod handle;
 mod layer;
 mod permit;
+#[cfg(feature = "serde")]
+mod section;
 mod semaphore;
 mod service;
 mod unguarded;
@@ -64,5 +66,7 @@ pub use crate::future::ResponseFuture;
 pub use crate::handle::{BulkheadHandle, BulkheadSnapshot};
 pub use crate::layer::{Builder, BulkheadLayer};
 pub use crate::permit::{BulkheadPermit, OnBodyEnd, OnResponse, PermitBody, ReleaseMode};
+#[cfg(feature = "serde")]
+pub use crate::section::{BulkheadSection, BulkheadSettings};
 pub use crate::service::Bulkhead;
 pub use crate::unguarded::{Unguarded, UnguardedFuture};

@@ -353,28 +353,28 @@ async fn bad_configs_are_refused_with_the_field_named() {
         .max_concurrent(0)
         .build()
         .unwrap_err();
-    assert_eq!(e.field, "max_concurrent");
+    assert_eq!(e.problems()[0].path, "bulkhead.max_concurrent");
     let e = BulkheadLayer::builder()
         .max_waiting(3)
         .max_wait(Some(Duration::ZERO))
         .build()
         .unwrap_err();
-    assert_eq!(e.field, "max_wait");
+    assert_eq!(e.problems()[0].path, "bulkhead.max_wait");
     let e = BulkheadLayer::builder()
         .adaptive(palisade_bulkhead::AdaptiveLimit::vegas(10, 5))
         .build()
         .unwrap_err();
-    assert_eq!(e.field, "adaptive");
+    assert_eq!(e.problems()[0].path, "bulkhead.adaptive");
     assert!(e.to_string().contains("10..=5"), "{e}");
     let e = BulkheadLayer::builder()
         .adaptive(palisade_bulkhead::AdaptiveLimit::vegas(1, 5).smoothing(0.0))
         .build()
         .unwrap_err();
-    assert_eq!(e.field, "adaptive.smoothing");
+    assert_eq!(e.problems()[0].path, "bulkhead.adaptive.smoothing");
     let handle = BulkheadLayer::new(2).unwrap().handle();
     assert_eq!(
-        handle.set_max_concurrent(0).unwrap_err().field,
-        "max_concurrent"
+        handle.set_max_concurrent(0).unwrap_err().problems()[0].path,
+        "bulkhead.max_concurrent"
     );
 }
 

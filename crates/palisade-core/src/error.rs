@@ -292,36 +292,189 @@ impl fmt::Display for Elapsed {
 
 impl std::error::Error for Elapsed {}
 
-/// A configuration a builder refused: which component, which field, and
-/// what is wrong with it, in words a person can act on.
+/// One refused setting: where it is and what is wrong with it.
 ///
-/// Every palisade layer's builder returns this type, so a program that
-/// builds several layers handles their refusals alike.
+/// `path` is a dotted key path: a builder names its section and field
+/// (`breaker.failure_rate`); the umbrella's config puts the provider in
+/// front (`providers.openai.breaker.failure_rate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, e.g. `providers.openai.breaker.failure_rate`.
+    pub path: String,
+    /// What is wrong, in words a person can act on.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A configuration refused: by a layer's builder, by a config section, or
+/// by the umbrella's and the gateway's config files. One type across the
+/// workspace, so a program that builds several layers, or reads a file,
+/// handles every refusal alike.
+///
+/// A refused value lists every problem found at once, each with its path:
 ///
 /// ```
 /// use palisade_core::ConfigError;
 ///
-/// let e = ConfigError::new("retry", "max_attempts", "0 is not within 1..=100");
-/// assert_eq!(e.to_string(), "invalid retry config: max_attempts: 0 is not within 1..=100");
+/// let e = ConfigError::invalid("retry.max_attempts", "0 is not within 1..=100");
+/// assert_eq!(e.to_string(), "invalid config: retry.max_attempts: 0 is not within 1..=100");
+/// // A config file puts the section where it sits in front of the path.
+/// let e = e.at("providers.openai");
+/// assert_eq!(e.problems()[0].path, "providers.openai.retry.max_attempts");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {component} config: {field}: {problem}")]
-pub struct ConfigError {
-    /// The component whose builder refused (`circuit breaker`, `retry`...).
-    pub component: &'static str,
-    /// The builder method / field at fault.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The text is not valid TOML / JSON for the schema (a syntax error, a
+    /// wrong type, or an unknown key).
+    #[error("cannot parse the config: {0}")]
+    Parse(String),
+    /// The values do not make sense; every problem is listed.
+    #[error("invalid config: {}", list(.0))]
+    Invalid(Vec<Problem>),
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&p.to_string());
+    }
+    out
 }
 
 impl ConfigError {
-    /// A refusal of `field` of `component`.
-    pub fn new(component: &'static str, field: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
+    /// One refused value at `path`.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid(vec![Problem {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+
+    /// The problems, when values were refused (empty for a parse or read
+    /// error).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            _ => &[],
+        }
+    }
+
+    /// The same error with `prefix.` in front of every problem's path: what
+    /// a config file does with a section's refusal.
+    pub fn at(mut self, prefix: &str) -> Self {
+        if let ConfigError::Invalid(problems) = &mut self {
+            for p in problems {
+                p.path = format!("{prefix}.{}", p.path);
+            }
+        }
+        self
+    }
+
+    /// The same error with each path found in `renames` (as `(from, to)`)
+    /// replaced: how a config section maps its builder's method names to
+    /// its own keys (`breaker.open_duration` to `breaker.open_ms`).
+    pub fn renamed(mut self, renames: &[(&str, &str)]) -> Self {
+        if let ConfigError::Invalid(problems) = &mut self {
+            for p in problems {
+                if let Some((_, to)) = renames.iter().find(|(from, _)| *from == p.path) {
+                    p.path = (*to).to_owned();
+                }
+            }
+        }
+        self
+    }
+
+    /// Both errors' problems in one list (`self`'s first). A parse or read
+    /// error wins over a list of problems.
+    pub fn and(self, other: ConfigError) -> ConfigError {
+        match (self, other) {
+            (ConfigError::Invalid(mut a), ConfigError::Invalid(b)) => {
+                a.extend(b);
+                ConfigError::Invalid(a)
+            }
+            (ConfigError::Invalid(_), other) => other,
+            (this, _) => this,
+        }
+    }
+}
+
+/// Collects the problems of one component's settings, so a builder reports
+/// all of them at once.
+///
+/// ```
+/// use palisade_core::Problems;
+///
+/// let mut problems = Problems::new("bulkhead");
+/// problems.add("max_concurrent", "0 is not within 1..=4096");
+/// problems.add("max_waiting", "9999 is not within 0..=4096");
+/// let e = problems.finish().unwrap_err();
+/// assert_eq!(e.problems().len(), 2);
+/// assert_eq!(e.problems()[1].path, "bulkhead.max_waiting");
+/// assert!(Problems::new("bulkhead").finish().is_ok());
+/// ```
+#[derive(Debug)]
+pub struct Problems {
+    component: &'static str,
+    list: Vec<Problem>,
+}
+
+impl Problems {
+    /// An empty list for `component` (the section name: `breaker`,
+    /// `retry`...).
+    pub fn new(component: &'static str) -> Self {
+        Problems {
             component,
-            field,
-            problem: problem.into(),
+            list: Vec::new(),
+        }
+    }
+
+    /// Records that `field` is wrong.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.list.push(Problem {
+            path: format!("{}.{field}", self.component),
+            message: message.into(),
+        });
+    }
+
+    /// Records the problems of a part checked on its own (its paths kept).
+    pub fn extend(&mut self, error: ConfigError) {
+        match error {
+            ConfigError::Invalid(p) => self.list.extend(p),
+            other => self.list.push(Problem {
+                path: self.component.to_owned(),
+                message: other.to_string(),
+            }),
+        }
+    }
+
+    /// Whether nothing is wrong so far.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// `Ok` if nothing was recorded, else every problem.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(self.list))
         }
     }
 }

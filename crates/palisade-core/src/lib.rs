@@ -42,6 +42,7 @@ mod grpc;
 mod http;
 mod policy;
 mod provider;
+mod section;
 
 pub use crate::admission::{Admission, Admissions, Refusing};
 pub use crate::classify::{
@@ -51,7 +52,8 @@ pub use crate::classify::{
 pub use crate::counter::StripedCounter;
 pub use crate::deadline::{Deadline, HasDeadline, WithDeadline};
 pub use crate::error::{
-    BoxError, CircuitState, ConfigError, Elapsed, RejectReason, Rejected, TimeoutScope,
+    BoxError, CircuitState, ConfigError, Elapsed, Problem, Problems, RejectReason, Rejected,
+    TimeoutScope,
 };
 pub use crate::grpc::{GrpcClassifier, GRPC_MESSAGE, GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS};
 pub use crate::http::{

@@ -54,6 +54,8 @@ mod error;
 mod header;
 mod propagate;
 mod request;
+#[cfg(feature = "serde")]
+mod section;
 mod stream;
 
 pub use crate::attempt::{AttemptTimeout, AttemptTimeoutLayer};
@@ -63,6 +65,8 @@ pub use crate::header::{
 };
 pub use crate::propagate::{PropagateDeadline, PropagateDeadlineLayer};
 pub use crate::request::{DeadlineLayer, DeadlineService, ResponseFuture, MAX_TIMEOUT};
+#[cfg(feature = "serde")]
+pub use crate::section::{TimeoutSection, TimeoutSettings};
 pub use crate::stream::{
     StreamTimeout, StreamTimeoutFuture, StreamTimeoutLayer, StreamTimeouts, TimeoutBody,
 };

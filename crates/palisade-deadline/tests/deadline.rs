@@ -417,20 +417,24 @@ async fn the_stream_layer_wraps_http_responses_with_the_requests_deadline() {
 #[test]
 fn bad_settings_are_refused() {
     assert_eq!(
-        DeadlineLayer::new(Duration::ZERO).unwrap_err().field,
-        "total"
+        DeadlineLayer::new(Duration::ZERO).unwrap_err().problems()[0].path,
+        "timeout.total"
     );
     assert_eq!(
-        AttemptTimeoutLayer::new(Duration::MAX).unwrap_err().field,
-        "per_attempt"
+        AttemptTimeoutLayer::new(Duration::MAX)
+            .unwrap_err()
+            .problems()[0]
+            .path,
+        "timeout.per_attempt"
     );
     assert_eq!(
         StreamTimeouts::new()
             .idle(Duration::ZERO)
             .build()
             .unwrap_err()
-            .field,
-        "idle"
+            .problems()[0]
+            .path,
+        "timeout.idle"
     );
     let _ = S;
 }

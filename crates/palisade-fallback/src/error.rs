@@ -6,8 +6,8 @@ use std::fmt;
 pub use palisade_core::ConfigError;
 
 /// A refusal of one of this crate's settings.
-pub(crate) fn config_error(field: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::new("fallback", field, problem)
+pub(crate) fn config_error(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(format!("fallback.{field}"), problem)
 }
 
 /// What happened at one provider of the chain.

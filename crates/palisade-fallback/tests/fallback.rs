@@ -486,7 +486,7 @@ async fn many_concurrent_requests_while_the_primary_flaps() {
 #[test]
 fn bad_chains_are_refused() {
     let e = Fallback::<Svc, Req>::builder().build().unwrap_err();
-    assert_eq!(e.field, "targets");
+    assert_eq!(e.problems()[0].path, "fallback.targets");
     let a = Fake::ok("a");
     let e = Fallback::<Svc, Req>::builder()
         .target(Target::new("a", a.svc()))

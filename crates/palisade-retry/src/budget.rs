@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_core::clock;
+use palisade_core::{clock, Problems};
 use tokio::time::Instant;
 
-use crate::error::config_error;
 use crate::error::ConfigError;
 
 /// Fixed-point unit: budgets count in thousandths of a retry / token.
@@ -98,18 +97,14 @@ impl RetryBudget {
     /// `ratio` must be within (0, 1000], `ttl` within 1 s..=60 s (as
     /// tower's `TpsBudget`).
     pub fn ratio(ratio: f64, ttl: Duration, min_per_sec: u32) -> Result<Self, ConfigError> {
+        let mut p = Problems::new("retry");
         if !(ratio > 0.0 && ratio <= 1000.0) {
-            return Err(config_error(
-                "budget.ratio",
-                format!("{ratio} is not within (0, 1000]"),
-            ));
+            p.add("budget.ratio", format!("{ratio} is not within (0, 1000]"));
         }
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
-            return Err(config_error(
-                "budget.ttl",
-                format!("{ttl:?} is not within 1s..=60s"),
-            ));
+            p.add("budget.ttl", format!("{ttl:?} is not within 1s..=60s"));
         }
+        p.finish()?;
         let reserve = (min_per_sec as f64 * ttl.as_secs_f64() * MILLI as f64) as u64;
         Ok(RetryBudget {
             inner: Arc::new(Inner::Ratio(RatioBudget {
@@ -128,18 +123,19 @@ impl RetryBudget {
     /// A gRPC-style token bucket: `max_tokens` within 1..=1000,
     /// `token_ratio` within (0, max_tokens].
     pub fn token_bucket(max_tokens: u32, token_ratio: f64) -> Result<Self, ConfigError> {
+        let mut p = Problems::new("retry");
         if max_tokens == 0 || max_tokens > 1000 {
-            return Err(config_error(
+            p.add(
                 "budget.max_tokens",
                 format!("{max_tokens} is not within 1..=1000"),
-            ));
-        }
-        if !(token_ratio > 0.0 && token_ratio <= max_tokens as f64) {
-            return Err(config_error(
+            );
+        } else if !(token_ratio > 0.0 && token_ratio <= max_tokens as f64) {
+            p.add(
                 "budget.token_ratio",
                 format!("{token_ratio} is not within (0, {max_tokens}]"),
-            ));
+            );
         }
+        p.finish()?;
         let max = max_tokens as u64 * MILLI;
         Ok(RetryBudget {
             inner: Arc::new(Inner::Bucket(TokenBucket {
@@ -494,28 +490,31 @@ mod tests {
         assert_eq!(
             RetryBudget::ratio(0.0, Duration::from_secs(10), 0)
                 .unwrap_err()
-                .field,
-            "budget.ratio"
+                .problems()[0]
+                .path,
+            "retry.budget.ratio"
         );
         assert_eq!(
             RetryBudget::ratio(f64::NAN, Duration::from_secs(10), 0)
                 .unwrap_err()
-                .field,
-            "budget.ratio"
+                .problems()[0]
+                .path,
+            "retry.budget.ratio"
         );
         assert_eq!(
             RetryBudget::ratio(0.1, Duration::from_millis(10), 0)
                 .unwrap_err()
-                .field,
-            "budget.ttl"
+                .problems()[0]
+                .path,
+            "retry.budget.ttl"
         );
         assert_eq!(
-            RetryBudget::token_bucket(0, 0.1).unwrap_err().field,
-            "budget.max_tokens"
+            RetryBudget::token_bucket(0, 0.1).unwrap_err().problems()[0].path,
+            "retry.budget.max_tokens"
         );
         assert_eq!(
-            RetryBudget::token_bucket(10, -1.0).unwrap_err().field,
-            "budget.token_ratio"
+            RetryBudget::token_bucket(10, -1.0).unwrap_err().problems()[0].path,
+            "retry.budget.token_ratio"
         );
     }
 

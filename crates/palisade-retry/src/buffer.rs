@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::{config_error, ConfigError};
+use crate::error::ConfigError;
 
 /// Reads each request's body into memory, up to a limit, and hands the
 /// inner service an `http::Request<Full<Bytes>>`, which is `Clone`: put it
@@ -75,7 +75,10 @@ impl BufferBodyLayer {
     /// Buffers bodies of up to `limit` bytes; refused if `limit` is zero.
     pub fn new(limit: usize) -> Result<Self, ConfigError> {
         if limit == 0 {
-            return Err(config_error("limit", "must be at least one byte"));
+            return Err(ConfigError::invalid(
+                "buffer.limit",
+                "must be at least one byte",
+            ));
         }
         Ok(BufferBodyLayer { limit })
     }
@@ -389,6 +392,6 @@ mod tests {
     #[test]
     fn a_zero_limit_is_refused_naming_the_field() {
         let e = BufferBodyLayer::new(0).unwrap_err();
-        assert_eq!(e.field, "limit");
+        assert_eq!(e.problems()[0].path, "buffer.limit");
     }
 }

@@ -8,11 +8,6 @@ use palisade_core::{BoxError, ProviderId};
 
 pub use palisade_core::ConfigError;
 
-/// A refusal of one of this crate's settings.
-pub(crate) fn config_error(field: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::new("retry", field, problem)
-}
-
 /// Why the layer stopped retrying before its attempts ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -4,14 +4,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_core::{ErrorClassifier, Policy, ProviderId, DEFAULT_MAX_RETRY_AFTER};
+use palisade_core::{ErrorClassifier, Policy, Problems, ProviderId, DEFAULT_MAX_RETRY_AFTER};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tower_layer::Layer;
 
 use crate::backoff::{Backoff, Jitter};
 use crate::budget::RetryBudget;
-use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::handle::RetryHandle;
 use crate::hooks::{CloneRequest, UsePolicy};
@@ -260,14 +259,21 @@ impl<C, P, R> Builder<C, P, R> {
         }
     }
 
+    /// Whether a budget was given.
+    #[cfg(feature = "serde")]
+    pub(crate) fn has_budget(&self) -> bool {
+        self.budget.is_some()
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<RetryLayer<C, P, R>, ConfigError> {
         let cfg = self.cfg;
+        let mut p = Problems::new("retry");
         if cfg.max_attempts == 0 || cfg.max_attempts > MAX_ATTEMPTS {
-            return Err(config_error(
+            p.add(
                 "max_attempts",
                 format!("{} is not within 1..={MAX_ATTEMPTS}", cfg.max_attempts),
-            ));
+            );
         }
         match &cfg.backoff {
             Backoff::Exponential {
@@ -276,28 +282,23 @@ impl<C, P, R> Builder<C, P, R> {
                 max,
             } => {
                 if !(multiplier.is_finite() && *multiplier >= 1.0) {
-                    return Err(config_error(
+                    p.add(
                         "backoff.multiplier",
                         format!("{multiplier} must be finite and at least 1"),
-                    ));
+                    );
                 }
                 if base > max {
-                    return Err(config_error(
-                        "backoff",
-                        format!("base {base:?} is above max {max:?}"),
-                    ));
+                    p.add("backoff", format!("base {base:?} is above max {max:?}"));
                 }
             }
             Backoff::Linear { base, max, .. } | Backoff::Fibonacci { base, max } => {
                 if base > max {
-                    return Err(config_error(
-                        "backoff",
-                        format!("base {base:?} is above max {max:?}"),
-                    ));
+                    p.add("backoff", format!("base {base:?} is above max {max:?}"));
                 }
             }
             Backoff::Constant(_) | Backoff::Custom(_) => {}
         }
+        p.finish()?;
         let budget = match self.budget {
             Some(b) => b,
             None => RetryBudget::ratio(0.2, Duration::from_secs(10), 10)?,

@@ -60,6 +60,8 @@ mod future;
 mod handle;
 mod hooks;
 mod layer;
+#[cfg(feature = "serde")]
+mod section;
 mod service;
 mod shared;
 
@@ -72,4 +74,6 @@ pub use crate::future::ResponseFuture;
 pub use crate::handle::{RetryHandle, RetrySnapshot};
 pub use crate::hooks::{CloneRequest, Replay, RetryPredicate, UsePolicy};
 pub use crate::layer::{Builder, RetryLayer, MAX_ATTEMPTS};
+#[cfg(feature = "serde")]
+pub use crate::section::{RetrySection, RetrySettings};
 pub use crate::service::Retry;

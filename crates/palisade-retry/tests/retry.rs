@@ -524,21 +524,21 @@ async fn a_future_dropped_mid_backoff_leaves_nothing_behind() {
 #[tokio::test]
 async fn bad_configs_are_refused_with_the_field_named() {
     let e = RetryLayer::builder().max_attempts(0).build().unwrap_err();
-    assert_eq!(e.field, "max_attempts");
+    assert_eq!(e.problems()[0].path, "retry.max_attempts");
     let e = RetryLayer::builder()
         .backoff(Backoff::exponential(MS, 0.5, 10 * MS))
         .build()
         .unwrap_err();
-    assert_eq!(e.field, "backoff.multiplier");
+    assert_eq!(e.problems()[0].path, "retry.backoff.multiplier");
     let e = RetryLayer::builder()
         .backoff(Backoff::exponential(MS, f64::NAN, 10 * MS))
         .build()
         .unwrap_err();
-    assert_eq!(e.field, "backoff.multiplier");
+    assert_eq!(e.problems()[0].path, "retry.backoff.multiplier");
     let e = RetryLayer::builder()
         .backoff(Backoff::linear(10 * MS, MS, MS))
         .build()
         .unwrap_err();
-    assert_eq!(e.field, "backoff");
+    assert_eq!(e.problems()[0].path, "retry.backoff");
     assert!(e.to_string().contains("above max"), "{e}");
 }

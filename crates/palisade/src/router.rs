@@ -111,7 +111,7 @@ where
         registry: Arc<Registry<S, C, M>>,
         request_timeout: Duration,
         classifier: C,
-    ) -> Result<Self, palisade_deadline::ConfigError> {
+    ) -> Result<Self, ConfigError> {
         Ok(Router {
             registry,
             deadline: DeadlineLayer::new(request_timeout)?,
@@ -171,12 +171,8 @@ where
         classifier: C,
     ) -> Result<Self, ConfigError> {
         let timeout = Duration::from_millis(config.router.request_timeout_ms);
-        Self::new(registry, timeout, classifier).map_err(|e| {
-            ConfigError::Invalid(vec![crate::Problem {
-                path: "router.request_timeout_ms".into(),
-                message: e.to_string(),
-            }])
-        })
+        Self::new(registry, timeout, classifier)
+            .map_err(|e| e.renamed(&[("timeout.total", "router.request_timeout_ms")]))
     }
 
     /// The registry behind the router.

@@ -1,6 +1,6 @@
 //! Configuration: TOML and JSON, defaults, merging, validation.
 
-use palisade::config::{BreakerSection, Sections};
+use palisade::config::{BreakerSection, LayerSettings};
 use palisade::{Config, ConfigError};
 
 const TOML: &str = r#"
@@ -50,14 +50,14 @@ fn missing_sections_take_the_documented_defaults() {
     let cfg = Config::from_toml("[providers.p]\n").unwrap();
     assert_eq!(cfg.router.request_timeout_ms, 60_000);
     let p = cfg.provider("p").unwrap();
-    assert_eq!(p.sections, Sections::builtin());
-    let b = &p.sections.breaker;
+    assert_eq!(p.layers, LayerSettings::default());
+    let b = &p.layers.breaker;
     assert_eq!(
         (b.consecutive_failures, b.failure_rate, b.window, b.open_ms),
-        (Some(5), Some(0.5), Some(50), Some(30_000))
+        (5, 0.5, 50, 30_000)
     );
-    assert_eq!(p.sections.bulkhead.max_concurrent, Some(64));
-    assert_eq!(p.sections.timeout.attempt_ms, Some(30_000));
+    assert_eq!(p.layers.bulkhead.max_concurrent, 64);
+    assert_eq!(p.layers.timeout.attempt_ms, 30_000);
     // An empty document is a valid config with no providers.
     assert_eq!(Config::from_toml("").unwrap(), Config::default());
 }
@@ -66,24 +66,16 @@ fn missing_sections_take_the_documented_defaults() {
 fn provider_overrides_merge_over_defaults_field_by_field() {
     let cfg = Config::from_toml(TOML).unwrap();
     let openai = cfg.provider("openai").unwrap();
-    assert_eq!(
-        openai.sections.breaker.consecutive_failures,
-        Some(3),
-        "its own"
-    );
-    assert_eq!(
-        openai.sections.breaker.failure_rate,
-        Some(0.3),
-        "from [defaults]"
-    );
-    assert_eq!(openai.sections.breaker.window, Some(50), "built in");
-    assert_eq!(openai.sections.retry.max_attempts, Some(4));
+    assert_eq!(openai.layers.breaker.consecutive_failures, 3, "its own");
+    assert_eq!(openai.layers.breaker.failure_rate, 0.3, "from [defaults]");
+    assert_eq!(openai.layers.breaker.window, 50, "built in");
+    assert_eq!(openai.layers.retry.max_attempts, 4);
     let anthropic = cfg.provider("anthropic").unwrap();
     assert!(anthropic.large_context);
-    assert_eq!(anthropic.sections.retry.enabled, Some(false));
-    assert_eq!(anthropic.sections.retry.max_attempts, Some(4));
+    assert!(!anthropic.layers.retry.enabled);
+    assert_eq!(anthropic.layers.retry.max_attempts, 4);
     let local = cfg.provider("local").unwrap();
-    assert_eq!(local.sections.breaker.consecutive_failures, Some(5));
+    assert_eq!(local.layers.breaker.consecutive_failures, 5);
     assert!(cfg.provider("nope").is_none());
     // The merge itself: set fields win, unset fall through.
     let base = BreakerSection {
@@ -128,10 +120,10 @@ backoff_max_ms = 100
             "router.request_timeout_ms: 0 would refuse every request; use at least 1",
             "router.order[1]: \"ghost\" is not a configured provider",
             "defaults.retry.jitter: \"wobbly\" is not one of \"none\", \"full\", \"equal\", \"decorrelated\"",
-            "providers.local.bulkhead.max_concurrent: 0 admits nothing; use at least 1",
-            "providers.local.retry.backoff_base_ms: 5000 is above backoff_max_ms (100)",
-            "providers.openai.breaker.failure_rate: 1.5 is not within 0..=1",
-            "providers.openai.breaker.half_open_probes: 0 would never close again; use at least 1",
+            "providers.local.bulkhead.max_concurrent: 0 is not within 1..=1073741824",
+            "providers.local.retry.backoff_base_ms: base 5s is above max 100ms",
+            "providers.openai.breaker.failure_rate: 1.5 is not within (0, 1]",
+            "providers.openai.breaker.half_open_probes: 0 is not within 1..=65534",
         ]
     );
     assert!(err
@@ -214,4 +206,35 @@ async fn the_half_open_rule_is_configurable() {
     assert_eq!(breaker.state(), palisade_core::CircuitState::HalfOpen);
     let _ = stack.service.clone().oneshot(http::Request::new(())).await;
     assert_eq!(breaker.state(), palisade_core::CircuitState::Open);
+}
+
+#[test]
+fn values_are_checked_by_the_layers_own_builders() {
+    // A rule only the breaker's builder knows (the rate needs more calls
+    // than the window holds) is refused when the file is read, at its key.
+    let err =
+        Config::from_toml("[providers.p.breaker]\nwindow = 10\nminimum_calls = 20\n").unwrap_err();
+    let got: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(got, ["providers.p.breaker.minimum_calls"], "{err}");
+    // 0 switches a trip rule off: accepted, as documented.
+    Config::from_toml("[providers.p.breaker]\nfailure_rate = 0.0\n").unwrap();
+    // A bad value in [defaults] is reported once, not again under every
+    // provider that inherits it; a provider's own bad value still is.
+    let err = Config::from_toml(
+        "[defaults.retry]\njitter = \"wobbly\"\n[providers.a]\n[providers.b.retry]\njitter = \"odd\"\n",
+    )
+    .unwrap_err();
+    let got: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        got,
+        ["defaults.retry.jitter", "providers.b.retry.jitter"],
+        "{err}"
+    );
+    // The builders' own names are mapped to the file's keys.
+    let err = Config::from_toml("[providers.p.bulkhead]\nmax_wait_ms = 0\n").unwrap_err();
+    assert_eq!(err.problems()[0].path, "providers.p.bulkhead.max_wait_ms");
+    let err = Config::from_toml("[providers.p.timeout]\nattempt_ms = 0\n").unwrap_err();
+    assert_eq!(err.problems()[0].path, "providers.p.timeout.attempt_ms");
+    let err = Config::from_toml("[defaults.retry]\nbudget_ttl_secs = 0\n").unwrap_err();
+    assert_eq!(err.problems()[0].path, "defaults.retry.budget_ttl_secs");
 }

@@ -9,8 +9,7 @@ use std::marker::PhantomData;
 use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
 use palisade_bulkhead::{BulkheadHandle, BulkheadLayer, OnResponse, ReleaseMode, Unguarded};
 use palisade_core::{Admissions, BoxError, Classify, HasDeadline, ProviderId};
-use palisade_deadline::AttemptTimeoutLayer;
-use palisade_retry::{Backoff, RetryBudget, RetryHandle, RetryLayer};
+use palisade_retry::{RetryBudget, RetryHandle, RetryLayer};
 use tower::util::Either;
 use tower_layer::Layer;
 
@@ -18,10 +17,7 @@ use self::box_error::BoxErrors;
 use self::service::{BreakerPart, RetryPart, TimeoutPart};
 pub use self::service::{ProviderFuture, ProviderService};
 
-use crate::config::{
-    get, ms, parse_half_open_rule, parse_jitter, retry_budget, ConfigError, Problem,
-    ProviderSettings,
-};
+use crate::config::{ConfigError, ProviderSettings};
 
 /// The handles on one provider's stack, for health and administration.
 /// A part that is switched off has no handle.
@@ -225,110 +221,46 @@ impl<'a, S, C, M> StackBuilder<'a, S, C, M> {
             budget,
             ..
         } = self;
-        let s = &settings.sections;
+        let s = &settings.layers;
         let id = ProviderId::from(settings.id.as_str());
-        let path = |section: &str| format!("providers.{}.{section}", settings.id);
-        let refuse = |section: &str, e: &dyn fmt::Display| {
-            ConfigError::Invalid(vec![Problem {
-                path: path(section),
-                message: e.to_string(),
-            }])
-        };
+        let at = |e: ConfigError| e.at(&format!("providers.{}", settings.id));
         let mut handles = ProviderHandles::default();
 
-        let timeout: TimeoutPart<S> = if get!(s.timeout.enabled) {
-            let layer = AttemptTimeoutLayer::new(ms(get!(s.timeout.attempt_ms)))
-                .map_err(|e| refuse("timeout", &e))?
-                .provider(id.clone());
+        let timeout: TimeoutPart<S> = if s.timeout.enabled {
+            let layer = s.timeout.build().map_err(at)?.provider(id.clone());
             Either::Left(layer.layer(provider))
         } else {
             Either::Right(provider)
         };
 
-        let breaker: BreakerPart<S, C> = {
-            let rule_name = get!(s.breaker.half_open_rule);
-            let rule = parse_half_open_rule(&rule_name).ok_or_else(|| {
-                refuse(
-                    "breaker.half_open_rule",
-                    &format!("{rule_name:?} is not a half-open rule"),
-                )
-            })?;
-            let consecutive = get!(s.breaker.consecutive_failures);
-            let rate = get!(s.breaker.failure_rate);
-            let mut builder = CircuitBreakerLayer::builder();
-            let seed = get!(s.breaker.jitter_seed);
-            if seed != 0 {
-                builder = builder.jitter_seed(seed);
-            }
-            let layer = builder
+        let breaker: BreakerPart<S, C> = if s.breaker.enabled {
+            let builder = CircuitBreakerLayer::builder()
                 .provider(id.clone())
-                .classifier(classifier.clone())
-                .consecutive_failures((consecutive > 0).then_some(consecutive))
-                .failure_rate((rate > 0.0).then_some(rate))
-                .count_window(get!(s.breaker.window))
-                .minimum_calls(get!(s.breaker.minimum_calls))
-                .open_duration(ms(get!(s.breaker.open_ms)))
-                .open_backoff(2.0, ms(get!(s.breaker.max_open_ms)))
-                .half_open_probes(get!(s.breaker.half_open_probes))
-                .half_open_rule(rule)
-                .retry_after_cooldown(
-                    get!(s.breaker.retry_after_cooldown),
-                    ms(get!(s.breaker.max_open_ms)),
-                )
-                .build()
-                .map_err(|e| refuse("breaker", &e))?;
-            if get!(s.breaker.enabled) {
-                handles.breaker = Some(layer.handle());
-                Either::Left(BoxErrors::new(layer.layer(timeout)))
-            } else {
-                Either::Right(timeout)
-            }
+                .classifier(classifier.clone());
+            let layer = s.breaker.build(builder).map_err(at)?;
+            handles.breaker = Some(layer.handle());
+            Either::Left(BoxErrors::new(layer.layer(timeout)))
+        } else {
+            Either::Right(timeout)
         };
 
-        let retry: RetryPart<S, C> = if get!(s.retry.enabled) {
-            let jitter_name = get!(s.retry.jitter);
-            let jitter = parse_jitter(&jitter_name).ok_or_else(|| {
-                refuse("retry.jitter", &format!("{jitter_name:?} is not a jitter"))
-            })?;
-            let budget = match budget {
-                Some(b) => b,
-                None => retry_budget(s, &path("retry"))?,
-            };
-            let mut builder = RetryLayer::builder();
-            let seed = get!(s.retry.jitter_seed);
-            if seed != 0 {
-                builder = builder.jitter_seed(seed);
-            }
-            let layer = builder
+        let retry: RetryPart<S, C> = if s.retry.enabled {
+            let mut builder = RetryLayer::builder()
                 .provider(id.clone())
-                .classifier(classifier)
-                .max_attempts(get!(s.retry.max_attempts))
-                .backoff(Backoff::exponential(
-                    ms(get!(s.retry.backoff_base_ms)),
-                    get!(s.retry.backoff_multiplier),
-                    ms(get!(s.retry.backoff_max_ms)),
-                ))
-                .jitter(jitter)
-                .retry_after(true, ms(get!(s.retry.max_retry_after_ms)))
-                .min_attempt_time(ms(get!(s.retry.min_attempt_time_ms)))
-                .budget(budget)
-                .build()
-                .map_err(|e| refuse("retry", &e))?;
+                .classifier(classifier);
+            if let Some(budget) = budget {
+                builder = builder.budget(budget);
+            }
+            let layer = s.retry.build(builder).map_err(at)?;
             handles.retry = Some(layer.handle());
             Either::Left(layer.layer(breaker))
         } else {
             Either::Right(breaker)
         };
 
-        let inner = if get!(s.bulkhead.enabled) {
-            let waiting = get!(s.bulkhead.max_waiting);
-            let layer = BulkheadLayer::builder()
-                .provider(id.clone())
-                .max_concurrent(get!(s.bulkhead.max_concurrent))
-                .max_waiting(waiting)
-                .max_wait((waiting > 0).then(|| ms(get!(s.bulkhead.max_wait_ms))))
-                .build()
-                .map_err(|e| refuse("bulkhead", &e))?;
+        let inner = if s.bulkhead.enabled {
+            let builder = BulkheadLayer::builder().provider(id.clone());
+            let layer = s.bulkhead.build(builder).map_err(at)?;
             handles.bulkhead = Some(layer.handle());
             Either::Left(layer.release_mode::<M>().layer(retry))
         } else {
