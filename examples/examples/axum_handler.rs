@@ -98,8 +98,10 @@ async fn main() -> Result<(), BoxError> {
     }
     let health = registry.health();
     println!(
-        "\nfirst provider's breaker: {:?}; overall: {:?}",
-        health.providers[0].breaker.as_ref().map(|b| b.state),
+        "\nfirst provider's breaker: {}; overall: {}",
+        health.providers[0]
+            .layer("breaker")
+            .map_or("off".into(), |b| b.detail["state"].to_string()),
         health.status
     );
     Ok(())

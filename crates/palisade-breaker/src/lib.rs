@@ -69,6 +69,7 @@ mod config;
 mod error;
 mod future;
 mod handle;
+mod inspect;
 mod kind;
 mod layer;
 #[cfg(feature = "serde")]
@@ -81,6 +82,7 @@ pub use crate::config::{ConfigError, HalfOpenRule, ReadinessMode, WindowKind};
 pub use crate::error::{BreakerError, Refusal};
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{BreakerHandle, BreakerSnapshot, StateChange, TransitionReason};
+pub use crate::inspect::WARN_FAILURE_RATE;
 pub use crate::layer::{Builder, CircuitBreakerLayer};
 #[cfg(feature = "serde")]
 pub use crate::section::{BreakerSection, BreakerSettings};

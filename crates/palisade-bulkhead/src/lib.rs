@@ -52,6 +52,7 @@ mod adaptive;
 mod error;
 mod future;
 mod handle;
+mod inspect;
 mod layer;
 mod permit;
 #[cfg(feature = "serde")]
@@ -64,6 +65,7 @@ pub use crate::adaptive::AdaptiveLimit;
 pub use crate::error::ConfigError;
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{BulkheadHandle, BulkheadSnapshot};
+pub use crate::inspect::WARN_BULKHEAD_USE;
 pub use crate::layer::{Builder, BulkheadLayer};
 pub use crate::permit::{BulkheadPermit, OnBodyEnd, OnResponse, PermitBody, ReleaseMode};
 #[cfg(feature = "serde")]

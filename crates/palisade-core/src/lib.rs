@@ -40,6 +40,7 @@ mod deadline;
 mod error;
 mod grpc;
 mod http;
+mod inspect;
 mod policy;
 mod provider;
 mod section;
@@ -60,5 +61,6 @@ pub use crate::http::{
     classify_error_body, parse_retry_after, parse_retry_after_ms, HttpClassifier,
     DEFAULT_MAX_RETRY_AFTER, RETRY_AFTER_MS, X_SHOULD_RETRY,
 };
+pub use crate::inspect::{HealthStatus, Inspect, Inspection, Inspectors, MetricKind, Sample};
 pub use crate::policy::{Action, Policy};
 pub use crate::provider::ProviderId;

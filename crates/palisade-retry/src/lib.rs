@@ -59,6 +59,7 @@ mod error;
 mod future;
 mod handle;
 mod hooks;
+mod inspect;
 mod layer;
 #[cfg(feature = "serde")]
 mod section;

@@ -2,7 +2,10 @@
 //! overall status by documented rules; and recommendations a person can
 //! act on.
 //!
-//! **Per provider**, the first rule that matches:
+//! **Per provider**: the worst verdict of its layers, each of which
+//! implements [`palisade_core::Inspect`] on its handle (so a new layer's
+//! verdict, notes and metrics appear here with no change to this module).
+//! Today's layers give:
 //!
 //! | status | when |
 //! |---|---|
@@ -22,66 +25,47 @@
 
 use std::fmt::Write as _;
 
-use palisade_bulkhead::BulkheadSnapshot;
-use palisade_core::{CircuitState, ProviderId};
-use palisade_retry::{BudgetSnapshot, RetrySnapshot};
-use serde::Serialize;
+pub use palisade_breaker::WARN_FAILURE_RATE;
+pub use palisade_bulkhead::WARN_BULKHEAD_USE;
+use palisade_core::ProviderId;
+pub use palisade_core::{HealthStatus, Inspection, MetricKind, Sample};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 use crate::registry::Registry;
 
-/// Failure rate at or above which a provider is in Warning.
-pub const WARN_FAILURE_RATE: f64 = 0.25;
-/// Share of bulkhead slots in flight at or above which a provider is in
-/// Warning.
-pub const WARN_BULKHEAD_USE: f64 = 0.8;
-
-/// How well things are going, worst last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthStatus {
-    /// Everything answers normally.
-    Healthy,
-    /// Something is under strain; callers do not notice yet.
-    Warning,
-    /// Callers are being served, but not as configured (failing over,
-    /// probing).
-    Degraded,
-    /// Calls are failing.
-    Critical,
-}
-
-/// A breaker's part of the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BreakerHealth {
-    /// Its state.
-    pub state: CircuitState,
-    /// Failure rate in the window, 0..=1.
-    pub failure_rate: f64,
-    /// Slow-call rate in the window, 0..=1.
-    pub slow_call_rate: f64,
-    /// Calls in the window.
-    pub window_calls: u64,
-    /// Times it opened.
-    pub times_opened: u64,
-    /// Milliseconds until it probes again, when open.
-    pub open_remaining_ms: Option<u64>,
-    /// The last transition, e.g. `closed -> open (5 consecutive failures)`.
-    pub last_transition: String,
-}
-
-/// One provider's part of the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One provider's part of the report: its status (the worst of its
+/// layers' verdicts) and each layer's view.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderHealth {
     /// The provider.
     pub id: ProviderId,
-    /// Its status by the per-provider rules.
+    /// Its status: the worst of its layers' verdicts.
     pub status: HealthStatus,
-    /// Its breaker, when on.
-    pub breaker: Option<BreakerHealth>,
-    /// Its bulkhead, when on.
-    pub bulkhead: Option<BulkheadSnapshot>,
-    /// Its retry layer and budget, when on.
-    pub retry: Option<RetrySnapshot>,
+    /// Each layer that is on, outer to inner.
+    pub layers: Vec<Inspection>,
+}
+
+impl ProviderHealth {
+    /// The view of the layer named `layer` (`breaker`, `bulkhead`,
+    /// `retry`), when it is on.
+    pub fn layer(&self, layer: &str) -> Option<&Inspection> {
+        self.layers.iter().find(|i| i.layer == layer)
+    }
+}
+
+/// As JSON: `id`, `status`, then each layer's numbers under its name
+/// (`"breaker": {"state": "open", ...}`).
+impl Serialize for ProviderHealth {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        let mut map = serializer.serialize_map(Some(2 + self.layers.len()))?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("status", &self.status)?;
+        for i in &self.layers {
+            map.serialize_entry(i.layer, &i.detail)?;
+        }
+        map.end()
+    }
 }
 
 /// The registry's health.
@@ -96,44 +80,20 @@ pub struct HealthReport {
 }
 
 impl<S, C, M> Registry<S, C, M> {
-    /// The health report: per provider, its numbers and status; overall,
-    /// the status by the rules in [this module's docs](crate::health) and
-    /// recommendations.
+    /// The health report: per provider, each layer's view and the worst of
+    /// their verdicts; overall, the status by the rules in [this module's
+    /// docs](crate::health) and recommendations.
     pub fn health(&self) -> HealthReport {
         let providers: Vec<ProviderHealth> = self
             .in_order()
             .iter()
             .map(|p| {
-                let breaker = p.handles.breaker.as_ref().map(|h| {
-                    let m = h.snapshot();
-                    BreakerHealth {
-                        state: m.state,
-                        failure_rate: m.failure_rate,
-                        slow_call_rate: m.slow_call_rate,
-                        window_calls: m.window_calls,
-                        times_opened: m.times_opened,
-                        open_remaining_ms: m.open_remaining.map(|d| d.as_millis() as u64),
-                        last_transition: format!(
-                            "{} -> {} ({:?})",
-                            m.last_transition.from, m.last_transition.to, m.last_transition.reason
-                        ),
-                    }
-                });
-                let refusing = p.handles.breaker.as_ref().is_some_and(|h| h.is_refusing());
-                let bulkhead = p.handles.bulkhead.as_ref().map(|h| h.snapshot());
-                let retry = p.handles.retry.as_ref().map(|h| h.snapshot());
-                let status = provider_status(
-                    refusing,
-                    breaker.as_ref(),
-                    bulkhead.as_ref(),
-                    retry.as_ref(),
-                );
+                let layers = p.handles.inspectors().inspect();
+                let status = layers.iter().map(|i| i.status).max().unwrap_or_default();
                 ProviderHealth {
                     id: p.id.clone(),
                     status,
-                    breaker,
-                    bulkhead,
-                    retry,
+                    layers,
                 }
             })
             .collect();
@@ -144,45 +104,6 @@ impl<S, C, M> Registry<S, C, M> {
             providers,
             recommendations,
         }
-    }
-}
-
-/// The breaker has seen enough failures to warn about.
-fn failing(b: &BreakerHealth) -> bool {
-    b.window_calls > 0 && b.failure_rate >= WARN_FAILURE_RATE
-}
-
-/// The bulkhead is near its limit, or calls are queueing.
-fn crowded(b: &BulkheadSnapshot) -> bool {
-    b.waiting > 0 || b.in_flight as f64 >= WARN_BULKHEAD_USE * b.max_concurrent as f64
-}
-
-/// The retry budget has refused retries and has less than one left.
-fn budget_spent(r: &RetrySnapshot) -> bool {
-    r.budget_refusals > 0
-        && matches!(r.budget, BudgetSnapshot::Ratio { available, .. } if available < 1.0)
-}
-
-/// The per-provider rules.
-pub fn provider_status(
-    refusing: bool,
-    breaker: Option<&BreakerHealth>,
-    bulkhead: Option<&BulkheadSnapshot>,
-    retry: Option<&RetrySnapshot>,
-) -> HealthStatus {
-    if refusing {
-        return HealthStatus::Critical;
-    }
-    if breaker.is_some_and(|b| b.state == CircuitState::HalfOpen) {
-        return HealthStatus::Degraded;
-    }
-    if breaker.is_some_and(failing)
-        || bulkhead.is_some_and(crowded)
-        || retry.is_some_and(budget_spent)
-    {
-        HealthStatus::Warning
-    } else {
-        HealthStatus::Healthy
     }
 }
 
@@ -221,42 +142,17 @@ fn recommend(providers: &[ProviderHealth], overall: HealthStatus) -> Vec<String>
         .find(|p| p.status < HealthStatus::Critical)
         .map(|p| p.id.to_string());
     for p in providers {
-        if let Some(b) = &p.breaker {
-            match b.state {
-                CircuitState::Open | CircuitState::ForcedOpen => {
-                    let mut s =
-                        format!("{}: circuit {} after {}", p.id, b.state, b.last_transition);
-                    if let Some(ms) = b.open_remaining_ms {
-                        let _ = write!(s, ", probing again in {:.1}s", ms as f64 / 1000.0);
-                    }
+        for i in &p.layers {
+            for (n, note) in i.notes.iter().enumerate() {
+                let mut s = format!("{}: {note}", p.id);
+                // A refusing layer's first note says where traffic goes.
+                if n == 0 && i.status == HealthStatus::Critical {
                     if let Some(to) = serving.as_deref().filter(|to| *to != p.id.as_str()) {
                         let _ = write!(s, "; traffic goes to {to}");
                     }
-                    out.push(s);
                 }
-                CircuitState::HalfOpen => out.push(format!(
-                    "{}: recovering, probe calls in flight; no action needed unless it re-opens",
-                    p.id
-                )),
-                _ if failing(b) => out.push(format!(
-                    "{}: {:.0}% of recent calls failed; check the provider's status page",
-                    p.id,
-                    b.failure_rate * 100.0
-                )),
-                _ => {}
+                out.push(s);
             }
-        }
-        if let Some(b) = p.bulkhead.as_ref().filter(|b| crowded(b)) {
-            out.push(format!(
-                "{}: bulkhead {}/{} in flight, {} waiting; raise max_concurrent if the provider has headroom, or add a provider",
-                p.id, b.in_flight, b.max_concurrent, b.waiting
-            ));
-        }
-        if let Some(r) = p.retry.as_ref().filter(|r| budget_spent(r)) {
-            out.push(format!(
-                "{}: retry budget spent ({} retries refused); the provider is failing and retries are being shed, as intended",
-                p.id, r.budget_refusals
-            ));
         }
     }
     out
@@ -273,92 +169,46 @@ pub(crate) struct Family<'a> {
 }
 
 impl HealthReport {
-    /// Every metric the report yields (names in the crate docs).
+    /// Every metric the report yields (names in the crate docs): the
+    /// overall and per-provider status, then each layer's samples, one
+    /// family per name in the order first seen.
     pub(crate) fn families(&self) -> Vec<Family<'_>> {
-        let family = |name, counter, help, samples| Family {
-            name,
-            counter,
-            help,
-            samples,
-        };
-        let per = |f: &dyn Fn(&ProviderHealth) -> Option<f64>| -> Vec<(Option<&ProviderId>, f64)> {
-            self.providers
-                .iter()
-                .filter_map(|p| f(p).map(|v| (Some(&p.id), v)))
-                .collect()
-        };
-        vec![
-            family(
-                "palisade_health_status",
-                false,
-                "Overall health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
-                vec![(None, self.status as u8 as f64)],
-            ),
-            family(
-                "palisade_provider_status",
-                false,
-                "Provider health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
-                per(&|p| Some(p.status as u8 as f64)),
-            ),
-            family(
-                "palisade_breaker_state",
-                false,
-                "Breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled.",
-                per(&|p| p.breaker.as_ref().map(|b| state_number(b.state))),
-            ),
-            family(
-                "palisade_breaker_failure_rate",
-                false,
-                "Failure rate in the breaker's window.",
-                per(&|p| p.breaker.as_ref().map(|b| b.failure_rate)),
-            ),
-            family(
-                "palisade_breaker_opened_total",
-                true,
-                "Times the breaker opened.",
-                per(&|p| p.breaker.as_ref().map(|b| b.times_opened as f64)),
-            ),
-            family(
-                "palisade_bulkhead_in_flight",
-                false,
-                "Calls holding a bulkhead slot.",
-                per(&|p| p.bulkhead.as_ref().map(|b| b.in_flight as f64)),
-            ),
-            family(
-                "palisade_bulkhead_waiting",
-                false,
-                "Calls queued for a bulkhead slot.",
-                per(&|p| p.bulkhead.as_ref().map(|b| b.waiting as f64)),
-            ),
-            family(
-                "palisade_bulkhead_rejected_total",
-                true,
-                "Calls the bulkhead refused (full or timed out).",
-                per(&|p| {
-                    p.bulkhead
-                        .as_ref()
-                        .map(|b| (b.rejected + b.timed_out) as f64)
-                }),
-            ),
-            family(
-                "palisade_retry_attempts_total",
-                true,
-                "Attempts made (requests plus retries).",
-                per(&|p| p.retry.as_ref().map(|r| r.attempts as f64)),
-            ),
-            family(
-                "palisade_retry_retries_total",
-                true,
-                "Retries made.",
-                per(&|p| p.retry.as_ref().map(|r| r.retries as f64)),
-            ),
-            family(
-                "palisade_retry_budget_refusals_total",
-                true,
-                "Retries the budget refused.",
-                per(&|p| p.retry.as_ref().map(|r| r.budget_refusals as f64)),
-            ),
-        ]
+        let mut families = vec![
+            Family {
+                name: "palisade_health_status",
+                counter: false,
+                help: "Overall health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
+                samples: vec![(None, self.status as u8 as f64)],
+            },
+            Family {
+                name: "palisade_provider_status",
+                counter: false,
+                help: "Provider health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
+                samples: self
+                    .providers
+                    .iter()
+                    .map(|p| (Some(&p.id), p.status as u8 as f64))
+                    .collect(),
+            },
+        ];
+        for p in &self.providers {
+            for sample in p.layers.iter().flat_map(|i| &i.samples) {
+                let at = match families.iter().position(|f| f.name == sample.name) {
+                    Some(at) => at,
+                    None => {
+                        families.push(Family {
+                            name: sample.name,
+                            counter: sample.kind == MetricKind::Counter,
+                            help: sample.help,
+                            samples: Vec::new(),
+                        });
+                        families.len() - 1
+                    }
+                };
+                families[at].samples.push((Some(&p.id), sample.value));
+            }
+        }
+        families
     }
 
     /// The report as Prometheus text exposition (gauges and counters per
@@ -387,16 +237,6 @@ impl HealthReport {
             }
         }
         out
-    }
-}
-
-fn state_number(s: CircuitState) -> f64 {
-    match s {
-        CircuitState::Closed => 0.0,
-        CircuitState::HalfOpen => 1.0,
-        CircuitState::Open => 2.0,
-        CircuitState::ForcedOpen => 3.0,
-        CircuitState::Disabled => 4.0,
     }
 }
 

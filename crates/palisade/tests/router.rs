@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade::health::{overall_status, provider_status, BreakerHealth, ProviderHealth};
+use palisade::health::{overall_status, ProviderHealth};
 use palisade::{Config, HealthStatus, Provider, ProviderStack, Registry, Router};
-use palisade_bulkhead::BulkheadSnapshot;
-use palisade_core::{BoxError, CircuitState, HttpClassifier, ProviderId};
+use palisade_core::{BoxError, HttpClassifier, ProviderId};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
@@ -246,8 +245,11 @@ async fn health_reports_the_open_breaker_and_recommends() {
     assert_eq!(report.providers[0].status, HealthStatus::Critical);
     assert_eq!(report.providers[1].status, HealthStatus::Healthy);
     assert_eq!(report.status, HealthStatus::Degraded, "failing over");
-    let b = report.providers[0].breaker.as_ref().unwrap();
-    assert_eq!((b.state, b.times_opened), (CircuitState::Open, 1));
+    let b = &report.providers[0].layer("breaker").unwrap().detail;
+    assert_eq!(
+        (&b["state"], &b["times_opened"]),
+        (&serde_json::json!("open"), &serde_json::json!(1))
+    );
     assert!(
         report.recommendations[0].starts_with("primary: circuit open after closed -> open"),
         "{:?}",
@@ -266,62 +268,6 @@ async fn health_reports_the_open_breaker_and_recommends() {
     assert!(text.contains("# TYPE palisade_breaker_opened_total counter"));
 }
 
-fn breaker(state: CircuitState, rate: f64) -> BreakerHealth {
-    BreakerHealth {
-        state,
-        failure_rate: rate,
-        slow_call_rate: 0.0,
-        window_calls: 40,
-        times_opened: 0,
-        open_remaining_ms: None,
-        last_transition: String::new(),
-    }
-}
-
-fn bulkhead(in_flight: usize, max: usize, waiting: usize) -> BulkheadSnapshot {
-    BulkheadSnapshot {
-        provider: None,
-        max_concurrent: max,
-        max_waiting: 10,
-        in_flight,
-        waiting,
-        peak_in_flight: in_flight,
-        rejected: 0,
-        timed_out: 0,
-        queued: 0,
-        mean_wait: Duration::ZERO,
-    }
-}
-
-#[test]
-fn provider_rules_at_their_boundaries() {
-    use HealthStatus::*;
-    let closed = |r| breaker(CircuitState::Closed, r);
-    assert_eq!(
-        provider_status(false, Some(&closed(0.2499)), None, None),
-        Healthy
-    );
-    assert_eq!(
-        provider_status(false, Some(&closed(0.25)), None, None),
-        Warning
-    );
-    assert_eq!(
-        provider_status(false, None, Some(&bulkhead(7, 10, 0)), None),
-        Healthy
-    );
-    assert_eq!(
-        provider_status(false, None, Some(&bulkhead(8, 10, 0)), None),
-        Warning
-    );
-    assert_eq!(
-        provider_status(false, None, Some(&bulkhead(1, 10, 1)), None),
-        Warning
-    );
-    let half = breaker(CircuitState::HalfOpen, 0.0);
-    assert_eq!(provider_status(false, Some(&half), None, None), Degraded);
-    assert_eq!(provider_status(true, Some(&half), None, None), Critical);
-}
-
 fn with(statuses: &[HealthStatus]) -> Vec<ProviderHealth> {
     statuses
         .iter()
@@ -329,9 +275,7 @@ fn with(statuses: &[HealthStatus]) -> Vec<ProviderHealth> {
         .map(|(i, s)| ProviderHealth {
             id: ProviderId::from(format!("p{i}").as_str()),
             status: *s,
-            breaker: None,
-            bulkhead: None,
-            retry: None,
+            layers: Vec::new(),
         })
         .collect()
 }

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
 use palisade_bulkhead::{BulkheadHandle, BulkheadLayer, OnResponse, ReleaseMode, Unguarded};
-use palisade_core::{Admissions, BoxError, Classify, HasDeadline, ProviderId};
+use palisade_core::{Admissions, BoxError, Classify, HasDeadline, Inspectors, ProviderId};
 use palisade_retry::{RetryBudget, RetryHandle, RetryLayer};
 use tower::util::Either;
 use tower_layer::Layer;
@@ -42,6 +42,23 @@ impl ProviderHandles {
         }
         if let Some(b) = &self.bulkhead {
             views.push(b.clone());
+        }
+        views
+    }
+
+    /// The inspection views of every layer that is on, the breaker first
+    /// (its verdict says most): what the health report and the metrics
+    /// export read.
+    pub fn inspectors(&self) -> Inspectors {
+        let mut views = Inspectors::default();
+        if let Some(b) = &self.breaker {
+            views.push(b.clone());
+        }
+        if let Some(b) = &self.bulkhead {
+            views.push(b.clone());
+        }
+        if let Some(r) = &self.retry {
+            views.push(r.clone());
         }
         views
     }
