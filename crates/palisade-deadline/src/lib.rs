@@ -51,6 +51,7 @@
 
 mod attempt;
 mod error;
+mod first_frame;
 mod header;
 mod propagate;
 mod request;
@@ -60,6 +61,7 @@ mod stream;
 
 pub use crate::attempt::{AttemptTimeout, AttemptTimeoutLayer};
 pub use crate::error::ConfigError;
+pub use crate::first_frame::{FirstFrame, FirstFrameBody, FirstFrameFuture, FirstFrameLayer};
 pub use crate::header::{
     format_grpc_timeout, parse_grpc_timeout, Adopt, NoAdopt, TimeoutHeader, GRPC_TIMEOUT,
 };

@@ -14,8 +14,8 @@ use palisade_core::{
     TimeoutScope, WithDeadline,
 };
 use palisade_deadline::{
-    AttemptTimeoutLayer, DeadlineLayer, PropagateDeadlineLayer, StreamTimeoutLayer, StreamTimeouts,
-    TimeoutHeader,
+    AttemptTimeoutLayer, DeadlineLayer, FirstFrameLayer, PropagateDeadlineLayer,
+    StreamTimeoutLayer, StreamTimeouts, TimeoutHeader,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -437,4 +437,90 @@ fn bad_settings_are_refused() {
         "timeout.idle"
     );
     let _ = S;
+}
+
+// ---- waiting for the first frame ----
+
+/// A provider whose answers' bodies send a frame after each of `gaps`.
+fn streaming_provider(
+    gaps: Vec<Duration>,
+) -> impl tower::Service<
+    http::Request<()>,
+    Response = http::Response<Channel>,
+    Error = BoxError,
+    Future = impl Send,
+> + Clone {
+    service_fn(move |_: http::Request<()>| {
+        let gaps = gaps.clone();
+        async move { Ok::<_, BoxError>(http::Response::new(stream(gaps))) }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_response_waits_for_its_first_frame_then_streams_the_rest() {
+    let svc = FirstFrameLayer::new(secs(10))
+        .unwrap()
+        .layer(streaming_provider(vec![secs(3), secs(1), secs(1)]));
+    let start = Instant::now();
+    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), secs(3), "held back until the first frame");
+    let (frames, err, at) = drain(res.into_body()).await;
+    assert!(err.is_none());
+    assert_eq!((frames, at), (3, secs(2)), "the first frame, then the rest");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_first_frame_in_time_fails_the_call_naming_the_provider() {
+    let svc = FirstFrameLayer::new(secs(10))
+        .unwrap()
+        .provider("openai")
+        .layer(streaming_provider(vec![secs(11)]));
+    let start = Instant::now();
+    let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(10));
+    let e = elapsed(&err);
+    assert_eq!(e.scope(), TimeoutScope::FirstFrame);
+    assert_eq!(e.provider().map(|p| p.as_str()), Some("openai"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nearer_deadline_bounds_the_wait_and_is_named() {
+    // The request carries a deadline and no layer above enforces it: the
+    // wait itself stops there, and says the request's time ran out.
+    let svc = FirstFrameLayer::new(secs(10))
+        .unwrap()
+        .layer(streaming_provider(vec![secs(11)]));
+    let mut req = http::Request::new(());
+    req.replace_deadline(Deadline::after(secs(4)));
+    let start = Instant::now();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(4));
+    assert_eq!(elapsed(&err).scope(), TimeoutScope::Request);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ended_body_passes_at_once_and_an_early_error_fails_the_call() {
+    let empty = service_fn(|_: http::Request<()>| async {
+        Ok::<_, BoxError>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
+    });
+    let svc = FirstFrameLayer::new(secs(10)).unwrap().layer(empty);
+    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    assert!(res.body().is_end_stream());
+
+    let failing = service_fn(|_: http::Request<()>| async {
+        let (tx, rx) = mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
+        tx.send(Err("connection reset".into())).unwrap();
+        let body = http_body_util::StreamBody::new(tokio_stream_like(rx));
+        Ok::<_, BoxError>(http::Response::new(body))
+    });
+    let svc = FirstFrameLayer::new(secs(10)).unwrap().layer(failing);
+    let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+    assert_eq!(err.to_string(), "connection reset");
+}
+
+/// The receiver as a stream of frames.
+fn tokio_stream_like(
+    mut rx: mpsc::UnboundedReceiver<Result<Frame<Bytes>, BoxError>>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Unpin {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
