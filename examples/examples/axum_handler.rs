@@ -32,7 +32,7 @@ async fn ask(State(router): State<AppRouter>, prompt: String) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    use palisade_gateway::sim::{spawn, Faults};
+    use palisade_sim::{spawn, Faults};
     let down = spawn(
         "first",
         Faults {

@@ -18,9 +18,9 @@ use tower::{ServiceBuilder, ServiceExt};
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // A simulated provider: 30% of requests fail with a 500.
-    let sim = palisade_gateway::sim::spawn(
+    let sim = palisade_sim::spawn(
         "sim",
-        palisade_gateway::sim::Faults {
+        palisade_sim::Faults {
             error_rate: 0.3,
             ..Default::default()
         },

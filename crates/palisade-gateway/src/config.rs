@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use palisade::Problem;
 use serde::{Deserialize, Serialize};
 
-use crate::sim::Faults;
-
 /// The embedded default: three simulated providers, no keys needed.
+#[cfg(feature = "sim")]
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// The whole file.
@@ -72,9 +71,11 @@ pub struct UpstreamConfig {
     pub api_key_env: Option<String>,
     /// The gateway's model names mapped to this provider's.
     pub models: BTreeMap<String, String>,
-    /// Run a simulated provider in-process with these faults instead.
+    /// Run a simulated provider in-process with these faults instead
+    /// (feature `sim`).
+    #[cfg(feature = "sim")]
     #[serde(default)]
-    pub simulated: Option<Faults>,
+    pub simulated: Option<palisade_sim::Faults>,
 }
 
 /// A configuration the gateway refused: palisade's one config error type,
@@ -102,6 +103,7 @@ impl GatewayConfig {
     }
 
     /// The embedded default.
+    #[cfg(feature = "sim")]
     pub fn embedded() -> Self {
         Self::from_toml(DEFAULT_CONFIG).expect("the embedded config is valid")
     }
@@ -159,7 +161,11 @@ impl GatewayConfig {
             if u.models.is_empty() {
                 problems.push(problem(format!("upstreams.{id}.models"), "maps no model"));
             }
-            match (&u.simulated, &u.base_url) {
+            #[cfg(feature = "sim")]
+            let simulated = u.simulated.as_ref();
+            #[cfg(not(feature = "sim"))]
+            let simulated: Option<&NoSim> = None;
+            match (simulated, &u.base_url) {
                 (None, None) => problems.push(problem(
                     format!("upstreams.{id}"),
                     "needs a base_url, or `simulated` faults",
@@ -175,6 +181,7 @@ impl GatewayConfig {
                         format!("{url:?} is not an absolute URL"),
                     ))
                 }
+                #[cfg(feature = "sim")]
                 (Some(f), _) if !(0.0..=1.0).contains(&f.error_rate) => {
                     problems.push(problem(
                         format!("upstreams.{id}.simulated.error_rate"),
@@ -222,3 +229,7 @@ impl GatewayConfig {
         out
     }
 }
+
+/// Stands in for the simulator's faults when it is not built.
+#[cfg(not(feature = "sim"))]
+enum NoSim {}

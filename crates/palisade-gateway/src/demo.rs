@@ -19,9 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use palisade_core::CircuitState;
 
+use crate::app::Gateway;
 use crate::config::GatewayConfig;
-use crate::server::Gateway;
-use crate::sim::SimHandle;
+use palisade_sim::SimHandle;
 
 /// How the demo runs.
 #[derive(Debug, Clone)]

@@ -2,16 +2,22 @@
 //! providers fail. It runs palisade's router (deadline, fallback across
 //! providers, and per provider: bulkhead, retry with budget, circuit
 //! breaker, attempt timeout) over real HTTP, against real upstreams from a
-//! config file or, by default, simulated providers started in-process.
+//! config file or, with the `sim` feature (on by default), simulated
+//! providers started in-process.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod app;
 pub mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
+mod errors;
+mod metrics;
 pub mod openai;
-pub mod server;
-pub mod sim;
+mod routes;
+mod sse;
 pub mod upstream;
 
+pub use app::{Gateway, GatewayRegistry, GatewayRouter};
 pub use config::GatewayConfig;
-pub use server::Gateway;
+pub use metrics::Counters;

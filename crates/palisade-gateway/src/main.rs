@@ -56,7 +56,14 @@ async fn run(args: Vec<String>) -> Result<(), String> {
     }
     let cfg = match &config {
         Some(path) => GatewayConfig::from_path(path).map_err(|e| e.to_string())?,
+        #[cfg(feature = "sim")]
         None => GatewayConfig::embedded(),
+        #[cfg(not(feature = "sim"))]
+        None => {
+            return Err(format!(
+                "this build has no simulator: give --config\n{USAGE}"
+            ))
+        }
     };
     let listen: Option<SocketAddr> = match listen {
         Some(l) => Some(
@@ -71,6 +78,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let addr = gw.local_addr().map_err(|e| e.to_string())?;
     println!("palisade-gateway listening on http://{addr}");
+    #[cfg(feature = "sim")]
     for (id, sim) in gw.sims() {
         println!("  simulated provider {id:<10} on {}", sim.base_url());
     }
@@ -112,6 +120,12 @@ async fn shutdown_signal() {
     println!("palisade-gateway: shutting down, finishing requests in flight");
 }
 
+#[cfg(not(feature = "sim"))]
+async fn demo(_: Vec<String>) -> Result<(), String> {
+    Err("the demo needs the simulator: build with the `sim` feature (on by default)".into())
+}
+
+#[cfg(feature = "sim")]
 async fn demo(args: Vec<String>) -> Result<(), String> {
     let mut opts = palisade_gateway::demo::DemoOptions::default();
     let mut it = args.into_iter();

@@ -41,7 +41,7 @@ max_open_ms = 60000
 
 struct Running {
     base: String,
-    gw_sims: std::collections::BTreeMap<String, palisade_gateway::sim::SimHandle>,
+    gw_sims: std::collections::BTreeMap<String, palisade_sim::SimHandle>,
     stop: tokio::sync::oneshot::Sender<()>,
     done: tokio::task::JoinHandle<std::io::Result<()>>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
@@ -92,7 +92,7 @@ impl Running {
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    fn sim(&self, id: &str) -> &palisade_gateway::sim::SimHandle {
+    fn sim(&self, id: &str) -> &palisade_sim::SimHandle {
         &self.gw_sims[id]
     }
 }

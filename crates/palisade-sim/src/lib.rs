@@ -1,7 +1,21 @@
 //! Simulated OpenAI-compatible providers, served in-process on loopback,
 //! with faults that can be changed while they run: errors, latency, 429s
 //! with `Retry-After`, outages, hangs, streams that stall, small context
-//! windows.
+//! windows. The gateway's embedded default runs three of them; tests,
+//! examples and the chaos demo use them as upstreams.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use palisade_sim::{spawn, Faults};
+//!
+//! let sim = spawn("flaky", Faults { error_rate: 0.5, ..Faults::default() }).await.unwrap();
+//! assert!(sim.base_url().starts_with("http://127.0.0.1:"));
+//! sim.set_faults(|f| f.down = true);
+//! assert!(sim.faults().down);
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

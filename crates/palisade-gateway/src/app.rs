@@ -1,0 +1,160 @@
+//! The gateway as a whole: building it from its config (upstreams,
+//! registry, router), serving, and shutting down gracefully.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade::bulkhead::OnBodyEnd;
+use palisade::{Registry, RegistryBuilder, Router};
+use palisade_core::BoxError;
+
+use crate::config::GatewayConfig;
+use crate::metrics::Counters;
+use crate::upstream::{self, ChatRequest, GatewayClassifier, Upstream, UpstreamSettings};
+
+/// The registry type the gateway runs. Its bulkheads hold a call's slot
+/// until the answer's body ends ([`OnBodyEnd`]), so a provider's
+/// `max_concurrent` caps the streams in progress, not only the calls
+/// still waiting for their first token.
+pub type GatewayRegistry = Registry<Upstream, GatewayClassifier, OnBodyEnd>;
+/// The router type the gateway runs.
+pub type GatewayRouter = Router<Upstream, GatewayClassifier, ChatRequest, OnBodyEnd>;
+
+/// What every handler reads.
+pub(crate) struct AppState {
+    pub(crate) router: GatewayRouter,
+    pub(crate) registry: Arc<GatewayRegistry>,
+    pub(crate) models: BTreeMap<String, Vec<String>>,
+    pub(crate) max_body: usize,
+    pub(crate) counters: Counters,
+}
+
+/// A gateway ready to serve: its router and registry, the simulated
+/// providers it started, and its listener.
+pub struct Gateway {
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    #[cfg(feature = "sim")]
+    sims: BTreeMap<String, palisade_sim::SimHandle>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Starts the simulated providers the config asks for, builds the
+    /// registry and router, and binds the listener (`listen` overrides the
+    /// config's address; port 0 picks a free one).
+    pub async fn bind(cfg: GatewayConfig, listen: Option<SocketAddr>) -> Result<Gateway, BoxError> {
+        let settings = UpstreamSettings {
+            connect_timeout: Duration::from_millis(cfg.gateway.connect_timeout_ms),
+            first_token: Duration::from_millis(cfg.gateway.first_token_timeout_ms),
+            idle: Duration::from_millis(cfg.gateway.idle_timeout_ms),
+        };
+        let client = upstream::client(settings.connect_timeout);
+        #[cfg(feature = "sim")]
+        let mut sims = BTreeMap::new();
+        let mut upstreams = BTreeMap::new();
+        for (id, u) in &cfg.upstreams {
+            #[cfg(feature = "sim")]
+            let base = match &u.simulated {
+                Some(faults) => {
+                    let sim = palisade_sim::spawn(id, faults.clone()).await?;
+                    let base = sim.base_url();
+                    sims.insert(id.clone(), sim);
+                    base
+                }
+                None => u.base_url.clone().unwrap_or_default(),
+            };
+            #[cfg(not(feature = "sim"))]
+            let base = u.base_url.clone().unwrap_or_default();
+            let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+            upstreams.insert(
+                id.clone(),
+                Upstream::new(id, &base, key, u.models.clone(), client.clone(), &settings)?,
+            );
+        }
+        let registry = Arc::new(
+            RegistryBuilder::new(&cfg.palisade, GatewayClassifier::default())
+                .release_mode(OnBodyEnd)
+                .build(|p| upstreams[&p.id].clone())?,
+        );
+        let router = Router::from_config(
+            registry.clone(),
+            &cfg.palisade,
+            GatewayClassifier::default(),
+        )?;
+        let addr = match listen {
+            Some(a) => a,
+            None => cfg.gateway.listen.parse()?,
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Ok(Gateway {
+            state: Arc::new(AppState {
+                router,
+                registry,
+                models: cfg.models(),
+                max_body: cfg.gateway.max_body_bytes,
+                counters: Counters::default(),
+            }),
+            listener,
+            #[cfg(feature = "sim")]
+            sims,
+            grace: Duration::from_millis(cfg.gateway.shutdown_grace_ms),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The simulated providers it started, by id.
+    #[cfg(feature = "sim")]
+    pub fn sims(&self) -> &BTreeMap<String, palisade_sim::SimHandle> {
+        &self.sims
+    }
+
+    /// The registry (for handles and health).
+    pub fn registry(&self) -> Arc<GatewayRegistry> {
+        self.state.registry.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// requests in flight finish for up to the grace period, and returns.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = crate::routes::app(self.state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(());
+        });
+        let grace = self.grace;
+        let deadline = async move {
+            if rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            res = server => res,
+            _ = deadline => {
+                tracing::warn!("shutdown grace period over; dropping requests still in flight");
+                Ok(())
+            }
+        }
+    }
+}

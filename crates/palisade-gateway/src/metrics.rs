@@ -1,0 +1,58 @@
+//! `/metrics`: palisade's numbers per provider (from the layers'
+//! inspection views) and the gateway's own counters, as Prometheus text.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+
+/// Counters the gateway keeps about the answers it gave.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) ok: AtomicU64,
+    pub(crate) client_errors: AtomicU64,
+    pub(crate) upstream_errors: AtomicU64,
+    pub(crate) stream_errors: Arc<AtomicU64>,
+}
+
+pub(crate) async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let mut text = s.registry.health().prometheus_text();
+    let c = &s.counters;
+    for (name, help, v) in [
+        (
+            "palisade_gateway_requests_total",
+            "Chat completion requests received.",
+            &c.requests,
+        ),
+        (
+            "palisade_gateway_ok_total",
+            "Requests answered by a provider.",
+            &c.ok,
+        ),
+        (
+            "palisade_gateway_client_errors_total",
+            "Requests refused as the caller's fault (400/404/413).",
+            &c.client_errors,
+        ),
+        (
+            "palisade_gateway_upstream_errors_total",
+            "Requests no provider could answer (502/503/504).",
+            &c.upstream_errors,
+        ),
+        (
+            "palisade_gateway_stream_errors_total",
+            "Streams cut by a timeout after they started.",
+            &*c.stream_errors,
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
+        ));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}

@@ -1,0 +1,152 @@
+//! The HTTP routes: OpenAI's chat completions and models, health, and
+//! metrics.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, Limited};
+use palisade::HealthStatus;
+use tower::ServiceExt;
+
+use crate::app::AppState;
+use crate::errors::{error, not_found, upstream_error};
+use crate::openai::{ChatHead, ErrorBody};
+use crate::sse::SseTail;
+use crate::upstream::ChatRequest;
+
+/// The axum app.
+pub(crate) fn app(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn models(State(s): State<Arc<AppState>>) -> Response {
+    let data: Vec<_> = s
+        .models
+        .iter()
+        .map(|(m, providers)| {
+            serde_json::json!({"id": m, "object": "model", "owned_by": "palisade", "providers": providers})
+        })
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    let report = s.registry.health();
+    let status = if report.status == HealthStatus::Critical {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(report)).into_response()
+}
+
+async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
+    s.counters.requests.fetch_add(1, Ordering::Relaxed);
+    match read_request(&s, req).await {
+        Ok(chat) => route(&s, chat).await,
+        Err(res) => {
+            s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
+            res
+        }
+    }
+}
+
+/// Reads and checks the caller's request; a refusal is the response to
+/// send.
+async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Response> {
+    let bytes = match Limited::new(req.into_body(), s.max_body).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody::new(
+                    "invalid_request_error",
+                    Some("request_too_large"),
+                    format!("the request body is larger than {} bytes", s.max_body),
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                ErrorBody::new("invalid_request_error", Some("bad_body"), e.to_string()),
+            ))
+        }
+    };
+    let bad = |msg: String| {
+        error(
+            StatusCode::BAD_REQUEST,
+            ErrorBody::new("invalid_request_error", Some("invalid_json"), msg),
+        )
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let not_object = || bad("the body must be a JSON object".into());
+    if !value.is_object() {
+        return Err(not_object());
+    }
+    // Read the fields we need from the parsed value by reference: no copy
+    // of the caller's (possibly long) messages.
+    let head = <ChatHead as serde::Deserialize>::deserialize(&value)
+        .map_err(|e| bad(format!("not a chat completion request: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(not_object());
+    };
+    if !s.models.contains_key(&head.model) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            ErrorBody::new(
+                "invalid_request_error",
+                Some("model_not_found"),
+                format!(
+                    "the model {:?} does not exist; GET /v1/models lists the models served",
+                    head.model
+                ),
+            ),
+        ));
+    }
+    Ok(ChatRequest::new(&head.model, map, head.stream))
+}
+
+async fn route(s: &AppState, req: ChatRequest) -> Response {
+    let stream = req.stream;
+    match s.router.clone().oneshot(req).await {
+        Ok(res) => {
+            if res.status().is_success() {
+                s.counters.ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let (mut parts, body) = res.into_parts();
+            parts.extensions.clear();
+            let body = if stream && parts.status.is_success() {
+                parts.headers.insert(
+                    "content-type",
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                Body::new(SseTail::new(body, &s.counters))
+            } else {
+                Body::new(body)
+            };
+            Response::from_parts(parts, body)
+        }
+        Err(e) => {
+            s.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            upstream_error(&e)
+        }
+    }
+}

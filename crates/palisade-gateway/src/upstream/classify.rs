@@ -1,0 +1,68 @@
+//! Reading an upstream's answers: error bodies are read (they are small)
+//! and classified once, and the verdict travels with the response.
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use palisade_core::{classify_error, BoxError, Classify, Failure, HttpClassifier, Outcome};
+
+use super::GatewayBody;
+
+/// The largest upstream error body read (to classify it).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The failure the upstream's error body showed (context length, content
+/// filter...), attached to the response so the classifier need not read
+/// the body again.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamFailure(pub Failure);
+
+/// Reads the gateway's responses: the kind found in the body when there
+/// is one, else the status and headers (`Retry-After` and all).
+#[derive(Debug, Clone, Default)]
+pub struct GatewayClassifier(HttpClassifier);
+
+impl<B> Classify<Response<B>, BoxError> for GatewayClassifier {
+    fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
+        match result {
+            Ok(res) => match res.extensions().get::<UpstreamFailure>() {
+                Some(UpstreamFailure(f)) => Outcome::Failure(*f),
+                None => Classify::<_, BoxError>::classify(&self.0, Ok(res)),
+            },
+            Err(e) => Outcome::Failure(classify_error(&**e)),
+        }
+    }
+}
+
+/// A success passes with its body as it streams; an error's (small) body
+/// is read, classified, and passed on whole, the verdict attached as an
+/// [`UpstreamFailure`].
+pub(super) async fn read_error_body(
+    res: Response<Incoming>,
+) -> Result<Response<GatewayBody>, BoxError> {
+    let (parts, incoming) = res.into_parts();
+    if parts.status.is_success() {
+        return Ok(Response::from_parts(
+            parts,
+            incoming.map_err(BoxError::from).boxed_unsync(),
+        ));
+    }
+    let bytes = Limited::new(incoming, MAX_ERROR_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let buffered = Response::from_parts(parts, bytes);
+    let outcome = HttpClassifier::new().classify_buffered(&buffered);
+    let (mut parts, bytes) = buffered.into_parts();
+    if let Outcome::Failure(f) = outcome {
+        parts.extensions.insert(UpstreamFailure(f));
+    }
+    Ok(Response::from_parts(parts, full_body(bytes)))
+}
+
+/// A body already read in full.
+pub(super) fn full_body(bytes: Bytes) -> GatewayBody {
+    Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
+}

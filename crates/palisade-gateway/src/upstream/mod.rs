@@ -1,0 +1,200 @@
+//! Calling one upstream provider over HTTP, built from palisade's own
+//! layers: the request the router carries ([`ChatRequest`]), the
+//! classifier that reads the answers ([`GatewayClassifier`]), and
+//! [`Upstream`], the service the router's per-provider stack wraps.
+
+mod classify;
+mod request;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use palisade_core::{BoxError, Classified, FailureKind, HasDeadline, ProviderId, RejectReason};
+use palisade_deadline::{
+    FirstFrameLayer, PropagateDeadlineLayer, StreamTimeoutLayer, StreamTimeouts, TimeoutHeader,
+};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+pub use self::classify::{GatewayClassifier, UpstreamFailure};
+pub use self::request::ChatRequest;
+
+/// The body of every response the gateway passes on.
+pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The header the time left is sent in, so the upstream can stop working
+/// on a request nobody waits for.
+const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// One HTTP exchange with an upstream, boxed: the two shapes below differ
+/// in type.
+type HttpService = BoxCloneSyncService<Request<Full<Bytes>>, Response<GatewayBody>, BoxError>;
+
+/// One upstream provider as a service: maps the gateway's model name to
+/// the provider's, and sends the request through palisade's layers:
+///
+/// ```text
+/// every request:  PropagateDeadline (x-request-timeout-ms) > client
+///                 error bodies read and classified (UpstreamFailure)
+/// streams:        StreamTimeout (idle, deadline) > FirstFrame (first token, deadline) > the above
+/// whole answers:  the body is read within the attempt, so a body cut
+///                 short fails the attempt (and can be retried)
+/// ```
+///
+/// A stream is not an answer until its first token: a provider that sends
+/// headers and then nothing fails over before the caller has seen a byte.
+#[derive(Clone)]
+pub struct Upstream {
+    id: ProviderId,
+    endpoint: Uri,
+    api_key: Option<HeaderValue>,
+    models: Arc<BTreeMap<String, String>>,
+    whole: HttpService,
+    streaming: HttpService,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// Settings shared by every upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for a stream's first token.
+    pub first_token: Duration,
+    /// Longest pause between tokens.
+    pub idle: Duration,
+}
+
+/// The pooled HTTP/1 client upstreams share.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A pooled HTTP/1 client with a connect timeout, shared by upstreams.
+pub fn client(connect_timeout: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+impl Upstream {
+    /// An upstream at `base_url` (scheme and authority), with its API key
+    /// (sent as a bearer token) and model map.
+    pub fn new(
+        id: &str,
+        base_url: &str,
+        api_key: Option<String>,
+        models: BTreeMap<String, String>,
+        client: HttpClient,
+        settings: &UpstreamSettings,
+    ) -> Result<Self, BoxError> {
+        let endpoint: Uri =
+            format!("{}/v1/chat/completions", base_url.trim_end_matches('/')).parse()?;
+        let api_key = match api_key {
+            Some(k) => Some(HeaderValue::from_str(&format!("Bearer {k}"))?),
+            None => None,
+        };
+        let exchange = ServiceBuilder::new()
+            .and_then(classify::read_error_body)
+            .map_err(BoxError::from)
+            .layer(PropagateDeadlineLayer::new(TimeoutHeader::Millis(
+                HeaderName::from_static(TIMEOUT_HEADER),
+            )))
+            .service(client);
+        let streaming = ServiceBuilder::new()
+            .map_response(|res: Response<_>| res.map(BodyExt::boxed_unsync))
+            .layer(StreamTimeoutLayer::new(
+                StreamTimeouts::new()
+                    .idle(settings.idle)
+                    .provider(id)
+                    .build()?,
+            ))
+            .layer(FirstFrameLayer::new(settings.first_token)?.provider(id))
+            .service(exchange.clone());
+        Ok(Upstream {
+            id: id.into(),
+            endpoint,
+            api_key,
+            models: Arc::new(models),
+            whole: BoxCloneSyncService::new(exchange),
+            streaming: BoxCloneSyncService::new(streaming),
+        })
+    }
+
+    /// The HTTP request for `req`, or a refusal when this provider does
+    /// not serve its model (not counted against the provider: the chain
+    /// moves on).
+    fn encode(&self, req: &ChatRequest) -> Result<Request<Full<Bytes>>, BoxError> {
+        let Some(model) = self.models.get(&*req.model) else {
+            return Err(Classified::new(
+                FailureKind::Rejected(RejectReason::NoProvider),
+                format!("provider {} does not serve {}", self.id, req.model),
+            )
+            .into());
+        };
+        let mut json = (*req.body).clone();
+        json.insert("model".into(), serde_json::Value::String(model.clone()));
+        let body = Bytes::from(serde_json::to_vec(&json)?);
+        let mut http_req = Request::post(self.endpoint.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        if let Some(key) = &self.api_key {
+            http_req.headers_mut().insert(AUTHORIZATION, key.clone());
+        }
+        if let Some(d) = req.deadline() {
+            http_req.replace_deadline(d);
+        }
+        Ok(http_req)
+    }
+}
+
+impl Service<ChatRequest> for Upstream {
+    type Response = Response<GatewayBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ChatRequest) -> Self::Future {
+        let http_req = match self.encode(&req) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        if req.stream {
+            return Box::pin(self.streaming.clone().oneshot(http_req));
+        }
+        let whole = self.whole.clone();
+        Box::pin(async move {
+            let res = whole.oneshot(http_req).await?;
+            if !res.status().is_success() {
+                return Ok(res);
+            }
+            let (parts, body) = res.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            Ok(Response::from_parts(parts, classify::full_body(bytes)))
+        })
+    }
+}
