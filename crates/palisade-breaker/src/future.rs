@@ -34,8 +34,8 @@ impl Drop for Claim {
 /// future. Futures are moved with 16-byte copies; aligned this way, `poll`
 /// reads the refusal back with loads that match those copies' stores, where
 /// a refusal straddling two of them stalled every refused call on a failed
-/// store-to-load forward (about 3 ns of a 50 ns refusal, measured
-/// interleaved in the side-by-side bench).
+/// store-to-load forward (a measurable share of a refusal's cost in the
+/// side-by-side bench).
 #[repr(align(16))]
 struct Aligned(Option<Refusal>);
 

@@ -102,8 +102,8 @@ where
     // Out of line on purpose: inlined, it makes callers such as tower's
     // `Ready` too big to inline themselves, and their 24-byte result is
     // then copied through memory on every call (store-forwarding stalls
-    // that cost more than this call: 39 -> 27 ns per closed call and
-    // 63 -> 48 ns per refusal in the side-by-side bench).
+    // that cost more than this call does; the side-by-side bench shows
+    // it on both the closed and the refusing path).
     #[inline(never)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match self.core.mode() {

@@ -8,29 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade::bulkhead::OnBodyEnd;
-use palisade::{Registry, RegistryBuilder, Router};
+use palisade::{RegistryBuilder, Router};
 use palisade_core::BoxError;
 
 use crate::config::GatewayConfig;
-use crate::metrics::Counters;
-use crate::upstream::{self, ChatRequest, GatewayClassifier, Upstream, UpstreamSettings};
-
-/// The registry type the gateway runs. Its bulkheads hold a call's slot
-/// until the answer's body ends ([`OnBodyEnd`]), so a provider's
-/// `max_concurrent` caps the streams in progress, not only the calls
-/// still waiting for their first token.
-pub type GatewayRegistry = Registry<Upstream, GatewayClassifier, OnBodyEnd>;
-/// The router type the gateway runs.
-pub type GatewayRouter = Router<Upstream, GatewayClassifier, ChatRequest, OnBodyEnd>;
-
-/// What every handler reads.
-pub(crate) struct AppState {
-    pub(crate) router: GatewayRouter,
-    pub(crate) registry: Arc<GatewayRegistry>,
-    pub(crate) models: BTreeMap<String, Vec<String>>,
-    pub(crate) max_body: usize,
-    pub(crate) counters: Counters,
-}
+use crate::state::{AppState, Counters, GatewayRegistry};
+use crate::upstream::{self, GatewayClassifier, Upstream, UpstreamSettings};
 
 /// A gateway ready to serve: its router and registry, the simulated
 /// providers it started, and its listener.

@@ -16,8 +16,9 @@ mod metrics;
 pub mod openai;
 mod routes;
 mod sse;
+mod state;
 pub mod upstream;
 
-pub use app::{Gateway, GatewayRegistry, GatewayRouter};
+pub use app::Gateway;
 pub use config::GatewayConfig;
-pub use metrics::Counters;
+pub use state::{Counters, GatewayRegistry, GatewayRouter};

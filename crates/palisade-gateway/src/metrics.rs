@@ -1,23 +1,13 @@
 //! `/metrics`: palisade's numbers per provider (from the layers'
 //! inspection views) and the gateway's own counters, as Prometheus text.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
-
-/// Counters the gateway keeps about the answers it gave.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub(crate) requests: AtomicU64,
-    pub(crate) ok: AtomicU64,
-    pub(crate) client_errors: AtomicU64,
-    pub(crate) upstream_errors: AtomicU64,
-    pub(crate) stream_errors: Arc<AtomicU64>,
-}
+use crate::state::AppState;
 
 pub(crate) async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let mut text = s.registry.health().prometheus_text();

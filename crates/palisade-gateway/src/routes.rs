@@ -13,10 +13,10 @@ use http_body_util::{BodyExt, Limited};
 use palisade::HealthStatus;
 use tower::ServiceExt;
 
-use crate::app::AppState;
 use crate::errors::{error, not_found, upstream_error};
 use crate::openai::{ChatHead, ErrorBody};
 use crate::sse::SseTail;
+use crate::state::AppState;
 use crate::upstream::ChatRequest;
 
 /// The axum app.

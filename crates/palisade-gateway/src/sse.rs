@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use palisade_core::BoxError;
 
-use crate::metrics::Counters;
 use crate::openai::ErrorBody;
+use crate::state::Counters;
 
 pin_project_lite::pin_project! {
     /// A streamed body whose mid-stream failure (an idle or deadline

@@ -1,0 +1,38 @@
+//! What the handlers share: the router, the registry, the models served,
+//! and the gateway's own counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use palisade::bulkhead::OnBodyEnd;
+use palisade::{Registry, Router};
+
+use crate::upstream::{ChatRequest, GatewayClassifier, Upstream};
+
+/// The registry type the gateway runs. Its bulkheads hold a call's slot
+/// until the answer's body ends ([`OnBodyEnd`]), so a provider's
+/// `max_concurrent` caps the streams in progress, not only the calls
+/// still waiting for their first token.
+pub type GatewayRegistry = Registry<Upstream, GatewayClassifier, OnBodyEnd>;
+/// The router type the gateway runs.
+pub type GatewayRouter = Router<Upstream, GatewayClassifier, ChatRequest, OnBodyEnd>;
+
+/// Counters the gateway keeps about the answers it gave.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) ok: AtomicU64,
+    pub(crate) client_errors: AtomicU64,
+    pub(crate) upstream_errors: AtomicU64,
+    pub(crate) stream_errors: Arc<AtomicU64>,
+}
+
+/// What every handler reads.
+pub(crate) struct AppState {
+    pub(crate) router: GatewayRouter,
+    pub(crate) registry: Arc<GatewayRegistry>,
+    pub(crate) models: BTreeMap<String, Vec<String>>,
+    pub(crate) max_body: usize,
+    pub(crate) counters: Counters,
+}
