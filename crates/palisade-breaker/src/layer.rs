@@ -228,7 +228,7 @@ impl<C> Builder<C> {
     /// Re-open if half-open lasts longer than `d` without closing (for
     /// example because probes never finish). Off by default. Checked
     /// without a timer: by the next call, and by the handle's `state()`
-    /// and `metrics()`, so a breaker with no traffic reports Open once the
+    /// and `snapshot()`, so a breaker with no traffic reports Open once the
     /// wait is over, as Resilience4j does.
     pub fn half_open_max_wait(mut self, d: Option<Duration>) -> Self {
         self.cfg.half_open_max_wait = d;
