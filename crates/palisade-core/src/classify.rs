@@ -245,6 +245,14 @@ impl Outcome {
 pub trait Classify<Res, Err = BoxError> {
     /// Classifies one result.
     fn classify(&self, result: Result<&Res, &Err>) -> Outcome;
+
+    /// What a response says about the provider's rate limits, for a rate
+    /// limiter that paces itself by them. Nothing by default; the HTTP and
+    /// gRPC classifiers read the providers' headers
+    /// ([`RateInfo::from_response`](crate::RateInfo::from_response)).
+    fn rate_info(&self, _res: &Res) -> crate::RateInfo {
+        crate::RateInfo::default()
+    }
 }
 
 impl<F, Res, Err> Classify<Res, Err> for F

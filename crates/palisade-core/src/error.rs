@@ -74,6 +74,9 @@ pub enum RejectReason {
     DeadlineExceeded,
     /// No provider is registered to take the call.
     NoProvider,
+    /// A rate limit has no room for the call now (a configured quota, or
+    /// what the provider's own rate headers said).
+    RateLimited,
 }
 
 impl fmt::Display for RejectReason {
@@ -87,6 +90,7 @@ impl fmt::Display for RejectReason {
                 f.write_str("deadline exceeded before the call started")
             }
             RejectReason::NoProvider => f.write_str("no provider is registered"),
+            RejectReason::RateLimited => f.write_str("rate limit has no room"),
         }
     }
 }

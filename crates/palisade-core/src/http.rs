@@ -162,6 +162,10 @@ impl HttpClassifier {
 }
 
 impl<B> Classify<Response<B>, BoxError> for HttpClassifier {
+    fn rate_info(&self, res: &Response<B>) -> crate::RateInfo {
+        crate::RateInfo::from_response(res, std::time::SystemTime::now())
+    }
+
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
         match result {
             Ok(res) => self.classify_parts(res.status(), res.headers(), SystemTime::now()),

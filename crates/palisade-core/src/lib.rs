@@ -43,6 +43,7 @@ mod http;
 mod inspect;
 mod policy;
 mod provider;
+mod rate;
 mod section;
 
 pub use crate::admission::{Admission, Admissions, Refusing};
@@ -64,3 +65,4 @@ pub use crate::http::{
 pub use crate::inspect::{HealthStatus, Inspect, Inspection, Inspectors, MetricKind, Sample};
 pub use crate::policy::{Action, Policy};
 pub use crate::provider::ProviderId;
+pub use crate::rate::{parse_reset_duration, RateInfo, RateWindow, TokenUsage, MAX_RESET};

@@ -24,6 +24,10 @@ pub struct UpstreamFailure(pub Failure);
 pub struct GatewayClassifier(HttpClassifier);
 
 impl<B> Classify<Response<B>, BoxError> for GatewayClassifier {
+    fn rate_info(&self, res: &Response<B>) -> palisade_core::RateInfo {
+        Classify::<_, BoxError>::rate_info(&self.0, res)
+    }
+
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
         match result {
             Ok(res) => match res.extensions().get::<UpstreamFailure>() {

@@ -1,0 +1,255 @@
+//! What a provider says about its rate limits: OpenAI's and Anthropic's
+//! `*ratelimit*` headers, `Retry-After`, and the tokens a call used, read
+//! into one [`RateInfo`] that a rate limiter paces itself by.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+/// The longest reset a header may announce (a day: providers' daily
+/// limits); longer is capped, so a garbage value cannot stop a provider
+/// for longer.
+pub const MAX_RESET: Duration = Duration::from_secs(24 * 3600);
+
+/// One limit as a provider reports it: what is left of it, and when it is
+/// whole again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// The limit, when given.
+    pub limit: Option<u64>,
+    /// What is left.
+    pub remaining: u64,
+    /// When it is whole again, from now (at most [`MAX_RESET`]).
+    pub reset: Duration,
+}
+
+/// The tokens a call used, as the provider counted them (`usage.total_tokens`),
+/// put in a response's extensions by whoever read its body, so a rate
+/// limiter can correct its estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUsage(pub u64);
+
+/// What one response says about the provider's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateInfo {
+    /// The requests limit.
+    pub requests: Option<RateWindow>,
+    /// The tokens limit (Anthropic's input-tokens limit when it gives no
+    /// overall one).
+    pub tokens: Option<RateWindow>,
+    /// `Retry-After` (or `retry-after-ms`), on any response that has one.
+    pub retry_after: Option<Duration>,
+    /// The tokens the call used ([`TokenUsage`]).
+    pub used_tokens: Option<u64>,
+}
+
+impl RateInfo {
+    /// Whether the response said nothing about limits.
+    pub fn is_empty(&self) -> bool {
+        *self == RateInfo::default()
+    }
+
+    /// Reads the headers of `res` and the [`TokenUsage`] in its extensions.
+    pub fn from_response<B>(res: &http::Response<B>, now: SystemTime) -> RateInfo {
+        let mut info = RateInfo::from_headers(res.headers(), now);
+        info.used_tokens = res.extensions().get::<TokenUsage>().map(|u| u.0);
+        info
+    }
+
+    /// Reads OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+    /// (reset as `1s`, `6m0s`, `20ms`, `1h30m`), Anthropic's
+    /// `anthropic-ratelimit-{requests,tokens,input-tokens}-{limit,remaining,reset}`
+    /// (reset as an RFC 3339 instant) and `retry-after` / `retry-after-ms`.
+    /// A value that does not parse is ignored; resets are capped at
+    /// [`MAX_RESET`].
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use palisade_core::RateInfo;
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let mut h = HeaderMap::new();
+    /// h.insert("x-ratelimit-limit-requests", "60".parse().unwrap());
+    /// h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+    /// h.insert("x-ratelimit-reset-requests", "1m30s".parse().unwrap());
+    /// h.insert("x-ratelimit-remaining-tokens", "lots".parse().unwrap()); // ignored
+    /// let info = RateInfo::from_headers(&h, SystemTime::now());
+    /// let r = info.requests.unwrap();
+    /// assert_eq!((r.limit, r.remaining, r.reset), (Some(60), 0, Duration::from_secs(90)));
+    /// assert!(info.tokens.is_none());
+    /// ```
+    pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RateInfo {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let number = |name: &str| get(name).and_then(|v| v.trim().parse::<u64>().ok());
+        // [limit, remaining, reset]; static names, so reading allocates
+        // nothing.
+        let openai = |[limit, remaining, reset]: [&str; 3]| {
+            Some(RateWindow {
+                limit: number(limit),
+                remaining: number(remaining)?,
+                reset: parse_reset_duration(get(reset)?)?,
+            })
+        };
+        let anthropic = |[limit, remaining, reset]: [&str; 3]| {
+            let at = humantime::parse_rfc3339_weak(get(reset)?.trim()).ok()?;
+            Some(RateWindow {
+                limit: number(limit),
+                remaining: number(remaining)?,
+                reset: at
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+                    .min(MAX_RESET),
+            })
+        };
+        let retry_after = get("retry-after-ms")
+            .and_then(crate::parse_retry_after_ms)
+            .or_else(|| get("retry-after").and_then(|v| crate::parse_retry_after(v, now)))
+            .map(|d| d.min(MAX_RESET));
+        RateInfo {
+            requests: openai([
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ])
+            .or_else(|| {
+                anthropic([
+                    "anthropic-ratelimit-requests-limit",
+                    "anthropic-ratelimit-requests-remaining",
+                    "anthropic-ratelimit-requests-reset",
+                ])
+            }),
+            tokens: openai([
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ])
+            .or_else(|| {
+                anthropic([
+                    "anthropic-ratelimit-tokens-limit",
+                    "anthropic-ratelimit-tokens-remaining",
+                    "anthropic-ratelimit-tokens-reset",
+                ])
+            })
+            .or_else(|| {
+                anthropic([
+                    "anthropic-ratelimit-input-tokens-limit",
+                    "anthropic-ratelimit-input-tokens-remaining",
+                    "anthropic-ratelimit-input-tokens-reset",
+                ])
+            }),
+            retry_after,
+            used_tokens: None,
+        }
+    }
+}
+
+/// Parses OpenAI's reset durations: numbers with units `h`, `m`, `s`,
+/// `ms` (fractions allowed), run together: `1s`, `6m0s`, `20ms`, `1h30m`,
+/// `0.5s`. Capped at [`MAX_RESET`]; `None` for anything else.
+///
+/// ```
+/// use palisade_core::parse_reset_duration;
+/// use std::time::Duration;
+///
+/// assert_eq!(parse_reset_duration("6m0s"), Some(Duration::from_secs(360)));
+/// assert_eq!(parse_reset_duration("20ms"), Some(Duration::from_millis(20)));
+/// assert_eq!(parse_reset_duration("1h30m"), Some(Duration::from_secs(5400)));
+/// assert_eq!(parse_reset_duration("0.5s"), Some(Duration::from_millis(500)));
+/// assert_eq!(parse_reset_duration("soon"), None);
+/// assert_eq!(parse_reset_duration("99999h"), Some(palisade_core::MAX_RESET));
+/// assert_eq!(palisade_core::MAX_RESET, Duration::from_secs(86_400));
+/// ```
+pub fn parse_reset_duration(value: &str) -> Option<Duration> {
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total += n * unit;
+    }
+    if !total.is_finite() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(total.min(MAX_RESET.as_secs_f64())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn anthropic_resets_are_instants_and_input_tokens_stand_in_for_tokens() {
+        let now = humantime::parse_rfc3339("2026-11-30T12:00:00Z").unwrap();
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "3"),
+            ("anthropic-ratelimit-requests-reset", "2026-11-30T12:00:20Z"),
+            ("anthropic-ratelimit-input-tokens-remaining", "1000"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2026-11-30T11:59:00Z",
+            ),
+        ]);
+        let info = RateInfo::from_headers(&h, now);
+        let r = info.requests.unwrap();
+        assert_eq!(
+            (r.limit, r.remaining, r.reset),
+            (Some(50), 3, Duration::from_secs(20))
+        );
+        let t = info.tokens.unwrap();
+        assert_eq!(
+            (t.remaining, t.reset),
+            (1000, Duration::ZERO),
+            "a past reset is now"
+        );
+    }
+
+    #[test]
+    fn garbage_is_ignored_and_huge_values_capped() {
+        let now = SystemTime::now();
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "-3"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-remaining-tokens", "10"),
+            ("x-ratelimit-reset-tokens", "1x"),
+            ("retry-after", "999999999"),
+        ]);
+        let info = RateInfo::from_headers(&h, now);
+        assert_eq!(info.requests, None);
+        assert_eq!(info.tokens, None);
+        assert_eq!(info.retry_after, Some(MAX_RESET));
+        assert!(RateInfo::from_headers(&HeaderMap::new(), now).is_empty());
+        for bad in ["", "s", "1", "1.2.3s", "ms", "-1s", "1 s"] {
+            assert_eq!(parse_reset_duration(bad), None, "{bad:?}");
+        }
+    }
+}
