@@ -1,0 +1,238 @@
+//! [`ResponseFuture`]: a call through the rate limit, from admission
+//! (maybe after a wait) to the response that settles it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use palisade_core::{BoxError, Classify, FailureKind, Outcome, RejectReason, Rejected};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::limiter::{Shared, Taken};
+
+/// How a waiting call was admitted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Admitted {
+    /// Its quota is reserved: it may be sent after this many nanoseconds.
+    Reserved(u64),
+    /// The provider's window is closed for this many nanoseconds: ask
+    /// again then.
+    Retry(u64),
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Waiting { #[pin] sleep: Sleep, reserved: bool },
+        Calling { #[pin] fut: F },
+        Refused { wait: Duration },
+        Done,
+    }
+}
+
+pin_project! {
+    /// The response future of [`RateLimit`](crate::RateLimit). Dropped
+    /// while waiting, it gives its reservation back; dropped after sending,
+    /// it counts the call as finished.
+    pub struct ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        pending: Option<(S, Req)>,
+        shared: Arc<Shared>,
+        classifier: Option<C>,
+        taken: Taken,
+        // The latest instant (limiter nanoseconds) a wait may end at.
+        wait_until: u64,
+        phase: Phase,
+    }
+
+    impl<S, Req, C> PinnedDrop for ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            match *this.phase {
+                Phase::Reserved => this.shared.release(*this.taken, this.shared.now()),
+                Phase::Sent => this.shared.settle(*this.taken, None, None),
+                Phase::None => {}
+            }
+        }
+    }
+}
+
+/// What the future owes the limiter if dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing.
+    None,
+    /// A reservation not yet used.
+    Reserved,
+    /// A call sent and not yet settled.
+    Sent,
+}
+
+impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
+    pub(crate) fn sent(fut: S::Future, shared: Arc<Shared>, classifier: C, taken: Taken) -> Self {
+        ResponseFuture {
+            state: State::Calling { fut },
+            pending: None,
+            shared,
+            classifier: Some(classifier),
+            taken,
+            wait_until: 0,
+            phase: Phase::Sent,
+        }
+    }
+
+    pub(crate) fn refused(shared: Arc<Shared>, wait: Duration) -> Self {
+        ResponseFuture {
+            state: State::Refused { wait },
+            pending: None,
+            shared,
+            classifier: None,
+            taken: Taken::default(),
+            wait_until: 0,
+            phase: Phase::None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn waiting(
+        inner: S,
+        req: Req,
+        shared: Arc<Shared>,
+        classifier: C,
+        taken: Taken,
+        admitted: Admitted,
+        now: u64,
+        limit: u64,
+    ) -> Self {
+        let (wait, reserved) = match admitted {
+            Admitted::Reserved(w) => (w, true),
+            Admitted::Retry(w) => (w, false),
+        };
+        let sleep = tokio::time::sleep_until(shared.instant(now.saturating_add(wait)));
+        ResponseFuture {
+            state: State::Waiting { sleep, reserved },
+            pending: Some((inner, req)),
+            shared,
+            classifier: Some(classifier),
+            taken,
+            wait_until: now.saturating_add(limit),
+            phase: if reserved {
+                Phase::Reserved
+            } else {
+                Phase::None
+            },
+        }
+    }
+}
+
+impl<S, Req, C> Future for ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting { sleep, reserved } => {
+                    ready!(sleep.poll(cx));
+                    let shared = this.shared.clone();
+                    if !*reserved {
+                        // The provider's window has reset: ask again, within
+                        // what is left of the wait.
+                        let now = shared.now();
+                        let limit = this.wait_until.saturating_sub(now);
+                        match shared.acquire(this.taken.tokens, now, limit) {
+                            Ok(0) => {}
+                            Ok(w) => {
+                                *this.phase = Phase::Reserved;
+                                let at = shared.instant(now.saturating_add(w));
+                                this.state.set(State::Waiting {
+                                    sleep: tokio::time::sleep_until(at),
+                                    reserved: true,
+                                });
+                                continue;
+                            }
+                            Err(w) if w <= limit => {
+                                let at = shared.instant(now.saturating_add(w));
+                                this.state.set(State::Waiting {
+                                    sleep: tokio::time::sleep_until(at),
+                                    reserved: false,
+                                });
+                                continue;
+                            }
+                            Err(w) => {
+                                shared.refused.add(1);
+                                this.state.set(State::Refused {
+                                    wait: Duration::from_nanos(w),
+                                });
+                                continue;
+                            }
+                        }
+                    }
+                    let (mut inner, req) = this.pending.take().expect("sent once");
+                    shared.admitted.add(1);
+                    shared.tokens_sent.add(this.taken.tokens);
+                    *this.phase = Phase::Sent;
+                    this.state.set(State::Calling {
+                        fut: inner.call(req),
+                    });
+                }
+                StateProj::Calling { fut } => {
+                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let classifier = this.classifier.take().expect("polled after completion");
+                    let (info, cooldown) = match &result {
+                        Ok(res) => {
+                            let cooldown = match classifier.classify(Ok(res)) {
+                                Outcome::Failure(f) => match f.kind {
+                                    FailureKind::RateLimited { retry_after } => retry_after,
+                                    _ => None,
+                                },
+                                Outcome::Success => None,
+                            };
+                            (Some(classifier.rate_info(res)), cooldown)
+                        }
+                        Err(_) => (None, None),
+                    };
+                    *this.phase = Phase::None;
+                    this.shared.settle(*this.taken, info.as_ref(), cooldown);
+                    this.state.set(State::Done);
+                    return Poll::Ready(result);
+                }
+                StateProj::Refused { wait } => {
+                    let wait = *wait;
+                    this.state.set(State::Done);
+                    let mut e = Rejected::new(RejectReason::RateLimited).with_retry_after(wait);
+                    if let Some(p) = &this.shared.provider {
+                        e = e.with_provider(p.clone());
+                    }
+                    return Poll::Ready(Err(e.into()));
+                }
+                StateProj::Done => panic!("rate limit future polled after completion"),
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! [`RateLimitHandle`]: the operator's view of a limiter, and its
+//! admission and inspection views.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::{
+    Admission, HealthStatus, Inspect, Inspection, ProviderId, Refusing, RejectReason, Sample,
+};
+use serde::Serialize;
+
+use crate::limiter::Shared;
+use crate::quota::Unit;
+
+/// One quota's state now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuotaSnapshot {
+    /// `requests` or `tokens`.
+    pub unit: &'static str,
+    /// Units per period.
+    pub amount: u64,
+    /// The period, in ms.
+    pub period_ms: u64,
+    /// Units that may be spent at once.
+    pub burst: u64,
+    /// Units that could be spent now without waiting.
+    pub available: u64,
+}
+
+/// What the provider's headers said is left, while it holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowSnapshot {
+    /// Units left.
+    pub remaining: u64,
+    /// Until the provider's count resets, in ms.
+    pub reset_ms: u64,
+}
+
+/// A point-in-time view of a limiter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimitSnapshot {
+    /// The provider, when named.
+    pub provider: Option<ProviderId>,
+    /// Each configured quota.
+    pub quotas: Vec<QuotaSnapshot>,
+    /// Requests left by the provider's headers, while that holds.
+    pub provider_requests: Option<WindowSnapshot>,
+    /// Tokens left by the provider's headers, while that holds.
+    pub provider_tokens: Option<WindowSnapshot>,
+    /// How long until a one-request call would have room, in ms (0: now).
+    pub wait_ms: u64,
+    /// Calls sent.
+    pub admitted: u64,
+    /// Calls refused.
+    pub refused: u64,
+    /// Calls that waited for room.
+    pub waited: u64,
+    /// Calls sent and not yet answered.
+    pub in_flight: u64,
+}
+
+/// A cloneable handle on one limiter. Get it from
+/// [`RateLimitLayer::handle`](crate::RateLimitLayer::handle).
+#[derive(Clone)]
+pub struct RateLimitHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RateLimitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitHandle")
+            .field("provider", &self.shared.provider)
+            .finish()
+    }
+}
+
+fn ms(nanos: u64) -> u64 {
+    nanos / 1_000_000
+}
+
+impl RateLimitHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        RateLimitHandle { shared }
+    }
+
+    /// How long until a one-request call would have room (zero: now).
+    pub fn wait(&self) -> Duration {
+        let s = &self.shared;
+        Duration::from_nanos(s.wait(0, s.now()))
+    }
+
+    /// The numbers now.
+    pub fn snapshot(&self) -> RateLimitSnapshot {
+        let s = &self.shared;
+        let now = s.now();
+        let window = |w: &crate::pacing::Window| {
+            w.state(now).map(|(remaining, left)| WindowSnapshot {
+                remaining,
+                reset_ms: ms(left),
+            })
+        };
+        RateLimitSnapshot {
+            provider: s.provider.clone(),
+            quotas: s
+                .quotas
+                .iter()
+                .map(|(q, g)| QuotaSnapshot {
+                    unit: match q.unit {
+                        Unit::Requests => "requests",
+                        Unit::Tokens => "tokens",
+                    },
+                    amount: q.amount,
+                    period_ms: q.period.as_millis() as u64,
+                    burst: g.burst(),
+                    available: g.available(now),
+                })
+                .collect(),
+            provider_requests: window(&s.requests),
+            provider_tokens: window(&s.tokens),
+            wait_ms: ms(s.wait(0, now)),
+            admitted: s.admitted.get(),
+            refused: s.refused.get(),
+            waited: s.waited.get(),
+            in_flight: s.in_flight().0,
+        }
+    }
+}
+
+/// A limiter with no room now refuses: a fallback chain skips its
+/// provider without a call, and lists it as rate-limited with the time
+/// until there will be room.
+impl Admission for RateLimitHandle {
+    fn refusing(&self) -> Option<Refusing> {
+        let wait = self.wait();
+        (!wait.is_zero()).then_some(Refusing {
+            reason: RejectReason::RateLimited,
+            retry_in: Some(wait),
+        })
+    }
+}
+
+/// Warning while there is no room (calls go elsewhere or wait), Healthy
+/// otherwise.
+impl Inspect for RateLimitHandle {
+    fn inspect(&self) -> Inspection {
+        let m = self.snapshot();
+        let (status, notes) = if m.wait_ms > 0 {
+            let by = if m
+                .provider_requests
+                .as_ref()
+                .is_some_and(|w| w.remaining == 0)
+            {
+                "the provider's own limit"
+            } else {
+                "the configured quota"
+            };
+            (
+                HealthStatus::Warning,
+                vec![format!(
+                    "rate limited by {by}: room again in {:.1}s; raise the quota if the provider allows more, or add a provider",
+                    m.wait_ms as f64 / 1000.0
+                )],
+            )
+        } else {
+            (HealthStatus::Healthy, Vec::new())
+        };
+        Inspection {
+            layer: "rate_limit",
+            status,
+            notes,
+            samples: vec![
+                Sample::counter(
+                    "palisade_ratelimit_admitted_total",
+                    "Calls the rate limit let through.",
+                    m.admitted as f64,
+                ),
+                Sample::counter(
+                    "palisade_ratelimit_refused_total",
+                    "Calls the rate limit refused.",
+                    m.refused as f64,
+                ),
+                Sample::counter(
+                    "palisade_ratelimit_waited_total",
+                    "Calls that waited for room.",
+                    m.waited as f64,
+                ),
+                Sample::gauge(
+                    "palisade_ratelimit_wait_seconds",
+                    "Time until a call would have room.",
+                    m.wait_ms as f64 / 1000.0,
+                ),
+            ],
+            detail: serde_json::to_value(&m).unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! [`RateLimitLayer`] and its builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::{ConfigError, ErrorClassifier, Problems, ProviderId};
+use tower_layer::Layer;
+
+use crate::handle::RateLimitHandle;
+use crate::limiter::{Mode, Shared};
+use crate::quota::Quota;
+use crate::service::RateLimit;
+use crate::weigh::Unweighted;
+
+/// The most quotas one limiter checks together.
+pub const MAX_QUOTAS: usize = 8;
+
+/// Limits the calls sent to a provider: every configured [`Quota`] (on
+/// requests and on tokens) must have room, all or nothing, and, when
+/// following headers, what the provider's own `x-ratelimit-*` /
+/// `anthropic-ratelimit-*` headers and `Retry-After` said is left.
+///
+/// A refused call is not sent and spends nothing; it fails with a
+/// [`Rejected`](palisade_core::Rejected) (`RateLimited`, naming the
+/// provider, with `retry_after` = when there will be room), which a
+/// fallback chain moves on from and retry does not re-send. In
+/// [`Mode::Wait`] a call waits for room instead, in arrival order, never
+/// past its deadline. Admission is GCRA on atomics: no lock, no
+/// allocation, no background task.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use palisade_core::{BoxError, RejectReason, Rejected};
+/// use palisade_ratelimit::{Quota, RateLimitLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// let layer = RateLimitLayer::builder()
+///     .provider("openai")
+///     .quota(Quota::per_minute(60).burst(2))
+///     .build()
+///     .unwrap();
+/// let svc = layer.layer(service_fn(|_: http::Request<()>| async { Ok::<_, BoxError>("sent") }));
+/// let req = || http::Request::new(());
+/// assert_eq!(svc.clone().oneshot(req()).await.unwrap(), "sent");
+/// assert_eq!(svc.clone().oneshot(req()).await.unwrap(), "sent");
+/// let err = svc.clone().oneshot(req()).await.unwrap_err();
+/// let refused = err.downcast_ref::<Rejected>().unwrap();
+/// assert_eq!(refused.reason(), RejectReason::RateLimited);
+/// assert_eq!(refused.retry_after(), Some(std::time::Duration::from_secs(1)));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer<C = ErrorClassifier, W = Unweighted> {
+    shared: Arc<Shared>,
+    classifier: C,
+    weigh: W,
+}
+
+impl RateLimitLayer {
+    /// A builder: no quota, following the provider's headers, rejecting
+    /// when there is no room.
+    pub fn builder() -> Builder {
+        Builder {
+            provider: None,
+            quotas: Vec::new(),
+            follow_headers: true,
+            mode: Mode::Reject,
+            classifier: ErrorClassifier,
+            weigh: Unweighted,
+        }
+    }
+}
+
+impl<C, W> RateLimitLayer<C, W> {
+    /// The handle: limits, what is left, counters; the admission and
+    /// inspection views.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle::new(self.shared.clone())
+    }
+}
+
+impl<S, C: Clone, W: Clone> Layer<S> for RateLimitLayer<C, W> {
+    type Service = RateLimit<S, C, W>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::new(
+            inner,
+            self.shared.clone(),
+            self.classifier.clone(),
+            self.weigh.clone(),
+        )
+    }
+}
+
+/// Configures a [`RateLimitLayer`]; [`build`](Self::build) checks every
+/// value and names each bad one.
+#[derive(Debug, Clone)]
+pub struct Builder<C = ErrorClassifier, W = Unweighted> {
+    provider: Option<ProviderId>,
+    quotas: Vec<Quota>,
+    follow_headers: bool,
+    mode: Mode,
+    classifier: C,
+    weigh: W,
+}
+
+impl<C, W> Builder<C, W> {
+    /// Names the provider, for refusals, events and metrics.
+    pub fn provider(mut self, provider: impl Into<ProviderId>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    /// Adds a quota; every quota must have room for a call to go.
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quotas.push(quota);
+        self
+    }
+
+    /// Whether to pace by the provider's rate headers and `Retry-After`
+    /// (default true). Works with no quota configured.
+    pub fn follow_headers(mut self, on: bool) -> Self {
+        self.follow_headers = on;
+        self
+    }
+
+    /// Reject (default) or wait for room.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Reads responses: their rate headers and token usage
+    /// ([`Classify::rate_info`](palisade_core::Classify::rate_info)) and
+    /// whether they are a 429 with `Retry-After`.
+    pub fn classifier<C2>(self, classifier: C2) -> Builder<C2, W> {
+        Builder {
+            provider: self.provider,
+            quotas: self.quotas,
+            follow_headers: self.follow_headers,
+            mode: self.mode,
+            classifier,
+            weigh: self.weigh,
+        }
+    }
+
+    /// Weighs requests in tokens for token quotas (default: nothing up
+    /// front, the usage reported afterwards is charged).
+    pub fn weigh<W2>(self, weigh: W2) -> Builder<C, W2> {
+        Builder {
+            provider: self.provider,
+            quotas: self.quotas,
+            follow_headers: self.follow_headers,
+            mode: self.mode,
+            classifier: self.classifier,
+            weigh,
+        }
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<RateLimitLayer<C, W>, ConfigError> {
+        let mut p = Problems::new("rate_limit");
+        if self.quotas.len() > MAX_QUOTAS {
+            p.add(
+                "quotas",
+                format!("{} quotas; at most {MAX_QUOTAS}", self.quotas.len()),
+            );
+        }
+        for q in &self.quotas {
+            if q.amount == 0 {
+                p.add(
+                    "quota",
+                    "an amount of 0 admits nothing; leave the quota out",
+                );
+            } else if q.period.is_zero() || q.period > Duration::from_secs(366 * 24 * 3600) {
+                p.add(
+                    "quota",
+                    format!("period {:?} is not within (0s, 366 days]", q.period),
+                );
+            } else if q.burst == Some(0) {
+                p.add("burst", "0 admits nothing; use at least 1");
+            }
+        }
+        if let Mode::Wait(d) = self.mode {
+            if d.is_zero() {
+                p.add("max_wait", "0 never waits; use Mode::Reject");
+            }
+        }
+        p.finish()?;
+        Ok(RateLimitLayer {
+            shared: Shared::new(self.provider, self.quotas, self.follow_headers, self.mode),
+            classifier: self.classifier,
+            weigh: self.weigh,
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! The shared state of one limiter: its quotas, what the provider said,
+//! and its counters; admission is all-or-nothing across them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::{ProviderId, RateInfo, StripedCounter};
+use tokio::time::Instant;
+
+use crate::gcra::Gcra;
+use crate::pacing::Window;
+use crate::quota::{Quota, Unit};
+
+/// How a request with no room is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Refuse at once with [`Rejected`](palisade_core::Rejected)
+    /// (`RateLimited`, with the time until there will be room). The
+    /// default.
+    #[default]
+    Reject,
+    /// Wait for room, in arrival order, up to this long and never past
+    /// the request's deadline: a request whose room comes later is
+    /// refused at once instead of sleeping.
+    Wait(Duration),
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) provider: Option<ProviderId>,
+    pub(crate) quotas: Vec<(Quota, Gcra)>,
+    pub(crate) requests: Window,
+    pub(crate) tokens: Window,
+    pub(crate) follow_headers: bool,
+    pub(crate) mode: Mode,
+    epoch: Instant,
+    pub(crate) admitted: StripedCounter,
+    pub(crate) refused: StripedCounter,
+    pub(crate) waited: StripedCounter,
+    pub(crate) finished: StripedCounter,
+    pub(crate) tokens_sent: StripedCounter,
+    pub(crate) tokens_done: StripedCounter,
+}
+
+/// What one admission took, to give back if the call is never sent, and to
+/// correct once its usage is known.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Taken {
+    pub(crate) tokens: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        provider: Option<ProviderId>,
+        quotas: Vec<Quota>,
+        follow_headers: bool,
+        mode: Mode,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            provider,
+            quotas: quotas
+                .into_iter()
+                .map(|q| (q, Gcra::new(q.interval(), q.burst_size())))
+                .collect(),
+            requests: Window::default(),
+            tokens: Window::default(),
+            follow_headers,
+            mode,
+            epoch: Instant::now(),
+            admitted: StripedCounter::default(),
+            refused: StripedCounter::default(),
+            waited: StripedCounter::default(),
+            finished: StripedCounter::default(),
+            tokens_sent: StripedCounter::default(),
+            tokens_done: StripedCounter::default(),
+        })
+    }
+
+    /// Nanoseconds since the limiter was built, on tokio's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.at(palisade_core::clock::now())
+    }
+
+    pub(crate) fn at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
+    }
+
+    pub(crate) fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos.saturating_sub(1))
+    }
+
+    fn cost(unit: Unit, tokens: u64) -> u64 {
+        match unit {
+            Unit::Requests => 1,
+            Unit::Tokens => tokens,
+        }
+    }
+
+    /// Admits a request of `tokens` at `now` if every quota has room
+    /// within `max_wait` (a reservation: the call may go after `wait`) and
+    /// the provider's windows have room now: `Ok(wait)` with everything
+    /// taken, or `Err(wait)` (how long until there would be room) with
+    /// nothing taken.
+    pub(crate) fn acquire(&self, tokens: u64, now: u64, max_wait: u64) -> Result<u64, u64> {
+        let mut wait = 0;
+        for (i, (q, g)) in self.quotas.iter().enumerate() {
+            match g.take(g.debit(Self::cost(q.unit, tokens)), now, max_wait) {
+                Ok(w) => wait = wait.max(w),
+                Err(w) => {
+                    self.give_back_quotas(&self.quotas[..i], tokens);
+                    return Err(w);
+                }
+            }
+        }
+        if self.follow_headers {
+            let windows = self.requests.take(1, now).and_then(|()| {
+                self.tokens.take(tokens, now).inspect_err(|_| {
+                    self.requests.give_back(1, now);
+                })
+            });
+            if let Err(w) = windows {
+                // The provider's window holds no reservations: the caller
+                // may wait for its reset and ask again.
+                self.give_back_quotas(&self.quotas, tokens);
+                return Err(w);
+            }
+        }
+        Ok(wait)
+    }
+
+    fn give_back_quotas(&self, quotas: &[(Quota, Gcra)], tokens: u64) {
+        for (q, g) in quotas {
+            g.give_back(g.debit(Self::cost(q.unit, tokens)));
+        }
+    }
+
+    /// Gives back an admission whose call was never sent.
+    pub(crate) fn release(&self, taken: Taken, now: u64) {
+        self.give_back_quotas(&self.quotas, taken.tokens);
+        if self.follow_headers {
+            self.requests.give_back(1, now);
+            self.tokens.give_back(taken.tokens, now);
+        }
+    }
+
+    /// How long a request of `tokens` would wait now, taking nothing.
+    pub(crate) fn wait(&self, tokens: u64, now: u64) -> u64 {
+        let mut wait = 0;
+        for (q, g) in &self.quotas {
+            wait = wait.max(g.wait(g.debit(Self::cost(q.unit, tokens)), now));
+        }
+        if self.follow_headers {
+            wait = wait
+                .max(self.requests.wait(1, now))
+                .max(self.tokens.wait(tokens, now));
+        }
+        wait
+    }
+
+    /// Calls sent and not yet answered.
+    pub(crate) fn in_flight(&self) -> (u64, u64) {
+        (
+            self.admitted.get().saturating_sub(self.finished.get()),
+            self.tokens_sent
+                .get()
+                .saturating_sub(self.tokens_done.get()),
+        )
+    }
+
+    /// A response arrived for a call that took `taken`: correct the token
+    /// estimate by the usage it reports, and learn the provider's windows.
+    pub(crate) fn settle(&self, taken: Taken, info: Option<&RateInfo>, cooldown: Option<Duration>) {
+        self.finished.add(1);
+        self.tokens_done.add(taken.tokens);
+        let now = self.now();
+        if let Some(used) = info.and_then(|i| i.used_tokens) {
+            for (q, g) in &self.quotas {
+                if q.unit == Unit::Tokens {
+                    if used > taken.tokens {
+                        g.charge(g.debit(used - taken.tokens), now);
+                    } else {
+                        g.give_back(g.debit(taken.tokens - used));
+                    }
+                }
+            }
+        }
+        if !self.follow_headers {
+            return;
+        }
+        let (calls, tokens) = self.in_flight();
+        if let Some(info) = info {
+            if let Some(w) = &info.requests {
+                self.requests.learn(w, now, calls);
+                if w.remaining <= calls {
+                    tracing::debug!(
+                        provider = self.provider.as_ref().map(|p| p.as_str()),
+                        remaining = w.remaining,
+                        reset_ms = w.reset.as_millis() as u64,
+                        "rate limit: the provider has no requests left; pacing to its reset"
+                    );
+                }
+            }
+            if let Some(w) = &info.tokens {
+                self.tokens.learn(w, now, tokens);
+            }
+        }
+        if let Some(d) = cooldown {
+            tracing::info!(
+                provider = self.provider.as_ref().map(|p| p.as_str()),
+                wait_ms = d.as_millis() as u64,
+                "rate limit: the provider refused with Retry-After; nothing is sent before then"
+            );
+            let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+            self.requests.block(nanos, now);
+        }
+    }
+}

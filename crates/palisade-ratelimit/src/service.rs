@@ -1,0 +1,123 @@
+//! [`RateLimit`]: the service a [`RateLimitLayer`](crate::RateLimitLayer)
+//! makes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_core::{BoxError, Classify, HasDeadline};
+use tower_service::Service;
+
+use crate::future::{Admitted, ResponseFuture};
+use crate::limiter::{Mode, Shared, Taken};
+use crate::weigh::Weigh;
+
+/// A service whose calls pass a rate limit. Made by
+/// [`RateLimitLayer`](crate::RateLimitLayer).
+pub struct RateLimit<S, C, W> {
+    inner: S,
+    shared: Arc<Shared>,
+    classifier: C,
+    weigh: W,
+}
+
+impl<S, C, W> RateLimit<S, C, W> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C, weigh: W) -> Self {
+        RateLimit {
+            inner,
+            shared,
+            classifier,
+            weigh,
+        }
+    }
+}
+
+impl<S: Clone, C: Clone, W: Clone> Clone for RateLimit<S, C, W> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            classifier: self.classifier.clone(),
+            weigh: self.weigh.clone(),
+        }
+    }
+}
+
+impl<S, C, W> fmt::Debug for RateLimit<S, C, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("provider", &self.shared.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, W, Req> Service<Req> for RateLimit<S, C, W>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError> + Clone,
+    W: Weigh<Req>,
+    Req: HasDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.shared;
+        let tokens = self.weigh.tokens(&req);
+        let taken = Taken { tokens };
+        let now = shared.now();
+        // The longest this call may wait: the mode's, never past its
+        // deadline.
+        let limit = match shared.mode {
+            Mode::Reject => 0,
+            Mode::Wait(d) => {
+                let d = match req.deadline() {
+                    Some(deadline) => deadline.clamp(d),
+                    None => d,
+                };
+                d.as_nanos().min(u64::MAX as u128) as u64
+            }
+        };
+        let admitted = match shared.acquire(tokens, now, limit) {
+            Ok(0) => {
+                shared.admitted.add(1);
+                shared.tokens_sent.add(tokens);
+                return ResponseFuture::sent(
+                    self.inner.call(req),
+                    shared.clone(),
+                    self.classifier.clone(),
+                    taken,
+                );
+            }
+            Ok(wait) => Admitted::Reserved(wait),
+            // A provider's window holds no reservation: wait for its reset
+            // and ask again.
+            Err(wait) if wait <= limit => Admitted::Retry(wait),
+            Err(wait) => {
+                shared.refused.add(1);
+                return ResponseFuture::refused(shared.clone(), Duration::from_nanos(wait));
+            }
+        };
+        shared.waited.add(1);
+        // Take the service that was readied; leave a clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::waiting(
+            inner,
+            req,
+            shared.clone(),
+            self.classifier.clone(),
+            taken,
+            admitted,
+            now,
+            limit,
+        )
+    }
+}
