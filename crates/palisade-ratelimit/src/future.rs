@@ -147,8 +147,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
 
 impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
+    S: Service<Req, Error = BoxError>,
     C: Classify<S::Response, BoxError>,
 {
     type Output = Result<S::Response, BoxError>;
@@ -202,7 +201,7 @@ where
                     });
                 }
                 StateProj::Calling { fut } => {
-                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let result = ready!(fut.poll(cx));
                     let classifier = this.classifier.take().expect("polled after completion");
                     let (info, cooldown) = match &result {
                         Ok(res) => {

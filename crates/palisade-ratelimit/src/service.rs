@@ -54,8 +54,7 @@ impl<S, C, W> fmt::Debug for RateLimit<S, C, W> {
 
 impl<S, C, W, Req> Service<Req> for RateLimit<S, C, W>
 where
-    S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
+    S: Service<Req, Error = BoxError> + Clone,
     C: Classify<S::Response, BoxError> + Clone,
     W: Weigh<Req>,
     Req: HasDeadline,
@@ -65,7 +64,7 @@ where
     type Future = ResponseFuture<S, Req, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
