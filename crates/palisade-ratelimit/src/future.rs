@@ -204,7 +204,7 @@ where
                     let result = ready!(fut.poll(cx));
                     let classifier = this.classifier.take().expect("polled after completion");
                     let (info, cooldown) = match &result {
-                        Ok(res) => {
+                        Ok(res) if this.shared.reads_responses() => {
                             let cooldown = match classifier.classify(Ok(res)) {
                                 Outcome::Failure(f) => match f.kind {
                                     FailureKind::RateLimited { retry_after } => retry_after,
@@ -214,7 +214,7 @@ where
                             };
                             (Some(classifier.rate_info(res)), cooldown)
                         }
-                        Err(_) => (None, None),
+                        _ => (None, None),
                     };
                     *this.phase = Phase::None;
                     this.shared.settle(*this.taken, info.as_ref(), cooldown);

@@ -157,6 +157,12 @@ impl Shared {
         wait
     }
 
+    /// Whether responses have anything to tell: the provider's headers, or
+    /// usage to correct token quotas by.
+    pub(crate) fn reads_responses(&self) -> bool {
+        self.follow_headers || self.quotas.iter().any(|(q, _)| q.unit == Unit::Tokens)
+    }
+
     /// Calls sent and not yet answered.
     pub(crate) fn in_flight(&self) -> (u64, u64) {
         (
@@ -171,7 +177,14 @@ impl Shared {
     /// estimate by the usage it reports, and learn the provider's windows.
     pub(crate) fn settle(&self, taken: Taken, info: Option<&RateInfo>, cooldown: Option<Duration>) {
         self.finished.add(1);
-        self.tokens_done.add(taken.tokens);
+        if taken.tokens > 0 {
+            self.tokens_done.add(taken.tokens);
+        }
+        let info = info.filter(|i| !i.is_empty());
+        if info.is_none() && cooldown.is_none() {
+            // Nothing to learn: no clock read, no shared write.
+            return;
+        }
         let now = self.now();
         if let Some(used) = info.and_then(|i| i.used_tokens) {
             for (q, g) in &self.quotas {

@@ -87,7 +87,9 @@ where
         let admitted = match shared.acquire(tokens, now, limit) {
             Ok(0) => {
                 shared.admitted.add(1);
-                shared.tokens_sent.add(tokens);
+                if tokens > 0 {
+                    shared.tokens_sent.add(tokens);
+                }
                 return ResponseFuture::sent(
                     self.inner.call(req),
                     shared.clone(),

@@ -39,6 +39,7 @@ pub use palisade_breaker::{BreakerSection, BreakerSettings};
 pub use palisade_bulkhead::{BulkheadSection, BulkheadSettings};
 pub use palisade_core::{ConfigError, Problem};
 pub use palisade_deadline::{TimeoutSection, TimeoutSettings};
+pub use palisade_ratelimit::{RateLimitSection, RateLimitSettings};
 pub use palisade_retry::{RetrySection, RetrySettings};
 
 /// `[router]`: how requests are spread over providers.
@@ -141,6 +142,8 @@ layers! {
     bulkhead: BulkheadSection => BulkheadSettings,
     /// `[..retry]`: retries with backoff and a budget.
     retry: RetrySection => RetrySettings,
+    /// `[..rate_limit]`: client-side rate limits.
+    rate_limit: RateLimitSection => RateLimitSettings,
     /// `[..breaker]`: the circuit breaker.
     breaker: BreakerSection => BreakerSettings,
     /// `[..timeout]`: the per-attempt timeout.

@@ -9,12 +9,13 @@ use std::marker::PhantomData;
 use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
 use palisade_bulkhead::{BulkheadHandle, BulkheadLayer, OnResponse, ReleaseMode, Unguarded};
 use palisade_core::{Admissions, BoxError, Classify, HasDeadline, Inspectors, ProviderId};
+use palisade_ratelimit::{RateLimitHandle, RateLimitLayer};
 use palisade_retry::{RetryBudget, RetryHandle, RetryLayer};
 use tower::util::Either;
 use tower_layer::Layer;
 
 use self::box_error::BoxErrors;
-use self::service::{BreakerPart, RetryPart, TimeoutPart};
+use self::service::{BreakerPart, RateLimitPart, RetryPart, TimeoutPart};
 pub use self::service::{ProviderFuture, ProviderService};
 
 use crate::config::{ConfigError, ProviderSettings};
@@ -29,6 +30,8 @@ pub struct ProviderHandles {
     pub bulkhead: Option<BulkheadHandle>,
     /// The retry layer (and through it, the budget).
     pub retry: Option<RetryHandle>,
+    /// The rate limiter.
+    pub rate_limit: Option<RateLimitHandle>,
 }
 
 impl ProviderHandles {
@@ -42,6 +45,9 @@ impl ProviderHandles {
         }
         if let Some(b) = &self.bulkhead {
             views.push(b.clone());
+        }
+        if let Some(r) = &self.rate_limit {
+            views.push(r.clone());
         }
         views
     }
@@ -60,6 +66,9 @@ impl ProviderHandles {
         if let Some(r) = &self.retry {
             views.push(r.clone());
         }
+        if let Some(r) = &self.rate_limit {
+            views.push(r.clone());
+        }
         views
     }
 }
@@ -68,9 +77,10 @@ impl ProviderHandles {
 ///
 /// Built in the order ARCHITECTURE.md gives, outer to inner: bulkhead (one
 /// request holds one slot across its retries), retry with budget (every
-/// attempt passes the breaker), circuit breaker (a timed-out attempt
-/// counts as the provider's failure), attempt timeout (each attempt gets
-/// `min(per_attempt, remaining deadline)`).
+/// attempt passes the rate limit and the breaker), rate limit (every
+/// attempt spends quota, so retries cannot exceed it), circuit breaker (a
+/// timed-out attempt counts as the provider's failure), attempt timeout
+/// (each attempt gets `min(per_attempt, remaining deadline)`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -261,6 +271,17 @@ impl<'a, S, C, M> StackBuilder<'a, S, C, M> {
             Either::Right(timeout)
         };
 
+        let rate_limit: RateLimitPart<S, C> = if s.rate_limit.active() {
+            let builder = RateLimitLayer::builder()
+                .provider(id.clone())
+                .classifier(classifier.clone());
+            let layer = s.rate_limit.build(builder).map_err(at)?;
+            handles.rate_limit = Some(layer.handle());
+            Either::Left(layer.layer(breaker))
+        } else {
+            Either::Right(breaker)
+        };
+
         let retry: RetryPart<S, C> = if s.retry.enabled {
             let mut builder = RetryLayer::builder()
                 .provider(id.clone())
@@ -270,9 +291,9 @@ impl<'a, S, C, M> StackBuilder<'a, S, C, M> {
             }
             let layer = s.retry.build(builder).map_err(at)?;
             handles.retry = Some(layer.handle());
-            Either::Left(layer.layer(breaker))
+            Either::Left(layer.layer(rate_limit))
         } else {
-            Either::Right(breaker)
+            Either::Right(rate_limit)
         };
 
         let inner = if s.bulkhead.enabled {

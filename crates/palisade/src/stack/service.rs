@@ -9,6 +9,7 @@ use palisade_breaker::CircuitBreaker;
 use palisade_bulkhead::{Bulkhead, OnResponse, Unguarded};
 use palisade_core::BoxError;
 use palisade_deadline::AttemptTimeout;
+use palisade_ratelimit::{RateLimit, Unweighted};
 use palisade_retry::{CloneRequest, Retry, UsePolicy};
 use pin_project_lite::pin_project;
 use tower::util::{BoxCloneSyncService, Either};
@@ -22,13 +23,15 @@ use super::box_error::BoxErrors;
 pub(super) type TimeoutPart<S> = Either<AttemptTimeout<S>, S>;
 pub(super) type BreakerPart<S, C> =
     Either<BoxErrors<CircuitBreaker<TimeoutPart<S>, C>>, TimeoutPart<S>>;
+pub(super) type RateLimitPart<S, C> =
+    Either<RateLimit<BreakerPart<S, C>, C, Unweighted>, BreakerPart<S, C>>;
 pub(super) type RetryPart<S, C> =
-    Either<Retry<BreakerPart<S, C>, C, UsePolicy, CloneRequest>, BreakerPart<S, C>>;
+    Either<Retry<RateLimitPart<S, C>, C, UsePolicy, CloneRequest>, RateLimitPart<S, C>>;
 pub(super) type Layers<S, C, M> =
     Either<Bulkhead<RetryPart<S, C>, M>, Unguarded<RetryPart<S, C>, M>>;
 
-/// One provider's protected service: bulkhead > retry with budget >
-/// circuit breaker > attempt timeout > the provider, each part present or
+/// One provider's protected service: bulkhead > retry with budget > rate
+/// limit > circuit breaker > attempt timeout > the provider, each part present or
 /// switched off as configured. Built by [`ProviderStack`](crate::ProviderStack).
 ///
 /// Its type names only the provider's service `S`, the classifier `C` and
