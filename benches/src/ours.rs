@@ -4,6 +4,7 @@ use futures_util::FutureExt;
 use palisade_breaker::CircuitBreakerLayer;
 use palisade_bulkhead::BulkheadLayer;
 use palisade_deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use palisade_ratelimit::{Quota, RateLimitLayer, Unit};
 use palisade_retry::{RetryBudget, RetryLayer};
 use tower::{Layer, Service, ServiceExt};
 
@@ -82,7 +83,8 @@ pub fn deadline(
 }
 
 /// The default per-provider stack (ARCHITECTURE.md): deadline > bulkhead > retry
-/// (ratio budget) > breaker > attempt timeout, each layer as in its own row.
+/// (ratio budget) > rate limit (one quota) > breaker > attempt timeout, each
+/// layer as in its own row.
 pub fn stack(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
     tower::ServiceBuilder::new()
@@ -99,7 +101,45 @@ pub fn stack(
                 .build()
                 .unwrap(),
         )
+        .layer(
+            RateLimitLayer::builder()
+                .follow_headers(false)
+                .quota(roomy(Unit::Requests))
+                .build()
+                .unwrap(),
+        )
         .layer(CircuitBreakerLayer::builder().build().unwrap())
         .layer(AttemptTimeoutLayer::new(LONG).unwrap())
         .service(Bare)
+}
+
+/// A quota so large that the run never meets it: every call is admitted,
+/// so the row times admission itself.
+fn roomy(unit: Unit) -> Quota {
+    Quota::new(unit, 1 << 40, std::time::Duration::from_secs(1)).burst(1 << 40)
+}
+
+/// A rate limit with one quota (requests, weight 1), not following
+/// headers: the GCRA admission alone.
+pub fn rate_limit_one_quota(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    RateLimitLayer::builder()
+        .follow_headers(false)
+        .quota(roomy(Unit::Requests))
+        .build()
+        .unwrap()
+        .layer(Bare)
+}
+
+/// Two quotas checked together (requests, and tokens weighing 1 each).
+pub fn rate_limit_two_quotas(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    RateLimitLayer::builder()
+        .follow_headers(false)
+        .quota(roomy(Unit::Requests))
+        .quota(roomy(Unit::Tokens))
+        .weigh(|_: &Req| 1u64)
+        .build()
+        .unwrap()
+        .layer(Bare)
 }

@@ -239,3 +239,79 @@ pub fn failsafe_breaker_open(
         breaker,
     }
 }
+
+/// governor's direct (unkeyed) GCRA limiter, checked before each call: the
+/// Rust reference for GCRA admission, as a service.
+pub fn governor_direct(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    use std::num::NonZeroU32;
+    let quota = governor::Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
+    let limiter = std::sync::Arc::new(governor::RateLimiter::direct(quota));
+    let bare = Bare;
+    tower::service_fn(move |req: Req| {
+        let admitted = limiter.check().is_ok();
+        let mut bare = bare.clone();
+        async move {
+            if !admitted {
+                return Err(BenchError);
+            }
+            bare.call(req).await
+        }
+    })
+}
+
+/// tower's fixed-window `RateLimit`, with a window the run never fills.
+/// It is not `Clone` (its state is its own; sharing it takes a `Buffer`),
+/// so each task gets its own: no sharing, no contention, in its favour.
+pub fn tower_rate_limit(
+) -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
+    TowerRateLimit::new()
+}
+
+/// One tower `RateLimit` per clone.
+#[derive(Debug)]
+pub struct TowerRateLimit(tower::limit::RateLimit<Bare>);
+
+impl TowerRateLimit {
+    fn new() -> Self {
+        TowerRateLimit(
+            ServiceBuilder::new()
+                .rate_limit(u64::MAX / 2, std::time::Duration::from_secs(3600))
+                .service(Bare),
+        )
+    }
+}
+
+impl Clone for TowerRateLimit {
+    fn clone(&self) -> Self {
+        TowerRateLimit::new()
+    }
+}
+
+impl Service<Req> for TowerRateLimit {
+    type Response = u64;
+    type Error = BenchError;
+    type Future = <tower::limit::RateLimit<Bare> as Service<Req>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BenchError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.0.call(req)
+    }
+}
+
+/// tower-resilience's rate limiter, with a period the run never fills.
+pub fn resilience_rate_limiter(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower_resilience::ratelimiter::RateLimiterLayer::builder()
+        .limit_for_period(usize::MAX / 2)
+        .refresh_period(std::time::Duration::from_secs(3600))
+        .build()
+        .unwrap()
+        .layer(Bare)
+}

@@ -167,9 +167,40 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     );
 
     add(
+        "rate limit",
+        "palisade",
+        "one quota, weight 1",
+        wanted("rate limit").then(|| measure(&settings, true, ours::rate_limit_one_quota)),
+    );
+    add(
+        "rate limit",
+        "palisade",
+        "two quotas (requests + tokens)",
+        wanted("rate limit").then(|| measure(&settings, true, ours::rate_limit_two_quotas)),
+    );
+    add(
+        "rate limit",
+        "governor",
+        "direct GCRA check",
+        wanted("rate limit").then(|| measure(&settings, true, peers::governor_direct)),
+    );
+    add(
+        "rate limit",
+        "tower",
+        "RateLimit",
+        wanted("rate limit").then(|| measure(&settings, true, peers::tower_rate_limit)),
+    );
+    add(
+        "rate limit",
+        "tower-resilience",
+        "rate limiter",
+        wanted("rate limit").then(|| measure(&settings, true, peers::resilience_rate_limiter)),
+    );
+
+    add(
         "stack",
         "palisade",
-        "deadline>bulkhead>retry>breaker>attempt timeout",
+        "deadline>bulkhead>retry>rate limit>breaker>attempt timeout",
         wanted("stack").then(|| measure(&settings, true, ours::stack)),
     );
     add(

@@ -147,7 +147,8 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
 
 impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
-    S: Service<Req, Error = BoxError>,
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
     C: Classify<S::Response, BoxError>,
 {
     type Output = Result<S::Response, BoxError>;
@@ -201,7 +202,7 @@ where
                     });
                 }
                 StateProj::Calling { fut } => {
-                    let result = ready!(fut.poll(cx));
+                    let result = ready!(fut.poll(cx)).map_err(Into::into);
                     let classifier = this.classifier.take().expect("polled after completion");
                     let (info, cooldown) = match &result {
                         Ok(res) if this.shared.reads_responses() => {

@@ -54,7 +54,8 @@ impl<S, C, W> fmt::Debug for RateLimit<S, C, W> {
 
 impl<S, C, W, Req> Service<Req> for RateLimit<S, C, W>
 where
-    S: Service<Req, Error = BoxError> + Clone,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
     C: Classify<S::Response, BoxError> + Clone,
     W: Weigh<Req>,
     Req: HasDeadline,
@@ -64,7 +65,7 @@ where
     type Future = ResponseFuture<S, Req, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
