@@ -247,10 +247,9 @@ pub fn governor_direct(
     use std::num::NonZeroU32;
     let quota = governor::Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
     let limiter = std::sync::Arc::new(governor::RateLimiter::direct(quota));
-    let bare = Bare;
     tower::service_fn(move |req: Req| {
         let admitted = limiter.check().is_ok();
-        let mut bare = bare.clone();
+        let mut bare = Bare;
         async move {
             if !admitted {
                 return Err(BenchError);
