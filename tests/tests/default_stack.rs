@@ -178,3 +178,56 @@ async fn the_default_stack_trips_the_breaker_and_then_fails_fast() {
     // Nothing is left held in the bulkhead.
     assert_eq!(bulkhead.handle().snapshot().in_flight, 0);
 }
+
+/// The rate limit sits inside retry: every attempt spends quota, so a
+/// storm of retries against a failing provider cannot send it more than
+/// the quota; what the quota refuses is our own refusal, not re-sent.
+#[tokio::test(start_paused = true)]
+async fn a_retry_storm_cannot_exceed_the_quota() {
+    use palisade_ratelimit::{Quota, RateLimitLayer};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let failing = service_fn(move |_: WithDeadline<u32>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err::<u32, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into())
+        }
+    });
+    let limit = RateLimitLayer::builder()
+        .quota(Quota::per_minute(5))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(60)).unwrap())
+        .layer(
+            RetryLayer::builder()
+                .max_attempts(5)
+                .backoff(Backoff::constant(Duration::from_millis(10)))
+                .jitter(Jitter::None)
+                .budget(RetryBudget::unlimited())
+                .build()
+                .unwrap(),
+        )
+        .layer(limit.clone())
+        .service(failing);
+    let mut rate_limited = 0;
+    for i in 0..10 {
+        let err = svc.clone().oneshot(WithDeadline::new(i)).await.unwrap_err();
+        if err
+            .downcast_ref::<Rejected>()
+            .is_some_and(|r| r.reason() == RejectReason::RateLimited)
+        {
+            rate_limited += 1;
+        }
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "the quota, not 10 x 5 attempts"
+    );
+    assert_eq!(
+        rate_limited, 10,
+        "each request ended on the limiter's refusal"
+    );
+    assert_eq!(limit.handle().snapshot().admitted, 5);
+}
