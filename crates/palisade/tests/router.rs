@@ -93,6 +93,42 @@ async fn the_router_skips_an_open_provider_without_calling_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_provider_with_no_rate_limit_room_is_skipped_at_no_added_latency() {
+    let cfg = TWO.replace(
+        "[providers.primary]\n",
+        "[providers.primary.rate_limit]\nrequests_per_minute = 1\n",
+    );
+    let s = setup(&cfg, &[("primary", 200, 0), ("secondary", 200, 0)]);
+    let res = s.router.clone().oneshot(Req::default()).await.unwrap();
+    assert_eq!(res.body(), "primary");
+    let start = Instant::now();
+    let res = s.router.clone().oneshot(Req::default()).await.unwrap();
+    assert_eq!(res.body(), "secondary");
+    assert_eq!(start.elapsed(), Duration::ZERO, "no wait for the primary");
+    assert_eq!(
+        s.calls[0].load(Ordering::SeqCst),
+        1,
+        "not called without room"
+    );
+    let limit = s.registry.handles("primary").unwrap().rate_limit.unwrap();
+    assert_eq!(
+        limit.snapshot().refused,
+        0,
+        "skipped before the limiter was asked"
+    );
+    // The health report names it, with its wait.
+    let report = s.registry.health();
+    assert!(
+        report
+            .recommendations
+            .iter()
+            .any(|r| r.starts_with("primary: rate limited by the configured quota")),
+        "{:?}",
+        report.recommendations
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_router_meets_the_request_deadline() {
     let s = setup(TWO, &[("primary", 200, 10_000), ("secondary", 200, 10_000)]);
     let start = Instant::now();
