@@ -45,7 +45,10 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        pending: Option<(S, Req)>,
+        // The readied service and the request, while waiting: boxed, so a
+        // call admitted at once (the common case) carries two words for
+        // them, not the whole inner service.
+        pending: Option<Box<(S, Req)>>,
         shared: Arc<Shared>,
         classifier: Option<C>,
         taken: Taken,
@@ -131,7 +134,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
         let sleep = tokio::time::sleep_until(shared.instant(now.saturating_add(wait)));
         ResponseFuture {
             state: State::Waiting { sleep, reserved },
-            pending: Some((inner, req)),
+            pending: Some(Box::new((inner, req))),
             shared,
             classifier: Some(classifier),
             taken,
@@ -193,7 +196,7 @@ where
                             }
                         }
                     }
-                    let (mut inner, req) = this.pending.take().expect("sent once");
+                    let (mut inner, req) = *this.pending.take().expect("sent once");
                     shared.admitted.add(1);
                     shared.tokens_sent.add(this.taken.tokens);
                     *this.phase = Phase::Sent;
