@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use palisade_core::Problems;
+
 use crate::config::{ConfigError, HalfOpenRule};
 use crate::layer::{Builder, CircuitBreakerLayer};
 
@@ -69,13 +71,17 @@ impl BreakerSettings {
     /// ```
     pub fn build<C>(&self, builder: Builder<C>) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let ms = Duration::from_millis;
+        let mut problems = Problems::new("breaker");
         let rule = match self.half_open_rule.as_str() {
-            "any_failure" => Ok(HalfOpenRule::AnyFailure),
-            "rate" => Ok(HalfOpenRule::Rate),
-            other => Err(ConfigError::invalid(
-                "breaker.half_open_rule",
-                format!("{other:?} is not one of \"any_failure\", \"rate\""),
-            )),
+            "any_failure" => HalfOpenRule::AnyFailure,
+            "rate" => HalfOpenRule::Rate,
+            other => {
+                problems.add(
+                    "half_open_rule",
+                    format!("{other:?} is not one of \"any_failure\", \"rate\""),
+                );
+                HalfOpenRule::AnyFailure
+            }
         };
         let mut builder = builder
             .consecutive_failures(
@@ -87,17 +93,12 @@ impl BreakerSettings {
             .open_duration(ms(self.open_ms))
             .open_backoff(2.0, ms(self.max_open_ms))
             .half_open_probes(self.half_open_probes)
-            .half_open_rule(*rule.as_ref().unwrap_or(&HalfOpenRule::AnyFailure))
+            .half_open_rule(rule)
             .retry_after_cooldown(self.retry_after_cooldown, ms(self.max_open_ms));
         if self.jitter_seed != 0 {
             builder = builder.jitter_seed(self.jitter_seed);
         }
-        let built = builder.build().map_err(|e| e.renamed(KEYS));
-        match (rule, built) {
-            (Ok(_), built) => built,
-            (Err(e), Ok(_)) => Err(e),
-            (Err(e), Err(more)) => Err(e.and(more)),
-        }
+        problems.finish_with(builder.build().map_err(|e| e.renamed(KEYS)))
     }
 
     /// Checks these settings by building them.

@@ -404,26 +404,13 @@ impl ConfigError {
         }
         self
     }
-
-    /// Both errors' problems in one list (`self`'s first). A parse or read
-    /// error wins over a list of problems.
-    pub fn and(self, other: ConfigError) -> ConfigError {
-        match (self, other) {
-            (ConfigError::Invalid(mut a), ConfigError::Invalid(b)) => {
-                a.extend(b);
-                ConfigError::Invalid(a)
-            }
-            (ConfigError::Invalid(_), other) => other,
-            (this, _) => this,
-        }
-    }
 }
 
 /// Collects the problems of one component's settings, so a builder reports
 /// all of them at once.
 ///
 /// ```
-/// use palisade_core::Problems;
+/// use palisade_core::{ConfigError, Problems};
 ///
 /// let mut problems = Problems::new("bulkhead");
 /// problems.add("max_concurrent", "0 is not within 1..=4096");
@@ -432,6 +419,15 @@ impl ConfigError {
 /// assert_eq!(e.problems().len(), 2);
 /// assert_eq!(e.problems()[1].path, "bulkhead.max_waiting");
 /// assert!(Problems::new("bulkhead").finish().is_ok());
+///
+/// // A section's own problems first, then its builder's.
+/// let mut own = Problems::new("retry");
+/// own.add("jitter", "\"wobbly\" is not a jitter");
+/// let built: Result<(), _> = Err(ConfigError::invalid("retry.max_attempts", "0"));
+/// let e = own.finish_with(built).unwrap_err();
+/// let paths: Vec<&str> = e.problems().iter().map(|p| p.path.as_str()).collect();
+/// assert_eq!(paths, ["retry.jitter", "retry.max_attempts"]);
+/// assert_eq!(Problems::new("retry").finish_with(Ok::<_, ConfigError>(7)).unwrap(), 7);
 /// ```
 #[derive(Debug)]
 pub struct Problems {
@@ -471,6 +467,21 @@ impl Problems {
     /// Whether nothing is wrong so far.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// `result` if nothing was recorded, else every problem: those recorded
+    /// first, then `result`'s own. How a config section reports its own
+    /// checks (a name that is not one of the choices) together with its
+    /// builder's.
+    pub fn finish_with<T>(mut self, result: Result<T, ConfigError>) -> Result<T, ConfigError> {
+        match result {
+            Ok(value) if self.list.is_empty() => Ok(value),
+            Ok(_) => Err(ConfigError::Invalid(self.list)),
+            Err(e) => {
+                self.extend(e);
+                Err(ConfigError::Invalid(self.list))
+            }
+        }
     }
 
     /// `Ok` if nothing was recorded, else every problem.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use palisade_core::ConfigError;
+use palisade_core::{ConfigError, Problems};
 
 use crate::layer::{Builder, RateLimitLayer};
 use crate::limiter::Mode;
@@ -55,16 +55,17 @@ impl RateLimitSettings {
     /// assert_eq!(bad.check().unwrap_err().problems()[0].path, "rate_limit.mode");
     /// ```
     pub fn build<C, W>(&self, builder: Builder<C, W>) -> Result<RateLimitLayer<C, W>, ConfigError> {
-        let (mode, mut errors) = match self.mode.as_str() {
-            "reject" => (Mode::Reject, None),
-            "wait" => (Mode::Wait(Duration::from_millis(self.max_wait_ms)), None),
-            other => (
-                Mode::Reject,
-                Some(ConfigError::invalid(
-                    "rate_limit.mode",
+        let mut problems = Problems::new("rate_limit");
+        let mode = match self.mode.as_str() {
+            "reject" => Mode::Reject,
+            "wait" => Mode::Wait(Duration::from_millis(self.max_wait_ms)),
+            other => {
+                problems.add(
+                    "mode",
                     format!("{other:?} is not one of \"reject\", \"wait\""),
-                )),
-            ),
+                );
+                Mode::Reject
+            }
         };
         let mut builder = builder.mode(mode).follow_headers(self.follow_headers);
         if self.requests_per_minute > 0 {
@@ -77,14 +78,11 @@ impl RateLimitSettings {
         if self.tokens_per_minute > 0 {
             builder = builder.quota(Quota::tokens_per_minute(self.tokens_per_minute));
         }
-        let built = builder
-            .build()
-            .map_err(|e| e.renamed(&[("rate_limit.max_wait", "rate_limit.max_wait_ms")]));
-        match (errors.take(), built) {
-            (None, built) => built,
-            (Some(e), Ok(_)) => Err(e),
-            (Some(e), Err(more)) => Err(e.and(more)),
-        }
+        problems.finish_with(
+            builder
+                .build()
+                .map_err(|e| e.renamed(&[("rate_limit.max_wait", "rate_limit.max_wait_ms")])),
+        )
     }
 
     /// Checks these settings by building them.

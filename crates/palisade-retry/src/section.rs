@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use palisade_core::Problems;
+
 use crate::backoff::{Backoff, Jitter};
 use crate::budget::RetryBudget;
 use crate::error::ConfigError;
@@ -71,20 +73,21 @@ impl RetrySettings {
         builder: Builder<C, P, R>,
     ) -> Result<RetryLayer<C, P, R>, ConfigError> {
         let ms = Duration::from_millis;
-        let (jitter, mut errors) = match self.jitter.as_str() {
-            "none" => (Jitter::None, None),
-            "full" => (Jitter::Full, None),
-            "equal" => (Jitter::Equal, None),
-            "decorrelated" => (Jitter::Decorrelated, None),
-            other => (
-                Jitter::Full,
-                Some(ConfigError::invalid(
-                    "retry.jitter",
+        let mut problems = Problems::new("retry");
+        let jitter = match self.jitter.as_str() {
+            "none" => Jitter::None,
+            "full" => Jitter::Full,
+            "equal" => Jitter::Equal,
+            "decorrelated" => Jitter::Decorrelated,
+            other => {
+                problems.add(
+                    "jitter",
                     format!(
                         "{other:?} is not one of \"none\", \"full\", \"equal\", \"decorrelated\""
                     ),
-                )),
-            ),
+                );
+                Jitter::Full
+            }
         };
         let mut builder = builder
             .max_attempts(self.max_attempts)
@@ -102,14 +105,10 @@ impl RetrySettings {
         if !builder.has_budget() {
             match self.budget() {
                 Ok(budget) => builder = builder.budget(budget),
-                Err(e) => errors = Some(then(errors, e)),
+                Err(e) => problems.extend(e),
             }
         }
-        match (errors, builder.build().map_err(|e| e.renamed(KEYS))) {
-            (None, built) => built,
-            (Some(e), Ok(_)) => Err(e),
-            (Some(e), Err(more)) => Err(e.and(more)),
-        }
+        problems.finish_with(builder.build().map_err(|e| e.renamed(KEYS)))
     }
 
     /// The ratio budget the `budget_*` settings describe.
@@ -125,13 +124,5 @@ impl RetrySettings {
     /// Checks these settings by building them.
     pub fn check(&self) -> Result<(), ConfigError> {
         self.build(RetryLayer::builder()).map(drop)
-    }
-}
-
-/// `first`'s problems, then `next`'s.
-fn then(first: Option<ConfigError>, next: ConfigError) -> ConfigError {
-    match first {
-        None => next,
-        Some(first) => first.and(next),
     }
 }
