@@ -13,17 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::limiter::{Shared, Taken};
-
-/// How a waiting call was admitted.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Admitted {
-    /// Its quota is reserved: it may be sent after this many nanoseconds.
-    Reserved(u64),
-    /// The provider's window is closed for this many nanoseconds: ask
-    /// again then.
-    Retry(u64),
-}
+use crate::limiter::{Decision, Shared, Taken};
 
 pin_project! {
     #[project = StateProj]
@@ -32,6 +22,26 @@ pin_project! {
         Calling { #[pin] fut: F },
         Refused { wait: Duration },
         Done,
+    }
+}
+
+impl<F> State<F> {
+    /// Where a call decided at `now` parks: waiting (for its reservation,
+    /// or to ask again) or refused; `None` for [`Decision::Now`], which
+    /// is sent.
+    fn parked(shared: &Shared, now: u64, decision: Decision) -> Option<Self> {
+        let wait = |nanos: u64, reserved| State::Waiting {
+            sleep: tokio::time::sleep_until(shared.instant(now.saturating_add(nanos))),
+            reserved,
+        };
+        match decision {
+            Decision::Now => None,
+            Decision::Reserved(w) => Some(wait(w, true)),
+            Decision::Retry(w) => Some(wait(w, false)),
+            Decision::Refused(w) => Some(State::Refused {
+                wait: Duration::from_nanos(w),
+            }),
+        }
     }
 }
 
@@ -123,17 +133,14 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
         shared: Arc<Shared>,
         classifier: C,
         taken: Taken,
-        admitted: Admitted,
+        decision: Decision,
         now: u64,
         limit: u64,
     ) -> Self {
-        let (wait, reserved) = match admitted {
-            Admitted::Reserved(w) => (w, true),
-            Admitted::Retry(w) => (w, false),
-        };
-        let sleep = tokio::time::sleep_until(shared.instant(now.saturating_add(wait)));
+        let reserved = matches!(decision, Decision::Reserved(_));
         ResponseFuture {
-            state: State::Waiting { sleep, reserved },
+            state: State::parked(&shared, now, decision)
+                .expect("a call decided Now is sent, not parked"),
             pending: Some(Box::new((inner, req))),
             shared,
             classifier: Some(classifier),
@@ -168,37 +175,17 @@ where
                         // what is left of the wait.
                         let now = shared.now();
                         let limit = this.wait_until.saturating_sub(now);
-                        match shared.acquire(this.taken.tokens, now, limit) {
-                            Ok(0) => {}
-                            Ok(w) => {
+                        let decision = shared.decide(this.taken.tokens, now, limit);
+                        if let Some(parked) = State::parked(&shared, now, decision) {
+                            if let Decision::Reserved(_) = decision {
                                 *this.phase = Phase::Reserved;
-                                let at = shared.instant(now.saturating_add(w));
-                                this.state.set(State::Waiting {
-                                    sleep: tokio::time::sleep_until(at),
-                                    reserved: true,
-                                });
-                                continue;
                             }
-                            Err(w) if w <= limit => {
-                                let at = shared.instant(now.saturating_add(w));
-                                this.state.set(State::Waiting {
-                                    sleep: tokio::time::sleep_until(at),
-                                    reserved: false,
-                                });
-                                continue;
-                            }
-                            Err(w) => {
-                                shared.refused.add(1);
-                                this.state.set(State::Refused {
-                                    wait: Duration::from_nanos(w),
-                                });
-                                continue;
-                            }
+                            this.state.set(parked);
+                            continue;
                         }
                     }
                     let (mut inner, req) = *this.pending.take().expect("sent once");
-                    shared.admitted.add(1);
-                    shared.tokens_sent.add(this.taken.tokens);
+                    shared.sent(this.taken.tokens);
                     *this.phase = Phase::Sent;
                     this.state.set(State::Calling {
                         fut: inner.call(req),

@@ -42,6 +42,21 @@ pub(crate) struct Shared {
     pub(crate) tokens_done: StripedCounter,
 }
 
+/// What to do with a call, given what [`Shared::acquire`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Send it now.
+    Now,
+    /// Its quota is reserved: send it after this many nanoseconds.
+    Reserved(u64),
+    /// The provider's window is closed for this many nanoseconds, within
+    /// the call's wait: ask again then (a window holds no reservation).
+    Retry(u64),
+    /// Refuse it: room comes only after this many nanoseconds, later than
+    /// the call may wait.
+    Refused(u64),
+}
+
 /// What one admission took, to give back if the call is never sent, and to
 /// correct once its usage is known.
 #[derive(Debug, Clone, Copy, Default)]
@@ -128,6 +143,21 @@ impl Shared {
         Ok(wait)
     }
 
+    /// Decides a call of `tokens` at `now` that may wait `limit`
+    /// nanoseconds, taking what a send or a reservation needs, and counting
+    /// a refusal.
+    pub(crate) fn decide(&self, tokens: u64, now: u64, limit: u64) -> Decision {
+        match self.acquire(tokens, now, limit) {
+            Ok(0) => Decision::Now,
+            Ok(wait) => Decision::Reserved(wait),
+            Err(wait) if wait <= limit => Decision::Retry(wait),
+            Err(wait) => {
+                self.refused.add(1);
+                Decision::Refused(wait)
+            }
+        }
+    }
+
     fn give_back_quotas(&self, quotas: &[(Quota, Gcra)], tokens: u64) {
         for (q, g) in quotas {
             g.give_back(g.debit(Self::cost(q.unit, tokens)));
@@ -161,6 +191,14 @@ impl Shared {
     /// usage to correct token quotas by.
     pub(crate) fn reads_responses(&self) -> bool {
         self.follow_headers || self.quotas.iter().any(|(q, _)| q.unit == Unit::Tokens)
+    }
+
+    /// Counts a call as sent (in flight until settled).
+    pub(crate) fn sent(&self, tokens: u64) {
+        self.admitted.add(1);
+        if tokens > 0 {
+            self.tokens_sent.add(tokens);
+        }
     }
 
     /// Calls sent and not yet answered.

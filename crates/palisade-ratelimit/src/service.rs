@@ -9,8 +9,8 @@ use std::time::Duration;
 use palisade_core::{BoxError, Classify, HasDeadline};
 use tower_service::Service;
 
-use crate::future::{Admitted, ResponseFuture};
-use crate::limiter::{Mode, Shared, Taken};
+use crate::future::ResponseFuture;
+use crate::limiter::{Decision, Mode, Shared, Taken};
 use crate::weigh::Weigh;
 
 /// A service whose calls pass a rate limit. Made by
@@ -85,12 +85,10 @@ where
                 d.as_nanos().min(u64::MAX as u128) as u64
             }
         };
-        let admitted = match shared.acquire(tokens, now, limit) {
-            Ok(0) => {
-                shared.admitted.add(1);
-                if tokens > 0 {
-                    shared.tokens_sent.add(tokens);
-                }
+        let decision = shared.decide(tokens, now, limit);
+        match decision {
+            Decision::Now => {
+                shared.sent(tokens);
                 return ResponseFuture::sent(
                     self.inner.call(req),
                     shared.clone(),
@@ -98,15 +96,11 @@ where
                     taken,
                 );
             }
-            Ok(wait) => Admitted::Reserved(wait),
-            // A provider's window holds no reservation: wait for its reset
-            // and ask again.
-            Err(wait) if wait <= limit => Admitted::Retry(wait),
-            Err(wait) => {
-                shared.refused.add(1);
+            Decision::Refused(wait) => {
                 return ResponseFuture::refused(shared.clone(), Duration::from_nanos(wait));
             }
-        };
+            Decision::Reserved(_) | Decision::Retry(_) => {}
+        }
         shared.waited.add(1);
         // Take the service that was readied; leave a clone in its place.
         let clone = self.inner.clone();
@@ -117,7 +111,7 @@ where
             shared.clone(),
             self.classifier.clone(),
             taken,
-            admitted,
+            decision,
             now,
             limit,
         )
