@@ -162,15 +162,22 @@ impl GatewayConfig {
                 problems.push(problem(format!("upstreams.{id}.models"), "maps no model"));
             }
             #[cfg(feature = "sim")]
-            let simulated = u.simulated.as_ref();
-            #[cfg(not(feature = "sim"))]
-            let simulated: Option<&NoSim> = None;
-            match (simulated, &u.base_url) {
-                (None, None) => problems.push(problem(
+            if let Some(f) = &u.simulated {
+                // Simulated: its base_url is not used.
+                if !(0.0..=1.0).contains(&f.error_rate) {
+                    problems.push(problem(
+                        format!("upstreams.{id}.simulated.error_rate"),
+                        format!("{} is not within 0..=1", f.error_rate),
+                    ));
+                }
+                continue;
+            }
+            match &u.base_url {
+                None => problems.push(problem(
                     format!("upstreams.{id}"),
                     "needs a base_url, or `simulated` faults",
                 )),
-                (None, Some(url))
+                Some(url)
                     if url
                         .parse::<http::Uri>()
                         .map(|u| u.host().is_none())
@@ -181,14 +188,7 @@ impl GatewayConfig {
                         format!("{url:?} is not an absolute URL"),
                     ))
                 }
-                #[cfg(feature = "sim")]
-                (Some(f), _) if !(0.0..=1.0).contains(&f.error_rate) => {
-                    problems.push(problem(
-                        format!("upstreams.{id}.simulated.error_rate"),
-                        format!("{} is not within 0..=1", f.error_rate),
-                    ));
-                }
-                _ => {}
+                Some(_) => {}
             }
         }
         for id in self.palisade.providers.keys() {
@@ -229,7 +229,3 @@ impl GatewayConfig {
         out
     }
 }
-
-/// Stands in for the simulator's faults when it is not built.
-#[cfg(not(feature = "sim"))]
-enum NoSim {}
