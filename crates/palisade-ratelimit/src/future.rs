@@ -18,7 +18,10 @@ use crate::limiter::{Decision, Shared, Taken};
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Waiting { #[pin] sleep: Sleep, reserved: bool },
+        // The timer is boxed: waiting is the rare path, and an unboxed
+        // `Sleep` would make every admitted call's future several times
+        // larger (and slower to move).
+        Waiting { sleep: Pin<Box<Sleep>>, reserved: bool },
         Calling { #[pin] fut: F },
         Refused { wait: Duration },
         Done,
@@ -31,7 +34,9 @@ impl<F> State<F> {
     /// is sent.
     fn parked(shared: &Shared, now: u64, decision: Decision) -> Option<Self> {
         let wait = |nanos: u64, reserved| State::Waiting {
-            sleep: tokio::time::sleep_until(shared.instant(now.saturating_add(nanos))),
+            sleep: Box::pin(tokio::time::sleep_until(
+                shared.instant(now.saturating_add(nanos)),
+            )),
             reserved,
         };
         match decision {
@@ -59,7 +64,9 @@ pin_project! {
         // call admitted at once (the common case) carries two words for
         // them, not the whole inner service.
         pending: Option<Box<(S, Req)>>,
-        shared: Arc<Shared>,
+        // `None` for a call sent by a limiter that reads no responses: it
+        // owes the limiter nothing, so holds no reference to it.
+        shared: Option<Arc<Shared>>,
         classifier: Option<C>,
         taken: Taken,
         // The latest instant (limiter nanoseconds) a wait may end at.
@@ -73,9 +80,10 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            let Some(shared) = this.shared.as_ref() else { return };
             match *this.phase {
-                Phase::Reserved => this.shared.release(*this.taken, this.shared.now()),
-                Phase::Sent => this.shared.settle(*this.taken, None, None),
+                Phase::Reserved => shared.release(*this.taken, shared.now()),
+                Phase::Sent => shared.settle(*this.taken, None, None),
                 Phase::None => {}
             }
         }
@@ -102,15 +110,26 @@ impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
 }
 
 impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
-    pub(crate) fn sent(fut: S::Future, shared: Arc<Shared>, classifier: C, taken: Taken) -> Self {
+    /// A call sent at once; `shared` is given only when the limiter reads
+    /// responses.
+    pub(crate) fn sent(
+        fut: S::Future,
+        shared: Option<Arc<Shared>>,
+        classifier: C,
+        taken: Taken,
+    ) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             pending: None,
+            phase: if shared.is_some() {
+                Phase::Sent
+            } else {
+                Phase::None
+            },
             shared,
             classifier: Some(classifier),
             taken,
             wait_until: 0,
-            phase: Phase::Sent,
         }
     }
 
@@ -118,7 +137,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
         ResponseFuture {
             state: State::Refused { wait },
             pending: None,
-            shared,
+            shared: Some(shared),
             classifier: None,
             taken: Taken::default(),
             wait_until: 0,
@@ -142,7 +161,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
             state: State::parked(&shared, now, decision)
                 .expect("a call decided Now is sent, not parked"),
             pending: Some(Box::new((inner, req))),
-            shared,
+            shared: Some(shared),
             classifier: Some(classifier),
             taken,
             wait_until: now.saturating_add(limit),
@@ -168,8 +187,8 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Waiting { sleep, reserved } => {
-                    ready!(sleep.poll(cx));
-                    let shared = this.shared.clone();
+                    ready!(sleep.as_mut().poll(cx));
+                    let shared = this.shared.clone().expect("a waiting call holds its limiter");
                     if !*reserved {
                         // The provider's window has reset: ask again, within
                         // what is left of the wait.
@@ -186,16 +205,26 @@ where
                     }
                     let (mut inner, req) = *this.pending.take().expect("sent once");
                     shared.sent(this.taken.tokens);
-                    *this.phase = Phase::Sent;
+                    *this.phase = if shared.reads_responses() {
+                        Phase::Sent
+                    } else {
+                        // Nothing to settle: the limiter does not follow
+                        // calls once sent.
+                        Phase::None
+                    };
                     this.state.set(State::Calling {
                         fut: inner.call(req),
                     });
                 }
                 StateProj::Calling { fut } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    this.state.set(State::Done);
+                    let Some(shared) = this.shared.as_ref().filter(|s| s.reads_responses()) else {
+                        return Poll::Ready(result);
+                    };
                     let classifier = this.classifier.take().expect("polled after completion");
                     let (info, cooldown) = match &result {
-                        Ok(res) if this.shared.reads_responses() => {
+                        Ok(res) => {
                             let cooldown = match classifier.classify(Ok(res)) {
                                 Outcome::Failure(f) => match f.kind {
                                     FailureKind::RateLimited { retry_after } => retry_after,
@@ -208,15 +237,14 @@ where
                         _ => (None, None),
                     };
                     *this.phase = Phase::None;
-                    this.shared.settle(*this.taken, info.as_ref(), cooldown);
-                    this.state.set(State::Done);
+                    shared.settle(*this.taken, info.as_ref(), cooldown);
                     return Poll::Ready(result);
                 }
                 StateProj::Refused { wait } => {
                     let wait = *wait;
                     this.state.set(State::Done);
                     let mut e = Rejected::new(RejectReason::RateLimited).with_retry_after(wait);
-                    if let Some(p) = &this.shared.provider {
+                    if let Some(p) = this.shared.as_ref().and_then(|s| s.provider.as_ref()) {
                         e = e.with_provider(p.clone());
                     }
                     return Poll::Ready(Err(e.into()));

@@ -24,12 +24,14 @@ impl Gcra {
 
     /// The debit for `cost` units: a cost above the burst is charged as a
     /// full bucket (it could never fit otherwise).
+    #[inline]
     pub(crate) fn debit(&self, cost: u64) -> u64 {
         cost.saturating_mul(self.interval).min(self.tolerance)
     }
 
     /// Takes `debit` at `now` if it fits after waiting at most `max_wait`;
     /// `Ok(wait)` (0 = at once), or `Err(wait)` when it would need longer.
+    #[inline]
     pub(crate) fn take(&self, debit: u64, now: u64, max_wait: u64) -> Result<u64, u64> {
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {

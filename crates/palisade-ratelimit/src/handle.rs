@@ -56,8 +56,10 @@ pub struct RateLimitSnapshot {
     pub refused: u64,
     /// Calls that waited for room.
     pub waited: u64,
-    /// Calls sent and not yet answered.
-    pub in_flight: u64,
+    /// Calls sent and not yet answered; `None` when the limiter reads no
+    /// responses (no token quota, not following headers), so does not
+    /// follow calls after sending them.
+    pub in_flight: Option<u64>,
 }
 
 /// A cloneable handle on one limiter. Get it from
@@ -122,7 +124,7 @@ impl RateLimitHandle {
             admitted: s.admitted.get(),
             refused: s.refused.get(),
             waited: s.waited.get(),
-            in_flight: s.in_flight().0,
+            in_flight: s.reads_responses().then(|| s.in_flight().0),
         }
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) tokens: Window,
     pub(crate) follow_headers: bool,
     pub(crate) mode: Mode,
+    /// Whether responses have anything to tell (see `reads_responses`).
+    reads: bool,
     epoch: Instant,
     pub(crate) admitted: StripedCounter,
     pub(crate) refused: StripedCounter,
@@ -71,6 +73,7 @@ impl Shared {
         follow_headers: bool,
         mode: Mode,
     ) -> Arc<Self> {
+        let reads = follow_headers || quotas.iter().any(|q| q.unit == Unit::Tokens);
         Arc::new(Shared {
             provider,
             quotas: quotas
@@ -81,6 +84,7 @@ impl Shared {
             tokens: Window::default(),
             follow_headers,
             mode,
+            reads,
             epoch: Instant::now(),
             admitted: StripedCounter::default(),
             refused: StripedCounter::default(),
@@ -92,10 +96,12 @@ impl Shared {
     }
 
     /// Nanoseconds since the limiter was built, on tokio's clock.
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
         self.at(palisade_core::clock::now())
     }
 
+    #[inline]
     pub(crate) fn at(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
     }
@@ -104,6 +110,7 @@ impl Shared {
         self.epoch + Duration::from_nanos(nanos.saturating_sub(1))
     }
 
+    #[inline]
     fn cost(unit: Unit, tokens: u64) -> u64 {
         match unit {
             Unit::Requests => 1,
@@ -116,6 +123,7 @@ impl Shared {
     /// the provider's windows have room now: `Ok(wait)` with everything
     /// taken, or `Err(wait)` (how long until there would be room) with
     /// nothing taken.
+    #[inline]
     pub(crate) fn acquire(&self, tokens: u64, now: u64, max_wait: u64) -> Result<u64, u64> {
         let mut wait = 0;
         for (i, (q, g)) in self.quotas.iter().enumerate() {
@@ -146,6 +154,7 @@ impl Shared {
     /// Decides a call of `tokens` at `now` that may wait `limit`
     /// nanoseconds, taking what a send or a reservation needs, and counting
     /// a refusal.
+    #[inline]
     pub(crate) fn decide(&self, tokens: u64, now: u64, limit: u64) -> Decision {
         match self.acquire(tokens, now, limit) {
             Ok(0) => Decision::Now,
@@ -188,12 +197,15 @@ impl Shared {
     }
 
     /// Whether responses have anything to tell: the provider's headers, or
-    /// usage to correct token quotas by.
+    /// usage to correct token quotas by. When they have not, a sent call
+    /// owes the limiter nothing and its future holds no reference to it.
+    #[inline]
     pub(crate) fn reads_responses(&self) -> bool {
-        self.follow_headers || self.quotas.iter().any(|(q, _)| q.unit == Unit::Tokens)
+        self.reads
     }
 
     /// Counts a call as sent (in flight until settled).
+    #[inline]
     pub(crate) fn sent(&self, tokens: u64) {
         self.admitted.add(1);
         if tokens > 0 {
@@ -201,7 +213,8 @@ impl Shared {
         }
     }
 
-    /// Calls sent and not yet answered.
+    /// Calls sent and not yet answered (counted only while responses are
+    /// read).
     pub(crate) fn in_flight(&self) -> (u64, u64) {
         (
             self.admitted.get().saturating_sub(self.finished.get()),

@@ -91,7 +91,7 @@ where
                 shared.sent(tokens);
                 return ResponseFuture::sent(
                     self.inner.call(req),
-                    shared.clone(),
+                    shared.reads_responses().then(|| shared.clone()),
                     self.classifier.clone(),
                     taken,
                 );

@@ -334,7 +334,7 @@ async fn a_waiting_call_dropped_gives_its_reservation_back() {
     svc.clone().oneshot(Req::new(0)).await.unwrap();
     assert_eq!(Instant::now() - start, ms(997));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!(layer.handle().snapshot().in_flight, 0);
+    assert_eq!(layer.handle().snapshot().in_flight, Some(0));
 }
 
 #[test]
