@@ -230,3 +230,96 @@ async fn a_retry_storm_cannot_exceed_the_quota() {
     assert_eq!(rate_limited, 9);
     assert_eq!(limit.handle().snapshot().admitted, 5);
 }
+
+/// In wait mode the provider stack waits for quota outside the bulkhead:
+/// requests queued for room hold no slot, so a bulkhead of one with no
+/// queue still takes every one of them, one a second; and the limiter
+/// inside still counts each retry.
+#[tokio::test(start_paused = true)]
+async fn in_wait_mode_requests_wait_for_quota_outside_the_bulkhead() {
+    use palisade::{Config, ProviderStack};
+    let cfg = Config::from_toml(
+        r#"
+[providers.p.rate_limit]
+requests_per_minute = 60
+burst = 1
+mode = "wait"
+max_wait_ms = 60000
+follow_headers = false
+[providers.p.bulkhead]
+max_concurrent = 1
+max_waiting = 0
+[providers.p.breaker]
+enabled = false
+[providers.p.retry]
+max_attempts = 3
+backoff_base_ms = 10
+jitter = "none"
+min_attempt_time_ms = 0
+"#,
+    )
+    .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (c, f) = (calls.clone(), failed.clone());
+    // Answers at once; request 99's first attempt fails.
+    let provider = service_fn(move |req: WithDeadline<u32>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let v = *req.get_ref();
+        let fail = v == 99 && f.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if fail {
+                Err::<u32, BoxError>(
+                    std::io::Error::from(std::io::ErrorKind::ConnectionReset).into(),
+                )
+            } else {
+                Ok(v)
+            }
+        }
+    });
+    let stack = ProviderStack::build(
+        &cfg.provider("p").unwrap(),
+        provider,
+        palisade_core::ErrorClassifier,
+        None,
+    )
+    .unwrap();
+    let bulkhead = stack.handles.bulkhead.clone().unwrap();
+    let limit = stack.handles.rate_limit.clone().unwrap();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..4u32)
+        .map(|i| {
+            // Boxed: the spawned future's type is then plainly 'static.
+            let svc = stack.service.clone().boxed();
+            tokio::spawn(async move {
+                let v = svc.oneshot(WithDeadline::new(i)).await.unwrap();
+                (v, Instant::now() - start)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = bulkhead.snapshot();
+    assert_eq!(
+        (b.in_flight, b.waiting),
+        (0, 0),
+        "nobody holds a slot while waiting for quota"
+    );
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    let want: Vec<_> = (0..4u32).map(|i| (i, secs(u64::from(i)))).collect();
+    assert_eq!(got, want, "in arrival order, one a second");
+    assert_eq!(bulkhead.snapshot().rejected, 0);
+    // A request whose first attempt fails: its retry waits for its own
+    // room (inside, counted), a second after the first attempt's.
+    let v = stack
+        .service
+        .clone()
+        .oneshot(WithDeadline::new(99))
+        .await
+        .unwrap();
+    assert_eq!((v, Instant::now() - start), (99, secs(5)));
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    assert_eq!(limit.snapshot().admitted, 6);
+}

@@ -14,6 +14,8 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::limiter::{Decision, Shared, Taken};
+use crate::prepaid::Offer;
+use crate::service::Role;
 
 pin_project! {
     #[project = StateProj]
@@ -72,6 +74,7 @@ pin_project! {
         // The latest instant (limiter nanoseconds) a wait may end at.
         wait_until: u64,
         phase: Phase,
+        role: Role,
     }
 
     impl<S, Req, C> PinnedDrop for ResponseFuture<S, Req, C>
@@ -130,6 +133,23 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
             classifier: Some(classifier),
             taken,
             wait_until: 0,
+            role: Role::Limit,
+        }
+    }
+
+    /// A pacer's call with room now: offered to the limiter inside.
+    pub(crate) fn paced(inner: &mut S, req: Req, shared: Arc<Shared>, taken: Taken) -> Self {
+        ResponseFuture {
+            state: State::Calling {
+                fut: offer(inner, req, &shared, taken),
+            },
+            pending: None,
+            shared: None,
+            classifier: None,
+            taken,
+            wait_until: 0,
+            phase: Phase::None,
+            role: Role::Pace,
         }
     }
 
@@ -142,6 +162,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
             taken: Taken::default(),
             wait_until: 0,
             phase: Phase::None,
+            role: Role::Limit,
         }
     }
 
@@ -155,6 +176,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
         decision: Decision,
         now: u64,
         limit: u64,
+        role: Role,
     ) -> Self {
         let reserved = matches!(decision, Decision::Reserved(_));
         ResponseFuture {
@@ -170,8 +192,25 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
             } else {
                 Phase::None
             },
+            role,
         }
     }
+}
+
+/// Calls `inner` with the room `taken` offered to the limiter inside it;
+/// gives the room back if nothing there claimed it.
+fn offer<S: Service<Req>, Req>(
+    inner: &mut S,
+    req: Req,
+    shared: &Shared,
+    taken: Taken,
+) -> S::Future {
+    let offer = Offer::new(shared, taken.tokens);
+    let fut = inner.call(req);
+    if !offer.claimed() {
+        shared.release(taken, shared.now());
+    }
+    fut
 }
 
 impl<S, Req, C> Future for ResponseFuture<S, Req, C>
@@ -188,7 +227,10 @@ where
             match this.state.as_mut().project() {
                 StateProj::Waiting { sleep, reserved } => {
                     ready!(sleep.as_mut().poll(cx));
-                    let shared = this.shared.clone().expect("a waiting call holds its limiter");
+                    let shared = this
+                        .shared
+                        .clone()
+                        .expect("a waiting call holds its limiter");
                     if !*reserved {
                         // The provider's window has reset: ask again, within
                         // what is left of the wait.
@@ -204,6 +246,14 @@ where
                         }
                     }
                     let (mut inner, req) = *this.pending.take().expect("sent once");
+                    if *this.role == Role::Pace {
+                        *this.phase = Phase::None;
+                        *this.shared = None;
+                        this.state.set(State::Calling {
+                            fut: offer(&mut inner, req, &shared, *this.taken),
+                        });
+                        continue;
+                    }
                     shared.sent(this.taken.tokens);
                     *this.phase = if shared.reads_responses() {
                         Phase::Sent

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use crate::handle::RateLimitHandle;
 use crate::limiter::{Mode, Shared};
 use crate::quota::Quota;
-use crate::service::RateLimit;
+use crate::service::{RateLimit, Role};
 use crate::weigh::Unweighted;
 
 /// The most quotas one limiter checks together.
@@ -54,6 +54,7 @@ pub struct RateLimitLayer<C = ErrorClassifier, W = Unweighted> {
     shared: Arc<Shared>,
     classifier: C,
     weigh: W,
+    role: Role,
 }
 
 impl RateLimitLayer {
@@ -77,6 +78,62 @@ impl<C, W> RateLimitLayer<C, W> {
     pub fn handle(&self) -> RateLimitHandle {
         RateLimitHandle::new(self.shared.clone())
     }
+
+    /// How a call with no room is treated.
+    pub fn mode(&self) -> Mode {
+        self.shared.mode
+    }
+
+    /// The waiting half of this limiter, to put outside a bulkhead (and a
+    /// retry layer) whose inside this limiter guards: it waits for a
+    /// request's room there, where waiting holds no slot, and hands the
+    /// room it took to this limiter, which sends the first attempt at once
+    /// and still counts every retry. For [`Mode::Wait`]; in the other
+    /// modes there is nothing to wait for, and it passes calls through
+    /// after the same check. Room the limiter inside does not claim at once
+    /// (the bulkhead queued the call) is given back, and the limiter
+    /// decides that call itself when it comes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use std::time::Duration;
+    /// use palisade_bulkhead::BulkheadLayer;
+    /// use palisade_core::BoxError;
+    /// use palisade_ratelimit::{Mode, Quota, RateLimitLayer};
+    /// use tower::{service_fn, ServiceBuilder, ServiceExt};
+    ///
+    /// let limit = RateLimitLayer::builder()
+    ///     .quota(Quota::per_second(1).burst(1))
+    ///     .mode(Mode::Wait(Duration::from_secs(5)))
+    ///     .build()
+    ///     .unwrap();
+    /// let bulkhead = BulkheadLayer::builder().max_concurrent(1).build().unwrap();
+    /// let slots = bulkhead.handle();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(limit.pacer())
+    ///     .layer(bulkhead)
+    ///     .layer(limit.clone())
+    ///     .service(service_fn(|_: http::Request<()>| async { Ok::<_, BoxError>("sent") }));
+    /// svc.clone().oneshot(http::Request::new(())).await.unwrap();
+    /// // The next request waits a second for room, holding no slot meanwhile.
+    /// let next = tokio::spawn(svc.clone().oneshot(http::Request::new(())));
+    /// tokio::time::sleep(Duration::from_millis(500)).await;
+    /// assert_eq!(slots.snapshot().in_flight, 0);
+    /// assert_eq!(next.await.unwrap().unwrap(), "sent");
+    /// assert_eq!(limit.handle().snapshot().admitted, 2);
+    /// # }
+    /// ```
+    pub fn pacer(&self) -> RateLimitLayer<ErrorClassifier, W>
+    where
+        W: Clone,
+    {
+        RateLimitLayer {
+            shared: self.shared.clone(),
+            classifier: ErrorClassifier,
+            weigh: self.weigh.clone(),
+            role: Role::Pace,
+        }
+    }
 }
 
 impl<S, C: Clone, W: Clone> Layer<S> for RateLimitLayer<C, W> {
@@ -88,6 +145,7 @@ impl<S, C: Clone, W: Clone> Layer<S> for RateLimitLayer<C, W> {
             self.shared.clone(),
             self.classifier.clone(),
             self.weigh.clone(),
+            self.role,
         )
     }
 }
@@ -191,6 +249,7 @@ impl<C, W> Builder<C, W> {
             shared: Shared::new(self.provider, self.quotas, self.follow_headers, self.mode),
             classifier: self.classifier,
             weigh: self.weigh,
+            role: Role::Limit,
         })
     }
 }

@@ -51,6 +51,7 @@ mod handle;
 mod layer;
 mod limiter;
 mod pacing;
+mod prepaid;
 mod quota;
 #[cfg(feature = "serde")]
 mod section;

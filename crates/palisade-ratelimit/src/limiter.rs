@@ -21,8 +21,16 @@ pub enum Mode {
     Reject,
     /// Wait for room, in arrival order, up to this long and never past
     /// the request's deadline: a request whose room comes later is
-    /// refused at once instead of sleeping.
+    /// refused at once instead of sleeping. Under a bulkhead, put the
+    /// limiter's [`pacer`](crate::RateLimitLayer::pacer) outside it, so a
+    /// waiting request holds no slot.
     Wait(Duration),
+    /// Not ready while there is no room: `poll_ready` is pending until a
+    /// request would have room, and wakes the task then. For balancers,
+    /// which call a ready service and skip the others. A call that finds
+    /// no room anyway (another clone took it after `poll_ready`) is
+    /// refused as in [`Reject`](Mode::Reject).
+    Ready,
 }
 
 #[derive(Debug)]

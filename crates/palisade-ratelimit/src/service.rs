@@ -2,33 +2,54 @@
 //! makes.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{BoxError, Classify, HasDeadline};
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::limiter::{Decision, Mode, Shared, Taken};
+use crate::prepaid;
 use crate::weigh::Weigh;
 
+/// What a [`RateLimit`] does with the room it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Sends the call (and settles it with its response).
+    Limit,
+    /// Waits for room outside a bulkhead and offers it to the same
+    /// limiter inside (see `prepaid`).
+    Pace,
+}
+
 /// A service whose calls pass a rate limit. Made by
-/// [`RateLimitLayer`](crate::RateLimitLayer).
+/// [`RateLimitLayer`](crate::RateLimitLayer) (and, as the limiter's
+/// waiting half, by [`RateLimitLayer::pacer`](crate::RateLimitLayer::pacer)).
 pub struct RateLimit<S, C, W> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
     weigh: W,
+    role: Role,
+    // In `Mode::Ready`, the timer `poll_ready` waits on for room; boxed,
+    // and only ever made in that mode.
+    room: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S, C, W> RateLimit<S, C, W> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C, weigh: W) -> Self {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C, weigh: W, role: Role) -> Self {
         RateLimit {
             inner,
             shared,
             classifier,
             weigh,
+            role,
+            room: None,
         }
     }
 }
@@ -40,6 +61,8 @@ impl<S: Clone, C: Clone, W: Clone> Clone for RateLimit<S, C, W> {
             shared: self.shared.clone(),
             classifier: self.classifier.clone(),
             weigh: self.weigh.clone(),
+            role: self.role,
+            room: None,
         }
     }
 }
@@ -48,6 +71,7 @@ impl<S, C, W> fmt::Debug for RateLimit<S, C, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("provider", &self.shared.provider)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
@@ -65,18 +89,50 @@ where
     type Future = ResponseFuture<S, Req, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.shared.mode == Mode::Ready {
+            loop {
+                let shared = &self.shared;
+                let now = shared.now();
+                let wait = shared.wait(0, now);
+                if wait == 0 {
+                    self.room = None;
+                    break;
+                }
+                let at = shared.instant(now.saturating_add(wait));
+                match &mut self.room {
+                    Some(sleep) => sleep.as_mut().reset(at),
+                    None => self.room = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+                let sleep = self.room.as_mut().expect("armed above");
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
+        if self.role == Role::Limit && matches!(shared.mode, Mode::Wait(_)) {
+            // This limiter's pacer, outside, already waited for the room.
+            if let Some(tokens) = prepaid::claim(shared) {
+                shared.sent(tokens);
+                return ResponseFuture::sent(
+                    self.inner.call(req),
+                    shared.reads_responses().then(|| shared.clone()),
+                    self.classifier.clone(),
+                    Taken { tokens },
+                );
+            }
+        }
         let tokens = self.weigh.tokens(&req);
         let taken = Taken { tokens };
         let now = shared.now();
         // The longest this call may wait: the mode's, never past its
         // deadline.
         let limit = match shared.mode {
-            Mode::Reject => 0,
+            Mode::Reject | Mode::Ready => 0,
             Mode::Wait(d) => {
                 let d = match req.deadline() {
                     Some(deadline) => deadline.clamp(d),
@@ -87,6 +143,9 @@ where
         };
         let decision = shared.decide(tokens, now, limit);
         match decision {
+            Decision::Now if self.role == Role::Pace => {
+                return ResponseFuture::paced(&mut self.inner, req, shared.clone(), taken);
+            }
             Decision::Now => {
                 shared.sent(tokens);
                 return ResponseFuture::sent(
@@ -114,6 +173,7 @@ where
             decision,
             now,
             limit,
+            self.role,
         )
     }
 }

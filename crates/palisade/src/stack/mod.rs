@@ -9,13 +9,13 @@ use std::marker::PhantomData;
 use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
 use palisade_bulkhead::{BulkheadHandle, BulkheadLayer, OnResponse, ReleaseMode, Unguarded};
 use palisade_core::{Admissions, BoxError, Classify, HasDeadline, Inspectors, ProviderId};
-use palisade_ratelimit::{RateLimitHandle, RateLimitLayer};
+use palisade_ratelimit::{Mode, RateLimitHandle, RateLimitLayer};
 use palisade_retry::{RetryBudget, RetryHandle, RetryLayer};
 use tower::util::Either;
 use tower_layer::Layer;
 
 use self::box_error::BoxErrors;
-use self::service::{BreakerPart, RateLimitPart, RetryPart, TimeoutPart};
+use self::service::{BreakerPart, BulkheadPart, RateLimitPart, RetryPart, TimeoutPart};
 pub use self::service::{ProviderFuture, ProviderService};
 
 use crate::config::{ConfigError, ProviderSettings};
@@ -75,8 +75,10 @@ impl ProviderHandles {
 
 /// One provider, protected: its stack and its handles.
 ///
-/// Built in the order ARCHITECTURE.md gives, outer to inner: bulkhead (one
-/// request holds one slot across its retries), retry with budget (every
+/// Built in the order ARCHITECTURE.md gives, outer to inner: in the rate
+/// limit's wait mode, its pacer (a request waits for quota here, holding
+/// no bulkhead slot), bulkhead (one request holds one slot across its
+/// retries), retry with budget (every
 /// attempt passes the rate limit and the breaker), rate limit (every
 /// attempt spends quota, so retries cannot exceed it), circuit breaker (a
 /// timed-out attempt counts as the provider's failure), attempt timeout
@@ -271,12 +273,16 @@ impl<'a, S, C, M> StackBuilder<'a, S, C, M> {
             Either::Right(timeout)
         };
 
+        let mut pacer = None;
         let rate_limit: RateLimitPart<S, C> = if s.rate_limit.active() {
             let builder = RateLimitLayer::builder()
                 .provider(id.clone())
                 .classifier(classifier.clone());
             let layer = s.rate_limit.build(builder).map_err(at)?;
             handles.rate_limit = Some(layer.handle());
+            if matches!(layer.mode(), Mode::Wait(_)) {
+                pacer = Some(layer.pacer());
+            }
             Either::Left(layer.layer(breaker))
         } else {
             Either::Right(breaker)
@@ -296,13 +302,20 @@ impl<'a, S, C, M> StackBuilder<'a, S, C, M> {
             Either::Right(rate_limit)
         };
 
-        let inner = if s.bulkhead.enabled {
+        let bulkhead: BulkheadPart<S, C, M> = if s.bulkhead.enabled {
             let builder = BulkheadLayer::builder().provider(id.clone());
             let layer = s.bulkhead.build(builder).map_err(at)?;
             handles.bulkhead = Some(layer.handle());
             Either::Left(layer.release_mode::<M>().layer(retry))
         } else {
             Either::Right(Unguarded::new(retry))
+        };
+
+        // A request waiting for quota waits outside the bulkhead, holding
+        // no slot; the limiter inside still counts every attempt.
+        let inner = match pacer {
+            Some(pacer) => Either::Left(pacer.layer(bulkhead)),
+            None => Either::Right(bulkhead),
         };
 
         Ok(ProviderStack {

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use palisade_breaker::CircuitBreaker;
 use palisade_bulkhead::{Bulkhead, OnResponse, Unguarded};
-use palisade_core::BoxError;
+use palisade_core::{BoxError, ErrorClassifier};
 use palisade_deadline::AttemptTimeout;
 use palisade_ratelimit::{RateLimit, Unweighted};
 use palisade_retry::{CloneRequest, Retry, UsePolicy};
@@ -27,12 +27,15 @@ pub(super) type RateLimitPart<S, C> =
     Either<RateLimit<BreakerPart<S, C>, C, Unweighted>, BreakerPart<S, C>>;
 pub(super) type RetryPart<S, C> =
     Either<Retry<RateLimitPart<S, C>, C, UsePolicy, CloneRequest>, RateLimitPart<S, C>>;
-pub(super) type Layers<S, C, M> =
+pub(super) type BulkheadPart<S, C, M> =
     Either<Bulkhead<RetryPart<S, C>, M>, Unguarded<RetryPart<S, C>, M>>;
+pub(super) type Layers<S, C, M> =
+    Either<RateLimit<BulkheadPart<S, C, M>, ErrorClassifier, Unweighted>, BulkheadPart<S, C, M>>;
 
-/// One provider's protected service: bulkhead > retry with budget > rate
-/// limit > circuit breaker > attempt timeout > the provider, each part present or
-/// switched off as configured. Built by [`ProviderStack`](crate::ProviderStack).
+/// One provider's protected service: (rate limit's pacer, in wait mode) >
+/// bulkhead > retry with budget > rate limit > circuit breaker > attempt
+/// timeout > the provider, each part present or switched off as
+/// configured. Built by [`ProviderStack`](crate::ProviderStack).
 ///
 /// Its type names only the provider's service `S`, the classifier `C` and
 /// the bulkhead's release mode `M`, so it does not change when a layer is
@@ -54,9 +57,9 @@ impl<S: Clone, C: Clone, M> Clone for ProviderService<S, C, M> {
 
 impl<S, C, M> fmt::Debug for ProviderService<S, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bulkhead = matches!(self.inner, Either::Left(_));
+        let paced = matches!(self.inner, Either::Left(_));
         f.debug_struct("ProviderService")
-            .field("bulkhead", &bulkhead)
+            .field("paced", &paced)
             .finish_non_exhaustive()
     }
 }
