@@ -259,6 +259,30 @@ pub fn governor_direct(
     })
 }
 
+/// governor's keyed limiter (its dashmap state store), calls spread over
+/// the same 10 000 keys, every key already held.
+pub fn governor_keyed(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    use std::num::NonZeroU32;
+    let quota = governor::Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
+    let limiter = std::sync::Arc::new(governor::RateLimiter::dashmap(quota));
+    for k in 0..crate::ours::KEYS {
+        let _ = limiter.check_key(&k);
+    }
+    tower::service_fn(move |req: Req| {
+        let admitted = limiter
+            .check_key(&(*req.get_ref() % crate::ours::KEYS))
+            .is_ok();
+        let mut bare = Bare;
+        async move {
+            if !admitted {
+                return Err(BenchError);
+            }
+            bare.call(req).await
+        }
+    })
+}
+
 /// tower's fixed-window `RateLimit`, with a window the run never fills.
 /// It is not `Clone` (its state is its own; sharing it takes a `Buffer`),
 /// so each task gets its own: no sharing, no contention, in its favour.

@@ -198,6 +198,19 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     );
 
     add(
+        "keyed rate limit",
+        "palisade",
+        "10 000 keys, one quota each",
+        wanted("keyed rate limit").then(|| measure(&settings, true, ours::keyed_rate_limit)),
+    );
+    add(
+        "keyed rate limit",
+        "governor",
+        "keyed (dashmap) check, 10 000 keys",
+        wanted("keyed rate limit").then(|| measure(&settings, true, peers::governor_keyed)),
+    );
+
+    add(
         "stack",
         "palisade",
         "deadline>bulkhead>retry>rate limit>breaker>attempt timeout",

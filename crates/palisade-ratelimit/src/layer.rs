@@ -1,7 +1,6 @@
 //! [`RateLimitLayer`] and its builder.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use palisade_core::{ConfigError, ErrorClassifier, Problems, ProviderId};
 use tower_layer::Layer;
@@ -225,19 +224,7 @@ impl<C, W> Builder<C, W> {
             );
         }
         for q in &self.quotas {
-            if q.amount == 0 {
-                p.add(
-                    "quota",
-                    "an amount of 0 admits nothing; leave the quota out",
-                );
-            } else if q.period.is_zero() || q.period > Duration::from_secs(366 * 24 * 3600) {
-                p.add(
-                    "quota",
-                    format!("period {:?} is not within (0s, 366 days]", q.period),
-                );
-            } else if q.burst == Some(0) {
-                p.add("burst", "0 admits nothing; use at least 1");
-            }
+            q.check(&mut p);
         }
         if let Mode::Wait(d) = self.mode {
             if d.is_zero() {

@@ -16,6 +16,9 @@
 //! - **Reject or wait** ([`Mode`]): refuse with a
 //!   [`Rejected`](palisade_core::Rejected) (`RateLimited`, with when there
 //!   will be room), or wait in arrival order, never past the deadline.
+//! - **Limits per key** ([`KeyedRateLimitLayer`]): per API key, tenant or
+//!   user ([`KeyOf`], [`HeaderKey`]); keys whose buckets are full again are
+//!   forgotten, so memory stays bounded under millions of keys.
 //! - **Views**: the handle answers core's admission view (a fallback chain
 //!   skips a provider with no room) and inspection view (health, metrics).
 //!
@@ -45,9 +48,11 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod epoch;
 mod future;
 mod gcra;
 mod handle;
+mod keyed;
 mod layer;
 mod limiter;
 mod pacing;
@@ -60,6 +65,10 @@ mod weigh;
 
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{QuotaSnapshot, RateLimitHandle, RateLimitSnapshot, WindowSnapshot};
+pub use crate::keyed::{
+    HeaderKey, KeyOf, KeyedBuilder, KeyedFuture, KeyedRateLimit, KeyedRateLimitHandle,
+    KeyedRateLimitLayer, KeyedSnapshot, MAX_KEYED_QUOTAS,
+};
 pub use crate::layer::{Builder, RateLimitLayer, MAX_QUOTAS};
 pub use crate::limiter::Mode;
 pub use crate::quota::{Quota, Unit};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use palisade_core::{ProviderId, RateInfo, StripedCounter};
 use tokio::time::Instant;
 
+use crate::epoch::Epoch;
 use crate::gcra::Gcra;
 use crate::pacing::Window;
 use crate::quota::{Quota, Unit};
@@ -43,7 +44,7 @@ pub(crate) struct Shared {
     pub(crate) mode: Mode,
     /// Whether responses have anything to tell (see `reads_responses`).
     reads: bool,
-    epoch: Instant,
+    epoch: Epoch,
     pub(crate) admitted: StripedCounter,
     pub(crate) refused: StripedCounter,
     pub(crate) waited: StripedCounter,
@@ -93,7 +94,7 @@ impl Shared {
             follow_headers,
             mode,
             reads,
-            epoch: Instant::now(),
+            epoch: Epoch::new(),
             admitted: StripedCounter::default(),
             refused: StripedCounter::default(),
             waited: StripedCounter::default(),
@@ -106,16 +107,11 @@ impl Shared {
     /// Nanoseconds since the limiter was built, on tokio's clock.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        self.at(palisade_core::clock::now())
-    }
-
-    #[inline]
-    pub(crate) fn at(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
+        self.epoch.now()
     }
 
     pub(crate) fn instant(&self, nanos: u64) -> Instant {
-        self.epoch + Duration::from_nanos(nanos.saturating_sub(1))
+        self.epoch.instant(nanos)
     }
 
     #[inline]

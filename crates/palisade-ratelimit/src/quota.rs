@@ -87,6 +87,23 @@ impl Quota {
     }
 
     /// Nanoseconds per unit.
+    /// Adds what is wrong with this quota to `p`.
+    pub(crate) fn check(&self, p: &mut palisade_core::Problems) {
+        if self.amount == 0 {
+            p.add(
+                "quota",
+                "an amount of 0 admits nothing; leave the quota out",
+            );
+        } else if self.period.is_zero() || self.period > Duration::from_secs(366 * 24 * 3600) {
+            p.add(
+                "quota",
+                format!("period {:?} is not within (0s, 366 days]", self.period),
+            );
+        } else if self.burst == Some(0) {
+            p.add("burst", "0 admits nothing; use at least 1");
+        }
+    }
+
     pub(crate) fn interval(&self) -> u64 {
         (self.period.as_nanos() / u128::from(self.amount.max(1))).min(u64::MAX as u128) as u64
     }
