@@ -4,10 +4,15 @@
 //! Two simulated providers run on loopback. Workers send chat completions
 //! the whole time, half through the gateway (palisade's router: primary
 //! first, secondary as fallback) and half straight to the primary, as an
-//! application without palisade would. The primary is healthy, then goes
-//! down, then rate-limits with `Retry-After`, then recovers. At the end the
-//! demo prints a table (requests, errors the caller saw, failovers, p50/p99
-//! latency) and writes a timeline chart as SVG.
+//! application without palisade would; each side has its own copy of the
+//! primary, so one side's load does not spend the other's quota. The
+//! primary is healthy, then goes down, then rate-limits with
+//! `Retry-After`, then recovers, then enforces its own limit of
+//! [`DemoOptions::primary_rpm`] requests a minute, publishing OpenAI's `x-ratelimit-*`
+//! headers: palisade paces itself by them (and fails over while the primary
+//! has no room) where the direct side gets 429s. At the end the demo prints
+//! a table (requests, errors the caller saw, failovers, p50/p99 latency,
+//! 429s from the primary's own limit) and writes a timeline chart as SVG.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -34,6 +39,10 @@ pub struct DemoOptions {
     pub svg: Option<std::path::PathBuf>,
     /// Whether to draw live progress.
     pub progress: bool,
+    /// The primary's own limit in the last phase, in requests per minute
+    /// (its bucket holds a minute's worth): below what the workers send
+    /// in that phase, so it is reached.
+    pub primary_rpm: u64,
 }
 
 impl Default for DemoOptions {
@@ -43,6 +52,7 @@ impl Default for DemoOptions {
             workers: 8,
             svg: Some("palisade-demo.svg".into()),
             progress: true,
+            primary_rpm: 600,
         }
     }
 }
@@ -69,6 +79,8 @@ pub struct SideSummary {
     pub p50: Duration,
     /// 99th percentile latency.
     pub p99: Duration,
+    /// Requests the primary refused for being over its own limit.
+    pub primary_429s: u64,
 }
 
 /// What the demo measured.
@@ -84,11 +96,12 @@ pub struct DemoReport {
     pub svg: String,
 }
 
-const PHASES: [(&str, f64); 4] = [
+const PHASES: [(&str, f64); 5] = [
     ("healthy", 0.0),
-    ("primary down", 0.2),
-    ("primary rate-limits (429, Retry-After: 2)", 0.45),
-    ("primary recovered", 0.7),
+    ("primary down", 0.15),
+    ("primary rate-limits (429, Retry-After: 2)", 0.35),
+    ("primary recovered", 0.55),
+    ("primary enforces its own limit (x-ratelimit headers)", 0.7),
 ];
 
 fn phase_at(frac: f64) -> usize {
@@ -98,10 +111,11 @@ fn phase_at(frac: f64) -> usize {
         .unwrap_or(0)
 }
 
-fn apply_phase(primary: &SimHandle, phase: usize) {
+fn apply_phase(primary: &SimHandle, phase: usize, rpm: u64) {
     primary.set_faults(|f| {
         f.down = phase == 1;
         f.rate_limit_secs = (phase == 2).then_some(2);
+        f.requests_per_minute = (phase == 4).then_some(rpm);
     });
 }
 
@@ -140,7 +154,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, palisade_core::BoxErro
     let gw = Gateway::bind(cfg, None).await?;
     let gateway_url = format!("http://{}/v1/chat/completions", gw.local_addr()?);
     let primary = gw.sims()["primary"].clone();
-    let direct_url = format!("{}/v1/chat/completions", primary.base_url());
+    // The direct side's own copy of the primary, with the same faults.
+    let direct = palisade_sim::spawn("primary", primary.faults()).await?;
+    let direct_url = format!("{}/v1/chat/completions", direct.base_url());
     let registry = gw.registry();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(gw.serve(async move {
@@ -219,7 +235,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, palisade_core::BoxErro
         let now_phase = phase_at(frac);
         if now_phase != phase {
             phase = now_phase;
-            apply_phase(&primary, phase);
+            apply_phase(&primary, phase, opts.primary_rpm);
+            apply_phase(&direct, phase, opts.primary_rpm);
             if let Some(b) = &bar {
                 b.println(format!(
                     "{:>5.1}s  phase: {}",
@@ -264,7 +281,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, palisade_core::BoxErro
 
     let with = std::mem::take(&mut *with.lock().unwrap_or_else(|e| e.into_inner()));
     let without = std::mem::take(&mut *without.lock().unwrap_or_else(|e| e.into_inner()));
-    let (sw, so) = (summarise(&with), summarise(&without));
+    let (sw, so) = (
+        summarise(&with, primary.rate_limited()),
+        summarise(&without, direct.rate_limited()),
+    );
     let table = table(&sw, &so);
     let svg = svg(&with, &without, &breaker_track, opts.duration);
     if let Some(path) = &opts.svg {
@@ -278,7 +298,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, palisade_core::BoxErro
     })
 }
 
-fn summarise(samples: &[Sample]) -> SideSummary {
+fn summarise(samples: &[Sample], primary_429s: u64) -> SideSummary {
     let mut lat: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
     lat.sort();
     let pct = |p: f64| {
@@ -294,6 +314,7 @@ fn summarise(samples: &[Sample]) -> SideSummary {
         failovers: samples.iter().filter(|s| s.failover).count(),
         p50: pct(0.5),
         p99: pct(0.99),
+        primary_429s,
     }
 }
 
@@ -301,22 +322,23 @@ fn table(with: &SideSummary, without: &SideSummary) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| | requests | errors the caller saw | failovers | p50 | p99 |"
+        "| | requests | errors the caller saw | failovers | p50 | p99 | 429s from the primary's own limit |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
     for (name, s) in [
         ("with palisade", with),
         ("without (straight to the primary)", without),
     ] {
         let _ = writeln!(
             t,
-            "| {name} | {} | {} ({:.1}%) | {} | {:.0} ms | {:.0} ms |",
+            "| {name} | {} | {} ({:.1}%) | {} | {:.0} ms | {:.0} ms | {} |",
             s.requests,
             s.errors,
             100.0 * s.errors as f64 / s.requests.max(1) as f64,
             s.failovers,
             s.p50.as_secs_f64() * 1000.0,
-            s.p99.as_secs_f64() * 1000.0
+            s.p99.as_secs_f64() * 1000.0,
+            s.primary_429s
         );
     }
     t
@@ -357,7 +379,7 @@ fn svg(
     );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     // Phases.
-    let colours = ["#eef7ee", "#fbe9e9", "#fdf3e1", "#eef7ee"];
+    let colours = ["#eef7ee", "#fbe9e9", "#fdf3e1", "#eef7ee", "#e9eefb"];
     for (i, (name, start)) in PHASES.iter().enumerate() {
         let end = PHASES.get(i + 1).map_or(1.0, |p| p.1);
         let _ = writeln!(

@@ -13,8 +13,10 @@ usage: palisade-gateway [--listen ADDR] [--config FILE]
                   config with three simulated providers)
 
   demo            a scripted outage (down, then 429 with Retry-After, then
-                  recovery) under load, with and without palisade; prints a
-                  table and writes a timeline SVG (default palisade-demo.svg)
+                  recovery, then the provider's own 600 requests/min limit
+                  with x-ratelimit headers) under load, with and without
+                  palisade; prints a table and writes a timeline SVG
+                  (default palisade-demo.svg)
 ";
 
 fn main() {

@@ -15,6 +15,8 @@ async fn the_demo_shows_palisade_absorbing_the_outage() {
         workers: 2,
         svg: Some(svg_path.clone()),
         progress: false,
+        // The last phase is under a second here: a bucket of 10.
+        primary_rpm: 10,
     })
     .await
     .unwrap();
@@ -31,6 +33,11 @@ async fn the_demo_shows_palisade_absorbing_the_outage() {
         "with palisade: {with:?}"
     );
     assert!(with.failovers > 0);
+    // In the last phase the primary enforces its own limit: straight to
+    // it, requests over the limit get 429s; palisade, pacing itself by the
+    // primary's headers, sends it none it refuses.
+    assert!(without.primary_429s > 0, "without palisade: {without:?}");
+    assert_eq!(with.primary_429s, 0, "with palisade: {with:?}");
     assert!(report.table.contains("| with palisade |"));
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

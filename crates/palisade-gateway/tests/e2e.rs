@@ -355,3 +355,33 @@ async fn a_stream_in_progress_holds_its_providers_slot() {
     let _ = r.stop.send(());
     r.done.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_answers_usage_is_charged_to_the_token_quota() {
+    let cfg = format!("{CONFIG}\n[palisade.defaults.rate_limit]\ntokens_per_minute = 1000\n");
+    let r = start(&cfg).await;
+    let (status, body, _) = r.post(CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    let used = json(&body)["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(used > 0);
+    let (_, health) = r.get("/health").await;
+    let health = json(&health);
+    let primary = health["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "primary")
+        .unwrap_or_else(|| panic!("{health}"));
+    let quota = &primary["rate_limit"]["quotas"][0];
+    assert_eq!(quota["unit"], "tokens", "{primary}");
+    // Nothing was charged up front (the gateway does not estimate): the
+    // answer's usage was, afterwards. (At 1000 a minute, at most one token
+    // refills in the few milliseconds this takes.)
+    let available = quota["available"].as_u64().unwrap();
+    assert!(
+        (1000 - used..=1001 - used).contains(&available),
+        "used {used}, available {available}"
+    );
+    let _ = r.stop.send(());
+    r.done.await.unwrap().unwrap();
+}

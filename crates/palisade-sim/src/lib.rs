@@ -61,6 +61,14 @@ pub struct Faults {
     /// Prompts longer than this many characters get `400
     /// context_length_exceeded`.
     pub context_window: Option<usize>,
+    /// The provider's own request limit, per minute: enforced (a request
+    /// over it gets `429` with `Retry-After`) and published on every
+    /// answer in OpenAI's `x-ratelimit-*-requests` headers.
+    pub requests_per_minute: Option<u64>,
+    /// The provider's own token limit, per minute (a request costs its
+    /// prompt's characters / 4 plus the completion's tokens), enforced and
+    /// published in `x-ratelimit-*-tokens`.
+    pub tokens_per_minute: Option<u64>,
 }
 
 impl Default for Faults {
@@ -77,6 +85,8 @@ impl Default for Faults {
             hang: false,
             stall_after_tokens: None,
             context_window: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
         }
     }
 }
@@ -86,6 +96,117 @@ struct SimState {
     started: tokio::time::Instant,
     faults: Mutex<Faults>,
     requests: AtomicU64,
+    limits: Mutex<Limits>,
+    rate_limited: AtomicU64,
+}
+
+/// The provider's own limits as OpenAI keeps them: a bucket per unit that
+/// refills continuously to its per-minute limit.
+#[derive(Default)]
+struct Limits {
+    requests: Bucket,
+    tokens: Bucket,
+}
+
+#[derive(Default)]
+struct Bucket {
+    /// Units used, as of `at` (drains at `limit` per minute).
+    used: f64,
+    at: Option<tokio::time::Instant>,
+}
+
+impl Bucket {
+    /// Refills to `now` under `limit` per minute; the units used then.
+    fn level(&mut self, limit: u64, now: tokio::time::Instant) -> f64 {
+        if let Some(at) = self.at {
+            let drained = now.duration_since(at).as_secs_f64() * limit as f64 / 60.0;
+            self.used = (self.used - drained).max(0.0);
+        }
+        self.at = Some(now);
+        self.used
+    }
+
+    /// What is left, and how long until the bucket is full again.
+    fn state(&self, limit: u64) -> (u64, Duration) {
+        let left = (limit as f64 - self.used).max(0.0).floor() as u64;
+        let reset = Duration::from_secs_f64(self.used * 60.0 / limit as f64);
+        (left, reset)
+    }
+
+    /// How long until `cost` more fits.
+    fn wait(&self, limit: u64, cost: f64) -> Duration {
+        let over = self.used + cost - limit as f64;
+        Duration::from_secs_f64(over.max(0.0) * 60.0 / limit as f64)
+    }
+}
+
+/// A duration in OpenAI's reset format: `20ms`, `1.5s`, `6m0s`.
+fn reset_format(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let s = format!("{:.3}", d.as_secs_f64());
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1_000)
+    }
+}
+
+impl SimState {
+    /// Spends one request and `tokens` from the provider's limits, or
+    /// says how long until they fit (spending nothing); either way the
+    /// rate headers to answer with.
+    fn spend(
+        &self,
+        faults: &Faults,
+        tokens: u64,
+    ) -> (Option<Duration>, Vec<(&'static str, String)>) {
+        let now = tokio::time::Instant::now();
+        let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wait = Duration::ZERO;
+        let units = [
+            (faults.requests_per_minute, 1.0, "requests"),
+            (faults.tokens_per_minute, tokens as f64, "tokens"),
+        ];
+        let Limits {
+            requests,
+            tokens: token_bucket,
+        } = &mut *limits;
+        let buckets = [requests, token_bucket];
+        for (i, (limit, cost, _)) in units.iter().enumerate() {
+            if let Some(limit) = limit.filter(|l| *l > 0) {
+                buckets[i].level(limit, now);
+                wait = wait.max(buckets[i].wait(limit, *cost));
+            }
+        }
+        let refused = !wait.is_zero();
+        let mut headers = Vec::new();
+        for (i, (limit, cost, unit)) in units.iter().enumerate() {
+            if let Some(limit) = limit.filter(|l| *l > 0) {
+                if !refused {
+                    buckets[i].used += cost;
+                }
+                let (left, reset) = buckets[i].state(limit);
+                let (l, r, t) = match *unit {
+                    "requests" => (
+                        "x-ratelimit-limit-requests",
+                        "x-ratelimit-remaining-requests",
+                        "x-ratelimit-reset-requests",
+                    ),
+                    _ => (
+                        "x-ratelimit-limit-tokens",
+                        "x-ratelimit-remaining-tokens",
+                        "x-ratelimit-reset-tokens",
+                    ),
+                };
+                headers.push((l, limit.to_string()));
+                headers.push((r, left.to_string()));
+                headers.push((t, reset_format(reset)));
+            }
+        }
+        (refused.then_some(wait), headers)
+    }
 }
 
 /// A running simulated provider: its address, and its faults to change.
@@ -133,6 +254,13 @@ impl SimHandle {
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
     }
+
+    /// Requests it refused for being over its own
+    /// [`requests_per_minute`](Faults::requests_per_minute) or
+    /// [`tokens_per_minute`](Faults::tokens_per_minute).
+    pub fn rate_limited(&self) -> u64 {
+        self.state.rate_limited.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts a simulated provider named `name` on a free loopback port.
@@ -144,6 +272,8 @@ pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
         started: tokio::time::Instant::now(),
         faults: Mutex::new(faults),
         requests: AtomicU64::new(0),
+        limits: Mutex::new(Limits::default()),
+        rate_limited: AtomicU64::new(0),
     });
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -223,6 +353,28 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
             "This model's maximum context length was exceeded",
         );
     }
+    let (over, rate_headers) = s.spend(&faults, (prompt_len / 4) as u64 + u64::from(faults.tokens));
+    let with_rate = move |mut res: Response| {
+        for (name, value) in &rate_headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                res.headers_mut().insert(*name, v);
+            }
+        }
+        res
+    };
+    if let Some(wait) = over {
+        s.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let mut res = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            "Rate limit reached for requests",
+        );
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs.max(1)));
+        return with_rate(res);
+    }
     let (fail, jitter) = {
         let mut rng = rand::rng();
         let fail = rng.random::<f64>() < faults.error_rate;
@@ -235,12 +387,12 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
     };
     tokio::time::sleep(Duration::from_millis(faults.latency_ms + jitter)).await;
     if fail {
-        return error(
+        return with_rate(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "internal",
             "the simulated provider failed",
-        );
+        ));
     }
     let id = format!("chatcmpl-{}", s.requests.load(Ordering::Relaxed));
     if !stream {
@@ -248,7 +400,7 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
             .map(|i| format!("tok{i}"))
             .collect::<Vec<_>>()
             .join(" ");
-        return axum::Json(serde_json::json!({
+        return with_rate(axum::Json(serde_json::json!({
             "id": id,
             "object": "chat.completion",
             "model": model,
@@ -256,7 +408,7 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("[{}] {content}", s.name)}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_len / 4, "completion_tokens": faults.tokens, "total_tokens": prompt_len / 4 + faults.tokens as usize},
         }))
-        .into_response();
+        .into_response());
     }
     let name = s.name.clone();
     let interval = Duration::from_millis(faults.token_interval_ms);
@@ -292,9 +444,11 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
             Some((Ok::<_, Infallible>(Bytes::from(frame)), (n + 1, n >= total)))
         }
     });
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    with_rate(
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    )
 }

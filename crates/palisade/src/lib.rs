@@ -60,6 +60,7 @@ pub use palisade_bulkhead as bulkhead;
 pub use palisade_core as core;
 pub use palisade_deadline as deadline;
 pub use palisade_fallback as fallback;
+pub use palisade_ratelimit as ratelimit;
 pub use palisade_retry as retry;
 
 /// Everything a typical user needs, in one import.

@@ -21,7 +21,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use palisade_core::{BoxError, Classified, FailureKind, HasDeadline, ProviderId, RejectReason};
+use palisade_core::{
+    BoxError, Classified, FailureKind, HasDeadline, ProviderId, RejectReason, TokenUsage,
+};
 use palisade_deadline::{
     FirstFrameLayer, PropagateDeadlineLayer, StreamTimeoutLayer, StreamTimeouts, TimeoutHeader,
 };
@@ -192,9 +194,44 @@ impl Service<ChatRequest> for Upstream {
             if !res.status().is_success() {
                 return Ok(res);
             }
-            let (parts, body) = res.into_parts();
+            let (mut parts, body) = res.into_parts();
             let bytes = body.collect().await?.to_bytes();
+            // What the answer used, for the rate limit's token quota to be
+            // corrected by.
+            if let Some(used) = usage(&bytes) {
+                parts.extensions.insert(TokenUsage(used));
+            }
             Ok(Response::from_parts(parts, classify::full_body(bytes)))
         })
+    }
+}
+
+/// The `usage.total_tokens` of an OpenAI-style answer, if it has one.
+fn usage(body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        usage: Option<Usage>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Usage {
+        total_tokens: u64,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .ok()?
+        .usage
+        .map(|u| u.total_tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage;
+
+    #[test]
+    fn usage_is_read_from_the_answer_and_garbage_is_ignored() {
+        let answer = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        assert_eq!(usage(answer), Some(7));
+        assert_eq!(usage(br#"{"id":"x"}"#), None);
+        assert_eq!(usage(br#"{"usage":{"total_tokens":"many"}}"#), None);
+        assert_eq!(usage(b"not json"), None);
     }
 }
