@@ -103,3 +103,55 @@ async fn without_following_headers_the_same_traffic_gets_429s() {
     assert_eq!(refused, 90);
     assert_eq!(sim.rate_limited(), 90);
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_whose_answers_overtake_each_other_get_no_429_either() {
+    // Jitter makes answers come back out of order, so an older answer's
+    // "remaining" can arrive after a newer one's.
+    let sim = spawn(
+        "limited",
+        Faults {
+            latency_ms: 1,
+            jitter_ms: 40,
+            tokens: 2,
+            requests_per_minute: Some(60),
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let provider = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+        let client = client.clone();
+        async move {
+            let res = client.request(req).await?;
+            let (parts, body) = res.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, BoxError>(http::Response::from_parts(parts, body))
+        }
+    });
+    let limit = RateLimitLayer::builder()
+        .classifier(HttpClassifier::new())
+        .mode(Mode::Wait(Duration::from_secs(300)))
+        .build()
+        .unwrap();
+    let svc = tower::util::BoxCloneService::new(limit.layer(provider));
+    let base = sim.base_url();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let svc = svc.clone();
+            let base = base.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    let res = svc.clone().oneshot(chat(&base)).await.unwrap();
+                    assert_eq!(res.status(), 200, "{:?}", res.body());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(sim.requests(), 200);
+    assert_eq!(sim.rate_limited(), 0, "the provider refused nothing");
+}

@@ -254,7 +254,7 @@ where
                         });
                         continue;
                     }
-                    shared.sent(this.taken.tokens);
+                    shared.sent(this.taken);
                     *this.phase = if shared.reads_responses() {
                         Phase::Sent
                     } else {

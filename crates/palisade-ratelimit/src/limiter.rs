@@ -73,6 +73,10 @@ pub(crate) enum Decision {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Taken {
     pub(crate) tokens: u64,
+    /// When following headers: the calls and tokens sent up to and
+    /// including this one, so that what was sent after it (which its
+    /// response's headers may not count) is known when it settles.
+    pub(crate) mark: (u64, u64),
 }
 
 impl Shared {
@@ -208,12 +212,16 @@ impl Shared {
         self.reads
     }
 
-    /// Counts a call as sent (in flight until settled).
+    /// Counts a call of `taken` as sent (in flight until settled), and,
+    /// when following headers, marks where it stands among the calls sent.
     #[inline]
-    pub(crate) fn sent(&self, tokens: u64) {
+    pub(crate) fn sent(&self, taken: &mut Taken) {
         self.admitted.add(1);
-        if tokens > 0 {
-            self.tokens_sent.add(tokens);
+        if taken.tokens > 0 {
+            self.tokens_sent.add(taken.tokens);
+        }
+        if self.follow_headers {
+            taken.mark = (self.admitted.get(), self.tokens_sent.get());
         }
     }
 
@@ -255,7 +263,13 @@ impl Shared {
         if !self.follow_headers {
             return;
         }
+        // What the provider's count may not include yet: every call still
+        // in flight, and every call sent after this one (answered or not:
+        // its answer may have overtaken this one). Counting some twice
+        // errs on the side of sending less.
         let (calls, tokens) = self.in_flight();
+        let calls = calls.saturating_add(self.admitted.get().saturating_sub(taken.mark.0));
+        let tokens = tokens.saturating_add(self.tokens_sent.get().saturating_sub(taken.mark.1));
         if let Some(info) = info {
             if let Some(w) = &info.requests {
                 self.requests.learn(w, now, calls);

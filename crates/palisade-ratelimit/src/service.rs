@@ -117,17 +117,24 @@ where
         if self.role == Role::Limit && matches!(shared.mode, Mode::Wait(_)) {
             // This limiter's pacer, outside, already waited for the room.
             if let Some(tokens) = prepaid::claim(shared) {
-                shared.sent(tokens);
+                let mut taken = Taken {
+                    tokens,
+                    ..Taken::default()
+                };
+                shared.sent(&mut taken);
                 return ResponseFuture::sent(
                     self.inner.call(req),
                     shared.reads_responses().then(|| shared.clone()),
                     self.classifier.clone(),
-                    Taken { tokens },
+                    taken,
                 );
             }
         }
         let tokens = self.weigh.tokens(&req);
-        let taken = Taken { tokens };
+        let mut taken = Taken {
+            tokens,
+            ..Taken::default()
+        };
         let now = shared.now();
         // The longest this call may wait: the mode's, never past its
         // deadline.
@@ -147,7 +154,7 @@ where
                 return ResponseFuture::paced(&mut self.inner, req, shared.clone(), taken);
             }
             Decision::Now => {
-                shared.sent(tokens);
+                shared.sent(&mut taken);
                 return ResponseFuture::sent(
                     self.inner.call(req),
                     shared.reads_responses().then(|| shared.clone()),
