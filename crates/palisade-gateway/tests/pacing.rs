@@ -24,6 +24,26 @@ fn chat(base: &str) -> http::Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// An HTTP client as a service, answers read whole.
+fn provider() -> impl Service<
+    http::Request<Full<Bytes>>,
+    Response = http::Response<Bytes>,
+    Error = BoxError,
+    Future = impl std::future::Future<Output = Result<http::Response<Bytes>, BoxError>> + Send,
+> + Clone
+       + Send {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+        let client = client.clone();
+        async move {
+            let res = client.request(req).await?;
+            let (parts, body) = res.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, BoxError>(http::Response::from_parts(parts, body))
+        }
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_provider_enforcing_60_rpm_gets_no_request_it_refuses() {
     let sim = spawn(
@@ -37,16 +57,7 @@ async fn a_provider_enforcing_60_rpm_gets_no_request_it_refuses() {
     )
     .await
     .unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let provider = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
-        let client = client.clone();
-        async move {
-            let res = client.request(req).await?;
-            let (parts, body) = res.into_parts();
-            let body = body.collect().await?.to_bytes();
-            Ok::<_, BoxError>(http::Response::from_parts(parts, body))
-        }
-    });
+    let provider = provider();
     // No quota: the limiter knows only what the provider's headers say.
     let limit = RateLimitLayer::builder()
         .provider("limited")
@@ -120,16 +131,7 @@ async fn concurrent_callers_whose_answers_overtake_each_other_get_no_429_either(
     )
     .await
     .unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let provider = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
-        let client = client.clone();
-        async move {
-            let res = client.request(req).await?;
-            let (parts, body) = res.into_parts();
-            let body = body.collect().await?.to_bytes();
-            Ok::<_, BoxError>(http::Response::from_parts(parts, body))
-        }
-    });
+    let provider = provider();
     let limit = RateLimitLayer::builder()
         .classifier(HttpClassifier::new())
         .mode(Mode::Wait(Duration::from_secs(300)))

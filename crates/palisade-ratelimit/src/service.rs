@@ -76,6 +76,24 @@ impl<S, C, W> fmt::Debug for RateLimit<S, C, W> {
     }
 }
 
+impl<S, C: Clone, W> RateLimit<S, C, W> {
+    /// Sends a call whose room is taken.
+    #[inline]
+    fn send<Req>(&mut self, req: Req, mut taken: Taken) -> ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        let shared = &self.shared;
+        shared.sent(&mut taken);
+        ResponseFuture::sent(
+            self.inner.call(req),
+            shared.reads_responses().then(|| shared.clone()),
+            self.classifier.clone(),
+            taken,
+        )
+    }
+}
+
 impl<S, C, W, Req> Service<Req> for RateLimit<S, C, W>
 where
     S: Service<Req> + Clone,
@@ -117,21 +135,15 @@ where
         if self.role == Role::Limit && matches!(shared.mode, Mode::Wait(_)) {
             // This limiter's pacer, outside, already waited for the room.
             if let Some(tokens) = prepaid::claim(shared) {
-                let mut taken = Taken {
+                let taken = Taken {
                     tokens,
                     ..Taken::default()
                 };
-                shared.sent(&mut taken);
-                return ResponseFuture::sent(
-                    self.inner.call(req),
-                    shared.reads_responses().then(|| shared.clone()),
-                    self.classifier.clone(),
-                    taken,
-                );
+                return self.send(req, taken);
             }
         }
         let tokens = self.weigh.tokens(&req);
-        let mut taken = Taken {
+        let taken = Taken {
             tokens,
             ..Taken::default()
         };
@@ -153,15 +165,7 @@ where
             Decision::Now if self.role == Role::Pace => {
                 return ResponseFuture::paced(&mut self.inner, req, shared.clone(), taken);
             }
-            Decision::Now => {
-                shared.sent(&mut taken);
-                return ResponseFuture::sent(
-                    self.inner.call(req),
-                    shared.reads_responses().then(|| shared.clone()),
-                    self.classifier.clone(),
-                    taken,
-                );
-            }
+            Decision::Now => return self.send(req, taken),
             Decision::Refused(wait) => {
                 return ResponseFuture::refused(shared.clone(), Duration::from_nanos(wait));
             }
