@@ -1,13 +1,15 @@
-//! GCRA: a quota's shape ([`Rate`]) and one quota as one atomic cell
-//! ([`Gcra`]).
+//! GCRA: a quota's shape ([`Rate`]) acting on an atomic cell, and quotas
+//! checked together on a slice of cells ([`Quotas`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::quota::Quota;
 
 /// A quota's shape as GCRA sees it: one unit per `interval` nanoseconds,
 /// `tolerance` nanoseconds of them at once (the burst). Its operations act
 /// on a cell holding the quota's "theoretical arrival time" (TAT: when the
-/// bucket will be full again), so one shape serves one cell ([`Gcra`]) or
-/// a cell per key (the keyed limiter). Lock-free: one CAS per take.
+/// bucket will be full again), so one shape serves a limiter's cell or a
+/// cell per key (the keyed limiter). Lock-free: one CAS per take.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rate {
     interval: u64,
@@ -99,55 +101,106 @@ impl Rate {
     }
 }
 
-/// One quota as a single GCRA cell.
+/// Quotas checked together, all or nothing, each on its own cell of a
+/// slice of cells (one limiter's, or one key's).
 #[derive(Debug)]
-pub(crate) struct Gcra {
-    tat: AtomicU64,
-    rate: Rate,
-}
+pub(crate) struct Quotas(Vec<(Quota, Rate)>);
 
-impl Gcra {
-    pub(crate) fn new(interval: u64, burst: u64) -> Self {
-        Gcra {
-            tat: AtomicU64::new(0),
-            rate: Rate::new(interval, burst),
+impl Quotas {
+    pub(crate) fn new(quotas: Vec<Quota>) -> Self {
+        Quotas(
+            quotas
+                .into_iter()
+                .map(|q| (q, Rate::new(q.interval(), q.burst_size())))
+                .collect(),
+        )
+    }
+
+    /// Each quota and its shape, in the order they were added.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(Quota, Rate)> {
+        self.0.iter()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Takes a call of `tokens` at `now` from every quota if each has room
+    /// within `max_wait`: `Ok(wait)` with everything taken, or `Err(wait)`
+    /// (how long until there would be room) with nothing taken.
+    #[inline]
+    pub(crate) fn take(
+        &self,
+        cells: &[AtomicU64],
+        tokens: u64,
+        now: u64,
+        max_wait: u64,
+    ) -> Result<u64, u64> {
+        let mut wait = 0;
+        for (i, ((q, rate), cell)) in self.0.iter().zip(cells).enumerate() {
+            match rate.take(cell, rate.debit(q.unit.cost(tokens)), now, max_wait) {
+                Ok(w) => wait = wait.max(w),
+                Err(w) => {
+                    Quotas::give_back_some(&self.0[..i], cells, tokens);
+                    return Err(w);
+                }
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Gives back a call of `tokens` that every quota had taken.
+    pub(crate) fn give_back(&self, cells: &[AtomicU64], tokens: u64) {
+        Quotas::give_back_some(&self.0, cells, tokens);
+    }
+
+    fn give_back_some(quotas: &[(Quota, Rate)], cells: &[AtomicU64], tokens: u64) {
+        for ((q, rate), cell) in quotas.iter().zip(cells) {
+            rate.give_back(cell, rate.debit(q.unit.cost(tokens)));
         }
     }
 
-    #[inline]
-    pub(crate) fn debit(&self, cost: u64) -> u64 {
-        self.rate.debit(cost)
-    }
-
-    #[inline]
-    pub(crate) fn take(&self, debit: u64, now: u64, max_wait: u64) -> Result<u64, u64> {
-        self.rate.take(&self.tat, debit, now, max_wait)
-    }
-
-    pub(crate) fn wait(&self, debit: u64, now: u64) -> u64 {
-        self.rate.wait(&self.tat, debit, now)
-    }
-
-    pub(crate) fn give_back(&self, debit: u64) {
-        self.rate.give_back(&self.tat, debit)
-    }
-
-    pub(crate) fn charge(&self, debit: u64, now: u64) {
-        self.rate.charge(&self.tat, debit, now)
-    }
-
-    pub(crate) fn available(&self, now: u64) -> u64 {
-        self.rate.available(&self.tat, now)
-    }
-
-    pub(crate) fn burst(&self) -> u64 {
-        self.rate.burst()
+    /// How long a call of `tokens` would wait at `now`, taking nothing.
+    pub(crate) fn wait(&self, cells: &[AtomicU64], tokens: u64, now: u64) -> u64 {
+        self.0
+            .iter()
+            .zip(cells)
+            .map(|((q, rate), cell)| rate.wait(cell, rate.debit(q.unit.cost(tokens)), now))
+            .max()
+            .unwrap_or(0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shape and its cell, as one quota.
+    struct Gcra(Rate, AtomicU64);
+
+    impl Gcra {
+        fn new(interval: u64, burst: u64) -> Self {
+            Gcra(Rate::new(interval, burst), AtomicU64::new(0))
+        }
+        fn debit(&self, cost: u64) -> u64 {
+            self.0.debit(cost)
+        }
+        fn take(&self, debit: u64, now: u64, max_wait: u64) -> Result<u64, u64> {
+            self.0.take(&self.1, debit, now, max_wait)
+        }
+        fn wait(&self, debit: u64, now: u64) -> u64 {
+            self.0.wait(&self.1, debit, now)
+        }
+        fn give_back(&self, debit: u64) {
+            self.0.give_back(&self.1, debit)
+        }
+        fn available(&self, now: u64) -> u64 {
+            self.0.available(&self.1, now)
+        }
+        fn burst(&self) -> u64 {
+            self.0.burst()
+        }
+    }
 
     const MS: u64 = 1_000_000;
 

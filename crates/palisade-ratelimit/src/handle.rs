@@ -107,15 +107,16 @@ impl RateLimitHandle {
             quotas: s
                 .quotas
                 .iter()
-                .map(|(q, g)| QuotaSnapshot {
+                .zip(&*s.tats)
+                .map(|((q, rate), tat)| QuotaSnapshot {
                     unit: match q.unit {
                         Unit::Requests => "requests",
                         Unit::Tokens => "tokens",
                     },
                     amount: q.amount,
                     period_ms: q.period.as_millis() as u64,
-                    burst: g.burst(),
-                    available: g.available(now),
+                    burst: rate.burst(),
+                    available: rate.available(tat, now),
                 })
                 .collect(),
             provider_requests: window(&s.requests),

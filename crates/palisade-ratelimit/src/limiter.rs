@@ -1,6 +1,7 @@
 //! The shared state of one limiter: its quotas, what the provider said,
 //! and its counters; admission is all-or-nothing across them.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use palisade_core::{ProviderId, RateInfo, StripedCounter};
 use tokio::time::Instant;
 
 use crate::epoch::Epoch;
-use crate::gcra::Gcra;
+use crate::gcra::Quotas;
 use crate::pacing::Window;
 use crate::quota::{Quota, Unit};
 
@@ -37,7 +38,9 @@ pub enum Mode {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) provider: Option<ProviderId>,
-    pub(crate) quotas: Vec<(Quota, Gcra)>,
+    pub(crate) quotas: Quotas,
+    /// One GCRA cell per quota.
+    pub(crate) tats: Box<[AtomicU64]>,
     pub(crate) requests: Window,
     pub(crate) tokens: Window,
     pub(crate) follow_headers: bool,
@@ -89,10 +92,8 @@ impl Shared {
         let reads = follow_headers || quotas.iter().any(|q| q.unit == Unit::Tokens);
         Arc::new(Shared {
             provider,
-            quotas: quotas
-                .into_iter()
-                .map(|q| (q, Gcra::new(q.interval(), q.burst_size())))
-                .collect(),
+            tats: quotas.iter().map(|_| AtomicU64::new(0)).collect(),
+            quotas: Quotas::new(quotas),
             requests: Window::default(),
             tokens: Window::default(),
             follow_headers,
@@ -118,14 +119,6 @@ impl Shared {
         self.epoch.instant(nanos)
     }
 
-    #[inline]
-    fn cost(unit: Unit, tokens: u64) -> u64 {
-        match unit {
-            Unit::Requests => 1,
-            Unit::Tokens => tokens,
-        }
-    }
-
     /// Admits a request of `tokens` at `now` if every quota has room
     /// within `max_wait` (a reservation: the call may go after `wait`) and
     /// the provider's windows have room now: `Ok(wait)` with everything
@@ -133,16 +126,7 @@ impl Shared {
     /// nothing taken.
     #[inline]
     pub(crate) fn acquire(&self, tokens: u64, now: u64, max_wait: u64) -> Result<u64, u64> {
-        let mut wait = 0;
-        for (i, (q, g)) in self.quotas.iter().enumerate() {
-            match g.take(g.debit(Self::cost(q.unit, tokens)), now, max_wait) {
-                Ok(w) => wait = wait.max(w),
-                Err(w) => {
-                    self.give_back_quotas(&self.quotas[..i], tokens);
-                    return Err(w);
-                }
-            }
-        }
+        let wait = self.quotas.take(&self.tats, tokens, now, max_wait)?;
         if self.follow_headers {
             let windows = self.requests.take(1, now).and_then(|()| {
                 self.tokens.take(tokens, now).inspect_err(|_| {
@@ -152,7 +136,7 @@ impl Shared {
             if let Err(w) = windows {
                 // The provider's window holds no reservations: the caller
                 // may wait for its reset and ask again.
-                self.give_back_quotas(&self.quotas, tokens);
+                self.quotas.give_back(&self.tats, tokens);
                 return Err(w);
             }
         }
@@ -175,15 +159,9 @@ impl Shared {
         }
     }
 
-    fn give_back_quotas(&self, quotas: &[(Quota, Gcra)], tokens: u64) {
-        for (q, g) in quotas {
-            g.give_back(g.debit(Self::cost(q.unit, tokens)));
-        }
-    }
-
     /// Gives back an admission whose call was never sent.
     pub(crate) fn release(&self, taken: Taken, now: u64) {
-        self.give_back_quotas(&self.quotas, taken.tokens);
+        self.quotas.give_back(&self.tats, taken.tokens);
         if self.follow_headers {
             self.requests.give_back(1, now);
             self.tokens.give_back(taken.tokens, now);
@@ -192,10 +170,7 @@ impl Shared {
 
     /// How long a request of `tokens` would wait now, taking nothing.
     pub(crate) fn wait(&self, tokens: u64, now: u64) -> u64 {
-        let mut wait = 0;
-        for (q, g) in &self.quotas {
-            wait = wait.max(g.wait(g.debit(Self::cost(q.unit, tokens)), now));
-        }
+        let mut wait = self.quotas.wait(&self.tats, tokens, now);
         if self.follow_headers {
             wait = wait
                 .max(self.requests.wait(1, now))
@@ -250,12 +225,12 @@ impl Shared {
         }
         let now = self.now();
         if let Some(used) = info.and_then(|i| i.used_tokens) {
-            for (q, g) in &self.quotas {
+            for ((q, rate), tat) in self.quotas.iter().zip(&*self.tats) {
                 if q.unit == Unit::Tokens {
                     if used > taken.tokens {
-                        g.charge(g.debit(used - taken.tokens), now);
+                        rate.charge(tat, rate.debit(used - taken.tokens), now);
                     } else {
-                        g.give_back(g.debit(taken.tokens - used));
+                        rate.give_back(tat, rate.debit(taken.tokens - used));
                     }
                 }
             }
@@ -267,9 +242,13 @@ impl Shared {
         // in flight, and every call sent after this one (answered or not:
         // its answer may have overtaken this one). Counting some twice
         // errs on the side of sending less.
-        let (calls, tokens) = self.in_flight();
-        let calls = calls.saturating_add(self.admitted.get().saturating_sub(taken.mark.0));
-        let tokens = tokens.saturating_add(self.tokens_sent.get().saturating_sub(taken.mark.1));
+        let (calls_sent, tokens_sent) = (self.admitted.get(), self.tokens_sent.get());
+        let calls = calls_sent
+            .saturating_sub(self.finished.get())
+            .saturating_add(calls_sent.saturating_sub(taken.mark.0));
+        let tokens = tokens_sent
+            .saturating_sub(self.tokens_done.get())
+            .saturating_add(tokens_sent.saturating_sub(taken.mark.1));
         if let Some(info) = info {
             if let Some(w) = &info.requests {
                 self.requests.learn(w, now, calls);

@@ -13,6 +13,17 @@ pub enum Unit {
     Tokens,
 }
 
+impl Unit {
+    /// What a call of `tokens` costs in this unit.
+    #[inline]
+    pub(crate) fn cost(self, tokens: u64) -> u64 {
+        match self {
+            Unit::Requests => 1,
+            Unit::Tokens => tokens,
+        }
+    }
+}
+
 /// A limit of `amount` units per `period`, of which up to `burst` may be
 /// spent at once (by default a whole period's worth).
 ///

@@ -8,9 +8,9 @@ use dashmap::DashMap;
 use palisade_core::{ProviderId, StripedCounter};
 
 use crate::epoch::Epoch;
-use crate::gcra::Rate;
+use crate::gcra::{Quotas, Rate};
 use crate::keyed::layer::MAX_KEYED_QUOTAS;
-use crate::quota::{Quota, Unit};
+use crate::quota::Quota;
 
 /// New keys between sweeps at the least: a sweep visits every key, so it
 /// runs once per as many new keys as it kept last time (amortised O(1)
@@ -23,7 +23,7 @@ pub(crate) struct Cells([AtomicU64; MAX_KEYED_QUOTAS]);
 
 pub(crate) struct KeyedShared<K> {
     pub(crate) provider: Option<ProviderId>,
-    pub(crate) quotas: Vec<(Quota, Rate)>,
+    pub(crate) quotas: Quotas,
     pub(crate) keys: DashMap<K, Cells>,
     pub(crate) epoch: Epoch,
     pub(crate) admitted: StripedCounter,
@@ -49,10 +49,7 @@ impl<K: Hash + Eq + Clone> KeyedShared<K> {
     pub(crate) fn new(provider: Option<ProviderId>, quotas: Vec<Quota>) -> Self {
         KeyedShared {
             provider,
-            quotas: quotas
-                .into_iter()
-                .map(|q| (q, Rate::new(q.interval(), q.burst_size())))
-                .collect(),
+            quotas: Quotas::new(quotas),
             keys: DashMap::new(),
             epoch: Epoch::new(),
             admitted: StripedCounter::default(),
@@ -64,27 +61,10 @@ impl<K: Hash + Eq + Clone> KeyedShared<K> {
         }
     }
 
-    fn cost(unit: Unit, tokens: u64) -> u64 {
-        match unit {
-            Unit::Requests => 1,
-            Unit::Tokens => tokens,
-        }
-    }
-
     /// Takes room for a call of `tokens` under `key` at `now` if every
     /// quota has it: `Ok(())`, or `Err(wait)` with nothing taken.
     fn take(&self, cells: &Cells, tokens: u64, now: u64) -> Result<(), u64> {
-        for (i, (q, rate)) in self.quotas.iter().enumerate() {
-            if let Err(wait) =
-                rate.take(&cells.0[i], rate.debit(Self::cost(q.unit, tokens)), now, 0)
-            {
-                for (j, (q, rate)) in self.quotas[..i].iter().enumerate() {
-                    rate.give_back(&cells.0[j], rate.debit(Self::cost(q.unit, tokens)));
-                }
-                return Err(wait);
-            }
-        }
-        Ok(())
+        self.quotas.take(&cells.0, tokens, now, 0).map(drop)
     }
 
     /// Admits a call of `tokens` under `key` now, or refuses it with the
@@ -113,16 +93,9 @@ impl<K: Hash + Eq + Clone> KeyedShared<K> {
     /// a key not seen, or forgotten: its buckets are full).
     pub(crate) fn wait(&self, key: &K) -> u64 {
         let now = self.epoch.now();
-        self.keys.get(key).map_or(0, |cells| {
-            self.quotas
-                .iter()
-                .enumerate()
-                .map(|(i, (q, rate))| {
-                    rate.wait(&cells.0[i], rate.debit(Self::cost(q.unit, 0)), now)
-                })
-                .max()
-                .unwrap_or(0)
-        })
+        self.keys
+            .get(key)
+            .map_or(0, |cells| self.quotas.wait(&cells.0, 0, now))
     }
 
     /// Units each quota has for `key` now.
