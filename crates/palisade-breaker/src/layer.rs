@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::{ErrorClassifier, Policy, ProviderId};
+use palisade_core::{ErrorClassifier, GrpcClassifier, HttpClassifier, Policy, ProviderId};
 use tower_layer::Layer;
 
 use crate::config::{Config, ConfigError, HalfOpenRule, ReadinessMode, WindowKind};
@@ -75,12 +75,48 @@ impl CircuitBreakerLayer<ErrorClassifier> {
     /// jitter; 2 half-open probes, both must succeed; Retry-After cooldowns
     /// on, capped at 5 min; fail-fast readiness; errors classified with
     /// [`ErrorClassifier`], counted by [`Policy::default`].
+    ///
+    /// **Only errors are failures with this builder**: a service that
+    /// answers `Ok(503)` never trips it. For HTTP services start from
+    /// [`http`](Self::http), for gRPC channels from [`grpc`](Self::grpc),
+    /// or give a classifier.
     pub fn builder() -> Builder<ErrorClassifier> {
         Builder {
             cfg: Config::default(),
             classifier: ErrorClassifier,
             seed: None,
         }
+    }
+
+    /// [`builder`](Self::builder) for HTTP services: responses are read by
+    /// [`HttpClassifier`], so 5xx answers count as failures and a 429 or
+    /// 503 with `Retry-After` opens the breaker for exactly that long.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use palisade_breaker::CircuitBreakerLayer;
+    /// use palisade_core::{BoxError, CircuitState};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// let breaker = CircuitBreakerLayer::http().consecutive_failures(Some(3)).build().unwrap();
+    /// let svc = breaker.layer(service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, BoxError>(http::Response::builder().status(503).body(()).unwrap())
+    /// }));
+    /// for _ in 0..3 {
+    ///     let _ = svc.clone().oneshot(http::Request::new(())).await;
+    /// }
+    /// assert_eq!(breaker.handle().state(), CircuitState::Open);
+    /// # }
+    /// ```
+    pub fn http() -> Builder<HttpClassifier> {
+        Self::builder().classifier(HttpClassifier::new())
+    }
+
+    /// [`builder`](Self::builder) for gRPC channels (tonic): responses are
+    /// read by [`GrpcClassifier`] (`grpc-status`, pushback), since a gRPC
+    /// failure usually arrives as HTTP 200.
+    pub fn grpc() -> Builder<GrpcClassifier> {
+        Self::builder().classifier(GrpcClassifier::new())
     }
 }
 

@@ -253,6 +253,14 @@ pub trait Classify<Res, Err = BoxError> {
     fn rate_info(&self, _res: &Res) -> crate::RateInfo {
         crate::RateInfo::default()
     }
+
+    /// The per-call record ([`Served`](crate::Served)) on a response, for
+    /// layers to fill in; `None` (the default) when the response type has
+    /// nowhere to carry it. The HTTP and gRPC classifiers keep it in the
+    /// response's extensions.
+    fn served<'r>(&self, _res: &'r mut Res) -> Option<&'r mut crate::Served> {
+        None
+    }
 }
 
 impl<F, Res, Err> Classify<Res, Err> for F

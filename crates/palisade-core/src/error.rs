@@ -2,6 +2,7 @@
 //! (and every user) recognises them the same way.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ProviderId;
@@ -120,13 +121,32 @@ impl fmt::Display for RejectReason {
 ///     "provider openai: circuit breaker is open (5 consecutive failures); retry after 30s"
 /// );
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Rejected {
     reason: RejectReason,
     provider: Option<ProviderId>,
     retry_after: Option<Duration>,
     detail: Option<std::borrow::Cow<'static, str>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
+
+impl PartialEq for Rejected {
+    /// Equal when every field is, the [`source`](std::error::Error::source)
+    /// compared by identity.
+    fn eq(&self, other: &Self) -> bool {
+        self.reason == other.reason
+            && self.provider == other.provider
+            && self.retry_after == other.retry_after
+            && self.detail == other.detail
+            && match (&self.source, &other.source) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Rejected {}
 
 impl Rejected {
     /// A rejection for `reason`, with no provider, wait hint or detail yet.
@@ -137,6 +157,7 @@ impl Rejected {
             provider: None,
             retry_after: None,
             detail: None,
+            source: None,
         }
     }
 
@@ -168,10 +189,45 @@ impl Rejected {
         self
     }
 
+    /// Keeps the failure that came before the refusal as this error's
+    /// [`source`](std::error::Error::source): a retry refused by a breaker
+    /// that the earlier attempts opened still says what the provider did.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
+    }
+
     /// Why the call was refused.
     #[inline]
     pub fn reason(&self) -> RejectReason {
         self.reason
+    }
+
+    /// Whether the refusal is the request's deadline (too little of it
+    /// left to start the call): a timeout to the caller (HTTP 504), not
+    /// unavailability.
+    #[inline]
+    pub fn is_deadline(&self) -> bool {
+        self.reason == RejectReason::DeadlineExceeded
+    }
+
+    /// The HTTP status a server should answer with when it passes this
+    /// refusal on: 504 for the deadline, 429 for a rate limit, 503 for the
+    /// rest (open breaker, full bulkhead, exhausted budget, no provider).
+    ///
+    /// ```
+    /// use palisade_core::{RejectReason, Rejected};
+    ///
+    /// assert_eq!(Rejected::new(RejectReason::DeadlineExceeded).http_status(), 504);
+    /// assert_eq!(Rejected::new(RejectReason::RateLimited).http_status(), 429);
+    /// assert_eq!(Rejected::new(RejectReason::BulkheadFull).http_status(), 503);
+    /// ```
+    pub fn http_status(&self) -> http::StatusCode {
+        match self.reason {
+            RejectReason::DeadlineExceeded => http::StatusCode::GATEWAY_TIMEOUT,
+            RejectReason::RateLimited => http::StatusCode::TOO_MANY_REQUESTS,
+            _ => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
     }
 
     /// The provider whose protection refused the call, when known.
@@ -209,7 +265,13 @@ impl fmt::Display for Rejected {
     }
 }
 
-impl std::error::Error for Rejected {}
+impl std::error::Error for Rejected {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Which timeout fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -282,6 +344,12 @@ impl Elapsed {
     /// The provider that was being called, when known.
     pub fn provider(&self) -> Option<&ProviderId> {
         self.provider.as_ref()
+    }
+
+    /// The HTTP status a server should answer with when it passes this
+    /// timeout on: 504 Gateway Timeout, whichever scope fired.
+    pub fn http_status(&self) -> http::StatusCode {
+        http::StatusCode::GATEWAY_TIMEOUT
     }
 }
 

@@ -139,6 +139,10 @@ impl GrpcClassifier {
 }
 
 impl<B> Classify<Response<B>, BoxError> for GrpcClassifier {
+    fn served<'r>(&self, res: &'r mut Response<B>) -> Option<&'r mut crate::Served> {
+        Some(crate::Served::in_response(res))
+    }
+
     fn rate_info(&self, res: &Response<B>) -> crate::RateInfo {
         crate::RateInfo::from_response(res, std::time::SystemTime::now())
     }

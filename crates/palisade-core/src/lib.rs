@@ -45,6 +45,7 @@ mod policy;
 mod provider;
 mod rate;
 mod section;
+mod served;
 
 pub use crate::admission::{Admission, Admissions, Refusing};
 pub use crate::classify::{
@@ -66,3 +67,4 @@ pub use crate::inspect::{HealthStatus, Inspect, Inspection, Inspectors, MetricKi
 pub use crate::policy::{Action, Policy};
 pub use crate::provider::ProviderId;
 pub use crate::rate::{parse_reset_duration, RateInfo, RateWindow, TokenUsage, MAX_RESET};
+pub use crate::served::Served;

@@ -16,8 +16,9 @@ pub struct Degraded {
 }
 
 /// A response that can be marked as degraded. Implemented for
-/// `http::Response<B>` (an extension and the `x-palisade-degraded: 1`
-/// header); implement it for your own response type to use
+/// `http::Response<B>` (the [`Degraded`] extension, the
+/// `x-palisade-degraded: 1` header, and `degraded` on its
+/// [`Served`](palisade_core::Served) record); implement it for your own response type to use
 /// [`Builder::degrade`](crate::Builder::degrade) with it.
 pub trait MarkDegraded {
     /// Marks `self` as a degraded answer.
@@ -29,6 +30,7 @@ impl<B> MarkDegraded for http::Response<B> {
         self.headers_mut()
             .insert(DEGRADED_HEADER, HeaderValue::from_static("1"));
         self.extensions_mut().insert(degraded);
+        palisade_core::Served::in_response(self).degraded = true;
     }
 }
 

@@ -1,7 +1,10 @@
 //! What a fallback chain reports when no provider answered.
 
-use palisade_core::{BoxError, FailureKind, ProviderId, Refusing};
+use palisade_core::{
+    classify_error, BoxError, FailureKind, ProviderId, Refusing, RejectReason, Rejected,
+};
 use std::fmt;
+use std::time::Duration;
 
 pub use palisade_core::ConfigError;
 
@@ -79,6 +82,79 @@ impl AllFailed {
                 AttemptOutcome::Error(_) | AttemptOutcome::Failed(_)
             )
         })
+    }
+}
+
+impl AllFailed {
+    /// Whether the request's deadline ended the chain: a provider not
+    /// started for lack of time, or one that timed out.
+    pub fn timed_out(&self) -> bool {
+        self.attempts.iter().any(|a| match &a.outcome {
+            AttemptOutcome::DeadlineExceeded => true,
+            AttemptOutcome::Failed(kind) => matches!(kind, FailureKind::Timeout),
+            AttemptOutcome::Error(e) => {
+                matches!(classify_error(&**e).kind, FailureKind::Timeout)
+                    || e.downcast_ref::<Rejected>()
+                        .is_some_and(Rejected::is_deadline)
+            }
+            _ => false,
+        })
+    }
+
+    /// The soonest time any skipped provider said it might take calls
+    /// again, when one said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.attempts
+            .iter()
+            .filter_map(|a| match &a.outcome {
+                AttemptOutcome::Skipped(r) => r.retry_in,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The HTTP status a server should answer with: 504 when the deadline
+    /// ended the chain, 502 when providers were called and failed, 429
+    /// when every provider was skipped for its rate limit (with
+    /// [`retry_after`](Self::retry_after) the wait), 503 when every
+    /// provider was skipped otherwise (open breakers, full bulkheads).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use palisade_core::{BoxError, WithDeadline};
+    /// use palisade_fallback::{AllFailed, Fallback, Target};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// let refused = || service_fn(|_: WithDeadline<()>| async {
+    ///     Err::<(), BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+    /// });
+    /// let chain = Fallback::builder()
+    ///     .target(Target::new("a", refused()))
+    ///     .target(Target::new("b", refused()))
+    ///     .build()
+    ///     .unwrap();
+    /// let err = chain.oneshot(WithDeadline::new(())).await.unwrap_err();
+    /// let all = err.downcast_ref::<AllFailed>().unwrap();
+    /// assert_eq!(all.http_status(), 502, "both were called and failed");
+    /// # }
+    /// ```
+    pub fn http_status(&self) -> http::StatusCode {
+        if self.timed_out() {
+            http::StatusCode::GATEWAY_TIMEOUT
+        } else if self.any_called() {
+            http::StatusCode::BAD_GATEWAY
+        } else if !self.attempts.is_empty()
+            && self.attempts.iter().all(|a| {
+                matches!(
+                    &a.outcome,
+                    AttemptOutcome::Skipped(r) if r.reason == RejectReason::RateLimited
+                )
+            })
+        {
+            http::StatusCode::TOO_MANY_REQUESTS
+        } else {
+            http::StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

@@ -148,14 +148,18 @@ where
                         let _in = span.enter();
                         fut.poll(cx)
                     };
-                    let result = ready!(polled).map_err(Into::into);
+                    let mut result = ready!(polled).map_err(Into::into);
                     let failure = match chain.classifier.classify(result.as_ref()) {
-                        Outcome::Success => return Poll::Ready(result),
+                        Outcome::Success => {
+                            record(chain, idx, this.attempts.len(), &mut result);
+                            return Poll::Ready(result);
+                        }
                         Outcome::Failure(f) => f,
                     };
                     if !chain.policy.falls_back(&failure) {
                         // The caller's own fault: another provider would
                         // refuse it too.
+                        record(chain, idx, this.attempts.len(), &mut result);
                         return Poll::Ready(result);
                     }
                     match failure.kind {
@@ -175,6 +179,24 @@ where
                     this.state.set(State::Pick);
                 }
             }
+        }
+    }
+}
+
+/// Writes who answered, after how many providers, on the answer's
+/// [`Served`](palisade_core::Served) record (when its type carries one).
+fn record<S, Req, C, D, Res>(
+    chain: &Chain<S, Req, C, D>,
+    idx: usize,
+    before: usize,
+    result: &mut Result<Res, BoxError>,
+) where
+    C: Classify<Res, BoxError>,
+{
+    if let Ok(res) = result {
+        if let Some(served) = chain.classifier.served(res) {
+            served.provider = Some(chain.targets[idx].id.clone());
+            served.fallbacks = u32::try_from(before).unwrap_or(u32::MAX);
         }
     }
 }

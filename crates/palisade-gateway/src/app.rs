@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade::bulkhead::OnBodyEnd;
-use palisade::{RegistryBuilder, Router};
+use palisade::RegistryBuilder;
 use palisade_core::BoxError;
 
 use crate::config::GatewayConfig;
@@ -66,16 +66,10 @@ impl Gateway {
                 Upstream::new(id, &base, key, u.models.clone(), client.clone(), &settings)?,
             );
         }
-        let registry = Arc::new(
-            RegistryBuilder::new(&cfg.palisade, GatewayClassifier::default())
-                .release_mode(OnBodyEnd)
-                .build(|p| upstreams[&p.id].clone())?,
-        );
-        let router = Router::from_config(
-            registry.clone(),
-            &cfg.palisade,
-            GatewayClassifier::default(),
-        )?;
+        let router = RegistryBuilder::new(&cfg.palisade, GatewayClassifier::default())
+            .release_mode(OnBodyEnd)
+            .build_router(|p| upstreams[&p.id].clone())?;
+        let registry = router.registry().clone();
         let addr = match listen {
             Some(a) => a,
             None => cfg.gateway.listen.parse()?,

@@ -3,8 +3,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use palisade_core::{BoxError, Elapsed, RejectReason, Rejected};
-use palisade_fallback::{AllFailed, AttemptOutcome};
+use palisade_core::{BoxError, Rejected};
+use palisade_fallback::AllFailed;
 
 use crate::openai::ErrorBody;
 
@@ -25,35 +25,36 @@ pub(crate) async fn not_found() -> Response {
     )
 }
 
-/// Maps a routing failure to 502 / 503 / 504 with every provider's error.
+/// Maps a routing failure to its status ([`palisade::http_status`]: 502 /
+/// 503 / 504, 429 when every provider is out of quota) with every
+/// provider's error, and `Retry-After` when palisade knows when a provider
+/// will take calls again.
 pub(crate) fn upstream_error(e: &BoxError) -> Response {
+    let status = palisade::http_status(&**e);
+    let code = match status {
+        StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "no_provider_available",
+        _ => "upstream_failed",
+    };
     let mut providers = Vec::new();
-    let (status, code) = if let Some(all) = e.downcast_ref::<AllFailed>() {
+    let mut retry_after = None;
+    if let Some(all) = e.downcast_ref::<AllFailed>() {
         for a in all.attempts() {
             providers.push(format!("{}: {}", a.provider, a.outcome));
         }
-        let timed_out = all.attempts().iter().any(|a| {
-            matches!(a.outcome, AttemptOutcome::DeadlineExceeded)
-                || matches!(&a.outcome, AttemptOutcome::Error(e) if e.is::<Elapsed>())
-        });
-        if timed_out {
-            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
-        } else if all.any_called() {
-            (StatusCode::BAD_GATEWAY, "upstream_failed")
-        } else {
-            (StatusCode::SERVICE_UNAVAILABLE, "no_provider_available")
-        }
-    } else if e.is::<Elapsed>() {
-        (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+        retry_after = all.retry_after();
     } else if let Some(r) = e.downcast_ref::<Rejected>() {
-        match r.reason() {
-            RejectReason::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "no_provider_available"),
-        }
-    } else {
-        (StatusCode::BAD_GATEWAY, "upstream_failed")
-    };
+        retry_after = r.retry_after();
+    }
     let mut body = ErrorBody::new("upstream_error", Some(code), e.to_string());
     body.error.providers = providers;
-    error(status, body)
+    let mut res = error(status, body);
+    if let Some(after) = retry_after.filter(|_| status != StatusCode::BAD_GATEWAY) {
+        // Whole seconds, rounded up, as `Retry-After` takes.
+        let secs = after.as_millis().div_ceil(1000).max(1) as u64;
+        res.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+    }
+    res
 }

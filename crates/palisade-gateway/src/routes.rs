@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, Limited};
 use palisade::HealthStatus;
+use palisade_core::Served;
 use tower::ServiceExt;
 
 use crate::errors::{error, not_found, upstream_error};
@@ -132,6 +133,9 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
                 s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
             }
             let (mut parts, body) = res.into_parts();
+            if let Some(served) = parts.extensions.get::<Served>() {
+                served_headers(served, &mut parts.headers);
+            }
             parts.extensions.clear();
             let body = if stream && parts.status.is_success() {
                 parts.headers.insert(
@@ -150,3 +154,25 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
         }
     }
 }
+
+/// Which provider answered (`x-palisade-provider`), after how many calls
+/// there (`x-palisade-attempts`) and how many providers before it
+/// (`x-palisade-fallbacks`).
+fn served_headers(served: &Served, headers: &mut http::HeaderMap) {
+    if let Some(p) = served
+        .provider
+        .as_ref()
+        .and_then(|p| HeaderValue::from_str(p.as_str()).ok())
+    {
+        headers.insert(PROVIDER_HEADER, p);
+    }
+    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(served.attempts));
+    headers.insert(FALLBACKS_HEADER, HeaderValue::from(served.fallbacks));
+}
+
+/// The header naming the provider that answered.
+pub const PROVIDER_HEADER: &str = "x-palisade-provider";
+/// The header counting the calls made to that provider (1: not retried).
+pub const ATTEMPTS_HEADER: &str = "x-palisade-attempts";
+/// The header counting the providers tried or skipped before it.
+pub const FALLBACKS_HEADER: &str = "x-palisade-fallbacks";

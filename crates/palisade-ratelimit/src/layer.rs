@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use palisade_core::{ConfigError, ErrorClassifier, Problems, ProviderId};
+use palisade_core::{
+    ConfigError, ErrorClassifier, GrpcClassifier, HttpClassifier, Problems, ProviderId,
+};
 use tower_layer::Layer;
 
 use crate::handle::RateLimitHandle;
@@ -59,6 +61,11 @@ pub struct RateLimitLayer<C = ErrorClassifier, W = Unweighted> {
 impl RateLimitLayer {
     /// A builder: no quota, following the provider's headers, rejecting
     /// when there is no room.
+    ///
+    /// **Its classifier reads no responses**: with it the limiter follows
+    /// no rate headers and no 429. For HTTP services start from
+    /// [`http`](Self::http), for gRPC channels from [`grpc`](Self::grpc),
+    /// or give a classifier.
     pub fn builder() -> Builder {
         Builder {
             provider: None,
@@ -68,6 +75,37 @@ impl RateLimitLayer {
             classifier: ErrorClassifier,
             weigh: Unweighted,
         }
+    }
+
+    /// [`builder`](Self::builder) for HTTP services: responses are read by
+    /// [`HttpClassifier`], so the provider's `x-ratelimit-*` /
+    /// `anthropic-ratelimit-*` headers and a 429's `Retry-After` pace the
+    /// limiter.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use palisade_core::{BoxError, RejectReason, Rejected};
+    /// use palisade_ratelimit::RateLimitLayer;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// let limit = RateLimitLayer::http().build().unwrap();
+    /// let svc = limit.layer(service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, BoxError>(http::Response::builder().status(429).header("retry-after", "2").body(()).unwrap())
+    /// }));
+    /// let _ = svc.clone().oneshot(http::Request::new(())).await;
+    /// // The provider asked for 2 s: nothing is sent before then.
+    /// let err = svc.clone().oneshot(http::Request::new(())).await.unwrap_err();
+    /// assert_eq!(err.downcast_ref::<Rejected>().unwrap().reason(), RejectReason::RateLimited);
+    /// # }
+    /// ```
+    pub fn http() -> Builder<HttpClassifier> {
+        Self::builder().classifier(HttpClassifier::new())
+    }
+
+    /// [`builder`](Self::builder) for gRPC channels (tonic): responses are
+    /// read by [`GrpcClassifier`] (`RESOURCE_EXHAUSTED` with its pushback).
+    pub fn grpc() -> Builder<GrpcClassifier> {
+        Self::builder().classifier(GrpcClassifier::new())
     }
 }
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_core::{BoxError, ProviderId};
+use palisade_core::{BoxError, Failure, ProviderId};
 
 pub use palisade_core::ConfigError;
 
@@ -111,3 +111,52 @@ impl RetryStopped {
         self.source
     }
 }
+
+/// A failed answer (a response, not an error: an HTTP 503, a gRPC
+/// `UNAVAILABLE`) that the layer retried, kept as the
+/// [`source`](std::error::Error::source) of a refusal that ended the
+/// retries: when a later attempt is refused without a call (the breaker
+/// those failures opened, a rate limit, the deadline), the refusal still
+/// says what the provider last did.
+///
+/// ```
+/// use palisade_core::{FailureKind, Failure};
+/// use palisade_retry::FailedAnswer;
+///
+/// let e = FailedAnswer::new(Failure::new(FailureKind::Server(http::StatusCode::SERVICE_UNAVAILABLE)), 2);
+/// assert_eq!(e.to_string(), "attempt 2 was answered with a failure: server error 503");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedAnswer {
+    failure: Failure,
+    attempt: u32,
+}
+
+impl FailedAnswer {
+    /// Attempt number `attempt` (from 1) was answered with `failure`.
+    pub fn new(failure: Failure, attempt: u32) -> Self {
+        FailedAnswer { failure, attempt }
+    }
+
+    /// How the answer was classified.
+    pub fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
+    /// Which attempt it answered (from 1).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl fmt::Display for FailedAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "attempt {} was answered with a failure: {}",
+            self.attempt, self.failure.kind
+        )
+    }
+}
+
+impl std::error::Error for FailedAnswer {}

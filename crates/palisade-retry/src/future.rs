@@ -6,12 +6,16 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{Action, BoxError, Classify, Failure, FailureKind, HasDeadline, Outcome};
+use std::sync::atomic::Ordering;
+
+use palisade_core::{
+    Action, BoxError, Classify, Failure, FailureKind, HasDeadline, Outcome, Rejected,
+};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::error::RetryStopped;
+use crate::error::{FailedAnswer, RetryStopped};
 use crate::hooks::{Replay, RetryPredicate};
 use crate::service::Retry;
 use crate::shared::Plan;
@@ -49,6 +53,9 @@ pin_project! {
         told_at: u32,
         // The last delay slept (zero after a provider-given wait).
         previous: Duration,
+        // The last retried failure, to keep as the source of a refusal
+        // that ends the retries (only set once a retry is planned).
+        last: Option<BoxError>,
     }
 }
 
@@ -61,6 +68,7 @@ impl<S: Service<Req>, C, P, R, Req> ResponseFuture<S, C, P, R, Req> {
             attempt: 1,
             told_at: 0,
             previous: Duration::ZERO,
+            last: None,
         }
     }
 }
@@ -95,11 +103,31 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { fut } => {
-                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let mut result = ready!(fut.poll(cx)).map_err(Into::into);
                     let retry = &*this.retry;
                     let shared = &*retry.shared;
+                    if let Err(e) = &mut result {
+                        if let Some(refusal) = e.downcast_ref::<Rejected>() {
+                            // Refused without a call: not a provider call.
+                            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            if let Some(last) = this.last.take() {
+                                *e = refusal.clone().with_source(last).into();
+                            }
+                        }
+                    }
                     let outcome = retry.classifier.classify(result.as_ref());
                     let verdict = retry.predicate.should_retry(result.as_ref(), &outcome);
+                    let attempt = *this.attempt;
+                    if attempt > 1 {
+                        // The answer records how many calls it took (a
+                        // first-time answer needs no record: one call is
+                        // the default, and writing costs an allocation).
+                        if let Ok(res) = &mut result {
+                            if let Some(served) = retry.classifier.served(res) {
+                                served.attempts = attempt;
+                            }
+                        }
+                    }
                     let failure = match (outcome, verdict) {
                         (Outcome::Success, None | Some(false)) => {
                             shared.budget.record_success();
@@ -123,7 +151,6 @@ where
                         }
                     };
                     shared.budget.record_failure();
-                    let attempt = *this.attempt;
                     let plan = shared.plan(
                         &failure,
                         attempt,
@@ -133,6 +160,10 @@ where
                     );
                     match plan {
                         Plan::Retry { delay, told } => {
+                            *this.last = Some(match result {
+                                Err(e) => e,
+                                Ok(_) => FailedAnswer::new(failure, attempt).into(),
+                            });
                             if told {
                                 *this.told_at = attempt;
                                 *this.previous = Duration::ZERO;

@@ -40,8 +40,14 @@ pub struct RetrySnapshot {
     pub provider: Option<ProviderId>,
     /// Requests sent through the layer.
     pub requests: u64,
-    /// Attempts made: requests plus retries.
+    /// Attempts made: requests plus retries, refused ones included.
     pub attempts: u64,
+    /// Attempts that reached the provider: `attempts` less `refused`.
+    pub provider_calls: u64,
+    /// Attempts refused without a call by a palisade layer inside (an
+    /// open breaker, a rate limit, the deadline): each ends its request's
+    /// retries, as palisade never re-sends its own refusals.
+    pub refused: u64,
     /// Re-sends.
     pub retries: u64,
     /// Retries the budget refused.
@@ -60,10 +66,13 @@ impl RetryHandle {
         let s = &self.shared.stats;
         let requests = s.requests.get();
         let retries = s.retries.load(Ordering::Relaxed);
+        let refused = s.refused.load(Ordering::Relaxed);
         RetrySnapshot {
             provider: self.shared.cfg.provider.clone(),
             requests,
             attempts: requests + retries,
+            provider_calls: (requests + retries).saturating_sub(refused),
+            refused,
             retries,
             budget_refusals: s.budget_refusals.load(Ordering::Relaxed),
             deadline_stops: s.deadline_stops.load(Ordering::Relaxed),

@@ -4,7 +4,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_core::{ErrorClassifier, Policy, Problems, ProviderId, DEFAULT_MAX_RETRY_AFTER};
+use palisade_core::{
+    ErrorClassifier, GrpcClassifier, HttpClassifier, Policy, Problems, ProviderId,
+    DEFAULT_MAX_RETRY_AFTER,
+};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tower_layer::Layer;
@@ -96,8 +99,51 @@ impl RetryLayer {
     /// honoured up to 10 minutes, at least 100 ms of deadline left to start
     /// an attempt, and a ratio budget of 20% with a floor of 10 retries
     /// per second over 10 s.
+    ///
+    /// **Only errors are failures with this builder**: its classifier is
+    /// [`ErrorClassifier`], so a service that answers `Ok(503)` is never
+    /// retried. For HTTP services start from [`http`](Self::http), for
+    /// gRPC channels from [`grpc`](Self::grpc), or give a classifier.
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// [`builder`](Self::builder) for HTTP services: responses are read by
+    /// [`HttpClassifier`], so a 5xx, 429 or 408 is retried (a 429's
+    /// `Retry-After` waited exactly) and the caller's own 4xx is not.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use palisade_core::BoxError;
+    /// use palisade_retry::{Backoff, RetryLayer};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let provider = service_fn({
+    ///     let calls = calls.clone();
+    ///     move |_: http::Request<()>| {
+    ///         let status = if calls.fetch_add(1, Ordering::SeqCst) == 0 { 503 } else { 200 };
+    ///         async move { Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap()) }
+    ///     }
+    /// });
+    /// let retry = RetryLayer::http().backoff(Backoff::constant(Duration::from_millis(1))).build().unwrap();
+    /// let res = retry.layer(provider).oneshot(http::Request::new(())).await.unwrap();
+    /// assert_eq!(res.status(), 200);
+    /// assert_eq!(calls.load(Ordering::SeqCst), 2, "the 503 was retried");
+    /// # }
+    /// ```
+    pub fn http() -> Builder<HttpClassifier> {
+        Self::builder().classifier(HttpClassifier::new())
+    }
+
+    /// [`builder`](Self::builder) for gRPC channels (tonic): responses are
+    /// read by [`GrpcClassifier`] (`grpc-status`, pushback), since a gRPC
+    /// failure usually arrives as HTTP 200.
+    pub fn grpc() -> Builder<GrpcClassifier> {
+        Self::builder().classifier(GrpcClassifier::new())
     }
 }
 

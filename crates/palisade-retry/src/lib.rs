@@ -70,7 +70,7 @@ pub use crate::backoff::{Backoff, Jitter};
 pub use crate::budget::{BudgetSnapshot, RetryBudget};
 #[cfg(feature = "http")]
 pub use crate::buffer::{BufferBody, BufferBodyLayer, BufferFuture};
-pub use crate::error::{ConfigError, RetryStopped, StopReason};
+pub use crate::error::{ConfigError, FailedAnswer, RetryStopped, StopReason};
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{RetryHandle, RetrySnapshot};
 pub use crate::hooks::{CloneRequest, Replay, RetryPredicate, UsePolicy};

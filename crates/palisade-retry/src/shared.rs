@@ -31,6 +31,7 @@ pub(crate) struct Config {
 pub(crate) struct Stats {
     pub(crate) requests: StripedCounter,
     pub(crate) retries: AtomicU64,
+    pub(crate) refused: AtomicU64,
     pub(crate) budget_refusals: AtomicU64,
     pub(crate) deadline_stops: AtomicU64,
     pub(crate) exhausted: AtomicU64,

@@ -46,6 +46,7 @@ mod metrics_export;
 mod registry;
 mod router;
 mod stack;
+mod status;
 
 pub use crate::config::{Config, ConfigError, Problem, ProviderSettings};
 pub use crate::health::{HealthReport, HealthStatus, ProviderHealth};
@@ -54,6 +55,7 @@ pub use crate::router::{BoxRouter, Router, RouterFuture};
 pub use crate::stack::{
     ProviderFuture, ProviderHandles, ProviderService, ProviderStack, StackBuilder,
 };
+pub use crate::status::http_status;
 
 pub use palisade_breaker as breaker;
 pub use palisade_bulkhead as bulkhead;

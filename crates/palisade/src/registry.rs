@@ -173,6 +173,40 @@ impl<'a, C, M> RegistryBuilder<'a, C, M> {
         }
     }
 
+    /// Builds the registry and a [`Router`](crate::Router) over it with
+    /// the config's whole-request deadline, the classifier said once.
+    ///
+    /// ```
+    /// use palisade::bulkhead::OnBodyEnd;
+    /// use palisade::{Config, RegistryBuilder};
+    /// use palisade_core::{BoxError, HttpClassifier};
+    /// use tower::service_fn;
+    ///
+    /// let cfg = Config::from_toml("[providers.a]\n").unwrap();
+    /// let router = RegistryBuilder::new(&cfg, HttpClassifier::new())
+    ///     .release_mode(OnBodyEnd)
+    ///     .build_router(|_| service_fn(|_: http::Request<String>| async {
+    ///         Ok::<_, BoxError>(http::Response::new(String::new()))
+    ///     }))
+    ///     .unwrap();
+    /// assert_eq!(router.registry().ids().len(), 1);
+    /// ```
+    pub fn build_router<S, Req>(
+        self,
+        make: impl FnMut(&crate::ProviderSettings) -> S,
+    ) -> Result<crate::Router<S, C, Req, M>, ConfigError>
+    where
+        S: tower_service::Service<Req, Error = BoxError> + Clone,
+        C: Classify<S::Response, BoxError> + Clone,
+        M: ReleaseMode<S::Response>,
+        Req: HasDeadline,
+    {
+        let config = self.config;
+        let classifier = self.classifier.clone();
+        let registry = self.build(make)?;
+        crate::Router::with_registry(std::sync::Arc::new(registry), config, classifier)
+    }
+
     /// Builds one stack per provider around the service `make` returns for
     /// its settings.
     pub fn build<S, Req>(

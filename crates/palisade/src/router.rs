@@ -138,18 +138,15 @@ where
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use palisade::{BoxRouter, Config, Registry, Router};
+    /// use palisade::{BoxRouter, Config, Router};
     /// use palisade_core::{BoxError, HttpClassifier};
-    /// use std::sync::Arc;
     /// use tower::{service_fn, ServiceExt};
     ///
     /// type Req = http::Request<String>;
     /// let cfg = Config::from_toml("[providers.llm]\n").unwrap();
-    /// let registry = Arc::new(Registry::from_config(&cfg, HttpClassifier::new(), |_| {
+    /// let router: BoxRouter<Req, http::Response<String>> = Router::from_config(&cfg, HttpClassifier::new(), |_| {
     ///     service_fn(|_: Req| async { Ok::<_, BoxError>(http::Response::new(String::from("hi"))) })
-    /// }).unwrap());
-    /// let router: BoxRouter<Req, http::Response<String>> =
-    ///     Router::from_config(registry, &cfg, HttpClassifier::new()).unwrap().boxed();
+    /// }).unwrap().boxed();
     /// let answer = tokio::spawn(async move { router.oneshot(Req::default()).await });
     /// assert_eq!(answer.await.unwrap().unwrap().body(), "hi");
     /// # }
@@ -163,9 +160,11 @@ where
     }
 
     /// A router over `registry` with the whole-request deadline of the
-    /// config it was built from (`router.request_timeout_ms`), so the
-    /// timeout is said once, in the config.
-    pub fn from_config(
+    /// config it was built from (`router.request_timeout_ms`). Most
+    /// callers want [`Router::from_config`], which builds the registry too;
+    /// this is for a registry built with [`RegistryBuilder`](crate::RegistryBuilder)
+    /// choices or changed by hand.
+    pub fn with_registry(
         registry: Arc<Registry<S, C, M>>,
         config: &Config,
         classifier: C,
@@ -214,6 +213,53 @@ where
             chain: chain.clone(),
         }));
         chain
+    }
+}
+
+impl<S, C, Req> Router<S, C, Req, OnResponse>
+where
+    S: Service<Req, Error = BoxError> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
+    Req: HasDeadline,
+{
+    /// Builds the registry from `config` (one stack per provider around the
+    /// service `make` returns for its settings, see
+    /// [`Registry::from_config`]) and a router over it with the config's
+    /// whole-request deadline: the classifier and the timeout are each
+    /// said once. The registry stays reachable through
+    /// [`registry`](Self::registry) for runtime changes and health.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use palisade::{Config, Router};
+    /// use palisade_core::{BoxError, HttpClassifier};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// let cfg = Config::from_toml(r#"
+    ///     [router]
+    ///     order = ["primary", "backup"]
+    ///     request_timeout_ms = 30000
+    ///     [providers.primary]
+    ///     [providers.backup]
+    /// "#).unwrap();
+    /// let router = Router::from_config(&cfg, HttpClassifier::new(), |p| {
+    ///     let status = if p.id == "primary" { 503 } else { 200 };
+    ///     service_fn(move |_: http::Request<String>| async move {
+    ///         Ok::<_, BoxError>(http::Response::builder().status(status).body(String::new()).unwrap())
+    ///     })
+    /// }).unwrap();
+    /// let res = router.clone().oneshot(http::Request::new(String::new())).await.unwrap();
+    /// assert_eq!(res.status(), 200);
+    /// assert_eq!(router.registry().ids().len(), 2);
+    /// # }
+    /// ```
+    pub fn from_config(
+        config: &Config,
+        classifier: C,
+        make: impl FnMut(&crate::ProviderSettings) -> S,
+    ) -> Result<Self, ConfigError> {
+        let registry = Registry::from_config(config, classifier.clone(), make)?;
+        Self::with_registry(Arc::new(registry), config, classifier)
     }
 }
 

@@ -24,6 +24,10 @@ pub struct UpstreamFailure(pub Failure);
 pub struct GatewayClassifier(HttpClassifier);
 
 impl<B> Classify<Response<B>, BoxError> for GatewayClassifier {
+    fn served<'r>(&self, res: &'r mut Response<B>) -> Option<&'r mut palisade_core::Served> {
+        Some(palisade_core::Served::in_response(res))
+    }
+
     fn rate_info(&self, res: &Response<B>) -> palisade_core::RateInfo {
         Classify::<_, BoxError>::rate_info(&self.0, res)
     }
