@@ -107,16 +107,23 @@ fn json(s: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_primary_failing_every_response_comes_from_the_secondary() {
     let r = start(CONFIG).await;
-    let (status, body, _) = r.post(CHAT).await;
+    let (status, body, headers) = r.post(CHAT).await;
     assert_eq!(status, 200);
     assert_eq!(json(&body)["provider"], "primary");
+    // Who answered, after how many calls and providers, on the response.
+    assert_eq!(headers["x-palisade-provider"], "primary");
+    assert_eq!(headers["x-palisade-attempts"], "1");
+    assert_eq!(headers["x-palisade-fallbacks"], "0");
     r.sim("primary").set_faults(|f| f.down = true);
-    for _ in 0..20 {
-        let (status, body, _) = r.post(CHAT).await;
+    for i in 0..20 {
+        let (status, body, headers) = r.post(CHAT).await;
         assert_eq!(status, 200, "{body}");
         let v = json(&body);
         assert_eq!(v["provider"], "secondary");
         assert_eq!(v["model"], "s-model", "the model name was mapped");
+        assert_eq!(headers["x-palisade-provider"], "secondary");
+        assert_eq!(headers["x-palisade-attempts"], "1");
+        assert_eq!(headers["x-palisade-fallbacks"], "1", "request {i}");
     }
     // Three 503s opened the primary's breaker: it saw no more calls.
     assert_eq!(r.sim("primary").requests(), 1 + 3);

@@ -123,8 +123,8 @@ impl RetryStopped {
 /// use palisade_core::{FailureKind, Failure};
 /// use palisade_retry::FailedAnswer;
 ///
-/// let e = FailedAnswer::new(Failure::new(FailureKind::Server(http::StatusCode::SERVICE_UNAVAILABLE)), 2);
-/// assert_eq!(e.to_string(), "attempt 2 was answered with a failure: server error 503");
+/// let e = FailedAnswer::new(Failure::new(FailureKind::Server(http::StatusCode::BAD_GATEWAY)), 2);
+/// assert_eq!(e.to_string(), "attempt 2 was answered with a failure: server error 502");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedAnswer {

@@ -65,6 +65,12 @@ pub use palisade_fallback as fallback;
 pub use palisade_ratelimit as ratelimit;
 pub use palisade_retry as retry;
 
+// The README's Rust snippets are complete programs, run as doc tests here so
+// that what a newcomer copies is what is tested.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 /// Everything a typical user needs, in one import.
 pub mod prelude {
     pub use crate::{Config, HealthReport, HealthStatus, ProviderStack, Registry, Router};
@@ -72,12 +78,14 @@ pub mod prelude {
     pub use palisade_bulkhead::{BulkheadHandle, BulkheadLayer};
     pub use palisade_core::{
         BoxError, CircuitState, Classify, Deadline, Elapsed, FailureKind, GrpcClassifier,
-        HasDeadline, HttpClassifier, Outcome, Policy, ProviderId, Rejected, WithDeadline,
+        HasDeadline, HttpClassifier, Outcome, Policy, ProviderId, RejectReason, Rejected, Served,
+        WithDeadline,
     };
     pub use palisade_deadline::{
         AttemptTimeoutLayer, DeadlineLayer, PropagateDeadlineLayer, StreamTimeoutLayer,
         StreamTimeouts, TimeoutHeader,
     };
     pub use palisade_fallback::{AllFailed, Fallback, Target};
+    pub use palisade_ratelimit::{Quota, RateLimitLayer};
     pub use palisade_retry::{Backoff, BufferBodyLayer, Jitter, RetryBudget, RetryLayer};
 }
