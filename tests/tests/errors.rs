@@ -111,7 +111,9 @@ async fn a_breaker_that_opens_mid_retry_keeps_the_last_failed_answer_as_source()
     let refused = err.downcast_ref::<Rejected>().expect("a refusal");
     assert!(matches!(refused.reason(), RejectReason::CircuitOpen(_)));
     let source = std::error::Error::source(refused).expect("the provider's failure");
-    let answer = source.downcast_ref::<FailedAnswer>().expect("a failed answer");
+    let answer = source
+        .downcast_ref::<FailedAnswer>()
+        .expect("a failed answer");
     assert_eq!(answer.attempt(), 2);
     assert_eq!(
         answer.failure().kind,
@@ -135,7 +137,9 @@ async fn a_breaker_that_opens_mid_retry_keeps_the_last_error_itself_as_source() 
     let err = svc.oneshot(req()).await.unwrap_err();
     let refused = err.downcast_ref::<Rejected>().expect("a refusal");
     let source = std::error::Error::source(refused).expect("the provider's error");
-    let io = source.downcast_ref::<std::io::Error>().expect("the I/O error");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("the I/O error");
     assert_eq!(io.kind(), ConnectionRefused);
     // A refusal still classifies as our own, not as the provider's failure.
     assert!(matches!(
@@ -320,5 +324,8 @@ async fn every_provider_failing_is_all_failed_with_each_one_listed() {
     assert!(!all.any_called());
     assert_eq!(http_status(&*err), 429, "{all}");
     let wait = all.retry_after().unwrap();
-    assert!(wait > Duration::from_secs(55) && wait <= Duration::from_secs(60), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
 }

@@ -60,8 +60,16 @@ pub struct BulkheadSnapshot {
     /// Calls that had to queue.
     pub queued: u64,
     /// The mean time a queued call waited (zero when none queued). Calls
-    /// admitted at once wait nothing and are not counted here.
+    /// admitted at once wait nothing and are not counted here. In JSON:
+    /// `mean_wait_ms`, a number of milliseconds.
+    #[serde(rename = "mean_wait_ms", serialize_with = "millis")]
     pub mean_wait: Duration,
+}
+
+/// A duration as a number of milliseconds (fractional), as every
+/// duration in palisade's JSON is written.
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
 impl BulkheadHandle {

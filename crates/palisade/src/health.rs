@@ -22,6 +22,20 @@
 //! | Degraded | the first provider in preference order is Critical or Degraded (traffic is failing over), or at least half the providers are Critical |
 //! | Warning | any provider is not Healthy |
 //! | Healthy | otherwise |
+//!
+//! **As JSON** (the gateway's `/health`; field names are part of the API
+//! and only ever added to): `status` (`healthy`, `warning`, `degraded`,
+//! `critical`), `providers` in preference order, `recommendations` (sentences).
+//! Each provider has `id`, `status`, and one object per layer that is on,
+//! under the layer's name. Every duration is a number of milliseconds in a
+//! field ending in `_ms`; states and reasons are words, not Rust debug text.
+//!
+//! | layer | fields |
+//! |---|---|
+//! | `breaker` | `state` (`closed`, `open`, `half_open`, `forced_open`, `disabled`), `failure_rate`, `slow_call_rate` (0..1 over the window), `window_calls`, `times_opened`, `open_remaining_ms` (null unless refusing), `last_transition` (`"closed -> open (5 consecutive failures (threshold 5))"`) |
+//! | `bulkhead` | `provider`, `max_concurrent`, `max_waiting`, `in_flight`, `waiting`, `peak_in_flight`, `rejected`, `timed_out`, `queued`, `mean_wait_ms` |
+//! | `retry` | `provider`, `requests`, `attempts` (requests + retries), `provider_calls` (attempts that reached the provider), `refused` (attempts refused by a palisade layer inside), `retries`, `budget_refusals`, `deadline_stops`, `exhausted`, `budget` (`kind`: `ratio` with `ratio`, `available`; `token_bucket` with `tokens`, `max_tokens`; `unlimited`) |
+//! | `rate_limit` | `provider`, `quotas` (each `unit`, `amount`, `period_ms`, `burst`, `available`), `provider_requests` / `provider_tokens` (what the provider's headers said: `remaining`, `reset_ms`; null until seen), `wait_ms` (until a request would have room), `admitted`, `refused`, `waited`, `in_flight` |
 
 use std::fmt::Write as _;
 

@@ -296,12 +296,124 @@ async fn health_reports_the_open_breaker_and_recommends() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["status"], "degraded");
     assert_eq!(json["providers"][0]["breaker"]["state"], "open");
+    assert_eq!(
+        json["providers"][0]["breaker"]["last_transition"],
+        "closed -> open (5 consecutive failures (threshold 5))"
+    );
+    no_debug_text_or_raw_durations(&json);
     let text = report.prometheus_text();
     assert!(
         text.contains("palisade_breaker_state{provider=\"primary\"} 2"),
         "{text}"
     );
     assert!(text.contains("# TYPE palisade_breaker_opened_total counter"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_layers_health_fields_are_the_documented_ones() {
+    let cfg = r#"
+        [router]
+        order = ["primary"]
+        [defaults.rate_limit]
+        requests_per_minute = 600
+        [providers.primary]
+    "#;
+    let s = setup(cfg, &[("primary", 200, 0)]);
+    s.router.clone().oneshot(Req::default()).await.unwrap();
+    let json = serde_json::to_value(s.registry.health()).unwrap();
+    no_debug_text_or_raw_durations(&json);
+    let keys = |layer: &str| -> Vec<String> {
+        let mut k: Vec<String> = json["providers"][0][layer]
+            .as_object()
+            .unwrap_or_else(|| panic!("no {layer}"))
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys("breaker"),
+        [
+            "failure_rate",
+            "last_transition",
+            "open_remaining_ms",
+            "slow_call_rate",
+            "state",
+            "times_opened",
+            "window_calls"
+        ]
+    );
+    assert_eq!(
+        keys("bulkhead"),
+        [
+            "in_flight",
+            "max_concurrent",
+            "max_waiting",
+            "mean_wait_ms",
+            "peak_in_flight",
+            "provider",
+            "queued",
+            "rejected",
+            "timed_out",
+            "waiting"
+        ]
+    );
+    assert_eq!(
+        keys("retry"),
+        [
+            "attempts",
+            "budget",
+            "budget_refusals",
+            "deadline_stops",
+            "exhausted",
+            "provider",
+            "provider_calls",
+            "refused",
+            "requests",
+            "retries"
+        ]
+    );
+    assert_eq!(
+        keys("rate_limit"),
+        [
+            "admitted",
+            "in_flight",
+            "provider",
+            "provider_requests",
+            "provider_tokens",
+            "quotas",
+            "refused",
+            "wait_ms",
+            "waited"
+        ]
+    );
+    let quota = &json["providers"][0]["rate_limit"]["quotas"][0];
+    let mut k: Vec<&String> = quota.as_object().unwrap().keys().collect();
+    k.sort();
+    assert_eq!(k, ["amount", "available", "burst", "period_ms", "unit"]);
+}
+
+/// No duration as serde's `{"secs", "nanos"}`, no Rust `Debug` text
+/// (`Name { field: .. }`) anywhere in a health report's JSON.
+fn no_debug_text_or_raw_durations(v: &serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            assert!(
+                !(m.contains_key("secs") || m.contains_key("nanos")),
+                "a raw Duration: {v}"
+            );
+            m.values().for_each(no_debug_text_or_raw_durations);
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(no_debug_text_or_raw_durations),
+        serde_json::Value::String(s) => {
+            assert!(
+                !s.contains(" { ") && !s.contains("secs"),
+                "Debug text? {s:?}"
+            )
+        }
+        _ => {}
+    }
 }
 
 fn with(statuses: &[HealthStatus]) -> Vec<ProviderHealth> {
