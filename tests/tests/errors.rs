@@ -205,7 +205,7 @@ async fn timeouts_and_deadline_refusals_map_to_504() {
     });
     let svc = ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_secs(1)).unwrap())
-        .service(hang.clone());
+        .service(hang);
     let err = svc.oneshot(req()).await.unwrap_err();
     assert_eq!(
         err.downcast_ref::<Elapsed>().unwrap().scope(),
