@@ -54,6 +54,11 @@ impl Inspect for RetryHandle {
                     r.attempts as f64,
                 ),
                 Sample::counter(
+                    "palisade_retry_refused_total",
+                    "Attempts refused without a call by a palisade layer inside (open breaker, rate limit, deadline).",
+                    r.refused as f64,
+                ),
+                Sample::counter(
                     "palisade_retry_retries_total",
                     "Retries made.",
                     r.retries as f64,

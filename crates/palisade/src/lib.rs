@@ -30,6 +30,7 @@
 //! | `palisade_bulkhead_waiting` | gauge | calls queued |
 //! | `palisade_bulkhead_rejected_total` | counter | refused, full or timed out |
 //! | `palisade_retry_attempts_total` | counter | requests plus retries |
+//! | `palisade_retry_refused_total` | counter | attempts refused without a call by a palisade layer inside (provider calls = attempts − refused) |
 //! | `palisade_retry_retries_total` | counter | retries |
 //! | `palisade_retry_budget_refusals_total` | counter | retries the budget refused |
 //!

@@ -32,6 +32,42 @@ struct Cached<S, C, Req, M> {
 /// A [`Router`] behind tower's [`BoxCloneSyncService`]: nameable, cloneable,
 /// `Send + Sync`, with a boxed future that can be awaited in spawned tasks
 /// and axum handlers. See [`Router::boxed`].
+///
+/// In an axum app's state:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use axum::extract::State;
+/// use axum::http::StatusCode;
+/// use palisade::{http_status, BoxRouter, Config, Router};
+/// use palisade_core::{BoxError, HttpClassifier};
+/// use tower::{service_fn, ServiceExt};
+///
+/// type Req = http::Request<String>;
+/// type Res = http::Response<String>;
+///
+/// async fn chat(State(router): State<BoxRouter<Req, Res>>, prompt: String) -> (StatusCode, String) {
+///     match router.oneshot(http::Request::new(prompt)).await {
+///         Ok(res) => (res.status(), res.into_body()),
+///         Err(e) => (http_status(&*e), e.to_string()),
+///     }
+/// }
+///
+/// let cfg = Config::from_toml("[providers.llm]\n").unwrap();
+/// let router = Router::from_config(&cfg, HttpClassifier::new(), |_| {
+///     service_fn(|req: Req| async move { Ok::<_, BoxError>(http::Response::new(format!("re: {}", req.body()))) })
+/// })
+/// .unwrap();
+/// let app = axum::Router::new()
+///     .route("/chat", axum::routing::post(chat))
+///     .with_state(router.boxed());
+/// let res = app
+///     .oneshot(http::Request::post("/chat").body(axum::body::Body::from("hi")).unwrap())
+///     .await
+///     .unwrap();
+/// assert_eq!(res.status(), 200);
+/// # }
+/// ```
 pub type BoxRouter<Req, Res> = BoxCloneSyncService<Req, Res, BoxError>;
 
 /// The registry as one service: stamps the whole request's deadline, then
