@@ -87,6 +87,10 @@ pub enum TimeoutHeader {
     /// A header holding whole milliseconds (for example
     /// `x-request-timeout-ms`).
     Millis(HeaderName),
+    /// A header holding seconds, whole or decimal (`600`, `2.5`): the
+    /// OpenAI SDKs send their own timeout this way in
+    /// `x-stainless-timeout`.
+    Seconds(HeaderName),
 }
 
 impl TimeoutHeader {
@@ -98,10 +102,30 @@ impl TimeoutHeader {
             .map(TimeoutHeader::Millis)
     }
 
+    /// A seconds header by name; `None` if the name is not a valid header
+    /// name.
+    ///
+    /// ```
+    /// use palisade_deadline::TimeoutHeader;
+    /// use std::time::Duration;
+    ///
+    /// let stainless = TimeoutHeader::seconds("x-stainless-timeout").unwrap();
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-stainless-timeout", "2.5".parse().unwrap());
+    /// assert_eq!(stainless.read(&headers), Some(Duration::from_millis(2500)));
+    /// headers.insert("x-stainless-timeout", "soon".parse().unwrap());
+    /// assert_eq!(stainless.read(&headers), None, "garbage is ignored");
+    /// ```
+    pub fn seconds(name: &str) -> Option<Self> {
+        HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .map(TimeoutHeader::Seconds)
+    }
+
     fn name(&self) -> HeaderName {
         match self {
             TimeoutHeader::Grpc => GRPC_TIMEOUT,
-            TimeoutHeader::Millis(n) => n.clone(),
+            TimeoutHeader::Millis(n) | TimeoutHeader::Seconds(n) => n.clone(),
         }
     }
 
@@ -118,6 +142,33 @@ impl TimeoutHeader {
                 }
                 s.parse::<u64>().ok().map(Duration::from_millis)
             }
+            TimeoutHeader::Seconds(_) => {
+                let s = std::str::from_utf8(v).ok()?.trim();
+                // Digits with at most one point: no sign, exponent, `inf`
+                // or `nan`; at most 12 characters, so at most ~31 700
+                // years.
+                let digits_and_one_point = s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                    && s.bytes().filter(|&b| b == b'.').count() <= 1
+                    && s.bytes().any(|b| b.is_ascii_digit());
+                if s.len() > 12 || !digits_and_one_point {
+                    return None;
+                }
+                // Exact decimal: whole seconds, then up to nine digits of
+                // fraction (more are dropped), no float rounding.
+                let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+                let secs = if whole.is_empty() {
+                    0
+                } else {
+                    whole.parse::<u64>().ok()?
+                };
+                let digits = &frac[..frac.len().min(9)];
+                let nanos = if digits.is_empty() {
+                    0
+                } else {
+                    digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32)
+                };
+                Some(Duration::new(secs, nanos))
+            }
         }
     }
 
@@ -128,6 +179,11 @@ impl TimeoutHeader {
             TimeoutHeader::Millis(_) => u64::try_from(remaining.as_millis())
                 .unwrap_or(u64::MAX)
                 .to_string(),
+            TimeoutHeader::Seconds(_) => {
+                // Truncated to the millisecond: never more than is left.
+                let ms = remaining.as_millis();
+                format!("{}.{:03}", ms / 1000, ms % 1000)
+            }
         };
         if let Ok(v) = HeaderValue::from_str(&text) {
             headers.insert(self.name(), v);
@@ -241,6 +297,26 @@ mod tests {
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
             let _ = parse_grpc_timeout(&bytes);
+            if let Ok(v) = http::HeaderValue::from_bytes(&bytes) {
+                let mut headers = http::HeaderMap::new();
+                headers.insert("x-t", v);
+                let _ = TimeoutHeader::seconds("x-t").unwrap().read(&headers);
+                let _ = TimeoutHeader::millis("x-t").unwrap().read(&headers);
+            }
+        }
+
+        #[test]
+        fn seconds_written_then_read_never_extend_and_lose_under_a_millisecond(
+            ms in 0u64..10_000_000_000,
+            extra_nanos in 0u32..1_000_000,
+        ) {
+            let d = Duration::from_millis(ms) + Duration::from_nanos(u64::from(extra_nanos));
+            let h = TimeoutHeader::seconds("x-stainless-timeout").unwrap();
+            let mut headers = http::HeaderMap::new();
+            h.write(&mut headers, d);
+            let back = h.read(&headers).expect("our own output parses");
+            prop_assert!(back <= d, "{back:?} > {d:?}");
+            prop_assert!(d - back < Duration::from_millis(1), "{back:?} vs {d:?}");
         }
     }
 }

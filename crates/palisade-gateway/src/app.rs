@@ -80,6 +80,9 @@ impl Gateway {
                 router,
                 registry,
                 models: cfg.models(),
+                started: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
                 max_body: cfg.gateway.max_body_bytes,
                 counters: Counters::default(),
             }),

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, Limited};
 use palisade::HealthStatus;
-use palisade_core::Served;
+use palisade_core::{Deadline, HasDeadline, Served};
+use palisade_deadline::TimeoutHeader;
 use tower::ServiceExt;
 
 use crate::errors::{error, not_found, upstream_error};
@@ -36,7 +37,7 @@ async fn models(State(s): State<Arc<AppState>>) -> Response {
         .models
         .iter()
         .map(|(m, providers)| {
-            serde_json::json!({"id": m, "object": "model", "owned_by": "palisade", "providers": providers})
+            serde_json::json!({"id": m, "object": "model", "created": s.started, "owned_by": "palisade", "providers": providers})
         })
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
@@ -66,6 +67,7 @@ async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
 /// Reads and checks the caller's request; a refusal is the response to
 /// send.
 async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Response> {
+    let asked = caller_timeout(req.headers());
     let bytes = match Limited::new(req.into_body(), s.max_body).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e)
@@ -120,8 +122,33 @@ async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Respons
             ),
         ));
     }
-    Ok(ChatRequest::new(&head.model, map, head.stream))
+    let mut chat = ChatRequest::new(&head.model, map, head.stream);
+    if let Some(timeout) = asked {
+        // The router's own deadline only shortens this one.
+        chat.replace_deadline(Deadline::after(timeout));
+    }
+    Ok(chat)
 }
+
+/// The caller's own timeout, the shortest of those it sent: the OpenAI
+/// SDKs' `x-stainless-timeout` (seconds), `x-request-timeout-ms`, or
+/// `grpc-timeout`. Garbage is ignored.
+fn caller_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    [
+        TimeoutHeader::seconds(STAINLESS_TIMEOUT),
+        TimeoutHeader::millis(REQUEST_TIMEOUT_MS),
+        Some(TimeoutHeader::Grpc),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|h| h.read(headers))
+    .min()
+}
+
+/// The header the OpenAI SDKs send their own timeout in, in seconds.
+const STAINLESS_TIMEOUT: &str = "x-stainless-timeout";
+/// A caller's timeout in milliseconds (also what the gateway sends upstream).
+const REQUEST_TIMEOUT_MS: &str = "x-request-timeout-ms";
 
 async fn route(s: &AppState, req: ChatRequest) -> Response {
     let stream = req.stream;

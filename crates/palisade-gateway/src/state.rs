@@ -33,6 +33,9 @@ pub(crate) struct AppState {
     pub(crate) router: GatewayRouter,
     pub(crate) registry: Arc<GatewayRegistry>,
     pub(crate) models: BTreeMap<String, Vec<String>>,
+    /// When the gateway started, in Unix seconds: the `created` of the
+    /// models it lists.
+    pub(crate) started: u64,
     pub(crate) max_body: usize,
     pub(crate) counters: Counters,
 }

@@ -67,10 +67,20 @@ async fn start(cfg: &str) -> Running {
 
 impl Running {
     async fn post(&self, body: &str) -> (u16, String, http::HeaderMap) {
-        let req = http::Request::post(format!("{}/v1/chat/completions", self.base))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
+        self.post_with(body, &[]).await
+    }
+
+    async fn post_with(
+        &self,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, http::HeaderMap) {
+        let mut req = http::Request::post(format!("{}/v1/chat/completions", self.base))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
         let res = self.client.request(req).await.unwrap();
         let status = res.status().as_u16();
         let headers = res.headers().clone();
@@ -147,11 +157,97 @@ async fn streaming_passes_through_in_the_openai_wire_format() {
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
     let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
-    assert_eq!(events.len(), 6, "5 tokens and [DONE]: {body}");
+    assert_eq!(events.len(), 7, "5 tokens, the finish and [DONE]: {body}");
     assert_eq!(*events.last().unwrap(), "data: [DONE]");
-    let first = json(events[0].strip_prefix("data: ").unwrap());
+    let chunks: Vec<serde_json::Value> = events[..6]
+        .iter()
+        .map(|e| json(e.strip_prefix("data: ").unwrap()))
+        .collect();
+    let first = &chunks[0];
     assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(first["choices"][0]["delta"]["content"], "[primary] tok0");
+    for c in &chunks {
+        assert!(c["created"].as_u64().unwrap() > 1_700_000_000, "{c}");
+        assert_eq!(c["id"], first["id"], "one id for the whole stream");
+        assert!(c.get("usage").is_none(), "no usage unless asked: {c}");
+    }
+    assert_eq!(
+        chunks[4]["choices"][0]["finish_reason"],
+        serde_json::Value::Null
+    );
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[5]["choices"][0]["delta"], serde_json::json!({}));
+
+    // Asked for usage: every chunk says `"usage": null`, then one more
+    // chunk with no choices carries it.
+    let with_usage = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, body, _) = r.post(with_usage).await;
+    assert_eq!(status, 200);
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(
+        events.len(),
+        8,
+        "5 tokens, the finish, usage and [DONE]: {body}"
+    );
+    let usage = json(events[6].strip_prefix("data: ").unwrap());
+    assert_eq!(usage["choices"], serde_json::json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 5);
+    assert!(events[..6]
+        .iter()
+        .all(|e| json(e.strip_prefix("data: ").unwrap())["usage"].is_null()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_answers_and_models_carry_the_openai_fields() {
+    let r = start(CONFIG).await;
+    let (status, body, _) = r.post(CHAT).await;
+    assert_eq!(status, 200);
+    let v = json(&body);
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["created"].as_u64().unwrap() > 1_700_000_000, "{v}");
+    assert_eq!(v["system_fingerprint"], palisade_sim::SYSTEM_FINGERPRINT);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["total_tokens"], 5);
+    let (status, models) = r.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let m = json(&models);
+    assert_eq!(m["object"], "list");
+    for entry in m["data"].as_array().unwrap() {
+        assert_eq!(entry["object"], "model");
+        assert!(
+            entry["created"].as_u64().unwrap() > 1_700_000_000,
+            "{entry}"
+        );
+        assert_eq!(entry["owned_by"], "palisade");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_own_timeout_is_kept_when_shorter() {
+    let r = start(CONFIG).await;
+    // Both providers take 2 s; the router's deadline is 3 s; the caller
+    // (as the OpenAI SDKs do) says it waits 0.3 s.
+    for id in ["primary", "secondary"] {
+        r.sim(id).set_faults(|f| f.latency_ms = 2_000);
+    }
+    let started = std::time::Instant::now();
+    let (status, body, _) = r.post_with(CHAT, &[("x-stainless-timeout", "0.3")]).await;
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(took < std::time::Duration::from_millis(1_500), "{took:?}");
+    // Garbage is ignored: the request then runs to the router's deadline
+    // (and the 2 s answer arrives within it).
+    let (status, body, _) = r
+        .post_with(
+            CHAT,
+            &[
+                ("x-stainless-timeout", "soon"),
+                ("x-request-timeout-ms", "-1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

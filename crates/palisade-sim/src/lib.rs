@@ -297,6 +297,9 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
     (status, axum::Json(body)).into_response()
 }
 
+/// The `system_fingerprint` the simulated providers answer with.
+pub const SYSTEM_FINGERPRINT: &str = "fp_palisade_sim";
+
 async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
     s.requests.fetch_add(1, Ordering::Relaxed);
     let faults = s.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -310,6 +313,9 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
     };
     let model = req["model"].as_str().unwrap_or("unknown").to_owned();
     let stream = req["stream"].as_bool().unwrap_or(false);
+    let include_usage = req["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
     let prompt_len: usize = req["messages"]
         .as_array()
         .map(|m| {
@@ -395,6 +401,14 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
         ));
     }
     let id = format!("chatcmpl-{}", s.requests.load(Ordering::Relaxed));
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let usage = serde_json::json!({
+        "prompt_tokens": prompt_len / 4,
+        "completion_tokens": faults.tokens,
+        "total_tokens": prompt_len / 4 + faults.tokens as usize,
+    });
     if !stream {
         let content = (0..faults.tokens)
             .map(|i| format!("tok{i}"))
@@ -403,10 +417,12 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
         return with_rate(axum::Json(serde_json::json!({
             "id": id,
             "object": "chat.completion",
+            "created": created,
             "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
             "provider": s.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("[{}] {content}", s.name)}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_len / 4, "completion_tokens": faults.tokens, "total_tokens": prompt_len / 4 + faults.tokens as usize},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("[{}] {content}", s.name)}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage,
         }))
         .into_response());
     }
@@ -414,34 +430,56 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
     let interval = Duration::from_millis(faults.token_interval_ms);
     let total = faults.tokens;
     let stall = faults.stall_after_tokens;
-    // (tokens sent, done)
-    let stream = futures_util::stream::unfold((0u32, false), move |(n, done)| {
-        let (id, model, name) = (id.clone(), model.clone(), name.clone());
+    // The OpenAI stream: a chunk per token (the first with the role), a
+    // last chunk with `finish_reason`, a usage chunk (empty `choices`) when
+    // `stream_options.include_usage` asked for it (every chunk then carries
+    // `"usage": null`), then `[DONE]`. State: frames sent.
+    let frames = total + 1 + u32::from(include_usage);
+    let stream = futures_util::stream::unfold(0u32, move |n| {
+        let (id, model, name, usage) = (id.clone(), model.clone(), name.clone(), usage.clone());
         async move {
-            if done {
+            if n > frames {
                 return None;
             }
             if stall.is_some_and(|s| n >= s) {
                 std::future::pending::<()>().await;
             }
-            if n > 0 {
+            if n > 0 && n < total {
                 tokio::time::sleep(interval).await;
             }
-            let frame = if n < total {
-                let content = if n == 0 {
-                    format!("[{name}] tok0")
-                } else {
-                    format!(" tok{n}")
-                };
-                let chunk = serde_json::json!({
-                    "id": id, "object": "chat.completion.chunk", "model": model,
-                    "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}],
+            let chunk = |choices: serde_json::Value| {
+                let mut c = serde_json::json!({
+                    "id": id, "object": "chat.completion.chunk", "created": created,
+                    "model": model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices,
                 });
-                format!("data: {chunk}\n\n")
+                if include_usage {
+                    c["usage"] = serde_json::Value::Null;
+                }
+                c
+            };
+            let frame = if n < total {
+                let delta = if n == 0 {
+                    serde_json::json!({"role": "assistant", "content": format!("[{name}] tok0")})
+                } else {
+                    serde_json::json!({"content": format!(" tok{n}")})
+                };
+                let c = chunk(
+                    serde_json::json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]),
+                );
+                format!("data: {c}\n\n")
+            } else if n == total {
+                let c = chunk(
+                    serde_json::json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]),
+                );
+                format!("data: {c}\n\n")
+            } else if include_usage && n == total + 1 {
+                let mut c = chunk(serde_json::json!([]));
+                c["usage"] = usage;
+                format!("data: {c}\n\n")
             } else {
                 "data: [DONE]\n\n".to_owned()
             };
-            Some((Ok::<_, Infallible>(Bytes::from(frame)), (n + 1, n >= total)))
+            Some((Ok::<_, Infallible>(Bytes::from(frame)), n + 1))
         }
     });
     with_rate(
