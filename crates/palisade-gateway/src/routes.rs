@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::HeaderName;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,6 +14,8 @@ use http_body_util::{BodyExt, Limited};
 use palisade::HealthStatus;
 use palisade_core::{Deadline, HasDeadline, Served};
 use palisade_deadline::TimeoutHeader;
+
+use crate::upstream::TIMEOUT_HEADER;
 use tower::ServiceExt;
 
 use crate::errors::{error, not_found, upstream_error};
@@ -134,21 +137,17 @@ async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Respons
 /// SDKs' `x-stainless-timeout` (seconds), `x-request-timeout-ms`, or
 /// `grpc-timeout`. Garbage is ignored.
 fn caller_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
-    [
-        TimeoutHeader::seconds(STAINLESS_TIMEOUT),
-        TimeoutHeader::millis(REQUEST_TIMEOUT_MS),
-        Some(TimeoutHeader::Grpc),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|h| h.read(headers))
-    .min()
+    CALLER_TIMEOUTS.iter().filter_map(|h| h.read(headers)).min()
 }
 
-/// The header the OpenAI SDKs send their own timeout in, in seconds.
-const STAINLESS_TIMEOUT: &str = "x-stainless-timeout";
-/// A caller's timeout in milliseconds (also what the gateway sends upstream).
-const REQUEST_TIMEOUT_MS: &str = "x-request-timeout-ms";
+/// Where a caller's own timeout may come: the header the OpenAI SDKs send
+/// theirs in (seconds), the milliseconds header the gateway itself sends
+/// upstream, and gRPC's. Names built once, at compile time.
+const CALLER_TIMEOUTS: [TimeoutHeader; 3] = [
+    TimeoutHeader::Seconds(HeaderName::from_static("x-stainless-timeout")),
+    TimeoutHeader::Millis(HeaderName::from_static(TIMEOUT_HEADER)),
+    TimeoutHeader::Grpc,
+];
 
 async fn route(s: &AppState, req: ChatRequest) -> Response {
     let stream = req.stream;

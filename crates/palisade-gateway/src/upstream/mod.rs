@@ -38,7 +38,7 @@ pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErro
 
 /// The header the time left is sent in, so the upstream can stop working
 /// on a request nobody waits for.
-const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+pub(crate) const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
 /// One HTTP exchange with an upstream, boxed: the two shapes below differ
 /// in type.
