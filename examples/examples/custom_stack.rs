@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::{Response, StatusCode};
 use palisade_breaker::{BreakerError, CircuitBreakerLayer};
-use palisade_core::{BoxError, HttpClassifier};
+use palisade_core::BoxError;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -40,9 +40,8 @@ async fn main() -> Result<(), BoxError> {
         })
     };
 
-    let breaker = CircuitBreakerLayer::builder()
+    let breaker = CircuitBreakerLayer::http()
         .provider("fake-llm")
-        .classifier(HttpClassifier::new())
         .consecutive_failures(Some(3))
         .open_duration(Duration::from_secs(10))
         .open_jitter(0.0)

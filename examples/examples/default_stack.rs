@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use palisade_breaker::CircuitBreakerLayer;
 use palisade_bulkhead::BulkheadLayer;
-use palisade_core::{BoxError, Elapsed, HttpClassifier, Rejected};
+use palisade_core::{BoxError, Elapsed, Rejected};
 use palisade_deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use palisade_retry::{Backoff, RetryBudget, RetryLayer, RetryStopped};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -51,9 +51,8 @@ async fn main() -> Result<(), BoxError> {
         .provider("fake-llm")
         .max_concurrent(8)
         .build()?;
-    let retry = RetryLayer::builder()
+    let retry = RetryLayer::http()
         .provider("fake-llm")
-        .classifier(HttpClassifier::new())
         .max_attempts(3)
         .backoff(Backoff::exponential(
             Duration::from_millis(200),
@@ -63,9 +62,8 @@ async fn main() -> Result<(), BoxError> {
         .budget(budget)
         .jitter_seed(7)
         .build()?;
-    let breaker = CircuitBreakerLayer::builder()
+    let breaker = CircuitBreakerLayer::http()
         .provider("fake-llm")
-        .classifier(HttpClassifier::new())
         .consecutive_failures(Some(4))
         .open_duration(Duration::from_secs(5))
         .open_jitter(0.0)

@@ -40,13 +40,9 @@ async fn main() -> Result<(), BoxError> {
         }
     });
 
-    let breaker = CircuitBreakerLayer::builder()
+    let breaker = CircuitBreakerLayer::http().provider("sim").build()?;
+    let retry = RetryLayer::http()
         .provider("sim")
-        .classifier(HttpClassifier::new())
-        .build()?;
-    let retry = RetryLayer::builder()
-        .provider("sim")
-        .classifier(HttpClassifier::new())
         .max_attempts(4)
         .backoff(Backoff::exponential(
             Duration::from_millis(20),
@@ -72,15 +68,18 @@ async fn main() -> Result<(), BoxError> {
         let req = http::Request::post(&url)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(body.as_bytes())))?;
-        let res = svc.clone().oneshot(req).await?;
-        if res.status().is_success() {
-            ok += 1;
+        match svc.clone().oneshot(req).await {
+            Ok(res) if res.status().is_success() => ok += 1,
+            Ok(res) => println!("the provider's last answer: {}", res.status()),
+            // A run of failures can open the breaker: its refusal says
+            // what the provider last did (its source).
+            Err(e) => println!("refused: {e}"),
         }
     }
     let s = stats.snapshot();
     println!(
-        "{ok}/20 answered 200 by a provider failing 30% of the time; {} attempts, {} retries, {} refused by the budget",
-        s.attempts, s.retries, s.budget_refusals
+        "{ok}/20 answered 200 by a provider failing 30% of the time; {} attempts ({} reached the provider), {} retries, {} refused by the budget",
+        s.attempts, s.provider_calls, s.retries, s.budget_refusals
     );
     Ok(())
 }

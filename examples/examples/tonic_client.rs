@@ -43,14 +43,9 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
-    let breaker = CircuitBreakerLayer::builder()
-        .provider("grpc-llm")
-        .classifier(GrpcClassifier::new())
-        .build()?;
+    let breaker = CircuitBreakerLayer::grpc().provider("grpc-llm").build()?;
     let handle = breaker.handle();
-    let retry = RetryLayer::builder()
-        .classifier(GrpcClassifier::new())
-        .build()?;
+    let retry = RetryLayer::grpc().build()?;
     let stack = ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_secs(5))?)
         .layer(BufferBodyLayer::new(64 * 1024)?)

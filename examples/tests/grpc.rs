@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_breaker::CircuitBreakerLayer;
-use palisade_core::{BoxError, CircuitState, GrpcClassifier};
+use palisade_core::{BoxError, CircuitState};
 use tonic::codegen::tokio_stream;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Code, Request, Response, Status};
@@ -92,9 +92,8 @@ fn check(service: &str) -> HealthCheckRequest {
 #[tokio::test]
 async fn unavailable_trips_the_breaker_and_the_callers_own_errors_do_not() {
     let (calls, channel) = serve().await.unwrap();
-    let breaker = CircuitBreakerLayer::builder()
+    let breaker = CircuitBreakerLayer::grpc()
         .provider("grpc")
-        .classifier(GrpcClassifier::new())
         .consecutive_failures(Some(2))
         .open_duration(Duration::from_secs(60))
         .build()
@@ -126,9 +125,8 @@ async fn unavailable_trips_the_breaker_and_the_callers_own_errors_do_not() {
 #[tokio::test]
 async fn a_pushback_opens_the_breaker_for_exactly_that_long() {
     let (calls, channel) = serve().await.unwrap();
-    let breaker = CircuitBreakerLayer::builder()
+    let breaker = CircuitBreakerLayer::grpc()
         .provider("grpc")
-        .classifier(GrpcClassifier::new())
         .build()
         .unwrap();
     let handle = breaker.handle();
@@ -154,8 +152,7 @@ async fn a_buffered_retry_resends_a_grpc_call_until_it_succeeds() {
     use tower::ServiceBuilder;
 
     let (server, channel) = serve_scripted().await.unwrap();
-    let retry = RetryLayer::builder()
-        .classifier(GrpcClassifier::new())
+    let retry = RetryLayer::grpc()
         .max_attempts(3)
         .backoff(Backoff::constant(Duration::ZERO))
         .build()

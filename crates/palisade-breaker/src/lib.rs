@@ -41,13 +41,12 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use palisade_breaker::CircuitBreakerLayer;
-//! use palisade_core::HttpClassifier;
+//! use palisade_core::BoxError;
 //! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
-//! let breaker = CircuitBreakerLayer::builder()
+//! let breaker = CircuitBreakerLayer::http()
 //!     .provider("anthropic")
-//!     .classifier(HttpClassifier::new())
 //!     .failure_rate(Some(0.5))
 //!     .count_window(20)
 //!     .minimum_calls(10)

@@ -24,13 +24,12 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! use palisade_core::{BoxError, HttpClassifier};
+//! use palisade_core::BoxError;
 //! use palisade_ratelimit::{Quota, RateLimitLayer};
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
-//! let layer = RateLimitLayer::builder()
+//! let layer = RateLimitLayer::http()
 //!     .provider("openai")
-//!     .classifier(HttpClassifier::new())
 //!     .quota(Quota::per_minute(500).burst(20))
 //!     .quota(Quota::tokens_per_minute(200_000))
 //!     .weigh(|req: &http::Request<String>| req.body().len() as u64 / 4)

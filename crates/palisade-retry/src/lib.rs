@@ -35,13 +35,12 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! use palisade_core::{HttpClassifier, WithDeadline};
+//! use palisade_core::WithDeadline;
 //! use palisade_retry::{RetryBudget, RetryLayer};
 //! use std::time::Duration;
 //!
-//! let layer = RetryLayer::builder()
+//! let layer = RetryLayer::http()
 //!     .provider("anthropic")
-//!     .classifier(HttpClassifier::new())
 //!     .budget(RetryBudget::token_bucket(100, 0.1).unwrap())
 //!     .build()
 //!     .unwrap();
