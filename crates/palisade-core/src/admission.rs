@@ -68,11 +68,23 @@ impl fmt::Display for Refusing {
 pub trait Admission: fmt::Debug + Send + Sync + 'static {
     /// `None` if a call sent now would be let through; otherwise why not.
     fn refusing(&self) -> Option<Refusing>;
+
+    /// The share of the layer's capacity still free, from 0 (none) to 1
+    /// (all), for layers that meter one (a rate limiter's quota); `None`
+    /// (the default) for the others. A balancer's "most headroom"
+    /// strategy reads it.
+    fn headroom(&self) -> Option<f64> {
+        None
+    }
 }
 
 impl<A: Admission> Admission for Arc<A> {
     fn refusing(&self) -> Option<Refusing> {
         (**self).refusing()
+    }
+
+    fn headroom(&self) -> Option<f64> {
+        (**self).headroom()
     }
 }
 
@@ -124,6 +136,15 @@ impl Admissions {
             };
         }
         worst
+    }
+
+    /// The least headroom any view reports (the tightest meter decides),
+    /// `None` when no view meters anything.
+    pub fn headroom(&self) -> Option<f64> {
+        self.views
+            .iter()
+            .filter_map(|v| v.headroom())
+            .reduce(f64::min)
     }
 }
 

@@ -141,6 +141,20 @@ impl Admission for RateLimitHandle {
             retry_in: Some(wait),
         })
     }
+
+    /// The tightest of: each quota's free share of its burst, and the
+    /// share of the provider's reported limit it says is left.
+    fn headroom(&self) -> Option<f64> {
+        let s = &self.shared;
+        let now = s.now();
+        let quotas = s.quotas.iter().zip(&*s.tats).map(|((_, rate), tat)| {
+            rate.available(tat, now) as f64 / rate.burst().max(1) as f64
+        });
+        quotas
+            .chain(s.requests.headroom(now))
+            .chain(s.tokens.headroom(now))
+            .reduce(f64::min)
+    }
 }
 
 /// Warning while there is no room (calls go elsewhere or wait), Healthy

@@ -12,6 +12,7 @@ use palisade_core::RateWindow;
 pub(crate) struct Window {
     until: AtomicU64,
     remaining: AtomicU64,
+    limit: AtomicU64,
 }
 
 impl Window {
@@ -48,6 +49,9 @@ impl Window {
     /// maybe not yet counted by the provider): conservative, so the
     /// provider is never sent more than it said it would take.
     pub(crate) fn learn(&self, w: &RateWindow, now: u64, in_flight: u64) {
+        if let Some(limit) = w.limit {
+            self.limit.store(limit, Ordering::Relaxed);
+        }
         self.remaining
             .store(w.remaining.saturating_sub(in_flight), Ordering::Release);
         self.until.store(
@@ -61,6 +65,14 @@ impl Window {
         self.remaining.store(0, Ordering::Release);
         self.until
             .fetch_max(now.saturating_add(nanos), Ordering::AcqRel);
+    }
+
+    /// The share of the provider's last reported limit still left, while
+    /// the window holds and a limit was reported.
+    pub(crate) fn headroom(&self, now: u64) -> Option<f64> {
+        let (remaining, _) = self.state(now)?;
+        let limit = self.limit.load(Ordering::Relaxed);
+        (limit > 0).then(|| (remaining as f64 / limit as f64).min(1.0))
     }
 
     /// `(remaining, nanos until reset)` while the window holds.

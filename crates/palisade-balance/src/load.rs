@@ -1,0 +1,115 @@
+//! [`Load`]: what a balancer knows about one provider (calls in flight,
+//! latency), and [`InFlight`], the guard that counts one call.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::ewma::PeakEwma;
+
+/// What an unmeasured provider is assumed to take.
+pub const DEFAULT_INITIAL_LATENCY: Duration = Duration::from_millis(500);
+/// How fast a latency estimate forgets (its time constant).
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+
+/// One provider's load as its balancer sees it: calls in flight and a
+/// [`PeakEwma`] of latency. Shared (`Arc`) between the balancer and the
+/// calls it counts; lives as long as the provider, so a rebuilt chain
+/// keeps what was learned.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use palisade_balance::Load;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let load = Arc::new(Load::default());
+/// let call = load.start(true);
+/// assert_eq!(load.in_flight(), 1);
+/// tokio::time::advance(Duration::from_secs(2)).await;
+/// call.finish(true);
+/// assert_eq!(load.in_flight(), 0);
+/// assert_eq!(load.latency().estimate(tokio::time::Instant::now()), Duration::from_secs(2));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Load {
+    in_flight: AtomicU32,
+    latency: PeakEwma,
+}
+
+impl Default for Load {
+    /// [`DEFAULT_INITIAL_LATENCY`] and [`DEFAULT_DECAY`].
+    fn default() -> Self {
+        Load::new(DEFAULT_INITIAL_LATENCY, DEFAULT_DECAY)
+    }
+}
+
+impl Load {
+    /// A provider assumed to take `initial` until measured, whose latency
+    /// estimate forgets with time constant `decay`.
+    pub fn new(initial: Duration, decay: Duration) -> Self {
+        Load {
+            in_flight: AtomicU32::new(0),
+            latency: PeakEwma::new(initial, decay),
+        }
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The latency estimate.
+    pub fn latency(&self) -> &PeakEwma {
+        &self.latency
+    }
+
+    /// Counts a call until the guard is finished or dropped; `timed`
+    /// reads the clock so [`InFlight::finish`] can record the latency.
+    pub fn start(self: &Arc<Self>, timed: bool) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            load: self.clone(),
+            started: timed.then(Instant::now),
+        }
+    }
+}
+
+/// One call counted in a [`Load`]: dropping it (a cancelled call, a hedge
+/// that lost) uncounts it; [`finish`](Self::finish) also records its
+/// latency when it was timed.
+#[derive(Debug)]
+pub struct InFlight {
+    load: Arc<Load>,
+    started: Option<Instant>,
+}
+
+impl InFlight {
+    /// The call answered: `ok` is whether its outcome was a success (a
+    /// failure counts as slow; see [`PeakEwma::observe_failure`]).
+    pub fn finish(self, ok: bool) {
+        if let Some(at) = self.started {
+            let now = Instant::now();
+            let took = now.saturating_duration_since(at);
+            if ok {
+                self.load.latency.observe(took, now);
+            } else {
+                self.load.latency.observe_failure(took, now);
+            }
+        }
+    }
+
+    /// When the call started, if it was timed.
+    pub fn started(&self) -> Option<Instant> {
+        self.started
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
