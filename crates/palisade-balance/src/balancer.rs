@@ -51,8 +51,8 @@ pub trait Candidates {
 /// let tier = Tier { loads: (0..3).map(|_| Load::default()).collect(), down: 1 };
 /// let rr = Balancer::new(Strategy::RoundRobin, vec![2, 1, 1]).unwrap();
 /// let picks: Vec<_> = (0..6).map(|_| rr.pick(&tier).unwrap()).collect();
-/// // The round is 0, 1, 0, 2; provider 1 is down, so its turns go to the next in the round.
-/// assert_eq!(picks, [0, 0, 0, 2, 0, 0]);
+/// // The round is 0, 1, 2, 0; provider 1 is down, so its turns go to the next in the round.
+/// assert_eq!(picks, [0, 2, 2, 0, 0, 2]);
 /// assert!(Balancer::new(Strategy::Random, vec![0]).is_err());
 /// ```
 pub struct Balancer {
