@@ -19,6 +19,10 @@ pub const MAX_WEIGHT: u32 = 1000;
 pub trait Candidates {
     /// How many providers the tier has (the balancer's own count).
     fn len(&self) -> usize;
+    /// Whether the tier has no provider.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Whether provider `i` may take this call: not refusing (no open
     /// breaker, rate-limit room, bulkhead space), not already tried.
     /// Asked only of the providers a strategy looks at.
