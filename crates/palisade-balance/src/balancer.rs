@@ -100,7 +100,10 @@ impl Balancer {
         if weights.len() > MAX_TIER {
             problems.add(
                 "weights",
-                format!("{} providers in one tier; at most {MAX_TIER}", weights.len()),
+                format!(
+                    "{} providers in one tier; at most {MAX_TIER}",
+                    weights.len()
+                ),
             );
         }
         for (i, &w) in weights.iter().enumerate() {
@@ -299,9 +302,7 @@ fn full(n: usize) -> u64 {
 }
 
 fn eligible<C: Candidates + ?Sized>(c: &C, n: usize) -> u64 {
-    (0..n)
-        .filter(|&i| c.eligible(i))
-        .fold(0, |m, i| m | bit(i))
+    (0..n).filter(|&i| c.eligible(i)).fold(0, |m, i| m | bit(i))
 }
 
 /// The index of the `k`-th set bit of `mask` (counting from 0).
@@ -429,8 +430,9 @@ mod tests {
             .build()
             .unwrap();
         let _g = rt.enter();
-        let loads: Vec<std::sync::Arc<Load>> =
-            (0..3).map(|_| std::sync::Arc::new(Load::default())).collect();
+        let loads: Vec<std::sync::Arc<Load>> = (0..3)
+            .map(|_| std::sync::Arc::new(Load::default()))
+            .collect();
         struct Shared<'a>(&'a [std::sync::Arc<Load>]);
         impl Candidates for Shared<'_> {
             fn len(&self) -> usize {
@@ -461,9 +463,15 @@ mod tests {
     async fn p2c_avoids_a_slow_provider() {
         let t = Tier::new(3);
         let now = Instant::now();
-        t.loads[0].latency().observe(std::time::Duration::from_secs(5), now);
-        t.loads[1].latency().observe(std::time::Duration::from_millis(300), now);
-        t.loads[2].latency().observe(std::time::Duration::from_millis(300), now);
+        t.loads[0]
+            .latency()
+            .observe(std::time::Duration::from_secs(5), now);
+        t.loads[1]
+            .latency()
+            .observe(std::time::Duration::from_millis(300), now);
+        t.loads[2]
+            .latency()
+            .observe(std::time::Duration::from_millis(300), now);
         let b = Balancer::seeded(Strategy::PeakEwma, vec![1, 1, 1], 11).unwrap();
         let c = counts(&b, &t, 3000);
         // The slow one wins only when drawn twice, which p2c never does.
@@ -485,7 +493,10 @@ mod tests {
     fn bad_weights_are_refused_with_their_place() {
         let e = Balancer::new(Strategy::RoundRobin, vec![1, 0, 5000]).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("weights[1]") && text.contains("weights[2]"), "{text}");
+        assert!(
+            text.contains("weights[1]") && text.contains("weights[2]"),
+            "{text}"
+        );
         assert!(Balancer::new(Strategy::RoundRobin, vec![1; 65]).is_err());
         assert!(Balancer::new(Strategy::RoundRobin, vec![]).is_err());
     }

@@ -88,7 +88,10 @@ impl FromStr for Strategy {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Strategy::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown strategy {s:?}; expected one of {}", names.join(", "))
+                format!(
+                    "unknown strategy {s:?}; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }

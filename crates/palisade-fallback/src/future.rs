@@ -1,18 +1,23 @@
-//! The fallback chain's response future: the walk along the chain.
+//! The fallback chain's response future: the walk along the tiers, and
+//! the race when a call is hedged.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use palisade_core::{BoxError, Classify, FailureKind, HasDeadline, Outcome};
+use palisade_balance::InFlight;
+use palisade_core::{BoxError, Classify, FailureKind, HasDeadline, Outcome, RequestMarks};
 use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::degrade::Degrade;
 use crate::error::{AllFailed, AttemptOutcome, ProviderAttempt};
 use crate::service::Chain;
+use crate::tier::Pickable;
 
 /// Which providers the next failure may go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,41 +27,73 @@ enum Route {
     ContentFilter,
 }
 
+/// A hedge in flight: its future (boxed: hedges are the rare path), its
+/// provider, its span and its count in the provider's load.
+struct Racer<F> {
+    fut: Pin<Box<F>>,
+    idx: usize,
+    span: tracing::Span,
+    call: Option<InFlight>,
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<S: Service<Req>, Req> {
         Pick,
         Readying { svc: S, req: Option<Req>, idx: usize },
-        Calling { #[pin] fut: S::Future, idx: usize, span: tracing::Span },
+        Calling {
+            #[pin]
+            fut: Option<S::Future>,
+            idx: usize,
+            span: tracing::Span,
+            call: Option<InFlight>,
+        },
     }
 }
 
 pin_project! {
     /// The response future of [`Fallback`](crate::Fallback): picks the next
-    /// eligible provider, readies it, calls it, and moves on when the
-    /// failure says so.
+    /// eligible provider (balanced within its tier), readies it, calls it,
+    /// hedges it to another provider of the tier when it is late, and
+    /// moves on when a failure says so.
     pub struct ResponseFuture<S: Service<Req>, Req, C, D> {
         chain: Arc<Chain<S, Req, C, D>>,
         req: Req,
-        next: usize,
+        tier: usize,
+        tried: u64,
         route: Route,
         // The failure that sent us on, for the event naming from, to, why.
         moving_on: Option<(usize, FailureKind)>,
         attempts: Vec<ProviderAttempt>,
+        hedgeable: bool,
+        sent: u32,
+        delay: Duration,
+        racers: Vec<Racer<S::Future>>,
+        hedging: Option<(S, Option<Req>, usize)>,
+        #[pin]
+        timer: Option<Sleep>,
         #[pin]
         state: State<S, Req>,
     }
 }
 
-impl<S: Service<Req>, Req, C, D> ResponseFuture<S, Req, C, D> {
+impl<S: Service<Req>, Req: RequestMarks, C, D> ResponseFuture<S, Req, C, D> {
     pub(crate) fn new(chain: Arc<Chain<S, Req, C, D>>, req: Req) -> Self {
+        let hedgeable = chain.hedge.as_ref().is_some_and(|h| h.admits(&req));
         ResponseFuture {
             chain,
             req,
-            next: 0,
+            tier: 0,
+            tried: 0,
             route: Route::Any,
             moving_on: None,
             attempts: Vec::new(),
+            hedgeable,
+            sent: 0,
+            delay: Duration::ZERO,
+            racers: Vec::new(),
+            hedging: None,
+            timer: None,
             state: State::Pick,
         }
     }
@@ -65,10 +102,17 @@ impl<S: Service<Req>, Req, C, D> ResponseFuture<S, Req, C, D> {
 impl<S: Service<Req>, Req, C, D> fmt::Debug for ResponseFuture<S, Req, C, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("next", &self.next)
+            .field("tier", &self.tier)
             .field("attempts", &self.attempts)
+            .field("hedges", &self.sent)
             .finish()
     }
+}
+
+/// What one answer means for the walk.
+enum Next<T> {
+    Done(T),
+    MoveOn,
 }
 
 impl<S, Req, C, D> Future for ResponseFuture<S, Req, C, D>
@@ -87,8 +131,14 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Pick => {
-                    let Some(idx) = pick(chain, this.req, this.next, *this.route, this.attempts)
-                    else {
+                    let Some(idx) = pick(
+                        chain,
+                        this.req,
+                        this.tier,
+                        this.tried,
+                        *this.route,
+                        this.attempts,
+                    ) else {
                         let all = AllFailed {
                             attempts: std::mem::take(this.attempts),
                         };
@@ -107,10 +157,7 @@ where
                             "falling back"
                         );
                     }
-                    let mut req = this.req.clone();
-                    if let Some(rewrite) = &target.rewrite {
-                        rewrite(&mut req);
-                    }
+                    let req = copy_for(chain, this.req, idx);
                     this.state.set(State::Readying {
                         svc: target.svc.clone(),
                         req: Some(req),
@@ -119,68 +166,281 @@ where
                 }
                 StateProj::Readying { svc, req, idx } => {
                     let idx = *idx;
-                    match ready!(svc.poll_ready(cx)) {
-                        Ok(()) => {
+                    match svc.poll_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) => {
                             let req = req.take().expect("readied once");
-                            // Events of the layers below carry the provider.
-                            let span =
-                                tracing::info_span!("provider", provider = %chain.targets[idx].id);
-                            let fut = {
-                                let _in = span.enter();
-                                svc.call(req)
-                            };
-                            this.state.set(State::Calling { fut, idx, span });
+                            let (fut, span, call) = start(chain, svc, req, idx);
+                            if *this.hedgeable && this.timer.is_none() {
+                                arm(chain, idx, *this.sent, this.delay, this.timer.as_mut());
+                            }
+                            this.state.set(State::Calling {
+                                fut: Some(fut),
+                                idx,
+                                span,
+                                call,
+                            });
                         }
-                        Err(e) => {
-                            let e: BoxError = e.into();
+                        Poll::Ready(Err(e)) => {
                             this.attempts.push(ProviderAttempt {
                                 provider: chain.targets[idx].id.clone(),
-                                outcome: AttemptOutcome::Error(e),
+                                outcome: AttemptOutcome::Error(e.into()),
                             });
                             *this.moving_on = Some((idx, FailureKind::Other));
                             this.state.set(State::Pick);
                         }
                     }
                 }
-                StateProj::Calling { fut, idx, span } => {
-                    let idx = *idx;
-                    let polled = {
-                        let _in = span.enter();
-                        fut.poll(cx)
-                    };
-                    let mut result = ready!(polled).map_err(Into::into);
-                    let failure = match chain.classifier.classify(result.as_ref()) {
-                        Outcome::Success => {
-                            record(chain, idx, this.attempts.len(), &mut result);
-                            return Poll::Ready(result);
+                StateProj::Calling {
+                    mut fut,
+                    idx,
+                    span,
+                    call,
+                } => {
+                    // The call the walk made.
+                    if let Some(f) = fut.as_mut().as_pin_mut() {
+                        let polled = {
+                            let _in = span.enter();
+                            f.poll(cx)
+                        };
+                        if let Poll::Ready(result) = polled {
+                            fut.set(None);
+                            let left = this.racers.len();
+                            match answer(
+                                chain,
+                                *idx,
+                                call.take(),
+                                result,
+                                this.route,
+                                this.attempts,
+                                this.moving_on,
+                            ) {
+                                Next::Done(result) => {
+                                    if *this.sent > 0 {
+                                        chain
+                                            .hedge
+                                            .as_ref()
+                                            .expect("hedged")
+                                            .settled(false, left as u32);
+                                    }
+                                    return Poll::Ready(result);
+                                }
+                                Next::MoveOn => {}
+                            }
                         }
-                        Outcome::Failure(f) => f,
-                    };
-                    if !chain.policy.falls_back(&failure) {
-                        // The caller's own fault: another provider would
-                        // refuse it too.
-                        record(chain, idx, this.attempts.len(), &mut result);
-                        return Poll::Ready(result);
                     }
-                    match failure.kind {
-                        FailureKind::ContextLengthExceeded => *this.route = Route::LargeContext,
-                        FailureKind::ContentFiltered => *this.route = Route::ContentFilter,
-                        _ => {}
+                    // The hedges.
+                    let mut i = 0;
+                    while i < this.racers.len() {
+                        let r = &mut this.racers[i];
+                        let polled = {
+                            let _in = r.span.enter();
+                            r.fut.as_mut().poll(cx)
+                        };
+                        let Poll::Ready(result) = polled else {
+                            i += 1;
+                            continue;
+                        };
+                        let r = this.racers.swap_remove(i);
+                        match answer(
+                            chain,
+                            r.idx,
+                            r.call,
+                            result,
+                            this.route,
+                            this.attempts,
+                            this.moving_on,
+                        ) {
+                            Next::Done(result) => {
+                                let left = this.racers.len() + usize::from(fut.is_some());
+                                let won = result.is_ok();
+                                chain
+                                    .hedge
+                                    .as_ref()
+                                    .expect("hedged")
+                                    .settled(won, left as u32);
+                                if won {
+                                    tracing::debug!(provider = %chain.targets[r.idx].id, "a hedge answered first");
+                                }
+                                return Poll::Ready(result);
+                            }
+                            Next::MoveOn => {}
+                        }
                     }
-                    let outcome = match result {
-                        Ok(_) => AttemptOutcome::Failed(failure.kind),
-                        Err(e) => AttemptOutcome::Error(e),
-                    };
-                    this.attempts.push(ProviderAttempt {
-                        provider: chain.targets[idx].id.clone(),
-                        outcome,
-                    });
-                    *this.moving_on = Some((idx, failure.kind));
-                    this.state.set(State::Pick);
+                    // Time for a hedge?
+                    let mut started = false;
+                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                        if timer.poll(cx).is_ready() {
+                            this.timer.set(None);
+                            let policy = chain.hedge.as_ref().expect("armed only when hedging");
+                            let tier = &chain.tiers[*this.tier];
+                            let expired = this.req.deadline().is_some_and(|d| d.is_expired());
+                            if !expired && this.hedging.is_none() && policy.try_spend() {
+                                if let Some(j) = pick_in_tier(chain, tier, this.tried, *this.route)
+                                {
+                                    *this.sent += 1;
+                                    policy.sent();
+                                    tracing::debug!(
+                                        from = %chain.targets[*idx].id,
+                                        to = %chain.targets[j].id,
+                                        after_ms = this.delay.as_millis() as u64,
+                                        "hedging"
+                                    );
+                                    let req = copy_for(chain, this.req, j);
+                                    *this.hedging =
+                                        Some((chain.targets[j].svc.clone(), Some(req), j));
+                                    arm(chain, *idx, *this.sent, this.delay, this.timer.as_mut());
+                                }
+                            }
+                        }
+                    }
+                    if let Some((svc, req, j)) = this.hedging.as_mut() {
+                        let j = *j;
+                        match svc.poll_ready(cx) {
+                            Poll::Pending => {}
+                            Poll::Ready(Ok(())) => {
+                                let req = req.take().expect("readied once");
+                                let (f, span, call) = start(chain, svc, req, j);
+                                this.racers.push(Racer {
+                                    fut: Box::pin(f),
+                                    idx: j,
+                                    span,
+                                    call,
+                                });
+                                *this.hedging = None;
+                                started = true;
+                            }
+                            Poll::Ready(Err(e)) => {
+                                this.attempts.push(ProviderAttempt {
+                                    provider: chain.targets[j].id.clone(),
+                                    outcome: AttemptOutcome::Error(e.into()),
+                                });
+                                *this.hedging = None;
+                            }
+                        }
+                    }
+                    if started {
+                        continue;
+                    }
+                    if fut.is_none() && this.racers.is_empty() && this.hedging.is_none() {
+                        // Every call in flight failed: on with the walk.
+                        this.timer.set(None);
+                        this.state.set(State::Pick);
+                        continue;
+                    }
+                    return Poll::Pending;
                 }
             }
         }
     }
+}
+
+/// The request as provider `idx` gets it.
+fn copy_for<S, Req: Clone, C, D>(chain: &Chain<S, Req, C, D>, req: &Req, idx: usize) -> Req {
+    let mut req = req.clone();
+    if let Some(rewrite) = &chain.targets[idx].rewrite {
+        rewrite(&mut req);
+    }
+    req
+}
+
+/// Calls provider `idx` (readied) in its span, counted in its load when
+/// its tier is balanced.
+fn start<S: Service<Req>, Req, C, D>(
+    chain: &Chain<S, Req, C, D>,
+    svc: &mut S,
+    req: Req,
+    idx: usize,
+) -> (S::Future, tracing::Span, Option<InFlight>) {
+    let target = &chain.targets[idx];
+    let tier = chain.tier_of(idx);
+    let call = tier.counted.then(|| target.load.start(tier.timed));
+    // Events of the layers below carry the provider.
+    let span = tracing::info_span!("provider", provider = %target.id);
+    let fut = {
+        let _in = span.enter();
+        svc.call(req)
+    };
+    (fut, span, call)
+}
+
+/// Arms the hedge timer for a call to `idx`, if its tier has another
+/// provider, hedges are left, and the delay is known.
+fn arm<S, Req, C, D>(
+    chain: &Chain<S, Req, C, D>,
+    idx: usize,
+    sent: u32,
+    delay: &mut Duration,
+    mut timer: Pin<&mut Option<Sleep>>,
+) {
+    let Some(policy) = &chain.hedge else { return };
+    if sent >= policy.max_hedges() || chain.tier_of(idx).len() < 2 {
+        return;
+    }
+    let window = chain.targets[idx].window.as_deref();
+    let Some(d) = window.and_then(|w| policy.delay().for_window(w)) else {
+        return;
+    };
+    *delay = d;
+    let at = Instant::now() + d;
+    match timer.as_mut().as_pin_mut() {
+        Some(t) => t.reset(at),
+        None => timer.set(Some(tokio::time::sleep_until(at))),
+    }
+}
+
+/// Classifies provider `idx`'s answer: the caller's (a success, or a
+/// failure no other provider would fix) or a reason to move on.
+fn answer<S, Req, C, D, Res, E>(
+    chain: &Chain<S, Req, C, D>,
+    idx: usize,
+    call: Option<InFlight>,
+    result: Result<Res, E>,
+    route: &mut Route,
+    attempts: &mut Vec<ProviderAttempt>,
+    moving_on: &mut Option<(usize, FailureKind)>,
+) -> Next<Result<Res, BoxError>>
+where
+    C: Classify<Res, BoxError>,
+    E: Into<BoxError>,
+{
+    let mut result = result.map_err(Into::into);
+    let outcome = chain.classifier.classify(result.as_ref());
+    if let Some(call) = call {
+        if outcome.is_success() {
+            if let (Some(w), Some(at)) = (&chain.targets[idx].window, call.started()) {
+                w.record(at.elapsed());
+            }
+        }
+        call.finish(outcome.is_success());
+    }
+    let failure = match outcome {
+        Outcome::Success => {
+            record(chain, idx, attempts.len(), &mut result);
+            return Next::Done(result);
+        }
+        Outcome::Failure(f) => f,
+    };
+    if !chain.policy.falls_back(&failure) {
+        // The caller's own fault: another provider would refuse it too.
+        record(chain, idx, attempts.len(), &mut result);
+        return Next::Done(result);
+    }
+    match failure.kind {
+        FailureKind::ContextLengthExceeded => *route = Route::LargeContext,
+        FailureKind::ContentFiltered => *route = Route::ContentFilter,
+        _ => {}
+    }
+    let outcome = match result {
+        Ok(_) => AttemptOutcome::Failed(failure.kind),
+        Err(e) => AttemptOutcome::Error(e),
+    };
+    attempts.push(ProviderAttempt {
+        provider: chain.targets[idx].id.clone(),
+        outcome,
+    });
+    *moving_on = Some((idx, failure.kind));
+    Next::MoveOn
 }
 
 /// Writes who answered, after how many providers, on the answer's
@@ -201,50 +461,80 @@ fn record<S, Req, C, D, Res>(
     }
 }
 
+fn suited<S, Req>(t: &crate::Target<S, Req>, route: Route) -> bool {
+    match route {
+        Route::Any => true,
+        Route::LargeContext => t.large_context,
+        Route::ContentFilter => t.content_filter,
+    }
+}
+
+/// A provider of `tier` not yet tried, suited to the route and not
+/// refusing, chosen by the tier's balancer; marked tried.
+fn pick_in_tier<S, Req, C, D>(
+    chain: &Chain<S, Req, C, D>,
+    tier: &crate::tier::Tier,
+    tried: &mut u64,
+    route: Route,
+) -> Option<usize> {
+    let targets = &chain.targets[tier.start..tier.end];
+    let done = *tried;
+    let eligible = |i: usize| {
+        done & (1 << i) == 0 && suited(&targets[i], route) && targets[i].refusing().is_none()
+    };
+    let i = match &tier.balancer {
+        None => eligible(0).then_some(0),
+        Some(b) => b.pick(&Pickable { targets, eligible }),
+    }?;
+    *tried |= 1 << i;
+    Some(tier.start + i)
+}
+
 /// The next provider to call, recording the ones passed over; `None` when
 /// the chain is exhausted or the deadline has passed.
 fn pick<S, Req: HasDeadline, C, D>(
     chain: &Chain<S, Req, C, D>,
     req: &Req,
-    next: &mut usize,
+    tier: &mut usize,
+    tried: &mut u64,
     route: Route,
     attempts: &mut Vec<ProviderAttempt>,
 ) -> Option<usize> {
-    while *next < chain.targets.len() {
-        let idx = *next;
-        *next += 1;
-        let t = &chain.targets[idx];
-        let suited = match route {
-            Route::Any => true,
-            Route::LargeContext => t.large_context,
-            Route::ContentFilter => t.content_filter,
-        };
-        if !suited {
-            attempts.push(ProviderAttempt {
-                provider: t.id.clone(),
-                outcome: AttemptOutcome::SkippedUnsuited,
-            });
-            continue;
+    while let Some(t) = chain.tiers.get(*tier) {
+        if let Some(idx) = pick_in_tier(chain, t, tried, route) {
+            // The first call follows `call` at once; every later one checks
+            // that the deadline has not passed while the others were tried.
+            if !attempts.is_empty() && req.deadline().is_some_and(|d| d.is_expired()) {
+                attempts.push(ProviderAttempt {
+                    provider: chain.targets[idx].id.clone(),
+                    outcome: AttemptOutcome::DeadlineExceeded,
+                });
+                *tier = chain.tiers.len();
+                return None;
+            }
+            return Some(idx);
         }
-        if let Some(refusing) = t.refusing() {
-            tracing::debug!(provider = %t.id, %refusing, "skipping provider");
+        // The tier is spent: say why each provider not called was passed.
+        for i in 0..t.len() {
+            if *tried & (1 << i) != 0 {
+                continue;
+            }
+            let target = &chain.targets[t.start + i];
+            let outcome = if !suited(target, route) {
+                AttemptOutcome::SkippedUnsuited
+            } else if let Some(refusing) = target.refusing() {
+                tracing::debug!(provider = %target.id, %refusing, "skipping provider");
+                AttemptOutcome::Skipped(refusing)
+            } else {
+                continue;
+            };
             attempts.push(ProviderAttempt {
-                provider: t.id.clone(),
-                outcome: AttemptOutcome::Skipped(refusing),
+                provider: target.id.clone(),
+                outcome,
             });
-            continue;
         }
-        // The first call follows `call` at once; every later one checks
-        // that the deadline has not passed while the others were tried.
-        if !attempts.is_empty() && req.deadline().is_some_and(|d| d.is_expired()) {
-            attempts.push(ProviderAttempt {
-                provider: t.id.clone(),
-                outcome: AttemptOutcome::DeadlineExceeded,
-            });
-            *next = chain.targets.len();
-            return None;
-        }
-        return Some(idx);
+        *tier += 1;
+        *tried = 0;
     }
     None
 }

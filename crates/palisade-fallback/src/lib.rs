@@ -21,6 +21,7 @@ mod error;
 mod future;
 mod service;
 mod target;
+mod tier;
 
 pub use crate::degrade::{
     Degrade, DegradeWith, Degraded, MarkDegraded, NoDegrade, DEGRADED_HEADER,

@@ -4,9 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use palisade_balance::{Balancer, Strategy};
 use palisade_core::{
     Admission, Admissions, BoxError, Classify, ErrorClassifier, HasDeadline, Policy, ProviderId,
+    RequestMarks,
 };
+use palisade_hedge::{HedgeDelay, HedgePolicy};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -15,13 +18,100 @@ use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::future::ResponseFuture;
 use crate::target::Target;
+use crate::tier::{Tier, TierSpec};
 
 /// What every clone of a chain shares.
 pub(crate) struct Chain<S, Req, C, D> {
     pub(crate) targets: Vec<Target<S, Req>>,
+    pub(crate) tiers: Vec<Tier>,
+    pub(crate) hedge: Option<HedgePolicy>,
     pub(crate) classifier: C,
     pub(crate) policy: Policy,
     pub(crate) degrade: D,
+}
+
+impl<S, Req, C, D> Chain<S, Req, C, D> {
+    /// The tier holding target `idx`.
+    pub(crate) fn tier_of(&self, idx: usize) -> &Tier {
+        self.tiers
+            .iter()
+            .find(|t| idx < t.end)
+            .unwrap_or_else(|| &self.tiers[self.tiers.len() - 1])
+    }
+}
+
+/// Lays the targets out in tiers and checks them: at least one target, no
+/// id twice, each tier's weights and size within its balancer's limits.
+fn assemble<S, Req, C, D>(
+    mut targets: Vec<Target<S, Req>>,
+    specs: &[TierSpec],
+    hedge: Option<HedgePolicy>,
+    seed: Option<u64>,
+    classifier: C,
+    policy: Policy,
+    degrade: D,
+) -> Result<Chain<S, Req, C, D>, ConfigError> {
+    if targets.is_empty() {
+        return Err(config_error("targets", "the chain has no provider"));
+    }
+    let mut problems = palisade_core::Problems::new("fallback");
+    for (i, t) in targets.iter().enumerate() {
+        if targets[..i].iter().any(|o| o.id == t.id) {
+            problems.add(
+                "targets",
+                format!("provider {} is in the chain twice", t.id),
+            );
+        }
+    }
+    let percentile = matches!(
+        hedge.as_ref().map(HedgePolicy::delay),
+        Some(HedgeDelay::Percentile { .. })
+    );
+    let mut tiers = Vec::with_capacity(specs.len());
+    let mut start = 0;
+    for (n, &(len, strategy)) in specs.iter().enumerate() {
+        let end = start + len;
+        let balancer = if len > 1 {
+            let weights = targets[start..end].iter().map(|t| t.weight).collect();
+            let built = match seed {
+                Some(seed) => Balancer::seeded(strategy, weights, seed.wrapping_add(n as u64)),
+                None => Balancer::new(strategy, weights),
+            };
+            match built {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    problems.extend(e.at(&format!("tiers[{n}]")));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        tiers.push(Tier {
+            start,
+            end,
+            timed: len > 1 && (strategy.needs_latency() || (hedge.is_some() && percentile)),
+            counted: len > 1,
+            balancer,
+        });
+        start = end;
+    }
+    problems.finish()?;
+    if let Some(h) = &hedge {
+        for t in &mut targets {
+            if t.window.is_none() {
+                t.window = Some(Arc::new(h.window()));
+            }
+        }
+    }
+    Ok(Chain {
+        targets,
+        tiers,
+        hedge,
+        classifier,
+        policy,
+        degrade,
+    })
 }
 
 /// Calls providers in order until one answers: the next provider is tried
@@ -95,6 +185,9 @@ impl<S, Req> Fallback<S, Req> {
     pub fn builder() -> Builder<S, Req> {
         Builder {
             targets: Vec::new(),
+            tiers: Vec::new(),
+            hedge: None,
+            seed: None,
             classifier: ErrorClassifier,
             policy: Policy::default(),
             degrade: NoDegrade,
@@ -115,7 +208,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify<S::Response, BoxError>,
     D: Degrade<S::Response>,
-    Req: Clone + HasDeadline,
+    Req: Clone + HasDeadline + RequestMarks,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -133,6 +226,9 @@ where
 /// Builds a [`Fallback`]; [`build`](Self::build) checks the chain.
 pub struct Builder<S, Req, C = ErrorClassifier, D = NoDegrade> {
     targets: Vec<Target<S, Req>>,
+    tiers: Vec<TierSpec>,
+    hedge: Option<HedgePolicy>,
+    seed: Option<u64>,
     classifier: C,
     policy: Policy,
     degrade: D,
@@ -147,9 +243,72 @@ impl<S, Req, C, D> fmt::Debug for Builder<S, Req, C, D> {
 }
 
 impl<S, Req, C, D> Builder<S, Req, C, D> {
-    /// Appends a provider to the chain.
+    /// Appends a provider to the chain, as a tier of its own.
     pub fn target(mut self, target: Target<S, Req>) -> Self {
         self.targets.push(target);
+        self.tiers.push((1, Strategy::default()));
+        self
+    }
+
+    /// Appends a tier: equivalent providers (regions, keys, OpenAI and
+    /// Azure for one model) balanced by `strategy` and their
+    /// [weights](Target::weight). A call goes to one provider of the tier;
+    /// when it fails (in a way that falls back) or refuses, the others of
+    /// the tier are tried, in the balancer's order, before the next tier.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use palisade_balance::Strategy;
+    /// use palisade_core::{BoxError, WithDeadline};
+    /// use palisade_fallback::{Fallback, Target};
+    /// use tower::{service_fn, util::BoxCloneSyncService, ServiceExt};
+    ///
+    /// type Svc = BoxCloneSyncService<WithDeadline<()>, &'static str, BoxError>;
+    /// let answer = |name: &'static str| -> Svc {
+    ///     BoxCloneSyncService::new(service_fn(move |_: WithDeadline<()>| async move { Ok::<_, BoxError>(name) }))
+    /// };
+    /// let chain = Fallback::builder()
+    ///     .tier(Strategy::RoundRobin, [
+    ///         Target::new("azure-east", answer("east")),
+    ///         Target::new("azure-west", answer("west")),
+    ///     ])
+    ///     .target(Target::new("local", answer("local")))
+    ///     .build()
+    ///     .unwrap();
+    /// let mut seen = Vec::new();
+    /// for _ in 0..4 {
+    ///     seen.push(chain.clone().oneshot(WithDeadline::new(())).await.unwrap());
+    /// }
+    /// assert_eq!(seen, ["east", "west", "east", "west"]);
+    /// # }
+    /// ```
+    pub fn tier(
+        mut self,
+        strategy: Strategy,
+        targets: impl IntoIterator<Item = Target<S, Req>>,
+    ) -> Self {
+        let before = self.targets.len();
+        self.targets.extend(targets);
+        let len = self.targets.len() - before;
+        if len > 0 {
+            self.tiers.push((len, strategy));
+        }
+        self
+    }
+
+    /// Hedges within tiers: a call not answered when `policy`'s delay has
+    /// passed is sent again to *another* provider of the same tier
+    /// (chosen by its balancer), and the first success wins; the others
+    /// are dropped. Only hedgeable requests, only tiers of two or more,
+    /// each hedge paid from the policy's budget.
+    pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.hedge = Some(policy);
+        self
+    }
+
+    /// Fixes the balancers' random draws (reproducible simulations).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
         self
     }
 
@@ -159,6 +318,9 @@ impl<S, Req, C, D> Builder<S, Req, C, D> {
     pub fn classifier<C2>(self, classifier: C2) -> Builder<S, Req, C2, D> {
         Builder {
             targets: self.targets,
+            tiers: self.tiers,
+            hedge: self.hedge,
+            seed: self.seed,
             classifier,
             policy: self.policy,
             degrade: self.degrade,
@@ -179,37 +341,28 @@ impl<S, Req, C, D> Builder<S, Req, C, D> {
     pub fn degrade<F>(self, f: F) -> Builder<S, Req, C, DegradeWith<F>> {
         Builder {
             targets: self.targets,
+            tiers: self.tiers,
+            hedge: self.hedge,
+            seed: self.seed,
             classifier: self.classifier,
             policy: self.policy,
             degrade: DegradeWith(f),
         }
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.targets.is_empty() {
-            return Err(config_error("targets", "the chain has no provider"));
-        }
-        for (i, t) in self.targets.iter().enumerate() {
-            if self.targets[..i].iter().any(|o| o.id == t.id) {
-                return Err(config_error(
-                    "targets",
-                    format!("provider {} is in the chain twice", t.id),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks the chain (at least one provider, no id twice) and builds it.
+    /// Checks the chain (at least one provider, no id twice, tiers
+    /// within their balancers' limits) and builds it.
     pub fn build(self) -> Result<Fallback<S, Req, C, D>, ConfigError> {
-        self.check()?;
         Ok(Fallback {
-            chain: Arc::new(Chain {
-                targets: self.targets,
-                classifier: self.classifier,
-                policy: self.policy,
-                degrade: self.degrade,
-            }),
+            chain: Arc::new(assemble(
+                self.targets,
+                &self.tiers,
+                self.hedge,
+                self.seed,
+                self.classifier,
+                self.policy,
+                self.degrade,
+            )?),
         })
     }
 
@@ -231,6 +384,18 @@ impl<S, Req, C, D> Builder<S, Req, C, D> {
                 format!("provider {primary} is also a fallback target"),
             ));
         }
+        if !self.targets.is_empty() {
+            // The same checks `layer` will need to pass.
+            assemble(
+                self.targets.clone(),
+                &self.tiers,
+                None,
+                self.seed,
+                (),
+                Policy::default(),
+                (),
+            )?;
+        }
         Ok(FallbackLayer {
             primary,
             primary_admission: Admissions::default(),
@@ -243,6 +408,9 @@ impl<S: Clone, Req, C: Clone, D: Clone> Clone for Builder<S, Req, C, D> {
     fn clone(&self) -> Self {
         Builder {
             targets: self.targets.clone(),
+            tiers: self.tiers.clone(),
+            hedge: self.hedge.clone(),
+            seed: self.seed,
             classifier: self.classifier.clone(),
             policy: self.policy.clone(),
             degrade: self.degrade.clone(),
@@ -311,13 +479,22 @@ impl<S: Clone, Req, C: Clone, D: Clone> Layer<S> for FallbackLayer<S, Req, C, D>
         let mut targets = Vec::with_capacity(self.builder.targets.len() + 1);
         targets.push(primary);
         targets.extend(self.builder.targets.iter().cloned());
+        let mut tiers = Vec::with_capacity(self.builder.tiers.len() + 1);
+        tiers.push((1, Strategy::default()));
+        tiers.extend(self.builder.tiers.iter().copied());
+        // Checked by `into_layer`; a tier of one cannot be refused.
+        let chain = assemble(
+            targets,
+            &tiers,
+            self.builder.hedge.clone(),
+            self.builder.seed,
+            self.builder.classifier.clone(),
+            self.builder.policy.clone(),
+            self.builder.degrade.clone(),
+        )
+        .unwrap_or_else(|e| unreachable!("checked by into_layer: {e}"));
         Fallback {
-            chain: Arc::new(Chain {
-                targets,
-                classifier: self.builder.classifier.clone(),
-                policy: self.builder.policy.clone(),
-                degrade: self.builder.degrade.clone(),
-            }),
+            chain: Arc::new(chain),
         }
     }
 }

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use palisade_balance::Load;
 use palisade_core::{Admission, Admissions, ProviderId, Refusing};
+use palisade_hedge::LatencyWindow;
 
 /// A per-provider request rewrite.
 pub(crate) type Rewrite<Req> = Arc<dyn Fn(&mut Req) + Send + Sync>;
@@ -30,6 +32,9 @@ pub struct Target<S, Req> {
     pub(crate) rewrite: Option<Rewrite<Req>>,
     pub(crate) large_context: bool,
     pub(crate) content_filter: bool,
+    pub(crate) weight: u32,
+    pub(crate) load: Arc<Load>,
+    pub(crate) window: Option<Arc<LatencyWindow>>,
 }
 
 impl<S: Clone, Req> Clone for Target<S, Req> {
@@ -41,6 +46,9 @@ impl<S: Clone, Req> Clone for Target<S, Req> {
             rewrite: self.rewrite.clone(),
             large_context: self.large_context,
             content_filter: self.content_filter,
+            weight: self.weight,
+            load: self.load.clone(),
+            window: self.window.clone(),
         }
     }
 }
@@ -53,6 +61,8 @@ impl<S, Req> fmt::Debug for Target<S, Req> {
             .field("rewrite", &self.rewrite.is_some())
             .field("large_context", &self.large_context)
             .field("content_filter", &self.content_filter)
+            .field("weight", &self.weight)
+            .field("in_flight", &self.load.in_flight())
             .finish()
     }
 }
@@ -67,7 +77,31 @@ impl<S, Req> Target<S, Req> {
             rewrite: None,
             large_context: false,
             content_filter: false,
+            weight: 1,
+            load: Arc::new(Load::default()),
+            window: None,
         }
+    }
+
+    /// Its share of its tier's traffic relative to the others (1 to
+    /// 1000, default 1; see [`Builder::tier`](crate::Builder::tier)).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Shares `load` (calls in flight, latency) with whoever else tracks
+    /// this provider, so what a balancer learned outlives a rebuilt chain.
+    pub fn load(mut self, load: Arc<Load>) -> Self {
+        self.load = load;
+        self
+    }
+
+    /// Shares `window` (recent latencies, for percentile hedge delays)
+    /// the same way; without one, a hedged chain makes its own.
+    pub fn latency_window(mut self, window: Arc<LatencyWindow>) -> Self {
+        self.window = Some(window);
+        self
     }
 
     /// A layer of this provider's stack that can say "not now" (its

@@ -36,6 +36,8 @@
 mod future;
 mod layer;
 mod policy;
+#[cfg(feature = "serde")]
+mod section;
 mod service;
 mod window;
 
@@ -44,5 +46,7 @@ pub use crate::layer::HedgeLayer;
 pub use crate::policy::{
     HedgeDelay, HedgeHandle, HedgePolicy, HedgePolicyBuilder, HedgeSnapshot, MAX_HEDGES,
 };
+#[cfg(feature = "serde")]
+pub use crate::section::HedgeSection;
 pub use crate::service::Hedge;
 pub use crate::window::LatencyWindow;

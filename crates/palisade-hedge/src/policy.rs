@@ -299,9 +299,10 @@ impl HedgePolicyBuilder {
         let p = self.policy;
         let mut problems = Problems::new("hedge");
         match p.delay {
-            HedgeDelay::Fixed(d) if d.is_zero() || d > Duration::from_secs(3600) => {
-                problems.add("delay_ms", format!("{} ms; use 1 to 3600000", d.as_millis()))
-            }
+            HedgeDelay::Fixed(d) if d.is_zero() || d > Duration::from_secs(3600) => problems.add(
+                "delay_ms",
+                format!("{} ms; use 1 to 3600000", d.as_millis()),
+            ),
             HedgeDelay::Percentile { percentile, .. }
                 if !(percentile > 0.0 && percentile < 1.0) =>
             {

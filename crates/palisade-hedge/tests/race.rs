@@ -81,7 +81,11 @@ async fn a_late_answer_is_hedged_and_the_loser_dropped() {
     assert_eq!(got.unwrap(), 1);
     assert_eq!(t0.elapsed(), ms(300));
     assert_eq!(*p.starts.lock().unwrap(), [ms(0), ms(200)]);
-    assert_eq!(p.live.load(Ordering::SeqCst), 0, "the slow call was cancelled");
+    assert_eq!(
+        p.live.load(Ordering::SeqCst),
+        0,
+        "the slow call was cancelled"
+    );
     let s = layer.policy().handle().snapshot();
     assert_eq!((s.hedgeable, s.sent, s.won, s.wasted), (1, 1, 1, 1));
 }
@@ -90,7 +94,14 @@ async fn a_late_answer_is_hedged_and_the_loser_dropped() {
 async fn an_answer_before_the_delay_sends_nothing_more() {
     let p = Provider::new(&[150]);
     let layer = HedgeLayer::new(policy(200));
-    assert_eq!(layer.layer(p.svc()).oneshot(http::Request::new(())).await.unwrap(), 0);
+    assert_eq!(
+        layer
+            .layer(p.svc())
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap(),
+        0
+    );
     tokio::time::sleep(ms(1000)).await;
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
     assert_eq!(layer.policy().handle().snapshot().sent, 0);
@@ -105,9 +116,17 @@ async fn requests_marked_unhedgeable_or_unmarked_under_a_no_default_are_not_hedg
     assert_eq!(layer.layer(p.svc()).oneshot(req).await.unwrap(), 0);
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
 
-    let off = HedgeLayer::new(HedgePolicy::fixed(ms(100)).by_default(false).build().unwrap());
+    let off = HedgeLayer::new(
+        HedgePolicy::fixed(ms(100))
+            .by_default(false)
+            .build()
+            .unwrap(),
+    );
     let svc = off.layer(p.svc());
-    assert_eq!(svc.clone().oneshot(http::Request::new(())).await.unwrap(), 1);
+    assert_eq!(
+        svc.clone().oneshot(http::Request::new(())).await.unwrap(),
+        1
+    );
     let mut marked = http::Request::new(());
     marked.extensions_mut().insert(Hedgeable(true));
     // Call 2 is slow; the hedge (call 3) wins.
@@ -125,7 +144,14 @@ async fn a_dry_budget_sends_no_hedge() {
     }
     assert!(!budget.try_withdraw());
     let layer = HedgeLayer::new(HedgePolicy::fixed(ms(100)).budget(budget).build().unwrap());
-    assert_eq!(layer.layer(p.svc()).oneshot(http::Request::new(())).await.unwrap(), 0);
+    assert_eq!(
+        layer
+            .layer(p.svc())
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap(),
+        0
+    );
     let s = layer.policy().handle().snapshot();
     assert_eq!((s.sent, s.no_budget), (0, 1));
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
@@ -135,7 +161,11 @@ async fn a_dry_budget_sends_no_hedge() {
 async fn a_fast_failure_is_returned_without_hedging() {
     let p = Provider::new(&[51]);
     let layer = HedgeLayer::new(policy(100));
-    let err = layer.layer(p.svc()).oneshot(http::Request::new(())).await.unwrap_err();
+    let err = layer
+        .layer(p.svc())
+        .oneshot(http::Request::new(()))
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "call 0 failed");
     tokio::time::sleep(ms(500)).await;
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
@@ -148,11 +178,22 @@ async fn a_failure_after_the_hedge_waits_for_the_hedge() {
     let p = Provider::new(&[301, 400]);
     let layer = HedgeLayer::new(policy(100));
     let t0 = Instant::now();
-    assert_eq!(layer.layer(p.svc()).oneshot(http::Request::new(())).await.unwrap(), 1);
+    assert_eq!(
+        layer
+            .layer(p.svc())
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(t0.elapsed(), ms(500));
     // Both fail: the first failure is returned once none is in flight.
     let p = Provider::new(&[301, 401]);
-    let err = layer.layer(p.svc()).oneshot(http::Request::new(())).await.unwrap_err();
+    let err = layer
+        .layer(p.svc())
+        .oneshot(http::Request::new(()))
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "call 0 failed");
     assert_eq!(p.live.load(Ordering::SeqCst), 0);
 }
@@ -174,12 +215,21 @@ async fn percentile_hedging_waits_for_samples_then_uses_them() {
     let mut plan = vec![100; 20];
     plan.extend([5000, 100]);
     let p = Provider::new(&plan);
-    let layer = HedgeLayer::new(HedgePolicy::percentile(0.9).min_samples(20).build().unwrap());
+    let layer = HedgeLayer::new(
+        HedgePolicy::percentile(0.9)
+            .min_samples(20)
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(p.svc());
     for _ in 0..20 {
         svc.clone().oneshot(http::Request::new(())).await.unwrap();
     }
-    assert_eq!(layer.policy().handle().snapshot().sent, 0, "no hedge while learning");
+    assert_eq!(
+        layer.policy().handle().snapshot().sent,
+        0,
+        "no hedge while learning"
+    );
     let t0 = Instant::now();
     assert_eq!(svc.oneshot(http::Request::new(())).await.unwrap(), 21);
     // p90 of 100 ms samples (bucket bound ≤ 1/8 above), then 100 ms.

@@ -147,9 +147,10 @@ impl Admission for RateLimitHandle {
     fn headroom(&self) -> Option<f64> {
         let s = &self.shared;
         let now = s.now();
-        let quotas = s.quotas.iter().zip(&*s.tats).map(|((_, rate), tat)| {
-            rate.available(tat, now) as f64 / rate.burst().max(1) as f64
-        });
+        let quotas =
+            s.quotas.iter().zip(&*s.tats).map(|((_, rate), tat)| {
+                rate.available(tat, now) as f64 / rate.burst().max(1) as f64
+            });
         quotas
             .chain(s.requests.headroom(now))
             .chain(s.tokens.headroom(now))

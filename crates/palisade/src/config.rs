@@ -35,10 +35,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use palisade_balance::Strategy;
 pub use palisade_breaker::{BreakerSection, BreakerSettings};
 pub use palisade_bulkhead::{BulkheadSection, BulkheadSettings};
 pub use palisade_core::{ConfigError, Problem};
 pub use palisade_deadline::{TimeoutSection, TimeoutSettings};
+pub use palisade_hedge::HedgeSection;
 pub use palisade_ratelimit::{RateLimitSection, RateLimitSettings};
 pub use palisade_retry::{RetrySection, RetrySettings};
 
@@ -50,8 +52,24 @@ pub struct RouterConfig {
     /// and backoff (default 60000).
     pub request_timeout_ms: u64,
     /// Preference order; providers not listed come after, by name. Empty
-    /// means every provider, by name.
+    /// means every provider, by name. Each is a tier of its own; use
+    /// `tiers` instead to balance equivalent providers.
     pub order: Vec<String>,
+    /// Preference order as tiers of equivalent providers, e.g.
+    /// `[["azure-east", "azure-west"], ["openai"], ["local"]]`: a call goes
+    /// to one provider of the first tier (chosen by its strategy), then the
+    /// others of that tier, then the next tier. Providers in no tier come
+    /// after, each alone, by name. Give `order` or `tiers`, not both.
+    pub tiers: Vec<Vec<String>>,
+    /// How a tier chooses among its providers (default `peak_ewma`; also
+    /// `round_robin`, `random`, `least_in_flight`, `most_headroom`).
+    pub strategy: Strategy,
+    /// A strategy per tier, in the order of `tiers`, overriding
+    /// `strategy` for the tiers it covers.
+    pub strategies: Vec<Strategy>,
+    /// Hedge late calls to another provider of their tier (off unless
+    /// this section is given).
+    pub hedge: Option<HedgeSection>,
     /// One retry budget for all providers (built from
     /// `[defaults.retry]`'s `budget_*` settings) instead of one each, so
     /// that a brownout of several providers cannot add up their retries
@@ -64,6 +82,10 @@ impl Default for RouterConfig {
         RouterConfig {
             request_timeout_ms: 60_000,
             order: Vec::new(),
+            tiers: Vec::new(),
+            strategy: Strategy::default(),
+            strategies: Vec::new(),
+            hedge: None,
             share_retry_budget: false,
         }
     }
@@ -99,6 +121,9 @@ macro_rules! layers {
             /// Takes requests another provider's content filter refused
             /// (default false).
             pub content_filter: bool,
+            /// Its share of its tier's traffic relative to the others (1
+            /// to 1000; default 1).
+            pub weight: Option<u32>,
             $( $(#[$doc])* pub $name: $section, )*
         }
 
@@ -171,6 +196,8 @@ pub struct ProviderSettings {
     pub large_context: bool,
     /// Takes requests another provider's content filter refused.
     pub content_filter: bool,
+    /// Its share of its tier's traffic (default 1).
+    pub weight: u32,
     /// Every layer's settings, merged: built-in ← `[defaults]` ← the
     /// provider's.
     pub layers: LayerSettings,
@@ -223,6 +250,37 @@ impl Config {
         order
     }
 
+    /// The preference order as tiers, each with its strategy: `tiers`
+    /// (or each of `order` alone), then the providers in neither, each
+    /// alone, by name.
+    pub fn provider_tiers(&self) -> Vec<(Vec<String>, Strategy)> {
+        let strategy_of = |i: usize| {
+            self.router
+                .strategies
+                .get(i)
+                .copied()
+                .unwrap_or(self.router.strategy)
+        };
+        let mut out: Vec<(Vec<String>, Strategy)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, tier) in self.router.tiers.iter().enumerate() {
+            let ids: Vec<String> = tier
+                .iter()
+                .filter(|id| self.providers.contains_key(*id) && seen.insert((*id).clone()))
+                .cloned()
+                .collect();
+            if !ids.is_empty() {
+                out.push((ids, strategy_of(i)));
+            }
+        }
+        for id in self.provider_order() {
+            if seen.insert(id.clone()) {
+                out.push((vec![id], self.router.strategy));
+            }
+        }
+        out
+    }
+
     /// The shared retry budget, when `router.share_retry_budget` is on.
     pub fn shared_budget(&self) -> Result<Option<palisade_retry::RetryBudget>, ConfigError> {
         if !self.router.share_retry_budget {
@@ -247,6 +305,7 @@ impl Config {
             id: id.to_owned(),
             large_context: p.large_context,
             content_filter: p.content_filter,
+            weight: p.weight.unwrap_or(1),
             layers: self.defaults_settings().merged(&p.sections()),
         })
     }
@@ -270,6 +329,68 @@ impl Config {
                     format!("router.order[{i}]"),
                     format!("{id:?} is not a configured provider"),
                 );
+            }
+        }
+        if !self.router.order.is_empty() && !self.router.tiers.is_empty() {
+            add(
+                "router.tiers".into(),
+                "give order or tiers, not both (a tier of one is an order entry)".into(),
+            );
+        }
+        let mut placed = BTreeSet::new();
+        for (i, tier) in self.router.tiers.iter().enumerate() {
+            if tier.is_empty() {
+                add(format!("router.tiers[{i}]"), "an empty tier".into());
+            }
+            if tier.len() > palisade_balance::MAX_TIER {
+                add(
+                    format!("router.tiers[{i}]"),
+                    format!(
+                        "{} providers; at most {}",
+                        tier.len(),
+                        palisade_balance::MAX_TIER
+                    ),
+                );
+            }
+            for (j, id) in tier.iter().enumerate() {
+                if !self.providers.contains_key(id) {
+                    add(
+                        format!("router.tiers[{i}][{j}]"),
+                        format!("{id:?} is not a configured provider"),
+                    );
+                } else if !placed.insert(id.as_str()) {
+                    add(
+                        format!("router.tiers[{i}][{j}]"),
+                        format!("{id:?} is in more than one tier"),
+                    );
+                }
+            }
+        }
+        if self.router.strategies.len() > self.router.tiers.len() {
+            add(
+                "router.strategies".into(),
+                format!(
+                    "{} strategies for {} tiers",
+                    self.router.strategies.len(),
+                    self.router.tiers.len()
+                ),
+            );
+        }
+        if let Some(hedge) = &self.router.hedge {
+            if let Err(e) = hedge.policy() {
+                for p in e.problems() {
+                    add(format!("router.{}", p.path), p.message.clone());
+                }
+            }
+        }
+        for (id, p) in &self.providers {
+            if let Some(w) = p.weight {
+                if w == 0 || w > palisade_balance::MAX_WEIGHT {
+                    add(
+                        format!("providers.{id}.weight"),
+                        format!("{w}; use 1 to {}", palisade_balance::MAX_WEIGHT),
+                    );
+                }
             }
         }
         let refused = |settings: &LayerSettings| match settings.check() {

@@ -58,11 +58,13 @@ pub use crate::stack::{
 };
 pub use crate::status::http_status;
 
+pub use palisade_balance as balance;
 pub use palisade_breaker as breaker;
 pub use palisade_bulkhead as bulkhead;
 pub use palisade_core as core;
 pub use palisade_deadline as deadline;
 pub use palisade_fallback as fallback;
+pub use palisade_hedge as hedge;
 pub use palisade_ratelimit as ratelimit;
 pub use palisade_retry as retry;
 
@@ -75,6 +77,7 @@ struct ReadmeDoctests;
 /// Everything a typical user needs, in one import.
 pub mod prelude {
     pub use crate::{Config, HealthReport, HealthStatus, ProviderStack, Registry, Router};
+    pub use palisade_balance::{Balance, Member, Strategy};
     pub use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
     pub use palisade_bulkhead::{BulkheadHandle, BulkheadLayer};
     pub use palisade_core::{
@@ -87,6 +90,7 @@ pub mod prelude {
         StreamTimeouts, TimeoutHeader,
     };
     pub use palisade_fallback::{AllFailed, Fallback, Target};
+    pub use palisade_hedge::{HedgeLayer, HedgePolicy};
     pub use palisade_ratelimit::{Quota, RateLimitLayer};
     pub use palisade_retry::{Backoff, BufferBodyLayer, Jitter, RetryBudget, RetryLayer};
 }

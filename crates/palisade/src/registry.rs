@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use palisade_balance::{Load, Strategy};
 use palisade_core::{BoxError, Classify, HasDeadline, ProviderId};
+use palisade_hedge::LatencyWindow;
 
 use crate::config::{Config, ConfigError};
 use palisade_bulkhead::{OnResponse, ReleaseMode};
@@ -26,7 +28,18 @@ pub struct Provider<S, C, M = OnResponse> {
     pub large_context: bool,
     /// Takes requests another provider's content filter refused.
     pub content_filter: bool,
+    /// Its share of its tier's traffic.
+    pub weight: u32,
+    /// Calls in flight and latency, as its tier's balancer sees them
+    /// (kept across chain rebuilds).
+    pub load: Arc<Load>,
+    /// Recent latencies, for percentile hedge delays.
+    pub latency: Arc<LatencyWindow>,
 }
+
+/// How long a provider's latency window holds samples unless the hedge
+/// section says otherwise.
+const LATENCY_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl<S, C, M> fmt::Debug for Provider<S, C, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -35,6 +48,8 @@ impl<S, C, M> fmt::Debug for Provider<S, C, M> {
             .field("handles", &self.handles)
             .field("large_context", &self.large_context)
             .field("content_filter", &self.content_filter)
+            .field("weight", &self.weight)
+            .field("in_flight", &self.load.in_flight())
             .finish()
     }
 }
@@ -48,7 +63,18 @@ impl<S, C, M> Provider<S, C, M> {
             handles: stack.handles,
             large_context: false,
             content_filter: false,
+            weight: 1,
+            load: Arc::new(Load::default()),
+            latency: Arc::new(LatencyWindow::new(LATENCY_PERIOD)),
         }
+    }
+
+    /// Its share of its tier's traffic (1 to 1000; checked when the
+    /// router builds its chain: a provider with a weight out of range is
+    /// left out of it, with an error logged).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
     }
 
     /// Marks it as taking prompts too long for the others.
@@ -73,7 +99,7 @@ impl<S, C, M> Provider<S, C, M> {
 /// runtime too; providers missing from it come after, by id.
 pub struct Registry<S, C, M = OnResponse> {
     providers: DashMap<ProviderId, Arc<Provider<S, C, M>>>,
-    order: ArcSwap<Vec<ProviderId>>,
+    tiers: ArcSwap<Vec<(Vec<ProviderId>, Strategy)>>,
     version: AtomicU64,
 }
 
@@ -90,7 +116,7 @@ impl<S, C, M> Default for Registry<S, C, M> {
     fn default() -> Self {
         Registry {
             providers: DashMap::new(),
-            order: ArcSwap::from_pointee(Vec::new()),
+            tiers: ArcSwap::from_pointee(Vec::new()),
             version: AtomicU64::new(0),
         }
     }
@@ -222,6 +248,9 @@ impl<'a, C, M> RegistryBuilder<'a, C, M> {
         let config = self.config;
         config.validate()?;
         let shared = config.shared_budget()?;
+        let period = config.router.hedge.as_ref().map_or(LATENCY_PERIOD, |h| {
+            std::time::Duration::from_millis(h.period_ms)
+        });
         let registry = Registry::new();
         for id in config.provider_order() {
             let settings = config.provider(&id).expect("listed by provider_order");
@@ -231,17 +260,18 @@ impl<'a, C, M> RegistryBuilder<'a, C, M> {
                 stack = stack.budget(budget.clone());
             }
             let stack = stack.with_mode::<M>().build()?;
-            registry.insert(
-                Provider::new(stack)
-                    .large_context(settings.large_context)
-                    .content_filter(settings.content_filter),
-            );
+            let mut provider = Provider::new(stack)
+                .large_context(settings.large_context)
+                .content_filter(settings.content_filter)
+                .weight(settings.weight);
+            provider.latency = Arc::new(LatencyWindow::new(period));
+            registry.insert(provider);
         }
-        registry.set_order(
+        registry.set_tiers(
             config
-                .provider_order()
+                .provider_tiers()
                 .into_iter()
-                .map(ProviderId::from)
+                .map(|(ids, strategy)| (ids.into_iter().map(ProviderId::from).collect(), strategy))
                 .collect(),
         );
         Ok(registry)
@@ -287,27 +317,51 @@ impl<S, C, M> Registry<S, C, M> {
         ids
     }
 
-    /// Sets the preference order (e.g. `openai, anthropic, local`).
+    /// Sets the preference order (e.g. `openai, anthropic, local`), each
+    /// provider a tier of its own.
     pub fn set_order(&self, order: Vec<ProviderId>) {
-        self.order.store(Arc::new(order));
+        self.set_tiers(
+            order
+                .into_iter()
+                .map(|id| (vec![id], Strategy::default()))
+                .collect(),
+        );
+    }
+
+    /// Sets the preference order as tiers of equivalent providers, each
+    /// balanced by its strategy (e.g. `[azure-east, azure-west]`
+    /// round robin, then `[openai]`).
+    pub fn set_tiers(&self, tiers: Vec<(Vec<ProviderId>, Strategy)>) {
+        self.tiers.store(Arc::new(tiers));
         self.bump();
     }
 
-    /// The effective order: the preference order's registered providers,
-    /// then the others by id.
-    pub fn order(&self) -> Vec<ProviderId> {
-        let preferred = self.order.load();
-        let mut out: Vec<ProviderId> = preferred
-            .iter()
-            .filter(|id| self.providers.contains_key(*id))
-            .cloned()
-            .collect();
+    /// The effective tiers: the configured ones' registered providers,
+    /// then the others, each alone, by id.
+    pub fn tiers(&self) -> Vec<(Vec<ProviderId>, Strategy)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (ids, strategy) in self.tiers.load().iter() {
+            let ids: Vec<ProviderId> = ids
+                .iter()
+                .filter(|id| self.providers.contains_key(*id) && seen.insert((*id).clone()))
+                .cloned()
+                .collect();
+            if !ids.is_empty() {
+                out.push((ids, *strategy));
+            }
+        }
         for id in self.ids() {
-            if !out.contains(&id) {
-                out.push(id);
+            if seen.insert(id.clone()) {
+                out.push((vec![id], Strategy::default()));
             }
         }
         out
+    }
+
+    /// The effective order: the tiers' providers, flattened.
+    pub fn order(&self) -> Vec<ProviderId> {
+        self.tiers().into_iter().flat_map(|(ids, _)| ids).collect()
     }
 
     /// The providers in effective order.

@@ -8,9 +8,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use palisade_core::{BoxError, Classify, HasDeadline, RejectReason, Rejected};
+use palisade_core::{BoxError, Classify, HasDeadline, RejectReason, Rejected, RequestMarks};
 use palisade_deadline::{DeadlineLayer, DeadlineService};
 use palisade_fallback::{Fallback, NoDegrade, Target};
+use palisade_hedge::HedgePolicy;
 use pin_project_lite::pin_project;
 use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
@@ -111,6 +112,7 @@ pub struct Router<S, C, Req, M = OnResponse> {
     registry: Arc<Registry<S, C, M>>,
     deadline: DeadlineLayer,
     classifier: C,
+    hedge: Option<HedgePolicy>,
     cache: Arc<ArcSwap<Cached<S, C, Req, M>>>,
     rebuild: Arc<Mutex<()>>,
 }
@@ -121,6 +123,7 @@ impl<S, C: Clone, Req, M> Clone for Router<S, C, Req, M> {
             registry: self.registry.clone(),
             deadline: self.deadline.clone(),
             classifier: self.classifier.clone(),
+            hedge: self.hedge.clone(),
             cache: self.cache.clone(),
             rebuild: self.rebuild.clone(),
         }
@@ -152,6 +155,7 @@ where
             registry,
             deadline: DeadlineLayer::new(request_timeout)?,
             classifier,
+            hedge: None,
             cache: Arc::new(ArcSwap::from_pointee(Cached {
                 version: u64::MAX,
                 chain: None,
@@ -206,8 +210,30 @@ where
         classifier: C,
     ) -> Result<Self, ConfigError> {
         let timeout = Duration::from_millis(config.router.request_timeout_ms);
-        Self::new(registry, timeout, classifier)
-            .map_err(|e| e.renamed(&[("timeout.total", "router.request_timeout_ms")]))
+        let router = Self::new(registry, timeout, classifier)
+            .map_err(|e| e.renamed(&[("timeout.total", "router.request_timeout_ms")]))?;
+        Ok(match &config.router.hedge {
+            Some(section) => router.hedge(section.policy().map_err(|e| e.at("router"))?),
+            None => router,
+        })
+    }
+
+    /// Hedges late calls to another provider of their tier by `policy`
+    /// (see [`Builder::hedge`](palisade_fallback::Builder::hedge)); its
+    /// counts are on [`HedgePolicy::handle`].
+    pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.hedge = Some(policy);
+        // Rebuild the chain with it.
+        self.cache = Arc::new(ArcSwap::from_pointee(Cached {
+            version: u64::MAX,
+            chain: None,
+        }));
+        self
+    }
+
+    /// The hedging policy, if any.
+    pub fn hedge_policy(&self) -> Option<&HedgePolicy> {
+        self.hedge.as_ref()
     }
 
     /// The registry behind the router.
@@ -231,18 +257,36 @@ where
             return cached.chain.clone();
         }
         let mut builder = Fallback::builder().classifier(self.classifier.clone());
-        for p in self.registry.in_order() {
-            let mut t = Target::new(p.id.clone(), p.service.clone())
-                .with_admissions(p.handles.admissions());
-            if p.large_context {
-                t = t.large_context();
-            }
-            if p.content_filter {
-                t = t.content_filter();
-            }
-            builder = builder.target(t);
+        if let Some(policy) = &self.hedge {
+            builder = builder.hedge(policy.clone());
         }
-        let chain = builder.build().ok();
+        for (ids, strategy) in self.registry.tiers() {
+            let tier = ids
+                .iter()
+                .filter_map(|id| self.registry.get(id.as_str()))
+                .map(|p| {
+                    let mut t = Target::new(p.id.clone(), p.service.clone())
+                        .with_admissions(p.handles.admissions())
+                        .weight(p.weight)
+                        .load(p.load.clone())
+                        .latency_window(p.latency.clone());
+                    if p.large_context {
+                        t = t.large_context();
+                    }
+                    if p.content_filter {
+                        t = t.content_filter();
+                    }
+                    t
+                });
+            builder = builder.tier(strategy, tier);
+        }
+        let chain = match builder.build() {
+            Ok(chain) => Some(chain),
+            Err(e) => {
+                tracing::error!(error = %e, "router chain refused; no provider will be called");
+                None
+            }
+        };
         tracing::debug!(version, providers = ?self.registry.order(), "router chain rebuilt");
         self.cache.store(Arc::new(Cached {
             version,
@@ -304,7 +348,7 @@ where
     S: Service<Req, Error = BoxError> + Clone,
     C: Classify<S::Response, BoxError> + Classify<M::Response, BoxError> + Clone,
     M: ReleaseMode<S::Response>,
-    Req: Clone + HasDeadline,
+    Req: Clone + HasDeadline + RequestMarks,
 {
     type Response = M::Response;
     type Error = BoxError;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use palisade_core::{Deadline, HasDeadline};
+use palisade_core::{Deadline, HasDeadline, RequestMarks};
 
 /// A chat completion request on its way through the router: the caller's
 /// JSON (shared, so each provider's copy is cheap), the model it asked
@@ -15,6 +15,9 @@ pub struct ChatRequest {
     pub body: Arc<serde_json::Map<String, serde_json::Value>>,
     /// Whether the caller asked for a stream.
     pub stream: bool,
+    /// Whether the caller allowed (`true`) or forbade (`false`) hedging
+    /// it (`x-palisade-hedge: 1` / `0`); `None`: the config's default.
+    pub hedgeable: Option<bool>,
     deadline: Option<Deadline>,
 }
 
@@ -29,6 +32,7 @@ impl ChatRequest {
             model: model.into(),
             body: Arc::new(body),
             stream,
+            hedgeable: None,
             deadline: None,
         }
     }
@@ -41,5 +45,11 @@ impl HasDeadline for ChatRequest {
 
     fn replace_deadline(&mut self, deadline: Deadline) {
         self.deadline = Some(deadline);
+    }
+}
+
+impl RequestMarks for ChatRequest {
+    fn hedgeable(&self) -> Option<bool> {
+        self.hedgeable
     }
 }

@@ -1,0 +1,54 @@
+//! [`RequestMarks`]: what a request says about how it may be handled,
+//! beyond its deadline.
+
+use crate::deadline::WithDeadline;
+
+/// Marks a request as safe (`true`) or unsafe (`false`) to send more than
+/// once at the same time (a hedge). A chat completion is; a call with side
+/// effects (a tool that books a flight) is not. Put it in an
+/// `http::Request`'s extensions; a request without it gets the hedging
+/// layer's configured default.
+///
+/// ```
+/// use palisade_core::{Hedgeable, RequestMarks};
+///
+/// let mut req = http::Request::new(());
+/// assert_eq!(req.hedgeable(), None);
+/// req.extensions_mut().insert(Hedgeable(false));
+/// assert_eq!(req.hedgeable(), Some(false));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hedgeable(pub bool);
+
+/// What a request says about how the layers may handle it, beyond its
+/// deadline ([`HasDeadline`](crate::HasDeadline)). Every method has a
+/// default ("nothing said"), so a request type of your own needs only
+/// `impl RequestMarks for MyRequest {}`.
+pub trait RequestMarks {
+    /// Whether the request may be hedged (see [`Hedgeable`]); `None`: not
+    /// said, the layer's default applies.
+    fn hedgeable(&self) -> Option<bool> {
+        None
+    }
+}
+
+impl<B> RequestMarks for http::Request<B> {
+    fn hedgeable(&self) -> Option<bool> {
+        self.extensions().get::<Hedgeable>().map(|h| h.0)
+    }
+}
+
+/// A plain value under a deadline says nothing: the layers' defaults apply.
+impl<T> RequestMarks for WithDeadline<T> {}
+
+macro_rules! unmarked {
+    ($($t:ty),* $(,)?) => { $(
+        /// A plain value says nothing: the layers' defaults apply.
+        impl RequestMarks for $t {}
+    )* };
+}
+
+unmarked!((), bool, u32, u64, usize, i32, i64, String, &'static str);
+
+/// A plain value says nothing: the layers' defaults apply.
+impl<T> RequestMarks for Vec<T> {}
