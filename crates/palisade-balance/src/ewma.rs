@@ -156,6 +156,23 @@ mod tests {
         assert_eq!(e.estimate(Instant::now()), Duration::from_secs(60));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_call_dropped_unfinished_counts_what_it_ran() {
+        let load = std::sync::Arc::new(crate::Load::new(ms(100), Duration::from_secs(10)));
+        let call = load.start(true);
+        tokio::time::advance(ms(3000)).await;
+        drop(call);
+        assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.latency().estimate(Instant::now()), ms(3000));
+        // An untimed call records nothing.
+        tokio::time::advance(ms(10_000)).await;
+        let before = load.latency().estimate(Instant::now());
+        let call = load.start(false);
+        tokio::time::advance(ms(60_000)).await;
+        drop(call);
+        assert!(load.latency().estimate(Instant::now()) < before);
+    }
+
     #[test]
     fn many_threads_leave_one_of_their_samples() {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -79,8 +79,9 @@ impl Load {
 }
 
 /// One call counted in a [`Load`]: dropping it (a cancelled call, a hedge
-/// that lost) uncounts it; [`finish`](Self::finish) also records its
-/// latency when it was timed.
+/// that lost) uncounts it, and records the time it ran as a lower bound
+/// of its latency; [`finish`](Self::finish) records its latency when it
+/// was timed.
 #[derive(Debug)]
 pub struct InFlight {
     load: Arc<Load>,
@@ -90,8 +91,8 @@ pub struct InFlight {
 impl InFlight {
     /// The call answered: `ok` is whether its outcome was a success (a
     /// failure counts as slow; see [`PeakEwma::observe_failure`]).
-    pub fn finish(self, ok: bool) {
-        if let Some(at) = self.started {
+    pub fn finish(mut self, ok: bool) {
+        if let Some(at) = self.started.take() {
             let now = Instant::now();
             let took = now.saturating_duration_since(at);
             if ok {
@@ -109,7 +110,17 @@ impl InFlight {
 }
 
 impl Drop for InFlight {
+    /// Uncounts the call. A timed call dropped unfinished (it lost a hedge
+    /// race, or its caller gave up) took at least this long: that counts
+    /// as a latency sample, so a provider whose slow calls are always
+    /// raced away does not look fast.
     fn drop(&mut self) {
         self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(at) = self.started.take() {
+            let now = Instant::now();
+            self.load
+                .latency
+                .observe(now.saturating_duration_since(at), now);
+        }
     }
 }

@@ -70,6 +70,9 @@ pub struct RouterConfig {
     /// Hedge late calls to another provider of their tier (off unless
     /// this section is given).
     pub hedge: Option<HedgeSection>,
+    /// Fixes the balancers' random draws, for reproducible tests and
+    /// simulations (default: seeded from the clock).
+    pub seed: Option<u64>,
     /// One retry budget for all providers (built from
     /// `[defaults.retry]`'s `budget_*` settings) instead of one each, so
     /// that a brownout of several providers cannot add up their retries
@@ -86,6 +89,7 @@ impl Default for RouterConfig {
             strategy: Strategy::default(),
             strategies: Vec::new(),
             hedge: None,
+            seed: None,
             share_retry_budget: false,
         }
     }

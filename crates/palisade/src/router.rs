@@ -113,6 +113,7 @@ pub struct Router<S, C, Req, M = OnResponse> {
     deadline: DeadlineLayer,
     classifier: C,
     hedge: Option<HedgePolicy>,
+    seed: Option<u64>,
     cache: Arc<ArcSwap<Cached<S, C, Req, M>>>,
     rebuild: Arc<Mutex<()>>,
 }
@@ -124,6 +125,7 @@ impl<S, C: Clone, Req, M> Clone for Router<S, C, Req, M> {
             deadline: self.deadline.clone(),
             classifier: self.classifier.clone(),
             hedge: self.hedge.clone(),
+            seed: self.seed,
             cache: self.cache.clone(),
             rebuild: self.rebuild.clone(),
         }
@@ -156,6 +158,7 @@ where
             deadline: DeadlineLayer::new(request_timeout)?,
             classifier,
             hedge: None,
+            seed: None,
             cache: Arc::new(ArcSwap::from_pointee(Cached {
                 version: u64::MAX,
                 chain: None,
@@ -212,10 +215,12 @@ where
         let timeout = Duration::from_millis(config.router.request_timeout_ms);
         let router = Self::new(registry, timeout, classifier)
             .map_err(|e| e.renamed(&[("timeout.total", "router.request_timeout_ms")]))?;
-        Ok(match &config.router.hedge {
+        let mut router = match &config.router.hedge {
             Some(section) => router.hedge(section.policy().map_err(|e| e.at("router"))?),
             None => router,
-        })
+        };
+        router.seed = config.router.seed;
+        Ok(router)
     }
 
     /// Hedges late calls to another provider of their tier by `policy`
@@ -259,6 +264,9 @@ where
         let mut builder = Fallback::builder().classifier(self.classifier.clone());
         if let Some(policy) = &self.hedge {
             builder = builder.hedge(policy.clone());
+        }
+        if let Some(seed) = self.seed {
+            builder = builder.seed(seed);
         }
         for (ids, strategy) in self.registry.tiers() {
             let tier = ids
