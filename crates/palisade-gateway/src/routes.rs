@@ -71,6 +71,7 @@ async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
 /// send.
 async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Response> {
     let asked = caller_timeout(req.headers());
+    let hedge = hedge_mark(req.headers());
     let bytes = match Limited::new(req.into_body(), s.max_body).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e)
@@ -126,6 +127,7 @@ async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Respons
         ));
     }
     let mut chat = ChatRequest::new(&head.model, map, head.stream);
+    chat.hedgeable = hedge;
     if let Some(timeout) = asked {
         // The router's own deadline only shortens this one.
         chat.replace_deadline(Deadline::after(timeout));
@@ -136,6 +138,17 @@ async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Respons
 /// The caller's own timeout, the shortest of those it sent: the OpenAI
 /// SDKs' `x-stainless-timeout` (seconds), `x-request-timeout-ms`, or
 /// `grpc-timeout`. Garbage is ignored.
+/// The caller's hedge mark: `x-palisade-hedge: 1` (or `true`) allows
+/// hedging this request, `0` (or `false`) forbids it; anything else is
+/// ignored and the config's default applies.
+fn hedge_mark(headers: &http::HeaderMap) -> Option<bool> {
+    match headers.get(HEDGE_HEADER)?.to_str().ok()?.trim() {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
 fn caller_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
     CALLER_TIMEOUTS.iter().filter_map(|h| h.read(headers)).min()
 }
@@ -196,9 +209,29 @@ fn served_headers(served: &Served, headers: &mut http::HeaderMap) {
     headers.insert(FALLBACKS_HEADER, HeaderValue::from(served.fallbacks));
 }
 
+/// The request header allowing (`1`) or forbidding (`0`) a hedge.
+pub const HEDGE_HEADER: &str = "x-palisade-hedge";
 /// The header naming the provider that answered.
 pub const PROVIDER_HEADER: &str = "x-palisade-provider";
 /// The header counting the calls made to that provider (1: not retried).
 pub const ATTEMPTS_HEADER: &str = "x-palisade-attempts";
 /// The header counting the providers tried or skipped before it.
 pub const FALLBACKS_HEADER: &str = "x-palisade-fallbacks";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hedge_mark_is_read_and_garbage_ignored() {
+        let mark = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(HEDGE_HEADER, HeaderValue::from_static(v));
+            hedge_mark(&h)
+        };
+        assert_eq!(mark("1"), Some(true));
+        assert_eq!(mark(" false "), Some(false));
+        assert_eq!(mark("maybe"), None);
+        assert_eq!(hedge_mark(&http::HeaderMap::new()), None);
+    }
+}
