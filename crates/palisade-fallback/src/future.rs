@@ -17,7 +17,7 @@ use tower_service::Service;
 use crate::degrade::Degrade;
 use crate::error::{AllFailed, AttemptOutcome, ProviderAttempt};
 use crate::service::Chain;
-use crate::tier::Pickable;
+use crate::tier::{Pickable, Tier};
 
 /// Which providers the next failure may go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,9 +170,17 @@ where
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(())) => {
                             let req = req.take().expect("readied once");
-                            let (fut, span, call) = start(chain, svc, req, idx);
+                            let tier = &chain.tiers[*this.tier];
+                            let (fut, span, call) = start(chain, tier, svc, req, idx);
                             if *this.hedgeable && this.timer.is_none() {
-                                arm(chain, idx, *this.sent, this.delay, this.timer.as_mut());
+                                arm(
+                                    chain,
+                                    tier,
+                                    idx,
+                                    *this.sent,
+                                    this.delay,
+                                    this.timer.as_mut(),
+                                );
                             }
                             this.state.set(State::Calling {
                                 fut: Some(fut),
@@ -289,7 +297,14 @@ where
                                     let req = copy_for(chain, this.req, j);
                                     *this.hedging =
                                         Some((chain.targets[j].svc.clone(), Some(req), j));
-                                    arm(chain, *idx, *this.sent, this.delay, this.timer.as_mut());
+                                    arm(
+                                        chain,
+                                        tier,
+                                        *idx,
+                                        *this.sent,
+                                        this.delay,
+                                        this.timer.as_mut(),
+                                    );
                                 }
                             }
                         }
@@ -300,7 +315,8 @@ where
                             Poll::Pending => {}
                             Poll::Ready(Ok(())) => {
                                 let req = req.take().expect("readied once");
-                                let (f, span, call) = start(chain, svc, req, j);
+                                let tier = &chain.tiers[*this.tier];
+                                let (f, span, call) = start(chain, tier, svc, req, j);
                                 this.racers.push(Racer {
                                     fut: Box::pin(f),
                                     idx: j,
@@ -344,16 +360,16 @@ fn copy_for<S, Req: Clone, C, D>(chain: &Chain<S, Req, C, D>, req: &Req, idx: us
     req
 }
 
-/// Calls provider `idx` (readied) in its span, counted in its load when
-/// its tier is balanced.
+/// Calls provider `idx` of `tier` (readied) in its span, counted in its
+/// load when the tier is balanced.
 fn start<S: Service<Req>, Req, C, D>(
     chain: &Chain<S, Req, C, D>,
+    tier: &Tier,
     svc: &mut S,
     req: Req,
     idx: usize,
 ) -> (S::Future, tracing::Span, Option<InFlight>) {
     let target = &chain.targets[idx];
-    let tier = chain.tier_of(idx);
     let call = tier.counted.then(|| target.load.start(tier.timed));
     // Events of the layers below carry the provider.
     let span = tracing::info_span!("provider", provider = %target.id);
@@ -364,17 +380,18 @@ fn start<S: Service<Req>, Req, C, D>(
     (fut, span, call)
 }
 
-/// Arms the hedge timer for a call to `idx`, if its tier has another
-/// provider, hedges are left, and the delay is known.
+/// Arms the hedge timer for a call to `idx` of `tier`, if the tier has
+/// another provider, hedges are left, and the delay is known.
 fn arm<S, Req, C, D>(
     chain: &Chain<S, Req, C, D>,
+    tier: &Tier,
     idx: usize,
     sent: u32,
     delay: &mut Duration,
     mut timer: Pin<&mut Option<Sleep>>,
 ) {
     let Some(policy) = &chain.hedge else { return };
-    if sent >= policy.max_hedges() || chain.tier_of(idx).len() < 2 {
+    if sent >= policy.max_hedges() || tier.len() < 2 {
         return;
     }
     let window = chain.targets[idx].window.as_deref();
@@ -473,7 +490,7 @@ fn suited<S, Req>(t: &crate::Target<S, Req>, route: Route) -> bool {
 /// refusing, chosen by the tier's balancer; marked tried.
 fn pick_in_tier<S, Req, C, D>(
     chain: &Chain<S, Req, C, D>,
-    tier: &crate::tier::Tier,
+    tier: &Tier,
     tried: &mut u64,
     route: Route,
 ) -> Option<usize> {

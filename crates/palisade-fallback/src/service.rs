@@ -30,16 +30,6 @@ pub(crate) struct Chain<S, Req, C, D> {
     pub(crate) degrade: D,
 }
 
-impl<S, Req, C, D> Chain<S, Req, C, D> {
-    /// The tier holding target `idx`.
-    pub(crate) fn tier_of(&self, idx: usize) -> &Tier {
-        self.tiers
-            .iter()
-            .find(|t| idx < t.end)
-            .unwrap_or_else(|| &self.tiers[self.tiers.len() - 1])
-    }
-}
-
 /// Lays the targets out in tiers and checks them: at least one target, no
 /// id twice, each tier's weights and size within its balancer's limits.
 fn assemble<S, Req, C, D>(

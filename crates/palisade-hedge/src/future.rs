@@ -94,103 +94,97 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let shared = &**this.shared;
-        // The first attempt.
-        if let Some(fut) = this.primary.as_mut().as_pin_mut() {
-            if let Poll::Ready(result) = fut.poll(cx) {
-                this.primary.set(None);
-                let result = result.map_err(Into::into);
-                if shared.classifier.classify(result.as_ref()).is_success() {
-                    shared.window.record(this.started.elapsed());
-                    if *this.sent > 0 {
-                        shared.policy.settled(false, this.hedges.len() as u32);
-                    }
-                    return Poll::Ready(result);
-                }
-                if *this.sent == 0 {
-                    // Failed before any hedge: a failure is for retries to
-                    // handle, not hedging.
-                    return Poll::Ready(result);
-                }
-                this.failure.get_or_insert(result);
-            }
-        }
-        // The hedges.
-        let mut i = 0;
-        while i < this.hedges.len() {
-            let (fut, at) = &mut this.hedges[i];
-            match fut.as_mut().poll(cx) {
-                Poll::Pending => i += 1,
-                Poll::Ready(result) => {
-                    let at = *at;
-                    drop(this.hedges.swap_remove(i));
+        loop {
+            // The first attempt.
+            if let Some(fut) = this.primary.as_mut().as_pin_mut() {
+                if let Poll::Ready(result) = fut.poll(cx) {
+                    this.primary.set(None);
                     let result = result.map_err(Into::into);
                     if shared.classifier.classify(result.as_ref()).is_success() {
-                        shared.window.record(at.elapsed());
-                        let left = this.hedges.len() + usize::from(this.primary.is_some());
-                        shared.policy.settled(true, left as u32);
-                        tracing::debug!(hedges = *this.sent, "a hedge answered first");
+                        shared.window.record(this.started.elapsed());
+                        if *this.sent > 0 {
+                            shared.policy.settled(false, this.hedges.len() as u32);
+                        }
+                        return Poll::Ready(result);
+                    }
+                    if *this.sent == 0 {
+                        // Failed before any hedge: a failure is for retries to
+                        // handle, not hedging.
                         return Poll::Ready(result);
                     }
                     this.failure.get_or_insert(result);
                 }
             }
-        }
-        // Time for another hedge?
-        if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-            if timer.poll(cx).is_ready() {
-                if shared.policy.try_spend() {
-                    *this.sent += 1;
-                    shared.policy.sent();
-                    tracing::debug!(after_ms = this.delay.as_millis() as u64, "sending a hedge");
-                    *this.readying = this.svc.clone();
-                }
-                if *this.sent < shared.policy.max_hedges() && this.readying.is_some() {
-                    let next = Instant::now() + *this.delay;
-                    if let Some(mut t) = this.timer.as_mut().as_pin_mut() {
-                        t.as_mut().reset(next);
-                        let _ = t.poll(cx);
-                    }
-                } else {
-                    this.timer.set(None);
-                }
-            }
-        }
-        if let Some(svc) = this.readying.as_mut() {
-            match svc.poll_ready(cx) {
-                Poll::Pending => {}
-                Poll::Ready(Ok(())) => {
-                    let req = this.req.clone().expect("kept for hedges");
-                    let mut fut = Box::pin(svc.call(req));
-                    *this.readying = None;
-                    let now = Instant::now();
-                    // Poll it once so it registers its wake-up.
-                    match fut.as_mut().poll(cx) {
-                        Poll::Pending => this.hedges.push((fut, now)),
-                        Poll::Ready(result) => {
-                            let result = result.map_err(Into::into);
-                            if shared.classifier.classify(result.as_ref()).is_success() {
-                                let left = this.hedges.len() + usize::from(this.primary.is_some());
-                                shared.policy.settled(true, left as u32);
-                                return Poll::Ready(result);
-                            }
-                            this.failure.get_or_insert(result);
+            // The hedges.
+            let mut i = 0;
+            while i < this.hedges.len() {
+                let (fut, at) = &mut this.hedges[i];
+                match fut.as_mut().poll(cx) {
+                    Poll::Pending => i += 1,
+                    Poll::Ready(result) => {
+                        let at = *at;
+                        drop(this.hedges.swap_remove(i));
+                        let result = result.map_err(Into::into);
+                        if shared.classifier.classify(result.as_ref()).is_success() {
+                            shared.window.record(at.elapsed());
+                            let left = this.hedges.len() + usize::from(this.primary.is_some());
+                            shared.policy.settled(true, left as u32);
+                            tracing::debug!(hedges = *this.sent, "a hedge answered first");
+                            return Poll::Ready(result);
                         }
+                        this.failure.get_or_insert(result);
                     }
                 }
-                Poll::Ready(Err(e)) => {
-                    *this.readying = None;
-                    this.failure.get_or_insert(Err(e.into()));
+            }
+            // Time for another hedge?
+            if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                if timer.poll(cx).is_ready() {
+                    if shared.policy.try_spend() {
+                        *this.sent += 1;
+                        shared.policy.sent();
+                        tracing::debug!(
+                            after_ms = this.delay.as_millis() as u64,
+                            "sending a hedge"
+                        );
+                        *this.readying = this.svc.clone();
+                    }
+                    if *this.sent < shared.policy.max_hedges() && this.readying.is_some() {
+                        let next = Instant::now() + *this.delay;
+                        if let Some(mut t) = this.timer.as_mut().as_pin_mut() {
+                            t.as_mut().reset(next);
+                            let _ = t.poll(cx);
+                        }
+                    } else {
+                        this.timer.set(None);
+                    }
                 }
             }
+            if let Some(svc) = this.readying.as_mut() {
+                match svc.poll_ready(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(())) => {
+                        let req = this.req.clone().expect("kept for hedges");
+                        this.hedges.push((Box::pin(svc.call(req)), Instant::now()));
+                        *this.readying = None;
+                        // Round again, so the hedges' loop polls it once and
+                        // it registers its wake-up.
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        *this.readying = None;
+                        this.failure.get_or_insert(Err(e.into()));
+                    }
+                }
+            }
+            if this.primary.is_none() && this.hedges.is_empty() && this.readying.is_none() {
+                shared.policy.settled(false, 0);
+                return Poll::Ready(
+                    this.failure
+                        .take()
+                        .expect("an attempt ended without an answer"),
+                );
+            }
+            return Poll::Pending;
         }
-        if this.primary.is_none() && this.hedges.is_empty() && this.readying.is_none() {
-            shared.policy.settled(false, 0);
-            return Poll::Ready(
-                this.failure
-                    .take()
-                    .expect("an attempt ended without an answer"),
-            );
-        }
-        Poll::Pending
     }
 }
