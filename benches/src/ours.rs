@@ -163,3 +163,46 @@ pub fn keyed_rate_limit(
     }
     layer.layer(Bare)
 }
+
+/// A p2c balance over peak-EWMA latency across `n` bare services, the
+/// default strategy of a tier: every clone shares one view of the load.
+pub fn balance_p2c(
+    n: usize,
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    let mut builder = palisade_balance::Balance::builder()
+        .strategy(palisade_balance::Strategy::PeakEwma)
+        .seed(7);
+    for i in 0..n {
+        builder = builder.member(palisade_balance::Member::new(format!("p{i}"), Bare));
+    }
+    builder.build().unwrap()
+}
+
+/// Hedging at the 95th percentile of recent latency (armed after 10
+/// samples), with a 10% budget, over a service that answers at once: the
+/// success path when no hedge fires.
+pub fn hedge(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    hedge_over(Bare)
+}
+
+/// [`hedge`] over a service whose answer is pending once (a network
+/// call's shape): the hedge timer is set, then dropped unfired.
+pub fn hedge_pending(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    hedge_over(crate::YieldOnce)
+}
+
+fn hedge_over<S>(
+    svc: S,
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
+where
+    S: Service<Req, Response = u64, Error = crate::BenchError, Future: Send> + Clone + Send,
+{
+    let policy = palisade_hedge::HedgePolicy::percentile(0.95)
+        .min_samples(10)
+        .budget(RetryBudget::ratio(0.1, std::time::Duration::from_secs(10), 10).unwrap())
+        .build()
+        .unwrap();
+    palisade_hedge::HedgeLayer::new(policy).layer(svc)
+}

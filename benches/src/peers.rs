@@ -338,3 +338,137 @@ pub fn resilience_rate_limiter(
         .unwrap()
         .layer(Bare)
 }
+
+/// A service that is not `Clone` (tower's `Balance` and `Hedge`), given to
+/// each task of the 64-task mode as a fresh one from `make`: every task has
+/// its own balancer, histogram and estimates, shared with no other task.
+/// This is the cheapest way to run them on many tasks (no channel); sharing
+/// one needs a [`Buffer`](tower::buffer::Buffer).
+pub struct PerTask<S, F> {
+    svc: S,
+    make: Arc<F>,
+}
+
+impl<S: std::fmt::Debug, F> std::fmt::Debug for PerTask<S, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerTask").field("svc", &self.svc).finish()
+    }
+}
+
+impl<S, F: Fn() -> S> PerTask<S, F> {
+    pub fn new(make: F) -> Self {
+        PerTask {
+            svc: make(),
+            make: Arc::new(make),
+        }
+    }
+}
+
+impl<S, F: Fn() -> S> Clone for PerTask<S, F> {
+    fn clone(&self) -> Self {
+        PerTask {
+            svc: (self.make)(),
+            make: self.make.clone(),
+        }
+    }
+}
+
+impl<S: Service<Req>, F> Service<Req> for PerTask<S, F> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.svc.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.svc.call(req)
+    }
+}
+
+/// tower's p2c `Balance` over `n` bare services, each wrapped in
+/// `PeakEwma` (default RTT 30 ms, 10 s decay), as its docs build it.
+fn tower_p2c(
+    n: usize,
+) -> tower::balance::p2c::Balance<tower::discover::ServiceList<Vec<tower::load::PeakEwma<Bare>>>, Req>
+{
+    let services: Vec<_> = (0..n)
+        .map(|_| {
+            tower::load::PeakEwma::new(
+                Bare,
+                Duration::from_millis(30),
+                Duration::from_secs(10).as_nanos() as f64,
+                tower::load::CompleteOnResponse::default(),
+            )
+        })
+        .collect();
+    tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services))
+}
+
+/// tower's p2c balance, one per task (see [`PerTask`]).
+pub fn tower_balance(
+    n: usize,
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    PerTask::new(move || tower_p2c(n))
+}
+
+/// tower's p2c balance shared by every task through a `Buffer`, the way
+/// tower shares a service that is not `Clone`.
+pub fn tower_balance_buffered(
+    n: usize,
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower::buffer::Buffer::new(tower_p2c(n), LIMIT)
+}
+
+/// tower's hedge policy: every request may be hedged (a clone of it).
+#[derive(Clone, Debug)]
+pub struct TowerHedgePolicy;
+
+impl tower::hedge::Policy<Req> for TowerHedgePolicy {
+    fn clone_request(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    fn can_retry(&self, _: &Req) -> bool {
+        true
+    }
+}
+
+/// tower's `Hedge` at the 95th percentile, armed (its histogram holds 100
+/// samples of 100 ms, more than its 10-sample minimum), one per task.
+pub fn tower_hedge(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower_hedge_over(Bare)
+}
+
+/// [`tower_hedge`] over a service whose answer is pending once.
+pub fn tower_hedge_pending(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower_hedge_over(crate::YieldOnce)
+}
+
+fn tower_hedge_over<S>(
+    svc: S,
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
+where
+    S: Service<Req, Response = u64, Error = BenchError, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    PerTask::new(move || {
+        tower::hedge::Hedge::new_with_mock_latencies(
+            svc.clone(),
+            TowerHedgePolicy,
+            10,
+            0.95,
+            Duration::from_secs(10),
+            &[100; 100],
+        )
+    })
+}

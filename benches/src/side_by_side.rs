@@ -210,6 +210,53 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
         wanted("keyed rate limit").then(|| measure(&settings, true, peers::governor_keyed)),
     );
 
+    for (group, n) in [("balance (3 services)", 3), ("balance (16 services)", 16)] {
+        add(
+            group,
+            "palisade",
+            "p2c + peak EWMA, one shared view",
+            wanted("balance").then(|| measure(&settings, true, || ours::balance_p2c(n))),
+        );
+        add(
+            group,
+            "tower",
+            "p2c Balance + PeakEwma, one per task",
+            wanted("balance").then(|| measure(&settings, true, || peers::tower_balance(n))),
+        );
+        add(
+            group,
+            "tower",
+            "Buffer(p2c Balance + PeakEwma), shared",
+            wanted("balance")
+                .then(|| measure(&settings, true, || peers::tower_balance_buffered(n))),
+        );
+    }
+
+    add(
+        "hedge (no hedge fires)",
+        "palisade",
+        "p95 delay, 10% budget",
+        wanted("hedge").then(|| measure(&settings, true, ours::hedge)),
+    );
+    add(
+        "hedge (no hedge fires)",
+        "tower",
+        "Hedge p95, one per task",
+        wanted("hedge").then(|| measure(&settings, true, peers::tower_hedge)),
+    );
+    add(
+        "hedge (pending once, no hedge fires)",
+        "palisade",
+        "p95 delay, 10% budget",
+        wanted("hedge").then(|| measure(&settings, true, ours::hedge_pending)),
+    );
+    add(
+        "hedge (pending once, no hedge fires)",
+        "tower",
+        "Hedge p95, one per task",
+        wanted("hedge").then(|| measure(&settings, true, peers::tower_hedge_pending)),
+    );
+
     add(
         "stack",
         "palisade",

@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use palisade_core::{ConfigError, Problems};
-use tokio::time::Instant;
 
 use crate::load::Load;
 use crate::strategy::Strategy;
@@ -64,7 +63,9 @@ pub struct Balancer {
     weights: Box<[u32]>,
     schedule: Box<[u8]>,
     cursor: AtomicUsize,
-    rng: AtomicU64,
+    /// The seeded generator's counter; `None` draws from the thread's own
+    /// generator, which no other thread writes.
+    rng: Option<AtomicU64>,
 }
 
 impl fmt::Debug for Balancer {
@@ -78,20 +79,18 @@ impl fmt::Debug for Balancer {
 
 impl Balancer {
     /// A balancer over `weights.len()` providers (1 to [`MAX_TIER`]), each
-    /// weighted 1 to [`MAX_WEIGHT`]. Seeded from the clock; see
-    /// [`seeded`](Self::seeded) for a reproducible one.
+    /// weighted 1 to [`MAX_WEIGHT`]. Random draws come from a generator per
+    /// thread (seeded from the clock), so threads picking at once share no
+    /// counter; see [`seeded`](Self::seeded) for reproducible draws.
     pub fn new(strategy: Strategy, weights: Vec<u32>) -> Result<Self, ConfigError> {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9)
-            ^ (&weights as *const _ as u64);
-        Self::seeded(strategy, weights, seed)
+        let mut b = Self::seeded(strategy, weights, 0)?;
+        b.rng = None;
+        Ok(b)
     }
 
     /// As [`new`](Self::new), with the random draws fixed by `seed` (for
     /// tests and simulations: the same seed and call order give the same
-    /// picks).
+    /// picks). The draws come from one counter shared by every thread.
     pub fn seeded(strategy: Strategy, weights: Vec<u32>, seed: u64) -> Result<Self, ConfigError> {
         let mut problems = Problems::new("balance");
         if weights.is_empty() {
@@ -121,7 +120,7 @@ impl Balancer {
             weights: weights.into_boxed_slice(),
             schedule,
             cursor: AtomicUsize::new(0),
-            rng: AtomicU64::new(seed),
+            rng: Some(AtomicU64::new(seed)),
         })
     }
 
@@ -175,11 +174,17 @@ impl Balancer {
     }
 
     fn next_random(&self) -> u64 {
-        // splitmix64 over an atomic counter: lock-free, reproducible.
-        let mut z = self
-            .rng
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
-            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        // splitmix64 over a counter: the seeded one is an atomic shared by
+        // every thread (reproducible), else the thread's own.
+        let mut z = match &self.rng {
+            Some(rng) => rng.fetch_add(GOLDEN, Ordering::Relaxed),
+            None => THREAD_RNG.with(|c| {
+                let v = c.get();
+                c.set(v.wrapping_add(GOLDEN));
+                v
+            }),
+        }
+        .wrapping_add(GOLDEN);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -279,7 +284,7 @@ impl Balancer {
                 }
             }
         };
-        let now = Instant::now();
+        let now = palisade_core::clock::now();
         let cost = |i: usize| {
             let load = c.load(i);
             load.latency().estimate_ns(now) * f64::from(load.in_flight() + 1)
@@ -287,6 +292,21 @@ impl Balancer {
         };
         Some(if cost(b) < cost(a) { b } else { a })
     }
+}
+
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+thread_local! {
+    /// The unseeded balancers' generator: one counter per thread, started
+    /// from the clock and the thread's own address so threads differ.
+    static THREAD_RNG: std::cell::Cell<u64> = std::cell::Cell::new({
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(GOLDEN);
+        let here = 0u8;
+        clock ^ (&here as *const u8 as u64).rotate_left(32)
+    });
 }
 
 fn bit(i: usize) -> u64 {
@@ -348,6 +368,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use tokio::time::Instant;
 
     struct Tier {
         loads: Vec<Load>,
@@ -404,6 +425,48 @@ mod tests {
         for (got, want) in c.iter().zip([10_000.0, 30_000.0, 60_000.0]) {
             assert!((*got as f64 - want).abs() / 100_000.0 < 0.01, "{c:?}");
         }
+    }
+
+    #[test]
+    fn unseeded_draws_are_per_thread_and_still_weighted() {
+        struct All(Vec<Load>);
+        impl Candidates for All {
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+            fn eligible(&self, _: usize) -> bool {
+                true
+            }
+            fn load(&self, i: usize) -> &Load {
+                &self.0[i]
+            }
+        }
+        let b = Balancer::new(Strategy::Random, vec![1, 3, 6]).unwrap();
+        let all = All((0..3).map(|_| Load::default()).collect());
+        let per_thread: Vec<Vec<usize>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut c = vec![0; 3];
+                        for _ in 0..25_000 {
+                            c[b.pick(&all).unwrap()] += 1;
+                        }
+                        c
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let total: Vec<usize> = (0..3)
+            .map(|i| per_thread.iter().map(|c| c[i]).sum())
+            .collect();
+        for (got, want) in total.iter().zip([20_000.0, 60_000.0, 120_000.0]) {
+            assert!((*got as f64 - want).abs() / 200_000.0 < 0.01, "{total:?}");
+        }
+        assert!(
+            per_thread.windows(2).any(|w| w[0] != w[1]),
+            "threads drew the same sequence: {per_thread:?}"
+        );
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use palisade_core::{BoxError, Classify};
@@ -11,7 +10,6 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::load::InFlight;
-use crate::service::Shared;
 
 pin_project! {
     #[project = StateProj]
@@ -27,7 +25,7 @@ pin_project! {
     /// provider picked, calls it, and records the call in its
     /// [`Load`](crate::Load) (dropped early, it uncounts the call).
     pub struct ResponseFuture<S: Service<Req>, C, Req> {
-        shared: Option<Arc<Shared<S, C>>>,
+        classifier: Option<C>,
         call: Option<InFlight>,
         #[pin]
         state: State<S, Req>,
@@ -35,9 +33,9 @@ pin_project! {
 }
 
 impl<S: Service<Req>, C, Req> ResponseFuture<S, C, Req> {
-    pub(crate) fn call(shared: Arc<Shared<S, C>>, svc: S, req: Req, call: InFlight) -> Self {
+    pub(crate) fn call(classifier: C, svc: S, req: Req, call: InFlight) -> Self {
         ResponseFuture {
-            shared: Some(shared),
+            classifier: Some(classifier),
             call: Some(call),
             state: State::Readying {
                 svc,
@@ -48,7 +46,7 @@ impl<S: Service<Req>, C, Req> ResponseFuture<S, C, Req> {
 
     pub(crate) fn refused(error: BoxError) -> Self {
         ResponseFuture {
-            shared: None,
+            classifier: None,
             call: None,
             state: State::Refused { error: Some(error) },
         }
@@ -87,9 +85,9 @@ where
                 StateProj::Calling { fut } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
                     let ok = this
-                        .shared
+                        .classifier
                         .as_ref()
-                        .is_some_and(|s| s.classifier.classify(result.as_ref()).is_success());
+                        .is_some_and(|c| c.classify(result.as_ref()).is_success());
                     finish(this.call, ok);
                     return Poll::Ready(result);
                 }

@@ -105,7 +105,7 @@ impl<S, C, Req> Service<Req> for Balance<S, C>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, BoxError>,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -116,13 +116,16 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        // One clock read for the pick, the call's start and the layers
+        // the call goes through.
+        let _reading = palisade_core::clock::SharedReading::enter();
         let shared = &*self.shared;
         let view = TierView::new(&shared.members);
         match shared.balancer.pick(&view) {
             Some(i) => {
                 let m = &shared.members[i];
                 let call = m.load.start(shared.timed);
-                ResponseFuture::call(self.shared.clone(), m.svc.clone(), req, call)
+                ResponseFuture::call(shared.classifier.clone(), m.svc.clone(), req, call)
             }
             None => ResponseFuture::refused(refusal(&shared.members)),
         }

@@ -4,7 +4,9 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-const STRIPES: usize = 8;
+/// How many stripes a [`StripedCounter`] has, and the range of
+/// [`stripe`].
+pub const STRIPES: usize = 8;
 
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -34,8 +36,17 @@ thread_local! {
 }
 
 /// This thread's stripe: one thread-local read, inlined into every add.
+/// This thread's stripe, `0..STRIPES`: threads are dealt stripes in turn
+/// as they first ask, so up to [`STRIPES`] threads each have their own.
+/// For structures of per-thread parts of one's own (a striped histogram).
+///
+/// ```
+/// let i = palisade_core::stripe();
+/// assert!(i < palisade_core::STRIPES);
+/// assert_eq!(palisade_core::stripe(), i, "a thread keeps its stripe");
+/// ```
 #[inline]
-fn stripe() -> usize {
+pub fn stripe() -> usize {
     let i = MINE.with(Cell::get);
     if i == usize::MAX {
         first_stripe()

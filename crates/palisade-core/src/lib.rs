@@ -53,7 +53,7 @@ pub use crate::classify::{
     classify_error, Classified, Classify, ErrorClassifier, Failure, FailureClass, FailureKind,
     Outcome,
 };
-pub use crate::counter::StripedCounter;
+pub use crate::counter::{stripe, StripedCounter, STRIPES};
 pub use crate::deadline::{Deadline, HasDeadline, WithDeadline};
 pub use crate::error::{
     BoxError, CircuitState, ConfigError, Elapsed, Problem, Problems, RejectReason, Rejected,

@@ -20,7 +20,8 @@ pin_project! {
     /// The response future of [`Hedge`](crate::Hedge): the first attempt,
     /// a timer, and the hedges it started. The first success wins and the
     /// other attempts are dropped (cancelled); a failure wins only when
-    /// no attempt is left in flight.
+    /// no attempt is left in flight. The timer is set only once the first
+    /// attempt has had to wait, so an answer ready at once costs none.
     pub struct ResponseFuture<S: Service<Req>, Req, C> {
         shared: Arc<Shared<C>>,
         svc: Option<S>,
@@ -31,6 +32,8 @@ pin_project! {
         started: Instant,
         hedges: Vec<Attempt<S::Future>>,
         readying: Option<S>,
+        // Whether a timer is still to be set for the first hedge.
+        arm: bool,
         #[pin]
         timer: Option<Sleep>,
         sent: u32,
@@ -49,8 +52,8 @@ impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
 
 impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
     /// A call that is not hedged: only the first attempt.
-    pub(crate) fn plain(shared: Arc<Shared<C>>, fut: S::Future) -> Self {
-        Self::new(shared, fut, None, Duration::ZERO)
+    pub(crate) fn plain(shared: Arc<Shared<C>>, fut: S::Future, started: Instant) -> Self {
+        Self::new(shared, fut, None, started, Duration::ZERO)
     }
 
     /// A call that is hedged after `delay` with copies of `req` sent
@@ -59,13 +62,14 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
         shared: Arc<Shared<C>>,
         fut: S::Future,
         hedge: Option<(S, Req)>,
+        started: Instant,
         delay: Duration,
     ) -> Self {
-        let started = Instant::now();
-        let (svc, req, timer) = match hedge {
-            Some((svc, req)) => (Some(svc), Some(req), Some(tokio::time::sleep(delay))),
-            None => (None, None, None),
+        let (svc, req) = match hedge {
+            Some((svc, req)) => (Some(svc), Some(req)),
+            None => (None, None),
         };
+        let svc_is_some = svc.is_some();
         ResponseFuture {
             shared,
             svc,
@@ -75,7 +79,8 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
             started,
             hedges: Vec::new(),
             readying: None,
-            timer,
+            arm: svc_is_some,
+            timer: None,
             sent: 0,
             failure: None,
         }
@@ -101,7 +106,10 @@ where
                     this.primary.set(None);
                     let result = result.map_err(Into::into);
                     if shared.classifier.classify(result.as_ref()).is_success() {
-                        shared.window.record(this.started.elapsed());
+                        let now = Instant::now();
+                        shared
+                            .window
+                            .record_at(now.saturating_duration_since(*this.started), now);
                         if *this.sent > 0 {
                             shared.policy.settled(false, this.hedges.len() as u32);
                         }
@@ -135,6 +143,11 @@ where
                         this.failure.get_or_insert(result);
                     }
                 }
+            }
+            if std::mem::take(this.arm) && this.primary.is_some() {
+                // The first attempt has to wait: time the first hedge.
+                this.timer
+                    .set(Some(tokio::time::sleep_until(*this.started + *this.delay)));
             }
             // Time for another hedge?
             if let Some(timer) = this.timer.as_mut().as_pin_mut() {

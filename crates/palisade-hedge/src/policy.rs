@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use palisade_core::{ConfigError, Problems, RequestMarks};
 use palisade_retry::RetryBudget;
+use tokio::time::Instant;
 
 use crate::window::LatencyWindow;
 
@@ -33,19 +34,25 @@ impl HedgeDelay {
     /// The delay for a call whose provider's latencies are in `window`;
     /// `None`: do not hedge (not enough samples yet).
     pub fn for_window(&self, window: &LatencyWindow) -> Option<Duration> {
+        self.for_window_at(window, Instant::now())
+    }
+
+    /// As [`for_window`](Self::for_window), with the time already read.
+    pub(crate) fn for_window_at(&self, window: &LatencyWindow, now: Instant) -> Option<Duration> {
         match *self {
             HedgeDelay::Fixed(d) => Some(d),
             HedgeDelay::Percentile {
                 percentile,
                 min_samples,
-            } => window.percentile(percentile, min_samples),
+            } => window.percentile_at(percentile, min_samples, now),
         }
     }
 }
 
 #[derive(Debug, Default)]
 struct Counts {
-    hedgeable: AtomicU64,
+    // Counted on every call: striped, so threads do not share its line.
+    hedgeable: palisade_core::StripedCounter,
     sent: AtomicU64,
     won: AtomicU64,
     wasted: AtomicU64,
@@ -90,7 +97,7 @@ impl HedgeHandle {
     pub fn snapshot(&self) -> HedgeSnapshot {
         let c = &self.counts;
         HedgeSnapshot {
-            hedgeable: c.hedgeable.load(Ordering::Relaxed),
+            hedgeable: c.hedgeable.get(),
             sent: c.sent.load(Ordering::Relaxed),
             won: c.won.load(Ordering::Relaxed),
             wasted: c.wasted.load(Ordering::Relaxed),
@@ -205,7 +212,7 @@ impl HedgePolicy {
     pub fn admits<Req: RequestMarks>(&self, req: &Req) -> bool {
         let yes = req.hedgeable().unwrap_or(self.by_default);
         if yes {
-            self.handle.counts.hedgeable.fetch_add(1, Ordering::Relaxed);
+            self.handle.counts.hedgeable.add(1);
             if self.deposits {
                 if let Some(b) = &self.budget {
                     b.deposit();

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use palisade_core::STRIPES;
 use tokio::time::Instant;
 
 /// Sub-buckets per power of two: latencies are kept to within 1/8 (12.5%).
@@ -39,31 +40,70 @@ fn bound(i: usize) -> u64 {
     ((u64::from(SUB) + sub + 1) << (octave - SUB_BITS)) - 1
 }
 
-struct Generation {
-    counts: Box<[AtomicU32]>,
+/// One thread's share of a generation: its counts and their total, on
+/// cache lines no other stripe shares.
+#[repr(align(128))]
+struct Stripe {
+    counts: [AtomicU32; BUCKETS],
     total: AtomicU32,
+}
+
+/// One period's samples, striped by thread (palisade-core's [`stripe`]):
+/// a record is one uncontended `fetch_add` pair, and a percentile (at most
+/// every 50 ms) sums the stripes.
+///
+/// [`stripe`]: palisade_core::stripe
+struct Generation {
+    stripes: Box<[Stripe]>,
 }
 
 impl Generation {
     fn new() -> Self {
         Generation {
-            counts: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
-            total: AtomicU32::new(0),
+            stripes: (0..STRIPES)
+                .map(|_| Stripe {
+                    counts: std::array::from_fn(|_| AtomicU32::new(0)),
+                    total: AtomicU32::new(0),
+                })
+                .collect(),
         }
     }
 
+    fn record(&self, bucket: usize) {
+        let s = &self.stripes[palisade_core::stripe()];
+        s.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        s.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self, bucket: usize) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| u64::from(s.counts[bucket].load(Ordering::Relaxed)))
+            .sum()
+    }
+
+    fn total(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| u64::from(s.total.load(Ordering::Relaxed)))
+            .sum()
+    }
+
     fn clear(&self) {
-        for c in self.counts.iter() {
-            c.store(0, Ordering::Relaxed);
+        for s in self.stripes.iter() {
+            for c in &s.counts {
+                c.store(0, Ordering::Relaxed);
+            }
+            s.total.store(0, Ordering::Relaxed);
         }
-        self.total.store(0, Ordering::Relaxed);
     }
 }
 
 /// Recent latencies of one provider (or one service): the last full
 /// period and the current one, kept as a histogram of atomic counters
 /// (1/8 resolution), rotated by whichever call notices the period is
-/// over. Recording is one `fetch_add`; a percentile is cached for 50 ms.
+/// over. Recording is two `fetch_add`s on the recording thread's own stripe;
+/// a percentile is cached for 50 ms.
 /// tower's `hedge` keeps a rotating `hdrhistogram` behind a mutex; this
 /// one takes no lock.
 ///
@@ -117,13 +157,8 @@ impl LatencyWindow {
         }
     }
 
-    fn now_ns(&self) -> u64 {
-        u64::try_from(
-            Instant::now()
-                .saturating_duration_since(self.epoch)
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX)
+    fn ns_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn rotate(&self, now: u64) {
@@ -151,45 +186,49 @@ impl LatencyWindow {
 
     /// Adds one latency.
     pub fn record(&self, latency: Duration) {
-        self.rotate(self.now_ns());
+        self.record_at(latency, Instant::now());
+    }
+
+    /// Adds one latency, measured at `now`.
+    pub fn record_at(&self, latency: Duration, now: Instant) {
+        self.rotate(self.ns_at(now));
         let g = &self.generations[self.current.load(Ordering::Acquire)];
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        g.counts[bucket(us)].fetch_add(1, Ordering::Relaxed);
-        g.total.fetch_add(1, Ordering::Relaxed);
+        g.record(bucket(us));
     }
 
     /// Samples in the window.
     pub fn samples(&self) -> u64 {
-        self.generations
-            .iter()
-            .map(|g| u64::from(g.total.load(Ordering::Relaxed)))
-            .sum()
+        self.generations.iter().map(Generation::total).sum()
     }
 
     /// The latency below which a share `p` (0 to 1) of the window's
     /// samples fall; `None` with fewer than `min_samples` samples.
     pub fn percentile(&self, p: f64, min_samples: u64) -> Option<Duration> {
-        let now = self.now_ns();
+        self.percentile_at(p, min_samples, Instant::now())
+    }
+
+    /// As [`percentile`](Self::percentile), with the time already read.
+    pub fn percentile_at(&self, p: f64, min_samples: u64, now: Instant) -> Option<Duration> {
+        let now = self.ns_at(now);
         self.rotate(now);
-        let total = self.samples();
-        if total == 0 || total < min_samples {
-            return None;
-        }
-        let key = (p.clamp(0.0, 1.0) * 1e6) as u64;
+        // The cache is only ever filled with enough samples, and emptied
+        // when the window rotates: a fresh entry needs no count.
+        let key = (p.clamp(0.0, 1.0) * 1e6) as u64 ^ (min_samples << 24);
         if self.cached_for.load(Ordering::Acquire) == key
             && now.saturating_sub(self.cached_at.load(Ordering::Relaxed)) < CACHE_NS
         {
             return Some(Duration::from_micros(self.cached.load(Ordering::Relaxed)));
         }
+        let total = self.samples();
+        if total == 0 || total < min_samples {
+            return None;
+        }
         let rank = ((p.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut seen = 0u64;
         let mut found = BUCKETS - 1;
         for i in 0..BUCKETS {
-            seen += self
-                .generations
-                .iter()
-                .map(|g| u64::from(g.counts[i].load(Ordering::Relaxed)))
-                .sum::<u64>();
+            seen += self.generations.iter().map(|g| g.count(i)).sum::<u64>();
             if seen >= rank {
                 found = i;
                 break;
@@ -219,6 +258,34 @@ mod tests {
                 assert!(bound(b) - us <= us / 8 + 1, "{us}: {}", bound(b));
             }
         }
+    }
+
+    #[test]
+    fn many_threads_recording_at_once_lose_no_sample() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let w = std::sync::Arc::new(LatencyWindow::new(Duration::from_secs(3600)));
+        std::thread::scope(|s| {
+            for t in 0..16u64 {
+                let w = w.clone();
+                s.spawn(move || {
+                    for i in 0..5_000u64 {
+                        // Thread t records 1..=100 ms, 50 times over.
+                        w.record(Duration::from_millis(1 + (i + t) % 100));
+                    }
+                });
+            }
+        });
+        assert_eq!(w.samples(), 80_000);
+        let p50 = w.percentile(0.5, 1).unwrap();
+        assert!(
+            p50 >= Duration::from_millis(50) && p50 <= Duration::from_millis(50 * 9 / 8),
+            "{p50:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

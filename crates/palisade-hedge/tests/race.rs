@@ -246,3 +246,23 @@ async fn a_dropped_race_leaks_no_call() {
     assert_eq!(p.calls.load(Ordering::SeqCst), 2);
     assert_eq!(p.live.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_delay_runs_from_the_call_even_when_first_polled_late() {
+    // The timer is set on the first poll, but for the call's start + delay:
+    // a future first polled 300 ms after its call (queued behind others)
+    // sends its hedge at once, not 200 ms later.
+    let p = Provider::new(&[10_000, 100]);
+    let layer = HedgeLayer::new(policy(200));
+    let mut svc = layer.layer(p.svc());
+    let t0 = Instant::now();
+    let fut = svc.ready().await.unwrap().call(http::Request::new(()));
+    tokio::time::advance(ms(300)).await;
+    assert_eq!(fut.await.unwrap(), 1);
+    assert_eq!(
+        t0.elapsed(),
+        ms(400),
+        "hedged at 300 ms, answered 100 ms later"
+    );
+    assert_eq!(*p.starts.lock().unwrap(), [ms(0), ms(300)]);
+}
