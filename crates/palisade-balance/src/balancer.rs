@@ -34,6 +34,12 @@ pub trait Candidates {
         let _ = i;
         None
     }
+    /// Whether the call being placed is a stream: [`Strategy::PeakEwma`]
+    /// then compares the providers' time to first token
+    /// ([`Load::first_token`]) instead of whole-call latency.
+    fn streaming(&self) -> bool {
+        false
+    }
 }
 
 /// Chooses a provider within one tier by a [`Strategy`] and per-provider
@@ -285,9 +291,10 @@ impl Balancer {
             }
         };
         let now = palisade_core::clock::now();
+        let streaming = c.streaming();
         let cost = |i: usize| {
             let load = c.load(i);
-            load.latency().estimate_ns(now) * f64::from(load.in_flight() + 1)
+            load.estimate_for(streaming).estimate_ns(now) * f64::from(load.in_flight() + 1)
                 / f64::from(self.weights[i])
         };
         Some(if cost(b) < cost(a) { b } else { a })

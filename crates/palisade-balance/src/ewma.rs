@@ -1,7 +1,7 @@
 //! [`PeakEwma`]: a latency estimate that jumps to a slow answer at once and
 //! decays back with time, on two atomics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,6 +17,8 @@ const SKIP: f64 = 1.0 / 256.0;
 /// A peak-sensitive, time-decayed latency estimate (tower's `PeakEwma`,
 /// lock-free).
 ///
+/// - The first sample replaces the initial guess (unlike tower's, where a
+///   guess far from the truth takes a decay period to fade).
 /// - A sample above the estimate replaces it at once (the peak).
 /// - A sample below it pulls it down by how much time has passed since
 ///   the last sample: `est·d + rtt·(1−d)` with `d = e^(−elapsed/decay)`.
@@ -46,6 +48,7 @@ pub struct PeakEwma {
     decay_ns: f64,
     est_ns: AtomicU64,
     at_ns: AtomicU64,
+    observed: AtomicBool,
 }
 
 impl PeakEwma {
@@ -57,6 +60,7 @@ impl PeakEwma {
             decay_ns: (decay.as_nanos() as f64).max(1.0),
             est_ns: AtomicU64::new((initial.as_nanos() as f64).min(CAP_NS).to_bits()),
             at_ns: AtomicU64::new(0),
+            observed: AtomicBool::new(false),
         }
     }
 
@@ -72,6 +76,12 @@ impl PeakEwma {
     pub fn observe(&self, rtt: Duration, now: Instant) {
         let rtt = (rtt.as_nanos() as f64).min(CAP_NS);
         let now_ns = self.since_epoch(now);
+        if !self.observed.load(Ordering::Relaxed) && !self.observed.swap(true, Ordering::AcqRel) {
+            // The first sample: the initial guess goes.
+            self.est_ns.store(rtt.to_bits(), Ordering::Release);
+            self.at_ns.fetch_max(now_ns, Ordering::Relaxed);
+            return;
+        }
         let mut cur = self.est_ns.load(Ordering::Acquire);
         loop {
             let est = f64::from_bits(cur);
@@ -126,6 +136,12 @@ impl PeakEwma {
         let est = f64::from_bits(self.est_ns.load(Ordering::Acquire));
         est * self.decay_factor(self.at_ns.load(Ordering::Relaxed), self.since_epoch(now))
     }
+
+    /// Whether any sample has been seen (else the estimate is the initial
+    /// guess, decayed).
+    pub fn observed(&self) -> bool {
+        self.observed.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -158,7 +174,15 @@ mod tests {
     async fn samples_too_close_to_move_it_are_not_written_and_nothing_drifts() {
         // 1 ms apart with a 10 s decay, each sample moves the estimate by
         // 1/10 000 of the gap: not worth a write on its own.
-        let e = PeakEwma::new(ms(100), Duration::from_secs(10));
+        let e = PeakEwma::new(ms(500), Duration::from_secs(10));
+        assert!(!e.observed());
+        e.observe(ms(100), Instant::now());
+        assert!(e.observed());
+        assert_eq!(
+            e.estimate(Instant::now()),
+            ms(100),
+            "the first sample replaces the guess"
+        );
         let before = e.est_ns.load(Ordering::Relaxed);
         tokio::time::advance(ms(1)).await;
         e.observe(ms(10), Instant::now());
@@ -181,7 +205,7 @@ mod tests {
         assert_eq!(e.estimate(Instant::now()), ms(500));
         // Steady samples equal to the estimate hold it (skipped writes do
         // not let it decay toward zero).
-        let e = PeakEwma::new(ms(100), Duration::from_secs(10));
+        let e = PeakEwma::new(ms(500), Duration::from_secs(10));
         for _ in 0..20_000 {
             tokio::time::advance(ms(1)).await;
             e.observe(ms(100), Instant::now());
@@ -224,6 +248,27 @@ mod tests {
         tokio::time::advance(ms(60_000)).await;
         drop(call);
         assert!(load.latency().estimate(Instant::now()) < before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streams_call_is_its_first_tokens_sample_only() {
+        let load = std::sync::Arc::new(crate::Load::new(ms(100), Duration::from_secs(10)));
+        let call = load.start_for(true, true);
+        assert!(call.streaming());
+        tokio::time::advance(ms(700)).await;
+        call.finish(true);
+        let now = Instant::now();
+        assert_eq!(load.first_token().estimate(now), ms(700));
+        assert_eq!(load.estimate_for(true).estimate(now), ms(700));
+        assert!(
+            load.latency().estimate(now) <= ms(100),
+            "whole calls untouched"
+        );
+        let call = load.start(true);
+        tokio::time::advance(ms(900)).await;
+        call.finish(true);
+        assert_eq!(load.latency().estimate(Instant::now()), ms(900));
+        assert!(load.first_token().estimate(Instant::now()) <= ms(700));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 pub struct Load {
     in_flight: AtomicU32,
     latency: PeakEwma,
+    first_token: PeakEwma,
 }
 
 impl Default for Load {
@@ -58,6 +59,7 @@ impl Load {
         Load {
             in_flight: AtomicU32::new(0),
             latency: PeakEwma::new(initial, decay),
+            first_token: PeakEwma::new(initial, decay),
         }
     }
 
@@ -66,18 +68,41 @@ impl Load {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// The latency estimate.
+    /// The latency estimate of whole calls.
     pub fn latency(&self) -> &PeakEwma {
         &self.latency
+    }
+
+    /// The estimate of streams' time to first token (a stream's call is
+    /// answered when its first frame is, behind a first-frame gate).
+    pub fn first_token(&self) -> &PeakEwma {
+        &self.first_token
+    }
+
+    /// [`first_token`](Self::first_token) for a stream, else
+    /// [`latency`](Self::latency).
+    pub fn estimate_for(&self, streaming: bool) -> &PeakEwma {
+        if streaming {
+            &self.first_token
+        } else {
+            &self.latency
+        }
     }
 
     /// Counts a call until the guard is finished or dropped; `timed`
     /// reads the clock so [`InFlight::finish`] can record the latency.
     pub fn start(self: &Arc<Self>, timed: bool) -> InFlight {
+        self.start_for(false, timed)
+    }
+
+    /// As [`start`](Self::start), for a stream when `streaming` (its time
+    /// goes to [`first_token`](Self::first_token)).
+    pub fn start_for(self: &Arc<Self>, streaming: bool, timed: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             load: self.clone(),
             started: timed.then(palisade_core::clock::now),
+            streaming,
         }
     }
 }
@@ -90,6 +115,7 @@ impl Load {
 pub struct InFlight {
     load: Arc<Load>,
     started: Option<Instant>,
+    streaming: bool,
 }
 
 impl InFlight {
@@ -99,10 +125,11 @@ impl InFlight {
         if let Some(at) = self.started.take() {
             let now = Instant::now();
             let took = now.saturating_duration_since(at);
+            let estimate = self.load.estimate_for(self.streaming);
             if ok {
-                self.load.latency.observe(took, now);
+                estimate.observe(took, now);
             } else {
-                self.load.latency.observe_failure(took, now);
+                estimate.observe_failure(took, now);
             }
         }
     }
@@ -110,6 +137,11 @@ impl InFlight {
     /// When the call started, if it was timed.
     pub fn started(&self) -> Option<Instant> {
         self.started
+    }
+
+    /// Whether it is a stream's call (timed to its first token).
+    pub fn streaming(&self) -> bool {
+        self.streaming
     }
 }
 
@@ -123,7 +155,7 @@ impl Drop for InFlight {
         if let Some(at) = self.started.take() {
             let now = Instant::now();
             self.load
-                .latency
+                .estimate_for(self.streaming)
                 .observe(now.saturating_duration_since(at), now);
         }
     }

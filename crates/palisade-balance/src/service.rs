@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, Classify, ConfigError, ErrorClassifier, Rejected};
+use palisade_core::{BoxError, Classify, ConfigError, ErrorClassifier, Rejected, RequestMarks};
 use tower_service::Service;
 
 use crate::balancer::Balancer;
@@ -106,6 +106,7 @@ where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, BoxError> + Clone,
+    Req: RequestMarks,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -120,11 +121,12 @@ where
         // the call goes through.
         let _reading = palisade_core::clock::SharedReading::enter();
         let shared = &*self.shared;
-        let view = TierView::new(&shared.members);
+        let streaming = req.streaming();
+        let view = TierView::new(&shared.members, streaming);
         match shared.balancer.pick(&view) {
             Some(i) => {
                 let m = &shared.members[i];
-                let call = m.load.start(shared.timed);
+                let call = m.load.start_for(streaming, shared.timed);
                 ResponseFuture::call(shared.classifier.clone(), m.svc.clone(), req, call)
             }
             None => ResponseFuture::refused(refusal(&shared.members)),

@@ -7,11 +7,12 @@ use crate::member::Member;
 /// Members as a balancer sees them: eligible unless a layer refuses.
 pub(crate) struct TierView<'a, S> {
     members: &'a [Member<S>],
+    streaming: bool,
 }
 
 impl<'a, S> TierView<'a, S> {
-    pub(crate) fn new(members: &'a [Member<S>]) -> Self {
-        TierView { members }
+    pub(crate) fn new(members: &'a [Member<S>], streaming: bool) -> Self {
+        TierView { members, streaming }
     }
 }
 
@@ -30,5 +31,9 @@ impl<S> Candidates for TierView<'_, S> {
 
     fn headroom(&self, i: usize) -> Option<f64> {
         self.members[i].admission.headroom()
+    }
+
+    fn streaming(&self) -> bool {
+        self.streaming
     }
 }

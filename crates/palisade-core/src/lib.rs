@@ -65,7 +65,7 @@ pub use crate::http::{
     DEFAULT_MAX_RETRY_AFTER, RETRY_AFTER_MS, X_SHOULD_RETRY,
 };
 pub use crate::inspect::{HealthStatus, Inspect, Inspection, Inspectors, MetricKind, Sample};
-pub use crate::marks::{Hedgeable, RequestMarks};
+pub use crate::marks::{Hedgeable, RequestMarks, Streaming};
 pub use crate::policy::{Action, Policy};
 pub use crate::provider::ProviderId;
 pub use crate::rate::{parse_reset_duration, RateInfo, RateWindow, TokenUsage, MAX_RESET};

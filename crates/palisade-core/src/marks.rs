@@ -20,6 +20,23 @@ use crate::deadline::WithDeadline;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hedgeable(pub bool);
 
+/// Marks a request whose answer is a stream (server-sent events): its
+/// latency that matters is the time to the first token, not to the end,
+/// so the layers that track latency (the balancer's peak EWMA, the hedge
+/// delay's percentiles) keep a separate estimate for streams. Put it in an
+/// `http::Request`'s extensions; a request without it is not a stream.
+///
+/// ```
+/// use palisade_core::{RequestMarks, Streaming};
+///
+/// let mut req = http::Request::new(());
+/// assert!(!req.streaming());
+/// req.extensions_mut().insert(Streaming(true));
+/// assert!(req.streaming());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streaming(pub bool);
+
 /// What a request says about how the layers may handle it, beyond its
 /// deadline ([`HasDeadline`](crate::HasDeadline)). Every method has a
 /// default ("nothing said"), so a request type of your own needs only
@@ -30,11 +47,21 @@ pub trait RequestMarks {
     fn hedgeable(&self) -> Option<bool> {
         None
     }
+
+    /// Whether the answer is a stream, timed to its first token (see
+    /// [`Streaming`]); `false` unless said.
+    fn streaming(&self) -> bool {
+        false
+    }
 }
 
 impl<B> RequestMarks for http::Request<B> {
     fn hedgeable(&self) -> Option<bool> {
         self.extensions().get::<Hedgeable>().map(|h| h.0)
+    }
+
+    fn streaming(&self) -> bool {
+        self.extensions().get::<Streaming>().is_some_and(|s| s.0)
     }
 }
 

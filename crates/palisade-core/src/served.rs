@@ -4,8 +4,8 @@ use crate::ProviderId;
 
 /// The record of one answered call, on the response (an `http::Response`'s
 /// extensions): which provider answered, after how many attempts there,
-/// how many providers came before it, and whether the answer is a
-/// degraded stand-in. Each layer fills in what it knows: the retry layer
+/// how many providers came before it, whether the answer is a degraded
+/// stand-in, and whether a hedge won it. Each layer fills in what it knows: the retry layer
 /// the attempts, the fallback chain (and so the umbrella's router) the
 /// provider, the providers passed over and the degradation.
 ///
@@ -36,6 +36,9 @@ pub struct Served {
     pub fallbacks: u32,
     /// Whether the answer is a stand-in built after every provider failed.
     pub degraded: bool,
+    /// Whether the answer came from a hedge (a second call sent because
+    /// the first was late) rather than from the first call.
+    pub hedged: bool,
 }
 
 impl Default for Served {
@@ -45,6 +48,7 @@ impl Default for Served {
             attempts: 1,
             fallbacks: 0,
             degraded: false,
+            hedged: false,
         }
     }
 }

@@ -66,6 +66,8 @@ pin_project! {
         moving_on: Option<(usize, FailureKind)>,
         attempts: Vec<ProviderAttempt>,
         hedgeable: bool,
+        // A stream's call is timed to its first token.
+        streaming: bool,
         sent: u32,
         delay: Duration,
         racers: Vec<Racer<S::Future>>,
@@ -80,6 +82,7 @@ pin_project! {
 impl<S: Service<Req>, Req: RequestMarks, C, D> ResponseFuture<S, Req, C, D> {
     pub(crate) fn new(chain: Arc<Chain<S, Req, C, D>>, req: Req) -> Self {
         let hedgeable = chain.hedge.as_ref().is_some_and(|h| h.admits(&req));
+        let streaming = req.streaming();
         ResponseFuture {
             chain,
             req,
@@ -89,6 +92,7 @@ impl<S: Service<Req>, Req: RequestMarks, C, D> ResponseFuture<S, Req, C, D> {
             moving_on: None,
             attempts: Vec::new(),
             hedgeable,
+            streaming,
             sent: 0,
             delay: Duration::ZERO,
             racers: Vec::new(),
@@ -136,7 +140,7 @@ where
                         this.req,
                         this.tier,
                         this.tried,
-                        *this.route,
+                        (*this.route, *this.streaming),
                         this.attempts,
                     ) else {
                         let all = AllFailed {
@@ -171,12 +175,13 @@ where
                         Poll::Ready(Ok(())) => {
                             let req = req.take().expect("readied once");
                             let tier = &chain.tiers[*this.tier];
-                            let (fut, span, call) = start(chain, tier, svc, req, idx);
+                            let (fut, span, call) =
+                                start(chain, tier, svc, req, idx, *this.streaming);
                             if *this.hedgeable && this.timer.is_none() {
                                 arm(
                                     chain,
                                     tier,
-                                    idx,
+                                    (idx, *this.streaming),
                                     *this.sent,
                                     this.delay,
                                     this.timer.as_mut(),
@@ -216,7 +221,7 @@ where
                             let left = this.racers.len();
                             match answer(
                                 chain,
-                                *idx,
+                                (*idx, false),
                                 call.take(),
                                 result,
                                 this.route,
@@ -252,7 +257,7 @@ where
                         let r = this.racers.swap_remove(i);
                         match answer(
                             chain,
-                            r.idx,
+                            (r.idx, true),
                             r.call,
                             result,
                             this.route,
@@ -284,8 +289,12 @@ where
                             let tier = &chain.tiers[*this.tier];
                             let expired = this.req.deadline().is_some_and(|d| d.is_expired());
                             if !expired && this.hedging.is_none() && policy.try_spend() {
-                                if let Some(j) = pick_in_tier(chain, tier, this.tried, *this.route)
-                                {
+                                if let Some(j) = pick_in_tier(
+                                    chain,
+                                    tier,
+                                    this.tried,
+                                    (*this.route, *this.streaming),
+                                ) {
                                     *this.sent += 1;
                                     policy.sent();
                                     tracing::debug!(
@@ -300,7 +309,7 @@ where
                                     arm(
                                         chain,
                                         tier,
-                                        *idx,
+                                        (*idx, *this.streaming),
                                         *this.sent,
                                         this.delay,
                                         this.timer.as_mut(),
@@ -316,7 +325,8 @@ where
                             Poll::Ready(Ok(())) => {
                                 let req = req.take().expect("readied once");
                                 let tier = &chain.tiers[*this.tier];
-                                let (f, span, call) = start(chain, tier, svc, req, j);
+                                let (f, span, call) =
+                                    start(chain, tier, svc, req, j, *this.streaming);
                                 this.racers.push(Racer {
                                     fut: Box::pin(f),
                                     idx: j,
@@ -368,9 +378,12 @@ fn start<S: Service<Req>, Req, C, D>(
     svc: &mut S,
     req: Req,
     idx: usize,
+    streaming: bool,
 ) -> (S::Future, tracing::Span, Option<InFlight>) {
     let target = &chain.targets[idx];
-    let call = tier.counted.then(|| target.load.start(tier.timed));
+    let call = tier
+        .counted
+        .then(|| target.load.start_for(streaming, tier.timed));
     // Events of the layers below carry the provider.
     let span = tracing::info_span!("provider", provider = %target.id);
     let fut = {
@@ -380,12 +393,13 @@ fn start<S: Service<Req>, Req, C, D>(
     (fut, span, call)
 }
 
-/// Arms the hedge timer for a call to `idx` of `tier`, if the tier has
-/// another provider, hedges are left, and the delay is known.
+/// Arms the hedge timer for a call to `idx` of `tier` (a stream's when
+/// `streaming`), if the tier has another provider, hedges are left, and the
+/// delay is known.
 fn arm<S, Req, C, D>(
     chain: &Chain<S, Req, C, D>,
     tier: &Tier,
-    idx: usize,
+    (idx, streaming): (usize, bool),
     sent: u32,
     delay: &mut Duration,
     mut timer: Pin<&mut Option<Sleep>>,
@@ -394,7 +408,7 @@ fn arm<S, Req, C, D>(
     if sent >= policy.max_hedges() || tier.len() < 2 {
         return;
     }
-    let window = chain.targets[idx].window.as_deref();
+    let window = chain.targets[idx].window_for(streaming);
     let Some(d) = window.and_then(|w| policy.delay().for_window(w)) else {
         return;
     };
@@ -410,7 +424,7 @@ fn arm<S, Req, C, D>(
 /// failure no other provider would fix) or a reason to move on.
 fn answer<S, Req, C, D, Res, E>(
     chain: &Chain<S, Req, C, D>,
-    idx: usize,
+    (idx, hedged): (usize, bool),
     call: Option<InFlight>,
     result: Result<Res, E>,
     route: &mut Route,
@@ -425,7 +439,8 @@ where
     let outcome = chain.classifier.classify(result.as_ref());
     if let Some(call) = call {
         if outcome.is_success() {
-            if let (Some(w), Some(at)) = (&chain.targets[idx].window, call.started()) {
+            let window = chain.targets[idx].window_for(call.streaming());
+            if let (Some(w), Some(at)) = (window, call.started()) {
                 w.record(at.elapsed());
             }
         }
@@ -433,14 +448,14 @@ where
     }
     let failure = match outcome {
         Outcome::Success => {
-            record(chain, idx, attempts.len(), &mut result);
+            record(chain, (idx, hedged), attempts.len(), &mut result);
             return Next::Done(result);
         }
         Outcome::Failure(f) => f,
     };
     if !chain.policy.falls_back(&failure) {
         // The caller's own fault: another provider would refuse it too.
-        record(chain, idx, attempts.len(), &mut result);
+        record(chain, (idx, hedged), attempts.len(), &mut result);
         return Next::Done(result);
     }
     match failure.kind {
@@ -464,7 +479,7 @@ where
 /// [`Served`](palisade_core::Served) record (when its type carries one).
 fn record<S, Req, C, D, Res>(
     chain: &Chain<S, Req, C, D>,
-    idx: usize,
+    (idx, hedged): (usize, bool),
     before: usize,
     result: &mut Result<Res, BoxError>,
 ) where
@@ -474,6 +489,7 @@ fn record<S, Req, C, D, Res>(
         if let Some(served) = chain.classifier.served(res) {
             served.provider = Some(chain.targets[idx].id.clone());
             served.fallbacks = u32::try_from(before).unwrap_or(u32::MAX);
+            served.hedged = hedged;
         }
     }
 }
@@ -492,7 +508,7 @@ fn pick_in_tier<S, Req, C, D>(
     chain: &Chain<S, Req, C, D>,
     tier: &Tier,
     tried: &mut u64,
-    route: Route,
+    (route, streaming): (Route, bool),
 ) -> Option<usize> {
     let targets = &chain.targets[tier.start..tier.end];
     let done = *tried;
@@ -501,7 +517,11 @@ fn pick_in_tier<S, Req, C, D>(
     };
     let i = match &tier.balancer {
         None => eligible(0).then_some(0),
-        Some(b) => b.pick(&Pickable { targets, eligible }),
+        Some(b) => b.pick(&Pickable {
+            targets,
+            eligible,
+            streaming,
+        }),
     }?;
     *tried |= 1 << i;
     Some(tier.start + i)
@@ -514,11 +534,11 @@ fn pick<S, Req: HasDeadline, C, D>(
     req: &Req,
     tier: &mut usize,
     tried: &mut u64,
-    route: Route,
+    (route, streaming): (Route, bool),
     attempts: &mut Vec<ProviderAttempt>,
 ) -> Option<usize> {
     while let Some(t) = chain.tiers.get(*tier) {
-        if let Some(idx) = pick_in_tier(chain, t, tried, route) {
+        if let Some(idx) = pick_in_tier(chain, t, tried, (route, streaming)) {
             // The first call follows `call` at once; every later one checks
             // that the deadline has not passed while the others were tried.
             if !attempts.is_empty() && req.deadline().is_some_and(|d| d.is_expired()) {

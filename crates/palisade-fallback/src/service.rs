@@ -92,6 +92,9 @@ fn assemble<S, Req, C, D>(
             if t.window.is_none() {
                 t.window = Some(Arc::new(h.window()));
             }
+            if t.first_token_window.is_none() {
+                t.first_token_window = Some(Arc::new(h.window()));
+            }
         }
     }
     Ok(Chain {

@@ -35,6 +35,7 @@ pub struct Target<S, Req> {
     pub(crate) weight: u32,
     pub(crate) load: Arc<Load>,
     pub(crate) window: Option<Arc<LatencyWindow>>,
+    pub(crate) first_token_window: Option<Arc<LatencyWindow>>,
 }
 
 impl<S: Clone, Req> Clone for Target<S, Req> {
@@ -49,6 +50,7 @@ impl<S: Clone, Req> Clone for Target<S, Req> {
             weight: self.weight,
             load: self.load.clone(),
             window: self.window.clone(),
+            first_token_window: self.first_token_window.clone(),
         }
     }
 }
@@ -80,6 +82,7 @@ impl<S, Req> Target<S, Req> {
             weight: 1,
             load: Arc::new(Load::default()),
             window: None,
+            first_token_window: None,
         }
     }
 
@@ -102,6 +105,22 @@ impl<S, Req> Target<S, Req> {
     pub fn latency_window(mut self, window: Arc<LatencyWindow>) -> Self {
         self.window = Some(window);
         self
+    }
+
+    /// As [`latency_window`](Self::latency_window), for streams' times to
+    /// first token: a stream's hedge delay is a percentile of these
+    /// ([`RequestMarks::streaming`](palisade_core::RequestMarks::streaming)).
+    pub fn first_token_window(mut self, window: Arc<LatencyWindow>) -> Self {
+        self.first_token_window = Some(window);
+        self
+    }
+
+    pub(crate) fn window_for(&self, streaming: bool) -> Option<&LatencyWindow> {
+        if streaming {
+            self.first_token_window.as_deref()
+        } else {
+            self.window.as_deref()
+        }
     }
 
     /// A layer of this provider's stack that can say "not now" (its

@@ -32,6 +32,7 @@ pub(crate) type TierSpec = (usize, Strategy);
 pub(crate) struct Pickable<'a, S, Req, F> {
     pub(crate) targets: &'a [Target<S, Req>],
     pub(crate) eligible: F,
+    pub(crate) streaming: bool,
 }
 
 impl<S, Req, F: Fn(usize) -> bool> Candidates for Pickable<'_, S, Req, F> {
@@ -49,5 +50,9 @@ impl<S, Req, F: Fn(usize) -> bool> Candidates for Pickable<'_, S, Req, F> {
 
     fn headroom(&self, i: usize) -> Option<f64> {
         self.targets[i].admission.headroom()
+    }
+
+    fn streaming(&self) -> bool {
+        self.streaming
     }
 }

@@ -292,3 +292,112 @@ fn tiers_are_checked_when_built() {
     assert!(err.to_string().contains("tiers[0]"), "{err}");
     let _ = WithDeadline::new(());
 }
+
+/// A provider whose streams' first token comes after `ttft` ms and whose
+/// whole (non-stream) answers after `whole` ms.
+fn two_speed(name: &'static str, ttft: u64, whole: u64, c: &Counter) -> Svc {
+    let c = c.clone();
+    BoxCloneSyncService::new(service_fn(move |req: Req| {
+        c.calls.fetch_add(1, Ordering::SeqCst);
+        let wait = if palisade_core::RequestMarks::streaming(&req) {
+            ttft
+        } else {
+            whole
+        };
+        async move {
+            tokio::time::sleep(ms(wait)).await;
+            Ok::<_, BoxError>(name)
+        }
+    }))
+}
+
+fn stream_req(streaming: bool) -> Req {
+    let mut r = http::Request::new(());
+    r.extensions_mut()
+        .insert(palisade_core::Streaming(streaming));
+    r
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_are_balanced_on_first_token_and_whole_calls_on_latency() {
+    // "quick-start" sends its first token at 100 ms but takes 4 s to
+    // finish; "steady" starts at 1 s and finishes at 1.2 s. Streams should
+    // go to the first, whole answers to the second, from one shared view.
+    let (a, b) = (Counter::default(), Counter::default());
+    let chain = Fallback::builder()
+        .tier(
+            Strategy::PeakEwma,
+            vec![
+                Target::new("quick-start", two_speed("quick-start", 100, 4000, &a)),
+                Target::new("steady", two_speed("steady", 1000, 1200, &b)),
+            ],
+        )
+        .seed(5)
+        .build()
+        .unwrap();
+    let mut streams = [0u32; 2];
+    let mut wholes = [0u32; 2];
+    for i in 0..400 {
+        let streaming = i % 2 == 0;
+        let got = chain.clone().oneshot(stream_req(streaming)).await.unwrap();
+        let k = usize::from(got == "steady");
+        if streaming {
+            streams[k] += 1;
+        } else {
+            wholes[k] += 1;
+        }
+    }
+    assert!(streams[0] >= 180, "streams to quick-start: {streams:?}");
+    assert!(wholes[1] >= 180, "whole answers to steady: {wholes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streams_hedge_delay_is_a_percentile_of_first_tokens() {
+    // The providers' windows: first tokens at 200 ms, whole answers at 3 s.
+    let ttft = Arc::new(palisade_hedge::LatencyWindow::new(Duration::from_secs(30)));
+    let whole = Arc::new(palisade_hedge::LatencyWindow::new(Duration::from_secs(30)));
+    for _ in 0..20 {
+        ttft.record(ms(200));
+        whole.record(ms(3000));
+    }
+    let chain = |a: &Counter, b: &Counter| {
+        let target = |name, svc| {
+            Target::new(name, svc)
+                .latency_window(whole.clone())
+                .first_token_window(ttft.clone())
+        };
+        Fallback::builder()
+            .tier(
+                Strategy::RoundRobin,
+                vec![
+                    // Round robin calls "a" first: slow to start and to end.
+                    target("a", two_speed("a", 2000, 5000, a)),
+                    target("b", two_speed("b", 200, 3000, b)),
+                ],
+            )
+            .hedge(
+                HedgePolicy::percentile(0.9)
+                    .min_samples(10)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    // A stream hedges at the first tokens' p90 (200 ms, within the
+    // window's 1/8) and "b" answers 200 ms later.
+    let (a, b) = (Counter::default(), Counter::default());
+    let t0 = Instant::now();
+    let got = chain(&a, &b).oneshot(stream_req(true)).await.unwrap();
+    assert_eq!(got, "b");
+    let took = t0.elapsed();
+    assert!(took >= ms(400) && took <= ms(425), "{took:?}");
+    // A whole answer hedges at the whole answers' p90 (3 s): "b" would take
+    // until 6 s, so "a" wins at 5 s.
+    let (a, b) = (Counter::default(), Counter::default());
+    let t0 = Instant::now();
+    let got = chain(&a, &b).oneshot(stream_req(false)).await.unwrap();
+    assert_eq!(got, "a");
+    assert_eq!(t0.elapsed(), ms(5000));
+    assert_eq!(b.calls.load(Ordering::SeqCst), 1, "hedged at 3 s");
+}

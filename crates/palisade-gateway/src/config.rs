@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use palisade::Problem;
 use serde::{Deserialize, Serialize};
 
-/// The embedded default: three simulated providers, no keys needed.
+/// The embedded default: four simulated providers (two of them balanced in
+/// the first tier, hedged), no keys needed.
 #[cfg(feature = "sim")]
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
@@ -164,11 +165,13 @@ impl GatewayConfig {
             #[cfg(feature = "sim")]
             if let Some(f) = &u.simulated {
                 // Simulated: its base_url is not used.
-                if !(0.0..=1.0).contains(&f.error_rate) {
-                    problems.push(problem(
-                        format!("upstreams.{id}.simulated.error_rate"),
-                        format!("{} is not within 0..=1", f.error_rate),
-                    ));
+                for (name, rate) in [("error_rate", f.error_rate), ("slow_rate", f.slow_rate)] {
+                    if !(0.0..=1.0).contains(&rate) {
+                        problems.push(problem(
+                            format!("upstreams.{id}.simulated.{name}"),
+                            format!("{rate} is not within 0..=1"),
+                        ));
+                    }
                 }
                 continue;
             }

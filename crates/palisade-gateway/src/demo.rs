@@ -1,18 +1,24 @@
 //! `palisade-gateway demo`: a scripted outage against simulated providers
 //! under concurrent load, measured with and without palisade.
 //!
-//! Two simulated providers run on loopback. Workers send chat completions
-//! the whole time, half through the gateway (palisade's router: primary
-//! first, secondary as fallback) and half straight to the primary, as an
+//! Three simulated providers run on loopback: two deployments of the
+//! primary model in one balanced tier (`primary` and `primary-b`,
+//! p2c over peak-EWMA latency, late calls hedged to the other), and a
+//! `secondary` behind them. Workers send chat completions the whole time,
+//! half through the gateway and half straight to the primary, as an
 //! application without palisade would; each side has its own copy of the
 //! primary, so one side's load does not spend the other's quota. The
-//! primary is healthy, then goes down, then rate-limits with
-//! `Retry-After`, then recovers, then enforces its own limit of
-//! [`DemoOptions::primary_rpm`] requests a minute, publishing OpenAI's `x-ratelimit-*`
-//! headers: palisade paces itself by them (and fails over while the primary
-//! has no room) where the direct side gets 429s. At the end the demo prints
-//! a table (requests, errors the caller saw, failovers, p50/p99 latency,
-//! 429s from the primary's own limit) and writes a timeline chart as SVG.
+//! primary is healthy, then grows a heavy tail (one call in five takes
+//! [`SLOW_MS`] more), then goes down, then rate-limits with `Retry-After`,
+//! then recovers, then enforces its own limit of
+//! [`DemoOptions::primary_rpm`] requests a minute, publishing OpenAI's
+//! `x-ratelimit-*` headers: palisade balances away from the slow tail and
+//! hedges what is late, fails over while the primary is down, and paces
+//! itself by the headers where the direct side gets 429s. At the end the
+//! demo prints a table (requests, errors the caller saw, answers by
+//! provider, hedges that won, p50/p99 latency overall and in the slow-tail
+//! phase, 429s from the primary's own limit) and writes a timeline chart as
+//! SVG.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -57,13 +63,21 @@ impl Default for DemoOptions {
     }
 }
 
+/// How much longer the primary's slow calls take in the slow-tail phase.
+pub const SLOW_MS: u64 = 1500;
+
+/// The providers that answer, as the simulator names them in its answers.
+const PROVIDERS: [&str; 3] = ["primary", "primary-b", "secondary"];
+
 /// One request's record.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Duration,
     latency: Duration,
     ok: bool,
-    failover: bool,
+    /// Index in [`PROVIDERS`] of the provider that answered.
+    by: Option<usize>,
+    hedged: bool,
 }
 
 /// One side's numbers.
@@ -73,12 +87,19 @@ pub struct SideSummary {
     pub requests: usize,
     /// Requests the caller saw fail.
     pub errors: usize,
-    /// Requests answered by a provider other than the primary.
+    /// Requests answered by a provider other than the primary (its twin
+    /// deployment or the secondary).
     pub failovers: usize,
+    /// Answers by `primary`, `primary-b` and `secondary`.
+    pub by_provider: [usize; 3],
+    /// Answers that came from a hedge (`x-palisade-hedged`).
+    pub hedged: usize,
     /// Median latency.
     pub p50: Duration,
     /// 99th percentile latency.
     pub p99: Duration,
+    /// 99th percentile latency of the requests sent in the slow-tail phase.
+    pub tail_p99: Duration,
     /// Requests the primary refused for being over its own limit.
     pub primary_429s: u64,
 }
@@ -96,13 +117,17 @@ pub struct DemoReport {
     pub svg: String,
 }
 
-const PHASES: [(&str, f64); 5] = [
+const PHASES: [(&str, f64); 6] = [
     ("healthy", 0.0),
-    ("primary down", 0.15),
-    ("primary rate-limits (429, Retry-After: 2)", 0.35),
-    ("primary recovered", 0.55),
-    ("primary enforces its own limit (x-ratelimit headers)", 0.7),
+    ("primary slow tail", 0.12),
+    ("primary down", 0.3),
+    ("primary rate-limits (429, Retry-After: 2)", 0.45),
+    ("primary recovered", 0.6),
+    ("primary enforces its own limit (x-ratelimit headers)", 0.75),
 ];
+
+/// The slow-tail phase's index in [`PHASES`].
+const TAIL: usize = 1;
 
 fn phase_at(frac: f64) -> usize {
     PHASES
@@ -113,9 +138,11 @@ fn phase_at(frac: f64) -> usize {
 
 fn apply_phase(primary: &SimHandle, phase: usize, rpm: u64) {
     primary.set_faults(|f| {
-        f.down = phase == 1;
-        f.rate_limit_secs = (phase == 2).then_some(2);
-        f.requests_per_minute = (phase == 4).then_some(rpm);
+        f.slow_rate = if phase == TAIL { 0.2 } else { 0.0 };
+        f.slow_ms = SLOW_MS;
+        f.down = phase == 2;
+        f.rate_limit_secs = (phase == 3).then_some(2);
+        f.requests_per_minute = (phase == 5).then_some(rpm);
     });
 }
 
@@ -127,13 +154,24 @@ listen = "127.0.0.1:0"
 models = { "gpt-4o-mini" = "primary-large" }
 simulated = { latency_ms = 20, jitter_ms = 20, tokens = 8 }
 
+[upstreams.primary-b]
+models = { "gpt-4o-mini" = "primary-large-b" }
+simulated = { latency_ms = 25, jitter_ms = 20, tokens = 8 }
+
 [upstreams.secondary]
 models = { "gpt-4o-mini" = "secondary-large" }
 simulated = { latency_ms = 45, jitter_ms = 30, tokens = 8 }
 
 [palisade.router]
-order = ["primary", "secondary"]
+tiers = [["primary", "primary-b"], ["secondary"]]
+strategy = "peak_ewma"
 request_timeout_ms = 5000
+
+# Fixed, so even a short run hedges from its start (a percentile needs
+# samples first); a late call goes to the tier's other deployment.
+[palisade.router.hedge]
+delay_ms = 150
+budget_ratio = 0.25
 
 [palisade.defaults.breaker]
 consecutive_failures = 5
@@ -189,28 +227,30 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, palisade_core::BoxErro
                     .header("content-type", "application/json")
                     .body(Full::new(Bytes::from_static(BODY.as_bytes())));
                 let Ok(req) = req else { break };
-                let (ok, failover) = match client.request(req).await {
+                let (ok, by, hedged) = match client.request(req).await {
                     Ok(res) => {
                         let ok = res.status().is_success();
+                        let hedged = res.headers().contains_key(crate::HEDGED_HEADER);
                         let body = res
                             .into_body()
                             .collect()
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let served_by_secondary = ok
-                            && serde_json::from_slice::<serde_json::Value>(&body)
-                                .map(|v| v["provider"] == "secondary")
-                                .unwrap_or(false);
-                        (ok, served_by_secondary)
+                        let by = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| PROVIDERS.iter().position(|p| v["provider"] == *p))
+                            .filter(|_| ok);
+                        (ok, by, hedged)
                     }
-                    Err(_) => (false, false),
+                    Err(_) => (false, None, false),
                 };
                 out.lock().unwrap_or_else(|e| e.into_inner()).push(Sample {
                     at: t0 - start,
                     latency: t0.elapsed(),
                     ok,
-                    failover,
+                    by,
+                    hedged,
                 });
                 // A steady trickle, not a hot loop.
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -281,9 +321,13 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, palisade_core::BoxErro
 
     let with = std::mem::take(&mut *with.lock().unwrap_or_else(|e| e.into_inner()));
     let without = std::mem::take(&mut *without.lock().unwrap_or_else(|e| e.into_inner()));
+    let tail = (
+        opts.duration.mul_f64(PHASES[TAIL].1),
+        opts.duration.mul_f64(PHASES[TAIL + 1].1),
+    );
     let (sw, so) = (
-        summarise(&with, primary.rate_limited()),
-        summarise(&without, direct.rate_limited()),
+        summarise(&with, primary.rate_limited(), tail),
+        summarise(&without, direct.rate_limited(), tail),
     );
     let table = table(&sw, &so);
     let svg = svg(&with, &without, &breaker_track, opts.duration);
@@ -298,22 +342,32 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, palisade_core::BoxErro
     })
 }
 
-fn summarise(samples: &[Sample], primary_429s: u64) -> SideSummary {
-    let mut lat: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
-    lat.sort();
-    let pct = |p: f64| {
+fn summarise(samples: &[Sample], primary_429s: u64, tail: (Duration, Duration)) -> SideSummary {
+    let pct = |samples: &mut dyn Iterator<Item = &Sample>, p: f64| {
+        let mut lat: Vec<Duration> = samples.map(|s| s.latency).collect();
+        lat.sort();
         if lat.is_empty() {
             Duration::ZERO
         } else {
             lat[((lat.len() - 1) as f64 * p).round() as usize]
         }
     };
+    let mut by_provider = [0; 3];
+    for i in samples.iter().filter_map(|s| s.by) {
+        by_provider[i] += 1;
+    }
     SideSummary {
         requests: samples.len(),
         errors: samples.iter().filter(|s| !s.ok).count(),
-        failovers: samples.iter().filter(|s| s.failover).count(),
-        p50: pct(0.5),
-        p99: pct(0.99),
+        failovers: by_provider[1] + by_provider[2],
+        by_provider,
+        hedged: samples.iter().filter(|s| s.hedged).count(),
+        p50: pct(&mut samples.iter(), 0.5),
+        p99: pct(&mut samples.iter(), 0.99),
+        tail_p99: pct(
+            &mut samples.iter().filter(|s| s.at >= tail.0 && s.at < tail.1),
+            0.99,
+        ),
         primary_429s,
     }
 }
@@ -322,22 +376,27 @@ fn table(with: &SideSummary, without: &SideSummary) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| | requests | errors the caller saw | failovers | p50 | p99 | 429s from the primary's own limit |"
+        "| | requests | errors the caller saw | answered by primary / primary-b / secondary | hedges won | p50 | p99 | p99 in the slow-tail phase | 429s from the primary's own limit |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     for (name, s) in [
         ("with palisade", with),
         ("without (straight to the primary)", without),
     ] {
         let _ = writeln!(
             t,
-            "| {name} | {} | {} ({:.1}%) | {} | {:.0} ms | {:.0} ms | {} |",
+            "| {name} | {} | {} ({:.1}%) | {} / {} / {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {} |",
             s.requests,
             s.errors,
             100.0 * s.errors as f64 / s.requests.max(1) as f64,
-            s.failovers,
-            s.p50.as_secs_f64() * 1000.0,
-            s.p99.as_secs_f64() * 1000.0,
+            s.by_provider[0],
+            s.by_provider[1],
+            s.by_provider[2],
+            s.hedged,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.tail_p99),
             s.primary_429s
         );
     }
@@ -379,7 +438,9 @@ fn svg(
     );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     // Phases.
-    let colours = ["#eef7ee", "#fbe9e9", "#fdf3e1", "#eef7ee", "#e9eefb"];
+    let colours = [
+        "#eef7ee", "#f3eefb", "#fbe9e9", "#fdf3e1", "#eef7ee", "#e9eefb",
+    ];
     for (i, (name, start)) in PHASES.iter().enumerate() {
         let end = PHASES.get(i + 1).map_or(1.0, |p| p.1);
         let _ = writeln!(

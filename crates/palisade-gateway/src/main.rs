@@ -10,13 +10,14 @@ usage: palisade-gateway [--listen ADDR] [--config FILE]
 
   --listen ADDR   where to listen (env PALISADE_LISTEN; default 127.0.0.1:8080)
   --config FILE   a TOML config (env PALISADE_CONFIG; default: the embedded
-                  config with three simulated providers)
+                  config with four simulated providers, two of them
+                  balanced in the first tier)
 
-  demo            a scripted outage (down, then 429 with Retry-After, then
-                  recovery, then the provider's own 600 requests/min limit
-                  with x-ratelimit headers) under load, with and without
-                  palisade; prints a table and writes a timeline SVG
-                  (default palisade-demo.svg)
+  demo            a scripted outage (a slow tail, then down, then 429 with
+                  Retry-After, then recovery, then the provider's own 600
+                  requests/min limit with x-ratelimit headers) under load,
+                  with and without palisade; prints a table and writes a
+                  timeline SVG (default palisade-demo.svg)
 ";
 
 fn main() {

@@ -195,8 +195,8 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
 }
 
 /// Which provider answered (`x-palisade-provider`), after how many calls
-/// there (`x-palisade-attempts`) and how many providers before it
-/// (`x-palisade-fallbacks`).
+/// there (`x-palisade-attempts`), how many providers before it
+/// (`x-palisade-fallbacks`), and `x-palisade-hedged: 1` when a hedge won.
 fn served_headers(served: &Served, headers: &mut http::HeaderMap) {
     if let Some(p) = served
         .provider
@@ -207,10 +207,15 @@ fn served_headers(served: &Served, headers: &mut http::HeaderMap) {
     }
     headers.insert(ATTEMPTS_HEADER, HeaderValue::from(served.attempts));
     headers.insert(FALLBACKS_HEADER, HeaderValue::from(served.fallbacks));
+    if served.hedged {
+        headers.insert(HEDGED_HEADER, HeaderValue::from_static("1"));
+    }
 }
 
 /// The request header allowing (`1`) or forbidding (`0`) a hedge.
 pub const HEDGE_HEADER: &str = "x-palisade-hedge";
+/// The response header (`1`) saying a hedge answered, not the first call.
+pub const HEDGED_HEADER: &str = "x-palisade-hedged";
 /// The header naming the provider that answered.
 pub const PROVIDER_HEADER: &str = "x-palisade-provider";
 /// The header counting the calls made to that provider (1: not retried).

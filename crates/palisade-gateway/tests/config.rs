@@ -49,4 +49,8 @@ fn a_syntax_error_is_a_parse_error() {
 fn the_embedded_default_is_valid() {
     let cfg = GatewayConfig::embedded();
     assert!(!cfg.upstreams.is_empty());
+    // Its first tier balances two deployments, and late calls are hedged.
+    let tiers = cfg.palisade.provider_tiers();
+    assert_eq!(tiers[0].0, ["primary", "primary-west"]);
+    assert!(cfg.palisade.router.hedge.is_some());
 }

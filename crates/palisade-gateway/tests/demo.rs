@@ -12,7 +12,9 @@ async fn the_demo_shows_palisade_absorbing_the_outage() {
     let svg_path = dir.join("timeline.svg");
     let report = run(DemoOptions {
         duration: Duration::from_secs(3),
-        workers: 2,
+        // Enough calls in the short slow-tail phase that the direct side
+        // meets the tail (20% slow: none in 30 calls is a 0.1% chance).
+        workers: 4,
         svg: Some(svg_path.clone()),
         progress: false,
         // The last phase is under a second here: a bucket of 10.
@@ -33,6 +35,22 @@ async fn the_demo_shows_palisade_absorbing_the_outage() {
         "with palisade: {with:?}"
     );
     assert!(with.failovers > 0);
+    // Both deployments of the primary model answer through palisade.
+    assert!(
+        with.by_provider[0] > 0 && with.by_provider[1] > 0,
+        "{with:?}"
+    );
+    // In the slow-tail phase, one direct call in five takes 1.5 s more;
+    // palisade balances away from it and hedges what is late.
+    assert!(
+        without.tail_p99 >= Duration::from_millis(1500),
+        "without palisade: {without:?}"
+    );
+    assert!(
+        with.tail_p99 * 3 < without.tail_p99,
+        "with palisade: {with:?}"
+    );
+    assert_eq!(without.hedged, 0);
     // In the last phase the primary enforces its own limit: straight to
     // it, requests over the limit get 429s; palisade, pacing itself by the
     // primary's headers, sends it none it refuses.

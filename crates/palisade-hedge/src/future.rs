@@ -30,6 +30,7 @@ pin_project! {
         #[pin]
         primary: Option<S::Future>,
         started: Instant,
+        streaming: bool,
         hedges: Vec<Attempt<S::Future>>,
         readying: Option<S>,
         // Whether a timer is still to be set for the first hedge.
@@ -52,17 +53,18 @@ impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
 
 impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
     /// A call that is not hedged: only the first attempt.
-    pub(crate) fn plain(shared: Arc<Shared<C>>, fut: S::Future, started: Instant) -> Self {
+    pub(crate) fn plain(shared: Arc<Shared<C>>, fut: S::Future, started: (Instant, bool)) -> Self {
         Self::new(shared, fut, None, started, Duration::ZERO)
     }
 
     /// A call that is hedged after `delay` with copies of `req` sent
-    /// through clones of `svc`.
+    /// through clones of `svc`; `started` is when, and whether it is a
+    /// stream.
     pub(crate) fn new(
         shared: Arc<Shared<C>>,
         fut: S::Future,
         hedge: Option<(S, Req)>,
-        started: Instant,
+        (started, streaming): (Instant, bool),
         delay: Duration,
     ) -> Self {
         let (svc, req) = match hedge {
@@ -77,6 +79,7 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
             delay,
             primary: Some(fut),
             started,
+            streaming,
             hedges: Vec::new(),
             readying: None,
             arm: svc_is_some,
@@ -108,7 +111,7 @@ where
                     if shared.classifier.classify(result.as_ref()).is_success() {
                         let now = Instant::now();
                         shared
-                            .window
+                            .window_for(*this.streaming)
                             .record_at(now.saturating_duration_since(*this.started), now);
                         if *this.sent > 0 {
                             shared.policy.settled(false, this.hedges.len() as u32);
@@ -132,9 +135,14 @@ where
                     Poll::Ready(result) => {
                         let at = *at;
                         drop(this.hedges.swap_remove(i));
-                        let result = result.map_err(Into::into);
+                        let mut result = result.map_err(Into::into);
                         if shared.classifier.classify(result.as_ref()).is_success() {
-                            shared.window.record(at.elapsed());
+                            shared.window_for(*this.streaming).record(at.elapsed());
+                            if let Ok(res) = result.as_mut() {
+                                if let Some(served) = shared.classifier.served(res) {
+                                    served.hedged = true;
+                                }
+                            }
                             let left = this.hedges.len() + usize::from(this.primary.is_some());
                             shared.policy.settled(true, left as u32);
                             tracing::debug!(hedges = *this.sent, "a hedge answered first");

@@ -74,8 +74,10 @@ pub struct HedgeHandle {
     counts: Arc<Counts>,
 }
 
-/// The counts of a [`HedgeHandle`] at one moment.
+/// The counts of a [`HedgeHandle`] at one moment (with the `serde`
+/// feature, serializable under these field names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct HedgeSnapshot {
     /// Requests that could have been hedged (marked or defaulted

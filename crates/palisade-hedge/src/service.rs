@@ -17,7 +17,18 @@ use crate::window::LatencyWindow;
 pub(crate) struct Shared<C> {
     pub(crate) policy: HedgePolicy,
     pub(crate) window: LatencyWindow,
+    pub(crate) first_token_window: LatencyWindow,
     pub(crate) classifier: C,
+}
+
+impl<C> Shared<C> {
+    pub(crate) fn window_for(&self, streaming: bool) -> &LatencyWindow {
+        if streaming {
+            &self.first_token_window
+        } else {
+            &self.window
+        }
+    }
 }
 
 /// Sends a request again when its answer is late and takes whichever
@@ -63,19 +74,29 @@ impl<S, C> fmt::Debug for Hedge<S, C> {
 impl<S, C> Hedge<S, C> {
     pub(crate) fn new(inner: S, policy: HedgePolicy, classifier: C) -> Self {
         let window = policy.window();
+        let first_token_window = policy.window();
         Hedge {
             inner,
             shared: Arc::new(Shared {
                 policy,
                 window,
+                first_token_window,
                 classifier,
             }),
         }
     }
 
-    /// The latencies this service has seen.
+    /// The latencies this service has seen (of calls that are not
+    /// streams).
     pub fn window(&self) -> &LatencyWindow {
         &self.shared.window
+    }
+
+    /// The times to first token of streams
+    /// ([`RequestMarks::streaming`]) this service has seen: a stream's
+    /// hedge delay is a percentile of these.
+    pub fn first_token_window(&self) -> &LatencyWindow {
+        &self.shared.first_token_window
     }
 
     /// The policy (and its counts, through [`HedgePolicy::handle`]).
@@ -103,8 +124,12 @@ where
         // One clock read for the whole call (and the layers it calls).
         let (now, _reading) = palisade_core::clock::SharedReading::enter();
         let shared = self.shared.clone();
+        let streaming = req.streaming();
         let delay = if shared.policy.admits(&req) {
-            shared.policy.delay().for_window_at(&shared.window, now)
+            shared
+                .policy
+                .delay()
+                .for_window_at(shared.window_for(streaming), now)
         } else {
             None
         };
@@ -112,11 +137,17 @@ where
             Some(delay) => {
                 let copy = req.clone();
                 let fut = self.inner.call(req);
-                ResponseFuture::new(shared, fut, Some((self.inner.clone(), copy)), now, delay)
+                ResponseFuture::new(
+                    shared,
+                    fut,
+                    Some((self.inner.clone(), copy)),
+                    (now, streaming),
+                    delay,
+                )
             }
             None => {
                 let fut = self.inner.call(req);
-                ResponseFuture::plain(shared, fut, now)
+                ResponseFuture::plain(shared, fut, (now, streaming))
             }
         }
     }

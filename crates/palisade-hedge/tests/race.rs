@@ -266,3 +266,38 @@ async fn the_delay_runs_from_the_call_even_when_first_polled_late() {
     );
     assert_eq!(*p.starts.lock().unwrap(), [ms(0), ms(300)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_won_by_a_hedge_says_so() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let svc = {
+        let calls = calls.clone();
+        service_fn(move |_: http::Request<()>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(ms(if n == 0 { 5000 } else { 10 })).await;
+                Ok::<_, BoxError>(http::Response::new(n))
+            }
+        })
+    };
+    let layer = HedgeLayer::http(policy(100));
+    let res = layer
+        .layer(svc.clone())
+        .oneshot(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(*res.body(), 1);
+    let served = res.extensions().get::<palisade_core::Served>().unwrap();
+    assert!(served.hedged);
+    // A first call that answers in time is not marked.
+    calls.store(5, Ordering::SeqCst);
+    let res = layer
+        .layer(svc)
+        .oneshot(http::Request::new(()))
+        .await
+        .unwrap();
+    assert!(res
+        .extensions()
+        .get::<palisade_core::Served>()
+        .is_none_or(|s| !s.hedged));
+}

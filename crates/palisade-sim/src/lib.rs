@@ -42,6 +42,12 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Up to this much more, at random, in ms.
     pub jitter_ms: u64,
+    /// A heavy tail: this share of requests, 0..=1, takes
+    /// [`slow_ms`](Self::slow_ms) more before answering (or before the
+    /// first token).
+    pub slow_rate: f64,
+    /// How much longer a slow request takes, in ms.
+    pub slow_ms: u64,
     /// Tokens per completion.
     pub tokens: u32,
     /// Time between streamed tokens, in ms.
@@ -77,6 +83,8 @@ impl Default for Faults {
             error_rate: 0.0,
             latency_ms: 20,
             jitter_ms: 0,
+            slow_rate: 0.0,
+            slow_ms: 0,
             tokens: 16,
             token_interval_ms: 10,
             down: false,
@@ -384,11 +392,14 @@ async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
     let (fail, jitter) = {
         let mut rng = rand::rng();
         let fail = rng.random::<f64>() < faults.error_rate;
-        let jitter = if faults.jitter_ms > 0 {
+        let mut jitter = if faults.jitter_ms > 0 {
             rng.random_range(0..=faults.jitter_ms)
         } else {
             0
         };
+        if faults.slow_rate > 0.0 && rng.random::<f64>() < faults.slow_rate {
+            jitter += faults.slow_ms;
+        }
         (fail, jitter)
     };
     tokio::time::sleep(Duration::from_millis(faults.latency_ms + jitter)).await;

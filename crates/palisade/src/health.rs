@@ -25,7 +25,9 @@
 //!
 //! **As JSON** (the gateway's `/health`; field names are part of the API
 //! and only ever added to): `status` (`healthy`, `warning`, `degraded`,
-//! `critical`), `providers` in preference order, `recommendations` (sentences).
+//! `critical`), `providers` in preference order, `recommendations` (sentences),
+//! and `hedge` when a router hedges over the registry (`hedgeable`, `sent`,
+//! `won`, `wasted`, `no_budget`: counts since start).
 //! Each provider has `id`, `status`, and one object per layer that is on,
 //! under the layer's name. Every duration is a number of milliseconds in a
 //! field ending in `_ms`; states and reasons are words, not Rust debug text.
@@ -35,18 +37,22 @@
 //! | `breaker` | `state` (`closed`, `open`, `half_open`, `forced_open`, `disabled`), `failure_rate`, `slow_call_rate` (0..1 over the window), `window_calls`, `times_opened`, `open_remaining_ms` (null unless refusing), `last_transition` (`"closed -> open (5 consecutive failures (threshold 5))"`) |
 //! | `bulkhead` | `provider`, `max_concurrent`, `max_waiting`, `in_flight`, `waiting`, `peak_in_flight`, `rejected`, `timed_out`, `queued`, `mean_wait_ms` |
 //! | `retry` | `provider`, `requests`, `attempts` (requests + retries), `provider_calls` (attempts that reached the provider), `refused` (attempts refused by a palisade layer inside), `retries`, `budget_refusals`, `deadline_stops`, `exhausted`, `budget` (`kind`: `ratio` with `ratio`, `available`; `token_bucket` with `tokens`, `max_tokens`; `unlimited`) |
+//! | `balance` (providers sharing a tier) | `weight`, `in_flight`, `latency_ms` (peak-EWMA estimate of whole answers), `first_token_ms` (of streams' first tokens); each null until measured |
 //! | `rate_limit` | `provider`, `quotas` (each `unit`, `amount`, `period_ms`, `burst`, `available`), `provider_requests` / `provider_tokens` (what the provider's headers said: `remaining`, `reset_ms`; null until seen), `wait_ms` (until a request would have room), `admitted`, `refused`, `waited`, `in_flight` |
 
 use std::fmt::Write as _;
 
 pub use palisade_breaker::WARN_FAILURE_RATE;
 pub use palisade_bulkhead::WARN_BULKHEAD_USE;
+use std::collections::HashSet;
+
 use palisade_core::ProviderId;
 pub use palisade_core::{HealthStatus, Inspection, MetricKind, Sample};
+use palisade_hedge::HedgeSnapshot;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::registry::Registry;
+use crate::registry::{Provider, Registry};
 
 /// One provider's part of the report: its status (the worst of its
 /// layers' verdicts) and each layer's view.
@@ -91,6 +97,10 @@ pub struct HealthReport {
     pub providers: Vec<ProviderHealth>,
     /// What a person could do about it.
     pub recommendations: Vec<String>,
+    /// What hedging did, when a router hedges over the registry (absent
+    /// from the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<HedgeSnapshot>,
 }
 
 impl<S, C, M> Registry<S, C, M> {
@@ -98,11 +108,21 @@ impl<S, C, M> Registry<S, C, M> {
     /// their verdicts; overall, the status by the rules in [this module's
     /// docs](crate::health) and recommendations.
     pub fn health(&self) -> HealthReport {
+        // Providers sharing a tier with another: their balancer's view.
+        let balanced: HashSet<ProviderId> = self
+            .tiers()
+            .into_iter()
+            .filter(|(ids, _)| ids.len() > 1)
+            .flat_map(|(ids, _)| ids)
+            .collect();
         let providers: Vec<ProviderHealth> = self
             .in_order()
             .iter()
             .map(|p| {
-                let layers = p.handles.inspectors().inspect();
+                let mut layers = p.handles.inspectors().inspect();
+                if balanced.contains(&p.id) {
+                    layers.push(balance(p));
+                }
                 let status = layers.iter().map(|i| i.status).max().unwrap_or_default();
                 ProviderHealth {
                     id: p.id.clone(),
@@ -117,7 +137,45 @@ impl<S, C, M> Registry<S, C, M> {
             status,
             providers,
             recommendations,
+            hedge: self.hedge().map(|h| h.snapshot()),
         }
+    }
+}
+
+/// A balanced provider's load, as its tier's balancer sees it.
+fn balance<S, C, M>(p: &Provider<S, C, M>) -> Inspection {
+    let now = tokio::time::Instant::now();
+    let in_flight = p.load.in_flight();
+    let latency = p.load.latency().estimate(now);
+    let first_token = p.load.first_token().estimate(now);
+    Inspection {
+        layer: "balance",
+        status: HealthStatus::Healthy,
+        notes: Vec::new(),
+        samples: vec![
+            Sample::gauge(
+                "palisade_balance_in_flight",
+                "Calls in flight to the provider, as its tier's balancer counts them.",
+                f64::from(in_flight),
+            ),
+            Sample::gauge(
+                "palisade_balance_latency_seconds",
+                "The provider's peak-EWMA latency estimate for whole answers.",
+                latency.as_secs_f64(),
+            ),
+            Sample::gauge(
+                "palisade_balance_first_token_seconds",
+                "The provider's peak-EWMA estimate of a stream's time to first token.",
+                first_token.as_secs_f64(),
+            ),
+        ],
+        // An estimate with no sample yet is a guess: null.
+        detail: serde_json::json!({
+            "weight": p.weight,
+            "in_flight": in_flight,
+            "latency_ms": p.load.latency().observed().then_some(latency.as_millis() as u64),
+            "first_token_ms": p.load.first_token().observed().then_some(first_token.as_millis() as u64),
+        }),
     }
 }
 
@@ -220,6 +278,38 @@ impl HealthReport {
                     }
                 };
                 families[at].samples.push((Some(&p.id), sample.value));
+            }
+        }
+        if let Some(h) = &self.hedge {
+            for (name, help, value) in [
+                (
+                    "palisade_hedge_hedgeable_total",
+                    "Requests that could have been hedged.",
+                    h.hedgeable,
+                ),
+                ("palisade_hedge_sent_total", "Hedges sent.", h.sent),
+                (
+                    "palisade_hedge_won_total",
+                    "Answers that came from a hedge rather than the first call.",
+                    h.won,
+                ),
+                (
+                    "palisade_hedge_wasted_total",
+                    "Calls started whose answers went unused (the extra load hedging cost).",
+                    h.wasted,
+                ),
+                (
+                    "palisade_hedge_no_budget_total",
+                    "Hedges not sent because the budget was dry.",
+                    h.no_budget,
+                ),
+            ] {
+                families.push(Family {
+                    name,
+                    counter: true,
+                    help,
+                    samples: vec![(None, value as f64)],
+                });
             }
         }
         families

@@ -33,6 +33,14 @@
 //! | `palisade_retry_refused_total` | counter | attempts refused without a call by a palisade layer inside (provider calls = attempts − refused) |
 //! | `palisade_retry_retries_total` | counter | retries |
 //! | `palisade_retry_budget_refusals_total` | counter | retries the budget refused |
+//! | `palisade_balance_in_flight` | gauge | calls in flight, as the tier's balancer counts them (providers sharing a tier) |
+//! | `palisade_balance_latency_seconds` | gauge | peak-EWMA latency estimate of whole answers |
+//! | `palisade_balance_first_token_seconds` | gauge | peak-EWMA estimate of a stream's time to first token |
+//! | `palisade_hedge_hedgeable_total` | counter | requests that could have been hedged (no label; when the router hedges) |
+//! | `palisade_hedge_sent_total` | counter | hedges sent |
+//! | `palisade_hedge_won_total` | counter | answers that came from a hedge |
+//! | `palisade_hedge_wasted_total` | counter | calls started whose answers went unused |
+//! | `palisade_hedge_no_budget_total` | counter | hedges not sent because the budget was dry |
 //!
 //! [`HealthReport::prometheus_text`] renders the same names as Prometheus
 //! text without any exporter. Every layer's `tracing` events carry the

@@ -5,11 +5,11 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
 use palisade_balance::{Load, Strategy};
 use palisade_core::{BoxError, Classify, HasDeadline, ProviderId};
-use palisade_hedge::LatencyWindow;
+use palisade_hedge::{HedgeHandle, LatencyWindow};
 
 use crate::config::{Config, ConfigError};
 use palisade_bulkhead::{OnResponse, ReleaseMode};
@@ -35,6 +35,8 @@ pub struct Provider<S, C, M = OnResponse> {
     pub load: Arc<Load>,
     /// Recent latencies, for percentile hedge delays.
     pub latency: Arc<LatencyWindow>,
+    /// Recent streams' times to first token, for streams' hedge delays.
+    pub first_token: Arc<LatencyWindow>,
 }
 
 /// How long a provider's latency window holds samples unless the hedge
@@ -66,6 +68,7 @@ impl<S, C, M> Provider<S, C, M> {
             weight: 1,
             load: Arc::new(Load::default()),
             latency: Arc::new(LatencyWindow::new(LATENCY_PERIOD)),
+            first_token: Arc::new(LatencyWindow::new(LATENCY_PERIOD)),
         }
     }
 
@@ -100,6 +103,7 @@ impl<S, C, M> Provider<S, C, M> {
 pub struct Registry<S, C, M = OnResponse> {
     providers: DashMap<ProviderId, Arc<Provider<S, C, M>>>,
     tiers: ArcSwap<Vec<(Vec<ProviderId>, Strategy)>>,
+    hedge: ArcSwapOption<HedgeHandle>,
     version: AtomicU64,
 }
 
@@ -117,6 +121,7 @@ impl<S, C, M> Default for Registry<S, C, M> {
         Registry {
             providers: DashMap::new(),
             tiers: ArcSwap::from_pointee(Vec::new()),
+            hedge: ArcSwapOption::empty(),
             version: AtomicU64::new(0),
         }
     }
@@ -265,6 +270,7 @@ impl<'a, C, M> RegistryBuilder<'a, C, M> {
                 .content_filter(settings.content_filter)
                 .weight(settings.weight);
             provider.latency = Arc::new(LatencyWindow::new(period));
+            provider.first_token = Arc::new(LatencyWindow::new(period));
             registry.insert(provider);
         }
         registry.set_tiers(
@@ -326,6 +332,18 @@ impl<S, C, M> Registry<S, C, M> {
                 .map(|id| (vec![id], Strategy::default()))
                 .collect(),
         );
+    }
+
+    /// The counts of the hedging that routes over this registry, for its
+    /// [health report](Self::health) (a [`Router`](crate::Router) with a
+    /// hedge policy sets it).
+    pub fn set_hedge(&self, handle: Option<HedgeHandle>) {
+        self.hedge.store(handle.map(Arc::new));
+    }
+
+    /// The hedging counts set by [`set_hedge`](Self::set_hedge).
+    pub fn hedge(&self) -> Option<HedgeHandle> {
+        self.hedge.load_full().map(|h| (*h).clone())
     }
 
     /// Sets the preference order as tiers of equivalent providers, each

@@ -225,8 +225,10 @@ where
 
     /// Hedges late calls to another provider of their tier by `policy`
     /// (see [`Builder::hedge`](palisade_fallback::Builder::hedge)); its
-    /// counts are on [`HedgePolicy::handle`].
+    /// counts are on [`HedgePolicy::handle`] and in the registry's
+    /// [health report](Registry::health).
     pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.registry.set_hedge(Some(policy.handle().clone()));
         self.hedge = Some(policy);
         // Rebuild the chain with it.
         self.cache = Arc::new(ArcSwap::from_pointee(Cached {
@@ -277,7 +279,8 @@ where
                         .with_admissions(p.handles.admissions())
                         .weight(p.weight)
                         .load(p.load.clone())
-                        .latency_window(p.latency.clone());
+                        .latency_window(p.latency.clone())
+                        .first_token_window(p.first_token.clone());
                     if p.large_context {
                         t = t.large_context();
                     }

@@ -497,3 +497,77 @@ async fn the_boxed_router_can_be_awaited_inside_a_spawned_task() {
     let res = task.await.unwrap().unwrap();
     assert_eq!(res.body(), "secondary");
 }
+
+#[tokio::test(start_paused = true)]
+async fn health_shows_balanced_providers_load_and_what_hedging_did() {
+    let cfg = Config::from_toml(
+        r#"
+        [router]
+        tiers = [["slow", "fast"], ["spare"]]
+        strategy = "round_robin"
+        [router.hedge]
+        delay_ms = 100
+        budget_ratio = 1.0
+        [defaults.retry]
+        enabled = false
+        [providers.slow]
+        [providers.fast]
+        [providers.spare]
+        "#,
+    )
+    .unwrap();
+    let delays = [("slow", 1000u64), ("fast", 50), ("spare", 10)];
+    let router: Router<Svc, HttpClassifier, Req> =
+        Router::from_config(&cfg, HttpClassifier::new(), |p| {
+            let (name, d) = *delays.iter().find(|(n, _)| *n == p.id).unwrap();
+            fake(name, 200, Duration::from_millis(d), Arc::default())
+        })
+        .unwrap();
+    // Round robin: "slow" first, hedged at 100 ms to "fast" (the hedge's
+    // pick takes the next turn), which wins; so again for the second.
+    for _ in 0..2 {
+        let res = router.clone().oneshot(Req::default()).await.unwrap();
+        assert_eq!(res.body(), "fast");
+        let served = res.extensions().get::<palisade_core::Served>().unwrap();
+        assert!(served.hedged, "{served:?}");
+        assert_eq!(served.provider.as_ref().unwrap().as_str(), "fast");
+    }
+    let report = router.registry().health();
+    let hedge = report.hedge.expect("the router hedges");
+    assert_eq!(
+        (hedge.hedgeable, hedge.sent, hedge.won, hedge.wasted),
+        (2, 2, 2, 2)
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    no_debug_text_or_raw_durations(&json);
+    assert_eq!(json["hedge"]["sent"], 2);
+    let mut keys: Vec<&String> = json["providers"][0]["balance"]
+        .as_object()
+        .expect("a balanced provider shows its load")
+        .keys()
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["first_token_ms", "in_flight", "latency_ms", "weight"]
+    );
+    assert!(
+        json["providers"][2].get("balance").is_none(),
+        "a tier of one has no balancer"
+    );
+    // Round robin with a fixed hedge delay reads no latency, so none is
+    // measured: the report says so (null) rather than show the guess.
+    assert!(json["providers"][0]["balance"]["latency_ms"].is_null());
+    assert!(json["providers"][0]["balance"]["first_token_ms"].is_null());
+    let text = report.prometheus_text();
+    assert!(text.contains("palisade_hedge_sent_total 2\n"), "{text}");
+    assert!(text.contains("palisade_hedge_won_total 2\n"), "{text}");
+    assert!(
+        text.contains("palisade_balance_in_flight{provider=\"fast\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE palisade_balance_latency_seconds gauge"),
+        "{text}"
+    );
+}

@@ -52,4 +52,8 @@ impl RequestMarks for ChatRequest {
     fn hedgeable(&self) -> Option<bool> {
         self.hedgeable
     }
+
+    fn streaming(&self) -> bool {
+        self.stream
+    }
 }
