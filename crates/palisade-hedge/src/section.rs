@@ -36,7 +36,9 @@ pub struct HedgeSection {
     pub max_hedges: u32,
     /// Whether requests not marked either way are hedged (default true).
     pub by_default: bool,
-    /// Hedges may add at most this share of requests (default 0.1).
+    /// Hedges may add at most this share of requests (default 0.1); with
+    /// `router.share_retry_budget` on, hedges withdraw from the shared retry
+    /// budget instead.
     pub budget_ratio: f64,
     /// How long latency windows hold samples, in ms (default 30000).
     pub period_ms: u64,
@@ -60,6 +62,13 @@ impl HedgeSection {
     /// Builds the policy (with its own budget of `budget_ratio`), or every
     /// problem with its key.
     pub fn policy(&self) -> Result<HedgePolicy, ConfigError> {
+        self.policy_sharing(None)
+    }
+
+    /// As [`policy`](Self::policy); with `shared`, hedges withdraw from that
+    /// budget (the retries' own, so hedges and retries together stay
+    /// within it) instead of one of `budget_ratio`.
+    pub fn policy_sharing(&self, shared: Option<RetryBudget>) -> Result<HedgePolicy, ConfigError> {
         let mut problems = Problems::new("hedge");
         let builder = match (self.delay_ms, self.percentile) {
             (Some(ms), None) => Some(HedgePolicy::fixed(Duration::from_millis(ms))),
@@ -88,12 +97,15 @@ impl HedgeSection {
                 .err()
                 .unwrap_or_else(|| ConfigError::invalid("hedge", "not built")));
         };
-        let built = builder
+        let builder = builder
             .max_hedges(self.max_hedges)
             .by_default(self.by_default)
-            .period(Duration::from_millis(self.period_ms))
-            .budget(budget)
-            .build();
+            .period(Duration::from_millis(self.period_ms));
+        let built = match shared {
+            Some(shared) => builder.shared_budget(shared),
+            None => builder.budget(budget),
+        }
+        .build();
         problems.finish_with(built)
     }
 }

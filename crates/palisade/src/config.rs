@@ -76,7 +76,8 @@ pub struct RouterConfig {
     /// One retry budget for all providers (built from
     /// `[defaults.retry]`'s `budget_*` settings) instead of one each, so
     /// that a brownout of several providers cannot add up their retries
-    /// (default false).
+    /// (default false). Hedges (`[router.hedge]`) then withdraw from it
+    /// too, instead of from a budget of their own.
     pub share_retry_budget: bool,
 }
 

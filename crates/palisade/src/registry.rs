@@ -104,6 +104,7 @@ pub struct Registry<S, C, M = OnResponse> {
     providers: DashMap<ProviderId, Arc<Provider<S, C, M>>>,
     tiers: ArcSwap<Vec<(Vec<ProviderId>, Strategy)>>,
     hedge: ArcSwapOption<HedgeHandle>,
+    shared_budget: Option<palisade_retry::RetryBudget>,
     version: AtomicU64,
 }
 
@@ -122,6 +123,7 @@ impl<S, C, M> Default for Registry<S, C, M> {
             providers: DashMap::new(),
             tiers: ArcSwap::from_pointee(Vec::new()),
             hedge: ArcSwapOption::empty(),
+            shared_budget: None,
             version: AtomicU64::new(0),
         }
     }
@@ -256,7 +258,8 @@ impl<'a, C, M> RegistryBuilder<'a, C, M> {
         let period = config.router.hedge.as_ref().map_or(LATENCY_PERIOD, |h| {
             std::time::Duration::from_millis(h.period_ms)
         });
-        let registry = Registry::new();
+        let mut registry = Registry::new();
+        registry.shared_budget = shared.clone();
         for id in config.provider_order() {
             let settings = config.provider(&id).expect("listed by provider_order");
             let mut stack =
@@ -332,6 +335,13 @@ impl<S, C, M> Registry<S, C, M> {
                 .map(|id| (vec![id], Strategy::default()))
                 .collect(),
         );
+    }
+
+    /// The retry budget every provider shares, when the registry was built
+    /// from a config with `router.share_retry_budget` on; a router built
+    /// over the registry has its hedges withdraw from it too.
+    pub fn shared_budget(&self) -> Option<&palisade_retry::RetryBudget> {
+        self.shared_budget.as_ref()
     }
 
     /// The counts of the hedging that routes over this registry, for its

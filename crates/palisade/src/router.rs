@@ -215,8 +215,11 @@ where
         let timeout = Duration::from_millis(config.router.request_timeout_ms);
         let router = Self::new(registry, timeout, classifier)
             .map_err(|e| e.renamed(&[("timeout.total", "router.request_timeout_ms")]))?;
+        let shared = router.registry.shared_budget().cloned();
         let mut router = match &config.router.hedge {
-            Some(section) => router.hedge(section.policy().map_err(|e| e.at("router"))?),
+            Some(section) => {
+                router.hedge(section.policy_sharing(shared).map_err(|e| e.at("router"))?)
+            }
             None => router,
         };
         router.seed = config.router.seed;

@@ -571,3 +571,48 @@ async fn health_shows_balanced_providers_load_and_what_hedging_did() {
         "{text}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_a_shared_retry_budget_hedges_spend_it() {
+    // Round robin sends a request to "slow" first and its hedge (at 100 ms)
+    // to "fast", a turn each, so the next request starts at "slow" again.
+    // With one retry budget for everything (one retry a second, next to
+    // nothing per request), the first request's hedge is paid for and the
+    // second's is not (it waits for "slow"; the third then starts at
+    // "fast"). With the hedge's own budget (10%, and one a second over
+    // 10 s), all three are hedged.
+    for (shared, sent, no_budget) in [(true, 1, 1), (false, 3, 0)] {
+        let cfg = Config::from_toml(&format!(
+            r#"
+            [router]
+            tiers = [["slow", "fast"]]
+            strategy = "round_robin"
+            share_retry_budget = {shared}
+            [router.hedge]
+            delay_ms = 100
+            [defaults.retry]
+            enabled = false
+            budget_ratio = 0.01
+            budget_min_per_sec = 1
+            budget_ttl_secs = 1
+            [providers.slow]
+            [providers.fast]
+            "#
+        ))
+        .unwrap();
+        let delays = [("slow", 1000u64), ("fast", 50)];
+        let router: Router<Svc, HttpClassifier, Req> =
+            Router::from_config(&cfg, HttpClassifier::new(), |p| {
+                let (name, d) = *delays.iter().find(|(n, _)| *n == p.id).unwrap();
+                fake(name, 200, Duration::from_millis(d), Arc::default())
+            })
+            .unwrap();
+        assert_eq!(router.registry().shared_budget().is_some(), shared);
+        for _ in 0..3 {
+            router.clone().oneshot(Req::default()).await.unwrap();
+        }
+        let h = router.registry().health().hedge.unwrap();
+        assert_eq!(h.sent, sent, "shared: {shared}: {h:?}");
+        assert_eq!(h.no_budget, no_budget, "shared: {shared}: {h:?}");
+    }
+}
