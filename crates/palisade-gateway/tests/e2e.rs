@@ -488,3 +488,63 @@ async fn a_whole_answers_usage_is_charged_to_the_token_quota() {
     let _ = r.stop.send(());
     r.done.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_stream_is_hedged_on_its_first_token_and_the_answer_says_so() {
+    // Two deployments in one tier, round robin; "east" takes 2 s to its
+    // first token. Hedged after 100 ms, "west" answers: one whole stream
+    // from it, marked `x-palisade-hedged`, and /health counts the hedge.
+    let cfg = r#"
+        [gateway]
+        listen = "127.0.0.1:0"
+        first_token_timeout_ms = 5000
+
+        [upstreams.east]
+        models = { "m" = "east-model" }
+        simulated = { latency_ms = 5, tokens = 3, token_interval_ms = 5, slow_rate = 1.0, slow_ms = 2000 }
+
+        [upstreams.west]
+        models = { "m" = "west-model" }
+        simulated = { latency_ms = 5, tokens = 3, token_interval_ms = 5 }
+
+        [palisade.router]
+        tiers = [["east", "west"]]
+        strategy = "round_robin"
+        request_timeout_ms = 5000
+
+        [palisade.router.hedge]
+        delay_ms = 100
+    "#;
+    let r = start(cfg).await;
+    let t0 = std::time::Instant::now();
+    let (status, body, headers) = r.post(STREAM).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(headers["x-palisade-provider"], "west");
+    assert_eq!(headers["x-palisade-hedged"], "1");
+    assert!(body.contains("west-model") && !body.contains("east-model"));
+    assert_eq!(body.matches("data: [DONE]").count(), 1, "{body}");
+    // The hedge took "west"'s turn, so a whole answer starts at "east"
+    // too, and is hedged the same way; one the caller forbids is not.
+    let (status, _, headers) = r.post(CHAT).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-palisade-hedged"], "1");
+    let t0 = std::time::Instant::now();
+    let (status, _, headers) = r.post_with(CHAT, &[("x-palisade-hedge", "0")]).await;
+    assert_eq!(status, 200);
+    assert!(headers.get("x-palisade-hedged").is_none());
+    assert_eq!(headers["x-palisade-provider"], "east");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2000),
+        "waited for east"
+    );
+    let (_, health) = r.get("/health").await;
+    let h = json(&health);
+    assert_eq!(h["hedge"]["sent"], 2, "{h}");
+    assert_eq!(h["hedge"]["won"], 2, "{h}");
+    assert!(h["providers"][0]["balance"].is_object(), "{h}");
+}
