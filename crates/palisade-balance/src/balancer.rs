@@ -408,6 +408,21 @@ mod tests {
         }
     }
 
+    /// Loads shared with their callers, every one eligible.
+    struct Shared<'a>(&'a [std::sync::Arc<Load>]);
+
+    impl Candidates for Shared<'_> {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn eligible(&self, _: usize) -> bool {
+            true
+        }
+        fn load(&self, i: usize) -> &Load {
+            &self.0[i]
+        }
+    }
+
     fn counts(b: &Balancer, t: &Tier, picks: usize) -> Vec<usize> {
         let mut out = vec![0; t.len()];
         for _ in 0..picks {
@@ -436,20 +451,11 @@ mod tests {
 
     #[test]
     fn unseeded_draws_are_per_thread_and_still_weighted() {
-        struct All(Vec<Load>);
-        impl Candidates for All {
-            fn len(&self) -> usize {
-                self.0.len()
-            }
-            fn eligible(&self, _: usize) -> bool {
-                true
-            }
-            fn load(&self, i: usize) -> &Load {
-                &self.0[i]
-            }
-        }
         let b = Balancer::new(Strategy::Random, vec![1, 3, 6]).unwrap();
-        let all = All((0..3).map(|_| Load::default()).collect());
+        let loads: Vec<std::sync::Arc<Load>> = (0..3)
+            .map(|_| std::sync::Arc::new(Load::default()))
+            .collect();
+        let all = Shared(&loads);
         let per_thread: Vec<Vec<usize>> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..8)
                 .map(|_| {
@@ -503,18 +509,6 @@ mod tests {
         let loads: Vec<std::sync::Arc<Load>> = (0..3)
             .map(|_| std::sync::Arc::new(Load::default()))
             .collect();
-        struct Shared<'a>(&'a [std::sync::Arc<Load>]);
-        impl Candidates for Shared<'_> {
-            fn len(&self) -> usize {
-                self.0.len()
-            }
-            fn eligible(&self, _: usize) -> bool {
-                true
-            }
-            fn load(&self, i: usize) -> &Load {
-                &self.0[i]
-            }
-        }
         let c = Shared(&loads);
         let mut held = Vec::new();
         for _ in 0..30 {
