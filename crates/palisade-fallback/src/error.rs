@@ -101,23 +101,41 @@ impl AllFailed {
         })
     }
 
-    /// The soonest time any skipped provider said it might take calls
-    /// again, when one said.
+    /// The soonest time any provider said it might take calls again, when
+    /// one said: a skipped provider's refusal, or a provider's own 429
+    /// with `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         self.attempts
             .iter()
             .filter_map(|a| match &a.outcome {
                 AttemptOutcome::Skipped(r) => r.retry_in,
+                AttemptOutcome::Failed(FailureKind::RateLimited { retry_after }) => *retry_after,
                 _ => None,
             })
             .min()
     }
 
+    /// Whether every provider was out of quota: skipped for its rate limit,
+    /// or answered 429 itself.
+    pub fn all_rate_limited(&self) -> bool {
+        !self.attempts.is_empty()
+            && self.attempts.iter().all(|a| {
+                matches!(
+                    &a.outcome,
+                    AttemptOutcome::Skipped(Refusing {
+                        reason: RejectReason::RateLimited,
+                        ..
+                    }) | AttemptOutcome::Failed(FailureKind::RateLimited { .. })
+                )
+            })
+    }
+
     /// The HTTP status a server should answer with: 504 when the deadline
-    /// ended the chain, 502 when providers were called and failed, 429
-    /// when every provider was skipped for its rate limit (with
-    /// [`retry_after`](Self::retry_after) the wait), 503 when every
-    /// provider was skipped otherwise (open breakers, full bulkheads).
+    /// ended the chain; 429 when every provider was out of quota (skipped
+    /// for its rate limit or answered 429 itself; with
+    /// [`retry_after`](Self::retry_after) the wait); 502 when providers were
+    /// called and failed otherwise; 503 when every provider was skipped
+    /// otherwise (open breakers, full bulkheads).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -141,17 +159,10 @@ impl AllFailed {
     pub fn http_status(&self) -> http::StatusCode {
         if self.timed_out() {
             http::StatusCode::GATEWAY_TIMEOUT
+        } else if self.all_rate_limited() {
+            http::StatusCode::TOO_MANY_REQUESTS
         } else if self.any_called() {
             http::StatusCode::BAD_GATEWAY
-        } else if !self.attempts.is_empty()
-            && self.attempts.iter().all(|a| {
-                matches!(
-                    &a.outcome,
-                    AttemptOutcome::Skipped(r) if r.reason == RejectReason::RateLimited
-                )
-            })
-        {
-            http::StatusCode::TOO_MANY_REQUESTS
         } else {
             http::StatusCode::SERVICE_UNAVAILABLE
         }

@@ -65,6 +65,11 @@ pin_project! {
         // The failure that sent us on, for the event naming from, to, why.
         moving_on: Option<(usize, FailureKind)>,
         attempts: Vec<ProviderAttempt>,
+        // A provider's answer refusing the request for its context length
+        // or content (the provider, the attempts before it, the answer):
+        // returned as it is if no provider marked for that failure is left
+        // to call.
+        kept: Option<(usize, usize, S::Response)>,
         hedgeable: bool,
         // A stream's call is timed to its first token.
         streaming: bool,
@@ -91,6 +96,7 @@ impl<S: Service<Req>, Req: RequestMarks, C, D> ResponseFuture<S, Req, C, D> {
             route: Route::Any,
             moving_on: None,
             attempts: Vec::new(),
+            kept: None,
             hedgeable,
             streaming,
             sent: 0,
@@ -143,6 +149,14 @@ where
                         (*this.route, *this.streaming),
                         this.attempts,
                     ) else {
+                        if let Some((idx, before, res)) = this.kept.take() {
+                            // No provider marked for it was left to call:
+                            // the provider's own refusal is the answer (the
+                            // caller's prompt is too long, say).
+                            let mut result = Ok(res);
+                            record(chain, (idx, false), before, &mut result);
+                            return Poll::Ready(result);
+                        }
                         let all = AllFailed {
                             attempts: std::mem::take(this.attempts),
                         };
@@ -224,7 +238,7 @@ where
                                 (*idx, false),
                                 call.take(),
                                 result,
-                                this.route,
+                                (this.route, this.kept),
                                 this.attempts,
                                 this.moving_on,
                             ) {
@@ -260,7 +274,7 @@ where
                             (r.idx, true),
                             r.call,
                             result,
-                            this.route,
+                            (this.route, this.kept),
                             this.attempts,
                             this.moving_on,
                         ) {
@@ -427,7 +441,7 @@ fn answer<S, Req, C, D, Res, E>(
     (idx, hedged): (usize, bool),
     call: Option<InFlight>,
     result: Result<Res, E>,
-    route: &mut Route,
+    (route, kept): (&mut Route, &mut Option<(usize, usize, Res)>),
     attempts: &mut Vec<ProviderAttempt>,
     moving_on: &mut Option<(usize, FailureKind)>,
 ) -> Next<Result<Res, BoxError>>
@@ -436,6 +450,8 @@ where
     E: Into<BoxError>,
 {
     let mut result = result.map_err(Into::into);
+    // A provider was called after the kept refusal: its answer supersedes.
+    *kept = None;
     let outcome = chain.classifier.classify(result.as_ref());
     if let Some(call) = call {
         if outcome.is_success() {
@@ -464,7 +480,15 @@ where
         _ => {}
     }
     let outcome = match result {
-        Ok(_) => AttemptOutcome::Failed(failure.kind),
+        Ok(res) => {
+            if matches!(
+                failure.kind,
+                FailureKind::ContextLengthExceeded | FailureKind::ContentFiltered
+            ) {
+                *kept = Some((idx, attempts.len(), res));
+            }
+            AttemptOutcome::Failed(failure.kind)
+        }
         Err(e) => AttemptOutcome::Error(e),
     };
     attempts.push(ProviderAttempt {

@@ -113,6 +113,10 @@ impl Classify<Res, BoxError> for Buffered {
             Err(e) => Classify::<Res, BoxError>::classify(&self.0, Err(e)),
         }
     }
+
+    fn served<'r>(&self, res: &'r mut Res) -> Option<&'r mut palisade_core::Served> {
+        Classify::<Res, BoxError>::served(&self.0, res)
+    }
 }
 
 fn classifier() -> Buffered {
@@ -212,11 +216,31 @@ async fn context_length_failures_go_only_to_large_context_providers() {
     assert_eq!(res.body(), "big: a long prompt");
     assert_eq!(b.calls(), 0, "b would have the same small window");
 
-    // With no large-context provider, the error says why each was passed.
+    // With no large-context provider, the provider's own refusal is the
+    // answer: the caller's prompt is too long, a 400 it can act on.
     let a = Fake::new("a", &[(400, CONTEXT_TOO_LONG)]);
     let chain = Fallback::builder()
         .target(Target::new("a", a.svc()))
         .target(Target::new("b", b.svc()))
+        .classifier(classifier())
+        .build()
+        .unwrap();
+    let res = chain.oneshot(req("x")).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.body(), CONTEXT_TOO_LONG);
+    let served = res.extensions().get::<palisade_core::Served>().unwrap();
+    assert_eq!(served.provider.as_ref().unwrap().as_str(), "a");
+    assert_eq!(b.calls(), 0);
+
+    // A large-context provider that was called and failed: that failure,
+    // not the first refusal, ends the chain, and the error says why each
+    // was passed.
+    let a = Fake::new("a", &[(400, CONTEXT_TOO_LONG)]);
+    let big = Fake::new("big", &[(503, "down")]);
+    let chain = Fallback::builder()
+        .target(Target::new("a", a.svc()))
+        .target(Target::new("b", b.svc()))
+        .target(Target::new("big", big.svc()).large_context())
         .classifier(classifier())
         .build()
         .unwrap();
@@ -226,6 +250,7 @@ async fn context_length_failures_go_only_to_large_context_providers() {
         all.attempts()[1].outcome,
         AttemptOutcome::SkippedUnsuited
     ));
+    assert_eq!(all.http_status(), 502);
 }
 
 #[tokio::test(start_paused = true)]

@@ -50,11 +50,28 @@ pub(crate) fn upstream_error(e: &BoxError) -> Response {
     let mut body = ErrorBody::new("upstream_error", Some(code), e.to_string());
     body.error.providers = providers;
     let mut res = error(status, body);
+    let headers = res.headers_mut();
     if let Some(after) = retry_after.filter(|_| status != StatusCode::BAD_GATEWAY) {
-        // Whole seconds, rounded up, as `Retry-After` takes.
+        // Whole seconds, rounded up, as `Retry-After` takes; and exact, in
+        // the header the OpenAI SDKs read first.
         let secs = after.as_millis().div_ceil(1000).max(1) as u64;
-        res.headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, secs.into());
+        headers.insert(axum::http::header::RETRY_AFTER, secs.into());
+        headers.insert(RETRY_AFTER_MS, (after.as_millis().max(1) as u64).into());
+    }
+    // Every provider failed after palisade's own retries and fallbacks, or
+    // the caller's deadline passed: the SDKs' retries would only repeat
+    // that (they read `x-should-retry` before the status). A 429 or 503
+    // with a time to wait is left to them.
+    if matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+    ) {
+        headers.insert(SHOULD_RETRY, axum::http::HeaderValue::from_static("false"));
     }
     res
 }
+
+/// The exact wait, in ms, that the OpenAI SDKs read before `Retry-After`.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+/// `false` when the caller should not retry (the OpenAI SDKs obey it).
+pub const SHOULD_RETRY: &str = "x-should-retry";

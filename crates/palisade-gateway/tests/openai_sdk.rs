@@ -1,0 +1,200 @@
+//! The gateway driven by the official OpenAI Python SDK (openai 3.57.0),
+//! over real loopback sockets: what a user's application would see.
+//!
+//! The SDK is installed on first use into a virtual environment under
+//! cargo's target directory (`python3 -m venv`, then `pip install`), so
+//! `cargo test` needs `python3` with `venv` and `pip`, and PyPI reachable
+//! once. Without them these tests fail with a message saying what is
+//! missing; they never skip. `PALISADE_PYTHON` names another interpreter
+//! to build the environment with.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use palisade_gateway::{Gateway, GatewayConfig};
+
+const OPENAI: &str = "openai==3.57.0";
+
+/// The virtual environment's interpreter, with the SDK installed.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-sdk-venv");
+        let py = dir.join("bin").join("python");
+        let has_sdk = |py: &Path| {
+            Command::new(py)
+                .args(["-c", &format!("import openai; assert openai.__version__ == {:?}", &OPENAI[8..])])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if has_sdk(&py) {
+            return py;
+        }
+        let base = std::env::var("PALISADE_PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(&base).args(["-m", "venv", "--clear"]).arg(&dir), &format!(
+            "creating a virtual environment with `{base} -m venv` (the OpenAI SDK test needs python3 with venv)"
+        ));
+        run(
+            Command::new(dir.join("bin").join("pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                OPENAI,
+            ]),
+            &format!("installing {OPENAI} from PyPI into {}", dir.display()),
+        );
+        assert!(has_sdk(&py), "{OPENAI} installed but does not import");
+        py
+    })
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    match cmd.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("{what} failed: {e}"),
+    }
+}
+
+/// A gateway on a free loopback port, serving until dropped.
+struct Running {
+    base: String,
+    sims: std::collections::BTreeMap<String, palisade_sim::SimHandle>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(cfg: &str) -> Running {
+    let gw = Gateway::bind(GatewayConfig::from_toml(cfg).unwrap(), None)
+        .await
+        .unwrap();
+    let base = format!("http://{}/v1", gw.local_addr().unwrap());
+    let sims = gw.sims().clone();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gw.serve(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        base,
+        sims,
+        _stop: stop,
+    }
+}
+
+/// Runs the check script's `mode` against `r` and returns what it printed.
+async fn sdk(r: &Running, mode: &str) -> serde_json::Value {
+    let py = python().to_owned();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_check.py");
+    let (mode, base) = (mode.to_owned(), r.base.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py)
+            .arg(script)
+            .arg(&mode)
+            .arg(&base)
+            .output()
+            .expect("the venv's python runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK script failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn config(faults: &str, router: &str) -> String {
+    format!(
+        r#"
+        [gateway]
+        listen = "127.0.0.1:0"
+
+        [upstreams.primary]
+        models = {{ "m" = "p-model" }}
+        simulated = {{ latency_ms = 5, tokens = 4, token_interval_ms = 2 {faults} }}
+
+        [upstreams.secondary]
+        models = {{ "m" = "s-model" }}
+        simulated = {{ latency_ms = 5, tokens = 4, token_interval_ms = 2 {faults} }}
+
+        [palisade.router]
+        order = ["primary", "secondary"]
+        request_timeout_ms = 5000
+        {router}
+
+        [palisade.defaults.retry]
+        enabled = false
+
+        [palisade.defaults.breaker]
+        consecutive_failures = 100
+        "#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_gets_whole_answers_streams_usage_models_and_404s() {
+    let r = start(&config("", "")).await;
+    let v = sdk(&r, "happy").await;
+    assert_eq!(v["models"], serde_json::json!(["m"]), "{v}");
+    let whole = &v["whole"];
+    assert_eq!(whole["finish_reason"], "stop", "{v}");
+    assert_eq!(whole["object"], "chat.completion", "{v}");
+    assert!(whole["created"].as_u64().unwrap() > 1_700_000_000, "{v}");
+    assert!(whole["total_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert!(!whole["content"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(whole["provider"], "primary", "{v}");
+    assert_eq!(whole["attempts"], "1", "{v}");
+    let stream = &v["stream"];
+    assert_eq!(stream["finish_reason"], "stop", "{v}");
+    assert!(!stream["text"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(stream["usage"], false, "no usage chunk unless asked: {v}");
+    // With include_usage, a last chunk with no choices carries the usage.
+    assert_eq!(v["stream_usage"]["last_choices"], 0, "{v}");
+    assert!(
+        v["stream_usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert_eq!(v["not_found"], 404, "{v}");
+    assert_eq!(v["concurrent"], 200, "200 concurrent async calls: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_bad_request_reaches_the_sdk_as_bad_request_error() {
+    // Both providers' context windows are too small for the prompt: the
+    // provider's 400 comes back as it is, not retried, not failed over.
+    let r = start(&config(", context_window = 100", "")).await;
+    let v = sdk(&r, "too_long").await;
+    assert_eq!(v["raised"], "BadRequestError", "{v}");
+    assert_eq!(v["status"], 400, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_rate_limited_is_a_rate_limit_error_with_retry_after() {
+    let r = start(&config(", rate_limit_secs = 30", "")).await;
+    let v = sdk(&r, "rate_limited").await;
+    assert_eq!(v["raised"], "RateLimitError", "{v}");
+    assert_eq!(v["status"], 429, "{v}");
+    let after: u64 = v["retry_after"].as_str().unwrap().parse().unwrap();
+    assert!((29..=30).contains(&after), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_provider_failed_the_sdk_is_told_not_to_retry_and_does_not() {
+    let r = start(&config(", down = true", "")).await;
+    let v = sdk(&r, "failing").await;
+    assert_eq!(v["raised"], "InternalServerError", "{v}");
+    assert_eq!(v["status"], 502, "{v}");
+    assert_eq!(v["should_retry"], "false", "{v}");
+    // The SDK's default is two retries of a 5xx; told not to, it sent one
+    // request, which the gateway tried once on each provider.
+    assert_eq!(r.sims["primary"].requests(), 1, "{v}");
+    assert_eq!(r.sims["secondary"].requests(), 1, "{v}");
+}

@@ -1,0 +1,117 @@
+"""Drives palisade-gateway with the official OpenAI Python SDK.
+
+Run by tests/openai_sdk.rs as `python openai_check.py MODE BASE_URL`; prints
+one JSON object with what it saw, or exits non-zero with the exception.
+"""
+
+import asyncio
+import json
+import sys
+
+import openai
+
+MODE, BASE = sys.argv[1], sys.argv[2]
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def client(**kw):
+    return openai.OpenAI(base_url=BASE, api_key="unused", **kw)
+
+
+def happy():
+    c = client()
+    out = {"models": sorted(m.id for m in c.models.list())}
+    raw = c.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    done = raw.parse()
+    out["whole"] = {
+        "content": done.choices[0].message.content,
+        "finish_reason": done.choices[0].finish_reason,
+        "created": done.created,
+        "object": done.object,
+        "total_tokens": done.usage.total_tokens if done.usage else None,
+        "provider": raw.headers.get("x-palisade-provider"),
+        "attempts": raw.headers.get("x-palisade-attempts"),
+    }
+    chunks = list(c.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    out["stream"] = {
+        "chunks": len(chunks),
+        "text": "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices),
+        "finish_reason": [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1],
+        "usage": any(ch.usage is not None for ch in chunks),
+    }
+    chunks = list(
+        c.chat.completions.create(
+            model="m",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    last = chunks[-1]
+    out["stream_usage"] = {
+        "last_choices": len(last.choices),
+        "total_tokens": last.usage.total_tokens if last.usage else None,
+    }
+    try:
+        c.chat.completions.create(model="no-such-model", messages=MESSAGES)
+        out["not_found"] = "no error"
+    except openai.NotFoundError as e:
+        out["not_found"] = e.status_code
+    out["concurrent"] = asyncio.run(concurrent(200))
+    return out
+
+
+async def concurrent(n):
+    c = openai.AsyncOpenAI(base_url=BASE, api_key="unused")
+    answers = await asyncio.gather(
+        *(c.chat.completions.create(model="m", messages=MESSAGES) for _ in range(n))
+    )
+    return sum(1 for a in answers if a.choices[0].message.content)
+
+
+def error(kind, call):
+    try:
+        call()
+        return {"raised": None}
+    except kind as e:
+        h = e.response.headers
+        return {
+            "raised": type(e).__name__,
+            "status": e.status_code,
+            "retry_after": h.get("retry-after"),
+            "should_retry": h.get("x-should-retry"),
+            "body_type": (e.body or {}).get("type") if isinstance(e.body, dict) else None,
+        }
+
+
+def too_long():
+    return error(
+        openai.BadRequestError,
+        lambda: client(max_retries=0).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x" * 400}]
+        ),
+    )
+
+
+def rate_limited():
+    return error(
+        openai.RateLimitError,
+        lambda: client(max_retries=0).chat.completions.create(model="m", messages=MESSAGES),
+    )
+
+
+def failing():
+    # The SDK retries 5xx twice by default, unless told not to: palisade
+    # has already retried and fallen back, and says so.
+    return error(
+        openai.InternalServerError,
+        lambda: client().chat.completions.create(model="m", messages=MESSAGES),
+    )
+
+
+print(json.dumps({
+    "happy": happy,
+    "too_long": too_long,
+    "rate_limited": rate_limited,
+    "failing": failing,
+}[MODE]()))
