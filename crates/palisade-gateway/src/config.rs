@@ -109,6 +109,23 @@ impl GatewayConfig {
         Self::from_toml(DEFAULT_CONFIG).expect("the embedded config is valid")
     }
 
+    /// What would not stop the gateway from starting but will likely not
+    /// work here: an upstream whose `api_key_env` names a variable that is
+    /// not set in this environment (its calls would go out without a key).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (id, u) in &self.upstreams {
+            if let Some(var) = &u.api_key_env {
+                if std::env::var_os(var).is_none() {
+                    out.push(format!(
+                        "upstreams.{id}.api_key_env: {var} is not set, so calls to {id} carry no key"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Reads a TOML file.
     pub fn from_path(path: &str) -> Result<Self, GatewayConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| GatewayConfigError::Io {

@@ -6,12 +6,17 @@ use palisade_gateway::{Gateway, GatewayConfig};
 
 const USAGE: &str = "\
 usage: palisade-gateway [--listen ADDR] [--config FILE]
+       palisade-gateway check [--config FILE]
        palisade-gateway demo [--seconds N] [--workers N] [--svg FILE]
 
   --listen ADDR   where to listen (env PALISADE_LISTEN; default 127.0.0.1:8080)
   --config FILE   a TOML config (env PALISADE_CONFIG; default: the embedded
                   config with four simulated providers, two of them
                   balanced in the first tier)
+
+  check           checks a config (default: the embedded one) without
+                  starting anything: prints every problem with its key
+                  path and exits 1, or a summary and exits 0
 
   demo            a scripted outage (a slow tail, then down, then 429 with
                   Retry-After, then recovery, then the provider's own 600
@@ -42,8 +47,10 @@ fn fail(msg: &str) -> ! {
 async fn run(args: Vec<String>) -> Result<(), String> {
     let mut listen = std::env::var("PALISADE_LISTEN").ok();
     let mut config = std::env::var("PALISADE_CONFIG").ok();
-    if args.first().map(String::as_str) == Some("demo") {
-        return demo(args[1..].to_vec()).await;
+    match args.first().map(String::as_str) {
+        Some("demo") => return demo(args[1..].to_vec()).await,
+        Some("check") => check(&args[1..], config),
+        _ => {}
     }
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -75,6 +82,9 @@ async fn run(args: Vec<String>) -> Result<(), String> {
         ),
         None => None,
     };
+    for w in cfg.warnings() {
+        eprintln!("palisade-gateway: warning: {w}");
+    }
     let models: Vec<String> = cfg.models().keys().cloned().collect();
     let gw = Gateway::bind(cfg, listen)
         .await
@@ -99,6 +109,64 @@ async fn run(args: Vec<String>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     println!("palisade-gateway: stopped");
     Ok(())
+}
+
+/// `check [--config FILE]`: loads and checks a config, builds nothing,
+/// and exits: 1 with every problem, 0 with a summary.
+fn check(args: &[String], mut config: Option<String>) -> ! {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" => match it.next() {
+                Some(path) => config = Some(path.clone()),
+                None => fail("--config needs a file"),
+            },
+            other => fail(&format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let loaded = match &config {
+        Some(path) => GatewayConfig::from_path(path),
+        #[cfg(feature = "sim")]
+        None => Ok(GatewayConfig::embedded()),
+        #[cfg(not(feature = "sim"))]
+        None => fail("this build has no embedded config: give --config"),
+    };
+    let name = config.as_deref().unwrap_or("the embedded config");
+    match loaded {
+        Ok(cfg) => {
+            for w in cfg.warnings() {
+                println!("warning: {w}");
+            }
+            let tiers: Vec<String> = cfg
+                .palisade
+                .provider_tiers()
+                .into_iter()
+                .map(|(ids, strategy)| match ids.len() {
+                    1 => ids[0].clone(),
+                    _ => format!("[{}] ({strategy})", ids.join(", ")),
+                })
+                .collect();
+            println!(
+                "{name} is valid: {} upstreams, models {}; tried in order {}",
+                cfg.upstreams.len(),
+                cfg.models().keys().cloned().collect::<Vec<_>>().join(", "),
+                tiers.join(" > ")
+            );
+            std::process::exit(0)
+        }
+        Err(e) => {
+            match e.problems() {
+                [] => eprintln!("{name}: {e}"),
+                problems => {
+                    eprintln!("{name} has {} problem(s):", problems.len());
+                    for p in problems {
+                        eprintln!("  {p}");
+                    }
+                }
+            }
+            std::process::exit(1)
+        }
+    }
 }
 
 async fn shutdown_signal() {

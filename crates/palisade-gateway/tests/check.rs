@@ -1,0 +1,89 @@
+//! `palisade-gateway check`: a config checked without starting anything.
+
+use std::process::Command;
+
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+        .arg("check")
+        .args(args)
+        .env_remove("PALISADE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_embedded_config_checks_clean_with_a_summary() {
+    let (code, out, err) = check(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("the embedded config is valid"), "{out}");
+    assert!(
+        out.contains("[primary, primary-west] (peak_ewma) > secondary > local"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_problem_is_listed_with_its_key_path_and_the_exit_code_is_1() {
+    let path = file(
+        "bad.toml",
+        r#"
+        [gateway]
+        listen = "nowhere"
+        [upstreams.a]
+        models = {}
+        base_url = "http://127.0.0.1:9"
+        [palisade.defaults.breaker]
+        failure_rate = 3
+        "#,
+    );
+    let (code, out, err) = check(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("3 problem(s)"), "{err}");
+    for key in [
+        "gateway.listen",
+        "upstreams.a.models",
+        "palisade.defaults.breaker.failure_rate",
+    ] {
+        assert!(
+            err.lines().any(|l| l.trim_start().starts_with(key)),
+            "{key} missing: {err}"
+        );
+    }
+    let (code, _, err) = check(&["--config", "/no/such/file.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn a_key_variable_missing_here_is_a_warning_not_a_failure() {
+    let path = file(
+        "keys.toml",
+        r#"
+        [upstreams.openai]
+        models = { "m" = "gpt-4o-mini" }
+        base_url = "https://api.openai.com"
+        api_key_env = "PALISADE_TEST_SURELY_UNSET_KEY"
+        "#,
+    );
+    let (code, out, err) = check(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "warning: upstreams.openai.api_key_env: PALISADE_TEST_SURELY_UNSET_KEY is not set"
+        ),
+        "{out}"
+    );
+}
