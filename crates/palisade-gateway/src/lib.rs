@@ -22,5 +22,8 @@ pub mod upstream;
 pub use app::Gateway;
 pub use config::GatewayConfig;
 pub use errors::{RETRY_AFTER_MS, SHOULD_RETRY};
-pub use routes::{ATTEMPTS_HEADER, FALLBACKS_HEADER, HEDGED_HEADER, HEDGE_HEADER, PROVIDER_HEADER};
+pub use routes::{
+    ATTEMPTS_HEADER, FALLBACKS_HEADER, HEDGED_HEADER, HEDGE_HEADER, PROVIDER_HEADER,
+    REQUEST_ID_HEADER, UPSTREAM_REQUEST_ID_HEADER,
+};
 pub use state::{Counters, GatewayRegistry, GatewayRouter};

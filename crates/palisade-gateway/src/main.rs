@@ -44,11 +44,26 @@ fn fail(msg: &str) -> ! {
     std::process::exit(2);
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `default`: `info` when
+/// serving, nothing in the demo, whose table is the output).
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 async fn run(args: Vec<String>) -> Result<(), String> {
     let mut listen = std::env::var("PALISADE_LISTEN").ok();
     let mut config = std::env::var("PALISADE_CONFIG").ok();
     match args.first().map(String::as_str) {
-        Some("demo") => return demo(args[1..].to_vec()).await,
+        Some("demo") => {
+            init_logs("off");
+            return demo(args[1..].to_vec()).await;
+        }
         Some("check") => check(&args[1..], config),
         _ => {}
     }
@@ -82,8 +97,9 @@ async fn run(args: Vec<String>) -> Result<(), String> {
         ),
         None => None,
     };
+    init_logs("info");
     for w in cfg.warnings() {
-        eprintln!("palisade-gateway: warning: {w}");
+        tracing::warn!("{w}");
     }
     let models: Vec<String> = cfg.models().keys().cloned().collect();
     let gw = Gateway::bind(cfg, listen)

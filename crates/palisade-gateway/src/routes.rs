@@ -17,6 +17,7 @@ use palisade_deadline::TimeoutHeader;
 
 use crate::upstream::TIMEOUT_HEADER;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::errors::{error, not_found, upstream_error};
 use crate::openai::{ChatHead, ErrorBody};
@@ -58,13 +59,68 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
 
 async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
-    match read_request(&s, req).await {
-        Ok(chat) => route(&s, chat).await,
-        Err(res) => {
-            s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
-            res
+    let id = request_id(req.headers());
+    // Every event of the layers below, for every provider called, is in
+    // this span.
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
+    let started = std::time::Instant::now();
+    let mut asked: Option<(Arc<str>, bool)> = None;
+    let mut res = async {
+        match read_request(&s, req).await {
+            Ok(mut chat) => {
+                asked = Some((chat.model.clone(), chat.stream));
+                chat.request_id = Some(id.clone());
+                route(&s, chat).await
+            }
+            Err(res) => {
+                s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
+                res
+            }
         }
     }
+    .instrument(span.clone())
+    .await;
+    span.in_scope(|| access_log(&res, asked, started.elapsed()));
+    res.headers_mut().insert(REQUEST_ID_HEADER, id);
+    res
+}
+
+/// One event per request (target `palisade_gateway::access`, level info):
+/// the model asked, whether a stream, the status, who answered after how
+/// many calls and providers, whether a hedge won, and the time to the
+/// answer (for a stream, to its first token).
+fn access_log(res: &Response, asked: Option<(Arc<str>, bool)>, took: std::time::Duration) {
+    let h = res.headers();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let (model, stream) = asked.unwrap_or_else(|| ("-".into(), false));
+    tracing::info!(
+        target: "palisade_gateway::access",
+        model = &*model,
+        stream,
+        status = res.status().as_u16(),
+        provider = text(PROVIDER_HEADER),
+        attempts = text(ATTEMPTS_HEADER),
+        fallbacks = text(FALLBACKS_HEADER),
+        hedged = h.contains_key(HEDGED_HEADER),
+        ms = took.as_millis() as u64,
+        "answered"
+    );
+}
+
+/// The request's id: the caller's `x-request-id` when it is 1 to 200
+/// visible ASCII characters, else a new one (`req_` and 32 hex digits).
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| {
+            let b = v.as_bytes();
+            (1..=200).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::try_from(format!("req_{:032x}", rand::random::<u128>()))
+                .expect("hex is a valid header value")
+        })
 }
 
 /// Reads and checks the caller's request; a refusal is the response to
@@ -172,6 +228,11 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
                 s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
             }
             let (mut parts, body) = res.into_parts();
+            // The provider's own id for the call (OpenAI sends one): kept,
+            // under another name, beside the gateway's.
+            if let Some(theirs) = parts.headers.remove(REQUEST_ID_HEADER) {
+                parts.headers.insert(UPSTREAM_REQUEST_ID_HEADER, theirs);
+            }
             if let Some(served) = parts.extensions.get::<Served>() {
                 served_headers(served, &mut parts.headers);
             }
@@ -212,6 +273,11 @@ fn served_headers(served: &Served, headers: &mut http::HeaderMap) {
     }
 }
 
+/// The request's id, on the answer and sent upstream: the caller's, or one
+/// the gateway made.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The answering provider's own request id, when it sent one.
+pub const UPSTREAM_REQUEST_ID_HEADER: &str = "x-upstream-request-id";
 /// The request header allowing (`1`) or forbidding (`0`) a hedge.
 pub const HEDGE_HEADER: &str = "x-palisade-hedge";
 /// The response header (`1`) saying a hedge answered, not the first call.

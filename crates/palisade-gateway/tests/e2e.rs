@@ -548,3 +548,39 @@ async fn a_late_stream_is_hedged_on_its_first_token_and_the_answer_says_so() {
     assert_eq!(h["hedge"]["won"], 2, "{h}");
     assert!(h["providers"][0]["balance"].is_object(), "{h}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id_that_went_upstream_too() {
+    let r = start(CONFIG).await;
+    // The caller's own id is kept and sent to the provider; the provider's
+    // own id comes back beside it.
+    let (status, _, headers) = r.post_with(CHAT, &[("x-request-id", "my-trace-42")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-request-id"], "my-trace-42");
+    assert_eq!(
+        r.sim("primary").last_request_id().as_deref(),
+        Some("my-trace-42")
+    );
+    assert!(headers["x-upstream-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_sim_"));
+    // Without one (or with garbage), the gateway makes one and sends it.
+    for sent in [None, Some("has spaces in it"), Some(&*"x".repeat(300))] {
+        let extra: Vec<(&str, &str)> = sent.iter().map(|v| ("x-request-id", *v)).collect();
+        let (status, _, headers) = r.post_with(CHAT, &extra).await;
+        assert_eq!(status, 200);
+        let id = headers["x-request-id"].to_str().unwrap().to_owned();
+        assert!(id.starts_with("req_") && id.len() == 36, "{id}");
+        assert_eq!(r.sim("primary").last_request_id(), Some(id));
+    }
+    // Refusals carry it too.
+    let (status, _, headers) = r
+        .post_with(
+            r#"{"model":"nope","messages":[]}"#,
+            &[("x-request-id", "abc")],
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["x-request-id"], "abc");
+}

@@ -106,6 +106,7 @@ struct SimState {
     requests: AtomicU64,
     limits: Mutex<Limits>,
     rate_limited: AtomicU64,
+    last_request_id: Mutex<Option<String>>,
 }
 
 /// The provider's own limits as OpenAI keeps them: a bucket per unit that
@@ -263,6 +264,15 @@ impl SimHandle {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// The `x-request-id` the last chat request carried, if any.
+    pub fn last_request_id(&self) -> Option<String> {
+        self.state
+            .last_request_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Requests it refused for being over its own
     /// [`requests_per_minute`](Faults::requests_per_minute) or
     /// [`tokens_per_minute`](Faults::tokens_per_minute).
@@ -282,6 +292,7 @@ pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
         requests: AtomicU64::new(0),
         limits: Mutex::new(Limits::default()),
         rate_limited: AtomicU64::new(0),
+        last_request_id: Mutex::new(None),
     });
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -308,8 +319,26 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
 /// The `system_fingerprint` the simulated providers answer with.
 pub const SYSTEM_FINGERPRINT: &str = "fp_palisade_sim";
 
-async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
-    s.requests.fetch_add(1, Ordering::Relaxed);
+/// A chat completion: remembers the caller's `x-request-id` and answers
+/// with one of its own, as OpenAI does.
+async fn chat(
+    State(s): State<Arc<SimState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let n = s.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    *s.last_request_id.lock().unwrap_or_else(|e| e.into_inner()) = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut res = answer(s, body).await;
+    if let Ok(id) = HeaderValue::from_str(&format!("req_sim_{n}")) {
+        res.headers_mut().insert("x-request-id", id);
+    }
+    res
+}
+
+async fn answer(s: Arc<SimState>, body: Bytes) -> Response {
     let faults = s.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return error(

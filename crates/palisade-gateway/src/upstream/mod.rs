@@ -164,6 +164,11 @@ impl Upstream {
         if let Some(key) = &self.api_key {
             http_req.headers_mut().insert(AUTHORIZATION, key.clone());
         }
+        if let Some(id) = &req.request_id {
+            http_req
+                .headers_mut()
+                .insert(crate::routes::REQUEST_ID_HEADER, id.clone());
+        }
         if let Some(d) = req.deadline() {
             http_req.replace_deadline(d);
         }

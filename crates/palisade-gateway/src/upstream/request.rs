@@ -18,6 +18,9 @@ pub struct ChatRequest {
     /// Whether the caller allowed (`true`) or forbade (`false`) hedging
     /// it (`x-palisade-hedge: 1` / `0`); `None`: the config's default.
     pub hedgeable: Option<bool>,
+    /// The request's id (`x-request-id`: the caller's or the gateway's),
+    /// sent to every provider called for it.
+    pub request_id: Option<http::HeaderValue>,
     deadline: Option<Deadline>,
 }
 
@@ -33,6 +36,7 @@ impl ChatRequest {
             body: Arc::new(body),
             stream,
             hedgeable: None,
+            request_id: None,
             deadline: None,
         }
     }
