@@ -1,19 +1,19 @@
-//! The slice of the OpenAI wire format the gateway speaks: the chat
-//! completion request it reads, and the error body it writes.
+//! The slice of the OpenAI wire format the gateway speaks: the requests it
+//! reads (chat completions, completions, embeddings), and the error body
+//! it writes.
 
 use serde::{Deserialize, Serialize};
 
-/// The fields of a chat completion request the gateway looks at; the rest
-/// of the JSON object is passed to the provider untouched.
+/// The fields of a request the gateway looks at; the rest of the JSON
+/// object is passed to the provider untouched. What else must be there
+/// depends on the endpoint ([`Endpoint::check`](crate::upstream::Endpoint::check)).
 #[derive(Debug, Clone, Deserialize)]
-pub struct ChatHead {
+pub struct RequestHead {
     /// The model the caller asked for (a name the gateway lists).
     pub model: String,
     /// Whether the caller wants server-sent events.
     #[serde(default)]
     pub stream: bool,
-    /// The messages; only checked to be an array.
-    pub messages: Vec<serde_json::Value>,
 }
 
 /// An OpenAI-style error body: `{"error": {"message", "type", "code"}}`.

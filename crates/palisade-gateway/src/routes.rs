@@ -1,5 +1,5 @@
-//! The HTTP routes: OpenAI's chat completions and models, health, and
-//! metrics.
+//! The HTTP routes: OpenAI's chat completions, completions, embeddings
+//! and models, health, and metrics.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,15 +20,17 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::errors::{error, not_found, upstream_error};
-use crate::openai::{ChatHead, ErrorBody};
+use crate::openai::{ErrorBody, RequestHead};
 use crate::sse::SseTail;
 use crate::state::AppState;
-use crate::upstream::ChatRequest;
+use crate::upstream::{ChatRequest, Endpoint};
 
 /// The axum app.
 pub(crate) fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(crate::metrics::metrics))
@@ -57,7 +59,21 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
     (status, axum::Json(report)).into_response()
 }
 
-async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
+async fn chat(s: State<Arc<AppState>>, req: Request) -> Response {
+    serve(s, req, Endpoint::Chat).await
+}
+
+async fn completions(s: State<Arc<AppState>>, req: Request) -> Response {
+    serve(s, req, Endpoint::Completions).await
+}
+
+async fn embeddings(s: State<Arc<AppState>>, req: Request) -> Response {
+    serve(s, req, Endpoint::Embeddings).await
+}
+
+/// Any of the model endpoints: read and check the request, route it
+/// through palisade, answer with the request's id and log it.
+async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint) -> Response {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
     let id = request_id(req.headers());
     // Every event of the layers below, for every provider called, is in
@@ -66,7 +82,7 @@ async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let mut asked: Option<(Arc<str>, bool)> = None;
     let mut res = async {
-        match read_request(&s, req).await {
+        match read_request(&s, req, endpoint).await {
             Ok(mut chat) => {
                 asked = Some((chat.model.clone(), chat.stream));
                 chat.request_id = Some(id.clone());
@@ -125,7 +141,11 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
 
 /// Reads and checks the caller's request; a refusal is the response to
 /// send.
-async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Response> {
+async fn read_request(
+    s: &AppState,
+    req: Request,
+    endpoint: Endpoint,
+) -> Result<ChatRequest, Response> {
     let asked = caller_timeout(req.headers());
     let hedge = hedge_mark(req.headers());
     let bytes = match Limited::new(req.into_body(), s.max_body).collect().await {
@@ -164,11 +184,14 @@ async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Respons
     }
     // Read the fields we need from the parsed value by reference: no copy
     // of the caller's (possibly long) messages.
-    let head = <ChatHead as serde::Deserialize>::deserialize(&value)
-        .map_err(|e| bad(format!("not a chat completion request: {e}")))?;
+    let head = <RequestHead as serde::Deserialize>::deserialize(&value)
+        .map_err(|e| bad(format!("not a request for {}: {e}", endpoint.path())))?;
     let serde_json::Value::Object(map) = value else {
         return Err(not_object());
     };
+    endpoint
+        .check(&map)
+        .map_err(|e| bad(format!("not a request for {}: {e}", endpoint.path())))?;
     if !s.models.contains_key(&head.model) {
         return Err(error(
             StatusCode::NOT_FOUND,
@@ -182,7 +205,10 @@ async fn read_request(s: &AppState, req: Request) -> Result<ChatRequest, Respons
             ),
         ));
     }
-    let mut chat = ChatRequest::new(&head.model, map, head.stream);
+    // Embeddings are never streamed, whatever the body says.
+    let stream = head.stream && endpoint != Endpoint::Embeddings;
+    let mut chat = ChatRequest::new(&head.model, map, stream);
+    chat.endpoint = endpoint;
     chat.hedgeable = hedge;
     if let Some(timeout) = asked {
         // The router's own deadline only shortens this one.

@@ -75,7 +75,16 @@ impl Running {
         body: &str,
         headers: &[(&str, &str)],
     ) -> (u16, String, http::HeaderMap) {
-        let mut req = http::Request::post(format!("{}/v1/chat/completions", self.base))
+        self.post_to("/v1/chat/completions", body, headers).await
+    }
+
+    async fn post_to(
+        &self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, http::HeaderMap) {
+        let mut req = http::Request::post(format!("{}{path}", self.base))
             .header("content-type", "application/json");
         for (name, value) in headers {
             req = req.header(*name, *value);
@@ -583,4 +592,51 @@ async fn every_answer_carries_a_request_id_that_went_upstream_too() {
         .await;
     assert_eq!(status, 404);
     assert_eq!(headers["x-request-id"], "abc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_and_completions_go_through_the_same_fallback() {
+    let r = start(CONFIG).await;
+    r.sim("primary").set_faults(|f| f.down = true);
+    let (status, body, headers) = r
+        .post_to("/v1/embeddings", r#"{"model":"m","input":["a","b"]}"#, &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-palisade-provider"], "secondary");
+    assert_eq!(headers["x-palisade-fallbacks"], "1");
+    let v = json(&body);
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "s-model", "the model name was mapped");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    // `stream` means nothing to embeddings: still one JSON answer.
+    let (status, body, _) = r
+        .post_to(
+            "/v1/embeddings",
+            r#"{"model":"m","input":"a","stream":true}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["object"], "list");
+    let (status, body, headers) = r
+        .post_to(
+            "/v1/completions",
+            r#"{"model":"m","prompt":"hi","stream":true}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert!(body.contains("\"object\":\"text_completion\""), "{body}");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    // What each endpoint needs besides the model is checked.
+    for (path, body, missing) in [
+        ("/v1/embeddings", r#"{"model":"m"}"#, "input"),
+        ("/v1/completions", r#"{"model":"m"}"#, "prompt"),
+        ("/v1/chat/completions", r#"{"model":"m"}"#, "messages"),
+    ] {
+        let (status, text, _) = r.post_to(path, body, &[]).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains(missing), "{path}: {text}");
+    }
 }

@@ -140,7 +140,7 @@ fn config(faults: &str, router: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sdk_gets_whole_answers_streams_usage_models_and_404s() {
+async fn the_sdk_gets_whole_answers_streams_usage_embeddings_completions_and_404s() {
     let r = start(&config("", "")).await;
     let v = sdk(&r, "happy").await;
     assert_eq!(v["models"], serde_json::json!(["m"]), "{v}");
@@ -162,6 +162,22 @@ async fn the_sdk_gets_whole_answers_streams_usage_models_and_404s() {
         v["stream_usage"]["total_tokens"].as_u64().unwrap() > 0,
         "{v}"
     );
+    let emb = &v["embeddings"];
+    assert_eq!(emb["count"], 2, "{v}");
+    assert_eq!(emb["dims"], 8, "{v}");
+    assert_eq!(
+        emb["same_text_same_vector"], true,
+        "base64 and float agree: {v}"
+    );
+    assert_eq!(emb["texts_differ"], true, "{v}");
+    assert_eq!(emb["wide"], 16, "dimensions passed through: {v}");
+    assert!(emb["usage"].as_u64().unwrap() > 0, "{v}");
+    let c = &v["completions"];
+    assert_eq!(c["object"], "text_completion", "{v}");
+    assert_eq!(c["finish_reason"], "stop", "{v}");
+    assert!(c["text"].as_str().unwrap().starts_with("[primary]"), "{v}");
+    assert_eq!(c["stream_text"], c["text"], "{v}");
+    assert_eq!(c["stream_finish"], "stop", "{v}");
     assert_eq!(v["not_found"], 404, "{v}");
     assert_eq!(v["concurrent"], 200, "200 concurrent async calls: {v}");
 }

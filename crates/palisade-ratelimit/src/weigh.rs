@@ -26,9 +26,11 @@ impl<Req> Weigh<Req> for Unweighted {
     }
 }
 
-/// Estimates an OpenAI-style chat request's tokens cheaply: the
-/// characters of its messages' text over 4, plus what it may generate
-/// (`max_completion_tokens`, else `max_tokens`, else nothing).
+/// Estimates an OpenAI-style request's tokens cheaply: the characters of
+/// its text over 4 (a chat request's messages, a completion's `prompt`, an
+/// embeddings request's `input`: a string or an array of strings), plus
+/// what it may generate (`max_completion_tokens`, else `max_tokens`, else
+/// nothing).
 ///
 /// ```
 /// let body = serde_json::json!({
@@ -36,6 +38,8 @@ impl<Req> Weigh<Req> for Unweighted {
 ///     "max_tokens": 50
 /// });
 /// assert_eq!(palisade_ratelimit::estimate_openai_tokens(&body), 30 / 4 + 1 + 50);
+/// let embed = serde_json::json!({"input": ["twelve chars", "and sixteen more"]});
+/// assert_eq!(palisade_ratelimit::estimate_openai_tokens(&embed), 28 / 4);
 /// ```
 pub fn estimate_openai_tokens(body: &serde_json::Value) -> u64 {
     let mut chars = 0usize;
@@ -52,6 +56,19 @@ pub fn estimate_openai_tokens(body: &serde_json::Value) -> u64 {
                 }
                 _ => {}
             }
+        }
+    }
+    for field in ["prompt", "input"] {
+        match body.get(field) {
+            Some(serde_json::Value::String(t)) => chars += t.chars().count(),
+            Some(serde_json::Value::Array(items)) => {
+                chars += items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .map(|t| t.chars().count())
+                    .sum::<usize>();
+            }
+            _ => {}
         }
     }
     let prompt = (chars as u64).div_ceil(4);

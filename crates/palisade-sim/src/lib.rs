@@ -296,6 +296,8 @@ pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
     });
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .with_state(state.clone());
     tokio::spawn(async move {
@@ -319,26 +321,78 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
 /// The `system_fingerprint` the simulated providers answer with.
 pub const SYSTEM_FINGERPRINT: &str = "fp_palisade_sim";
 
-/// A chat completion: remembers the caller's `x-request-id` and answers
-/// with one of its own, as OpenAI does.
-async fn chat(
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+    Embedding,
+}
+
+async fn chat(s: State<Arc<SimState>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    handle(s, headers, body, Kind::Chat).await
+}
+
+async fn completions(
+    s: State<Arc<SimState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(s, headers, body, Kind::Completion).await
+}
+
+async fn embeddings(
+    s: State<Arc<SimState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(s, headers, body, Kind::Embedding).await
+}
+
+/// Any request: remembers the caller's `x-request-id` and answers with one
+/// of its own, as OpenAI does; the faults apply to every kind alike.
+async fn handle(
     State(s): State<Arc<SimState>>,
     headers: axum::http::HeaderMap,
     body: Bytes,
+    kind: Kind,
 ) -> Response {
     let n = s.requests.fetch_add(1, Ordering::Relaxed) + 1;
     *s.last_request_id.lock().unwrap_or_else(|e| e.into_inner()) = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut res = answer(s, body).await;
+    let mut res = answer(s, body, kind).await;
     if let Ok(id) = HeaderValue::from_str(&format!("req_sim_{n}")) {
         res.headers_mut().insert("x-request-id", id);
     }
     res
 }
 
-async fn answer(s: Arc<SimState>, body: Bytes) -> Response {
+/// A deterministic unit vector for `text`: the same text always embeds the
+/// same, different texts (almost always) differently.
+fn embed(text: &str, dims: usize) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let v: Vec<f32> = (0..dims)
+        .map(|i| {
+            let mut z = h.wrapping_add((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            z = (z ^ (z >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
     let faults = s.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return error(
@@ -349,18 +403,33 @@ async fn answer(s: Arc<SimState>, body: Bytes) -> Response {
         );
     };
     let model = req["model"].as_str().unwrap_or("unknown").to_owned();
-    let stream = req["stream"].as_bool().unwrap_or(false);
+    let stream = kind != Kind::Embedding && req["stream"].as_bool().unwrap_or(false);
     let include_usage = req["stream_options"]["include_usage"]
         .as_bool()
         .unwrap_or(false);
-    let prompt_len: usize = req["messages"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|m| m["content"].as_str().map_or(0, str::len))
-                .sum()
-        })
-        .unwrap_or(0);
+    let texts = |v: &serde_json::Value| -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let inputs = match kind {
+        Kind::Chat => req["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["content"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Kind::Completion => texts(&req["prompt"]),
+        Kind::Embedding => texts(&req["input"]),
+    };
+    let prompt_len: usize = inputs.iter().map(String::len).sum();
     if faults.hang {
         std::future::pending::<()>().await;
     }
@@ -440,7 +509,42 @@ async fn answer(s: Arc<SimState>, body: Bytes) -> Response {
             "the simulated provider failed",
         ));
     }
-    let id = format!("chatcmpl-{}", s.requests.load(Ordering::Relaxed));
+    if kind == Kind::Embedding {
+        let dims = req["dimensions"].as_u64().unwrap_or(8).clamp(1, 4096) as usize;
+        let base64 = req["encoding_format"] == "base64";
+        let data: Vec<serde_json::Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let v = embed(text, dims);
+                let embedding = if base64 {
+                    use base64::Engine as _;
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    serde_json::Value::String(
+                        base64::engine::general_purpose::STANDARD.encode(bytes),
+                    )
+                } else {
+                    serde_json::json!(v)
+                };
+                serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
+            })
+            .collect();
+        return with_rate(
+            axum::Json(serde_json::json!({
+                "object": "list",
+                "data": data,
+                "model": model,
+                "provider": s.name,
+                "usage": {"prompt_tokens": prompt_len / 4, "total_tokens": prompt_len / 4},
+            }))
+            .into_response(),
+        );
+    }
+    let (prefix, object, chunk_object) = match kind {
+        Kind::Completion => ("cmpl", "text_completion", "text_completion"),
+        _ => ("chatcmpl", "chat.completion", "chat.completion.chunk"),
+    };
+    let id = format!("{prefix}-{}", s.requests.load(Ordering::Relaxed));
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -454,17 +558,28 @@ async fn answer(s: Arc<SimState>, body: Bytes) -> Response {
             .map(|i| format!("tok{i}"))
             .collect::<Vec<_>>()
             .join(" ");
-        return with_rate(axum::Json(serde_json::json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "provider": s.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("[{}] {content}", s.name)}, "logprobs": null, "finish_reason": "stop"}],
-            "usage": usage,
-        }))
-        .into_response());
+        let content = format!("[{}] {content}", s.name);
+        let choice = match kind {
+            Kind::Completion => {
+                serde_json::json!({"index": 0, "text": content, "logprobs": null, "finish_reason": "stop"})
+            }
+            _ => {
+                serde_json::json!({"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": null, "finish_reason": "stop"})
+            }
+        };
+        return with_rate(
+            axum::Json(serde_json::json!({
+                "id": id,
+                "object": object,
+                "created": created,
+                "model": model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "provider": s.name,
+                "choices": [choice],
+                "usage": usage,
+            }))
+            .into_response(),
+        );
     }
     let name = s.name.clone();
     let interval = Duration::from_millis(faults.token_interval_ms);
@@ -489,7 +604,7 @@ async fn answer(s: Arc<SimState>, body: Bytes) -> Response {
             }
             let chunk = |choices: serde_json::Value| {
                 let mut c = serde_json::json!({
-                    "id": id, "object": "chat.completion.chunk", "created": created,
+                    "id": id, "object": chunk_object, "created": created,
                     "model": model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices,
                 });
                 if include_usage {
@@ -497,21 +612,30 @@ async fn answer(s: Arc<SimState>, body: Bytes) -> Response {
                 }
                 c
             };
+            // A chat chunk carries a `delta`, a completion chunk its `text`.
+            let piece = |text: Option<String>, finish: Option<&str>| match (kind, text) {
+                (Kind::Completion, text) => {
+                    serde_json::json!([{"index": 0, "text": text.unwrap_or_default(), "logprobs": null, "finish_reason": finish}])
+                }
+                (_, Some(text)) if n == 0 => {
+                    serde_json::json!([{"index": 0, "delta": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish}])
+                }
+                (_, Some(text)) => {
+                    serde_json::json!([{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": finish}])
+                }
+                (_, None) => {
+                    serde_json::json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}])
+                }
+            };
             let frame = if n < total {
-                let delta = if n == 0 {
-                    serde_json::json!({"role": "assistant", "content": format!("[{name}] tok0")})
+                let text = if n == 0 {
+                    format!("[{name}] tok0")
                 } else {
-                    serde_json::json!({"content": format!(" tok{n}")})
+                    format!(" tok{n}")
                 };
-                let c = chunk(
-                    serde_json::json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]),
-                );
-                format!("data: {c}\n\n")
+                format!("data: {}\n\n", chunk(piece(Some(text), None)))
             } else if n == total {
-                let c = chunk(
-                    serde_json::json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]),
-                );
-                format!("data: {c}\n\n")
+                format!("data: {}\n\n", chunk(piece(None, Some("stop"))))
             } else if include_usage && n == total + 1 {
                 let mut c = chunk(serde_json::json!([]));
                 c["usage"] = usage;

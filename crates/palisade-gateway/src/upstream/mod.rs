@@ -31,7 +31,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 pub use self::classify::{GatewayClassifier, UpstreamFailure};
-pub use self::request::ChatRequest;
+pub use self::request::{ChatRequest, Endpoint};
 
 /// The body of every response the gateway passes on.
 pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -60,7 +60,8 @@ type HttpService = BoxCloneSyncService<Request<Full<Bytes>>, Response<GatewayBod
 #[derive(Clone)]
 pub struct Upstream {
     id: ProviderId,
-    endpoint: Uri,
+    /// The provider's URL for each [`Endpoint`], in `Endpoint::ALL` order.
+    endpoints: [Uri; 3],
     api_key: Option<HeaderValue>,
     models: Arc<BTreeMap<String, String>>,
     whole: HttpService,
@@ -71,7 +72,7 @@ impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upstream")
             .field("id", &self.id)
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoints[0])
             .finish()
     }
 }
@@ -111,8 +112,10 @@ impl Upstream {
         client: HttpClient,
         settings: &UpstreamSettings,
     ) -> Result<Self, BoxError> {
-        let endpoint: Uri =
-            format!("{}/v1/chat/completions", base_url.trim_end_matches('/')).parse()?;
+        let base = base_url.trim_end_matches('/');
+        let [chat, completions, embeddings] =
+            Endpoint::ALL.map(|e| format!("{base}{}", e.path()).parse::<Uri>());
+        let endpoints = [chat?, completions?, embeddings?];
         let api_key = match api_key {
             Some(k) => Some(HeaderValue::from_str(&format!("Bearer {k}"))?),
             None => None,
@@ -136,7 +139,7 @@ impl Upstream {
             .service(exchange.clone());
         Ok(Upstream {
             id: id.into(),
-            endpoint,
+            endpoints,
             api_key,
             models: Arc::new(models),
             whole: BoxCloneSyncService::new(exchange),
@@ -158,7 +161,8 @@ impl Upstream {
         let mut json = (*req.body).clone();
         json.insert("model".into(), serde_json::Value::String(model.clone()));
         let body = Bytes::from(serde_json::to_vec(&json)?);
-        let mut http_req = Request::post(self.endpoint.clone())
+        let url = &self.endpoints[req.endpoint as usize];
+        let mut http_req = Request::post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(body))?;
         if let Some(key) = &self.api_key {

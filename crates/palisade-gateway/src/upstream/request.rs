@@ -1,14 +1,62 @@
-//! [`ChatRequest`]: a chat completion on its way through the router.
+//! [`ChatRequest`]: a request on its way through the router, and the
+//! [`Endpoint`] it is for.
 
 use std::sync::Arc;
 
 use palisade_core::{Deadline, HasDeadline, RequestMarks};
 
-/// A chat completion request on its way through the router: the caller's
-/// JSON (shared, so each provider's copy is cheap), the model it asked
-/// for, and the deadline.
+/// Which of OpenAI's endpoints a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    #[default]
+    Chat,
+    /// `POST /v1/completions` (legacy text completions).
+    Completions,
+    /// `POST /v1/embeddings` (never streamed).
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 3] = [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings];
+
+    /// Its path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// What a request to it must hold besides `model`: chat completions a
+    /// `messages` array, completions a `prompt`, embeddings an `input`.
+    pub fn check(self, body: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+        match self {
+            Endpoint::Chat => match body.get("messages") {
+                Some(serde_json::Value::Array(_)) => Ok(()),
+                Some(_) => Err("`messages` must be an array".into()),
+                None => Err("missing field `messages`".into()),
+            },
+            Endpoint::Completions if !body.contains_key("prompt") => {
+                Err("missing field `prompt`".into())
+            }
+            Endpoint::Embeddings if !body.contains_key("input") => {
+                Err("missing field `input`".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A request on its way through the router (a chat completion, a
+/// completion or embeddings): the caller's JSON (shared, so each
+/// provider's copy is cheap), the model it asked for, and the deadline.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
+    /// The endpoint it is for.
+    pub endpoint: Endpoint,
     /// The gateway's model name.
     pub model: Arc<str>,
     /// The caller's JSON object.
@@ -32,6 +80,7 @@ impl ChatRequest {
         stream: bool,
     ) -> Self {
         ChatRequest {
+            endpoint: Endpoint::Chat,
             model: model.into(),
             body: Arc::new(body),
             stream,

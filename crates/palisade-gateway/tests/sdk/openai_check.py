@@ -52,6 +52,30 @@ def happy():
         "last_choices": len(last.choices),
         "total_tokens": last.usage.total_tokens if last.usage else None,
     }
+    # Embeddings: the SDK asks for base64 by default and decodes it.
+    emb = c.embeddings.create(model="m", input=["first text", "second text"])
+    floats = c.embeddings.create(model="m", input="first text", encoding_format="float")
+    wide = c.embeddings.create(model="m", input="x", dimensions=16)
+    out["embeddings"] = {
+        "count": len(emb.data),
+        "dims": len(emb.data[0].embedding),
+        "same_text_same_vector": all(
+            abs(a - b) < 1e-6 for a, b in zip(emb.data[0].embedding, floats.data[0].embedding)
+        ),
+        "texts_differ": emb.data[0].embedding != emb.data[1].embedding,
+        "wide": len(wide.data[0].embedding),
+        "usage": emb.usage.total_tokens,
+    }
+    # Legacy completions, whole and streamed.
+    done = c.completions.create(model="m", prompt="say hello")
+    chunks = list(c.completions.create(model="m", prompt="say hello", stream=True))
+    out["completions"] = {
+        "object": done.object,
+        "text": done.choices[0].text,
+        "finish_reason": done.choices[0].finish_reason,
+        "stream_text": "".join(ch.choices[0].text for ch in chunks if ch.choices),
+        "stream_finish": [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1],
+    }
     try:
         c.chat.completions.create(model="no-such-model", messages=MESSAGES)
         out["not_found"] = "no error"
