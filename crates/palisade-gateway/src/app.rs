@@ -11,6 +11,7 @@ use palisade::bulkhead::OnBodyEnd;
 use palisade::RegistryBuilder;
 use palisade_core::BoxError;
 
+use crate::auth::Auth;
 use crate::config::GatewayConfig;
 use crate::state::{AppState, Counters, GatewayRegistry};
 use crate::upstream::{self, GatewayClassifier, Upstream, UpstreamSettings};
@@ -74,6 +75,19 @@ impl Gateway {
             Some(a) => a,
             None => cfg.gateway.listen.parse()?,
         };
+        if let Some(why) = cfg.exposure_problem(addr) {
+            return Err(why.into());
+        }
+        let auth = match &cfg.gateway.auth {
+            Some(a)
+                if !a.keys.is_empty()
+                    || a.admin_key_env.is_some()
+                    || a.admin_key_sha256.is_some() =>
+            {
+                Some(Auth::new(a)?)
+            }
+            _ => None,
+        };
         let listener = tokio::net::TcpListener::bind(addr).await?;
         Ok(Gateway {
             state: Arc::new(AppState {
@@ -85,6 +99,7 @@ impl Gateway {
                     .map_or(0, |d| d.as_secs()),
                 max_body: cfg.gateway.max_body_bytes,
                 counters: Counters::default(),
+                auth,
             }),
             listener,
             #[cfg(feature = "sim")]

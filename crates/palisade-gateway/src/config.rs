@@ -44,6 +44,51 @@ pub struct ServerConfig {
     /// How long shutdown waits for requests in flight, in ms (default
     /// 10000).
     pub shutdown_grace_ms: u64,
+    /// `[gateway.auth]`: client keys and the admin key. Without it anyone
+    /// who can reach the port may call the gateway (and spend the
+    /// upstream keys), so listening beyond loopback without it is refused
+    /// unless [`allow_unauthenticated`](Self::allow_unauthenticated).
+    pub auth: Option<AuthConfig>,
+    /// Listen beyond loopback with no `[gateway.auth]` (default false).
+    pub allow_unauthenticated: bool,
+}
+
+/// `[gateway.auth]`: who may call the gateway. Keys are given by the
+/// environment variable holding them or by their SHA-256 (hex), never in
+/// clear.
+///
+/// ```toml
+/// [gateway.auth]
+/// admin_key_env = "PALISADE_ADMIN_KEY"          # guards /health and /metrics
+/// keys = [
+///   { id = "web", env = "PALISADE_KEY_WEB" },
+///   { id = "batch", sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", models = ["fast"] },
+/// ]
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The client keys.
+    pub keys: Vec<KeyConfig>,
+    /// The variable holding the admin key; with it (or its hash),
+    /// `/health` and `/metrics` answer only to it.
+    pub admin_key_env: Option<String>,
+    /// The admin key's SHA-256, in hex.
+    pub admin_key_sha256: Option<String>,
+}
+
+/// One client key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Its name in logs (the key itself never is).
+    pub id: String,
+    /// The environment variable holding it (read at start-up).
+    pub env: Option<String>,
+    /// Its SHA-256, in hex (`printf %s "$KEY" | sha256sum`).
+    pub sha256: Option<String>,
+    /// The models it may use (default: all).
+    pub models: Option<Vec<String>>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +100,8 @@ impl Default for ServerConfig {
             idle_timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
             shutdown_grace_ms: 10_000,
+            auth: None,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -109,11 +156,46 @@ impl GatewayConfig {
         Self::from_toml(DEFAULT_CONFIG).expect("the embedded config is valid")
     }
 
+    /// Why the gateway must not serve at `addr` as configured: reachable
+    /// from other machines with no `[gateway.auth]`, unless
+    /// `allow_unauthenticated` says so.
+    pub fn exposure_problem(&self, addr: std::net::SocketAddr) -> Option<String> {
+        let open = self.gateway.auth.as_ref().is_none_or(|a| a.keys.is_empty());
+        (open && !addr.ip().is_loopback() && !self.gateway.allow_unauthenticated).then(|| {
+            format!(
+                "{addr} can be reached from other machines and no [gateway.auth] keys are set: \
+                 anyone could spend the upstream keys. Add keys under [gateway.auth], listen on \
+                 127.0.0.1, or set gateway.allow_unauthenticated = true"
+            )
+        })
+    }
+
     /// What would not stop the gateway from starting but will likely not
     /// work here: an upstream whose `api_key_env` names a variable that is
     /// not set in this environment (its calls would go out without a key).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let auth = self.gateway.auth.as_ref();
+        let vars = auth
+            .into_iter()
+            .flat_map(|a| {
+                a.keys.iter().filter_map(|k| {
+                    k.env
+                        .as_ref()
+                        .map(|v| (format!("gateway.auth key {}", k.id), v))
+                })
+            })
+            .chain(
+                auth.and_then(|a| a.admin_key_env.as_ref())
+                    .map(|v| ("gateway.auth admin key".to_owned(), v)),
+            );
+        for (what, var) in vars {
+            if std::env::var_os(var).is_none() {
+                out.push(format!(
+                    "{what}: {var} is not set, so the gateway will refuse to start"
+                ));
+            }
+        }
         for (id, u) in &self.upstreams {
             if let Some(var) = &u.api_key_env {
                 if std::env::var_os(var).is_none() {
@@ -209,6 +291,55 @@ impl GatewayConfig {
                     ))
                 }
                 Some(_) => {}
+            }
+        }
+        if let Some(auth) = &self.gateway.auth {
+            let models = self.models();
+            let mut ids = std::collections::BTreeSet::new();
+            for (i, k) in auth.keys.iter().enumerate() {
+                let at = format!("gateway.auth.keys[{i}]");
+                if k.id.is_empty() {
+                    problems.push(problem(format!("{at}.id"), "is empty"));
+                } else if !ids.insert(k.id.clone()) {
+                    problems.push(problem(
+                        format!("{at}.id"),
+                        format!("{:?} is used twice", k.id),
+                    ));
+                }
+                match (&k.env, &k.sha256) {
+                    (Some(_), None) => {}
+                    (None, Some(h)) if crate::auth::parse_hash(h).is_none() => {
+                        problems.push(problem(format!("{at}.sha256"), "is not 64 hex digits"))
+                    }
+                    (None, Some(_)) => {}
+                    _ => problems.push(problem(at.clone(), "give env or sha256 (one of them)")),
+                }
+                for m in k.models.iter().flatten() {
+                    if !models.contains_key(m) {
+                        problems.push(problem(
+                            format!("{at}.models"),
+                            format!("{m:?} is not a model served"),
+                        ));
+                    }
+                }
+            }
+            if let Some(h) = &auth.admin_key_sha256 {
+                if auth.admin_key_env.is_some() {
+                    problems.push(problem(
+                        "gateway.auth",
+                        "give admin_key_env or admin_key_sha256, not both",
+                    ));
+                } else if crate::auth::parse_hash(h).is_none() {
+                    problems.push(problem(
+                        "gateway.auth.admin_key_sha256",
+                        "is not 64 hex digits",
+                    ));
+                }
+            }
+        }
+        if let Ok(addr) = self.gateway.listen.parse() {
+            if let Some(why) = self.exposure_problem(addr) {
+                problems.push(problem("gateway.listen", why));
             }
         }
         for id in self.palisade.providers.keys() {

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod auth;
 pub mod config;
 #[cfg(feature = "sim")]
 pub mod demo;

@@ -9,7 +9,13 @@ use axum::response::{IntoResponse, Response};
 
 use crate::state::AppState;
 
-pub(crate) async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+pub(crate) async fn metrics(
+    State(s): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(refused) = s.admin(&headers) {
+        return refused.into_response();
+    }
     let mut text = s.registry.health().prometheus_text();
     let c = &s.counters;
     for (name, help, v) in [

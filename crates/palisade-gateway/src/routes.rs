@@ -38,10 +38,16 @@ pub(crate) fn app(state: Arc<AppState>) -> axum::Router {
         .with_state(state)
 }
 
-async fn models(State(s): State<Arc<AppState>>) -> Response {
+async fn models(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Response {
+    let key = match s.client(&headers) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
+    };
+    // A key with an allow-list sees only its models.
     let data: Vec<_> = s
         .models
         .iter()
+        .filter(|(m, _)| key.as_ref().is_none_or(|k| k.allows(m)))
         .map(|(m, providers)| {
             serde_json::json!({"id": m, "object": "model", "created": s.started, "owned_by": "palisade", "providers": providers})
         })
@@ -49,7 +55,10 @@ async fn models(State(s): State<Arc<AppState>>) -> Response {
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-async fn health(State(s): State<Arc<AppState>>) -> Response {
+async fn health(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Response {
+    if let Err(refused) = s.admin(&headers) {
+        return refused.into_response();
+    }
     let report = s.registry.health();
     let status = if report.status == HealthStatus::Critical {
         StatusCode::SERVICE_UNAVAILABLE
@@ -81,8 +90,17 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
     let started = std::time::Instant::now();
     let mut asked: Option<(Arc<str>, bool)> = None;
+    let mut key_id: Option<String> = None;
     let mut res = async {
-        match read_request(&s, req, endpoint).await {
+        let key = match s.client(req.headers()) {
+            Ok(k) => k,
+            Err(refused) => {
+                s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
+                return refused.into_response();
+            }
+        };
+        key_id = key.as_ref().map(|k| k.id.clone());
+        match read_request(&s, req, endpoint, key.as_deref()).await {
             Ok(mut chat) => {
                 asked = Some((chat.model.clone(), chat.stream));
                 chat.request_id = Some(id.clone());
@@ -96,21 +114,26 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     }
     .instrument(span.clone())
     .await;
-    span.in_scope(|| access_log(&res, asked, started.elapsed()));
+    span.in_scope(|| access_log(&res, (asked, key_id), started.elapsed()));
     res.headers_mut().insert(REQUEST_ID_HEADER, id);
     res
 }
 
 /// One event per request (target `palisade_gateway::access`, level info):
-/// the model asked, whether a stream, the status, who answered after how
+/// the client key's id (never the key), the model asked, whether a stream, the status, who answered after how
 /// many calls and providers, whether a hedge won, and the time to the
 /// answer (for a stream, to its first token).
-fn access_log(res: &Response, asked: Option<(Arc<str>, bool)>, took: std::time::Duration) {
+fn access_log(
+    res: &Response,
+    (asked, key): (Option<(Arc<str>, bool)>, Option<String>),
+    took: std::time::Duration,
+) {
     let h = res.headers();
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let (model, stream) = asked.unwrap_or_else(|| ("-".into(), false));
     tracing::info!(
         target: "palisade_gateway::access",
+        key = key.as_deref().unwrap_or("-"),
         model = &*model,
         stream,
         status = res.status().as_u16(),
@@ -145,6 +168,7 @@ async fn read_request(
     s: &AppState,
     req: Request,
     endpoint: Endpoint,
+    key: Option<&crate::auth::ClientKey>,
 ) -> Result<ChatRequest, Response> {
     let asked = caller_timeout(req.headers());
     let hedge = hedge_mark(req.headers());
@@ -204,6 +228,9 @@ async fn read_request(
                 ),
             ),
         ));
+    }
+    if let Some(key) = key.filter(|k| !k.allows(&head.model)) {
+        return Err(crate::auth::model_not_allowed(key, &head.model));
     }
     // Embeddings are never streamed, whatever the body says.
     let stream = head.stream && endpoint != Endpoint::Embeddings;

@@ -38,4 +38,27 @@ pub(crate) struct AppState {
     pub(crate) started: u64,
     pub(crate) max_body: usize,
     pub(crate) counters: Counters,
+    /// Client and admin keys; `None`: anyone may call.
+    pub(crate) auth: Option<crate::auth::Auth>,
+}
+
+impl AppState {
+    /// The caller's key (`None` when the gateway has no client keys).
+    pub(crate) fn client(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Option<Arc<crate::auth::ClientKey>>, crate::auth::Unauthorized> {
+        match &self.auth {
+            Some(a) if a.has_client_keys() => a.client(headers).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether the caller may read `/health` and `/metrics`.
+    pub(crate) fn admin(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), crate::auth::Unauthorized> {
+        self.auth.as_ref().map_or(Ok(()), |a| a.admin(headers))
+    }
 }

@@ -640,3 +640,144 @@ async fn embeddings_and_completions_go_through_the_same_fallback() {
         assert!(text.contains(missing), "{path}: {text}");
     }
 }
+
+const AUTH: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+
+[gateway.auth]
+# sha256 of "admin-secret"
+admin_key_sha256 = "16175223c8ddce5ace0493c948569c211b03c4c6bb3d3e484434999448cffe01"
+keys = [
+  # sha256 of "client-a-secret": every model
+  { id = "a", sha256 = "dc9bd1cfb2a24027fa7b694afa718b9d0d343855917ea049dc192e4cdd2b1d04" },
+  # sha256 of "client-b-secret": only "m"
+  { id = "b", sha256 = "4ac2cabcc8d1bc2deb7f60567d9bb8bb7b3bc06aca588c5259889573232228f5", models = ["m"] },
+]
+
+[upstreams.primary]
+models = { "m" = "p-model", "other" = "p-other" }
+simulated = { latency_ms = 5, tokens = 3 }
+"#;
+
+impl Running {
+    async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut req = http::Request::get(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = self
+            .client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_only_a_known_key_gets_in_and_only_to_its_models() {
+    let r = start(AUTH).await;
+    let other = r#"{"model":"other","messages":[{"role":"user","content":"hi"}]}"#;
+    // No key, a wrong key, another scheme: 401 in OpenAI's form.
+    for auth in [
+        None,
+        Some("Bearer nope"),
+        Some("Basic Y2xpZW50LWEtc2VjcmV0"),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
+        let (status, body, h) = r.post_with(CHAT, &headers).await;
+        assert_eq!(status, 401, "{auth:?}: {body}");
+        assert_eq!(json(&body)["error"]["code"], "invalid_api_key");
+        assert_eq!(h["www-authenticate"], "Bearer");
+        assert!(!body.contains("secret"), "{body}");
+    }
+    assert_eq!(
+        r.sim("primary").requests(),
+        0,
+        "nothing reached the provider"
+    );
+    let a = [("authorization", "Bearer client-a-secret")];
+    let b = [("authorization", "Bearer client-b-secret")];
+    assert_eq!(r.post_with(CHAT, &a).await.0, 200);
+    assert_eq!(r.post_with(other, &a).await.0, 200);
+    assert_eq!(r.post_with(CHAT, &b).await.0, 200);
+    let (status, body, _) = r.post_with(other, &b).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "model_not_allowed");
+    // The model list is the key's.
+    let ids = |body: &str| -> Vec<String> {
+        json(body)["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(r.get_with("/v1/models", &[]).await.0, 401);
+    assert_eq!(ids(&r.get_with("/v1/models", &a).await.1), ["m", "other"]);
+    assert_eq!(ids(&r.get_with("/v1/models", &b).await.1), ["m"]);
+    // /health and /metrics answer to the admin key only.
+    let admin = [("authorization", "Bearer admin-secret")];
+    for path in ["/health", "/metrics"] {
+        assert_eq!(r.get_with(path, &[]).await.0, 401, "{path}");
+        assert_eq!(
+            r.get_with(path, &a).await.0,
+            401,
+            "{path}: a client key is not admin"
+        );
+        assert_eq!(r.get_with(path, &admin).await.0, 200, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_without_keys_is_refused_unless_allowed() {
+    let open = CONFIG.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+    let err = GatewayConfig::from_toml(&open).unwrap_err().to_string();
+    assert!(
+        err.contains("gateway.listen") && err.contains("[gateway.auth]"),
+        "{err}"
+    );
+    let allowed = open.replace("[gateway]", "[gateway]\nallow_unauthenticated = true");
+    assert!(GatewayConfig::from_toml(&allowed).is_ok());
+    // A --listen override is checked too.
+    let cfg = GatewayConfig::from_toml(CONFIG).unwrap();
+    let err = Gateway::bind(cfg, Some("0.0.0.0:0".parse().unwrap()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("allow_unauthenticated"), "{err}");
+    // With keys, anywhere is fine.
+    let keyed = AUTH.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+    assert!(GatewayConfig::from_toml(&keyed).is_ok());
+}
+
+#[test]
+fn bad_auth_settings_are_listed_with_their_keys() {
+    let cfg = r#"
+        [gateway.auth]
+        admin_key_sha256 = "abc"
+        keys = [
+          { id = "x", sha256 = "not-hex" },
+          { id = "x", env = "A", sha256 = "dc9bd1cfb2a24027fa7b694afa718b9d0d343855917ea049dc192e4cdd2b1d04" },
+          { id = "", env = "B", models = ["nope"] },
+        ]
+        [upstreams.primary]
+        models = { "m" = "p" }
+        simulated = {}
+    "#;
+    let err = GatewayConfig::from_toml(cfg).unwrap_err().to_string();
+    for needle in [
+        "gateway.auth.admin_key_sha256",
+        "gateway.auth.keys[0].sha256",
+        "gateway.auth.keys[1].id: \"x\" is used twice",
+        "gateway.auth.keys[1]: give env or sha256",
+        "gateway.auth.keys[2].id: is empty",
+        "gateway.auth.keys[2].models: \"nope\" is not a model served",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from {err}");
+    }
+}

@@ -23,10 +23,17 @@ enabled = false
 
 /// A plain HTTP/1.1 POST; returns the response's head.
 fn post(addr: &str, body: &str, request_id: &str) -> String {
+    post_as(addr, body, request_id, None)
+}
+
+fn post_as(addr: &str, body: &str, request_id: &str, key: Option<&str>) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
+    let auth = key
+        .map(|k| format!("authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-request-id: {request_id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-request-id: {request_id}\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -35,17 +42,18 @@ fn post(addr: &str, body: &str, request_id: &str) -> String {
     out
 }
 
-#[test]
-fn a_failed_over_request_is_one_access_line_with_its_id_and_who_answered() {
+/// Starts the binary on `config` with `env`; returns it and its address.
+fn spawn(name: &str, config: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("gw.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    let cfg = dir.join(name);
+    std::fs::write(&cfg, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -54,7 +62,9 @@ fn a_failed_over_request_is_one_access_line_with_its_id_and_who_answered() {
     let mut line = String::new();
     let addr = loop {
         line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "no banner");
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("no banner: {}", stop(child));
+        }
         if let Some(rest) = line
             .trim()
             .strip_prefix("palisade-gateway listening on http://")
@@ -62,21 +72,32 @@ fn a_failed_over_request_is_one_access_line_with_its_id_and_who_answered() {
             break rest.to_owned();
         }
     };
+    // Keep reading its stdout: a closed pipe would fail its next print.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (child, addr)
+}
+
+/// Stops the binary and returns what it wrote to stderr.
+fn stop(mut child: std::process::Child) -> String {
+    let _ = child.kill();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut err).unwrap();
+    }
+    let _ = child.wait();
+    err
+}
+
+#[test]
+fn a_failed_over_request_is_one_access_line_with_its_id_and_who_answered() {
+    let (child, addr) = spawn("gw.toml", CONFIG, &[]);
     let head = post(
         &addr,
         r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
         "log-test-7",
     );
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    child.kill().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let _ = child.wait();
+    let err = stop(child);
     let access: Vec<&str> = err
         .lines()
         .filter(|l| l.contains("palisade_gateway::access"))
@@ -98,4 +119,37 @@ fn a_failed_over_request_is_one_access_line_with_its_id_and_who_answered() {
             .any(|l| l.contains("log-test-7") && l.contains("falling back")),
         "{err}"
     );
+}
+
+#[test]
+fn a_key_from_the_environment_lets_its_client_in_and_logs_its_id_never_itself() {
+    let config = format!(
+        "[gateway.auth]\nkeys = [{{ id = \"ops\", env = \"PALISADE_TEST_KEY_OPS\" }}]\n{CONFIG}"
+    );
+    let (child, addr) = spawn(
+        "keyed.toml",
+        &config,
+        &[("PALISADE_TEST_KEY_OPS", "s3cret-ops-key")],
+    );
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    assert!(post_as(&addr, body, "k1", None).starts_with("HTTP/1.1 401"));
+    assert!(post_as(&addr, body, "k2", Some("s3cret-ops-key")).starts_with("HTTP/1.1 200"));
+    let err = stop(child);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("k2") && l.contains("key=\"ops\"") && l.contains("status=200")),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-ops-key"), "the key was logged: {err}");
+    // Its variable unset, the gateway refuses to start, naming it.
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.join("keyed.toml"))
+        .env_remove("PALISADE_TEST_KEY_OPS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PALISADE_TEST_KEY_OPS is not set"), "{err}");
 }

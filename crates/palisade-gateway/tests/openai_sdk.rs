@@ -214,3 +214,26 @@ async fn when_every_provider_failed_the_sdk_is_told_not_to_retry_and_does_not() 
     assert_eq!(r.sims["primary"].requests(), 1, "{v}");
     assert_eq!(r.sims["secondary"].requests(), 1, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_and_a_model_the_key_may_not_use_are_the_sdks_auth_errors() {
+    let cfg = config("", "").replace(
+        "[upstreams.primary]",
+        r#"[gateway.auth]
+        # sha256 of "client-b-secret", which may use "m" only
+        keys = [{ id = "b", sha256 = "4ac2cabcc8d1bc2deb7f60567d9bb8bb7b3bc06aca588c5259889573232228f5", models = ["m"] }]
+
+        [upstreams.primary]"#,
+    );
+    let cfg = cfg.replace(
+        r#"models = { "m" = "p-model" }"#,
+        r#"models = { "m" = "p-model", "other" = "p-other" }"#,
+    );
+    let r = start(&cfg).await;
+    let v = sdk(&r, "keys").await;
+    assert_eq!(v["wrong_key"]["raised"], "AuthenticationError", "{v}");
+    assert_eq!(v["wrong_key"]["status"], 401, "{v}");
+    assert_eq!(v["other_model"]["raised"], "PermissionDeniedError", "{v}");
+    assert_eq!(v["other_model"]["status"], 403, "{v}");
+    assert_eq!(v["ok"], "stop", "{v}");
+}

@@ -133,9 +133,25 @@ def failing():
     )
 
 
+def keys():
+    # Keys as the gateway's [gateway.auth] knows them (see openai_sdk.rs).
+    def as_key(key, model="m"):
+        return lambda: openai.OpenAI(base_url=BASE, api_key=key, max_retries=0).chat.completions.create(
+            model=model, messages=MESSAGES
+        )
+
+    ok = as_key("client-b-secret")()
+    return {
+        "wrong_key": error(openai.AuthenticationError, as_key("nope")),
+        "other_model": error(openai.PermissionDeniedError, as_key("client-b-secret", "other")),
+        "ok": ok.choices[0].finish_reason,
+    }
+
+
 print(json.dumps({
     "happy": happy,
     "too_long": too_long,
     "rate_limited": rate_limited,
     "failing": failing,
+    "keys": keys,
 }[MODE]()))
