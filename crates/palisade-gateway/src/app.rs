@@ -71,6 +71,7 @@ impl Gateway {
             .release_mode(OnBodyEnd)
             .build_router(|p| upstreams[&p.id].clone())?;
         let registry = router.registry().clone();
+        let router = per_key_limits(cfg.gateway.auth.as_ref(), router)?;
         let addr = match listen {
             Some(a) => a,
             None => cfg.gateway.listen.parse()?,
@@ -152,4 +153,32 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The router behind one rate limit per client key when `[gateway.auth]`
+/// sets `requests_per_minute` or `tokens_per_minute` (each key its own
+/// bucket, a minute's worth deep), else the router itself.
+fn per_key_limits(
+    auth: Option<&crate::config::AuthConfig>,
+    router: crate::state::GatewayRouter,
+) -> Result<crate::state::Entry, BoxError> {
+    use palisade::ratelimit::{estimate_openai_tokens_in, KeyedRateLimitLayer, Quota};
+    use tower::Layer;
+    let Some(auth) =
+        auth.filter(|a| a.requests_per_minute.is_some() || a.tokens_per_minute.is_some())
+    else {
+        return Ok(tower::util::Either::Left(router));
+    };
+    let key: crate::state::KeyOfRequest = |r| r.client.clone();
+    let tokens: crate::state::TokensOfRequest = |r| estimate_openai_tokens_in(&r.body);
+    let mut limit = KeyedRateLimitLayer::builder(key)
+        .provider("gateway")
+        .weigh(tokens);
+    if let Some(n) = auth.requests_per_minute {
+        limit = limit.quota(Quota::per_minute(n).burst(n));
+    }
+    if let Some(n) = auth.tokens_per_minute {
+        limit = limit.quota(Quota::tokens_per_minute(n).burst(n));
+    }
+    Ok(tower::util::Either::Right(limit.build()?.layer(router)))
 }

@@ -25,7 +25,7 @@ type Hash = [u8; 32];
 #[derive(Debug)]
 pub struct ClientKey {
     /// Its name in logs and limits.
-    pub id: String,
+    pub id: Arc<str>,
     /// The models it may use; `None`: all.
     pub models: Option<BTreeSet<String>>,
 }
@@ -97,7 +97,7 @@ impl Auth {
             ) {
                 Ok(h) => {
                     let key = ClientKey {
-                        id: id.clone(),
+                        id: id.as_str().into(),
                         models: models.as_ref().map(|m| m.iter().cloned().collect()),
                     };
                     if keys.insert(h, Arc::new(key)).is_some() {

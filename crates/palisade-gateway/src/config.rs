@@ -75,6 +75,12 @@ pub struct AuthConfig {
     pub admin_key_env: Option<String>,
     /// The admin key's SHA-256, in hex.
     pub admin_key_sha256: Option<String>,
+    /// Each client key's own limit of requests a minute (a bucket per
+    /// key, holding a minute's worth); over it, 429 with `Retry-After`.
+    pub requests_per_minute: Option<u64>,
+    /// Each client key's own limit of tokens a minute (estimated from the
+    /// request: its text over 4 plus `max_tokens`).
+    pub tokens_per_minute: Option<u64>,
 }
 
 /// One client key.
@@ -321,6 +327,17 @@ impl GatewayConfig {
                             format!("{m:?} is not a model served"),
                         ));
                     }
+                }
+            }
+            for (name, v) in [
+                ("requests_per_minute", auth.requests_per_minute),
+                ("tokens_per_minute", auth.tokens_per_minute),
+            ] {
+                if v == Some(0) {
+                    problems.push(problem(
+                        format!("gateway.auth.{name}"),
+                        "0 would refuse every request",
+                    ));
                 }
             }
             if let Some(h) = &auth.admin_key_sha256 {

@@ -89,8 +89,7 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     // this span.
     let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
     let started = std::time::Instant::now();
-    let mut asked: Option<(Arc<str>, bool)> = None;
-    let mut key_id: Option<String> = None;
+    let mut seen = Seen::default();
     let mut res = async {
         let key = match s.client(req.headers()) {
             Ok(k) => k,
@@ -99,10 +98,12 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
                 return refused.into_response();
             }
         };
-        key_id = key.as_ref().map(|k| k.id.clone());
+        seen.key = key.as_ref().map(|k| k.id.clone());
         match read_request(&s, req, endpoint, key.as_deref()).await {
             Ok(mut chat) => {
-                asked = Some((chat.model.clone(), chat.stream));
+                seen.model = Some(chat.model.clone());
+                seen.stream = chat.stream;
+                chat.client = seen.key.clone();
                 chat.request_id = Some(id.clone());
                 route(&s, chat).await
             }
@@ -114,28 +115,34 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     }
     .instrument(span.clone())
     .await;
-    span.in_scope(|| access_log(&res, (asked, key_id), started.elapsed()));
+    span.in_scope(|| access_log(&res, &seen, started.elapsed()));
     res.headers_mut().insert(REQUEST_ID_HEADER, id);
     res
 }
 
+/// What the access log says of a request besides its answer: the client
+/// key's id, the model asked, whether a stream.
+#[derive(Debug, Default)]
+struct Seen {
+    key: Option<Arc<str>>,
+    model: Option<Arc<str>>,
+    stream: bool,
+}
+
 /// One event per request (target `palisade_gateway::access`, level info):
-/// the client key's id (never the key), the model asked, whether a stream, the status, who answered after how
-/// many calls and providers, whether a hedge won, and the time to the
+/// the client key's id (never the key), the model asked, whether a
+/// stream, the status, who answered after how many calls and providers,
+/// whether a hedge won, and the time to the
 /// answer (for a stream, to its first token).
-fn access_log(
-    res: &Response,
-    (asked, key): (Option<(Arc<str>, bool)>, Option<String>),
-    took: std::time::Duration,
-) {
+fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
     let h = res.headers();
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let (model, stream) = asked.unwrap_or_else(|| ("-".into(), false));
+
     tracing::info!(
         target: "palisade_gateway::access",
-        key = key.as_deref().unwrap_or("-"),
-        model = &*model,
-        stream,
+        key = seen.key.as_deref().unwrap_or("-"),
+        model = seen.model.as_deref().unwrap_or("-"),
+        stream = seen.stream,
         status = res.status().as_u16(),
         provider = text(PROVIDER_HEADER),
         attempts = text(ATTEMPTS_HEADER),

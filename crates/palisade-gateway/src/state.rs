@@ -18,6 +18,18 @@ pub type GatewayRegistry = Registry<Upstream, GatewayClassifier, OnBodyEnd>;
 /// The router type the gateway runs.
 pub type GatewayRouter = Router<Upstream, GatewayClassifier, ChatRequest, OnBodyEnd>;
 
+/// The client key of a request, for the per-key limits.
+pub(crate) type KeyOfRequest = fn(&ChatRequest) -> Option<Arc<str>>;
+/// A request's estimated tokens, for the per-key token limit.
+pub(crate) type TokensOfRequest = fn(&ChatRequest) -> u64;
+
+/// The router, behind each client key's own rate limits when
+/// `[gateway.auth]` sets them.
+pub(crate) type Entry = tower::util::Either<
+    GatewayRouter,
+    palisade::ratelimit::KeyedRateLimit<GatewayRouter, KeyOfRequest, Arc<str>, TokensOfRequest>,
+>;
+
 /// Counters the gateway keeps about the answers it gave.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -30,7 +42,7 @@ pub struct Counters {
 
 /// What every handler reads.
 pub(crate) struct AppState {
-    pub(crate) router: GatewayRouter,
+    pub(crate) router: Entry,
     pub(crate) registry: Arc<GatewayRegistry>,
     pub(crate) models: BTreeMap<String, Vec<String>>,
     /// When the gateway started, in Unix seconds: the `created` of the

@@ -781,3 +781,45 @@ fn bad_auth_settings_are_listed_with_their_keys() {
         assert!(err.contains(needle), "{needle} missing from {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_has_its_own_rate_limit() {
+    let cfg = AUTH.replace("[gateway.auth]", "[gateway.auth]\nrequests_per_minute = 2");
+    let r = start(&cfg).await;
+    let a = [("authorization", "Bearer client-a-secret")];
+    let b = [("authorization", "Bearer client-b-secret")];
+    assert_eq!(r.post_with(CHAT, &a).await.0, 200);
+    assert_eq!(r.post_with(CHAT, &a).await.0, 200);
+    let (status, body, headers) = r.post_with(CHAT, &a).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "rate_limited");
+    let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&after), "{after}");
+    assert_eq!(
+        r.sim("primary").requests(),
+        2,
+        "the refused call cost the provider nothing"
+    );
+    // Another key's bucket is its own.
+    assert_eq!(r.post_with(CHAT, &b).await.0, 200);
+    assert_eq!(r.post_with(CHAT, &b).await.0, 200);
+    assert_eq!(r.post_with(CHAT, &b).await.0, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_token_limit_counts_its_prompts() {
+    let cfg = AUTH.replace("[gateway.auth]", "[gateway.auth]\ntokens_per_minute = 50");
+    let r = start(&cfg).await;
+    let a = [("authorization", "Bearer client-a-secret")];
+    // 80 characters: 20 estimated tokens each, so two fit in 50 and a
+    // third does not.
+    let long = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(80)
+    );
+    assert_eq!(r.post_with(&long, &a).await.0, 200);
+    assert_eq!(r.post_with(&long, &a).await.0, 200);
+    assert_eq!(r.post_with(&long, &a).await.0, 429);
+    // A short one still fits in what is left.
+    assert_eq!(r.post_with(CHAT, &a).await.0, 200);
+}

@@ -74,4 +74,4 @@ pub use crate::quota::{Quota, Unit};
 #[cfg(feature = "serde")]
 pub use crate::section::{RateLimitSection, RateLimitSettings};
 pub use crate::service::RateLimit;
-pub use crate::weigh::{estimate_openai_tokens, Unweighted, Weigh};
+pub use crate::weigh::{estimate_openai_tokens, estimate_openai_tokens_in, Unweighted, Weigh};

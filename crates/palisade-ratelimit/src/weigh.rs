@@ -42,6 +42,12 @@ impl<Req> Weigh<Req> for Unweighted {
 /// assert_eq!(palisade_ratelimit::estimate_openai_tokens(&embed), 28 / 4);
 /// ```
 pub fn estimate_openai_tokens(body: &serde_json::Value) -> u64 {
+    body.as_object().map_or(0, estimate_openai_tokens_in)
+}
+
+/// [`estimate_openai_tokens`] of a request body already parsed into its
+/// JSON object.
+pub fn estimate_openai_tokens_in(body: &serde_json::Map<String, serde_json::Value>) -> u64 {
     let mut chars = 0usize;
     if let Some(messages) = body.get("messages").and_then(|m| m.as_array()) {
         for m in messages {

@@ -69,6 +69,9 @@ pub struct ChatRequest {
     /// The request's id (`x-request-id`: the caller's or the gateway's),
     /// sent to every provider called for it.
     pub request_id: Option<http::HeaderValue>,
+    /// The id of the client key that sent it, when the gateway has keys
+    /// (the per-key rate limits count by it).
+    pub client: Option<Arc<str>>,
     deadline: Option<Deadline>,
 }
 
@@ -86,6 +89,7 @@ impl ChatRequest {
             stream,
             hedgeable: None,
             request_id: None,
+            client: None,
             deadline: None,
         }
     }
