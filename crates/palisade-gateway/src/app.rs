@@ -23,7 +23,7 @@ pub struct Gateway {
     listener: tokio::net::TcpListener,
     #[cfg(feature = "sim")]
     sims: BTreeMap<String, palisade_sim::SimHandle>,
-    grace: Duration,
+    limits: crate::server::Limits,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -99,13 +99,20 @@ impl Gateway {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
                 max_body: cfg.gateway.max_body_bytes,
+                body_timeout: Duration::from_millis(cfg.gateway.body_timeout_ms),
                 counters: Counters::default(),
                 auth,
             }),
             listener,
             #[cfg(feature = "sim")]
             sims,
-            grace: Duration::from_millis(cfg.gateway.shutdown_grace_ms),
+            limits: crate::server::Limits {
+                max_connections: cfg.gateway.max_connections,
+                header_timeout: Duration::from_millis(cfg.gateway.header_timeout_ms),
+                max_header_bytes: cfg.gateway.max_header_bytes,
+                max_requests_per_connection: cfg.gateway.max_requests_per_connection,
+                grace: Duration::from_millis(cfg.gateway.shutdown_grace_ms),
+            },
         })
     }
 
@@ -132,26 +139,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = crate::routes::app(self.state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(());
-        });
-        let grace = self.grace;
-        let deadline = async move {
-            if rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            res = server => res,
-            _ = deadline => {
-                tracing::warn!("shutdown grace period over; dropping requests still in flight");
-                Ok(())
-            }
-        }
+        crate::server::run(self.listener, app, self.limits, shutdown).await
     }
 }
 

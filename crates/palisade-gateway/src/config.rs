@@ -51,6 +51,22 @@ pub struct ServerConfig {
     pub auth: Option<AuthConfig>,
     /// Listen beyond loopback with no `[gateway.auth]` (default false).
     pub allow_unauthenticated: bool,
+    /// Most client connections open at once (default 10000); one more is
+    /// closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Longest time a connection may take to send a request's headers,
+    /// and longest a kept-alive connection may sit idle, in ms (default
+    /// 10000): a slow-headers (slowloris) client is cut off.
+    pub header_timeout_ms: u64,
+    /// Longest time a request's body may take to arrive once its headers
+    /// have, in ms (default 30000); slower gets 408.
+    pub body_timeout_ms: u64,
+    /// Largest request head (request line and headers), in bytes (default
+    /// 65536, at least 8192); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Requests served on one connection before it is closed (the last
+    /// answer says `connection: close`; default 10000, 0 for no limit).
+    pub max_requests_per_connection: u64,
 }
 
 /// `[gateway.auth]`: who may call the gateway. Keys are given by the
@@ -108,6 +124,11 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             auth: None,
             allow_unauthenticated: false,
+            max_connections: 10_000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_header_bytes: 65_536,
+            max_requests_per_connection: 10_000,
         }
     }
 }
@@ -298,6 +319,33 @@ impl GatewayConfig {
                 }
                 Some(_) => {}
             }
+        }
+        let g = &self.gateway;
+        if g.max_connections == 0 {
+            problems.push(problem(
+                "gateway.max_connections",
+                "0 would refuse every connection",
+            ));
+        }
+        for (name, ms) in [
+            ("header_timeout_ms", g.header_timeout_ms),
+            ("body_timeout_ms", g.body_timeout_ms),
+        ] {
+            if ms == 0 {
+                problems.push(problem(
+                    format!("gateway.{name}"),
+                    "0 would cut off every request",
+                ));
+            }
+        }
+        if g.max_header_bytes < 8192 {
+            problems.push(problem(
+                "gateway.max_header_bytes",
+                format!(
+                    "{} is below the least hyper accepts, 8192",
+                    g.max_header_bytes
+                ),
+            ));
         }
         if let Some(auth) = &self.gateway.auth {
             let models = self.models();

@@ -16,6 +16,7 @@ mod errors;
 mod metrics;
 pub mod openai;
 mod routes;
+mod server;
 mod sse;
 mod state;
 pub mod upstream;

@@ -179,7 +179,21 @@ async fn read_request(
 ) -> Result<ChatRequest, Response> {
     let asked = caller_timeout(req.headers());
     let hedge = hedge_mark(req.headers());
-    let bytes = match Limited::new(req.into_body(), s.max_body).collect().await {
+    let body = Limited::new(req.into_body(), s.max_body).collect();
+    let Ok(collected) = tokio::time::timeout(s.body_timeout, body).await else {
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorBody::new(
+                "invalid_request_error",
+                Some("request_timeout"),
+                format!(
+                    "the request body did not arrive within {} ms",
+                    s.body_timeout.as_millis()
+                ),
+            ),
+        ));
+    };
+    let bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -49,6 +49,8 @@ pub(crate) struct AppState {
     /// models it lists.
     pub(crate) started: u64,
     pub(crate) max_body: usize,
+    /// Longest a request's body may take to arrive.
+    pub(crate) body_timeout: std::time::Duration,
     pub(crate) counters: Counters,
     /// Client and admin keys; `None`: anyone may call.
     pub(crate) auth: Option<crate::auth::Auth>,
