@@ -161,7 +161,7 @@ impl Upstream {
         let mut json = (*req.body).clone();
         json.insert("model".into(), serde_json::Value::String(model.clone()));
         let body = Bytes::from(serde_json::to_vec(&json)?);
-        let url = &self.endpoints[req.endpoint as usize];
+        let url = &self.endpoints[req.endpoint.index()];
         let mut http_req = Request::post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(body))?;

@@ -21,6 +21,15 @@ impl Endpoint {
     /// Every endpoint.
     pub const ALL: [Endpoint; 3] = [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings];
 
+    /// Its place in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        match self {
+            Endpoint::Chat => 0,
+            Endpoint::Completions => 1,
+            Endpoint::Embeddings => 2,
+        }
+    }
+
     /// Its path.
     pub fn path(self) -> &'static str {
         match self {
@@ -112,5 +121,17 @@ impl RequestMarks for ChatRequest {
 
     fn streaming(&self) -> bool {
         self.stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Endpoint;
+
+    #[test]
+    fn each_endpoint_is_at_its_index() {
+        for (i, e) in Endpoint::ALL.into_iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?}");
+        }
     }
 }
