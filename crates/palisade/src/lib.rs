@@ -59,7 +59,7 @@ mod status;
 
 pub use crate::config::{Config, ConfigError, Problem, ProviderSettings};
 pub use crate::health::{HealthReport, HealthStatus, ProviderHealth};
-pub use crate::registry::{Provider, Registry, RegistryBuilder};
+pub use crate::registry::{Provider, Reconciled, Registry, RegistryBuilder};
 pub use crate::router::{BoxRouter, Router, RouterFuture};
 pub use crate::stack::{
     ProviderFuture, ProviderHandles, ProviderService, ProviderStack, StackBuilder,

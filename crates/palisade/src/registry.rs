@@ -37,6 +37,9 @@ pub struct Provider<S, C, M = OnResponse> {
     pub latency: Arc<LatencyWindow>,
     /// Recent streams' times to first token, for streams' hedge delays.
     pub first_token: Arc<LatencyWindow>,
+    /// The settings it was built from, when built from a config (what
+    /// [`RegistryBuilder::reconcile`] compares).
+    pub settings: Option<crate::ProviderSettings>,
 }
 
 /// How long a provider's latency window holds samples unless the hedge
@@ -69,6 +72,7 @@ impl<S, C, M> Provider<S, C, M> {
             load: Arc::new(Load::default()),
             latency: Arc::new(LatencyWindow::new(LATENCY_PERIOD)),
             first_token: Arc::new(LatencyWindow::new(LATENCY_PERIOD)),
+            settings: None,
         }
     }
 
@@ -262,29 +266,146 @@ impl<'a, C, M> RegistryBuilder<'a, C, M> {
         registry.shared_budget = shared.clone();
         for id in config.provider_order() {
             let settings = config.provider(&id).expect("listed by provider_order");
-            let mut stack =
-                ProviderStack::builder(&settings, make(&settings), self.classifier.clone());
-            if let Some(budget) = &shared {
-                stack = stack.budget(budget.clone());
-            }
-            let stack = stack.with_mode::<M>().build()?;
-            let mut provider = Provider::new(stack)
-                .large_context(settings.large_context)
-                .content_filter(settings.content_filter)
-                .weight(settings.weight);
-            provider.latency = Arc::new(LatencyWindow::new(period));
-            provider.first_token = Arc::new(LatencyWindow::new(period));
+            let provider = self.provider(settings, &mut make, shared.as_ref(), period)?;
             registry.insert(provider);
         }
-        registry.set_tiers(
-            config
-                .provider_tiers()
-                .into_iter()
-                .map(|(ids, strategy)| (ids.into_iter().map(ProviderId::from).collect(), strategy))
-                .collect(),
-        );
+        registry.set_tiers(config_tiers(config));
         Ok(registry)
     }
+
+    /// Brings `registry` to this config without a restart: providers whose
+    /// settings are unchanged, and that `rebuild` does not name, keep their
+    /// stacks and all their state (an open breaker stays open, a budget
+    /// keeps its balance, a balancer its latency estimates); changed ones
+    /// get a new stack (calls in flight finish on the old one); new ones
+    /// are added, missing ones removed, and the tiers replaced. Nothing
+    /// changes when the config has a problem. What needs a restart is
+    /// refused: switching `router.share_retry_budget`.
+    ///
+    /// ```
+    /// use palisade::{Config, RegistryBuilder};
+    /// use palisade_core::{BoxError, ErrorClassifier, WithDeadline};
+    /// use tower::service_fn;
+    ///
+    /// let make = |_: &palisade::ProviderSettings| service_fn(|_: WithDeadline<()>| async { Ok::<_, BoxError>(()) });
+    /// let v1 = Config::from_toml("[router]\norder = [\"a\", \"b\"]\n[providers.a]\n[providers.b]").unwrap();
+    /// let registry = RegistryBuilder::new(&v1, ErrorClassifier).build(make).unwrap();
+    /// let v2 = Config::from_toml("[router]\norder = [\"b\", \"c\"]\n[providers.b]\n[providers.c]").unwrap();
+    /// let done = RegistryBuilder::new(&v2, ErrorClassifier).reconcile(&registry, make, |_| false).unwrap();
+    /// assert_eq!((done.kept.len(), done.added.len(), done.removed.len()), (1, 1, 1));
+    /// assert_eq!(registry.order(), ["b", "c"]);
+    /// ```
+    pub fn reconcile<S, Req>(
+        self,
+        registry: &Registry<S, C, M>,
+        mut make: impl FnMut(&crate::ProviderSettings) -> S,
+        rebuild: impl Fn(&str) -> bool,
+    ) -> Result<Reconciled, ConfigError>
+    where
+        S: tower_service::Service<Req, Error = BoxError> + Clone,
+        C: Classify<S::Response, BoxError> + Clone,
+        M: ReleaseMode<S::Response>,
+        Req: HasDeadline,
+    {
+        let config = self.config;
+        config.validate()?;
+        if config.router.share_retry_budget != registry.shared_budget.is_some() {
+            return Err(ConfigError::invalid(
+                "router.share_retry_budget",
+                "changing it needs a restart (the providers' budgets are built around it)",
+            ));
+        }
+        let period = config.router.hedge.as_ref().map_or(LATENCY_PERIOD, |h| {
+            std::time::Duration::from_millis(h.period_ms)
+        });
+        // Build everything first, so a failure changes nothing.
+        let mut done = Reconciled::default();
+        let mut built = Vec::new();
+        let wanted = config.provider_order();
+        for id in &wanted {
+            let settings = config.provider(id).expect("listed by provider_order");
+            let same = registry
+                .get(id)
+                .is_some_and(|p| p.settings.as_ref() == Some(&settings));
+            if same && !rebuild(id) {
+                done.kept.push(ProviderId::from(id.as_str()));
+                continue;
+            }
+            let fresh = registry.get(id).is_none();
+            built.push((
+                fresh,
+                self.provider(settings, &mut make, registry.shared_budget.as_ref(), period)?,
+            ));
+        }
+        for (fresh, provider) in built {
+            let id = provider.id.clone();
+            registry.insert(provider);
+            if fresh {
+                done.added.push(id);
+            } else {
+                done.replaced.push(id);
+            }
+        }
+        for id in registry.ids() {
+            if !wanted.iter().any(|w| w == id.as_str()) {
+                registry.remove(id.as_str());
+                done.removed.push(id);
+            }
+        }
+        registry.set_tiers(config_tiers(config));
+        Ok(done)
+    }
+
+    /// One provider's stack and routing marks, from its settings.
+    fn provider<S, Req>(
+        &self,
+        settings: crate::ProviderSettings,
+        make: &mut impl FnMut(&crate::ProviderSettings) -> S,
+        shared: Option<&palisade_retry::RetryBudget>,
+        period: std::time::Duration,
+    ) -> Result<Provider<S, C, M>, ConfigError>
+    where
+        S: tower_service::Service<Req, Error = BoxError> + Clone,
+        C: Classify<S::Response, BoxError> + Clone,
+        M: ReleaseMode<S::Response>,
+        Req: HasDeadline,
+    {
+        let mut stack = ProviderStack::builder(&settings, make(&settings), self.classifier.clone());
+        if let Some(budget) = shared {
+            stack = stack.budget(budget.clone());
+        }
+        let stack = stack.with_mode::<M>().build()?;
+        let mut provider = Provider::new(stack)
+            .large_context(settings.large_context)
+            .content_filter(settings.content_filter)
+            .weight(settings.weight);
+        provider.latency = Arc::new(LatencyWindow::new(period));
+        provider.first_token = Arc::new(LatencyWindow::new(period));
+        provider.settings = Some(settings);
+        Ok(provider)
+    }
+}
+
+/// What [`RegistryBuilder::reconcile`] did, by provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Unchanged: same stack, same state.
+    pub kept: Vec<ProviderId>,
+    /// Rebuilt with new settings or a new service.
+    pub replaced: Vec<ProviderId>,
+    /// New in the config.
+    pub added: Vec<ProviderId>,
+    /// Gone from the config.
+    pub removed: Vec<ProviderId>,
+}
+
+/// The config's tiers, as the registry keeps them.
+fn config_tiers(config: &Config) -> Vec<(Vec<ProviderId>, Strategy)> {
+    config
+        .provider_tiers()
+        .into_iter()
+        .map(|(ids, strategy)| (ids.into_iter().map(ProviderId::from).collect(), strategy))
+        .collect()
 }
 
 impl<S, C, M> Registry<S, C, M> {

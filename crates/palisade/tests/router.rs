@@ -616,3 +616,118 @@ async fn with_a_shared_retry_budget_hedges_spend_it() {
         assert_eq!(h.no_budget, no_budget, "shared: {shared}: {h:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reconciled_registry_keeps_unchanged_providers_state_and_rebuilds_the_rest() {
+    let v1 = Config::from_toml(
+        r#"
+        [router]
+        order = ["primary", "secondary"]
+        [defaults.retry]
+        enabled = false
+        [defaults.breaker]
+        consecutive_failures = 2
+        open_ms = 60000
+        [providers.primary]
+        [providers.secondary]
+        "#,
+    )
+    .unwrap();
+    let calls: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+    let behaviour = [("primary", 503u16), ("secondary", 200), ("third", 200)];
+    let make = |p: &palisade::ProviderSettings| {
+        let i = behaviour.iter().position(|(n, _)| *n == p.id).unwrap();
+        fake(
+            behaviour[i].0,
+            behaviour[i].1,
+            Duration::ZERO,
+            calls[i].clone(),
+        )
+    };
+    let router: Router<Svc, HttpClassifier, Req> =
+        Router::from_config(&v1, HttpClassifier::new(), make).unwrap();
+    // Two 503s open the primary's breaker.
+    for _ in 0..2 {
+        router.clone().oneshot(Req::default()).await.unwrap();
+    }
+    let registry = router.registry().clone();
+    let breaker = |id: &str| registry.handles(id).unwrap().breaker.unwrap().state();
+    assert_eq!(breaker("primary"), palisade_core::CircuitState::Open);
+    let secondary_before = registry.get("secondary").unwrap();
+
+    // v2: primary unchanged, secondary's settings changed, a third added.
+    let v2 = Config::from_toml(
+        r#"
+        [router]
+        order = ["primary", "secondary", "third"]
+        [defaults.retry]
+        enabled = false
+        [defaults.breaker]
+        consecutive_failures = 2
+        open_ms = 60000
+        [providers.primary]
+        [providers.secondary]
+        weight = 3
+        [providers.third]
+        "#,
+    )
+    .unwrap();
+    let done = palisade::RegistryBuilder::new(&v2, HttpClassifier::new())
+        .reconcile(&registry, make, |_| false)
+        .unwrap();
+    let ids = |v: &[ProviderId]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&done.kept), ["primary"]);
+    assert_eq!(ids(&done.replaced), ["secondary"]);
+    assert_eq!(ids(&done.added), ["third"]);
+    assert!(done.removed.is_empty());
+    assert_eq!(
+        breaker("primary"),
+        palisade_core::CircuitState::Open,
+        "state kept"
+    );
+    assert!(!Arc::ptr_eq(
+        &secondary_before,
+        &registry.get("secondary").unwrap()
+    ));
+    assert_eq!(registry.order(), ["primary", "secondary", "third"]);
+    // The router follows: the open primary is skipped without a call.
+    let before = calls[0].load(Ordering::SeqCst);
+    let res = router.clone().oneshot(Req::default()).await.unwrap();
+    assert_eq!(res.body(), "secondary");
+    assert_eq!(calls[0].load(Ordering::SeqCst), before);
+
+    // `rebuild` forces a new stack (a new service behind unchanged settings).
+    let done = palisade::RegistryBuilder::new(&v2, HttpClassifier::new())
+        .reconcile(&registry, make, |id| id == "primary")
+        .unwrap();
+    assert_eq!(ids(&done.replaced), ["primary"]);
+    assert_eq!(
+        breaker("primary"),
+        palisade_core::CircuitState::Closed,
+        "a new stack"
+    );
+
+    // A config with a problem, or one switching the shared budget,
+    // changes nothing.
+    let bad = Config::from_toml(
+        "[router]\norder = [\"primary\"]\n[providers.primary.breaker]\nfailure_rate = 7",
+    )
+    .err();
+    assert!(bad.is_some());
+    let switch = Config::from_toml(
+        "[router]\norder = [\"primary\"]\nshare_retry_budget = true\n[providers.primary]",
+    )
+    .unwrap();
+    let err = palisade::RegistryBuilder::new(&switch, HttpClassifier::new())
+        .reconcile(&registry, make, |_| false)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("router.share_retry_budget"),
+        "{err}"
+    );
+    assert_eq!(
+        registry.order(),
+        ["primary", "secondary", "third"],
+        "unchanged"
+    );
+}
