@@ -24,6 +24,7 @@ pub struct Gateway {
     #[cfg(feature = "sim")]
     sims: BTreeMap<String, palisade_sim::SimHandle>,
     limits: crate::server::Limits,
+    reloader: crate::reload::Reloader,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -47,26 +48,14 @@ impl Gateway {
         let client = upstream::client(settings.connect_timeout);
         #[cfg(feature = "sim")]
         let mut sims = BTreeMap::new();
-        let mut upstreams = BTreeMap::new();
-        for (id, u) in &cfg.upstreams {
+        let upstreams = upstreams(
+            &cfg,
+            &client,
+            &settings,
             #[cfg(feature = "sim")]
-            let base = match &u.simulated {
-                Some(faults) => {
-                    let sim = palisade_sim::spawn(id, faults.clone()).await?;
-                    let base = sim.base_url();
-                    sims.insert(id.clone(), sim);
-                    base
-                }
-                None => u.base_url.clone().unwrap_or_default(),
-            };
-            #[cfg(not(feature = "sim"))]
-            let base = u.base_url.clone().unwrap_or_default();
-            let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
-            upstreams.insert(
-                id.clone(),
-                Upstream::new(id, &base, key, u.models.clone(), client.clone(), &settings)?,
-            );
-        }
+            &mut sims,
+        )
+        .await?;
         let router = RegistryBuilder::new(&cfg.palisade, GatewayClassifier::default())
             .release_mode(OnBodyEnd)
             .build_router(|p| upstreams[&p.id].clone())?;
@@ -90,19 +79,29 @@ impl Gateway {
             _ => None,
         };
         let listener = tokio::net::TcpListener::bind(addr).await?;
+        let state = Arc::new(AppState {
+            router,
+            registry,
+            models: arc_swap::ArcSwap::from_pointee(cfg.models()),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            max_body: cfg.gateway.max_body_bytes,
+            body_timeout: Duration::from_millis(cfg.gateway.body_timeout_ms),
+            counters: Counters::default(),
+            auth,
+        });
+        let reloader = crate::reload::Reloader::new(
+            state.clone(),
+            cfg.clone(),
+            client,
+            settings,
+            #[cfg(feature = "sim")]
+            sims.clone(),
+        );
         Ok(Gateway {
-            state: Arc::new(AppState {
-                router,
-                registry,
-                models: cfg.models(),
-                started: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-                max_body: cfg.gateway.max_body_bytes,
-                body_timeout: Duration::from_millis(cfg.gateway.body_timeout_ms),
-                counters: Counters::default(),
-                auth,
-            }),
+            state,
+            reloader,
             listener,
             #[cfg(feature = "sim")]
             sims,
@@ -114,6 +113,12 @@ impl Gateway {
                 grace: Duration::from_millis(cfg.gateway.shutdown_grace_ms),
             },
         })
+    }
+
+    /// What applies a new config to this gateway while it serves (see
+    /// [`Reloader::reload`](crate::Reloader::reload)).
+    pub fn reloader(&self) -> crate::Reloader {
+        self.reloader.clone()
     }
 
     /// The address it listens on.
@@ -169,4 +174,43 @@ fn per_key_limits(
         limit = limit.quota(Quota::tokens_per_minute(n).burst(n));
     }
     Ok(tower::util::Either::Right(limit.build()?.layer(router)))
+}
+
+/// One [`Upstream`] per `[upstreams.<id>]`. A simulated one reuses the
+/// running simulator of that id in `sims` (its faults replaced) or starts
+/// one.
+pub(crate) async fn upstreams(
+    cfg: &GatewayConfig,
+    client: &upstream::HttpClient,
+    settings: &UpstreamSettings,
+    #[cfg(feature = "sim")] sims: &mut BTreeMap<String, palisade_sim::SimHandle>,
+) -> Result<BTreeMap<String, Upstream>, BoxError> {
+    let mut out = BTreeMap::new();
+    for (id, u) in &cfg.upstreams {
+        #[cfg(feature = "sim")]
+        let base = match &u.simulated {
+            Some(faults) => match sims.get(id) {
+                Some(sim) => {
+                    let faults = faults.clone();
+                    sim.set_faults(move |f| *f = faults);
+                    sim.base_url()
+                }
+                None => {
+                    let sim = palisade_sim::spawn(id, faults.clone()).await?;
+                    let base = sim.base_url();
+                    sims.insert(id.clone(), sim);
+                    base
+                }
+            },
+            None => u.base_url.clone().unwrap_or_default(),
+        };
+        #[cfg(not(feature = "sim"))]
+        let base = u.base_url.clone().unwrap_or_default();
+        let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+        out.insert(
+            id.clone(),
+            Upstream::new(id, &base, key, u.models.clone(), client.clone(), settings)?,
+        );
+    }
+    Ok(out)
 }

@@ -120,6 +120,8 @@ async fn run(args: Vec<String>) -> Result<(), String> {
     );
     println!("  curl -s http://{addr}/health");
     println!("  curl -s http://{addr}/metrics");
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hup(gw.reloader(), config.clone()));
     gw.serve(shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
@@ -181,6 +183,37 @@ fn check(args: &[String], mut config: Option<String>) -> ! {
                 }
             }
             std::process::exit(1)
+        }
+    }
+}
+
+/// On each SIGHUP, reads the config file again and applies it; a config
+/// with problems, or one changing what needs a restart, is refused and the
+/// running one keeps serving.
+#[cfg(unix)]
+async fn reload_on_hup(reloader: palisade_gateway::Reloader, path: Option<String>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(path) = &path else {
+            tracing::warn!("SIGHUP: nothing to reload, the gateway runs its embedded config");
+            continue;
+        };
+        let cfg = match GatewayConfig::from_path(path) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                tracing::warn!("SIGHUP: {path} not reloaded: {e}");
+                continue;
+            }
+        };
+        match reloader.reload(cfg).await {
+            Ok(done) => tracing::info!(
+                kept = ?done.kept, replaced = ?done.replaced, added = ?done.added, removed = ?done.removed,
+                "SIGHUP: {path} reloaded"
+            ),
+            Err(e) => tracing::warn!("SIGHUP: {e}"),
         }
     }
 }

@@ -44,8 +44,8 @@ async fn models(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Res
         Err(refused) => return refused.into_response(),
     };
     // A key with an allow-list sees only its models.
-    let data: Vec<_> = s
-        .models
+    let models = s.models.load();
+    let data: Vec<_> = models
         .iter()
         .filter(|(m, _)| key.as_ref().is_none_or(|k| k.allows(m)))
         .map(|(m, providers)| {
@@ -237,7 +237,7 @@ async fn read_request(
     endpoint
         .check(&map)
         .map_err(|e| bad(format!("not a request for {}: {e}", endpoint.path())))?;
-    if !s.models.contains_key(&head.model) {
+    if !s.models.load().contains_key(&head.model) {
         return Err(error(
             StatusCode::NOT_FOUND,
             ErrorBody::new(

@@ -44,7 +44,8 @@ pub struct Counters {
 pub(crate) struct AppState {
     pub(crate) router: Entry,
     pub(crate) registry: Arc<GatewayRegistry>,
-    pub(crate) models: BTreeMap<String, Vec<String>>,
+    /// The models served, with their providers (replaced on reload).
+    pub(crate) models: arc_swap::ArcSwap<BTreeMap<String, Vec<String>>>,
     /// When the gateway started, in Unix seconds: the `created` of the
     /// models it lists.
     pub(crate) started: u64,

@@ -823,3 +823,95 @@ async fn a_keys_token_limit_counts_its_prompts() {
     // A short one still fits in what is left.
     assert_eq!(r.post_with(CHAT, &a).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_replaces_providers_without_dropping_calls_or_resetting_the_unchanged() {
+    let cfg = GatewayConfig::from_toml(CONFIG).unwrap();
+    let gw = Gateway::bind(cfg, None).await.unwrap();
+    let reloader = gw.reloader();
+    let base = format!("http://{}", gw.local_addr().unwrap());
+    let gw_sims = gw.sims().clone();
+    let registry = gw.registry().clone();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(gw.serve(async move {
+        let _ = rx.await;
+    }));
+    let r = Running {
+        base,
+        gw_sims,
+        stop,
+        done,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    // The primary fails three times: its breaker opens.
+    r.sim("primary").set_faults(|f| f.down = true);
+    for _ in 0..3 {
+        assert_eq!(r.post(CHAT).await.0, 200);
+    }
+    let open = || {
+        registry
+            .handles("primary")
+            .unwrap()
+            .breaker
+            .unwrap()
+            .state()
+    };
+    assert_eq!(open(), palisade_core::CircuitState::Open);
+    // A slow call to the secondary is in flight when the reload removes it.
+    r.sim("secondary").set_faults(|f| f.latency_ms = 600);
+    let slow = {
+        let (client, base) = (r.client.clone(), r.base.clone());
+        tokio::spawn(async move {
+            let req = http::Request::post(format!("{base}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
+                .unwrap();
+            let res = client.request(req).await.unwrap();
+            let provider = res.headers()["x-palisade-provider"].clone();
+            (res.status().as_u16(), provider)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v2 = CONFIG
+        .replace("[upstreams.secondary]", "[upstreams.tertiary]")
+        .replace(
+            r#"models = { "m" = "s-model" }"#,
+            r#"models = { "m" = "t-model", "n" = "t-n" }"#,
+        )
+        .replace(
+            r#"order = ["primary", "secondary"]"#,
+            r#"order = ["primary", "tertiary"]"#,
+        );
+    let done = reloader
+        .reload(GatewayConfig::from_toml(&v2).unwrap())
+        .await
+        .unwrap();
+    let ids = |v: &[palisade_core::ProviderId]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&done.kept), ["primary"]);
+    assert_eq!(ids(&done.added), ["tertiary"]);
+    assert_eq!(ids(&done.removed), ["secondary"]);
+    assert_eq!(
+        open(),
+        palisade_core::CircuitState::Open,
+        "the unchanged keep their state"
+    );
+    // The call in flight finished on the removed provider.
+    let (status, provider) = slow.await.unwrap();
+    assert_eq!((status, provider.to_str().unwrap()), (200, "secondary"));
+    // New calls go to the new provider, and its new model is served.
+    let (status, _, headers) = r.post(CHAT).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-palisade-provider"], "tertiary");
+    let (status, body, _) = r.post(r#"{"model":"n","messages":[]}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(r.get("/v1/models").await.1.contains("\"n\""));
+    // What needs a restart is refused, and nothing changes.
+    let v3 = v2.replace("max_body_bytes = 4096", "max_body_bytes = 8192");
+    let err = reloader
+        .reload(GatewayConfig::from_toml(&v3).unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gateway") && err.contains("restart"), "{err}");
+    assert_eq!(registry.order(), ["primary", "tertiary"]);
+}

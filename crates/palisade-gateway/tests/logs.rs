@@ -153,3 +153,44 @@ fn a_key_from_the_environment_lets_its_client_in_and_logs_its_id_never_itself() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PALISADE_TEST_KEY_OPS is not set"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_config_file_and_a_bad_one_is_refused() {
+    let (child, addr) = spawn("hup.toml", CONFIG, &[]);
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .args(["-s", "HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    // v2: the primary is healthy again, and a third provider comes first.
+    let v2 = CONFIG
+        .replace("simulated = { latency_ms = 5, down = true }", "simulated = { latency_ms = 5 }")
+        .replace(
+            "[palisade.router]\norder = [\"primary\", \"secondary\"]",
+            "[upstreams.third]\nmodels = { \"m\" = \"t-model\" }\nsimulated = { latency_ms = 5 }\n\n[palisade.router]\norder = [\"third\", \"primary\", \"secondary\"]",
+        );
+    assert_ne!(v2, CONFIG);
+    std::fs::write(dir.join("hup.toml"), &v2).unwrap();
+    hup(child.id());
+    let head = post(&addr, body, "after-hup");
+    assert!(head.contains("x-palisade-provider: third"), "{head}");
+    // A broken file: refused, the running config keeps serving.
+    let bad = format!("[gateway]\nlisten = \"nope\"\n{v2}");
+    std::fs::write(dir.join("hup.toml"), bad).unwrap();
+    hup(child.id());
+    let head = post(&addr, body, "after-bad-hup");
+    assert!(head.contains("x-palisade-provider: third"), "{head}");
+    let err = stop(child);
+    assert!(err.contains("hup.toml reloaded"), "{err}");
+    assert!(
+        err.contains("not reloaded") && err.contains("gateway.listen"),
+        "{err}"
+    );
+}
