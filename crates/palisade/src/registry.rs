@@ -259,9 +259,7 @@ impl<'a, C, M> RegistryBuilder<'a, C, M> {
         let config = self.config;
         config.validate()?;
         let shared = config.shared_budget()?;
-        let period = config.router.hedge.as_ref().map_or(LATENCY_PERIOD, |h| {
-            std::time::Duration::from_millis(h.period_ms)
-        });
+        let period = latency_period(config);
         let mut registry = Registry::new();
         registry.shared_budget = shared.clone();
         for id in config.provider_order() {
@@ -315,9 +313,7 @@ impl<'a, C, M> RegistryBuilder<'a, C, M> {
                 "changing it needs a restart (the providers' budgets are built around it)",
             ));
         }
-        let period = config.router.hedge.as_ref().map_or(LATENCY_PERIOD, |h| {
-            std::time::Duration::from_millis(h.period_ms)
-        });
+        let period = latency_period(config);
         // Build everything first, so a failure changes nothing.
         let mut done = Reconciled::default();
         let mut built = Vec::new();
@@ -397,6 +393,14 @@ pub struct Reconciled {
     pub added: Vec<ProviderId>,
     /// Gone from the config.
     pub removed: Vec<ProviderId>,
+}
+
+/// How long providers' latency windows hold samples: the hedge section's
+/// period, else 30 s.
+fn latency_period(config: &Config) -> std::time::Duration {
+    config.router.hedge.as_ref().map_or(LATENCY_PERIOD, |h| {
+        std::time::Duration::from_millis(h.period_ms)
+    })
 }
 
 /// The config's tiers, as the registry keeps them.
