@@ -89,6 +89,7 @@ impl Gateway {
             max_body: cfg.gateway.max_body_bytes,
             body_timeout: Duration::from_millis(cfg.gateway.body_timeout_ms),
             counters: Counters::default(),
+            recent: crate::recent::Recent::new(),
             auth,
         });
         let reloader = crate::reload::Reloader::new(

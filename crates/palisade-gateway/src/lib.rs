@@ -15,6 +15,7 @@ pub mod demo;
 mod errors;
 mod metrics;
 pub mod openai;
+mod recent;
 mod reload;
 mod routes;
 mod server;
@@ -25,6 +26,7 @@ pub mod upstream;
 pub use app::Gateway;
 pub use config::GatewayConfig;
 pub use errors::{RETRY_AFTER_MS, SHOULD_RETRY};
+pub use recent::{SHED_DEGRADED, SHED_MIN_REQUESTS};
 pub use reload::Reloader;
 pub use routes::{
     ATTEMPTS_HEADER, FALLBACKS_HEADER, HEDGED_HEADER, HEDGE_HEADER, PROVIDER_HEADER,

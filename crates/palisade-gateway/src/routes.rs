@@ -60,12 +60,28 @@ async fn health(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Res
         return refused.into_response();
     }
     let report = s.registry.health();
-    let status = if report.status == HealthStatus::Critical {
+    let critical = report.status == HealthStatus::Critical;
+    // The registry's report, with the gateway's last minute beside it; a
+    // gateway shedding more than SHED_DEGRADED of its requests is at least
+    // degraded, whatever its providers' layers say.
+    let (recent, shedding) = s.recent.report();
+    let mut json = serde_json::to_value(&report).unwrap_or_default();
+    if shedding && report.status < HealthStatus::Degraded {
+        json["status"] = serde_json::to_value(HealthStatus::Degraded).unwrap_or_default();
+        if let Some(r) = json["recommendations"].as_array_mut() {
+            r.push(serde_json::Value::String(format!(
+                "the gateway refused {:.0}% of its requests over the last minute (429/503): add capacity or providers, or raise the limits",
+                recent["shed_share"].as_f64().unwrap_or(0.0) * 100.0
+            )));
+        }
+    }
+    json["gateway"] = recent;
+    let status = if critical {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    (status, axum::Json(report)).into_response()
+    (status, axum::Json(json)).into_response()
 }
 
 async fn chat(s: State<Arc<AppState>>, req: Request) -> Response {
@@ -115,7 +131,14 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     }
     .instrument(span.clone())
     .await;
-    span.in_scope(|| access_log(&res, &seen, started.elapsed()));
+    let took = started.elapsed();
+    span.in_scope(|| access_log(&res, &seen, took));
+    let failover = res
+        .headers()
+        .get(FALLBACKS_HEADER)
+        .is_some_and(|v| v.as_bytes() != b"0");
+    s.recent
+        .record(res.status().as_u16(), failover, took, seen.stream);
     res.headers_mut().insert(REQUEST_ID_HEADER, id);
     res
 }

@@ -53,6 +53,8 @@ pub(crate) struct AppState {
     /// Longest a request's body may take to arrive.
     pub(crate) body_timeout: std::time::Duration,
     pub(crate) counters: Counters,
+    /// The last minute's rates and latencies, for `/health`.
+    pub(crate) recent: crate::recent::Recent,
     /// Client and admin keys; `None`: anyone may call.
     pub(crate) auth: Option<crate::auth::Auth>,
 }

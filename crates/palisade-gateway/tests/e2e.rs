@@ -915,3 +915,43 @@ async fn a_reload_replaces_providers_without_dropping_calls_or_resetting_the_unc
     assert!(err.contains("gateway") && err.contains("restart"), "{err}");
     assert_eq!(registry.order(), ["primary", "tertiary"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_last_minute_and_shedding_is_degraded() {
+    // Healthy providers, but a key limited to 2 requests a minute: what
+    // the gateway refuses is shedding even though no provider is down.
+    let cfg = AUTH.replace("[gateway.auth]", "[gateway.auth]\nrequests_per_minute = 2");
+    let r = start(&cfg).await;
+    let a = [("authorization", "Bearer client-a-secret")];
+    let admin = [("authorization", "Bearer admin-secret")];
+    for _ in 0..2 {
+        assert_eq!(r.post_with(CHAT, &a).await.0, 200);
+    }
+    let h = json(&r.get_with("/health", &admin).await.1);
+    assert_eq!(h["status"], "healthy", "{h}");
+    let g = &h["gateway"];
+    assert_eq!(g["requests"], 2, "{h}");
+    assert_eq!(g["shed_share"], 0.0);
+    assert!(g["latency_ms"]["p50"].as_u64().is_some(), "{h}");
+    for _ in 0..23 {
+        assert_eq!(r.post_with(CHAT, &a).await.0, 429);
+    }
+    let (status, body) = r.get_with("/health", &admin).await;
+    assert_eq!(status, 200, "degraded still answers");
+    let h = json(&body);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["gateway"]["shedding"], true);
+    assert_eq!(h["gateway"]["requests"], 25);
+    assert!(
+        (h["gateway"]["shed_share"].as_f64().unwrap() - 23.0 / 25.0).abs() < 1e-9,
+        "{h}"
+    );
+    assert!(
+        h["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("refused")),
+        "{h}"
+    );
+}
