@@ -500,7 +500,11 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
         }
         (fail, jitter)
     };
-    tokio::time::sleep(Duration::from_millis(faults.latency_ms + jitter)).await;
+    // No wait at all for none (a zero sleep still waits for the timer's
+    // next tick, a millisecond).
+    if faults.latency_ms + jitter > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms + jitter)).await;
+    }
     if fail {
         return with_rate(error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -599,7 +603,7 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             if stall.is_some_and(|s| n >= s) {
                 std::future::pending::<()>().await;
             }
-            if n > 0 && n < total {
+            if n > 0 && n < total && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
             }
             let chunk = |choices: serde_json::Value| {

@@ -1,0 +1,221 @@
+//! `cargo run --release -p benches --features gateway --bin gateway`: how
+//! much palisade-gateway adds over a bare HTTP forwarder, the floor for any
+//! gateway on this machine.
+//!
+//! One simulated OpenAI-compatible upstream (no added latency) on loopback;
+//! in front of it, on loopback too:
+//!
+//! - **direct**: the client calls the upstream itself;
+//! - **bare forwarder**: a hyper server that sends each request to the
+//!   upstream through a pooled hyper client and streams the answer back,
+//!   parsing nothing;
+//! - **palisade-gateway**: the gateway with that one upstream (as a real
+//!   `base_url`) and its default resilience stack.
+//!
+//! Each is driven closed-loop (each connection sends its next request when
+//! its answer has been read in full) with 1 and 32 connections, whole
+//! answers and streams, for `PALISADE_GW_BENCH_SECS` seconds each (default
+//! 5). Printed: requests/s, p50 and p99 latency (for streams, time to the
+//! first body byte too), and the ratios to the forwarder.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+const WHOLE: &str = r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#;
+const STREAM: &str =
+    r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
+
+fn client() -> HttpClient {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(c)
+}
+
+/// The bare forwarder: every request goes to `upstream` unchanged and its
+/// answer comes back as it streams.
+async fn forwarder(upstream: String) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Incoming>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (client, upstream) = (client.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let (client, upstream) = (client.clone(), upstream.clone());
+                    async move {
+                        let (mut parts, body) = req.into_parts();
+                        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                        parts.uri = format!("{upstream}{path}").parse().unwrap();
+                        parts.headers.remove(hyper::header::HOST);
+                        let res = match client
+                            .request(hyper::Request::from_parts(parts, body))
+                            .await
+                        {
+                            Ok(res) => res.map(|b| b.boxed()),
+                            Err(_) => hyper::Response::builder()
+                                .status(502)
+                                .body(Full::new(Bytes::new()).map_err(|e| match e {}).boxed())
+                                .unwrap(),
+                        };
+                        Ok::<_, Infallible>(res)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// What one run measured.
+struct Run {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    first_p50: Duration,
+}
+
+/// `conns` connections, each sending `body` to `url` closed-loop for
+/// `secs`; latency to the last byte, and to the first body byte.
+async fn drive(url: &str, body: &'static str, conns: usize, secs: Duration) -> Run {
+    let end = Instant::now() + secs;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        // A client per connection: its pool holds the one connection.
+        let (client, url) = (client(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut first = Vec::new();
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                let req = hyper::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap();
+                let res = client.request(req).await.expect("answered");
+                assert!(res.status().is_success(), "{}", res.status());
+                let mut b = res.into_body();
+                let mut seen_first = false;
+                while let Some(frame) = b.frame().await {
+                    frame.expect("body");
+                    if !seen_first {
+                        first.push(t0.elapsed());
+                        seen_first = true;
+                    }
+                }
+                lat.push(t0.elapsed());
+            }
+            (lat, first)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut first = Vec::new();
+    for t in tasks {
+        let (l, f) = t.await.unwrap();
+        lat.extend(l);
+        first.extend(f);
+    }
+    lat.sort();
+    first.sort();
+    let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize];
+    Run {
+        rps: lat.len() as f64 / secs.as_secs_f64(),
+        p50: pct(&lat, 0.5),
+        p99: pct(&lat, 0.99),
+        first_p50: pct(&first, 0.5),
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[tokio::main]
+async fn main() {
+    let secs = Duration::from_secs(
+        std::env::var("PALISADE_GW_BENCH_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    );
+    let upstream = palisade_sim::spawn(
+        "upstream",
+        palisade_sim::Faults {
+            latency_ms: 0,
+            tokens: 8,
+            token_interval_ms: 0,
+            ..palisade_sim::Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+    let base = upstream.base_url();
+    let fwd = forwarder(base.clone()).await;
+    let cfg = format!(
+        r#"
+        [gateway]
+        listen = "127.0.0.1:0"
+        [upstreams.upstream]
+        models = {{ "m" = "m" }}
+        base_url = "{base}"
+        "#
+    );
+    let gw = palisade_gateway::Gateway::bind(
+        palisade_gateway::GatewayConfig::from_toml(&cfg).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let gw_addr = gw.local_addr().unwrap();
+    tokio::spawn(gw.serve(std::future::pending()));
+    let path = "/v1/chat/completions";
+    let targets = [
+        ("direct", format!("{base}{path}")),
+        ("bare forwarder", format!("http://{fwd}{path}")),
+        ("palisade-gateway", format!("http://{gw_addr}{path}")),
+    ];
+    println!(
+        "closed loop, {} s per row; one simulated upstream with no added latency; all on loopback\n",
+        secs.as_secs()
+    );
+    println!("| answer | connections | target | req/s | p50 µs | p99 µs | first byte p50 µs | req/s vs forwarder | p50 vs forwarder |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    for (kind, body) in [("whole", WHOLE), ("stream", STREAM)] {
+        for conns in [1, 32] {
+            let mut runs = Vec::new();
+            for (name, url) in &targets {
+                // Warm the pools and the upstream.
+                let _ = drive(url, body, conns, Duration::from_millis(300)).await;
+                runs.push((name, drive(url, body, conns, secs).await));
+            }
+            let fwd = &runs[1].1;
+            for (name, r) in &runs {
+                println!(
+                    "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                    r.rps,
+                    us(r.p50),
+                    us(r.p99),
+                    us(r.first_p50),
+                    r.rps / fwd.rps,
+                    us(r.p50) / us(fwd.p50),
+                );
+            }
+        }
+    }
+}
