@@ -85,6 +85,19 @@ impl Run {
         d.calls.load(Ordering::SeqCst)
     }
 
+    /// Calls made beyond one per request (hedges), as a share of requests.
+    fn extra_calls(&self) -> f64 {
+        let calls: usize = self.deployments.iter().map(|(n, _)| self.calls(n)).sum();
+        calls as f64 / self.latencies.len() as f64 - 1.0
+    }
+
+    /// Every call has ended: none is left running (losers were dropped).
+    fn assert_none_left(&self, why: &str) {
+        for (name, d) in &self.deployments {
+            assert_eq!(d.live.load(Ordering::SeqCst), 0, "{name}: {why}");
+        }
+    }
+
     fn p(&self, q: f64) -> Duration {
         let mut v = self.latencies.clone();
         v.sort_unstable();
@@ -211,9 +224,7 @@ async fn p2c_over_peak_ewma_keeps_traffic_off_a_heavy_tail() {
     row("p2c / peak-EWMA, heavy tail", &r, 0.0);
     let fast = (r.calls("a") + r.calls("b")) as f64 / 10_000.0;
     assert!(fast >= 0.8, "{fast}");
-    for (_, d) in &r.deployments {
-        assert_eq!(d.live.load(Ordering::SeqCst), 0);
-    }
+    r.assert_none_left("calls ended");
 }
 
 #[tokio::test(start_paused = true)]
@@ -227,9 +238,9 @@ async fn hedging_at_p95_holds_the_callers_p99_near_the_fast_ones() {
         Duration::from_millis(10),
     )
     .await;
-    let calls: usize = r.deployments.iter().map(|(n, _)| r.calls(n)).sum();
-    let extra = calls as f64 / 10_000.0 - 1.0;
+    let extra = r.extra_calls();
     row("p2c + hedge at p95, heavy tail", &r, extra);
+    let calls: usize = r.deployments.iter().map(|(n, _)| r.calls(n)).sum();
     let fast = (r.calls("a") + r.calls("b")) as f64 / calls as f64;
     assert!(fast >= 0.8, "{fast}");
     let fast_p99 = Duration::from_millis(300);
@@ -237,9 +248,7 @@ async fn hedging_at_p95_holds_the_callers_p99_near_the_fast_ones() {
     assert!(extra <= 0.10, "extra requests {extra}");
     let s = r.router.hedge_policy().unwrap().handle().snapshot();
     assert!(s.won > 0 && s.sent as f64 <= 0.1 * 10_000.0, "{s:?}");
-    for (_, d) in &r.deployments {
-        assert_eq!(d.live.load(Ordering::SeqCst), 0, "losers were dropped");
-    }
+    r.assert_none_left("losers were dropped");
 }
 
 #[tokio::test(start_paused = true)]
@@ -256,8 +265,7 @@ async fn hedging_alone_cuts_the_tail_under_round_robin() {
         Duration::from_millis(10),
     )
     .await;
-    let calls: usize = r.deployments.iter().map(|(n, _)| r.calls(n)).sum();
-    let extra = calls as f64 / 10_000.0 - 1.0;
+    let extra = r.extra_calls();
     row("round robin + hedge at p95, heavy tail", &r, extra);
     assert!(
         r.p(0.99) <= Duration::from_millis(700),
@@ -313,13 +321,7 @@ async fn a_slow_first_token_is_raced_and_one_answer_delivered() {
         "hedge delay + the quick TTFT"
     );
     assert_eq!((r.calls("ttft"), r.calls("quick")), (1, 1));
-    for (_, d) in &r.deployments {
-        assert_eq!(
-            d.live.load(Ordering::SeqCst),
-            0,
-            "the losing stream was dropped"
-        );
-    }
+    r.assert_none_left("the losing stream was dropped");
     let s = r.router.hedge_policy().unwrap().handle().snapshot();
     assert_eq!((s.sent, s.won, s.wasted), (1, 1, 1));
 }
