@@ -48,6 +48,16 @@ pub enum TransitionReason {
         /// How long, after capping.
         retry_after: Duration,
     },
+    /// Another breaker guarding the same provider opened (a replica of a
+    /// fleet, see [`BreakerHandle::follow_open`]): open for exactly this
+    /// long, not counted as a trip of this breaker.
+    Peer {
+        /// How long the other breaker stays open.
+        retry_after: Duration,
+    },
+    /// Another breaker guarding the same provider closed after its probes
+    /// succeeded (see [`BreakerHandle::follow_close`]).
+    PeerClosed,
     /// The open period ended; probing.
     OpenElapsed,
     /// A half-open probe failed.
@@ -103,6 +113,10 @@ impl fmt::Display for TransitionReason {
             TransitionReason::Cooldown { retry_after } => {
                 write!(f, "provider asked to retry after {retry_after:?}")
             }
+            TransitionReason::Peer { retry_after } => {
+                write!(f, "another replica's breaker opened for {retry_after:?}")
+            }
+            TransitionReason::PeerClosed => f.write_str("another replica's probes succeeded"),
             TransitionReason::OpenElapsed => f.write_str("open period ended"),
             TransitionReason::ProbeFailed { kind } => write!(f, "half-open probe failed: {kind}"),
             TransitionReason::ProbesSucceeded { successes } => {
@@ -280,6 +294,51 @@ impl BreakerHandle {
     pub fn reset(&self) {
         self.core
             .force(CircuitState::Closed, TransitionReason::Reset);
+    }
+
+    /// Opens the breaker until `d` from now because another breaker
+    /// guarding the same provider opened (another replica of a fleet; see
+    /// palisade-redis). It refuses until then and probes as usual after;
+    /// the trip is not this breaker's, so its open period does not grow.
+    /// An open breaker whose period ends later stays as it is; a forced-open
+    /// or disabled one is not moved. Returns whether the breaker is now
+    /// open until at least then.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use palisade_breaker::CircuitBreakerLayer;
+    /// use palisade_core::CircuitState;
+    /// use std::time::Duration;
+    ///
+    /// let handle = CircuitBreakerLayer::builder().build().unwrap().handle();
+    /// assert!(handle.follow_open(Duration::from_secs(2)));
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    /// assert_eq!(handle.open_remaining(), Some(Duration::from_secs(2)));
+    /// # }
+    /// ```
+    pub fn follow_open(&self, d: Duration) -> bool {
+        self.core.follow_open(d)
+    }
+
+    /// Closes an open or half-open breaker because another breaker guarding
+    /// the same provider closed after its probes succeeded (another replica
+    /// of a fleet). Counts start clean, as after any close. Returns whether
+    /// it moved.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use palisade_breaker::CircuitBreakerLayer;
+    /// use palisade_core::CircuitState;
+    /// use std::time::Duration;
+    ///
+    /// let handle = CircuitBreakerLayer::builder().build().unwrap().handle();
+    /// handle.follow_open(Duration::from_secs(30));
+    /// assert!(handle.follow_close());
+    /// assert_eq!(handle.state(), CircuitState::Closed);
+    /// # }
+    /// ```
+    pub fn follow_close(&self) -> bool {
+        self.core.follow_close()
     }
 
     /// The breaker's answer to the admission view (see

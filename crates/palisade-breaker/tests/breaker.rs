@@ -707,3 +707,48 @@ async fn breakers_on_one_thread_keep_their_own_deadlines() {
     );
     assert_eq!(early_p.calls(), before + 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn following_a_peer_opens_exactly_closes_cleanly_and_never_grows() {
+    let b = base()
+        .consecutive_failures(Some(1))
+        .open_duration(secs(10))
+        .open_backoff(2.0, secs(60));
+    let (mut svc, p) = make(b);
+    let h = svc.handle();
+    let mut changes = h.subscribe();
+    // Another replica's breaker opened for 2 s: refuse until then, exactly.
+    assert!(h.follow_open(secs(2)));
+    assert_eq!(h.open_remaining(), Some(secs(2)));
+    assert_eq!(
+        changes.borrow_and_update().reason,
+        TransitionReason::Peer {
+            retry_after: secs(2)
+        }
+    );
+    assert!(call(&mut svc, OK).await.is_err());
+    // A shorter one does not cut it; a longer one extends it.
+    assert!(h.follow_open(secs(1)));
+    assert_eq!(h.open_remaining(), Some(secs(2)));
+    assert!(h.follow_open(secs(3)));
+    assert_eq!(h.open_remaining(), Some(secs(3)));
+    // Then it probes as usual, and the peer's trip did not grow the period.
+    advance(secs(3)).await;
+    call(&mut svc, FAIL).await.unwrap();
+    assert_eq!(h.open_remaining(), Some(secs(10)), "its own first trip");
+    // The peer's probes succeeded: closed for everyone.
+    assert!(h.follow_close());
+    assert_eq!(h.state(), CircuitState::Closed);
+    assert_eq!(
+        changes.borrow_and_update().reason,
+        TransitionReason::PeerClosed
+    );
+    assert!(!h.follow_close(), "already closed");
+    assert_eq!(call(&mut svc, OK).await, Ok(200));
+    assert_eq!(p.calls(), 2);
+    // An operator's choice stands.
+    h.force_open();
+    assert!(!h.follow_open(secs(1)));
+    assert!(!h.follow_close());
+    assert_eq!(h.state(), CircuitState::ForcedOpen);
+}

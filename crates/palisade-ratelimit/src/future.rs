@@ -205,7 +205,7 @@ fn offer<S: Service<Req>, Req>(
     shared: &Shared,
     taken: Taken,
 ) -> S::Future {
-    let offer = Offer::new(shared, taken.tokens);
+    let offer = Offer::new(shared, taken);
     let fut = inner.call(req);
     if !offer.claimed() {
         shared.release(taken, shared.now());
@@ -236,7 +236,7 @@ where
                         // what is left of the wait.
                         let now = shared.now();
                         let limit = this.wait_until.saturating_sub(now);
-                        let decision = shared.decide(this.taken.tokens, now, limit);
+                        let decision = shared.decide(this.taken, now, limit);
                         if let Some(parked) = State::parked(&shared, now, decision) {
                             if let Decision::Reserved(_) = decision {
                                 *this.phase = Phase::Reserved;

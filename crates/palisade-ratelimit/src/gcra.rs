@@ -127,21 +127,24 @@ impl Quotas {
 
     /// Takes a call of `tokens` at `now` from every quota if each has room
     /// within `max_wait`: `Ok(wait)` with everything taken, or `Err(wait)`
-    /// (how long until there would be room) with nothing taken.
+    /// (how long until there would be room) with nothing taken. With a
+    /// `share` above 1 the call costs `share` times as much: the cells then
+    /// admit 1/`share` of the quota (a fleet member deciding alone).
     #[inline]
     pub(crate) fn take(
         &self,
         cells: &[AtomicU64],
         tokens: u64,
+        share: u64,
         now: u64,
         max_wait: u64,
     ) -> Result<u64, u64> {
         let mut wait = 0;
         for (i, ((q, rate), cell)) in self.0.iter().zip(cells).enumerate() {
-            match rate.take(cell, rate.debit(q.unit.cost(tokens)), now, max_wait) {
+            match rate.take(cell, Quotas::debit(q, rate, tokens, share), now, max_wait) {
                 Ok(w) => wait = wait.max(w),
                 Err(w) => {
-                    Quotas::give_back_some(&self.0[..i], cells, tokens);
+                    Quotas::give_back_some(&self.0[..i], cells, tokens, share);
                     return Err(w);
                 }
             }
@@ -149,23 +152,29 @@ impl Quotas {
         Ok(wait)
     }
 
-    /// Gives back a call of `tokens` that every quota had taken.
-    pub(crate) fn give_back(&self, cells: &[AtomicU64], tokens: u64) {
-        Quotas::give_back_some(&self.0, cells, tokens);
+    #[inline]
+    fn debit(q: &Quota, rate: &Rate, tokens: u64, share: u64) -> u64 {
+        rate.debit(q.unit.cost(tokens).saturating_mul(share))
     }
 
-    fn give_back_some(quotas: &[(Quota, Rate)], cells: &[AtomicU64], tokens: u64) {
+    /// Gives back a call of `tokens` that every quota had taken at `share`.
+    pub(crate) fn give_back(&self, cells: &[AtomicU64], tokens: u64, share: u64) {
+        Quotas::give_back_some(&self.0, cells, tokens, share);
+    }
+
+    fn give_back_some(quotas: &[(Quota, Rate)], cells: &[AtomicU64], tokens: u64, share: u64) {
         for ((q, rate), cell) in quotas.iter().zip(cells) {
-            rate.give_back(cell, rate.debit(q.unit.cost(tokens)));
+            rate.give_back(cell, Quotas::debit(q, rate, tokens, share));
         }
     }
 
-    /// How long a call of `tokens` would wait at `now`, taking nothing.
-    pub(crate) fn wait(&self, cells: &[AtomicU64], tokens: u64, now: u64) -> u64 {
+    /// How long a call of `tokens` would wait at `now` at `share`, taking
+    /// nothing.
+    pub(crate) fn wait(&self, cells: &[AtomicU64], tokens: u64, share: u64, now: u64) -> u64 {
         self.0
             .iter()
             .zip(cells)
-            .map(|((q, rate), cell)| rate.wait(cell, rate.debit(q.unit.cost(tokens)), now))
+            .map(|((q, rate), cell)| rate.wait(cell, Quotas::debit(q, rate, tokens, share), now))
             .max()
             .unwrap_or(0)
     }

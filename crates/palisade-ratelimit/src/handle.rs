@@ -11,7 +11,8 @@ use palisade_core::{
 use serde::Serialize;
 
 use crate::limiter::Shared;
-use crate::quota::Unit;
+use crate::pool::Pool;
+use crate::quota::{Quota, Unit};
 
 /// One quota's state now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,6 +57,10 @@ pub struct RateLimitSnapshot {
     pub refused: u64,
     /// Calls that waited for room.
     pub waited: u64,
+    /// Whether the quotas are shared with other processes through a
+    /// [`Pool`] (then `quotas[].available` is what this process's own cells
+    /// hold for when the pool is alone, and `wait_ms` the pool's answer).
+    pub shared: bool,
     /// Calls sent and not yet answered; `None` when the limiter reads no
     /// responses (no token quota, not following headers), so does not
     /// follow calls after sending them.
@@ -92,6 +97,25 @@ impl RateLimitHandle {
         Duration::from_nanos(s.wait(0, s.now()))
     }
 
+    /// Shares this limiter's quotas with other processes through `pool`
+    /// (see [`Pool`]): from now on a call goes only if the pool has room
+    /// for it, or, while the pool is alone, if this limiter's own quotas
+    /// cut to the pool's share have. Given once: a second pool is refused
+    /// and handed back.
+    pub fn share(&self, pool: Arc<dyn Pool>) -> Result<(), Arc<dyn Pool>> {
+        self.shared.pool.set(pool)
+    }
+
+    /// Whether the limiter shares its quotas through a [`Pool`].
+    pub fn is_shared(&self) -> bool {
+        self.shared.pool.get().is_some()
+    }
+
+    /// The configured quotas, in the order they were added.
+    pub fn quotas(&self) -> Vec<Quota> {
+        self.shared.quotas.iter().map(|(q, _)| *q).collect()
+    }
+
     /// The numbers now.
     pub fn snapshot(&self) -> RateLimitSnapshot {
         let s = &self.shared;
@@ -125,6 +149,7 @@ impl RateLimitHandle {
             admitted: s.admitted.get(),
             refused: s.refused.get(),
             waited: s.waited.get(),
+            shared: s.pool.get().is_some(),
             in_flight: s.reads_responses().then(|| s.in_flight().0),
         }
     }

@@ -55,6 +55,7 @@ mod keyed;
 mod layer;
 mod limiter;
 mod pacing;
+mod pool;
 mod prepaid;
 mod quota;
 #[cfg(feature = "serde")]
@@ -70,6 +71,7 @@ pub use crate::keyed::{
 };
 pub use crate::layer::{Builder, RateLimitLayer, MAX_QUOTAS};
 pub use crate::limiter::Mode;
+pub use crate::pool::{Draw, Pool};
 pub use crate::quota::{Quota, Unit};
 #[cfg(feature = "serde")]
 pub use crate::section::{RateLimitSection, RateLimitSettings};

@@ -2,7 +2,7 @@
 //! and its counters; admission is all-or-nothing across them.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use palisade_core::{ProviderId, RateInfo, StripedCounter};
@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::epoch::Epoch;
 use crate::gcra::Quotas;
 use crate::pacing::Window;
+use crate::pool::{Draw, Pool};
 use crate::quota::{Quota, Unit};
 
 /// How a request with no room is treated.
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) tokens: Window,
     pub(crate) follow_headers: bool,
     pub(crate) mode: Mode,
+    /// Quota shared with other processes, once given (see [`Pool`]).
+    pub(crate) pool: OnceLock<Arc<dyn Pool>>,
     /// Whether responses have anything to tell (see `reads_responses`).
     reads: bool,
     epoch: Epoch,
@@ -73,13 +76,26 @@ pub(crate) enum Decision {
 
 /// What one admission took, to give back if the call is never sent, and to
 /// correct once its usage is known.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Taken {
     pub(crate) tokens: u64,
+    /// Where it was taken: 0 from the pool, otherwise from this limiter's
+    /// own cells at this share (1: the whole quota).
+    pub(crate) share: u32,
     /// When following headers: the calls and tokens sent up to and
     /// including this one, so that what was sent after it (which its
     /// response's headers may not count) is known when it settles.
     pub(crate) mark: (u64, u64),
+}
+
+impl Default for Taken {
+    fn default() -> Self {
+        Taken {
+            tokens: 0,
+            share: 1,
+            mark: (0, 0),
+        }
+    }
 }
 
 impl Shared {
@@ -98,6 +114,7 @@ impl Shared {
             tokens: Window::default(),
             follow_headers,
             mode,
+            pool: OnceLock::new(),
             reads,
             epoch: Epoch::new(),
             admitted: StripedCounter::default(),
@@ -123,10 +140,25 @@ impl Shared {
     /// within `max_wait` (a reservation: the call may go after `wait`) and
     /// the provider's windows have room now: `Ok(wait)` with everything
     /// taken, or `Err(wait)` (how long until there would be room) with
-    /// nothing taken.
+    /// nothing taken. With a pool, the quotas are the pool's (which holds
+    /// no reservations), or this limiter's own cut to its share while the
+    /// pool is alone; `taken.share` records which.
     #[inline]
-    pub(crate) fn acquire(&self, tokens: u64, now: u64, max_wait: u64) -> Result<u64, u64> {
-        let wait = self.quotas.take(&self.tats, tokens, now, max_wait)?;
+    pub(crate) fn acquire(&self, taken: &mut Taken, now: u64, max_wait: u64) -> Result<u64, u64> {
+        let tokens = taken.tokens;
+        let share = match self.pool.get().map(|p| p.take(tokens)) {
+            None => 1,
+            Some(Draw::Taken) => 0,
+            Some(Draw::Empty(w)) => return Err(nanos(w)),
+            Some(Draw::Alone { share }) => share.max(1),
+        };
+        taken.share = share;
+        let wait = if share == 0 {
+            0
+        } else {
+            self.quotas
+                .take(&self.tats, tokens, u64::from(share), now, max_wait)?
+        };
         if self.follow_headers {
             let windows = self.requests.take(1, now).and_then(|()| {
                 self.tokens.take(tokens, now).inspect_err(|_| {
@@ -136,19 +168,19 @@ impl Shared {
             if let Err(w) = windows {
                 // The provider's window holds no reservations: the caller
                 // may wait for its reset and ask again.
-                self.quotas.give_back(&self.tats, tokens);
+                self.give_back_quotas(*taken);
                 return Err(w);
             }
         }
         Ok(wait)
     }
 
-    /// Decides a call of `tokens` at `now` that may wait `limit`
-    /// nanoseconds, taking what a send or a reservation needs, and counting
-    /// a refusal.
+    /// Decides a call of `taken.tokens` at `now` that may wait `limit`
+    /// nanoseconds, taking what a send or a reservation needs (and noting
+    /// where in `taken`), and counting a refusal.
     #[inline]
-    pub(crate) fn decide(&self, tokens: u64, now: u64, limit: u64) -> Decision {
-        match self.acquire(tokens, now, limit) {
+    pub(crate) fn decide(&self, taken: &mut Taken, now: u64, limit: u64) -> Decision {
+        match self.acquire(taken, now, limit) {
             Ok(0) => Decision::Now,
             Ok(wait) => Decision::Reserved(wait),
             Err(wait) if wait <= limit => Decision::Retry(wait),
@@ -159,9 +191,19 @@ impl Shared {
         }
     }
 
+    fn give_back_quotas(&self, taken: Taken) {
+        match (taken.share, self.pool.get()) {
+            (0, Some(pool)) => pool.give_back(taken.tokens),
+            (0, None) => {}
+            (share, _) => self
+                .quotas
+                .give_back(&self.tats, taken.tokens, u64::from(share)),
+        }
+    }
+
     /// Gives back an admission whose call was never sent.
     pub(crate) fn release(&self, taken: Taken, now: u64) {
-        self.quotas.give_back(&self.tats, taken.tokens);
+        self.give_back_quotas(taken);
         if self.follow_headers {
             self.requests.give_back(1, now);
             self.tokens.give_back(taken.tokens, now);
@@ -170,7 +212,15 @@ impl Shared {
 
     /// How long a request of `tokens` would wait now, taking nothing.
     pub(crate) fn wait(&self, tokens: u64, now: u64) -> u64 {
-        let mut wait = self.quotas.wait(&self.tats, tokens, now);
+        let mut wait = match self.pool.get().map(|p| p.peek(tokens)) {
+            None => self.quotas.wait(&self.tats, tokens, 1, now),
+            Some(Draw::Taken) => 0,
+            Some(Draw::Empty(w)) => nanos(w),
+            Some(Draw::Alone { share }) => {
+                self.quotas
+                    .wait(&self.tats, tokens, u64::from(share.max(1)), now)
+            }
+        };
         if self.follow_headers {
             wait = wait
                 .max(self.requests.wait(1, now))
@@ -225,12 +275,19 @@ impl Shared {
         }
         let now = self.now();
         if let Some(used) = info.and_then(|i| i.used_tokens) {
-            for ((q, rate), tat) in self.quotas.iter().zip(&*self.tats) {
-                if q.unit == Unit::Tokens {
-                    if used > taken.tokens {
-                        rate.charge(tat, rate.debit(used - taken.tokens), now);
-                    } else {
-                        rate.give_back(tat, rate.debit(taken.tokens - used));
+            if let (0, Some(pool)) = (taken.share, self.pool.get()) {
+                pool.correct(taken.tokens, used);
+            } else {
+                let share = u64::from(taken.share.max(1));
+                for ((q, rate), tat) in self.quotas.iter().zip(&*self.tats) {
+                    if q.unit == Unit::Tokens {
+                        if used > taken.tokens {
+                            let extra = (used - taken.tokens).saturating_mul(share);
+                            rate.charge(tat, rate.debit(extra), now);
+                        } else {
+                            let spare = (taken.tokens - used).saturating_mul(share);
+                            rate.give_back(tat, rate.debit(spare));
+                        }
                     }
                 }
             }
@@ -253,6 +310,9 @@ impl Shared {
             if let Some(w) = &info.requests {
                 self.requests.learn(w, now, calls);
                 if w.remaining <= calls {
+                    if let Some(pool) = self.pool.get() {
+                        pool.exhausted(w.reset);
+                    }
                     tracing::debug!(
                         provider = self.provider.as_ref().map(|p| p.as_str()),
                         remaining = w.remaining,
@@ -271,8 +331,16 @@ impl Shared {
                 wait_ms = d.as_millis() as u64,
                 "rate limit: the provider refused with Retry-After; nothing is sent before then"
             );
-            let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
-            self.requests.block(nanos, now);
+            if let Some(pool) = self.pool.get() {
+                pool.exhausted(d);
+            }
+            self.requests.block(nanos(d), now);
         }
     }
+}
+
+/// A duration in nanoseconds, saturating.
+#[inline]
+pub(crate) fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
 }

@@ -13,12 +13,12 @@
 
 use std::cell::Cell;
 
-use crate::limiter::Shared;
+use crate::limiter::{Shared, Taken};
 
 thread_local! {
     /// The offer in force: the limiter it is for (by address, only ever
-    /// compared) and the tokens it took.
-    static OFFER: Cell<Option<(usize, u64)>> = const { Cell::new(None) };
+    /// compared) and what it took.
+    static OFFER: Cell<Option<(usize, Taken)>> = const { Cell::new(None) };
 }
 
 fn key(shared: &Shared) -> usize {
@@ -31,14 +31,14 @@ fn key(shared: &Shared) -> usize {
 #[derive(Debug)]
 pub(crate) struct Offer {
     key: usize,
-    before: Option<(usize, u64)>,
+    before: Option<(usize, Taken)>,
 }
 
 impl Offer {
-    /// Offers `tokens` of room already taken from `shared`.
-    pub(crate) fn new(shared: &Shared, tokens: u64) -> Self {
+    /// Offers room already `taken` from `shared`.
+    pub(crate) fn new(shared: &Shared, taken: Taken) -> Self {
         let key = key(shared);
-        let before = OFFER.with(|o| o.replace(Some((key, tokens))));
+        let before = OFFER.with(|o| o.replace(Some((key, taken))));
         Offer { key, before }
     }
 
@@ -55,13 +55,13 @@ impl Drop for Offer {
     }
 }
 
-/// Claims an offer for `shared`: the tokens already taken for this call.
+/// Claims an offer for `shared`: what was already taken for this call.
 #[inline]
-pub(crate) fn claim(shared: &Shared) -> Option<u64> {
+pub(crate) fn claim(shared: &Shared) -> Option<Taken> {
     OFFER.with(|o| match o.get() {
-        Some((k, tokens)) if k == key(shared) => {
+        Some((k, taken)) if k == key(shared) => {
             o.set(None);
-            Some(tokens)
+            Some(taken)
         }
         _ => None,
     })

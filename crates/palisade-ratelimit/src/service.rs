@@ -134,16 +134,12 @@ where
         let shared = &self.shared;
         if self.role == Role::Limit && matches!(shared.mode, Mode::Wait(_)) {
             // This limiter's pacer, outside, already waited for the room.
-            if let Some(tokens) = prepaid::claim(shared) {
-                let taken = Taken {
-                    tokens,
-                    ..Taken::default()
-                };
+            if let Some(taken) = prepaid::claim(shared) {
                 return self.send(req, taken);
             }
         }
         let tokens = self.weigh.tokens(&req);
-        let taken = Taken {
+        let mut taken = Taken {
             tokens,
             ..Taken::default()
         };
@@ -160,7 +156,7 @@ where
                 d.as_nanos().min(u64::MAX as u128) as u64
             }
         };
-        let decision = shared.decide(tokens, now, limit);
+        let decision = shared.decide(&mut taken, now, limit);
         match decision {
             Decision::Now if self.role == Role::Pace => {
                 return ResponseFuture::paced(&mut self.inner, req, shared.clone(), taken);

@@ -118,7 +118,9 @@ impl Core {
                         TransitionReason::Cooldown { retry_after: d },
                     );
                 }
-                CircuitState::Open => self.extend_open(w, now + d.as_nanos() as u64),
+                CircuitState::Open => {
+                    self.extend_open(w, now + d.as_nanos() as u64);
+                }
                 _ => {}
             }
             return false;

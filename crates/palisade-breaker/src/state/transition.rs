@@ -35,10 +35,50 @@ impl Core {
             .map(|_| ())
     }
 
-    pub(super) fn extend_open(&self, w: u64, until: u64) {
+    /// Moves the end of the open period in word `w` to `until` if that is
+    /// later and the word is still `w`; returns whether the word was.
+    pub(super) fn extend_open(&self, w: u64, until: u64) -> bool {
         let _g = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
         if self.hot.word.load(Ordering::Acquire) == w {
             self.hot.open_until.fetch_max(until, Ordering::AcqRel);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Another breaker for the same provider opened for `d`: open until
+    /// then (at least), unless forced open or disabled.
+    pub(crate) fn follow_open(&self, d: Duration) -> bool {
+        let nanos = d.as_nanos().min(u64::MAX as u128 / 2) as u64;
+        loop {
+            let w = self.hot.word.load(Ordering::Acquire);
+            let moved = match st_of(w) {
+                CircuitState::ForcedOpen | CircuitState::Disabled => return false,
+                CircuitState::Open => self.extend_open(w, self.now().saturating_add(nanos)),
+                CircuitState::Closed | CircuitState::HalfOpen => self.transition(
+                    w,
+                    CircuitState::Open,
+                    TransitionReason::Peer { retry_after: d },
+                ),
+            };
+            if moved {
+                return true;
+            }
+        }
+    }
+
+    /// Another breaker for the same provider closed after its probes: close
+    /// too, from open or half-open.
+    pub(crate) fn follow_close(&self) -> bool {
+        loop {
+            let w = self.hot.word.load(Ordering::Acquire);
+            if !matches!(st_of(w), CircuitState::Open | CircuitState::HalfOpen) {
+                return false;
+            }
+            if self.transition(w, CircuitState::Closed, TransitionReason::PeerClosed) {
+                return true;
+            }
         }
     }
 
@@ -75,7 +115,8 @@ impl Core {
         match to {
             CircuitState::Open => {
                 let period = match reason {
-                    TransitionReason::Cooldown { retry_after } => retry_after,
+                    TransitionReason::Cooldown { retry_after }
+                    | TransitionReason::Peer { retry_after } => retry_after,
                     _ => {
                         let p = self.open_period(&mut g.rng);
                         self.streak.fetch_add(1, Ordering::AcqRel);

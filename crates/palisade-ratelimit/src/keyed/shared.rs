@@ -64,7 +64,7 @@ impl<K: Hash + Eq + Clone> KeyedShared<K> {
     /// Takes room for a call of `tokens` under `key` at `now` if every
     /// quota has it: `Ok(())`, or `Err(wait)` with nothing taken.
     fn take(&self, cells: &Cells, tokens: u64, now: u64) -> Result<(), u64> {
-        self.quotas.take(&cells.0, tokens, now, 0).map(drop)
+        self.quotas.take(&cells.0, tokens, 1, now, 0).map(drop)
     }
 
     /// Admits a call of `tokens` under `key` now, or refuses it with the
@@ -95,7 +95,7 @@ impl<K: Hash + Eq + Clone> KeyedShared<K> {
         let now = self.epoch.now();
         self.keys
             .get(key)
-            .map_or(0, |cells| self.quotas.wait(&cells.0, 0, now))
+            .map_or(0, |cells| self.quotas.wait(&cells.0, 0, 1, now))
     }
 
     /// Units each quota has for `key` now.
