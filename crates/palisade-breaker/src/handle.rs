@@ -341,6 +341,14 @@ impl BreakerHandle {
         self.core.follow_close()
     }
 
+    /// A handle that does not keep the breaker alive: for background tasks
+    /// that should end with it.
+    pub fn downgrade(&self) -> WeakBreakerHandle {
+        WeakBreakerHandle {
+            core: Arc::downgrade(&self.core),
+        }
+    }
+
     /// The breaker's answer to the admission view (see
     /// [`Admission`](palisade_core::Admission)): refusing while open with
     /// time left or forced open, with the time left.
@@ -355,6 +363,30 @@ impl BreakerHandle {
     /// `watch` keeps only the newest value).
     pub fn subscribe(&self) -> watch::Receiver<StateChange> {
         self.core.changes.subscribe()
+    }
+}
+
+/// A [`BreakerHandle`] that does not keep its breaker alive (see
+/// [`BreakerHandle::downgrade`]).
+#[derive(Clone, Debug)]
+pub struct WeakBreakerHandle {
+    core: std::sync::Weak<Core>,
+}
+
+impl WeakBreakerHandle {
+    /// The handle, while the breaker is still there.
+    ///
+    /// ```
+    /// use palisade_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::builder().build().unwrap();
+    /// let weak = layer.handle().downgrade();
+    /// assert!(weak.upgrade().is_some());
+    /// drop(layer);
+    /// assert!(weak.upgrade().is_none());
+    /// ```
+    pub fn upgrade(&self) -> Option<BreakerHandle> {
+        self.core.upgrade().map(|core| BreakerHandle { core })
     }
 }
 

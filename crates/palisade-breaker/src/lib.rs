@@ -80,7 +80,9 @@ mod window;
 pub use crate::config::{ConfigError, HalfOpenRule, ReadinessMode, WindowKind};
 pub use crate::error::{BreakerError, Refusal};
 pub use crate::future::ResponseFuture;
-pub use crate::handle::{BreakerHandle, BreakerSnapshot, StateChange, TransitionReason};
+pub use crate::handle::{
+    BreakerHandle, BreakerSnapshot, StateChange, TransitionReason, WeakBreakerHandle,
+};
 pub use crate::inspect::WARN_FAILURE_RATE;
 pub use crate::layer::{Builder, CircuitBreakerLayer};
 #[cfg(feature = "serde")]

@@ -15,8 +15,14 @@ pub enum Unit {
 
 impl Unit {
     /// What a call of `tokens` costs in this unit.
+    ///
+    /// ```
+    /// use palisade_ratelimit::Unit;
+    /// assert_eq!(Unit::Requests.cost(500), 1);
+    /// assert_eq!(Unit::Tokens.cost(500), 500);
+    /// ```
     #[inline]
-    pub(crate) fn cost(self, tokens: u64) -> u64 {
+    pub fn cost(self, tokens: u64) -> u64 {
         match self {
             Unit::Requests => 1,
             Unit::Tokens => tokens,

@@ -1,0 +1,529 @@
+//! Replicas sharing providers through a real `redis-server` (started by
+//! the tests, on loopback): quotas held fleet-wide, cooldowns and probes
+//! fleet-wide, Redis killed and restarted mid-run, replicas dying with
+//! quota or a probe lock. Real time: Redis keeps its own clock.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Redis;
+use palisade_breaker::CircuitBreakerLayer;
+use palisade_core::{BoxError, CircuitState, RejectReason, Rejected};
+use palisade_ratelimit::{Quota, RateLimitLayer};
+use palisade_redis::{Fleet, FleetSettings};
+use tokio::time::Instant;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+fn settings(url: &str, replica: &str) -> FleetSettings {
+    FleetSettings {
+        replica_id: Some(replica.into()),
+        heartbeat_ms: 200,
+        retry_ms: 200,
+        ..FleetSettings::new(url)
+    }
+}
+
+/// Waits (polling every 5 ms, up to `within`) until `cond` holds.
+async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+/// Three replicas connected and counting each other.
+async fn three(url: &str, prefix: &str) -> Vec<Fleet> {
+    let fleets: Vec<Fleet> = (0..3)
+        .map(|i| {
+            Fleet::connect(FleetSettings {
+                key_prefix: prefix.into(),
+                ..settings(url, &format!("r{i}"))
+            })
+            .unwrap()
+        })
+        .collect();
+    let all = until(Duration::from_secs(5), || {
+        fleets
+            .iter()
+            .all(|f| f.is_connected() && f.snapshot().replicas == 3)
+    })
+    .await;
+    assert!(
+        all.is_some(),
+        "three replicas joined and counted each other"
+    );
+    fleets
+}
+
+type Req = http::Request<()>;
+/// A service with its type erased (spawned tasks cannot name a closure's).
+type Boxed = tower::util::BoxCloneSyncService<Req, (), BoxError>;
+
+/// Each replica's limiter in front of one provider that counts what it
+/// receives (and the tokens it was sent, by the weight header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_send_a_minute_of_quota_not_three() {
+    let redis = Redis::start();
+    let fleets = three(&redis.url(), "quota").await;
+    let received = Arc::new(AtomicU64::new(0));
+    let tokens_received = Arc::new(AtomicU64::new(0));
+    // Two providers: one with a request quota, one with requests and
+    // tokens (calls weigh 100 to 190 tokens).
+    let mut requests_only = Vec::new();
+    let mut weighted = Vec::new();
+    for fleet in &fleets {
+        let limit = RateLimitLayer::builder()
+            .provider("rpm")
+            .quota(Quota::per_minute(600).burst(6))
+            .build()
+            .unwrap();
+        let weigh = |r: &Req| r.headers()["w"].to_str().unwrap().parse::<u64>().unwrap();
+        let tpm = RateLimitLayer::builder()
+            .provider("tpm")
+            .quota(Quota::per_minute(1_200).burst(12))
+            .quota(Quota::tokens_per_minute(12_000).burst(400))
+            .weigh(weigh)
+            .build()
+            .unwrap();
+        fleet.join("rpm", None, Some(&limit.handle()));
+        fleet.join("tpm", None, Some(&tpm.handle()));
+        let r = received.clone();
+        requests_only.push(Boxed::new(limit.layer(service_fn(move |_: Req| {
+            r.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, BoxError>(()) }
+        }))));
+        let t = tokens_received.clone();
+        weighted.push(Boxed::new(tpm.layer(service_fn(move |req: Req| {
+            let w: u64 = req.headers()["w"].to_str().unwrap().parse().unwrap();
+            t.fetch_add(w, Ordering::Relaxed);
+            async { Ok::<_, BoxError>(()) }
+        }))));
+    }
+    for fleet in &fleets {
+        fleet.ready().await;
+    }
+    // Demand: each replica 10 calls a second to "rpm" (the fleet 1 800 a
+    // minute, 3x the quota) and 600 tokens a second to "tpm" (36 000 a
+    // minute, 3x its token quota), for one minute.
+    let start = Instant::now();
+    let minute = Duration::from_secs(60);
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (i, (svc, tsvc)) in requests_only.into_iter().zip(weighted).enumerate() {
+        let refused = refused.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                let at = start + Duration::from_millis(100 * n + 33 * i as u64);
+                if at >= start + minute {
+                    return;
+                }
+                tokio::time::sleep_until(at).await;
+                match svc.clone().oneshot(http::Request::new(())).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        let r = e.downcast_ref::<Rejected>().expect("only refusals");
+                        assert_eq!(r.reason(), RejectReason::RateLimited);
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                for w in [100u64, 190, 150, 160] {
+                    let req = http::Request::builder().header("w", w).body(()).unwrap();
+                    let _ = tsvc.clone().oneshot(req).await;
+                }
+                n += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let sent = received.load(Ordering::Relaxed);
+    let tokens = tokens_received.load(Ordering::Relaxed);
+    let commands: u64 = fleets.iter().map(|f| f.snapshot().redis_commands).sum();
+    eprintln!(
+        "fleet of 3, one minute, 3x demand: rpm quota 600 (burst 6) -> {sent} sent, {} refused; \
+         tpm quota 12 000 tokens (burst 400) -> {tokens} tokens sent; {commands} Redis commands in all",
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(
+        sent <= 606,
+        "{sent} requests in a minute over a quota of 600"
+    );
+    assert!(
+        sent >= 570,
+        "{sent}: the fleet should use its quota, not starve"
+    );
+    assert!(
+        tokens <= 12_000 + 400 + 120,
+        "{tokens} tokens over 12 000 (+ burst 400, +1%)"
+    );
+    assert!(tokens >= 11_000, "{tokens}: the token quota should be used");
+}
+
+/// A provider that answers 429 with `Retry-After: 2` until `healthy_at`,
+/// then 200 after `probe_delay`; it notes when each call arrived.
+#[derive(Clone)]
+struct Upstream {
+    calls: Arc<Mutex<Vec<(usize, Instant)>>>,
+    healthy_at: Arc<Mutex<Option<Instant>>>,
+    probe_delay: Duration,
+}
+
+impl Upstream {
+    fn service(
+        &self,
+        replica: usize,
+    ) -> impl Service<
+        Req,
+        Response = http::Response<()>,
+        Error = BoxError,
+        Future = impl Future<Output = Result<http::Response<()>, BoxError>> + Send,
+    > + Clone
+           + Send {
+        let me = self.clone();
+        service_fn(move |_: Req| {
+            let me = me.clone();
+            async move {
+                let now = Instant::now();
+                me.calls.lock().unwrap().push((replica, now));
+                let healthy = me.healthy_at.lock().unwrap().is_some_and(|at| now >= at);
+                if healthy {
+                    tokio::time::sleep(me.probe_delay).await;
+                    Ok(http::Response::new(()))
+                } else {
+                    Ok(http::Response::builder()
+                        .status(429)
+                        .header("retry-after", "2")
+                        .body(())
+                        .unwrap())
+                }
+            }
+        })
+    }
+}
+
+use std::future::Future;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_seen_by_one_replica_holds_every_replica() {
+    let redis = Redis::start();
+    let fleets = three(&redis.url(), "cooldown").await;
+    let upstream = Upstream {
+        calls: Arc::default(),
+        healthy_at: Arc::default(),
+        probe_delay: Duration::from_millis(300),
+    };
+    let mut svcs = Vec::new();
+    let mut handles = Vec::new();
+    for (i, fleet) in fleets.iter().enumerate() {
+        let breaker = CircuitBreakerLayer::http()
+            .provider("p")
+            .half_open_probes(1)
+            .half_open_successes(1)
+            .build()
+            .unwrap();
+        fleet.join("p", Some(&breaker.handle()), None);
+        handles.push(breaker.handle());
+        svcs.push(breaker.layer(upstream.service(i)));
+    }
+    // Replica 0 meets the 429 and opens for 2 s.
+    let t0 = Instant::now();
+    let res = svcs[0]
+        .clone()
+        .oneshot(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    *upstream.healthy_at.lock().unwrap() = Some(t0 + Duration::from_millis(1_900));
+    assert_eq!(handles[0].state(), CircuitState::Open);
+    let reached = until(Duration::from_millis(500), || {
+        handles[1..].iter().all(|h| h.state() == CircuitState::Open)
+    })
+    .await
+    .expect("the other replicas open");
+    eprintln!("cooldown reached the other replicas in {reached:?}");
+    assert!(reached <= Duration::from_millis(100), "{reached:?}");
+    for h in &handles[1..] {
+        let left = h.open_remaining().unwrap();
+        assert!(
+            left > Duration::from_millis(1_800) && left <= Duration::from_secs(2),
+            "until the same instant: {left:?}"
+        );
+    }
+    // Every replica calls every 10 ms for 3 s.
+    let mut tasks = Vec::new();
+    for svc in svcs {
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while t0.elapsed() < Duration::from_secs(3) {
+                let r = svc.clone().oneshot(http::Request::new(())).await;
+                outcomes.push(r.is_ok());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            outcomes
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // The first call (replica 0's 429) aside.
+    let calls = upstream.calls.lock().unwrap()[1..].to_vec();
+    let before_end: Vec<_> = calls
+        .iter()
+        .filter(|(_, at)| *at > t0 && *at < t0 + Duration::from_millis(1_990))
+        .collect();
+    assert_eq!(
+        before_end.len(),
+        0,
+        "nothing sent during the cooldown: {before_end:?}"
+    );
+    // From the end of the cooldown until the probe's verdict (300 ms
+    // later), exactly one probe, fleet-wide.
+    let end = t0 + Duration::from_secs(2);
+    let probing: Vec<_> = calls
+        .iter()
+        .filter(|(_, at)| {
+            *at >= end - Duration::from_millis(150) && *at < end + Duration::from_millis(250)
+        })
+        .collect();
+    assert_eq!(probing.len(), 1, "one probe for the fleet: {probing:?}");
+    // Its success closed the provider for every replica: all send again.
+    let after: std::collections::HashSet<usize> = calls
+        .iter()
+        .filter(|(_, at)| *at >= end + Duration::from_millis(400))
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(
+        after.len(),
+        3,
+        "every replica sends after the close: {after:?}"
+    );
+    for h in &handles {
+        assert_eq!(h.state(), CircuitState::Closed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_costs_callers_nothing_and_the_fleet_rejoins() {
+    let mut redis = Redis::start();
+    let fleets = three(&redis.url(), "killed").await;
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut svcs = Vec::new();
+    for fleet in &fleets {
+        // 6 000 a minute (100 a second), burst 60: alone, each replica gets
+        // 33 a second, above the 20 a second it is asked for.
+        let limit = RateLimitLayer::builder()
+            .provider("p")
+            .quota(Quota::per_minute(6_000).burst(60))
+            .build()
+            .unwrap();
+        fleet.join("p", None, Some(&limit.handle()));
+        let r = received.clone();
+        svcs.push(Boxed::new(limit.layer(service_fn(move |_: Req| {
+            r.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, BoxError>(()) }
+        }))));
+    }
+    for fleet in &fleets {
+        fleet.ready().await;
+    }
+    let start = Instant::now();
+    let slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for svc in svcs.clone() {
+        let (slowest, errors) = (slowest.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < Duration::from_secs(4) {
+                let t = Instant::now();
+                if let Err(e) = svc.clone().oneshot(http::Request::new(())).await {
+                    eprintln!("a caller saw {e} at {:?}", start.elapsed());
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                let took = t.elapsed();
+                {
+                    let mut s = slowest.lock().unwrap();
+                    *s = (*s).max(took);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.kill();
+    let alone = until(Duration::from_secs(2), || {
+        fleets.iter().all(|f| !f.is_connected())
+    })
+    .await;
+    assert!(alone.is_some(), "each replica notices Redis is gone");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    redis.restart();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "no caller saw Redis fail"
+    );
+    let slowest = *slowest.lock().unwrap();
+    assert!(
+        slowest < Duration::from_millis(50),
+        "no call waited on Redis: slowest {slowest:?}"
+    );
+    let rejoined = until(Duration::from_secs(3), || {
+        fleets
+            .iter()
+            .all(|f| f.is_connected() && f.snapshot().replicas == 3)
+    })
+    .await;
+    assert!(
+        rejoined.is_some(),
+        "every replica rejoins without a restart"
+    );
+    for f in &fleets {
+        assert_eq!(f.snapshot().times_alone, 1);
+    }
+    // The shared limit holds again: one replica alone asked for 300 a
+    // second for a second gets the fleet's quota (burst 60 + 100 a second,
+    // plus what the others hold unspent at most), far more than its share
+    // alone (20 + 33).
+    tokio::time::sleep(Duration::from_millis(700)).await; // the bucket refills
+    let busy = Instant::now();
+    let mut ok = 0u32;
+    while busy.elapsed() < Duration::from_secs(1) {
+        if svcs[0]
+            .clone()
+            .oneshot(http::Request::new(()))
+            .await
+            .is_ok()
+        {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_micros(3_300)).await;
+    }
+    let secs = busy.elapsed().as_secs_f64();
+    let bound = 60.0 + 100.0 * secs + 3.0 * 20.0 + 1.0;
+    eprintln!("after rejoining, one busy replica: {ok} admitted in {secs:.2}s (fleet bound {bound:.0}, alone 53)");
+    assert!(
+        f64::from(ok) <= bound,
+        "{ok} admitted: over the fleet's quota ({bound:.0})"
+    );
+    assert!(
+        ok > 100,
+        "{ok} admitted: the replica should draw on the fleet's quota again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_holding_quota_or_the_probe_lock_blocks_nobody_for_long() {
+    let redis = Redis::start();
+    // Quota: 60 a minute, burst 3. Replica A leases all three (a lease of
+    // half the quota, capped at the burst) and dies without giving back.
+    let a = Fleet::connect(FleetSettings {
+        key_prefix: "dies".into(),
+        overshoot: 0.5,
+        ..settings(&redis.url(), "a")
+    })
+    .unwrap();
+    let b = Fleet::connect(FleetSettings {
+        key_prefix: "dies".into(),
+        ..settings(&redis.url(), "b")
+    })
+    .unwrap();
+    until(Duration::from_secs(5), || {
+        a.is_connected() && b.is_connected()
+    })
+    .await
+    .unwrap();
+    let quota = Quota::per_minute(60).burst(3);
+    let la = RateLimitLayer::builder()
+        .provider("p")
+        .quota(quota)
+        .build()
+        .unwrap();
+    let lb = RateLimitLayer::builder()
+        .provider("p")
+        .quota(quota)
+        .build()
+        .unwrap();
+    a.join("p", None, Some(&la.handle()));
+    let held = until(Duration::from_secs(2), || {
+        a.snapshot().providers["p"].quotas[0].held == 3
+    })
+    .await;
+    assert!(
+        held.is_some(),
+        "A leased the whole burst: {:?}",
+        a.snapshot()
+    );
+    drop(la);
+    drop(a);
+    let died = Instant::now();
+    b.join("p", None, Some(&lb.handle()));
+    let svc = lb.layer(service_fn(|_: Req| async { Ok::<_, BoxError>(()) }));
+    let mut first = None;
+    while died.elapsed() < Duration::from_secs(4) {
+        if svc.clone().oneshot(http::Request::new(())).await.is_ok() {
+            first = Some(died.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = first.expect("B sends again");
+    eprintln!("B's first call after A died holding the burst: {first:?}");
+    assert!(
+        first <= Duration::from_millis(1_100),
+        "at most one unit's time (1 s), not A's lease: {first:?}"
+    );
+
+    // The probe lock: a replica that took it and died holds it until it
+    // expires; B's breaker stays open until then, then probes.
+    let breaker = CircuitBreakerLayer::http()
+        .provider("q")
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    let h = breaker.handle();
+    b.join("q", Some(&h), None);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("dies:probe:q")
+        .arg("dead-replica")
+        .arg("PX")
+        .arg(1_500)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let opened = Instant::now();
+    h.follow_open(Duration::from_millis(500));
+    let probes = Arc::new(Mutex::new(Vec::new()));
+    let p = probes.clone();
+    let svc = breaker.layer(service_fn(move |_: Req| {
+        p.lock().unwrap().push(opened.elapsed());
+        async { Ok::<_, BoxError>(http::Response::new(())) }
+    }));
+    while opened.elapsed() < Duration::from_millis(2_500) {
+        let _ = svc.clone().oneshot(http::Request::new(())).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let probes = probes.lock().unwrap().clone();
+    let first = *probes.first().expect("B probes once the lock expires");
+    eprintln!("B's probe after a dead replica's lock: {first:?}");
+    assert!(
+        first >= Duration::from_millis(1_400) && first <= Duration::from_millis(1_900),
+        "not while the lock lasted, soon after: {first:?}"
+    );
+}
