@@ -60,6 +60,17 @@ impl Gateway {
             .release_mode(OnBodyEnd)
             .build_router(|p| upstreams[&p.id].clone())?;
         let registry = router.registry().clone();
+        let fleet = match &cfg.palisade.fleet {
+            Some(settings) => {
+                let fleet = palisade::redis::Fleet::connect(settings.clone())?;
+                registry.join_fleet(&fleet);
+                // Serve once each provider holds its first leases (or
+                // Redis is found unreachable: then alone).
+                fleet.ready().await;
+                Some(fleet)
+            }
+            None => None,
+        };
         let router = per_key_limits(cfg.gateway.auth.as_ref(), router)?;
         let addr = match listen {
             Some(a) => a,
@@ -91,6 +102,7 @@ impl Gateway {
             counters: Counters::default(),
             recent: crate::recent::Recent::new(),
             auth,
+            fleet,
         });
         let reloader = crate::reload::Reloader::new(
             state.clone(),

@@ -96,6 +96,9 @@ impl Reloader {
         if a.share_retry_budget != b.share_retry_budget {
             restart.push("palisade.router.share_retry_budget");
         }
+        if json(&old.palisade.fleet) != json(&cfg.palisade.fleet) {
+            restart.push("palisade.fleet");
+        }
         if !restart.is_empty() {
             return Err(format!(
                 "not reloaded: changing {} needs a restart",
@@ -139,6 +142,22 @@ impl Reloader {
                 |p| upstreams[&p.id].clone(),
                 |id| rebuild.iter().any(|r| r == id),
             )?;
+        if let Some(fleet) = &self.inner.state.fleet {
+            // Rebuilt and new providers share with the fleet as before.
+            let registry = &self.inner.state.registry;
+            for id in done.replaced.iter().chain(&done.added) {
+                if let Some(p) = registry.get(id.as_str()) {
+                    fleet.join(
+                        p.id.clone(),
+                        p.handles.breaker.as_ref(),
+                        p.handles.rate_limit.as_ref(),
+                    );
+                }
+            }
+            for id in &done.removed {
+                fleet.forget(id.as_str());
+            }
+        }
         self.inner.state.models.store(Arc::new(cfg.models()));
         #[cfg(feature = "sim")]
         sims.retain(|id, _| cfg.upstreams.contains_key(id));

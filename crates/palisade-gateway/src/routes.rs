@@ -76,6 +76,18 @@ async fn health(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Res
         }
     }
     json["gateway"] = recent;
+    if let Some(fleet) = &s.fleet {
+        let view = fleet.snapshot();
+        if !view.connected {
+            if let Some(r) = json["recommendations"].as_array_mut() {
+                r.push(serde_json::Value::String(format!(
+                    "the fleet's Redis does not answer: this gateway limits alone on 1/{} of each quota and its breakers act alone; it rejoins when Redis answers",
+                    view.replicas
+                )));
+            }
+        }
+        json["fleet"] = serde_json::to_value(view).unwrap_or_default();
+    }
     let status = if critical {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -57,6 +57,8 @@ pub(crate) struct AppState {
     pub(crate) recent: crate::recent::Recent,
     /// Client and admin keys; `None`: anyone may call.
     pub(crate) auth: Option<crate::auth::Auth>,
+    /// The fleet this gateway shares its providers with (`[palisade.fleet]`).
+    pub(crate) fleet: Option<palisade::redis::Fleet>,
 }
 
 impl AppState {

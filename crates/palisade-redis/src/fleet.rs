@@ -251,6 +251,15 @@ impl Fleet {
             .insert(provider, Joined { breaker, pool });
     }
 
+    /// Stops sharing `provider` (removed from this replica's registry).
+    pub fn forget(&self, provider: &str) {
+        self.inner
+            .providers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(provider);
+    }
+
     /// Waits until every provider joined holds its first leases, or Redis
     /// is found unreachable (then each replica is alone and needs none), at
     /// most a few Redis timeouts. Call it after joining and before serving:

@@ -50,6 +50,8 @@ pub mod lease;
 mod link;
 mod scripts;
 mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use crate::fleet::{Fleet, FleetSnapshot, SharedProvider};
 pub use crate::lease::HeldSnapshot;

@@ -3,16 +3,14 @@
 //! fleet-wide, Redis killed and restarted mid-run, replicas dying with
 //! quota or a probe lock. Real time: Redis keeps its own clock.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Redis;
 use palisade_breaker::CircuitBreakerLayer;
 use palisade_core::{BoxError, CircuitState, RejectReason, Rejected};
 use palisade_ratelimit::{Quota, RateLimitLayer};
+use palisade_redis::testing::Redis;
 use palisade_redis::{Fleet, FleetSettings};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceExt};

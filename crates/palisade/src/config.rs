@@ -190,6 +190,12 @@ pub struct Config {
     pub defaults: Sections,
     /// The providers, by id.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// `[fleet]`: share limits, cooldowns and probes with the other
+    /// replicas through Redis (feature `redis`); without it everything
+    /// stays in this process.
+    #[cfg(feature = "redis")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<palisade_redis::FleetSettings>,
 }
 
 /// A provider's settings with every field decided.
@@ -380,6 +386,12 @@ impl Config {
                     self.router.tiers.len()
                 ),
             );
+        }
+        #[cfg(feature = "redis")]
+        if let Some(Err(e)) = self.fleet.as_ref().map(|f| f.check()) {
+            for p in e.problems() {
+                add(p.path.clone(), p.message.clone());
+            }
         }
         if let Some(hedge) = &self.router.hedge {
             if let Err(e) = hedge.policy() {

@@ -49,6 +49,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+#[cfg(feature = "redis")]
+mod fleet;
 pub mod health;
 #[cfg(feature = "metrics")]
 mod metrics_export;
@@ -74,6 +76,9 @@ pub use palisade_deadline as deadline;
 pub use palisade_fallback as fallback;
 pub use palisade_hedge as hedge;
 pub use palisade_ratelimit as ratelimit;
+/// Fleet state on Redis (feature `redis`).
+#[cfg(feature = "redis")]
+pub use palisade_redis as redis;
 pub use palisade_retry as retry;
 
 // The README's Rust snippets are complete programs, run as doc tests here so

@@ -1,9 +1,8 @@
-//! A real `redis-server` for the fleet tests: started on a free loopback
-//! port, stopped (and restarted on the same port) at will, killed when
-//! dropped. Missing, it is installed from Debian's packages (the README's
-//! test command runs on a fresh machine); if that fails the test fails:
-//! the fleet is never tested against a stand-in.
-#![allow(dead_code, unreachable_pub)]
+//! A real `redis-server` for tests (feature `testing`): started on a free
+//! loopback port, killed and restarted on the same port at will, killed
+//! when dropped. Missing, it is installed from Debian's packages (so a test
+//! command works on a fresh machine); if that fails the test fails: a fleet
+//! is never tested against a stand-in.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -56,7 +55,17 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// One `redis-server` on loopback.
+/// One `redis-server` on loopback, for tests.
+///
+/// ```no_run
+/// use palisade_redis::testing::Redis;
+///
+/// let mut redis = Redis::start();
+/// let url = redis.url(); // redis://127.0.0.1:<free port>
+/// redis.kill(); // as a crash would
+/// redis.restart(); // same port, empty
+/// # let _ = url;
+/// ```
 #[derive(Debug)]
 pub struct Redis {
     port: u16,
