@@ -1,4 +1,4 @@
-//! [`FleetPool`]: a provider's quotas shared by the fleet. Redis holds
+//! Leases: a provider's quotas shared by the fleet. Redis holds
 //! each quota's GCRA cell; this replica takes small leases from it in the
 //! background and spends them on atomics, so a call never waits on Redis.
 //!
