@@ -268,14 +268,15 @@ impl Fleet {
     pub async fn ready(&self) {
         let link = &self.inner.link;
         let deadline = tokio::time::Instant::now() + link.timeout * 4 + Duration::from_millis(100);
-        // Redis has been tried at least once (the link starts down).
         while tokio::time::Instant::now() < deadline {
-            let tried = link.commands.load(Ordering::Relaxed) > 0;
+            // Found unreachable: a command failed and none has answered
+            // since (the link starts down, before its first ping answers).
+            let unreachable = !link.is_up() && link.errors.load(Ordering::Relaxed) > 0;
             let fed = self
                 .pools()
                 .iter()
                 .all(|p| p.top_ups.load(Ordering::Relaxed) > 0);
-            if (tried && !link.is_up()) || (link.is_up() && fed) {
+            if unreachable || (link.is_up() && fed) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use palisade_core::ProviderId;
 use palisade_ratelimit::{Draw, Pool, Quota, Unit};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::fleet::{Event, Members};
@@ -151,6 +151,7 @@ impl FleetPool {
         tokio::spawn(FleetPool::refill_loop(
             Arc::downgrade(&pool),
             pool.refill.clone(),
+            pool.link.joined(),
         ));
         pool.refill.notify_one();
         pool
@@ -204,10 +205,21 @@ impl FleetPool {
             .collect()
     }
 
-    async fn refill_loop(pool: Weak<FleetPool>, refill: Arc<Notify>) {
+    /// Tops up when a call finds a tank low, when the link comes up (the
+    /// first time, or after Redis was gone), and every second.
+    async fn refill_loop(
+        pool: Weak<FleetPool>,
+        refill: Arc<Notify>,
+        mut joined: watch::Receiver<u64>,
+    ) {
         loop {
             tokio::select! {
                 _ = refill.notified() => {}
+                changed = joined.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             let Some(pool) = pool.upgrade() else { return };
