@@ -146,13 +146,7 @@ impl Reloader {
             // Rebuilt and new providers share with the fleet as before.
             let registry = &self.inner.state.registry;
             for id in done.replaced.iter().chain(&done.added) {
-                if let Some(p) = registry.get(id.as_str()) {
-                    fleet.join(
-                        p.id.clone(),
-                        p.handles.breaker.as_ref(),
-                        p.handles.rate_limit.as_ref(),
-                    );
-                }
+                registry.join_fleet_provider(fleet, id.as_str());
             }
             for id in &done.removed {
                 fleet.forget(id.as_str());

@@ -12,9 +12,11 @@ use futures_util::StreamExt;
 use palisade_breaker::{BreakerHandle, WeakBreakerHandle};
 use palisade_core::{ConfigError, HealthStatus, Inspect, Inspection, ProviderId, Sample};
 use palisade_ratelimit::RateLimitHandle;
+use palisade_retry::RetryBudget;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::budget::FleetBudget;
 use crate::follow;
 use crate::lease::{FleetPool, HeldSnapshot};
 use crate::link::Link;
@@ -125,6 +127,7 @@ struct Inner {
     replicas_key: String,
     heartbeat: Duration,
     providers: RwLock<HashMap<ProviderId, Joined>>,
+    budgets: RwLock<BTreeMap<String, Weak<FleetBudget>>>,
     received: AtomicU64,
 }
 
@@ -192,6 +195,7 @@ impl Fleet {
             link: link.clone(),
             members,
             providers: RwLock::new(HashMap::new()),
+            budgets: RwLock::new(BTreeMap::new()),
             received: AtomicU64::new(0),
         });
         tokio::spawn(link.watch());
@@ -249,6 +253,43 @@ impl Fleet {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(provider, Joined { breaker, pool });
+    }
+
+    /// Shares a ratio retry budget with the fleet under `name` (the same
+    /// name on every replica): retries then stay within its ratio of the
+    /// whole fleet's requests over its window (plus its floor), exceeded at
+    /// most by what the replicas hold unspent, a few retries each. While
+    /// Redis does not answer the budget decides on this replica's own
+    /// requests. Returns `false`, sharing nothing, for a budget that is not
+    /// a ratio budget or already shared.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// use palisade_redis::{Fleet, FleetSettings};
+    /// use palisade_retry::RetryBudget;
+    /// use std::time::Duration;
+    ///
+    /// let fleet = Fleet::connect(FleetSettings::new("redis://127.0.0.1:6379")).unwrap();
+    /// let budget = RetryBudget::ratio(0.2, Duration::from_secs(10), 1).unwrap();
+    /// assert!(fleet.share_budget("shared", &budget));
+    /// assert!(!fleet.share_budget("again", &budget), "shared once");
+    /// # }
+    /// ```
+    pub fn share_budget(&self, name: &str, budget: &RetryBudget) -> bool {
+        let Some(shape) = budget.ratio_shape() else {
+            return false;
+        };
+        let inner = &self.inner;
+        let pool = FleetBudget::new(name, shape, inner.link.clone(), &inner.members);
+        if budget.share(pool.clone()).is_err() {
+            return false;
+        }
+        inner
+            .budgets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), Arc::downgrade(&pool));
+        true
     }
 
     /// Stops sharing `provider` (removed from this replica's registry).
@@ -342,6 +383,22 @@ impl Fleet {
                 )
             })
             .collect();
+        let budgets = inner
+            .budgets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(name, b)| {
+                let b = b.upgrade()?;
+                Some((
+                    name.clone(),
+                    SharedBudget {
+                        held: b.held(),
+                        granted: b.granted.load(Ordering::Relaxed),
+                    },
+                ))
+            })
+            .collect();
         let m = &inner.members;
         FleetSnapshot {
             replica: m.id.clone(),
@@ -354,6 +411,7 @@ impl Fleet {
             events_dropped: m.dropped.load(Ordering::Relaxed),
             events_received: inner.received.load(Ordering::Relaxed),
             providers,
+            budgets,
         }
     }
 
@@ -399,6 +457,17 @@ pub struct FleetSnapshot {
     pub events_received: u64,
     /// The providers shared.
     pub providers: BTreeMap<String, SharedProvider>,
+    /// The retry budgets shared, by name.
+    pub budgets: BTreeMap<String, SharedBudget>,
+}
+
+/// A retry budget as this replica shares it, for `/health`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SharedBudget {
+    /// Retries held unspent.
+    pub held: i64,
+    /// Retries granted by the fleet so far.
+    pub granted: u64,
 }
 
 /// Warning while Redis does not answer (each replica then limits on its

@@ -15,6 +15,10 @@
 //!   the same instant, by pub/sub (milliseconds, not a poll); half-open
 //!   probing is one replica's at a time (a lock with expiry), and its
 //!   verdict closes or re-opens the provider for everyone.
+//! - **A shared retry budget**: a ratio budget given to the fleet
+//!   ([`Fleet::share_budget`]) holds for the fleet's retries against the
+//!   fleet's requests: replicas report their requests every 100 ms and take
+//!   retries from the fleet's window in small leases.
 //! - **Redis is a dependency that fails**: every command has a short
 //!   timeout; when Redis is slow or gone each replica carries on alone (on
 //!   1/N of each quota for N replicas last counted, with its own breakers),
@@ -44,6 +48,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod budget;
 mod fleet;
 mod follow;
 pub mod lease;
@@ -53,6 +58,6 @@ mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use crate::fleet::{Fleet, FleetSnapshot, SharedProvider};
+pub use crate::fleet::{Fleet, FleetSnapshot, SharedBudget, SharedProvider};
 pub use crate::lease::HeldSnapshot;
 pub use crate::settings::FleetSettings;

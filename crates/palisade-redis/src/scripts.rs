@@ -111,3 +111,38 @@ return redis.call('PTTL', KEYS[1])
 "#,
     )
 });
+
+/// A fleet's retry budget: `KEYS[1]` the requests and `KEYS[2]` the retries
+/// per second (hashes by Unix second); `ARGV`: this replica's requests
+/// since it last reported, the ratio, the retries always allowed in a
+/// window (min per second × ttl), the window in seconds, the retries
+/// wanted. Reports the requests, forgets seconds older than the window, and
+/// grants what the window allows up to the want.
+pub(crate) static BUDGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(redis.call('TIME')[1])
+local ttl = tonumber(ARGV[4])
+local requests = tonumber(ARGV[1])
+if requests > 0 then redis.call('HINCRBY', KEYS[1], now, requests) end
+local function live(key)
+  local sum = 0
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if tonumber(all[i]) <= now - ttl then
+      redis.call('HDEL', key, all[i])
+    else
+      sum = sum + tonumber(all[i + 1])
+    end
+  end
+  return sum
+end
+local allowed = math.floor(tonumber(ARGV[2]) * live(KEYS[1]) + tonumber(ARGV[3]) - live(KEYS[2]))
+local grant = math.min(tonumber(ARGV[5]), math.max(0, allowed))
+if grant > 0 then redis.call('HINCRBY', KEYS[2], now, grant) end
+redis.call('PEXPIRE', KEYS[1], ttl * 1000 + 2000)
+redis.call('PEXPIRE', KEYS[2], ttl * 1000 + 2000)
+return grant
+"#,
+    )
+});

@@ -1,7 +1,8 @@
 //! Replicas sharing providers through a real `redis-server` (started by
 //! the tests, on loopback): quotas held fleet-wide, cooldowns and probes
-//! fleet-wide, Redis killed and restarted mid-run, replicas dying with
-//! quota or a probe lock. Real time: Redis keeps its own clock.
+//! fleet-wide, a retry budget fleet-wide, Redis killed and restarted
+//! mid-run, replicas dying with quota or a probe lock. Real time: Redis
+//! keeps its own clock.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -524,4 +525,77 @@ async fn a_replica_that_dies_holding_quota_or_the_probe_lock_blocks_nobody_for_l
         first >= Duration::from_millis(1_400) && first <= Duration::from_millis(1_900),
         "not while the lock lasted, soon after: {first:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleets_retries_stay_within_its_ratio_of_the_fleets_requests() {
+    use palisade_retry::RetryBudget;
+    let mut redis = Redis::start();
+    let a = Fleet::connect(FleetSettings {
+        key_prefix: "budget".into(),
+        ..settings(&redis.url(), "a")
+    })
+    .unwrap();
+    let b = Fleet::connect(FleetSettings {
+        key_prefix: "budget".into(),
+        ..settings(&redis.url(), "b")
+    })
+    .unwrap();
+    until(Duration::from_secs(5), || {
+        a.is_connected() && b.is_connected()
+    })
+    .await
+    .unwrap();
+    // 20% of requests over 10 s, no floor.
+    let budget_a = RetryBudget::ratio(0.2, Duration::from_secs(10), 0).unwrap();
+    let budget_b = RetryBudget::ratio(0.2, Duration::from_secs(10), 0).unwrap();
+    assert!(a.share_budget("llm", &budget_a));
+    assert!(b.share_budget("llm", &budget_b));
+    assert!(!b.share_budget("llm", &budget_b), "shared once");
+    let bucket = RetryBudget::token_bucket(10, 1.0).unwrap();
+    assert!(!a.share_budget("bucket", &bucket), "only ratio budgets");
+    // A serves 100 requests; B none.
+    for _ in 0..100 {
+        budget_a.deposit();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // B retries on the fleet's requests: taking until refused 20 times in
+    // a row (each refusal asks for a lease).
+    let take_all = |budget: &RetryBudget| {
+        let budget = budget.clone();
+        async move {
+            let (mut taken, mut refused) = (0, 0);
+            while refused < 20 {
+                if budget.try_withdraw() {
+                    taken += 1;
+                    refused = 0;
+                } else {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            taken
+        }
+    };
+    let by_b = take_all(&budget_b).await;
+    let by_a = take_all(&budget_a).await;
+    eprintln!("fleet budget 0.2 x 100 requests: B took {by_b}, A took {by_a}");
+    assert_eq!(
+        by_a + by_b,
+        20,
+        "the fleet's retries are 0.2 x its requests"
+    );
+    assert!(by_b >= 10, "B retried on A's requests: {by_b}");
+    // Redis gone: each decides on its own requests (B has none).
+    redis.kill();
+    until(Duration::from_secs(3), || {
+        !a.is_connected() && !b.is_connected()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !budget_b.try_withdraw(),
+        "B alone has no requests to retry on"
+    );
+    assert!(budget_a.try_withdraw(), "A alone retries on its own");
 }

@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use palisade_core::{clock, Problems};
@@ -50,7 +50,60 @@ const SLOTS: usize = 10;
 /// ```
 #[derive(Clone)]
 pub struct RetryBudget {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
+}
+
+/// A budget and, once given, the pool it is shared through.
+struct Shared {
+    kind: Inner,
+    pool: OnceLock<Arc<dyn BudgetPool>>,
+}
+
+/// A retry budget shared with other processes (the replicas of a fleet):
+/// given to a ratio budget ([`RetryBudget::share`]), it is told of every
+/// request and asked for every retry, and while it can answer it decides;
+/// while it cannot ([`try_withdraw`](Self::try_withdraw) answers `None`)
+/// the budget decides on this process's own requests. palisade-redis
+/// implements it on Redis. Both methods are on the call path: atomics only.
+///
+/// ```
+/// use palisade_retry::{BudgetPool, RetryBudget};
+/// use std::sync::atomic::{AtomicI64, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// /// Three retries for everyone, whatever the traffic.
+/// #[derive(Debug)]
+/// struct Three(AtomicI64);
+/// impl BudgetPool for Three {
+///     fn deposit(&self) {}
+///     fn try_withdraw(&self) -> Option<bool> {
+///         Some(self.0.fetch_sub(1, Ordering::AcqRel) > 0)
+///     }
+/// }
+///
+/// let budget = RetryBudget::ratio(0.2, Duration::from_secs(10), 0).unwrap();
+/// budget.share(Arc::new(Three(AtomicI64::new(3)))).unwrap();
+/// assert_eq!((0..10).filter(|_| budget.try_withdraw()).count(), 3);
+/// ```
+pub trait BudgetPool: Send + Sync + fmt::Debug + 'static {
+    /// A new request (not a retry) was made here.
+    fn deposit(&self);
+    /// May a retry be taken? `Some(true)` with it paid for, `Some(false)`
+    /// if the shared budget has none, `None` if the pool cannot tell now
+    /// (the budget then decides alone).
+    fn try_withdraw(&self) -> Option<bool>;
+}
+
+/// A ratio budget's shape (see [`RetryBudget::ratio`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatioShape {
+    /// Retries per request.
+    pub ratio: f64,
+    /// The window requests count in.
+    pub ttl: Duration,
+    /// Retries per second always allowed.
+    pub min_per_sec: u32,
 }
 
 // One per budget, behind an `Arc`: the size of the ratio window is fine.
@@ -107,9 +160,11 @@ impl RetryBudget {
         p.finish()?;
         let reserve = (min_per_sec as f64 * ttl.as_secs_f64() * MILLI as f64) as u64;
         Ok(RetryBudget {
-            inner: Arc::new(Inner::Ratio(RatioBudget {
+            inner: Shared::new(Inner::Ratio(RatioBudget {
                 deposit: ((ratio * MILLI as f64).round() as u64).max(1),
                 ratio,
+                ttl,
+                min_per_sec,
                 reserve,
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 slot_len: ttl / SLOTS as u32,
@@ -138,7 +193,7 @@ impl RetryBudget {
         p.finish()?;
         let max = max_tokens as u64 * MILLI;
         Ok(RetryBudget {
-            inner: Arc::new(Inner::Bucket(TokenBucket {
+            inner: Shared::new(Inner::Bucket(TokenBucket {
                 tokens: AtomicU64::new(max),
                 max,
                 ratio: ((token_ratio * MILLI as f64).round() as u64).max(1),
@@ -150,29 +205,56 @@ impl RetryBudget {
     /// and for callers that bound retries some other way.
     pub fn unlimited() -> Self {
         RetryBudget {
-            inner: Arc::new(Inner::Unlimited),
+            inner: Shared::new(Inner::Unlimited),
         }
     }
 
     /// Records a new request (not a retry).
     #[inline]
     pub fn deposit(&self) {
-        if let Inner::Ratio(r) = &*self.inner {
+        if let Inner::Ratio(r) = &self.inner.kind {
             r.deposit();
+            if let Some(pool) = self.inner.pool.get() {
+                pool.deposit();
+            }
+        }
+    }
+
+    /// Shares this budget with other processes through `pool` (see
+    /// [`BudgetPool`]): from now on the pool decides retries while it can,
+    /// and this budget, which still counts this process's requests, while
+    /// it cannot. Only a ratio budget can be shared; a token bucket or an
+    /// unlimited budget is refused, as is a second pool (each handed back).
+    pub fn share(&self, pool: Arc<dyn BudgetPool>) -> Result<(), Arc<dyn BudgetPool>> {
+        if !matches!(self.inner.kind, Inner::Ratio(_)) {
+            return Err(pool);
+        }
+        self.inner.pool.set(pool)
+    }
+
+    /// A ratio budget's shape; `None` for the other kinds.
+    pub fn ratio_shape(&self) -> Option<RatioShape> {
+        match &self.inner.kind {
+            Inner::Ratio(r) => Some(RatioShape {
+                ratio: r.ratio,
+                ttl: r.ttl,
+                min_per_sec: r.min_per_sec,
+            }),
+            _ => None,
         }
     }
 
     /// Records an attempt that succeeded.
     #[inline]
     pub fn record_success(&self) {
-        if let Inner::Bucket(b) = &*self.inner {
+        if let Inner::Bucket(b) = &self.inner.kind {
             b.success();
         }
     }
 
     /// Records an attempt that failed in a way worth retrying.
     pub fn record_failure(&self) {
-        if let Inner::Bucket(b) = &*self.inner {
+        if let Inner::Bucket(b) = &self.inner.kind {
             b.failure();
         }
     }
@@ -180,8 +262,11 @@ impl RetryBudget {
     /// Asks for one retry; `true` means take it (and, for a ratio budget,
     /// it has been paid for).
     pub fn try_withdraw(&self) -> bool {
-        match &*self.inner {
-            Inner::Ratio(r) => r.withdraw(Instant::now()),
+        match &self.inner.kind {
+            Inner::Ratio(r) => match self.inner.pool.get().and_then(|p| p.try_withdraw()) {
+                Some(granted) => granted,
+                None => r.withdraw(Instant::now()),
+            },
             Inner::Bucket(b) => b.allows_retry(),
             Inner::Unlimited => true,
         }
@@ -189,7 +274,7 @@ impl RetryBudget {
 
     /// The budget's state now.
     pub fn snapshot(&self) -> BudgetSnapshot {
-        match &*self.inner {
+        match &self.inner.kind {
             Inner::Ratio(r) => BudgetSnapshot::Ratio {
                 available: r.balance(Instant::now()).max(0) as f64 / MILLI as f64,
                 ratio: r.ratio,
@@ -200,6 +285,15 @@ impl RetryBudget {
             },
             Inner::Unlimited => BudgetSnapshot::Unlimited,
         }
+    }
+}
+
+impl Shared {
+    fn new(kind: Inner) -> Arc<Self> {
+        Arc::new(Shared {
+            kind,
+            pool: OnceLock::new(),
+        })
     }
 }
 
@@ -293,6 +387,8 @@ struct RatioBudget {
     /// Milli-retries one request earns.
     deposit: u64,
     ratio: f64,
+    ttl: Duration,
+    min_per_sec: u32,
     /// Milli-retries always available (the floor).
     reserve: u64,
     /// Unique per budget for the life of the process (the key of the

@@ -66,7 +66,7 @@ mod service;
 mod shared;
 
 pub use crate::backoff::{Backoff, Jitter};
-pub use crate::budget::{BudgetSnapshot, RetryBudget};
+pub use crate::budget::{BudgetPool, BudgetSnapshot, RatioShape, RetryBudget};
 #[cfg(feature = "http")]
 pub use crate::buffer::{BufferBody, BufferBodyLayer, BufferFuture};
 pub use crate::error::{ConfigError, FailedAnswer, RetryStopped, StopReason};
