@@ -89,6 +89,9 @@ pub(crate) struct Members {
     events: mpsc::Sender<Event>,
     pub(crate) published: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Bumped each time the subscription is (re)established: from then on
+    /// no event is missed, so followers read the fleet's state again.
+    pub(crate) subscribed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Members {
@@ -187,6 +190,7 @@ impl Fleet {
             events,
             published: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            subscribed: tokio::sync::watch::Sender::new(0),
         });
         let inner = Arc::new(Inner {
             channel: members.key("events"),
@@ -616,6 +620,9 @@ async fn subscriber(inner: Weak<Inner>) {
                 continue;
             }
         };
+        if let Some(i) = inner.upgrade() {
+            i.members.subscribed.send_modify(|n| *n += 1);
+        }
         let mut messages = pubsub.on_message();
         loop {
             // Wake now and then to end with the fleet.

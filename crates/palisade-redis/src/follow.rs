@@ -38,7 +38,12 @@ pub(crate) async fn follow(
         return;
     };
     let mut changes = handle.subscribe();
-    let mut joined = link.joined();
+    // Each (re)subscription: events are heard from then on, so the
+    // fleet's state is read (and this replica's told) again.
+    let mut joined = members.subscribed.subscribe();
+    // And once at the start: a replica joining while the fleet holds the
+    // provider open follows it.
+    joined.mark_changed();
     drop(handle);
     let open_key = members.key(&format!("open:{}", provider.as_str()));
     let lock_key = members.key(&format!("probe:{}", provider.as_str()));
@@ -101,7 +106,16 @@ pub(crate) async fn follow(
                     return;
                 }
                 let Some(handle) = breaker.upgrade() else { return };
-                catch_up(&handle, &open_key, &link).await;
+                let own = !matches!(changes.borrow().reason, TransitionReason::Peer { .. });
+                match handle.open_remaining() {
+                    // Open on its own account: tell the fleet again (what
+                    // it said while Redis was gone, or before Redis lost
+                    // its keys, reached nobody).
+                    Some(left) if own => {
+                        announce_open(&provider, &open_key, left, &link, &members).await;
+                    }
+                    _ => catch_up(&handle, &open_key, &link).await,
+                }
             }
         }
     }
@@ -199,7 +213,10 @@ async fn unlock(lock_key: &str, link: &Link, members: &Members) {
 }
 
 /// On (re)joining: an open period another replica announced while this one
-/// was away is followed for what is left of it.
+/// was away is followed for what is left of it; a breaker held open by the
+/// fleet when the fleet has none (its provider closed while this replica
+/// was away) closes, so no replica stays refusing a provider the others
+/// reopened.
 async fn catch_up(handle: &BreakerHandle, open_key: &str, link: &Link) {
     let key = open_key.to_string();
     let left: Option<i64> = link
@@ -207,7 +224,20 @@ async fn catch_up(handle: &BreakerHandle, open_key: &str, link: &Link) {
             redis::cmd("PTTL").arg(key).query_async(&mut c).await
         })
         .await;
-    if let Some(ms) = left.filter(|ms| *ms > 0) {
-        handle.follow_open(Duration::from_millis(ms as u64));
+    match left {
+        Some(ms) if ms > 0 => {
+            handle.follow_open(Duration::from_millis(ms as u64));
+        }
+        // -2: no such key, no open period anywhere in the fleet.
+        Some(-2) => {
+            let held_by_fleet = matches!(
+                handle.subscribe().borrow().reason,
+                TransitionReason::Peer { .. }
+            );
+            if held_by_fleet && handle.state() == CircuitState::Open {
+                handle.follow_close();
+            }
+        }
+        _ => {}
     }
 }

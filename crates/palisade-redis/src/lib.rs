@@ -26,6 +26,13 @@
 //!   itself when Redis answers. Leases and locks expire: a replica that
 //!   dies holds nothing for long.
 //!
+//! The client is redis-rs (the `redis` crate): the most used Redis client
+//! for Rust, with a tokio `ConnectionManager` that reconnects by itself
+//! and times out each response, scripts sent by hash (`EVALSHA`, loaded
+//! again when Redis forgets them), and pub/sub on a connection of its own.
+//! Every step that must be atomic is one Lua script run on Redis's clock
+//! (`TIME`), so replicas' clocks never disagree about a quota.
+//!
 //! [`Quota`]: palisade_ratelimit::Quota
 //!
 //! ```no_run

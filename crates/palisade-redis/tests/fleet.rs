@@ -599,3 +599,131 @@ async fn the_fleets_retries_stay_within_its_ratio_of_the_fleets_requests() {
     );
     assert!(budget_a.try_withdraw(), "A alone retries on its own");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_empty_window_seen_by_one_replica_stops_the_others() {
+    let redis = Redis::start();
+    let a = Fleet::connect(FleetSettings {
+        key_prefix: "window".into(),
+        ..settings(&redis.url(), "a")
+    })
+    .unwrap();
+    let b = Fleet::connect(FleetSettings {
+        key_prefix: "window".into(),
+        ..settings(&redis.url(), "b")
+    })
+    .unwrap();
+    // Limiters that only follow the provider's headers (no quota).
+    let la = RateLimitLayer::http().provider("p").build().unwrap();
+    let lb = RateLimitLayer::http().provider("p").build().unwrap();
+    a.join("p", None, Some(&la.handle()));
+    b.join("p", None, Some(&lb.handle()));
+    a.ready().await;
+    b.ready().await;
+    until(Duration::from_secs(5), || {
+        a.is_connected() && b.is_connected()
+    })
+    .await
+    .unwrap();
+    let svc = la.layer(service_fn(|_: Req| async {
+        Ok::<_, BoxError>(
+            http::Response::builder()
+                .header("x-ratelimit-limit-requests", "100")
+                .header("x-ratelimit-remaining-requests", "0")
+                .header("x-ratelimit-reset-requests", "2s")
+                .body(())
+                .unwrap(),
+        )
+    }));
+    assert!(lb.handle().wait().is_zero());
+    svc.oneshot(http::Request::new(())).await.unwrap();
+    let told = until(Duration::from_millis(500), || {
+        lb.handle().wait() > Duration::from_millis(1_500)
+    })
+    .await
+    .expect("B learns A's provider has nothing left");
+    eprintln!("the provider's empty window reached B in {told:?}");
+    assert!(told <= Duration::from_millis(100), "{told:?}");
+    let hb = lb.layer(service_fn(|_: Req| async {
+        Ok::<_, BoxError>(http::Response::new(()))
+    }));
+    let err = hb.oneshot(http::Request::new(())).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<Rejected>().unwrap().reason(),
+        RejectReason::RateLimited
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_loses_everything_open_periods_are_told_again_and_nothing_stays_held() {
+    let mut redis = Redis::start();
+    let a = Fleet::connect(FleetSettings {
+        key_prefix: "lost".into(),
+        ..settings(&redis.url(), "a")
+    })
+    .unwrap();
+    let b = Fleet::connect(FleetSettings {
+        key_prefix: "lost".into(),
+        ..settings(&redis.url(), "b")
+    })
+    .unwrap();
+    until(Duration::from_secs(5), || {
+        a.is_connected() && b.is_connected()
+    })
+    .await
+    .unwrap();
+    let make = || CircuitBreakerLayer::http().provider("p").build().unwrap();
+    let (pa, pb) = (make(), make());
+    a.join("p", Some(&pa.handle()), None);
+    b.join("p", Some(&pb.handle()), None);
+    // B also has provider q, held open by the fleet for 30 s.
+    let qb = CircuitBreakerLayer::http().provider("q").build().unwrap();
+    b.join("q", Some(&qb.handle()), None);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A meets a 429 with Retry-After: 30; B follows.
+    let svc = pa.layer(service_fn(|_: Req| async {
+        Ok::<_, BoxError>(
+            http::Response::builder()
+                .status(429)
+                .header("retry-after", "30")
+                .body(())
+                .unwrap(),
+        )
+    }));
+    let _ = svc.oneshot(http::Request::new(())).await;
+    until(Duration::from_millis(500), || {
+        pb.handle().state() == CircuitState::Open
+    })
+    .await
+    .expect("B follows A");
+    qb.handle().follow_open(Duration::from_secs(30));
+    // Redis restarts empty: every key and announcement is gone.
+    redis.kill();
+    until(Duration::from_secs(3), || {
+        !a.is_connected() && !b.is_connected()
+    })
+    .await
+    .unwrap();
+    redis.restart();
+    until(Duration::from_secs(3), || {
+        a.is_connected() && b.is_connected()
+    })
+    .await
+    .expect("both rejoin");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A told the fleet again: the open period is in Redis, and B keeps it.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let left: i64 = redis::cmd("PTTL")
+        .arg("lost:open:p")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left > 25_000, "A's open period announced again: {left} ms");
+    assert_eq!(pb.handle().state(), CircuitState::Open);
+    // Nobody in the fleet holds q open: B does not stay refusing it.
+    assert_eq!(qb.handle().state(), CircuitState::Closed);
+}
