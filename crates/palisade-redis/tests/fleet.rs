@@ -331,6 +331,13 @@ async fn redis_killed_mid_run_costs_callers_nothing_and_the_fleet_rejoins() {
             async { Ok::<_, BoxError>(()) }
         }))));
     }
+    let other_limit = RateLimitLayer::builder()
+        .provider("other")
+        .quota(Quota::per_minute(6_000).burst(60))
+        .build()
+        .unwrap();
+    fleets[1].join("other", None, Some(&other_limit.handle()));
+    let other = Boxed::new(other_limit.layer(service_fn(|_: Req| async { Ok::<_, BoxError>(()) })));
     for fleet in &fleets {
         fleet.ready().await;
     }
@@ -363,6 +370,21 @@ async fn redis_killed_mid_run_costs_callers_nothing_and_the_fleet_rejoins() {
     })
     .await;
     assert!(alone.is_some(), "each replica notices Redis is gone");
+    // Alone, each replica takes its third of a quota: 100 calls at once to
+    // another provider with the same quota (idle until now) get a third of
+    // its burst (20), not all of it.
+    let at_once = {
+        let mut ok = 0;
+        for _ in 0..100 {
+            if other.clone().oneshot(http::Request::new(())).await.is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    eprintln!("alone, 100 calls at once on one replica: {at_once} admitted");
+    assert!(at_once >= 19, "a third of the burst of 60: {at_once}");
+    assert!(at_once <= 20);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     redis.restart();
     for t in tasks {
