@@ -50,5 +50,20 @@ pub(crate) async fn metrics(
             v.load(Ordering::Relaxed)
         ));
     }
+    if let Some(fleet) = &s.fleet {
+        use palisade_core::{Inspect, MetricKind};
+        for sample in fleet.inspect().samples {
+            let kind = match sample.kind {
+                MetricKind::Counter => "counter",
+                _ => "gauge",
+            };
+            text.push_str(&format!(
+                "# HELP {n} {h}\n# TYPE {n} {kind}\n{n} {v}\n",
+                n = sample.name,
+                h = sample.help,
+                v = sample.value
+            ));
+        }
+    }
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

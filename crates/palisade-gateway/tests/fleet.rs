@@ -85,6 +85,15 @@ impl Running {
         (status, provider)
     }
 
+    async fn metrics(&self) -> String {
+        let req = http::Request::get(format!("{}/metrics", self.base))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = self.client.request(req).await.unwrap();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     async fn health(&self) -> serde_json::Value {
         let req = http::Request::get(format!("{}/health", self.base))
             .body(Full::new(Bytes::new()))
@@ -121,6 +130,10 @@ async fn two_gateways_keep_away_from_a_provider_together_and_carry_on_without_re
         b.health().await["fleet"]
     );
     assert_eq!(b.chat().await, (200, "primary".to_string()));
+    let metrics = b.metrics().await;
+    for line in ["palisade_fleet_connected 1", "palisade_fleet_replicas 2"] {
+        assert!(metrics.contains(line), "{line} in /metrics:\n{metrics}");
+    }
 
     // A's primary answers 429 with Retry-After: 3; A falls back, and B
     // keeps away from its primary until the same end.

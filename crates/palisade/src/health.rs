@@ -38,7 +38,7 @@
 //! | `bulkhead` | `provider`, `max_concurrent`, `max_waiting`, `in_flight`, `waiting`, `peak_in_flight`, `rejected`, `timed_out`, `queued`, `mean_wait_ms` |
 //! | `retry` | `provider`, `requests`, `attempts` (requests + retries), `provider_calls` (attempts that reached the provider), `refused` (attempts refused by a palisade layer inside), `retries`, `budget_refusals`, `deadline_stops`, `exhausted`, `budget` (`kind`: `ratio` with `ratio`, `available`; `token_bucket` with `tokens`, `max_tokens`; `unlimited`) |
 //! | `balance` (providers sharing a tier) | `weight`, `in_flight`, `latency_ms` (peak-EWMA estimate of whole answers), `first_token_ms` (of streams' first tokens); each null until measured |
-//! | `rate_limit` | `provider`, `quotas` (each `unit`, `amount`, `period_ms`, `burst`, `available`), `provider_requests` / `provider_tokens` (what the provider's headers said: `remaining`, `reset_ms`; null until seen), `wait_ms` (until a request would have room), `admitted`, `refused`, `waited`, `in_flight` |
+//! | `rate_limit` | `provider`, `quotas` (each `unit`, `amount`, `period_ms`, `burst`, `available`), `provider_requests` / `provider_tokens` (what the provider's headers said: `remaining`, `reset_ms`; null until seen), `wait_ms` (until a request would have room), `admitted`, `refused`, `waited`, `in_flight`, `shared` (whether a fleet decides: then `wait_ms` is the fleet's) |
 
 use std::fmt::Write as _;
 

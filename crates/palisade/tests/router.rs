@@ -384,6 +384,7 @@ async fn every_layers_health_fields_are_the_documented_ones() {
             "provider_tokens",
             "quotas",
             "refused",
+            "shared",
             "wait_ms",
             "waited"
         ]
