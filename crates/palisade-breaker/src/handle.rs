@@ -58,6 +58,20 @@ pub enum TransitionReason {
     /// Another breaker guarding the same provider closed after its probes
     /// succeeded (see [`BreakerHandle::follow_close`]).
     PeerClosed,
+    /// Active health checks passed this many times in a row while open:
+    /// probing at once instead of waiting out the open period (see
+    /// [`BreakerHandle::checks_passed`]).
+    ChecksPassed {
+        /// Checks passed in a row.
+        successes: u32,
+    },
+    /// Active health checks failed this many times in a row while closed:
+    /// opened before a user's call failed (see
+    /// [`BreakerHandle::checks_failed`]).
+    ChecksFailed {
+        /// Checks failed in a row.
+        failures: u32,
+    },
     /// The open period ended; probing.
     OpenElapsed,
     /// A half-open probe failed.
@@ -117,6 +131,12 @@ impl fmt::Display for TransitionReason {
                 write!(f, "another replica's breaker opened for {retry_after:?}")
             }
             TransitionReason::PeerClosed => f.write_str("another replica's probes succeeded"),
+            TransitionReason::ChecksPassed { successes } => {
+                write!(f, "{successes} health checks passed in a row")
+            }
+            TransitionReason::ChecksFailed { failures } => {
+                write!(f, "{failures} health checks failed in a row")
+            }
             TransitionReason::OpenElapsed => f.write_str("open period ended"),
             TransitionReason::ProbeFailed { kind } => write!(f, "half-open probe failed: {kind}"),
             TransitionReason::ProbesSucceeded { successes } => {
@@ -339,6 +359,36 @@ impl BreakerHandle {
     /// ```
     pub fn follow_close(&self) -> bool {
         self.core.follow_close()
+    }
+
+    /// Active health checks of the provider passed `successes` times in a
+    /// row: an open breaker moves to half-open at once (its probes, real
+    /// calls, then decide as usual) instead of waiting out its open period.
+    /// Any other state is left as it is. Returns whether it moved.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use palisade_breaker::CircuitBreakerLayer;
+    /// use palisade_core::CircuitState;
+    ///
+    /// let handle = CircuitBreakerLayer::builder().build().unwrap().handle();
+    /// assert!(!handle.checks_passed(1), "closed: nothing to recover");
+    /// handle.checks_failed(3);
+    /// assert_eq!(handle.state(), CircuitState::Open);
+    /// assert!(handle.checks_passed(1));
+    /// assert_eq!(handle.state(), CircuitState::HalfOpen);
+    /// # }
+    /// ```
+    pub fn checks_passed(&self, successes: u32) -> bool {
+        self.core.checks_passed(successes)
+    }
+
+    /// Active health checks of the provider failed `failures` times in a
+    /// row: a closed breaker opens now, as a trip of its own (its open
+    /// period grows as after any trip), before a user's call fails. Any
+    /// other state is left as it is. Returns whether it moved.
+    pub fn checks_failed(&self, failures: u32) -> bool {
+        self.core.checks_failed(failures)
     }
 
     /// A handle that does not keep the breaker alive: for background tasks

@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::check::{HealthCheckSection, HealthCheckSettings};
 pub use palisade_balance::Strategy;
 pub use palisade_breaker::{BreakerSection, BreakerSettings};
 pub use palisade_bulkhead::{BulkheadSection, BulkheadSettings};
@@ -178,6 +179,8 @@ layers! {
     breaker: BreakerSection => BreakerSettings,
     /// `[..timeout]`: the per-attempt timeout.
     timeout: TimeoutSection => TimeoutSettings,
+    /// `[..health_check]`: active health checks (off by default).
+    health_check: HealthCheckSection => HealthCheckSettings,
 }
 
 /// The whole configuration.

@@ -109,6 +109,8 @@ pub struct Registry<S, C, M = OnResponse> {
     tiers: ArcSwap<Vec<(Vec<ProviderId>, Strategy)>>,
     hedge: ArcSwapOption<HedgeHandle>,
     shared_budget: Option<palisade_retry::RetryBudget>,
+    /// Running health checks, by provider (see `Registry::start_checks`).
+    pub(crate) checks: DashMap<ProviderId, crate::check::CheckHandle>,
     version: AtomicU64,
 }
 
@@ -128,6 +130,7 @@ impl<S, C, M> Default for Registry<S, C, M> {
             tiers: ArcSwap::from_pointee(Vec::new()),
             hedge: ArcSwapOption::empty(),
             shared_budget: None,
+            checks: DashMap::new(),
             version: AtomicU64::new(0),
         }
     }

@@ -68,6 +68,37 @@ impl Core {
         }
     }
 
+    /// Health checks passed `successes` times in a row: from open, probe now.
+    pub(crate) fn checks_passed(&self, successes: u32) -> bool {
+        self.move_from(
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+            TransitionReason::ChecksPassed { successes },
+        )
+    }
+
+    /// Health checks failed `failures` times in a row: from closed, trip.
+    pub(crate) fn checks_failed(&self, failures: u32) -> bool {
+        self.move_from(
+            CircuitState::Closed,
+            CircuitState::Open,
+            TransitionReason::ChecksFailed { failures },
+        )
+    }
+
+    /// Moves from `from` to `to` if the breaker is in `from`.
+    fn move_from(&self, from: CircuitState, to: CircuitState, reason: TransitionReason) -> bool {
+        loop {
+            let w = self.hot.word.load(Ordering::Acquire);
+            if st_of(w) != from {
+                return false;
+            }
+            if self.transition(w, to, reason) {
+                return true;
+            }
+        }
+    }
+
     /// Another breaker for the same provider closed after its probes: close
     /// too, from open or half-open.
     pub(crate) fn follow_close(&self) -> bool {
