@@ -14,7 +14,7 @@ use palisade_core::BoxError;
 use crate::auth::Auth;
 use crate::config::GatewayConfig;
 use crate::state::{AppState, Counters, GatewayRegistry};
-use crate::upstream::{self, GatewayClassifier, Upstream, UpstreamSettings};
+use crate::upstream::{self, ChatRequest, GatewayClassifier, Upstream, UpstreamSettings};
 
 /// A gateway ready to serve: its router and registry, the simulated
 /// providers it started, and its listener.
@@ -60,6 +60,7 @@ impl Gateway {
             .release_mode(OnBodyEnd)
             .build_router(|p| upstreams[&p.id].clone())?;
         let registry = router.registry().clone();
+        start_checks(&registry, &cfg, &upstreams);
         let fleet = match &cfg.palisade.fleet {
             Some(settings) => {
                 let fleet = palisade::redis::Fleet::connect(settings.clone())?;
@@ -192,6 +193,43 @@ fn per_key_limits(
 /// One [`Upstream`] per `[upstreams.<id>]`. A simulated one reuses the
 /// running simulator of that id in `sims` (its faults replaced) or starts
 /// one.
+/// Starts the health checks `[palisade.*.health_check]` asks for: each
+/// checked upstream is sent a one-token chat completion of its first model,
+/// straight (not through its stack, so checks are not counted as traffic).
+pub(crate) fn start_checks(
+    registry: &GatewayRegistry,
+    cfg: &GatewayConfig,
+    upstreams: &BTreeMap<String, Upstream>,
+) {
+    let checked = registry.start_checks(|p, settings| {
+        let upstream = upstreams.get(p.id.as_str())?.clone();
+        let model: Arc<str> = cfg
+            .upstreams
+            .get(p.id.as_str())?
+            .models
+            .keys()
+            .next()?
+            .as_str()
+            .into();
+        let request = move || {
+            let body = serde_json::json!({
+                "model": &*model,
+                "messages": [{"role": "user", "content": "ping"}],
+                "max_tokens": 1,
+            });
+            let body = body.as_object().cloned().unwrap_or_default();
+            ChatRequest::new(&model, body, false)
+        };
+        Some(
+            palisade::check::HealthCheck::new(settings, upstream, request)
+                .classifier(GatewayClassifier::default()),
+        )
+    });
+    if !checked.is_empty() {
+        tracing::info!(providers = ?checked, "health checks started");
+    }
+}
+
 pub(crate) async fn upstreams(
     cfg: &GatewayConfig,
     client: &upstream::HttpClient,

@@ -152,6 +152,8 @@ impl Reloader {
                 fleet.forget(id.as_str());
             }
         }
+        // Checks follow the new stacks and settings.
+        crate::app::start_checks(&self.inner.state.registry, &cfg, &upstreams);
         self.inner.state.models.store(Arc::new(cfg.models()));
         #[cfg(feature = "sim")]
         sims.retain(|id, _| cfg.upstreams.contains_key(id));
