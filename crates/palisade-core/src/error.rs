@@ -78,6 +78,9 @@ pub enum RejectReason {
     /// A rate limit has no room for the call now (a configured quota, or
     /// what the provider's own rate headers said).
     RateLimited,
+    /// The provider is ejected from its tier for a while: it did much worse
+    /// than its tier mates (outlier detection).
+    Ejected,
 }
 
 impl fmt::Display for RejectReason {
@@ -92,6 +95,7 @@ impl fmt::Display for RejectReason {
             }
             RejectReason::NoProvider => f.write_str("no provider is registered"),
             RejectReason::RateLimited => f.write_str("rate limit has no room"),
+            RejectReason::Ejected => f.write_str("ejected as an outlier of its tier"),
         }
     }
 }

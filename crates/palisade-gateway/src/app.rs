@@ -61,6 +61,9 @@ impl Gateway {
             .build_router(|p| upstreams[&p.id].clone())?;
         let registry = router.registry().clone();
         start_checks(&registry, &cfg, &upstreams);
+        if let Some(outlier) = &cfg.palisade.router.outlier {
+            palisade::eject::OutlierDetection::spawn(&registry, outlier.clone())?;
+        }
         let fleet = match &cfg.palisade.fleet {
             Some(settings) => {
                 let fleet = palisade::redis::Fleet::connect(settings.clone())?;

@@ -90,6 +90,9 @@ impl Reloader {
         if json(&a.hedge) != json(&b.hedge) {
             restart.push("palisade.router.hedge");
         }
+        if json(&a.outlier) != json(&b.outlier) {
+            restart.push("palisade.router.outlier");
+        }
         if a.seed != b.seed {
             restart.push("palisade.router.seed");
         }

@@ -1,6 +1,7 @@
-//! Health checks in the gateway, over real loopback sockets: a checked
+//! Knowing health in the gateway, over real loopback sockets: a checked
 //! provider that goes down is taken out of rotation by the checks alone,
-//! with no user request sent to it, and is back as soon as a check passes.
+//! with no user request sent to it, and is back as soon as a check passes;
+//! a provider failing more than its tier mates is ejected from the tier.
 
 use std::time::{Duration, Instant};
 
@@ -111,5 +112,86 @@ async fn a_checked_provider_is_taken_out_and_brought_back_by_its_checks() {
     eprintln!(
         "primary probing again {:?} after it came back",
         back.elapsed()
+    );
+}
+
+const TIER: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+
+[upstreams.a]
+models = { "m" = "a-model" }
+simulated = { latency_ms = 1, tokens = 2, token_interval_ms = 1, error_rate = 0.3 }
+
+[upstreams.b]
+models = { "m" = "b-model" }
+simulated = { latency_ms = 1, tokens = 2, token_interval_ms = 1 }
+
+[upstreams.c]
+models = { "m" = "c-model" }
+simulated = { latency_ms = 1, tokens = 2, token_interval_ms = 1 }
+
+[palisade.router]
+tiers = [["a", "b", "c"]]
+strategy = "round_robin"
+
+[palisade.router.outlier]
+interval_ms = 300
+min_requests = 10
+
+[palisade.defaults.retry]
+enabled = false
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failing_more_than_its_tier_mates_is_ejected_by_the_gateway() {
+    let gw = Gateway::bind(GatewayConfig::from_toml(TIER).unwrap(), None)
+        .await
+        .unwrap();
+    let base = format!("http://{}", gw.local_addr().unwrap());
+    let sims = gw.sims().clone();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gw.serve(async move {
+        let _ = rx.await;
+    }));
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let start = Instant::now();
+    let mut ejected = false;
+    while start.elapsed() < Duration::from_secs(5) && !ejected {
+        for _ in 0..20 {
+            let req = http::Request::post(format!("{base}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let res = client.request(req).await.unwrap();
+            assert_eq!(res.status(), 200, "the tier answers every request");
+            let _ = res.into_body().collect().await;
+        }
+        let h = get(&client, format!("{base}/health")).await;
+        let a = h["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "a")
+            .unwrap()
+            .clone();
+        ejected = a["outlier"]["ejected"] == true;
+    }
+    assert!(ejected, "a (30% errors) ejected from its tier");
+    let before = sims["a"].requests();
+    for _ in 0..30 {
+        let req = http::Request::post(format!("{base}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_ne!(res.headers()["x-palisade-provider"], "a");
+        let _ = res.into_body().collect().await;
+    }
+    assert_eq!(
+        sims["a"].requests(),
+        before,
+        "no call to the ejected provider"
     );
 }

@@ -305,9 +305,9 @@ impl Fleet {
             .remove(provider);
     }
 
-    /// Waits until every provider joined holds its first leases, or Redis
-    /// is found unreachable (then each replica is alone and needs none), at
-    /// most a few Redis timeouts. Call it after joining and before serving:
+    /// Waits until every provider joined holds its first leases and the
+    /// other replicas' events are heard, or Redis is found unreachable (then
+    /// each replica is alone and needs none), at most a few Redis timeouts. Call it after joining and before serving:
     /// a call that comes before its provider's first lease is refused as
     /// having no room (`RateLimited`, retry in one Redis timeout).
     pub async fn ready(&self) {
@@ -321,7 +321,8 @@ impl Fleet {
                 .pools()
                 .iter()
                 .all(|p| p.top_ups.load(Ordering::Relaxed) > 0);
-            if unreachable || (link.is_up() && fed) {
+            let hearing = *self.inner.members.subscribed.borrow() > 0;
+            if unreachable || (link.is_up() && fed && hearing) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;

@@ -16,14 +16,23 @@ use palisade_redis::{Fleet, FleetSettings};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
+/// Settings for the tests: Redis on loopback answers in well under a
+/// millisecond, but these tests run beside each other on two cores, so a
+/// command may wait its turn; 250 ms keeps a busy machine from reading as
+/// Redis failing (the test that measures callers' waits uses the default).
 fn settings(url: &str, replica: &str) -> FleetSettings {
     FleetSettings {
         replica_id: Some(replica.into()),
         heartbeat_ms: 200,
         retry_ms: 200,
+        timeout_ms: 250,
         ..FleetSettings::new(url)
     }
 }
+
+/// The tests measure time on a real clock: one at a time, so one's load
+/// does not show as another's delay.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Waits (polling every 5 ms, up to `within`) until `cond` holds.
 async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
@@ -69,6 +78,7 @@ type Boxed = tower::util::BoxCloneSyncService<Req, (), BoxError>;
 /// receives (and the tokens it was sent, by the weight header).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_send_a_minute_of_quota_not_three() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
     let fleets = three(&redis.url(), "quota").await;
     let received = Arc::new(AtomicU64::new(0));
@@ -213,6 +223,7 @@ use std::future::Future;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_seen_by_one_replica_holds_every_replica() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
     let fleets = three(&redis.url(), "cooldown").await;
     let upstream = Upstream {
@@ -312,6 +323,7 @@ async fn a_retry_after_seen_by_one_replica_holds_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_costs_callers_nothing_and_the_fleet_rejoins() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut redis = Redis::start();
     let fleets = three(&redis.url(), "killed").await;
     let received = Arc::new(AtomicUsize::new(0));
@@ -446,6 +458,7 @@ async fn redis_killed_mid_run_costs_callers_nothing_and_the_fleet_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_dies_holding_quota_or_the_probe_lock_blocks_nobody_for_long() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
     // Quota: 60 a minute, burst 3. Replica A leases all three (a lease of
     // half the quota, capped at the burst) and dies without giving back.
@@ -551,6 +564,7 @@ async fn a_replica_that_dies_holding_quota_or_the_probe_lock_blocks_nobody_for_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleets_retries_stay_within_its_ratio_of_the_fleets_requests() {
+    let _one = ONE_AT_A_TIME.lock().await;
     use palisade_retry::RetryBudget;
     let mut redis = Redis::start();
     let a = Fleet::connect(FleetSettings {
@@ -624,6 +638,7 @@ async fn the_fleets_retries_stay_within_its_ratio_of_the_fleets_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_providers_empty_window_seen_by_one_replica_stops_the_others() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
     let a = Fleet::connect(FleetSettings {
         key_prefix: "window".into(),
@@ -678,6 +693,7 @@ async fn a_providers_empty_window_seen_by_one_replica_stops_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_loses_everything_open_periods_are_told_again_and_nothing_stays_held() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut redis = Redis::start();
     let a = Fleet::connect(FleetSettings {
         key_prefix: "lost".into(),

@@ -71,6 +71,10 @@ pub struct RouterConfig {
     /// Hedge late calls to another provider of their tier (off unless
     /// this section is given).
     pub hedge: Option<HedgeSection>,
+    /// Eject, for a while, a provider that does much worse than its tier
+    /// mates (off unless this section is given; see
+    /// [`eject`](crate::eject)).
+    pub outlier: Option<crate::eject::OutlierSection>,
     /// Fixes the balancers' random draws, for reproducible tests and
     /// simulations (default: seeded from the clock).
     pub seed: Option<u64>,
@@ -91,6 +95,7 @@ impl Default for RouterConfig {
             strategy: Strategy::default(),
             strategies: Vec::new(),
             hedge: None,
+            outlier: None,
             seed: None,
             share_retry_budget: false,
         }
@@ -394,6 +399,11 @@ impl Config {
         if let Some(Err(e)) = self.fleet.as_ref().map(|f| f.check()) {
             for p in e.problems() {
                 add(p.path.clone(), p.message.clone());
+            }
+        }
+        if let Some(Err(e)) = self.router.outlier.as_ref().map(|o| o.check()) {
+            for p in e.problems() {
+                add(format!("router.{}", p.path), p.message.clone());
             }
         }
         if let Some(hedge) = &self.router.hedge {

@@ -38,6 +38,7 @@
 //! | `bulkhead` | `provider`, `max_concurrent`, `max_waiting`, `in_flight`, `waiting`, `peak_in_flight`, `rejected`, `timed_out`, `queued`, `mean_wait_ms` |
 //! | `retry` | `provider`, `requests`, `attempts` (requests + retries), `provider_calls` (attempts that reached the provider), `refused` (attempts refused by a palisade layer inside), `retries`, `budget_refusals`, `deadline_stops`, `exhausted`, `budget` (`kind`: `ratio` with `ratio`, `available`; `token_bucket` with `tokens`, `max_tokens`; `unlimited`) |
 //! | `health_check` (providers checked) | `provider`, `interval_ms`, `sent`, `passed`, `failed`, `skipped` (traffic had just shown the provider healthy, or the breaker was half-open, forced open or disabled), `last` (`passed`, `failed`, `none`) |
+//! | `outlier` (providers ever ejected from their tier) | `provider`, `ejected`, `remaining_ms`, `multiplier` (of the next ejection's length), `times_ejected`, `tier_panicking` |
 //! | `balance` (providers sharing a tier) | `weight`, `in_flight`, `latency_ms` (peak-EWMA estimate of whole answers), `first_token_ms` (of streams' first tokens); each null until measured |
 //! | `rate_limit` | `provider`, `quotas` (each `unit`, `amount`, `period_ms`, `burst`, `available`), `provider_requests` / `provider_tokens` (what the provider's headers said: `remaining`, `reset_ms`; null until seen), `wait_ms` (until a request would have room), `admitted`, `refused`, `waited`, `in_flight`, `shared` (whether a fleet decides: then `wait_ms` is the fleet's) |
 
@@ -123,6 +124,9 @@ impl<S, C, M> Registry<S, C, M> {
                 let mut layers = p.handles.inspectors().inspect();
                 if let Some(check) = self.checks.get(&p.id) {
                     layers.push(palisade_core::Inspect::inspect(&*check));
+                }
+                if p.ejection.snapshot().times_ejected > 0 {
+                    layers.push(palisade_core::Inspect::inspect(&p.ejection));
                 }
                 if balanced.contains(&p.id) {
                     layers.push(balance(p));

@@ -50,6 +50,7 @@
 
 pub mod check;
 pub mod config;
+pub mod eject;
 #[cfg(feature = "redis")]
 mod fleet;
 pub mod health;

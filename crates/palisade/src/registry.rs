@@ -40,6 +40,9 @@ pub struct Provider<S, C, M = OnResponse> {
     /// The settings it was built from, when built from a config (what
     /// [`RegistryBuilder::reconcile`] compares).
     pub settings: Option<crate::ProviderSettings>,
+    /// Whether it is ejected from its tier as an outlier (see
+    /// [`eject`](crate::eject)); an admission view of its own.
+    pub ejection: crate::eject::Ejection,
 }
 
 /// How long a provider's latency window holds samples unless the hedge
@@ -63,6 +66,7 @@ impl<S, C, M> Provider<S, C, M> {
     /// A provider from a built stack, with no routing marks.
     pub fn new(stack: ProviderStack<S, C, M>) -> Self {
         Provider {
+            ejection: crate::eject::Ejection::new(stack.id.clone()),
             id: stack.id,
             service: stack.service,
             handles: stack.handles,

@@ -279,7 +279,7 @@ where
                 .filter_map(|id| self.registry.get(id.as_str()))
                 .map(|p| {
                     let mut t = Target::new(p.id.clone(), p.service.clone())
-                        .with_admissions(p.handles.admissions())
+                        .with_admissions(p.handles.admissions().with(p.ejection.clone()))
                         .weight(p.weight)
                         .load(p.load.clone())
                         .latency_window(p.latency.clone())
