@@ -48,7 +48,8 @@ pub use self::section::{HealthCheckSection, HealthCheckSettings};
 /// use palisade::check::{HealthCheck, HealthCheckSettings};
 /// use palisade_breaker::CircuitBreakerLayer;
 /// use palisade_core::{BoxError, CircuitState};
-/// /// use tower::service_fn;
+/// use std::time::Duration;
+/// use tower::service_fn;
 ///
 /// let breaker = CircuitBreakerLayer::builder().provider("openai").build().unwrap();
 /// let handle = breaker.handle();

@@ -37,7 +37,7 @@ impl<S, C, M> Registry<S, C, M> {
     /// let checked = router.registry().start_checks(|_provider, settings| {
     ///     Some(HealthCheck::new(settings, upstream.clone(), || http::Request::new(String::new())))
     /// });
-    /// assert_eq!(checked, vec!["openai".into()]);
+    /// assert_eq!(checked, vec![palisade_core::ProviderId::from("openai")]);
     /// # }
     /// ```
     pub fn start_checks<P, R, Cl, F>(&self, check: F) -> Vec<ProviderId>
