@@ -1,0 +1,95 @@
+//! [`Chaos`]: the service a [`ChaosLayer`](crate::ChaosLayer) wraps around
+//! another.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Classified, FailureKind};
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::handle::Shared;
+use crate::layer::Select;
+
+/// Injects its layer's faults into `S`'s calls (see
+/// [`ChaosLayer`](crate::ChaosLayer)).
+#[derive(Debug, Clone)]
+pub struct Chaos<S, P> {
+    inner: S,
+    shared: Arc<Shared>,
+    select: P,
+}
+
+impl<S, P> Chaos<S, P> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, select: P) -> Self {
+        Chaos {
+            inner,
+            shared,
+            select,
+        }
+    }
+}
+
+/// The failure an injected error of `status` stands for.
+fn kind_of(status: u16, retry_after: Option<std::time::Duration>) -> FailureKind {
+    let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+    match status {
+        429 => FailureKind::RateLimited { retry_after },
+        503 | 529 => FailureKind::Overloaded { retry_after },
+        400..=499 => FailureKind::Client(code),
+        _ => FailureKind::Server(code),
+    }
+}
+
+impl<S, P, Req> Service<Req> for Chaos<S, P>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    P: Select<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let s = &self.shared;
+        if !s.enabled.load(Ordering::Relaxed) || !self.select.select(&req) {
+            return ResponseFuture::pass(self.inner.call(req));
+        }
+        let plan = s.plan.load();
+        let c = &s.counts;
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        let hit = |rate: f64| rate > 0.0 && s.draws.next() < rate;
+        if hit(plan.reset_rate) {
+            c.resets.fetch_add(1, Ordering::Relaxed);
+            return ResponseFuture::fail(
+                Classified::new(FailureKind::Connect, "chaos: connection reset (injected)").into(),
+            );
+        }
+        if hit(plan.hang_rate) {
+            c.hangs.fetch_add(1, Ordering::Relaxed);
+            return ResponseFuture::hang();
+        }
+        if hit(plan.error_rate) {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+            let status = plan.error_status.unwrap_or(503);
+            let msg = format!("chaos: HTTP {status} (injected)");
+            return ResponseFuture::fail(
+                Classified::new(kind_of(status, plan.retry_after), msg).into(),
+            );
+        }
+        let fut = self.inner.call(req);
+        match plan.delay {
+            Some(delay) if hit(plan.latency_rate) => {
+                c.delays.fetch_add(1, Ordering::Relaxed);
+                ResponseFuture::late(fut, delay.at(s.draws.next()))
+            }
+            _ => ResponseFuture::pass(fut),
+        }
+    }
+}
