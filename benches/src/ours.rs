@@ -206,3 +206,26 @@ where
         .unwrap();
     palisade_hedge::HedgeLayer::new(policy).layer(svc)
 }
+
+/// The chaos layer switched off (its state on a service that never fails):
+/// what it costs to leave it in a stack.
+pub fn chaos_off(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    palisade_chaos::ChaosLayer::builder()
+        .plan(palisade_chaos::Plan::default().error(0.1, 503))
+        .build()
+        .unwrap()
+        .layer(Bare)
+}
+
+/// The chaos layer on, with every rate at 0: the draw path, nothing
+/// injected.
+pub fn chaos_on_quiet(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    palisade_chaos::ChaosLayer::builder()
+        .enabled(true)
+        .seed(1)
+        .build()
+        .unwrap()
+        .layer(Bare)
+}

@@ -472,3 +472,13 @@ where
         )
     })
 }
+
+/// tower-resilience's chaos layer with every rate at 0 (it has no off
+/// switch): nothing injected.
+pub fn resilience_chaos(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower_resilience::chaos::ChaosLayer::builder()
+        .latency_rate(0.0)
+        .build()
+        .layer(Bare)
+}

@@ -54,6 +54,25 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     );
 
     add(
+        "chaos",
+        "palisade",
+        "chaos layer, off",
+        wanted("chaos").then(|| measure(&settings, true, ours::chaos_off)),
+    );
+    add(
+        "chaos",
+        "palisade",
+        "chaos layer, on, nothing drawn",
+        wanted("chaos").then(|| measure(&settings, true, ours::chaos_on_quiet)),
+    );
+    add(
+        "chaos",
+        "tower-resilience",
+        "chaos layer, rates 0",
+        wanted("chaos").then(|| measure(&settings, true, peers::resilience_chaos)),
+    );
+
+    add(
         "bulkhead",
         "palisade",
         "bulkhead",

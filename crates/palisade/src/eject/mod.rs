@@ -7,8 +7,11 @@
 //! Every `interval`, for each tier of two or more, each provider with at
 //! least `min_requests` calls since the last judgement is held against its
 //! tier mates': ejected when its success rate is below the mean of theirs
-//! by more than `success_rate_gap`, or its latency estimate is above
-//! `latency_factor` × the median of theirs. An ejection lasts
+//! by more than `success_rate_gap`, or its latency is above
+//! `latency_factor` × the median of theirs (latency as the router measures
+//! it: the balancer's peak-EWMA estimate in a `peak_ewma` tier, else the
+//! median of the provider's latency window when percentile hedging records
+//! it; without either, only success rates are judged). An ejection lasts
 //! `base_ejection × times ejected` (capped at `max_ejection`; the count
 //! goes down by one for each judgement it passes), at most
 //! `max_ejection_percent` of a tier is ejected at once (at least one
@@ -323,11 +326,21 @@ async fn judge<S, C, M>(
                     seen.insert(p.id.clone(), (calls, successes));
                     let (c0, s0) = last.get(&p.id).copied().unwrap_or((0, 0));
                     let (dc, ds) = (calls.saturating_sub(c0), successes.saturating_sub(s0));
+                    // Latency as the router measures it: the balancer's
+                    // peak-EWMA estimate (peak_ewma tiers), else the median
+                    // of the latency window (percentile hedging).
                     let est = p.load.latency();
+                    let latency_ns = if est.observed() {
+                        Some(est.estimate_ns(now))
+                    } else {
+                        p.latency
+                            .percentile_at(0.5, s.min_requests, now)
+                            .map(|d| d.as_nanos() as f64)
+                    };
                     Judged {
                         calls: dc,
                         success_rate: if dc == 0 { 1.0 } else { ds as f64 / dc as f64 },
-                        latency_ns: est.observed().then(|| est.estimate_ns(now)),
+                        latency_ns,
                     }
                 })
                 .collect();
