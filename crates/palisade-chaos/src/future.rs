@@ -37,6 +37,7 @@ impl<F, T> std::fmt::Debug for ResponseFuture<F, T> {
 }
 
 impl<F, T> ResponseFuture<F, T> {
+    #[inline]
     pub(crate) fn pass(fut: F) -> Self {
         ResponseFuture {
             state: State::Pass { fut },
@@ -71,6 +72,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Pass { fut } => fut.poll(cx).map_err(Into::into),

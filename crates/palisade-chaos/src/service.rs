@@ -52,15 +52,29 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, S::Response>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let s = &self.shared;
         if !s.enabled.load(Ordering::Relaxed) || !self.select.select(&req) {
             return ResponseFuture::pass(self.inner.call(req));
         }
+        self.inject(req)
+    }
+}
+
+impl<S, P> Chaos<S, P> {
+    /// The enabled path: draws, counts, and maybe a fault.
+    #[inline(never)]
+    fn inject<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, S::Response>
+    where
+        S: Service<Req>,
+    {
+        let s = &self.shared;
         let plan = s.plan.load();
         let c = &s.counts;
         c.calls.fetch_add(1, Ordering::Relaxed);
