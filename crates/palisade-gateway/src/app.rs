@@ -48,12 +48,14 @@ impl Gateway {
         let client = upstream::client(settings.connect_timeout);
         #[cfg(feature = "sim")]
         let mut sims = BTreeMap::new();
+        let chaos = Arc::new(crate::chaos::ChaosLayers::default());
         let upstreams = upstreams(
             &cfg,
             &client,
             &settings,
             #[cfg(feature = "sim")]
             &mut sims,
+            &chaos,
         )
         .await?;
         let router = RegistryBuilder::new(&cfg.palisade, GatewayClassifier::default())
@@ -107,6 +109,8 @@ impl Gateway {
             recent: crate::recent::Recent::new(),
             auth,
             fleet,
+            chaos,
+            chaos_endpoint: cfg.gateway.chaos_endpoint,
         });
         let reloader = crate::reload::Reloader::new(
             state.clone(),
@@ -202,7 +206,7 @@ fn per_key_limits(
 pub(crate) fn start_checks(
     registry: &GatewayRegistry,
     cfg: &GatewayConfig,
-    upstreams: &BTreeMap<String, Upstream>,
+    upstreams: &BTreeMap<String, crate::state::UpstreamService>,
 ) {
     let checked = registry.start_checks(|p, settings| {
         let upstream = upstreams.get(p.id.as_str())?.clone();
@@ -238,7 +242,8 @@ pub(crate) async fn upstreams(
     client: &upstream::HttpClient,
     settings: &UpstreamSettings,
     #[cfg(feature = "sim")] sims: &mut BTreeMap<String, palisade_sim::SimHandle>,
-) -> Result<BTreeMap<String, Upstream>, BoxError> {
+    chaos: &crate::chaos::ChaosLayers,
+) -> Result<BTreeMap<String, crate::state::UpstreamService>, BoxError> {
     let mut out = BTreeMap::new();
     for (id, u) in &cfg.upstreams {
         #[cfg(feature = "sim")]
@@ -263,7 +268,10 @@ pub(crate) async fn upstreams(
         let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
         out.insert(
             id.clone(),
-            Upstream::new(id, &base, key, u.models.clone(), client.clone(), settings)?,
+            tower::Layer::layer(
+                &chaos.for_upstream(id),
+                Upstream::new(id, &base, key, u.models.clone(), client.clone(), settings)?,
+            ),
         );
     }
     Ok(out)

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub auth: Option<AuthConfig>,
     /// Listen beyond loopback with no `[gateway.auth]` (default false).
     pub allow_unauthenticated: bool,
+    /// Serve `POST /admin/chaos/{provider}` and `GET /admin/chaos`, to
+    /// inject faults into a provider's calls while serving (a game day;
+    /// default false). Beyond loopback it needs the admin key.
+    pub chaos_endpoint: bool,
     /// Most client connections open at once (default 10000); one more is
     /// closed as soon as it is accepted.
     pub max_connections: usize,
@@ -124,6 +128,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             auth: None,
             allow_unauthenticated: false,
+            chaos_endpoint: false,
             max_connections: 10_000,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
@@ -187,6 +192,18 @@ impl GatewayConfig {
     /// from other machines with no `[gateway.auth]`, unless
     /// `allow_unauthenticated` says so.
     pub fn exposure_problem(&self, addr: std::net::SocketAddr) -> Option<String> {
+        let no_admin = self
+            .gateway
+            .auth
+            .as_ref()
+            .is_none_or(|a| a.admin_key_env.is_none() && a.admin_key_sha256.is_none());
+        if self.gateway.chaos_endpoint && !addr.ip().is_loopback() && no_admin {
+            return Some(format!(
+                "{addr} can be reached from other machines and gateway.chaos_endpoint is on with no \
+                 admin key: anyone could take providers down. Set gateway.auth.admin_key_env (or \
+                 _sha256), listen on 127.0.0.1, or turn the chaos endpoint off"
+            ));
+        }
         let open = self.gateway.auth.as_ref().is_none_or(|a| a.keys.is_empty());
         (open && !addr.ip().is_loopback() && !self.gateway.allow_unauthenticated).then(|| {
             format!(

@@ -9,6 +9,7 @@
 
 mod app;
 pub mod auth;
+mod chaos;
 pub mod config;
 #[cfg(feature = "sim")]
 pub mod demo;
@@ -32,4 +33,4 @@ pub use routes::{
     ATTEMPTS_HEADER, FALLBACKS_HEADER, HEDGED_HEADER, HEDGE_HEADER, PROVIDER_HEADER,
     REQUEST_ID_HEADER, UPSTREAM_REQUEST_ID_HEADER,
 };
-pub use state::{Counters, GatewayRegistry, GatewayRouter};
+pub use state::{Counters, GatewayRegistry, GatewayRouter, UpstreamService};

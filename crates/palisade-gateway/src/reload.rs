@@ -136,6 +136,7 @@ impl Reloader {
             &self.inner.settings,
             #[cfg(feature = "sim")]
             &mut sims,
+            &self.inner.state.chaos,
         )
         .await?;
         let done = RegistryBuilder::new(&cfg.palisade, GatewayClassifier::default())

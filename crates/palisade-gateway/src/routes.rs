@@ -34,6 +34,8 @@ pub(crate) fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/admin/chaos", get(crate::chaos::list))
+        .route("/admin/chaos/{provider}", post(crate::chaos::set))
         .fallback(not_found)
         .with_state(state)
 }

@@ -14,9 +14,13 @@ use crate::upstream::{ChatRequest, GatewayClassifier, Upstream};
 /// until the answer's body ends ([`OnBodyEnd`]), so a provider's
 /// `max_concurrent` caps the streams in progress, not only the calls
 /// still waiting for their first token.
-pub type GatewayRegistry = Registry<Upstream, GatewayClassifier, OnBodyEnd>;
+pub type GatewayRegistry = Registry<UpstreamService, GatewayClassifier, OnBodyEnd>;
 /// The router type the gateway runs.
-pub type GatewayRouter = Router<Upstream, GatewayClassifier, ChatRequest, OnBodyEnd>;
+pub type GatewayRouter = Router<UpstreamService, GatewayClassifier, ChatRequest, OnBodyEnd>;
+
+/// What the router calls for a provider: its upstream behind the chaos
+/// layer game days use (off unless told).
+pub type UpstreamService = palisade_chaos::Chaos<Upstream, palisade_chaos::Every>;
 
 /// The client key of a request, for the per-key limits.
 pub(crate) type KeyOfRequest = fn(&ChatRequest) -> Option<Arc<str>>;
@@ -59,6 +63,10 @@ pub(crate) struct AppState {
     pub(crate) auth: Option<crate::auth::Auth>,
     /// The fleet this gateway shares its providers with (`[palisade.fleet]`).
     pub(crate) fleet: Option<palisade::redis::Fleet>,
+    /// Each upstream's chaos layer.
+    pub(crate) chaos: Arc<crate::chaos::ChaosLayers>,
+    /// Whether `/admin/chaos` is served.
+    pub(crate) chaos_endpoint: bool,
 }
 
 impl AppState {
