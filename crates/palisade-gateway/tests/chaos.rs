@@ -4,12 +4,11 @@
 //! `/health` shows it, and the provider comes back when chaos is off. Off
 //! by default; a bad plan is refused naming the field.
 
+mod common;
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use common::Running;
 use palisade_gateway::{Gateway, GatewayConfig};
 
 fn config(endpoint: bool) -> String {
@@ -40,61 +39,8 @@ open_ms = 200
     )
 }
 
-struct Running {
-    base: String,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 async fn start(endpoint: bool) -> Running {
-    let gw = Gateway::bind(GatewayConfig::from_toml(&config(endpoint)).unwrap(), None)
-        .await
-        .unwrap();
-    let base = format!("http://{}", gw.local_addr().unwrap());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gw.serve(async move {
-        let _ = rx.await;
-    }));
-    Running {
-        base,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        _stop: stop,
-    }
-}
-
-impl Running {
-    async fn send(&self, method: &str, path: &str, body: &str) -> (u16, String, http::HeaderMap) {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            String::from_utf8_lossy(&bytes).into_owned(),
-            headers,
-        )
-    }
-
-    async fn chat(&self) -> (u16, String) {
-        let (status, _, headers) = self
-            .send(
-                "POST",
-                "/v1/chat/completions",
-                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
-            )
-            .await;
-        let who = headers
-            .get("x-palisade-provider")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        (status, who)
-    }
+    Running::start(&config(endpoint)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,17 +62,9 @@ async fn a_game_day_takes_a_provider_down_and_brings_it_back() {
             "callers are still answered"
         );
     }
-    let (_, health, _) = gw.send("GET", "/health", "").await;
-    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
-    let primary = health["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == "primary")
-        .unwrap();
+    let primary = gw.provider("primary").await;
     assert_eq!(primary["breaker"]["state"], "open", "{primary}");
-    let (_, list, _) = gw.send("GET", "/admin/chaos", "").await;
-    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let list = gw.json("/admin/chaos").await;
     assert_eq!(
         list["primary"]["resets"], 3,
         "three resets tripped it: {list}"

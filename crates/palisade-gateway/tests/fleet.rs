@@ -3,13 +3,11 @@
 //! gateway keeps the other away from it too, `/health` shows the fleet, and
 //! with Redis killed both keep answering, alone, and say so.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use palisade_gateway::{Gateway, GatewayConfig};
+use common::Running;
 use palisade_redis::testing::Redis;
 
 fn config(redis: &str, replica: &str) -> String {
@@ -41,69 +39,6 @@ retry_ms = 200
     )
 }
 
-struct Running {
-    base: String,
-    sims: std::collections::BTreeMap<String, palisade_sim::SimHandle>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start(cfg: &str) -> Running {
-    let gw = Gateway::bind(GatewayConfig::from_toml(cfg).unwrap(), None)
-        .await
-        .unwrap();
-    let base = format!("http://{}", gw.local_addr().unwrap());
-    let sims = gw.sims().clone();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gw.serve(async move {
-        let _ = rx.await;
-    }));
-    Running {
-        base,
-        sims,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        _stop: stop,
-    }
-}
-
-impl Running {
-    /// A chat completion: (status, the provider that answered).
-    async fn chat(&self) -> (u16, String) {
-        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-        let req = http::Request::post(format!("{}/v1/chat/completions", self.base))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let status = res.status().as_u16();
-        let provider = res
-            .headers()
-            .get("x-palisade-provider")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let _ = res.into_body().collect().await;
-        (status, provider)
-    }
-
-    async fn metrics(&self) -> String {
-        let req = http::Request::get(format!("{}/metrics", self.base))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    async fn health(&self) -> serde_json::Value {
-        let req = http::Request::get(format!("{}/health", self.base))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&bytes).unwrap()
-    }
-}
-
 async fn until(within: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < within {
@@ -118,19 +53,19 @@ async fn until(within: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_keep_away_from_a_provider_together_and_carry_on_without_redis() {
     let mut redis = Redis::start();
-    let a = start(&config(&redis.url(), "gw-a")).await;
-    let b = start(&config(&redis.url(), "gw-b")).await;
+    let a = Running::start(&config(&redis.url(), "gw-a")).await;
+    let b = Running::start(&config(&redis.url(), "gw-b")).await;
     assert!(
         until(Duration::from_secs(5), async || {
-            let h = b.health().await;
+            let h = b.json("/health").await;
             h["fleet"]["connected"] == true && h["fleet"]["replicas"] == 2
         })
         .await,
         "both gateways joined: {}",
-        b.health().await["fleet"]
+        b.json("/health").await["fleet"]
     );
     assert_eq!(b.chat().await, (200, "primary".to_string()));
-    let metrics = b.metrics().await;
+    let metrics = b.text("/metrics").await;
     for line in ["palisade_fleet_connected 1", "palisade_fleet_replicas 2"] {
         assert!(metrics.contains(line), "{line} in /metrics:\n{metrics}");
     }
@@ -149,7 +84,7 @@ async fn two_gateways_keep_away_from_a_provider_together_and_carry_on_without_re
         before,
         "B sent nothing to the provider A was told to keep away from"
     );
-    let breaker = &b.health().await["providers"];
+    let breaker = &b.json("/health").await["providers"];
     assert!(breaker.to_string().contains("open"), "{breaker}");
 
     // Redis killed: both answer every request, and say they are alone.
@@ -161,11 +96,11 @@ async fn two_gateways_keep_away_from_a_provider_together_and_carry_on_without_re
     }
     assert!(
         until(Duration::from_secs(3), async || {
-            b.health().await["fleet"]["connected"] == false
+            b.json("/health").await["fleet"]["connected"] == false
         })
         .await
     );
-    let h = b.health().await;
+    let h = b.json("/health").await;
     assert!(
         h["recommendations"]
             .to_string()
@@ -176,8 +111,8 @@ async fn two_gateways_keep_away_from_a_provider_together_and_carry_on_without_re
     redis.restart();
     assert!(
         until(Duration::from_secs(5), async || {
-            a.health().await["fleet"]["connected"] == true
-                && b.health().await["fleet"]["connected"] == true
+            a.json("/health").await["fleet"]["connected"] == true
+                && b.json("/health").await["fleet"]["connected"] == true
         })
         .await,
         "both rejoined"

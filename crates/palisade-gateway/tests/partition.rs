@@ -4,15 +4,13 @@
 //! see no error while the secondary is healthy, and traffic returns to the
 //! primary once the partition is over.
 
+mod common;
+
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use palisade_gateway::{Gateway, GatewayConfig};
+use common::Running;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -131,32 +129,8 @@ open_ms = 400
 max_open_ms = 400
 "#
     );
-    let gw = Gateway::bind(GatewayConfig::from_toml(&cfg).unwrap(), None)
-        .await
-        .unwrap();
-    let base = format!("http://{}", gw.local_addr().unwrap());
-    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gw.serve(async move {
-        let _ = rx.await;
-    }));
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let chat = || async {
-        let req = http::Request::post(format!("{base}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
-            )))
-            .unwrap();
-        let res = client.request(req).await.unwrap();
-        let status = res.status().as_u16();
-        let who = res
-            .headers()
-            .get("x-palisade-provider")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let _ = res.into_body().collect().await;
-        (status, who)
-    };
+    let gw = Running::start(&cfg).await;
+    let chat = || gw.chat();
 
     assert_eq!(chat().await, (200, "primary".to_string()));
     let mut answered_by = std::collections::BTreeMap::<String, usize>::new();

@@ -92,6 +92,9 @@ pub(crate) struct Members {
     /// Bumped each time the subscription is (re)established: from then on
     /// no event is missed, so followers read the fleet's state again.
     pub(crate) subscribed: tokio::sync::watch::Sender<u64>,
+    /// When it last was: what a follower knew from before then may be
+    /// stale (events were missed while it was down).
+    pub(crate) subscribed_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Members {
@@ -191,6 +194,7 @@ impl Fleet {
             published: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             subscribed: tokio::sync::watch::Sender::new(0),
+            subscribed_at: std::sync::Mutex::new(None),
         });
         let inner = Arc::new(Inner {
             channel: members.key("events"),
@@ -622,6 +626,10 @@ async fn subscriber(inner: Weak<Inner>) {
             }
         };
         if let Some(i) = inner.upgrade() {
+            *i.members
+                .subscribed_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
             i.members.subscribed.send_modify(|n| *n += 1);
         }
         let mut messages = pubsub.on_message();

@@ -114,7 +114,13 @@ pub(crate) async fn follow(
                     Some(left) if own => {
                         announce_open(&provider, &open_key, left, &link, &members).await;
                     }
-                    _ => catch_up(&handle, &open_key, &link).await,
+                    _ => {
+                        let since = *members
+                            .subscribed_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        catch_up(&handle, &open_key, &link, since).await
+                    }
                 }
             }
         }
@@ -214,10 +220,17 @@ async fn unlock(lock_key: &str, link: &Link, members: &Members) {
 
 /// On (re)joining: an open period another replica announced while this one
 /// was away is followed for what is left of it; a breaker held open by the
-/// fleet when the fleet has none (its provider closed while this replica
-/// was away) closes, so no replica stays refusing a provider the others
-/// reopened.
-async fn catch_up(handle: &BreakerHandle, open_key: &str, link: &Link) {
+/// fleet since before the subscription was last (re)established (`since`:
+/// events may have been missed meanwhile) when the fleet now holds none
+/// (its provider closed while this replica was away) closes, so no replica
+/// stays refusing a provider the others reopened. One held open since then
+/// was told so by an event this replica heard, and is left alone.
+async fn catch_up(
+    handle: &BreakerHandle,
+    open_key: &str,
+    link: &Link,
+    since: Option<tokio::time::Instant>,
+) {
     let key = open_key.to_string();
     let left: Option<i64> = link
         .run("PTTL", |mut c| async move {
@@ -230,11 +243,10 @@ async fn catch_up(handle: &BreakerHandle, open_key: &str, link: &Link) {
         }
         // -2: no such key, no open period anywhere in the fleet.
         Some(-2) => {
-            let held_by_fleet = matches!(
-                handle.subscribe().borrow().reason,
-                TransitionReason::Peer { .. }
-            );
-            if held_by_fleet && handle.state() == CircuitState::Open {
+            let last = *handle.subscribe().borrow();
+            let stale = since.is_some_and(|t| last.at < t);
+            let held_by_fleet = matches!(last.reason, TransitionReason::Peer { .. });
+            if held_by_fleet && stale && handle.state() == CircuitState::Open {
                 handle.follow_close();
             }
         }

@@ -70,6 +70,27 @@ async fn three(url: &str, prefix: &str) -> Vec<Fleet> {
     fleets
 }
 
+/// Replicas `a` and `b` under `prefix`, `a` with `a_settings` applied,
+/// both connected.
+async fn two(
+    url: &str,
+    prefix: &str,
+    a_settings: impl FnOnce(FleetSettings) -> FleetSettings,
+) -> (Fleet, Fleet) {
+    let make = |name: &str| FleetSettings {
+        key_prefix: prefix.into(),
+        ..settings(url, name)
+    };
+    let a = Fleet::connect(a_settings(make("a"))).unwrap();
+    let b = Fleet::connect(make("b")).unwrap();
+    until(Duration::from_secs(5), || {
+        a.is_connected() && b.is_connected()
+    })
+    .await
+    .expect("both replicas connected");
+    (a, b)
+}
+
 type Req = http::Request<()>;
 /// A service with its type erased (spawned tasks cannot name a closure's).
 type Boxed = tower::util::BoxCloneSyncService<Req, (), BoxError>;
@@ -462,22 +483,11 @@ async fn a_replica_that_dies_holding_quota_or_the_probe_lock_blocks_nobody_for_l
     let redis = Redis::start();
     // Quota: 60 a minute, burst 3. Replica A leases all three (a lease of
     // half the quota, capped at the burst) and dies without giving back.
-    let a = Fleet::connect(FleetSettings {
-        key_prefix: "dies".into(),
+    let (a, b) = two(&redis.url(), "dies", |s| FleetSettings {
         overshoot: 0.5,
-        ..settings(&redis.url(), "a")
+        ..s
     })
-    .unwrap();
-    let b = Fleet::connect(FleetSettings {
-        key_prefix: "dies".into(),
-        ..settings(&redis.url(), "b")
-    })
-    .unwrap();
-    until(Duration::from_secs(5), || {
-        a.is_connected() && b.is_connected()
-    })
-    .await
-    .unwrap();
+    .await;
     let quota = Quota::per_minute(60).burst(3);
     let la = RateLimitLayer::builder()
         .provider("p")
@@ -567,21 +577,7 @@ async fn the_fleets_retries_stay_within_its_ratio_of_the_fleets_requests() {
     let _one = ONE_AT_A_TIME.lock().await;
     use palisade_retry::RetryBudget;
     let mut redis = Redis::start();
-    let a = Fleet::connect(FleetSettings {
-        key_prefix: "budget".into(),
-        ..settings(&redis.url(), "a")
-    })
-    .unwrap();
-    let b = Fleet::connect(FleetSettings {
-        key_prefix: "budget".into(),
-        ..settings(&redis.url(), "b")
-    })
-    .unwrap();
-    until(Duration::from_secs(5), || {
-        a.is_connected() && b.is_connected()
-    })
-    .await
-    .unwrap();
+    let (a, b) = two(&redis.url(), "budget", |s| s).await;
     // 20% of requests over 10 s, no floor.
     let budget_a = RetryBudget::ratio(0.2, Duration::from_secs(10), 0).unwrap();
     let budget_b = RetryBudget::ratio(0.2, Duration::from_secs(10), 0).unwrap();
@@ -640,16 +636,7 @@ async fn the_fleets_retries_stay_within_its_ratio_of_the_fleets_requests() {
 async fn a_providers_empty_window_seen_by_one_replica_stops_the_others() {
     let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
-    let a = Fleet::connect(FleetSettings {
-        key_prefix: "window".into(),
-        ..settings(&redis.url(), "a")
-    })
-    .unwrap();
-    let b = Fleet::connect(FleetSettings {
-        key_prefix: "window".into(),
-        ..settings(&redis.url(), "b")
-    })
-    .unwrap();
+    let (a, b) = two(&redis.url(), "window", |s| s).await;
     // Limiters that only follow the provider's headers (no quota).
     let la = RateLimitLayer::http().provider("p").build().unwrap();
     let lb = RateLimitLayer::http().provider("p").build().unwrap();
@@ -695,21 +682,7 @@ async fn a_providers_empty_window_seen_by_one_replica_stops_the_others() {
 async fn after_redis_loses_everything_open_periods_are_told_again_and_nothing_stays_held() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut redis = Redis::start();
-    let a = Fleet::connect(FleetSettings {
-        key_prefix: "lost".into(),
-        ..settings(&redis.url(), "a")
-    })
-    .unwrap();
-    let b = Fleet::connect(FleetSettings {
-        key_prefix: "lost".into(),
-        ..settings(&redis.url(), "b")
-    })
-    .unwrap();
-    until(Duration::from_secs(5), || {
-        a.is_connected() && b.is_connected()
-    })
-    .await
-    .unwrap();
+    let (a, b) = two(&redis.url(), "lost", |s| s).await;
     let make = || CircuitBreakerLayer::http().provider("p").build().unwrap();
     let (pa, pb) = (make(), make());
     a.join("p", Some(&pa.handle()), None);

@@ -1,0 +1,101 @@
+//! A gateway started in-process for a test, on a free loopback port, and
+//! the calls the tests make to it with a real HTTP client.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use palisade_gateway::{Gateway, GatewayConfig};
+
+/// The chat request the tests send, for model `m`.
+pub const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+/// A gateway serving until dropped.
+pub struct Running {
+    pub base: String,
+    pub sims: BTreeMap<String, palisade_sim::SimHandle>,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Running {
+    /// Binds a gateway on `cfg` (TOML) and serves it in the background.
+    pub async fn start(cfg: &str) -> Running {
+        let gw = Gateway::bind(GatewayConfig::from_toml(cfg).unwrap(), None)
+            .await
+            .unwrap();
+        let base = format!("http://{}", gw.local_addr().unwrap());
+        let sims = gw.sims().clone();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gw.serve(async move {
+            let _ = rx.await;
+        }));
+        Running {
+            base,
+            sims,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            _stop: stop,
+        }
+    }
+
+    /// One request: (status, body, headers).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, String, http::HeaderMap) {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let res = self.client.request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            String::from_utf8_lossy(&bytes).into_owned(),
+            headers,
+        )
+    }
+
+    /// A chat completion for `m`: (status, the provider that answered).
+    pub async fn chat(&self) -> (u16, String) {
+        let (status, _, headers) = self.send("POST", "/v1/chat/completions", CHAT).await;
+        let who = headers
+            .get("x-palisade-provider")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, who)
+    }
+
+    /// `GET path` as JSON.
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let (_, body, _) = self.send("GET", path, "").await;
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    /// `GET path` as text.
+    pub async fn text(&self, path: &str) -> String {
+        self.send("GET", path, "").await.1
+    }
+
+    /// Provider `id`'s part of `/health`.
+    pub async fn provider(&self, id: &str) -> serde_json::Value {
+        let h = self.json("/health").await;
+        h["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no provider {id} in {h}"))
+    }
+}
