@@ -18,6 +18,8 @@ pin_project! {
         Late { #[pin] fut: F, delay: Duration, held: Option<(Result<T, BoxError>, Pin<Box<Sleep>>)> },
         Fail { err: Option<BoxError> },
         Hang,
+        // The answer's body is interrupted on the way out (rare: boxed).
+        Interrupt { #[pin] fut: F, wrap: Option<Box<dyn FnOnce(T) -> T + Send>> },
     }
 }
 
@@ -63,6 +65,15 @@ impl<F, T> ResponseFuture<F, T> {
     pub(crate) fn hang() -> Self {
         ResponseFuture { state: State::Hang }
     }
+
+    pub(crate) fn interrupt(fut: F, wrap: Box<dyn FnOnce(T) -> T + Send>) -> Self {
+        ResponseFuture {
+            state: State::Interrupt {
+                fut,
+                wrap: Some(wrap),
+            },
+        }
+    }
 }
 
 impl<F, T, E> Future for ResponseFuture<F, T>
@@ -90,6 +101,11 @@ where
                 Poll::Ready(Err(err.take().expect("polled after completion")))
             }
             StateProj::Hang => Poll::Pending,
+            StateProj::Interrupt { fut, wrap } => {
+                let out = ready!(fut.poll(cx)).map_err(Into::into)?;
+                let wrap = wrap.take().expect("polled after completion");
+                Poll::Ready(Ok(wrap(out)))
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ pub(crate) struct Counts {
     pub(crate) delays: AtomicU64,
     pub(crate) hangs: AtomicU64,
     pub(crate) resets: AtomicU64,
+    pub(crate) streams: AtomicU64,
 }
 
 /// A chaos layer's counts.
@@ -46,6 +47,8 @@ pub struct ChaosSnapshot {
     pub hangs: u64,
     /// Connection resets injected.
     pub resets: u64,
+    /// Streamed answers stalled or cut.
+    pub streams: u64,
 }
 
 /// Switches a [`ChaosLayer`](crate::ChaosLayer) on and off and changes its
@@ -101,6 +104,7 @@ impl ChaosHandle {
             delays: c.delays.load(Ordering::Relaxed),
             hangs: c.hangs.load(Ordering::Relaxed),
             resets: c.resets.load(Ordering::Relaxed),
+            streams: c.streams.load(Ordering::Relaxed),
         }
     }
 }

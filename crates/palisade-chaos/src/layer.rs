@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use palisade_core::ConfigError;
 use tower_layer::Layer;
 
+use crate::body::NoStreams;
 use crate::draw::Draws;
 use crate::handle::{ChaosHandle, Counts, Shared};
 use crate::plan::Plan;
@@ -68,9 +69,10 @@ impl<Req, F: Fn(&Req) -> bool + Clone> Select<Req> for F {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct ChaosLayer<P = Every> {
+pub struct ChaosLayer<P = Every, St = NoStreams> {
     shared: Arc<Shared>,
     select: P,
+    streams: St,
 }
 
 impl ChaosLayer {
@@ -82,11 +84,12 @@ impl ChaosLayer {
             enabled: false,
             seed: None,
             select: Every,
+            streams: NoStreams,
         }
     }
 }
 
-impl<P> ChaosLayer<P> {
+impl<P, St> ChaosLayer<P, St> {
     /// The handle: switch, plan, counts.
     pub fn handle(&self) -> ChaosHandle {
         ChaosHandle {
@@ -95,25 +98,31 @@ impl<P> ChaosLayer<P> {
     }
 }
 
-impl<S, P: Clone> Layer<S> for ChaosLayer<P> {
-    type Service = Chaos<S, P>;
+impl<S, P: Clone, St: Clone> Layer<S> for ChaosLayer<P, St> {
+    type Service = Chaos<S, P, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Chaos::new(inner, self.shared.clone(), self.select.clone())
+        Chaos::new(
+            inner,
+            self.shared.clone(),
+            self.select.clone(),
+            self.streams.clone(),
+        )
     }
 }
 
 /// Configures a [`ChaosLayer`]; [`build`](Self::build) checks the plan.
 #[derive(Debug, Clone)]
-pub struct Builder<P = Every> {
+pub struct Builder<P = Every, St = NoStreams> {
     name: Option<String>,
     plan: Plan,
     enabled: bool,
     seed: Option<u64>,
     select: P,
+    streams: St,
 }
 
-impl<P> Builder<P> {
+impl<P, St> Builder<P, St> {
     /// A name for its log lines (the provider it stands in front of).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -141,18 +150,33 @@ impl<P> Builder<P> {
 
     /// Applies only to requests `select` picks (a closure `Fn(&Req) ->
     /// bool`, or any [`Select`]).
-    pub fn only<P2>(self, select: P2) -> Builder<P2> {
+    pub fn only<P2>(self, select: P2) -> Builder<P2, St> {
         Builder {
             name: self.name,
             plan: self.plan,
             enabled: self.enabled,
             seed: self.seed,
             select,
+            streams: self.streams,
+        }
+    }
+
+    /// Reaches responses' bodies with `streams` (e.g.
+    /// [`HttpStreams`](crate::HttpStreams)), so the plan's stalls and cuts
+    /// apply; without it they are never drawn.
+    pub fn streams<St2>(self, streams: St2) -> Builder<P, St2> {
+        Builder {
+            name: self.name,
+            plan: self.plan,
+            enabled: self.enabled,
+            seed: self.seed,
+            select: self.select,
+            streams,
         }
     }
 
     /// The layer, if the plan is sound (every problem named).
-    pub fn build(self) -> Result<ChaosLayer<P>, ConfigError> {
+    pub fn build(self) -> Result<ChaosLayer<P, St>, ConfigError> {
         self.plan.check()?;
         let seed = self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -168,6 +192,7 @@ impl<P> Builder<P> {
                 counts: Counts::default(),
             }),
             select: self.select,
+            streams: self.streams,
         })
     }
 }

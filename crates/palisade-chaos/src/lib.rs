@@ -3,8 +3,9 @@
 //!
 //! - **Faults** ([`Plan`]): errors of a given status (with or without a
 //!   `Retry-After`), latency (fixed or uniform), hangs, connection resets,
-//!   each at its own rate; injected errors are classified as the real
-//!   thing.
+//!   and for streamed HTTP answers ([`HttpStreams`]) a stall or a cut after
+//!   some frames, each at its own rate; injected errors are classified as
+//!   the real thing.
 //! - **Which requests** ([`Builder::only`]): all, or those a predicate
 //!   picks.
 //! - **Repeatable** ([`Builder::seed`]): the same seed, plan and call order
@@ -33,6 +34,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod body;
 mod draw;
 mod future;
 mod handle;
@@ -40,6 +42,7 @@ mod layer;
 mod plan;
 mod service;
 
+pub use crate::body::{ChaosBody, HttpStreams, NoStreams, StreamFault, Streams};
 pub use crate::future::ResponseFuture;
 pub use crate::handle::{ChaosHandle, ChaosSnapshot};
 pub use crate::layer::{Builder, ChaosLayer, Every, Select};

@@ -44,8 +44,8 @@ impl Delay {
 
 /// What to inject, each fault drawn on its own for every call the layer
 /// applies to (rates within [0, 1]). Checked in this order, the first that
-/// draws wins: a reset, a hang, an error; latency is added to a call that
-/// goes through.
+/// draws wins: a reset, a hang, an error, a stalled stream, a cut stream;
+/// latency is added to a call that goes through untouched.
 ///
 /// ```
 /// use palisade_chaos::{Delay, Plan};
@@ -78,6 +78,17 @@ pub struct Plan {
     /// Share of calls failed as a connection reset (a `Connect` failure,
     /// as a refused or dropped connection is).
     pub reset_rate: f64,
+    /// Share of streamed answers that stall (stop sending without ending)
+    /// after [`stall_after`](Self::stall_after) frames. Needs a layer
+    /// that knows the response's body ([`Builder::streams`](crate::Builder::streams)).
+    pub stall_rate: f64,
+    /// Frames let through before a stall.
+    pub stall_after: Option<u32>,
+    /// Share of streamed answers cut (the body fails as a dropped
+    /// connection) after [`cut_after`](Self::cut_after) frames.
+    pub cut_rate: f64,
+    /// Frames let through before a cut.
+    pub cut_after: Option<u32>,
 }
 
 mod opt_ms {
@@ -131,6 +142,20 @@ impl Plan {
         self
     }
 
+    /// Stalls `rate` of streamed answers after `frames` frames.
+    pub fn stall(mut self, rate: f64, frames: u32) -> Self {
+        self.stall_rate = rate;
+        self.stall_after = Some(frames);
+        self
+    }
+
+    /// Cuts `rate` of streamed answers after `frames` frames.
+    pub fn cut(mut self, rate: f64, frames: u32) -> Self {
+        self.cut_rate = rate;
+        self.cut_after = Some(frames);
+        self
+    }
+
     /// Every bad value, each named (`chaos.error_rate`).
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut p = Problems::new("chaos");
@@ -139,6 +164,8 @@ impl Plan {
             ("latency_rate", self.latency_rate),
             ("hang_rate", self.hang_rate),
             ("reset_rate", self.reset_rate),
+            ("stall_rate", self.stall_rate),
+            ("cut_rate", self.cut_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 p.add(name, format!("{rate} is not within [0, 1]"));
@@ -154,6 +181,15 @@ impl Plan {
         }
         if self.latency_rate > 0.0 && self.delay.is_none() {
             p.add("delay", "latency_rate is set but no delay is given");
+        }
+        if self.stall_rate > 0.0 && self.stall_after.is_none() {
+            p.add(
+                "stall_after",
+                "stall_rate is set but not after how many frames",
+            );
+        }
+        if self.cut_rate > 0.0 && self.cut_after.is_none() {
+            p.add("cut_after", "cut_rate is set but not after how many frames");
         }
         if let Some(Delay::Uniform(lo, hi)) = self.delay {
             if lo > hi {
@@ -172,5 +208,7 @@ impl Plan {
             && self.latency_rate == 0.0
             && self.hang_rate == 0.0
             && self.reset_rate == 0.0
+            && self.stall_rate == 0.0
+            && self.cut_rate == 0.0
     }
 }

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use palisade_core::{BoxError, Classified, FailureKind};
 use tower_service::Service;
 
+use crate::body::{NoStreams, StreamFault, Streams};
 use crate::future::ResponseFuture;
 use crate::handle::Shared;
 use crate::layer::Select;
@@ -15,18 +16,20 @@ use crate::layer::Select;
 /// Injects its layer's faults into `S`'s calls (see
 /// [`ChaosLayer`](crate::ChaosLayer)).
 #[derive(Debug, Clone)]
-pub struct Chaos<S, P> {
+pub struct Chaos<S, P, St = NoStreams> {
     inner: S,
     shared: Arc<Shared>,
     select: P,
+    streams: St,
 }
 
-impl<S, P> Chaos<S, P> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>, select: P) -> Self {
+impl<S, P, St> Chaos<S, P, St> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, select: P, streams: St) -> Self {
         Chaos {
             inner,
             shared,
             select,
+            streams,
         }
     }
 }
@@ -42,11 +45,13 @@ fn kind_of(status: u16, retry_after: Option<std::time::Duration>) -> FailureKind
     }
 }
 
-impl<S, P, Req> Service<Req> for Chaos<S, P>
+impl<S, P, St, Req> Service<Req> for Chaos<S, P, St>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    S::Response: 'static,
     P: Select<Req>,
+    St: Streams<S::Response> + Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -67,12 +72,14 @@ where
     }
 }
 
-impl<S, P> Chaos<S, P> {
+impl<S, P, St> Chaos<S, P, St> {
     /// The enabled path: draws, counts, and maybe a fault.
     #[inline(never)]
     fn inject<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, S::Response>
     where
         S: Service<Req>,
+        S::Response: 'static,
+        St: Streams<S::Response> + Send + 'static,
     {
         let s = &self.shared;
         let plan = s.plan.load();
@@ -96,6 +103,24 @@ impl<S, P> Chaos<S, P> {
             return ResponseFuture::fail(
                 Classified::new(kind_of(status, plan.retry_after), msg).into(),
             );
+        }
+        if self.streams.enabled() {
+            let fault = if hit(plan.stall_rate) {
+                plan.stall_after.map(StreamFault::Stall)
+            } else if hit(plan.cut_rate) {
+                plan.cut_after.map(StreamFault::Cut)
+            } else {
+                None
+            };
+            if let Some(fault) = fault {
+                c.streams.fetch_add(1, Ordering::Relaxed);
+                let streams = self.streams.clone();
+                let fut = self.inner.call(req);
+                return ResponseFuture::interrupt(
+                    fut,
+                    Box::new(move |res| streams.interrupt(res, fault)),
+                );
+            }
         }
         let fut = self.inner.call(req);
         match plan.delay {

@@ -247,3 +247,82 @@ fn a_bad_plan_is_refused_naming_each_problem() {
         ))
     );
 }
+
+mod streams {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::combinators::UnsyncBoxBody;
+    use http_body_util::{BodyExt, StreamBody};
+    use palisade_chaos::HttpStreams;
+
+    type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+    /// A streamed answer of five frames.
+    fn streaming() -> impl Service<
+        (),
+        Response = http::Response<Body>,
+        Error = BoxError,
+        Future = impl Future<Output = Result<http::Response<Body>, BoxError>>,
+    > + Clone {
+        service_fn(|()| async {
+            let frames = (0..5).map(|i| {
+                Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(format!("tok{i} "))))
+            });
+            let body = StreamBody::new(futures_util::stream::iter(frames));
+            Ok::<_, BoxError>(http::Response::new(UnsyncBoxBody::new(body)))
+        })
+    }
+
+    /// Reads frames until the body ends, fails, or goes quiet for 10 s.
+    async fn read(mut body: Body) -> (Vec<String>, Option<BoxError>, bool) {
+        let mut got = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+                Err(_) => return (got, None, true),
+                Ok(None) => return (got, None, false),
+                Ok(Some(Err(e))) => return (got, Some(e), false),
+                Ok(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        got.push(String::from_utf8_lossy(&d).into_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_stalls_or_is_cut_after_its_frames() {
+        let stall = ChaosLayer::builder()
+            .plan(Plan::default().stall(1.0, 2))
+            .streams(HttpStreams)
+            .enabled(true)
+            .build()
+            .unwrap();
+        let res = stall.layer(streaming()).oneshot(()).await.unwrap();
+        let (frames, err, quiet) = read(res.into_body()).await;
+        assert_eq!(frames, ["tok0 ", "tok1 "]);
+        assert!(err.is_none() && quiet, "stalled: no end, no error");
+
+        let cut = ChaosLayer::builder()
+            .plan(Plan::default().cut(1.0, 3))
+            .streams(HttpStreams)
+            .enabled(true)
+            .build()
+            .unwrap();
+        let res = cut.layer(streaming()).oneshot(()).await.unwrap();
+        let (frames, err, _) = read(res.into_body()).await;
+        assert_eq!(frames.len(), 3);
+        let err = err.expect("cut");
+        assert_eq!(classify_error(&*err).kind, FailureKind::Connect);
+        assert_eq!(cut.handle().snapshot().streams, 1);
+
+        // Without a way to reach bodies, stream faults are never drawn.
+        let blind = ChaosLayer::builder()
+            .plan(Plan::default().cut(1.0, 0))
+            .enabled(true)
+            .build()
+            .unwrap();
+        let res = blind.layer(streaming()).oneshot(()).await.unwrap();
+        assert_eq!(read(res.into_body()).await.0.len(), 5);
+    }
+}

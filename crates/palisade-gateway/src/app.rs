@@ -206,7 +206,7 @@ fn per_key_limits(
 pub(crate) fn start_checks(
     registry: &GatewayRegistry,
     cfg: &GatewayConfig,
-    upstreams: &BTreeMap<String, crate::state::UpstreamService>,
+    upstreams: &BTreeMap<String, Upstream>,
 ) {
     let checked = registry.start_checks(|p, settings| {
         let upstream = upstreams.get(p.id.as_str())?.clone();
@@ -243,7 +243,7 @@ pub(crate) async fn upstreams(
     settings: &UpstreamSettings,
     #[cfg(feature = "sim")] sims: &mut BTreeMap<String, palisade_sim::SimHandle>,
     chaos: &crate::chaos::ChaosLayers,
-) -> Result<BTreeMap<String, crate::state::UpstreamService>, BoxError> {
+) -> Result<BTreeMap<String, Upstream>, BoxError> {
     let mut out = BTreeMap::new();
     for (id, u) in &cfg.upstreams {
         #[cfg(feature = "sim")]
@@ -268,10 +268,15 @@ pub(crate) async fn upstreams(
         let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
         out.insert(
             id.clone(),
-            tower::Layer::layer(
-                &chaos.for_upstream(id),
-                Upstream::new(id, &base, key, u.models.clone(), client.clone(), settings)?,
-            ),
+            Upstream::new(
+                id,
+                &base,
+                key,
+                u.models.clone(),
+                client.clone(),
+                settings,
+                chaos.for_upstream(id),
+            )?,
         );
     }
     Ok(out)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use palisade_chaos::{ChaosHandle, ChaosLayer, Plan};
+use palisade_chaos::{ChaosHandle, ChaosLayer, Every, HttpStreams, Plan};
 
 use crate::state::AppState;
 
@@ -16,18 +16,19 @@ use crate::state::AppState;
 /// across reloads, so a rebuilt upstream keeps its faults.
 #[derive(Debug, Default)]
 pub(crate) struct ChaosLayers {
-    layers: Mutex<BTreeMap<String, ChaosLayer>>,
+    layers: Mutex<BTreeMap<String, ChaosLayer<Every, HttpStreams>>>,
 }
 
 impl ChaosLayers {
     /// The layer for upstream `id` (off until enabled).
-    pub(crate) fn for_upstream(&self, id: &str) -> ChaosLayer {
+    pub(crate) fn for_upstream(&self, id: &str) -> ChaosLayer<Every, HttpStreams> {
         let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
         layers
             .entry(id.to_string())
             .or_insert_with(|| {
                 ChaosLayer::builder()
                     .name(id)
+                    .streams(HttpStreams)
                     .build()
                     .expect("the empty plan is sound")
             })
@@ -72,7 +73,8 @@ pub(crate) async fn list(State(s): State<Arc<AppState>>, headers: http::HeaderMa
 
 /// `POST /admin/chaos/{provider}`: a [`Plan`] as JSON (`error_rate`,
 /// `error_status`, `retry_after`, `latency_rate`, `delay`, `hang_rate`,
-/// `reset_rate`) and `enabled` (default true). `{"enabled": false}` alone
+/// `reset_rate`, `stall_rate` / `stall_after`, `cut_rate` / `cut_after`)
+/// and `enabled` (default true). `{"enabled": false}` alone
 /// switches it off, keeping the plan.
 pub(crate) async fn set(
     State(s): State<Arc<AppState>>,

@@ -33,4 +33,4 @@ pub use routes::{
     ATTEMPTS_HEADER, FALLBACKS_HEADER, HEDGED_HEADER, HEDGE_HEADER, PROVIDER_HEADER,
     REQUEST_ID_HEADER, UPSTREAM_REQUEST_ID_HEADER,
 };
-pub use state::{Counters, GatewayRegistry, GatewayRouter, UpstreamService};
+pub use state::{Counters, GatewayRegistry, GatewayRouter};

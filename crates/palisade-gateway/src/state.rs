@@ -14,13 +14,9 @@ use crate::upstream::{ChatRequest, GatewayClassifier, Upstream};
 /// until the answer's body ends ([`OnBodyEnd`]), so a provider's
 /// `max_concurrent` caps the streams in progress, not only the calls
 /// still waiting for their first token.
-pub type GatewayRegistry = Registry<UpstreamService, GatewayClassifier, OnBodyEnd>;
+pub type GatewayRegistry = Registry<Upstream, GatewayClassifier, OnBodyEnd>;
 /// The router type the gateway runs.
-pub type GatewayRouter = Router<UpstreamService, GatewayClassifier, ChatRequest, OnBodyEnd>;
-
-/// What the router calls for a provider: its upstream behind the chaos
-/// layer game days use (off unless told).
-pub type UpstreamService = palisade_chaos::Chaos<Upstream, palisade_chaos::Every>;
+pub type GatewayRouter = Router<Upstream, GatewayClassifier, ChatRequest, OnBodyEnd>;
 
 /// The client key of a request, for the per-key limits.
 pub(crate) type KeyOfRequest = fn(&ChatRequest) -> Option<Arc<str>>;

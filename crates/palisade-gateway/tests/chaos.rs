@@ -110,3 +110,38 @@ async fn the_chaos_endpoint_is_off_by_default_and_needs_an_admin_key_beyond_loop
         .to_string();
     assert!(err.contains("chaos_endpoint"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_ended_by_the_idle_timeout_with_an_error_event() {
+    let cfg = config(true)
+        .replace(
+            "chaos_endpoint = true\n",
+            "chaos_endpoint = true\nidle_timeout_ms = 200\n",
+        )
+        .replace("tokens = 2,", "tokens = 6,");
+    let gw = Running::start(&cfg).await;
+    let (status, _, _) = gw
+        .send(
+            "POST",
+            "/admin/chaos/primary",
+            r#"{"stall_rate": 1.0, "stall_after": 2}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let stream = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let started = std::time::Instant::now();
+    let (status, body, headers) = gw.send("POST", "/v1/chat/completions", stream).await;
+    assert_eq!(status, 200, "the stream had started");
+    assert_eq!(headers["x-palisade-provider"], "primary");
+    assert!(
+        body.contains("\"error\""),
+        "the cut stream ends with an error event: {body}"
+    );
+    assert!(!body.contains("[DONE]"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "ended by the idle timeout"
+    );
+    let list = gw.json("/admin/chaos").await;
+    assert_eq!(list["primary"]["streams"], 1, "{list}");
+}

@@ -103,7 +103,10 @@ pub fn client(connect_timeout: Duration) -> HttpClient {
 
 impl Upstream {
     /// An upstream at `base_url` (scheme and authority), with its API key
-    /// (sent as a bearer token) and model map.
+    /// (sent as a bearer token) and model map. `chaos` sits right above the
+    /// HTTP exchange, below the stream timeouts (and, in the router, below
+    /// the attempt timeout and the breaker): a fault it injects (off until
+    /// switched on) enters where a real one would.
     pub fn new(
         id: &str,
         base_url: &str,
@@ -111,6 +114,7 @@ impl Upstream {
         models: BTreeMap<String, String>,
         client: HttpClient,
         settings: &UpstreamSettings,
+        chaos: palisade_chaos::ChaosLayer<palisade_chaos::Every, palisade_chaos::HttpStreams>,
     ) -> Result<Self, BoxError> {
         let base = base_url.trim_end_matches('/');
         let [chat, completions, embeddings] =
@@ -121,6 +125,7 @@ impl Upstream {
             None => None,
         };
         let exchange = ServiceBuilder::new()
+            .layer(chaos)
             .and_then(classify::read_error_body)
             .map_err(BoxError::from)
             .layer(PropagateDeadlineLayer::new(TimeoutHeader::Millis(
