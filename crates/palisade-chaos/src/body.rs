@@ -125,36 +125,28 @@ impl<Res> Streams<Res> for NoStreams {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpStreams;
 
-impl<D, E> Streams<http::Response<UnsyncBoxBody<D, E>>> for HttpStreams
-where
-    D: Buf + 'static,
-    E: From<Classified> + 'static,
-{
-    fn enabled(&self) -> bool {
-        true
-    }
-    fn interrupt(
-        &self,
-        res: http::Response<UnsyncBoxBody<D, E>>,
-        fault: StreamFault,
-    ) -> http::Response<UnsyncBoxBody<D, E>> {
-        res.map(|b| UnsyncBoxBody::new(ChaosBody::new(b, fault)))
-    }
+/// `Streams` for a boxed body type: the body wrapped in a [`ChaosBody`]
+/// and boxed again the same way.
+macro_rules! boxed_streams {
+    ($boxed:ident) => {
+        impl<D, E> Streams<http::Response<$boxed<D, E>>> for HttpStreams
+        where
+            D: Buf + 'static,
+            E: From<Classified> + 'static,
+        {
+            fn enabled(&self) -> bool {
+                true
+            }
+            fn interrupt(
+                &self,
+                res: http::Response<$boxed<D, E>>,
+                fault: StreamFault,
+            ) -> http::Response<$boxed<D, E>> {
+                res.map(|b| $boxed::new(ChaosBody::new(b, fault)))
+            }
+        }
+    };
 }
 
-impl<D, E> Streams<http::Response<BoxBody<D, E>>> for HttpStreams
-where
-    D: Buf + 'static,
-    E: From<Classified> + 'static,
-{
-    fn enabled(&self) -> bool {
-        true
-    }
-    fn interrupt(
-        &self,
-        res: http::Response<BoxBody<D, E>>,
-        fault: StreamFault,
-    ) -> http::Response<BoxBody<D, E>> {
-        res.map(|b| BoxBody::new(ChaosBody::new(b, fault)))
-    }
-}
+boxed_streams!(UnsyncBoxBody);
+boxed_streams!(BoxBody);

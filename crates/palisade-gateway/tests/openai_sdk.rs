@@ -8,11 +8,13 @@
 //! missing; they never skip. `PALISADE_PYTHON` names another interpreter
 //! to build the environment with.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use palisade_gateway::{Gateway, GatewayConfig};
+use common::Running;
 
 const OPENAI: &str = "openai==3.57.0";
 
@@ -62,35 +64,15 @@ fn run(cmd: &mut Command, what: &str) {
     }
 }
 
-/// A gateway on a free loopback port, serving until dropped.
-struct Running {
-    base: String,
-    sims: std::collections::BTreeMap<String, palisade_sim::SimHandle>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 async fn start(cfg: &str) -> Running {
-    let gw = Gateway::bind(GatewayConfig::from_toml(cfg).unwrap(), None)
-        .await
-        .unwrap();
-    let base = format!("http://{}/v1", gw.local_addr().unwrap());
-    let sims = gw.sims().clone();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gw.serve(async move {
-        let _ = rx.await;
-    }));
-    Running {
-        base,
-        sims,
-        _stop: stop,
-    }
+    Running::start(cfg).await
 }
 
 /// Runs the check script's `mode` against `r` and returns what it printed.
 async fn sdk(r: &Running, mode: &str) -> serde_json::Value {
     let py = python().to_owned();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_check.py");
-    let (mode, base) = (mode.to_owned(), r.base.clone());
+    let (mode, base) = (mode.to_owned(), format!("{}/v1", r.base));
     let out = tokio::task::spawn_blocking(move || {
         Command::new(py)
             .arg(script)
