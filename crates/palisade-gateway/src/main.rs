@@ -170,6 +170,40 @@ fn check(args: &[String], mut config: Option<String>) -> ! {
                 cfg.models().keys().cloned().collect::<Vec<_>>().join(", "),
                 tiers.join(" > ")
             );
+            // What else runs, when the file turns it on.
+            let checked: Vec<String> = cfg
+                .palisade
+                .providers
+                .keys()
+                .chain(
+                    cfg.upstreams
+                        .keys()
+                        .filter(|id| !cfg.palisade.providers.contains_key(*id)),
+                )
+                .filter(|id| {
+                    cfg.palisade
+                        .provider(id)
+                        .map_or(cfg.palisade.defaults_settings().health_check.enabled, |p| {
+                            p.layers.health_check.enabled
+                        })
+                })
+                .cloned()
+                .collect();
+            if !checked.is_empty() {
+                println!("  health checks: {}", checked.join(", "));
+            }
+            if cfg.palisade.router.outlier.is_some() {
+                println!("  outlier ejection: on, in tiers of two or more");
+            }
+            if let Some(fleet) = &cfg.palisade.fleet {
+                println!(
+                    "  fleet: shared through {} (prefix {:?})",
+                    fleet.redis_url, fleet.key_prefix
+                );
+            }
+            if cfg.gateway.chaos_endpoint {
+                println!("  chaos endpoint: on (/admin/chaos)");
+            }
             std::process::exit(0)
         }
         Err(e) => {

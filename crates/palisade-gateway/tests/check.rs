@@ -87,3 +87,61 @@ fn a_key_variable_missing_here_is_a_warning_not_a_failure() {
         "{out}"
     );
 }
+
+#[test]
+fn the_summary_says_what_else_runs_and_those_sections_are_checked_too() {
+    let path = file(
+        "extras.toml",
+        r#"
+        [gateway]
+        chaos_endpoint = true
+        [upstreams.a]
+        models = { "m" = "x" }
+        simulated = {}
+        [upstreams.b]
+        models = { "m" = "y" }
+        simulated = {}
+        [palisade.router]
+        tiers = [["a", "b"]]
+        [palisade.router.outlier]
+        interval_ms = 1000
+        [palisade.providers.a.health_check]
+        enabled = true
+        [palisade.fleet]
+        redis_url = "redis://127.0.0.1:6379"
+        "#,
+    );
+    let (code, out, err) = check(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "health checks: a\n",
+        "outlier ejection: on",
+        "fleet: shared through redis://127.0.0.1:6379",
+        "chaos endpoint: on",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    let bad = file(
+        "bad_extras.toml",
+        r#"
+        [upstreams.a]
+        models = { "m" = "x" }
+        simulated = {}
+        [palisade.router.outlier]
+        max_ejection_percent = 200
+        [palisade.defaults.health_check]
+        jitter = 3
+        [palisade.fleet]
+        redis_url = "http://nope"
+        "#,
+    );
+    let (code, _, err) = check(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    for key in [
+        "palisade.router.outlier.max_ejection_percent",
+        "palisade.defaults.health_check.jitter",
+        "palisade.fleet.redis_url",
+    ] {
+        assert!(err.contains(key), "{key} in {err}");
+    }
+}
