@@ -25,6 +25,8 @@ pub struct Gateway {
     sims: BTreeMap<String, palisade_sim::SimHandle>,
     limits: crate::server::Limits,
     reloader: crate::reload::Reloader,
+    /// The file `POST /admin/reload` reads again, if any.
+    reload_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -123,6 +125,7 @@ impl Gateway {
         Ok(Gateway {
             state,
             reloader,
+            reload_file: None,
             listener,
             #[cfg(feature = "sim")]
             sims,
@@ -140,6 +143,14 @@ impl Gateway {
     /// [`Reloader::reload`](crate::Reloader::reload)).
     pub fn reloader(&self) -> crate::Reloader {
         self.reloader.clone()
+    }
+
+    /// Serves `POST /admin/reload` (behind the admin key, when there is
+    /// one): reads `path` again and applies it as a SIGHUP does. Without
+    /// it the endpoint says there is no file to reload.
+    pub fn reload_from(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.reload_file = Some(path.into());
+        self
     }
 
     /// The address it listens on.
@@ -164,7 +175,11 @@ impl Gateway {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = crate::routes::app(self.state.clone());
+        let reload = crate::routes::AdminReload {
+            reloader: self.reloader.clone(),
+            file: self.reload_file.clone(),
+        };
+        let app = crate::routes::app(self.state.clone(), reload);
         crate::server::run(self.listener, app, self.limits, shutdown).await
     }
 }

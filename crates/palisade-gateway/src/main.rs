@@ -102,9 +102,12 @@ async fn run(args: Vec<String>) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let models: Vec<String> = cfg.models().keys().cloned().collect();
-    let gw = Gateway::bind(cfg, listen)
+    let mut gw = Gateway::bind(cfg, listen)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(path) = &config {
+        gw = gw.reload_from(path);
+    }
     let addr = gw.local_addr().map_err(|e| e.to_string())?;
     println!("palisade-gateway listening on http://{addr}");
     #[cfg(feature = "sim")]
@@ -235,14 +238,7 @@ async fn reload_on_hup(reloader: palisade_gateway::Reloader, path: Option<String
             tracing::warn!("SIGHUP: nothing to reload, the gateway runs its embedded config");
             continue;
         };
-        let cfg = match GatewayConfig::from_path(path) {
-            Ok(cfg) => cfg,
-            Err(e) => {
-                tracing::warn!("SIGHUP: {path} not reloaded: {e}");
-                continue;
-            }
-        };
-        match reloader.reload(cfg).await {
+        match reloader.reload_file(std::path::Path::new(path)).await {
             Ok(done) => tracing::info!(
                 kept = ?done.kept, replaced = ?done.replaced, added = ?done.added, removed = ?done.removed,
                 "SIGHUP: {path} reloaded"

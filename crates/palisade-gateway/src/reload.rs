@@ -74,6 +74,15 @@ impl Reloader {
         }
     }
 
+    /// Reads the config file at `path` and applies it as
+    /// [`reload`](Self::reload) does (on SIGHUP, and on `POST
+    /// /admin/reload`).
+    pub async fn reload_file(&self, path: &std::path::Path) -> Result<Reconciled, BoxError> {
+        let cfg = GatewayConfig::from_path(&path.to_string_lossy())
+            .map_err(|e| format!("{} not reloaded: {e}", path.display()))?;
+        self.reload(cfg).await
+    }
+
     /// Applies `cfg` (already checked: [`GatewayConfig::from_toml`]), and
     /// says what happened to each provider; one reload at a time.
     pub async fn reload(&self, cfg: GatewayConfig) -> Result<Reconciled, BoxError> {

@@ -25,9 +25,22 @@ use crate::sse::SseTail;
 use crate::state::AppState;
 use crate::upstream::{ChatRequest, Endpoint};
 
+/// What `POST /admin/reload` needs: the reloader and the file to read.
+#[derive(Clone)]
+pub(crate) struct AdminReload {
+    pub(crate) reloader: crate::Reloader,
+    pub(crate) file: Option<std::path::PathBuf>,
+}
+
 /// The axum app.
-pub(crate) fn app(state: Arc<AppState>) -> axum::Router {
+pub(crate) fn app(state: Arc<AppState>, reload: AdminReload) -> axum::Router {
     axum::Router::new()
+        .route(
+            "/admin/reload",
+            post(move |s: State<Arc<AppState>>, headers: http::HeaderMap| {
+                admin_reload(s, headers, reload.clone())
+            }),
+        )
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
@@ -96,6 +109,49 @@ async fn health(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Res
         StatusCode::OK
     };
     (status, axum::Json(json)).into_response()
+}
+
+/// `POST /admin/reload`: the config file read again and applied, as on
+/// SIGHUP; 200 with what happened to each provider, 400 with why not.
+async fn admin_reload(
+    State(s): State<Arc<AppState>>,
+    headers: http::HeaderMap,
+    reload: AdminReload,
+) -> Response {
+    if let Err(refused) = s.admin(&headers) {
+        return refused.into_response();
+    }
+    let Some(file) = &reload.file else {
+        let body = serde_json::json!({
+            "reloaded": false,
+            "error": "the gateway runs its embedded config: there is no file to reload",
+        });
+        return (StatusCode::CONFLICT, axum::Json(body)).into_response();
+    };
+    match reload.reloader.reload_file(file).await {
+        Ok(done) => {
+            tracing::info!(
+                kept = ?done.kept, replaced = ?done.replaced, added = ?done.added, removed = ?done.removed,
+                "admin: {} reloaded", file.display()
+            );
+            let ids = |v: &[palisade_core::ProviderId]| {
+                v.iter().map(|p| p.as_str().to_string()).collect::<Vec<_>>()
+            };
+            axum::Json(serde_json::json!({
+                "reloaded": true,
+                "kept": ids(&done.kept),
+                "replaced": ids(&done.replaced),
+                "added": ids(&done.added),
+                "removed": ids(&done.removed),
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            tracing::warn!("admin reload refused: {e}");
+            let body = serde_json::json!({"reloaded": false, "error": e.to_string()});
+            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        }
+    }
 }
 
 async fn chat(s: State<Arc<AppState>>, req: Request) -> Response {

@@ -25,9 +25,16 @@ pub struct Running {
 impl Running {
     /// Binds a gateway on `cfg` (TOML) and serves it in the background.
     pub async fn start(cfg: &str) -> Running {
+        Running::start_with(cfg, |gw| gw).await
+    }
+
+    /// [`start`](Self::start), with `setup` applied to the gateway before
+    /// it serves.
+    pub async fn start_with(cfg: &str, setup: impl FnOnce(Gateway) -> Gateway) -> Running {
         let gw = Gateway::bind(GatewayConfig::from_toml(cfg).unwrap(), None)
             .await
             .unwrap();
+        let gw = setup(gw);
         let base = format!("http://{}", gw.local_addr().unwrap());
         let sims = gw.sims().clone();
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
