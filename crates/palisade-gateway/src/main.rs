@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use palisade_gateway::{Gateway, GatewayConfig};
 
 const USAGE: &str = "\
-usage: palisade-gateway [--listen ADDR] [--config FILE]
+usage: palisade-gateway [--listen ADDR] [--config FILE] [--log-format text|json]
        palisade-gateway check [--config FILE]
        palisade-gateway demo [--seconds N] [--workers N] [--svg FILE]
 
@@ -13,6 +13,9 @@ usage: palisade-gateway [--listen ADDR] [--config FILE]
   --config FILE   a TOML config (env PALISADE_CONFIG; default: the embedded
                   config with four simulated providers, two of them
                   balanced in the first tier)
+  --log-format F  `text` (default: human-readable, colored on a terminal)
+                  or `json` (one JSON object per line, for log shippers;
+                  env PALISADE_LOG_FORMAT); levels by RUST_LOG (default info)
 
   check           checks a config (default: the embedded one) without
                   starting anything: prints every problem with its key
@@ -46,22 +49,54 @@ fn fail(msg: &str) -> ! {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `default`: `info` when
 /// serving, nothing in the demo, whose table is the output).
-fn init_logs(default: &str) {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LogFormat {
+    /// Human-readable, colored on a terminal.
+    Text,
+    /// One JSON object per line: time, level, target, the event's fields
+    /// and its spans' (the request id among them).
+    Json,
+}
+
+impl LogFormat {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("--log-format {other:?}: use text or json")),
+        }
+    }
+}
+
+fn init_logs(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 async fn run(args: Vec<String>) -> Result<(), String> {
     let mut listen = std::env::var("PALISADE_LISTEN").ok();
     let mut config = std::env::var("PALISADE_CONFIG").ok();
+    let mut log_format = match std::env::var("PALISADE_LOG_FORMAT") {
+        Ok(f) => LogFormat::parse(&f)?,
+        Err(_) => LogFormat::Text,
+    };
     match args.first().map(String::as_str) {
         Some("demo") => {
-            init_logs("off");
+            init_logs("off", log_format);
             return demo(args[1..].to_vec()).await;
         }
         Some("check") => check(&args[1..], config),
@@ -72,6 +107,9 @@ async fn run(args: Vec<String>) -> Result<(), String> {
         match a.as_str() {
             "--listen" => listen = Some(it.next().ok_or("--listen needs an address")?),
             "--config" => config = Some(it.next().ok_or("--config needs a file")?),
+            "--log-format" => {
+                log_format = LogFormat::parse(&it.next().ok_or("--log-format needs text or json")?)?
+            }
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(());
@@ -97,7 +135,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
         ),
         None => None,
     };
-    init_logs("info");
+    init_logs("info", log_format);
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }

@@ -194,3 +194,41 @@ fn sighup_reloads_the_config_file_and_a_bad_one_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn with_json_logs_every_line_parses_and_the_access_event_carries_its_fields() {
+    let (child, addr) = spawn("json.toml", CONFIG, &[("PALISADE_LOG_FORMAT", "json")]);
+    let head = post(
+        &addr,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        "json-log-1",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let err = stop(child);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "palisade_gateway::access")
+        .collect();
+    assert_eq!(access.len(), 1, "{err}");
+    let a = access[0];
+    assert_eq!(a["level"], "INFO");
+    assert_eq!(a["fields"]["status"], 200, "{a}");
+    assert_eq!(a["fields"]["provider"], "secondary", "{a}");
+    assert_eq!(a["fields"]["model"], "m", "{a}");
+    assert_eq!(
+        a["span"]["request_id"], "json-log-1",
+        "the request's span: {a}"
+    );
+    // A bad format is refused at once, naming the choices.
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+        .args(["--log-format", "xml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use text or json"));
+}
