@@ -2,34 +2,74 @@
 
 use std::net::SocketAddr;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
 use palisade_gateway::{Gateway, GatewayConfig};
 
-const USAGE: &str = "\
-usage: palisade-gateway [--listen ADDR] [--config FILE] [--log-format text|json]
-       palisade-gateway check [--config FILE]
-       palisade-gateway demo [--seconds N] [--workers N] [--svg FILE]
+/// An OpenAI-compatible gateway that keeps answering when LLM providers
+/// fail: palisade's router over real HTTP.
+#[derive(Debug, Parser)]
+#[command(
+    name = "palisade-gateway",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand: serve.
+    #[command(flatten)]
+    serve: Serve,
+}
 
-  --listen ADDR   where to listen (env PALISADE_LISTEN; default 127.0.0.1:8080)
-  --config FILE   a TOML config (env PALISADE_CONFIG; default: the embedded
-                  config with four simulated providers, two of them
-                  balanced in the first tier)
-  --log-format F  `text` (default: human-readable, colored on a terminal)
-                  or `json` (one JSON object per line, for log shippers;
-                  env PALISADE_LOG_FORMAT); levels by RUST_LOG (default info)
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default when no subcommand is given).
+    Serve(Serve),
+    /// Check a config without starting anything: every problem with its key
+    /// path and exit code 1, or a summary and exit code 0.
+    Check {
+        /// The TOML config to check (default: the embedded one).
+        #[arg(long, env = "PALISADE_CONFIG", value_name = "FILE")]
+        config: Option<String>,
+    },
+    /// A scripted outage under load, with and without palisade (a slow tail,
+    /// then down, then 429 with Retry-After, then recovery, then the
+    /// provider's own 600 requests/min limit): prints a table and writes a
+    /// timeline SVG.
+    Demo(DemoArgs),
+}
 
-  check           checks a config (default: the embedded one) without
-                  starting anything: prints every problem with its key
-                  path and exits 1, or a summary and exits 0
+#[derive(Debug, Args)]
+struct Serve {
+    /// Where to listen [default: the config's, 127.0.0.1:8080 in the
+    /// embedded one].
+    #[arg(long, env = "PALISADE_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// A TOML config [default: the embedded config with four simulated
+    /// providers, two of them balanced in the first tier].
+    #[arg(long, env = "PALISADE_CONFIG", value_name = "FILE")]
+    config: Option<String>,
+    /// How log lines are written; levels by RUST_LOG (default info).
+    #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
 
-  demo            a scripted outage (a slow tail, then down, then 429 with
-                  Retry-After, then recovery, then the provider's own 600
-                  requests/min limit with x-ratelimit headers) under load,
-                  with and without palisade; prints a table and writes a
-                  timeline SVG (default palisade-demo.svg)
-";
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// How long the scripted run lasts, in seconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: Option<u64>,
+    /// Concurrent callers on each side.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    workers: Option<u64>,
+    /// Where to write the timeline [default: palisade-demo.svg].
+    #[arg(long, value_name = "FILE")]
+    svg: Option<std::path::PathBuf>,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,7 +77,16 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => fail(&format!("cannot start the runtime: {e}")),
     };
-    if let Err(e) = rt.block_on(run(args)) {
+    let done = match cli.command {
+        None => rt.block_on(run(cli.serve)),
+        Some(Command::Serve(serve)) => rt.block_on(run(serve)),
+        Some(Command::Check { config }) => check(config),
+        Some(Command::Demo(args)) => {
+            init_logs("off", LogFormat::Text);
+            rt.block_on(demo(args))
+        }
+    };
+    if let Err(e) = done {
         fail(&e);
     }
 }
@@ -47,28 +96,18 @@ fn fail(msg: &str) -> ! {
     std::process::exit(2);
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `default`: `info` when
-/// serving, nothing in the demo, whose table is the output).
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum LogFormat {
     /// Human-readable, colored on a terminal.
     Text,
     /// One JSON object per line: time, level, target, the event's fields
-    /// and its spans' (the request id among them).
+    /// and its spans' (the request id among them), for log shippers.
     Json,
 }
 
-impl LogFormat {
-    fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!("--log-format {other:?}: use text or json")),
-        }
-    }
-}
-
+/// Logs to stderr, filtered by `RUST_LOG` (default `default`: `info` when
+/// serving, nothing in the demo, whose table is the output).
 fn init_logs(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -87,53 +126,18 @@ fn init_logs(default: &str, format: LogFormat) {
     };
 }
 
-async fn run(args: Vec<String>) -> Result<(), String> {
-    let mut listen = std::env::var("PALISADE_LISTEN").ok();
-    let mut config = std::env::var("PALISADE_CONFIG").ok();
-    let mut log_format = match std::env::var("PALISADE_LOG_FORMAT") {
-        Ok(f) => LogFormat::parse(&f)?,
-        Err(_) => LogFormat::Text,
-    };
-    match args.first().map(String::as_str) {
-        Some("demo") => {
-            init_logs("off", log_format);
-            return demo(args[1..].to_vec()).await;
-        }
-        Some("check") => check(&args[1..], config),
-        _ => {}
-    }
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--listen" => listen = Some(it.next().ok_or("--listen needs an address")?),
-            "--config" => config = Some(it.next().ok_or("--config needs a file")?),
-            "--log-format" => {
-                log_format = LogFormat::parse(&it.next().ok_or("--log-format needs text or json")?)?
-            }
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
+async fn run(serve: Serve) -> Result<(), String> {
+    let Serve {
+        listen,
+        config,
+        log_format,
+    } = serve;
     let cfg = match &config {
         Some(path) => GatewayConfig::from_path(path).map_err(|e| e.to_string())?,
         #[cfg(feature = "sim")]
         None => GatewayConfig::embedded(),
         #[cfg(not(feature = "sim"))]
-        None => {
-            return Err(format!(
-                "this build has no simulator: give --config\n{USAGE}"
-            ))
-        }
-    };
-    let listen: Option<SocketAddr> = match listen {
-        Some(l) => Some(
-            l.parse()
-                .map_err(|_| format!("{l:?} is not an address like 127.0.0.1:8080"))?,
-        ),
-        None => None,
+        None => return Err("this build has no simulator: give --config".into()),
     };
     init_logs("info", log_format);
     for w in cfg.warnings() {
@@ -172,17 +176,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
 
 /// `check [--config FILE]`: loads and checks a config, builds nothing,
 /// and exits: 1 with every problem, 0 with a summary.
-fn check(args: &[String], mut config: Option<String>) -> ! {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" => match it.next() {
-                Some(path) => config = Some(path.clone()),
-                None => fail("--config needs a file"),
-            },
-            other => fail(&format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
+fn check(config: Option<String>) -> ! {
     let loaded = match &config {
         Some(path) => GatewayConfig::from_path(path),
         #[cfg(feature = "sim")]
@@ -309,38 +303,21 @@ async fn shutdown_signal() {
 }
 
 #[cfg(not(feature = "sim"))]
-async fn demo(_: Vec<String>) -> Result<(), String> {
+async fn demo(_: DemoArgs) -> Result<(), String> {
     Err("the demo needs the simulator: build with the `sim` feature (on by default)".into())
 }
 
 #[cfg(feature = "sim")]
-async fn demo(args: Vec<String>) -> Result<(), String> {
+async fn demo(args: DemoArgs) -> Result<(), String> {
     let mut opts = palisade_gateway::demo::DemoOptions::default();
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--seconds" => {
-                let v = value("--seconds")?;
-                let s: u64 = v
-                    .parse()
-                    .map_err(|_| format!("--seconds: {v:?} is not a number"))?;
-                if s == 0 {
-                    return Err("--seconds: use at least 1".into());
-                }
-                opts.duration = std::time::Duration::from_secs(s);
-            }
-            "--workers" => {
-                let v = value("--workers")?;
-                opts.workers = v
-                    .parse()
-                    .ok()
-                    .filter(|w| *w > 0)
-                    .ok_or(format!("--workers: {v:?} is not a positive number"))?;
-            }
-            "--svg" => opts.svg = Some(value("--svg")?.into()),
-            other => return Err(format!("unknown demo argument {other:?}\n{USAGE}")),
-        }
+    if let Some(s) = args.seconds {
+        opts.duration = std::time::Duration::from_secs(s);
+    }
+    if let Some(w) = args.workers {
+        opts.workers = usize::try_from(w).map_err(|_| format!("--workers: {w} is too many"))?;
+    }
+    if let Some(svg) = args.svg {
+        opts.svg = Some(svg);
     }
     println!(
         "palisade demo: {} s, {} workers through palisade and {} straight to the primary",

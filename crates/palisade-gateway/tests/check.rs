@@ -145,3 +145,44 @@ fn the_summary_says_what_else_runs_and_those_sections_are_checked_too() {
         assert!(err.contains(key), "{key} in {err}");
     }
 }
+
+#[test]
+fn the_command_line_has_help_a_version_and_names_a_bad_flag() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+            .args(args)
+            .env_remove("PALISADE_CONFIG")
+            .env_remove("PALISADE_LISTEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for word in [
+        "serve",
+        "check",
+        "demo",
+        "--listen",
+        "PALISADE_LISTEN",
+        "--log-format",
+    ] {
+        assert!(out.contains(word), "{word} in {out}");
+    }
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("palisade-gateway {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, _, err) = run(&["--listen", "nowhere"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--listen"), "{err}");
+    let (code, _, err) = run(&["demo", "--seconds", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--seconds"), "{err}");
+}

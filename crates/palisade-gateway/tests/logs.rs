@@ -230,5 +230,5 @@ fn with_json_logs_every_line_parses_and_the_access_event_carries_its_fields() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("use text or json"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values: text, json"));
 }
