@@ -151,6 +151,14 @@ async fn run(serve: Serve) -> Result<(), String> {
         gw = gw.reload_from(path);
     }
     let addr = gw.local_addr().map_err(|e| e.to_string())?;
+    // The SIGHUP handler is in place before the banner says we listen: a
+    // SIGHUP arriving before it would end the process (its default action).
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+        tokio::spawn(reload_on_hup(hup, gw.reloader(), config.clone()));
+    }
     println!("palisade-gateway listening on http://{addr}");
     #[cfg(feature = "sim")]
     for (id, sim) in gw.sims() {
@@ -165,8 +173,6 @@ async fn run(serve: Serve) -> Result<(), String> {
     );
     println!("  curl -s http://{addr}/health");
     println!("  curl -s http://{addr}/metrics");
-    #[cfg(unix)]
-    tokio::spawn(reload_on_hup(gw.reloader(), config.clone()));
     gw.serve(shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
@@ -260,11 +266,11 @@ fn check(config: Option<String>) -> ! {
 /// with problems, or one changing what needs a restart, is refused and the
 /// running one keeps serving.
 #[cfg(unix)]
-async fn reload_on_hup(reloader: palisade_gateway::Reloader, path: Option<String>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn reload_on_hup(
+    mut hup: tokio::signal::unix::Signal,
+    reloader: palisade_gateway::Reloader,
+    path: Option<String>,
+) {
     while hup.recv().await.is_some() {
         let Some(path) = &path else {
             tracing::warn!("SIGHUP: nothing to reload, the gateway runs its embedded config");
