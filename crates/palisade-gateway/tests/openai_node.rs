@@ -57,55 +57,17 @@ fn sdk_dir() -> &'static Path {
 
 /// Runs the check script's `mode` against `r` and returns what it printed.
 async fn sdk(r: &Running, mode: &str) -> serde_json::Value {
-    let dir = sdk_dir().to_owned();
-    let (mode, base) = (mode.to_owned(), format!("{}/v1", r.base));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(dir.join("openai_check.mjs"))
-            .arg(&mode)
-            .arg(&base)
-            .current_dir(&dir)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "the Node SDK script failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    let dir = sdk_dir();
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("openai_check.mjs"))
+        .arg(mode)
+        .arg(format!("{}/v1", r.base))
+        .current_dir(dir);
+    common::script_json(cmd).await
 }
 
 fn config(faults: &str) -> String {
-    format!(
-        r#"
-        [gateway]
-        listen = "127.0.0.1:0"
-
-        [upstreams.primary]
-        models = {{ "m" = "p-model" }}
-        simulated = {{ latency_ms = 5, tokens = 4, token_interval_ms = 2 {faults} }}
-
-        [upstreams.secondary]
-        models = {{ "m" = "s-model" }}
-        simulated = {{ latency_ms = 5, tokens = 4, token_interval_ms = 2 {faults} }}
-
-        [palisade.router]
-        order = ["primary", "secondary"]
-        request_timeout_ms = 5000
-
-        # One attempt per provider, so the calls counted are the SDK's.
-        [palisade.defaults.retry]
-        enabled = false
-
-        [palisade.defaults.breaker]
-        consecutive_failures = 100
-        "#
-    )
+    common::sdk_config(faults, "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,55 +70,14 @@ async fn start(cfg: &str) -> Running {
 
 /// Runs the check script's `mode` against `r` and returns what it printed.
 async fn sdk(r: &Running, mode: &str) -> serde_json::Value {
-    let py = python().to_owned();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_check.py");
-    let (mode, base) = (mode.to_owned(), format!("{}/v1", r.base));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .arg(&mode)
-            .arg(&base)
-            .output()
-            .expect("the venv's python runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "the SDK script failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    let mut cmd = Command::new(python());
+    cmd.arg(script).arg(mode).arg(format!("{}/v1", r.base));
+    common::script_json(cmd).await
 }
 
 fn config(faults: &str, router: &str) -> String {
-    format!(
-        r#"
-        [gateway]
-        listen = "127.0.0.1:0"
-
-        [upstreams.primary]
-        models = {{ "m" = "p-model" }}
-        simulated = {{ latency_ms = 5, tokens = 4, token_interval_ms = 2 {faults} }}
-
-        [upstreams.secondary]
-        models = {{ "m" = "s-model" }}
-        simulated = {{ latency_ms = 5, tokens = 4, token_interval_ms = 2 {faults} }}
-
-        [palisade.router]
-        order = ["primary", "secondary"]
-        request_timeout_ms = 5000
-        {router}
-
-        [palisade.defaults.retry]
-        enabled = false
-
-        [palisade.defaults.breaker]
-        consecutive_failures = 100
-        "#
-    )
+    common::sdk_config(faults, router)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

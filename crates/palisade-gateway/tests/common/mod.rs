@@ -106,3 +106,51 @@ impl Running {
             .unwrap_or_else(|| panic!("no provider {id} in {h}"))
     }
 }
+
+/// The two-provider config the SDK tests run: `faults` added to both
+/// simulated providers, `router` to `[palisade.router]`; one attempt per
+/// provider and a breaker that stays closed, so the calls counted are the
+/// SDK's.
+pub fn sdk_config(faults: &str, router: &str) -> String {
+    format!(
+        r#"
+        [gateway]
+        listen = "127.0.0.1:0"
+
+        [upstreams.primary]
+        models = {{ "m" = "p-model" }}
+        simulated = {{ latency_ms = 5, tokens = 4, token_interval_ms = 2 {faults} }}
+
+        [upstreams.secondary]
+        models = {{ "m" = "s-model" }}
+        simulated = {{ latency_ms = 5, tokens = 4, token_interval_ms = 2 {faults} }}
+
+        [palisade.router]
+        order = ["primary", "secondary"]
+        request_timeout_ms = 5000
+        {router}
+
+        [palisade.defaults.retry]
+        enabled = false
+
+        [palisade.defaults.breaker]
+        consecutive_failures = 100
+        "#
+    )
+}
+
+/// Runs `cmd` (an SDK's check script) off the runtime and parses what it
+/// printed as JSON; fails with its output when it fails.
+pub async fn script_json(mut cmd: std::process::Command) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("the script runs"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK script failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
