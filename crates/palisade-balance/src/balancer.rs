@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use palisade_core::{ConfigError, Problems};
+use palisade_core::{splitmix64, ConfigError, Problems, SPLITMIX_GAMMA};
 
 use crate::load::Load;
 use crate::strategy::Strategy;
@@ -182,18 +182,15 @@ impl Balancer {
     fn next_random(&self) -> u64 {
         // splitmix64 over a counter: the seeded one is an atomic shared by
         // every thread (reproducible), else the thread's own.
-        let mut z = match &self.rng {
+        let state = match &self.rng {
             Some(rng) => rng.fetch_add(GOLDEN, Ordering::Relaxed),
             None => THREAD_RNG.with(|c| {
                 let v = c.get();
                 c.set(v.wrapping_add(GOLDEN));
                 v
             }),
-        }
-        .wrapping_add(GOLDEN);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        };
+        splitmix64(state.wrapping_add(GOLDEN))
     }
 
     fn round_robin<C: Candidates + ?Sized>(&self, c: &C, n: usize) -> Option<usize> {
@@ -301,7 +298,7 @@ impl Balancer {
     }
 }
 
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+const GOLDEN: u64 = SPLITMIX_GAMMA;
 
 thread_local! {
     /// The unseeded balancers' generator: one counter per thread, started

@@ -1,10 +1,10 @@
-//! Draws in [0, 1) for fault decisions: splitmix64 over an atomic
+//! Draws in [0, 1) for fault decisions: core's splitmix64 over an atomic
 //! counter, so a seeded layer draws the same sequence on every run (in
 //! call order) with no lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+use palisade_core::{splitmix64, SPLITMIX_GAMMA};
 
 #[derive(Debug)]
 pub(crate) struct Draws {
@@ -21,14 +21,11 @@ impl Draws {
     /// The next draw, uniform in [0, 1).
     #[inline]
     pub(crate) fn next(&self) -> f64 {
-        let mut z = self
+        let state = self
             .state
-            .fetch_add(GOLDEN, Ordering::Relaxed)
-            .wrapping_add(GOLDEN);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+            .fetch_add(SPLITMIX_GAMMA, Ordering::Relaxed)
+            .wrapping_add(SPLITMIX_GAMMA);
+        (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

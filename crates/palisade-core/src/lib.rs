@@ -42,6 +42,7 @@ mod grpc;
 mod http;
 mod inspect;
 mod marks;
+mod mix;
 mod policy;
 mod provider;
 mod rate;
@@ -66,6 +67,7 @@ pub use crate::http::{
 };
 pub use crate::inspect::{HealthStatus, Inspect, Inspection, Inspectors, MetricKind, Sample};
 pub use crate::marks::{Hedgeable, RequestMarks, Streaming};
+pub use crate::mix::{splitmix64, SPLITMIX_GAMMA};
 pub use crate::policy::{Action, Policy};
 pub use crate::provider::ProviderId;
 pub use crate::rate::{parse_reset_duration, RateInfo, RateWindow, TokenUsage, MAX_RESET};
