@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::limiter::Shared;
 use crate::pool::Pool;
-use crate::quota::{Quota, Unit};
+use crate::quota::Quota;
 
 /// One quota's state now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,10 +133,7 @@ impl RateLimitHandle {
                 .iter()
                 .zip(&*s.tats)
                 .map(|((q, rate), tat)| QuotaSnapshot {
-                    unit: match q.unit {
-                        Unit::Requests => "requests",
-                        Unit::Tokens => "tokens",
-                    },
+                    unit: q.unit.as_str(),
                     amount: q.amount,
                     period_ms: q.period.as_millis() as u64,
                     burst: rate.burst(),

@@ -28,6 +28,19 @@ impl Unit {
             Unit::Tokens => tokens,
         }
     }
+
+    /// Its name in snapshots and logs: `requests` or `tokens`.
+    ///
+    /// ```
+    /// use palisade_ratelimit::Unit;
+    /// assert_eq!(Unit::Tokens.as_str(), "tokens");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Requests => "requests",
+            Unit::Tokens => "tokens",
+        }
+    }
 }
 
 /// A limit of `amount` units per `period`, of which up to `burst` may be

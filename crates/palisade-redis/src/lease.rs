@@ -39,20 +39,25 @@ struct Tank {
     held: AtomicI64,
     /// The largest call that found the tank short since the last top-up.
     need: AtomicU64,
+    /// The lease size last computed (read on the call path).
+    lease: AtomicI64,
 }
 
 impl Tank {
-    fn new(quota: Quota, key: String) -> Self {
+    fn new(quota: Quota, key: String, overshoot: f64, replicas: u32) -> Self {
         let amount = quota.amount().max(1) as f64;
         let interval_us = quota.period().as_secs_f64() * 1e6 / amount;
-        Tank {
+        let tank = Tank {
             quota,
             key,
             interval_us,
             tolerance_us: interval_us * quota.burst_size().max(1) as f64,
             held: AtomicI64::new(0),
             need: AtomicU64::new(0),
-        }
+            lease: AtomicI64::new(0),
+        };
+        tank.resize(overshoot, replicas);
+        tank
     }
 
     #[inline]
@@ -70,18 +75,21 @@ impl Tank {
         self.held.fetch_add(units, Ordering::AcqRel);
     }
 
-    /// The lease for a fleet of `replicas`: the overshoot share of the
-    /// amount split between them, at least 1, at most the burst.
-    fn lease(&self, overshoot: f64, replicas: u32) -> i64 {
+    /// Sizes the lease for a fleet of `replicas`: the overshoot share of
+    /// the amount split between them, at least 1, at most the burst.
+    fn resize(&self, overshoot: f64, replicas: u32) -> i64 {
         let share = (self.quota.amount() as f64 * overshoot / f64::from(replicas.max(1))).floor();
-        (share as i64).clamp(1, self.quota.burst_size().max(1) as i64)
+        let lease = (share as i64).clamp(1, self.quota.burst_size().max(1) as i64);
+        self.lease.store(lease, Ordering::Release);
+        lease
     }
 
     /// Whether it should be topped up now.
     #[inline]
-    fn low(&self, lease: i64) -> bool {
+    fn low(&self) -> bool {
         let held = self.held.load(Ordering::Acquire);
-        held * 2 < lease || held < self.need.load(Ordering::Acquire) as i64
+        held * 2 < self.lease.load(Ordering::Relaxed)
+            || held < self.need.load(Ordering::Acquire) as i64
     }
 }
 
@@ -99,8 +107,6 @@ pub(crate) struct FleetPool {
     /// Until when the provider itself has no room: it said so, to us or to
     /// another replica.
     closed_until: AtomicU64,
-    /// The lease size last computed, per tank (read on the call path).
-    leases: Box<[AtomicI64]>,
     refill: Arc<Notify>,
     pub(crate) granted: AtomicU64,
     pub(crate) top_ups: AtomicU64,
@@ -113,27 +119,20 @@ impl FleetPool {
         link: Arc<Link>,
         members: Arc<Members>,
     ) -> Arc<Self> {
+        let replicas = members.count();
         let tanks: Box<[Tank]> = quotas
             .iter()
             .map(|q| {
-                let unit = match q.unit() {
-                    Unit::Requests => "requests",
-                    Unit::Tokens => "tokens",
-                };
                 let key = members.key(&format!(
-                    "quota:{}:{unit}:{}:{}:{}",
+                    "quota:{}:{}:{}:{}:{}",
                     provider.as_str(),
+                    q.unit().as_str(),
                     q.amount(),
                     q.period().as_millis(),
                     q.burst_size()
                 ));
-                Tank::new(*q, key)
+                Tank::new(*q, key, members.overshoot, replicas)
             })
-            .collect();
-        let replicas = members.count();
-        let leases = tanks
-            .iter()
-            .map(|t| AtomicI64::new(t.lease(members.overshoot, replicas)))
             .collect();
         let pool = Arc::new(FleetPool {
             provider,
@@ -143,7 +142,6 @@ impl FleetPool {
             epoch: Instant::now(),
             empty_until: AtomicU64::new(0),
             closed_until: AtomicU64::new(0),
-            leases,
             refill: Arc::new(Notify::new()),
             granted: AtomicU64::new(0),
             top_ups: AtomicU64::new(0),
@@ -192,15 +190,11 @@ impl FleetPool {
     pub(crate) fn held(&self) -> Vec<HeldSnapshot> {
         self.tanks
             .iter()
-            .zip(&*self.leases)
-            .map(|(t, lease)| HeldSnapshot {
-                unit: match t.quota.unit() {
-                    Unit::Requests => "requests",
-                    Unit::Tokens => "tokens",
-                },
+            .map(|t| HeldSnapshot {
+                unit: t.quota.unit().as_str(),
                 amount: t.quota.amount(),
                 held: t.held.load(Ordering::Acquire),
-                lease: lease.load(Ordering::Acquire),
+                lease: t.lease.load(Ordering::Acquire),
             })
             .collect()
     }
@@ -236,12 +230,11 @@ impl FleetPool {
         let replicas = self.members.count();
         let mut wants = Vec::with_capacity(self.tanks.len());
         let mut any = false;
-        for (tank, lease) in self.tanks.iter().zip(&*self.leases) {
-            let size = tank.lease(self.members.overshoot, replicas);
-            lease.store(size, Ordering::Release);
+        for tank in self.tanks.iter() {
+            let size = tank.resize(self.members.overshoot, replicas);
             let need = tank.need.load(Ordering::Acquire) as i64;
             let held = tank.held.load(Ordering::Acquire);
-            let (want, fewest) = if tank.low(size) {
+            let (want, fewest) = if tank.low() {
                 (size.max(need) - held, (need - held).max(1))
             } else {
                 (0, 0)
@@ -347,12 +340,7 @@ impl Pool for FleetPool {
                 return Draw::Empty(self.short_wait());
             }
         }
-        if self
-            .tanks
-            .iter()
-            .zip(&*self.leases)
-            .any(|(t, l)| t.low(l.load(Ordering::Relaxed)))
-        {
+        if self.tanks.iter().any(Tank::low) {
             self.refill.notify_one();
         }
         Draw::Taken
