@@ -41,6 +41,15 @@ pub(crate) enum Event {
 }
 
 impl Event {
+    /// The provider it is about.
+    fn provider(&self) -> &ProviderId {
+        match self {
+            Event::Open { provider, .. }
+            | Event::Closed { provider }
+            | Event::Exhausted { provider, .. } => provider,
+        }
+    }
+
     /// `kind \t provider \t ms \t origin`.
     fn encode(&self, origin: &str) -> String {
         match self {
@@ -666,31 +675,32 @@ fn dispatch(inner: &Inner, text: &str) {
     }
     inner.received.fetch_add(1, Ordering::Relaxed);
     let providers = inner.providers.read().unwrap_or_else(|e| e.into_inner());
-    let (provider, apply): (&ProviderId, &dyn Fn(&Joined)) = match &event {
-        Event::Open { provider, wait } => (provider, &|j: &Joined| {
-            if let Some(b) = j.breaker.as_ref().and_then(WeakBreakerHandle::upgrade) {
-                b.follow_open(*wait);
+    let Some(joined) = providers.get(event.provider()) else {
+        return;
+    };
+    tracing::debug!(
+        provider = event.provider().as_str(),
+        from = origin,
+        event = ?event,
+        "fleet: following another replica"
+    );
+    let breaker = || joined.breaker.as_ref().and_then(WeakBreakerHandle::upgrade);
+    match event {
+        Event::Open { wait, .. } => {
+            if let Some(b) = breaker() {
+                b.follow_open(wait);
             }
-        }),
-        Event::Closed { provider } => (provider, &|j: &Joined| {
-            if let Some(b) = j.breaker.as_ref().and_then(WeakBreakerHandle::upgrade) {
+        }
+        Event::Closed { .. } => {
+            if let Some(b) = breaker() {
                 b.follow_close();
             }
-        }),
-        Event::Exhausted { provider, wait } => (provider, &|j: &Joined| {
-            if let Some(p) = j.pool.as_ref().and_then(Weak::upgrade) {
-                p.close_for(*wait);
+        }
+        Event::Exhausted { wait, .. } => {
+            if let Some(p) = joined.pool.as_ref().and_then(Weak::upgrade) {
+                p.close_for(wait);
             }
-        }),
-    };
-    if let Some(joined) = providers.get(provider) {
-        tracing::debug!(
-            provider = provider.as_str(),
-            from = origin,
-            event = ?event,
-            "fleet: following another replica"
-        );
-        apply(joined);
+        }
     }
 }
 
