@@ -123,7 +123,7 @@ impl<S, C, M> Registry<S, C, M> {
             .map(|p| {
                 let mut layers = p.handles.inspectors().inspect();
                 if let Some(check) = self.checks.get(&p.id) {
-                    layers.push(palisade_core::Inspect::inspect(&*check));
+                    layers.push(palisade_core::Inspect::inspect(&check.1));
                 }
                 if p.ejection.snapshot().times_ejected > 0 {
                     layers.push(palisade_core::Inspect::inspect(&p.ejection));

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
@@ -15,6 +15,9 @@ use crate::config::{Config, ConfigError};
 use palisade_bulkhead::{OnResponse, ReleaseMode};
 
 use crate::stack::{ProviderHandles, ProviderService, ProviderStack};
+
+/// A running health check and the provider it was started for.
+pub(crate) type RunningCheck<S, C, M> = (Weak<Provider<S, C, M>>, crate::check::CheckHandle);
 
 /// One registered provider: its stack, handles and routing marks.
 pub struct Provider<S, C, M = OnResponse> {
@@ -113,8 +116,9 @@ pub struct Registry<S, C, M = OnResponse> {
     tiers: ArcSwap<Vec<(Vec<ProviderId>, Strategy)>>,
     hedge: ArcSwapOption<HedgeHandle>,
     shared_budget: Option<palisade_retry::RetryBudget>,
-    /// Running health checks, by provider (see `Registry::start_checks`).
-    pub(crate) checks: DashMap<ProviderId, crate::check::CheckHandle>,
+    /// Running health checks, by provider (see `Registry::start_checks`),
+    /// with the provider each was started for.
+    pub(crate) checks: DashMap<ProviderId, RunningCheck<S, C, M>>,
     version: AtomicU64,
 }
 

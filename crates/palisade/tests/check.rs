@@ -243,3 +243,73 @@ async fn the_check_ends_with_its_provider_and_bad_settings_are_named() {
         assert!(err.contains(key), "{key} in {err}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_checks_of_kept_providers_and_stops_those_of_removed_ones() {
+    use palisade::{Config, RegistryBuilder};
+    use palisade_core::{ErrorClassifier, WithDeadline};
+
+    let v1 = Config::from_toml(
+        "[defaults.health_check]\nenabled = true\ninterval_ms = 1000\njitter = 0.0\n[providers.a]\n[providers.b]\n[providers.c]",
+    )
+    .unwrap();
+    let make = |_: &palisade::ProviderSettings| {
+        service_fn(|_: WithDeadline<()>| async { Ok::<_, BoxError>(()) })
+    };
+    let registry = RegistryBuilder::new(&v1, ErrorClassifier)
+        .build(make)
+        .unwrap();
+    let probes = Arc::new(AtomicU64::new(0));
+    let start = |registry: &palisade::Registry<_, ErrorClassifier>| {
+        let probes = probes.clone();
+        registry.start_checks(move |_, settings| {
+            let probes = probes.clone();
+            Some(HealthCheck::new(
+                settings,
+                service_fn(move |()| {
+                    probes.fetch_add(1, Ordering::Relaxed);
+                    async { Err::<(), BoxError>("down".into()) }
+                }),
+                || (),
+            ))
+        })
+    };
+    assert_eq!(start(&registry).len(), 3);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let a_before = registry.check("a").unwrap();
+    assert_eq!(a_before.snapshot().sent, 2);
+    let c_before = registry.check("c").unwrap();
+
+    // v2: a kept as it is, b changed, c removed.
+    let v2 = Config::from_toml(
+        "[defaults.health_check]\nenabled = true\ninterval_ms = 1000\njitter = 0.0\n[providers.a]\n[providers.b.breaker]\nopen_ms = 1000",
+    )
+    .unwrap();
+    RegistryBuilder::new(&v2, ErrorClassifier)
+        .reconcile(&registry, make, |_| false)
+        .unwrap();
+    assert_eq!(
+        start(&registry),
+        vec!["a".into(), "b".into()] as Vec<palisade_core::ProviderId>
+    );
+    assert_eq!(
+        registry.check("a").unwrap().snapshot().sent,
+        2,
+        "a's check runs on, counts and all"
+    );
+    assert_eq!(
+        registry.check("b").unwrap().snapshot().sent,
+        0,
+        "b's is new"
+    );
+    assert!(registry.check("c").is_none());
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(a_before.snapshot().sent, 3, "the same task");
+    let c_sent = c_before.snapshot().sent;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(
+        c_before.snapshot().sent,
+        c_sent,
+        "the removed provider's check stopped"
+    );
+}

@@ -1,5 +1,7 @@
 //! Starting a registry's health checks from its config.
 
+use std::sync::Arc;
+
 use palisade_core::{BoxError, Classify, ProviderId};
 use tower::Service;
 
@@ -10,10 +12,10 @@ impl<S, C, M> Registry<S, C, M> {
     /// Starts the health checks the config asks for (`[..health_check]
     /// enabled = true`) for every provider with a breaker: `check(provider,
     /// settings)` builds the check (see [`HealthCheck`]) or says `None` to
-    /// leave it unchecked. A check already running for a provider is
-    /// stopped and replaced (call this again after a reload). The health
-    /// report then shows each check (`health_check`). Returns the providers
-    /// checked.
+    /// leave it unchecked. Call it again after a reload: a provider kept as
+    /// it was keeps its running check (and its counts), a rebuilt one gets
+    /// a new check, and a removed one's check stops. The health report
+    /// shows each check (`health_check`). Returns the providers checked.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -50,12 +52,32 @@ impl<S, C, M> Registry<S, C, M> {
         R: Send + 'static,
         Cl: Classify<P::Response, BoxError> + Send + 'static,
     {
+        let ids = self.ids();
+        // Checks of providers no longer here stop.
+        self.checks.retain(|id, (_, check)| {
+            let here = ids.contains(id);
+            if !here {
+                check.stop();
+            }
+            here
+        });
         let mut checked = Vec::new();
-        for id in self.ids() {
+        for id in ids {
             let Some(provider) = self.get(id.as_str()) else {
                 continue;
             };
-            if let Some((_, old)) = self.checks.remove(&id) {
+            // The same provider (kept by a reload): its check runs on.
+            if let Some(running) = self.checks.get(&id) {
+                if running
+                    .0
+                    .upgrade()
+                    .is_some_and(|p| Arc::ptr_eq(&p, &provider))
+                {
+                    checked.push(id);
+                    continue;
+                }
+            }
+            if let Some((_, (_, old))) = self.checks.remove(&id) {
                 old.stop();
             }
             let settings = provider
@@ -74,7 +96,8 @@ impl<S, C, M> Registry<S, C, M> {
             };
             match c.spawn(breaker) {
                 Ok(handle) => {
-                    self.checks.insert(id.clone(), handle);
+                    self.checks
+                        .insert(id.clone(), (Arc::downgrade(&provider), handle));
                     checked.push(id);
                 }
                 Err(e) => {
@@ -87,6 +110,6 @@ impl<S, C, M> Registry<S, C, M> {
 
     /// The running health check of provider `id`, if any.
     pub fn check(&self, id: &str) -> Option<super::CheckHandle> {
-        self.checks.get(id).map(|c| c.clone())
+        self.checks.get(id).map(|c| c.1.clone())
     }
 }
