@@ -36,6 +36,10 @@ pin_project! {
         fault: StreamFault,
         frames: u32,
         done: bool,
+        // A cut yields once first, so what was let through is flushed
+        // before the failure (a server drops unflushed bytes on a body
+        // error).
+        yielded: bool,
     }
 }
 
@@ -47,6 +51,7 @@ impl<B> ChaosBody<B> {
             fault,
             frames: 0,
             done: false,
+            yielded: false,
         }
     }
 }
@@ -71,6 +76,11 @@ where
             return match this.fault {
                 // Never woken: the reader's idle timeout ends it.
                 StreamFault::Stall(_) => Poll::Pending,
+                StreamFault::Cut(_) if !*this.yielded => {
+                    *this.yielded = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
                 StreamFault::Cut(_) => {
                     *this.done = true;
                     let cut = Classified::new(FailureKind::Connect, "chaos: stream cut (injected)");

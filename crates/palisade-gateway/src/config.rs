@@ -308,13 +308,8 @@ impl GatewayConfig {
             #[cfg(feature = "sim")]
             if let Some(f) = &u.simulated {
                 // Simulated: its base_url is not used.
-                for (name, rate) in [("error_rate", f.error_rate), ("slow_rate", f.slow_rate)] {
-                    if !(0.0..=1.0).contains(&rate) {
-                        problems.push(problem(
-                            format!("upstreams.{id}.simulated.{name}"),
-                            format!("{rate} is not within 0..=1"),
-                        ));
-                    }
+                if let Err(e) = f.check() {
+                    problems.extend(e.at(&format!("upstreams.{id}")).problems().iter().cloned());
                 }
                 continue;
             }

@@ -145,3 +145,39 @@ async fn a_stalled_stream_is_ended_by_the_idle_timeout_with_an_error_event() {
     let list = gw.json("/admin/chaos").await;
     assert_eq!(list["primary"]["streams"], 1, "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_provider_that_drops_connections_is_failed_over_like_a_real_one() {
+    // The same plan, on the provider's side of the socket: its connections
+    // close with no answer, which the gateway's HTTP client sees as they
+    // come.
+    let cfg = config(false).replacen(
+        "simulated = { latency_ms = 1, tokens = 2, token_interval_ms = 1 }",
+        "simulated = { latency_ms = 1, tokens = 2, token_interval_ms = 1, chaos = { reset_rate = 1.0 } }",
+        1,
+    );
+    let gw = Running::start(&cfg).await;
+    for _ in 0..5 {
+        assert_eq!(gw.chat().await, (200, "secondary".into()));
+    }
+    let primary = &gw.sims["primary"];
+    assert_eq!(primary.chaos().snapshot().resets, 3, "three tripped it");
+    assert_eq!(gw.provider("primary").await["breaker"]["state"], "open");
+
+    // Healed on the far side: back after the open period.
+    primary.set_faults(|f| f.chaos = palisade_sim::Plan::default());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(gw.chat().await, (200, "primary".into()));
+
+    // A bad plan in a config is refused with its whole path.
+    let bad = config(false).replacen(
+        "token_interval_ms = 1 }",
+        "token_interval_ms = 1, chaos = { cut_rate = 0.5 } }",
+        1,
+    );
+    let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("upstreams.primary.simulated.chaos.cut_after"),
+        "{err}"
+    );
+}

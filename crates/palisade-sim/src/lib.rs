@@ -1,8 +1,18 @@
 //! Simulated OpenAI-compatible providers, served in-process on loopback,
 //! with faults that can be changed while they run: errors, latency, 429s
-//! with `Retry-After`, outages, hangs, streams that stall, small context
-//! windows. The gateway's embedded default runs three of them; tests,
+//! with `Retry-After`, outages, hangs, dropped connections, streams that
+//! stall or are cut, small context windows, the provider's own rate
+//! limits. The gateway's embedded default runs three of them; tests,
 //! examples and the chaos demo use them as upstreams.
+//!
+//! The faults are injected by [`palisade_chaos`], on the provider's side
+//! of the socket: [`Faults::chaos`] takes any chaos [`Plan`], and the
+//! shorthand fields (`down`, `error_rate`, `rate_limit_secs`, `hang`,
+//! `stall_after_tokens`, `slow_rate`) are plans too ([`Faults::plan`]), so
+//! a simulated provider and a `ChaosLayer` in a user's stack speak one
+//! vocabulary. An injected error is answered as the provider would (its
+//! status, an OpenAI error body, `Retry-After`); an injected reset closes
+//! the connection without an answer.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -24,11 +34,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use palisade_chaos::{ChaosBody, ChaosHandle, ChaosLayer, StreamFault, Streams};
+use palisade_core::{BoxError, FailureKind};
+use tower::ServiceExt;
+use tower_layer::Layer;
+
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+pub use palisade_chaos::{Delay, Plan};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +55,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Faults {
-    /// Share of requests answered `500`, 0..=1.
+    /// Share of requests answered `500`, 0..=1 (shorthand for a chaos
+    /// error at that rate).
     pub error_rate: f64,
     /// Time to the response (or the first token), in ms.
     pub latency_ms: u64,
@@ -52,17 +72,19 @@ pub struct Faults {
     pub tokens: u32,
     /// Time between streamed tokens, in ms.
     pub token_interval_ms: u64,
-    /// An outage: every request gets `503`.
+    /// An outage: every request gets `503` (shorthand for a chaos error
+    /// at rate 1).
     pub down: bool,
     /// Scheduled outages, as `[from_ms, to_ms]` after the provider
     /// started: requests in a window get `503`.
     pub outages: Vec<[u64; 2]>,
     /// Rate limiting: every request gets `429` with `Retry-After` of this
-    /// many seconds.
+    /// many seconds (shorthand for a chaos 429 at rate 1).
     pub rate_limit_secs: Option<u64>,
-    /// Requests are accepted and never answered.
+    /// Requests are accepted and never answered (a chaos hang at rate 1).
     pub hang: bool,
-    /// Streams stop sending (without ending) after this many tokens.
+    /// Streams stop sending (without ending) after this many frames (a
+    /// chaos stall at rate 1; the first frame carries the first token).
     pub stall_after_tokens: Option<u32>,
     /// Prompts longer than this many characters get `400
     /// context_length_exceeded`.
@@ -75,6 +97,10 @@ pub struct Faults {
     /// prompt's characters / 4 plus the completion's tokens), enforced and
     /// published in `x-ratelimit-*-tokens`.
     pub tokens_per_minute: Option<u64>,
+    /// Any other fault, as a chaos [`Plan`] (`chaos = { reset_rate = 0.1 }`
+    /// in TOML); the shorthand fields above take precedence where they
+    /// say something.
+    pub chaos: Plan,
 }
 
 impl Default for Faults {
@@ -95,7 +121,70 @@ impl Default for Faults {
             context_window: None,
             requests_per_minute: None,
             tokens_per_minute: None,
+            chaos: Plan::default(),
         }
+    }
+}
+
+impl Faults {
+    /// The chaos plan these faults inject: [`chaos`](Self::chaos) with the
+    /// shorthand fields laid over it (`down` is a 503 at rate 1, then
+    /// `rate_limit_secs` a 429 at rate 1, then `error_rate` a 500 at that
+    /// rate; `hang` a hang at rate 1; `stall_after_tokens` a stall at rate
+    /// 1; `slow_rate` a fixed `slow_ms` delay at that rate).
+    ///
+    /// ```
+    /// use palisade_sim::Faults;
+    ///
+    /// let plan = Faults { down: true, ..Faults::default() }.plan();
+    /// assert_eq!((plan.error_rate, plan.error_status), (1.0, Some(503)));
+    /// ```
+    pub fn plan(&self) -> Plan {
+        let mut plan = self.chaos.clone();
+        if self.down {
+            plan = plan.error(1.0, 503);
+            plan.retry_after = None;
+        } else if let Some(secs) = self.rate_limit_secs {
+            plan = plan.error(1.0, 429).retry_after(Duration::from_secs(secs));
+        } else if self.error_rate > 0.0 {
+            plan = plan.error(self.error_rate, 500);
+            plan.retry_after = None;
+        }
+        if self.hang {
+            plan = plan.hang(1.0);
+        }
+        if let Some(frames) = self.stall_after_tokens {
+            plan = plan.stall(1.0, frames);
+        }
+        if self.slow_rate > 0.0 {
+            plan = plan.latency(
+                self.slow_rate,
+                Delay::Fixed(Duration::from_millis(self.slow_ms)),
+            );
+        }
+        plan
+    }
+
+    /// Every bad value, each named (`simulated.chaos.error_rate`,
+    /// `simulated.slow_rate`).
+    ///
+    /// ```
+    /// use palisade_sim::Faults;
+    ///
+    /// let bad = Faults { error_rate: 2.0, ..Faults::default() };
+    /// assert!(bad.check().unwrap_err().to_string().contains("error_rate"));
+    /// ```
+    pub fn check(&self) -> Result<(), palisade_core::ConfigError> {
+        let mut p = palisade_core::Problems::new("simulated");
+        for (name, rate) in [
+            ("error_rate", self.error_rate),
+            ("slow_rate", self.slow_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                p.add(name, format!("{rate} is not within [0, 1]"));
+            }
+        }
+        p.finish_with(self.chaos.check().map_err(|e| e.at("simulated")))
     }
 }
 
@@ -103,6 +192,8 @@ struct SimState {
     name: String,
     started: tokio::time::Instant,
     faults: Mutex<Faults>,
+    /// The chaos layer in front of the routes, set from the faults.
+    chaos: ChaosHandle,
     requests: AtomicU64,
     limits: Mutex<Limits>,
     rate_limited: AtomicU64,
@@ -254,12 +345,48 @@ impl SimHandle {
             .clone()
     }
 
-    /// Changes its faults; requests arriving from now on see them.
-    pub fn set_faults(&self, f: impl FnOnce(&mut Faults)) {
-        f(&mut self.state.faults.lock().unwrap_or_else(|e| e.into_inner()));
+    /// Changes its faults; requests arriving from now on see them. Faults
+    /// that do not [check](Faults::check) are refused, every problem
+    /// named, and the faults stay as they were.
+    pub fn try_set_faults(
+        &self,
+        f: impl FnOnce(&mut Faults),
+    ) -> Result<(), palisade_core::ConfigError> {
+        let mut faults = self.state.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = faults.clone();
+        f(&mut next);
+        next.check()?;
+        let plan = next.plan();
+        let on = !plan.is_quiet();
+        self.state.chaos.set(plan)?;
+        if on {
+            self.state.chaos.enable();
+        } else {
+            self.state.chaos.disable();
+        }
+        *faults = next;
+        Ok(())
     }
 
-    /// Requests it has received.
+    /// Changes its faults, as [`try_set_faults`](Self::try_set_faults);
+    /// faults that do not check are logged and left out.
+    pub fn set_faults(&self, f: impl FnOnce(&mut Faults)) {
+        if let Err(e) = self.try_set_faults(f) {
+            tracing::warn!(provider = %self.state.name, error = %e, "simulated faults refused");
+        }
+    }
+
+    /// The chaos layer in front of it: what it injected so far
+    /// ([`snapshot`](ChaosHandle::snapshot)). Its plan follows
+    /// [`set_faults`](Self::set_faults); a plan set here directly lasts
+    /// until the next.
+    pub fn chaos(&self) -> &ChaosHandle {
+        &self.state.chaos
+    }
+
+    /// Requests it has been sent (every `POST`: chats, completions,
+    /// embeddings, those that got an injected fault included; not `GET
+    /// /v1/models`).
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
     }
@@ -281,14 +408,28 @@ impl SimHandle {
     }
 }
 
-/// Starts a simulated provider named `name` on a free loopback port.
+/// Starts a simulated provider named `name` on a free loopback port;
+/// refuses faults that do not [check](Faults::check).
 pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
+    faults
+        .check()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let plan = faults.plan();
+    let on = !plan.is_quiet();
+    let chaos = ChaosLayer::builder()
+        .name(name)
+        .plan(plan)
+        .enabled(on)
+        .streams(SimStreams)
+        .build()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(SimState {
         name: name.to_owned(),
         started: tokio::time::Instant::now(),
         faults: Mutex::new(faults),
+        chaos: chaos.handle(),
         requests: AtomicU64::new(0),
         limits: Mutex::new(Limits::default()),
         rate_limited: AtomicU64::new(0),
@@ -300,10 +441,132 @@ pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .with_state(state.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    tokio::spawn(serve(listener, chaos.layer(app), state.clone()));
     Ok(SimHandle { addr, state })
+}
+
+/// The provider's routes behind its chaos layer.
+type Stack = palisade_chaos::Chaos<axum::Router, palisade_chaos::Every, SimStreams>;
+
+/// Accepts connections and serves each over HTTP/1.1 until the runtime
+/// ends.
+async fn serve(listener: tokio::net::TcpListener, stack: Stack, state: Arc<SimState>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors, most likely: the next accept may work.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let (stack, state) = (stack.clone(), state.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                respond(state.clone(), stack.clone(), req.map(Body::new))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// One request: counted (if it asks for an answer, not the model list),
+/// its `x-request-id` remembered, then through the chaos layer to the
+/// routes. An injected fault is answered as the provider would; an
+/// injected reset is an error, on which the connection is closed with no
+/// answer.
+async fn respond(
+    state: Arc<SimState>,
+    stack: Stack,
+    req: Request<Body>,
+) -> Result<Response, BoxError> {
+    let n = if req.method() == axum::http::Method::POST {
+        *state
+            .last_request_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        state.requests.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        state.requests.load(Ordering::Relaxed)
+    };
+    let mut res = match stack.oneshot(req).await {
+        Ok(res) => res,
+        Err(e) => injected(&e).ok_or(e)?,
+    };
+    if let Ok(id) = HeaderValue::from_str(&format!("req_sim_{n}")) {
+        res.headers_mut().insert("x-request-id", id);
+    }
+    Ok(res)
+}
+
+/// The answer a provider gives for an injected failure; `None` for a
+/// reset (no answer at all).
+fn injected(e: &BoxError) -> Option<Response> {
+    let (status, kind, code, wait) = match palisade_core::classify_error(&**e).kind {
+        FailureKind::Connect => return None,
+        FailureKind::RateLimited { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limited",
+            retry_after,
+        ),
+        FailureKind::Overloaded { retry_after } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "overloaded",
+            retry_after,
+        ),
+        FailureKind::Client(status) => (status, "invalid_request_error", "injected", None),
+        FailureKind::Server(status) => (status, "server_error", "internal", None),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal",
+            None,
+        ),
+    };
+    let mut res = error(
+        status,
+        kind,
+        code,
+        &format!("the simulated provider failed: {e}"),
+    );
+    if let Some(wait) = wait {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+    }
+    Some(res)
+}
+
+/// Stream faults on the provider's SSE answers (other answers pass).
+#[derive(Debug, Clone, Copy)]
+struct SimStreams;
+
+impl Streams<Response> for SimStreams {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn interrupt(&self, res: Response, fault: StreamFault) -> Response {
+        let sse = res
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if !sse {
+            return res;
+        }
+        res.map(|body| {
+            let body = http_body_util::BodyExt::map_err(body, BoxError::from);
+            Body::new(ChaosBody::new(body, fault))
+        })
+    }
 }
 
 async fn models(State(s): State<Arc<SimState>>) -> impl IntoResponse {
@@ -329,44 +592,16 @@ enum Kind {
     Embedding,
 }
 
-async fn chat(s: State<Arc<SimState>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
-    handle(s, headers, body, Kind::Chat).await
+async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
+    answer(s, body, Kind::Chat).await
 }
 
-async fn completions(
-    s: State<Arc<SimState>>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(s, headers, body, Kind::Completion).await
+async fn completions(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
+    answer(s, body, Kind::Completion).await
 }
 
-async fn embeddings(
-    s: State<Arc<SimState>>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(s, headers, body, Kind::Embedding).await
-}
-
-/// Any request: remembers the caller's `x-request-id` and answers with one
-/// of its own, as OpenAI does; the faults apply to every kind alike.
-async fn handle(
-    State(s): State<Arc<SimState>>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-    kind: Kind,
-) -> Response {
-    let n = s.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    *s.last_request_id.lock().unwrap_or_else(|e| e.into_inner()) = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut res = answer(s, body, kind).await;
-    if let Ok(id) = HeaderValue::from_str(&format!("req_sim_{n}")) {
-        res.headers_mut().insert("x-request-id", id);
-    }
-    res
+async fn embeddings(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
+    answer(s, body, Kind::Embedding).await
 }
 
 /// A deterministic unit vector for `text`: the same text always embeds the
@@ -430,32 +665,18 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
         Kind::Embedding => texts(&req["input"]),
     };
     let prompt_len: usize = inputs.iter().map(String::len).sum();
-    if faults.hang {
-        std::future::pending::<()>().await;
-    }
     let since = s.started.elapsed().as_millis() as u64;
     let scheduled = faults
         .outages
         .iter()
         .any(|[from, to]| (*from..*to).contains(&since));
-    if faults.down || scheduled {
+    if scheduled {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
             "overloaded",
             "the simulated provider is down",
         );
-    }
-    if let Some(secs) = faults.rate_limit_secs {
-        let mut res = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "rate_limited",
-            "slow down",
-        );
-        res.headers_mut()
-            .insert("retry-after", HeaderValue::from(secs));
-        return res;
     }
     if faults.context_window.is_some_and(|w| prompt_len > w) {
         return error(
@@ -487,31 +708,15 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             .insert("retry-after", HeaderValue::from(secs.max(1)));
         return with_rate(res);
     }
-    let (fail, jitter) = {
-        let mut rng = rand::rng();
-        let fail = rng.random::<f64>() < faults.error_rate;
-        let mut jitter = if faults.jitter_ms > 0 {
-            rng.random_range(0..=faults.jitter_ms)
-        } else {
-            0
-        };
-        if faults.slow_rate > 0.0 && rng.random::<f64>() < faults.slow_rate {
-            jitter += faults.slow_ms;
-        }
-        (fail, jitter)
+    let jitter = if faults.jitter_ms > 0 {
+        rand::rng().random_range(0..=faults.jitter_ms)
+    } else {
+        0
     };
     // No wait at all for none (a zero sleep still waits for the timer's
     // next tick, a millisecond).
     if faults.latency_ms + jitter > 0 {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms + jitter)).await;
-    }
-    if fail {
-        return with_rate(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "internal",
-            "the simulated provider failed",
-        ));
     }
     if kind == Kind::Embedding {
         let dims = req["dimensions"].as_u64().unwrap_or(8).clamp(1, 4096) as usize;
@@ -588,7 +793,6 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
     let name = s.name.clone();
     let interval = Duration::from_millis(faults.token_interval_ms);
     let total = faults.tokens;
-    let stall = faults.stall_after_tokens;
     // The OpenAI stream: a chunk per token (the first with the role), a
     // last chunk with `finish_reason`, a usage chunk (empty `choices`) when
     // `stream_options.include_usage` asked for it (every chunk then carries
@@ -599,9 +803,6 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
         async move {
             if n > frames {
                 return None;
-            }
-            if stall.is_some_and(|s| n >= s) {
-                std::future::pending::<()>().await;
             }
             if n > 0 && n < total && !interval.is_zero() {
                 tokio::time::sleep(interval).await;

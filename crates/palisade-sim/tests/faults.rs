@@ -1,0 +1,205 @@
+//! The simulated provider's faults, as a client on the other end of the
+//! socket sees them: raw HTTP/1.1, so a closed connection is seen as one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use palisade_sim::{spawn, Delay, Faults, Plan};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What came back: the raw bytes (empty when the connection was closed
+/// with no answer).
+async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\nx-request-id: caller-1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // A cut stream may end in a reset rather than a clean close: what
+    // arrived before it counts.
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(raw: &str) -> u16 {
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
+    let head = raw.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+const STREAM: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+fn quick() -> Faults {
+    Faults {
+        latency_ms: 0,
+        token_interval_ms: 0,
+        tokens: 6,
+        ..Faults::default()
+    }
+}
+
+#[tokio::test]
+async fn an_injected_reset_closes_the_connection_without_an_answer() {
+    let sim = spawn(
+        "p",
+        Faults {
+            chaos: Plan::default().reset(1.0),
+            ..quick()
+        },
+    )
+    .await
+    .unwrap();
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(raw, "", "no answer at all");
+    assert_eq!(sim.requests(), 1, "the request was received");
+    assert_eq!(sim.chaos().snapshot().resets, 1);
+    sim.set_faults(|f| f.chaos = Plan::default());
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(status(&raw), 200, "{raw}");
+}
+
+#[tokio::test]
+async fn down_answers_503_as_the_provider_would_on_every_route() {
+    let sim = spawn("p", quick()).await.unwrap();
+    let raw = exchange(sim.addr(), "GET", "/v1/models", "").await;
+    assert_eq!(status(&raw), 200);
+    sim.set_faults(|f| f.down = true);
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(status(&raw), 503, "{raw}");
+    assert!(raw.contains(r#""type":"server_error""#), "{raw}");
+    assert_eq!(header(&raw, "retry-after"), None);
+    assert_eq!(header(&raw, "x-request-id"), Some("req_sim_1"));
+    assert_eq!(sim.last_request_id().as_deref(), Some("caller-1"));
+    // A health check's probe sees the outage too.
+    let raw = exchange(sim.addr(), "GET", "/v1/models", "").await;
+    assert_eq!(status(&raw), 503);
+    assert_eq!(sim.requests(), 1, "GETs are not counted");
+    sim.set_faults(|f| f.down = false);
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(status(&raw), 200);
+}
+
+#[tokio::test]
+async fn rate_limits_name_their_wait_in_whole_seconds() {
+    let sim = spawn(
+        "p",
+        Faults {
+            rate_limit_secs: Some(7),
+            ..quick()
+        },
+    )
+    .await
+    .unwrap();
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(status(&raw), 429, "{raw}");
+    assert_eq!(header(&raw, "retry-after"), Some("7"));
+    assert!(raw.contains("rate_limit_error"), "{raw}");
+    // Any plan: 1.5 s is named as 2 (a client must not come back early).
+    sim.set_faults(|f| {
+        f.rate_limit_secs = None;
+        f.chaos = Plan::default()
+            .error(1.0, 429)
+            .retry_after(Duration::from_millis(1500));
+    });
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(header(&raw, "retry-after"), Some("2"));
+    // Another status, as given.
+    sim.set_faults(|f| f.chaos = Plan::default().error(1.0, 502));
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(status(&raw), 502, "{raw}");
+}
+
+#[tokio::test]
+async fn a_cut_stream_ends_after_its_frames_without_done() {
+    let sim = spawn(
+        "p",
+        Faults {
+            chaos: Plan::default().cut(1.0, 3),
+            ..quick()
+        },
+    )
+    .await
+    .unwrap();
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", STREAM).await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    assert_eq!(raw.matches("data: ").count(), 3, "{raw}");
+    assert!(!raw.contains("[DONE]"), "{raw}");
+    assert!(!raw.ends_with("0\r\n\r\n"), "the chunked body never ends");
+    // Uncut, the same request streams every token and [DONE].
+    sim.set_faults(|f| f.chaos = Plan::default());
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", STREAM).await;
+    assert!(raw.contains("[DONE]"), "{raw}");
+    assert_eq!(raw.matches("data: ").count(), 6 + 1 + 1);
+}
+
+#[tokio::test]
+async fn stream_faults_leave_answers_that_are_not_streams_alone() {
+    let sim = spawn(
+        "p",
+        Faults {
+            stall_after_tokens: Some(0),
+            ..quick()
+        },
+    )
+    .await
+    .unwrap();
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    assert!(raw.contains("tok5"), "the whole answer: {raw}");
+    assert_eq!(sim.chaos().snapshot().streams, 1, "the stall was drawn");
+}
+
+#[tokio::test]
+async fn bad_faults_are_refused_each_named_and_the_old_ones_kept() {
+    let err = spawn(
+        "p",
+        Faults {
+            chaos: Plan::default().error(1.0, 503).hang(3.0),
+            ..quick()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(
+        err.to_string().contains("simulated.chaos.hang_rate"),
+        "{err}"
+    );
+
+    let sim = spawn("p", quick()).await.unwrap();
+    let err = sim
+        .try_set_faults(|f| {
+            f.error_rate = 2.0;
+            f.down = true;
+            f.chaos = Plan::default()
+                .latency(0.5, Delay::Fixed(Duration::ZERO))
+                .reset(-1.0);
+        })
+        .unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["simulated.error_rate", "simulated.chaos.reset_rate"]
+    );
+    assert!(!sim.faults().down, "nothing of a refused change is kept");
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    assert_eq!(status(&raw), 200);
+}
