@@ -1,0 +1,123 @@
+//! [`ResponseFuture`]: a cache's answer, from the store, from the call, or
+//! from the identical call it joined.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use palisade_core::BoxError;
+use pin_project_lite::pin_project;
+
+use crate::key::Lookup;
+use crate::record::{Record, Replay};
+use crate::service::{coalesced_error, Flight, Shared};
+
+pin_project! {
+    /// The future a [`Cache`](crate::Cache) returns.
+    pub struct ResponseFuture<F, R: Record<Res>, Res> {
+        #[pin]
+        state: State<F, R, Res>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, R: Record<Res>, Res> {
+        // A fresh hit (taken once).
+        Ready { res: Option<Res> },
+        // A request the cache does not key: the call, passed through.
+        Pass { #[pin] fut: F },
+        // The call, its answer recorded, a stale answer if it fails.
+        Call { #[pin] fut: F, lookup: Lookup, shared: Arc<Shared<R::Entry, R>> },
+        // The identical call in flight, joined.
+        Wait { #[pin] flight: Flight<R::Entry>, lookup: Lookup, shared: Arc<Shared<R::Entry, R>> },
+    }
+}
+
+impl<F, R: Record<Res>, Res> ResponseFuture<F, R, Res> {
+    pub(crate) fn ready(res: Res) -> Self {
+        ResponseFuture {
+            state: State::Ready { res: Some(res) },
+        }
+    }
+
+    pub(crate) fn pass(fut: F) -> Self {
+        ResponseFuture {
+            state: State::Pass { fut },
+        }
+    }
+
+    pub(crate) fn call(fut: F, lookup: Lookup, shared: Arc<Shared<R::Entry, R>>) -> Self {
+        ResponseFuture {
+            state: State::Call {
+                fut,
+                lookup,
+                shared,
+            },
+        }
+    }
+
+    pub(crate) fn wait(
+        flight: Flight<R::Entry>,
+        lookup: Lookup,
+        shared: Arc<Shared<R::Entry, R>>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Wait {
+                flight,
+                lookup,
+                shared,
+            },
+        }
+    }
+}
+
+impl<F, E, R, Res> Future for ResponseFuture<F, R, Res>
+where
+    F: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+    R: Record<Res>,
+{
+    type Output = Result<Res, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Ready { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => Poll::Ready(Err(
+                    "palisade-cache: a finished future was polled again".into()
+                )),
+            },
+            StateProj::Pass { fut } => fut.poll(cx).map_err(Into::into),
+            StateProj::Call {
+                fut,
+                lookup,
+                shared,
+            } => match ready!(fut.poll(cx)) {
+                Ok(res) => Poll::Ready(Ok(shared.record.record(res, shared.keep(lookup.key)))),
+                Err(e) => {
+                    let e = e.into();
+                    Poll::Ready(shared.stale(lookup, &e).ok_or(e))
+                }
+            },
+            StateProj::Wait {
+                flight,
+                lookup,
+                shared,
+            } => match ready!(flight.poll(cx)) {
+                Ok(entry) => Poll::Ready(Ok(shared.record.replay(&entry, lookup, Replay::Copy))),
+                Err(e) => {
+                    let e = coalesced_error(&e);
+                    Poll::Ready(shared.stale(lookup, &e).ok_or(e))
+                }
+            },
+        }
+    }
+}
+
+impl<F, R: Record<Res>, Res> std::fmt::Debug for ResponseFuture<F, R, Res> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
