@@ -15,27 +15,27 @@ use crate::service::{coalesced_error, Flight, Shared};
 
 pin_project! {
     /// The future a [`Cache`](crate::Cache) returns.
-    pub struct ResponseFuture<F, R: Record<Res>, Res> {
+    pub struct ResponseFuture<F, R, E, Res> {
         #[pin]
-        state: State<F, R, Res>,
+        state: State<F, R, E, Res>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, R: Record<Res>, Res> {
+    enum State<F, R, E, Res> {
         // A fresh hit (taken once).
         Ready { res: Option<Res> },
         // A request the cache does not key: the call, passed through.
         Pass { #[pin] fut: F },
         // The call, its answer recorded, a stale answer if it fails.
-        Call { #[pin] fut: F, lookup: Lookup, shared: Arc<Shared<R::Entry, R>> },
+        Call { #[pin] fut: F, lookup: Lookup, shared: Arc<Shared<E, R>> },
         // The identical call in flight, joined.
-        Wait { #[pin] flight: Flight<R::Entry>, lookup: Lookup, shared: Arc<Shared<R::Entry, R>> },
+        Wait { #[pin] flight: Flight<E>, lookup: Lookup, shared: Arc<Shared<E, R>> },
     }
 }
 
-impl<F, R: Record<Res>, Res> ResponseFuture<F, R, Res> {
+impl<F, R, E, Res> ResponseFuture<F, R, E, Res> {
     pub(crate) fn ready(res: Res) -> Self {
         ResponseFuture {
             state: State::Ready { res: Some(res) },
@@ -48,7 +48,7 @@ impl<F, R: Record<Res>, Res> ResponseFuture<F, R, Res> {
         }
     }
 
-    pub(crate) fn call(fut: F, lookup: Lookup, shared: Arc<Shared<R::Entry, R>>) -> Self {
+    pub(crate) fn call(fut: F, lookup: Lookup, shared: Arc<Shared<E, R>>) -> Self {
         ResponseFuture {
             state: State::Call {
                 fut,
@@ -58,11 +58,7 @@ impl<F, R: Record<Res>, Res> ResponseFuture<F, R, Res> {
         }
     }
 
-    pub(crate) fn wait(
-        flight: Flight<R::Entry>,
-        lookup: Lookup,
-        shared: Arc<Shared<R::Entry, R>>,
-    ) -> Self {
+    pub(crate) fn wait(flight: Flight<E>, lookup: Lookup, shared: Arc<Shared<E, R>>) -> Self {
         ResponseFuture {
             state: State::Wait {
                 flight,
@@ -73,11 +69,12 @@ impl<F, R: Record<Res>, Res> ResponseFuture<F, R, Res> {
     }
 }
 
-impl<F, E, R, Res> Future for ResponseFuture<F, R, Res>
+impl<F, Er, R, E, Res> Future for ResponseFuture<F, R, E, Res>
 where
-    F: Future<Output = Result<Res, E>>,
-    E: Into<BoxError>,
-    R: Record<Res>,
+    F: Future<Output = Result<Res, Er>>,
+    Er: Into<BoxError>,
+    R: Record<Res, Entry = E>,
+    E: Clone + Send + Sync + 'static,
 {
     type Output = Result<Res, BoxError>;
 
@@ -116,7 +113,7 @@ where
     }
 }
 
-impl<F, R: Record<Res>, Res> std::fmt::Debug for ResponseFuture<F, R, Res> {
+impl<F, R, E, Res> std::fmt::Debug for ResponseFuture<F, R, E, Res> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

@@ -60,12 +60,14 @@ use crate::store::Store;
 /// assert_eq!(cache.handle().snapshot().stale, 1);
 /// # }
 /// ```
-pub struct CacheLayer<K, R: Record<Res>, Res> {
+///
+/// `E` is what its [`Record`] stores.
+pub struct CacheLayer<K, R, E> {
     keyer: K,
-    shared: Arc<Shared<R::Entry, R>>,
+    shared: Arc<Shared<E, R>>,
 }
 
-impl<K: Clone, R: Record<Res>, Res> Clone for CacheLayer<K, R, Res> {
+impl<K: Clone, R, E> Clone for CacheLayer<K, R, E> {
     fn clone(&self) -> Self {
         CacheLayer {
             keyer: self.keyer.clone(),
@@ -74,7 +76,7 @@ impl<K: Clone, R: Record<Res>, Res> Clone for CacheLayer<K, R, Res> {
     }
 }
 
-impl<K, R: Record<Res>, Res> std::fmt::Debug for CacheLayer<K, R, Res> {
+impl<K, R, E> std::fmt::Debug for CacheLayer<K, R, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheLayer")
             .field("settings", &self.shared.settings)
@@ -82,9 +84,10 @@ impl<K, R: Record<Res>, Res> std::fmt::Debug for CacheLayer<K, R, Res> {
     }
 }
 
-impl<R: Record<Res>, Res> CacheLayer<(), R, Res> {
-    /// A builder storing answers with `record`, on the default settings.
-    pub fn builder(record: R) -> Builder<R, Res> {
+impl CacheLayer<(), (), ()> {
+    /// A builder storing answers of type `Res` with `record`, on the
+    /// default settings.
+    pub fn builder<R: Record<Res>, Res>(record: R) -> Builder<R, Res> {
         Builder {
             record,
             settings: CacheSettings::default(),
@@ -93,17 +96,17 @@ impl<R: Record<Res>, Res> CacheLayer<(), R, Res> {
     }
 }
 
-impl<K, R: Record<Res>, Res> CacheLayer<K, R, Res> {
+impl<K, R, E> CacheLayer<K, R, E> {
     /// The handle: counts, size, clear.
-    pub fn handle(&self) -> CacheHandle<R::Entry, R> {
+    pub fn handle(&self) -> CacheHandle<E, R> {
         CacheHandle {
             shared: self.shared.clone(),
         }
     }
 }
 
-impl<S, K: Clone, R: Record<Res>, Res> Layer<S> for CacheLayer<K, R, Res> {
-    type Service = Cache<S, K, R, Res>;
+impl<S, K: Clone, R, E> Layer<S> for CacheLayer<K, R, E> {
+    type Service = Cache<S, K, R, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Cache::new(inner, self.keyer.clone(), self.shared.clone())
@@ -134,7 +137,7 @@ impl<R: Record<Res>, Res> Builder<R, Res> {
 
     /// The layer, keying requests with `keyer`, if the settings are sound
     /// (every problem named).
-    pub fn build<K>(self, keyer: K) -> Result<CacheLayer<K, R, Res>, ConfigError> {
+    pub fn build<K>(self, keyer: K) -> Result<CacheLayer<K, R, R::Entry>, ConfigError> {
         self.settings.check()?;
         Ok(CacheLayer {
             keyer,

@@ -58,6 +58,14 @@ impl OpenAiKey {
         OpenAiKey::default()
     }
 
+    /// Keys as `settings` say ([`fresh_when`](crate::CacheSettings::fresh_when),
+    /// [`vary_user`](crate::CacheSettings::vary_user)).
+    pub fn from_settings(settings: &crate::CacheSettings) -> Self {
+        OpenAiKey::new()
+            .fresh_when(settings.fresh_when)
+            .vary_user(settings.vary_user)
+    }
+
     /// Whether `user` is part of the key (callers never share answers).
     pub fn vary_user(mut self, on: bool) -> Self {
         self.vary_user = on;

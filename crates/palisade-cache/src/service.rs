@@ -56,13 +56,15 @@ impl<E: Send + Sync + 'static, R> Shared<E, R> {
 
 /// Caches its inner service's answers (see
 /// [`CacheLayer`](crate::CacheLayer)).
-pub struct Cache<S, K, R: Record<Res>, Res> {
+///
+/// `E` is what its [`Record`] stores.
+pub struct Cache<S, K, R, E> {
     inner: S,
     keyer: K,
-    shared: Arc<Shared<R::Entry, R>>,
+    shared: Arc<Shared<E, R>>,
 }
 
-impl<S: Clone, K: Clone, R: Record<Res>, Res> Clone for Cache<S, K, R, Res> {
+impl<S: Clone, K: Clone, R, E> Clone for Cache<S, K, R, E> {
     fn clone(&self) -> Self {
         Cache {
             inner: self.inner.clone(),
@@ -72,7 +74,7 @@ impl<S: Clone, K: Clone, R: Record<Res>, Res> Clone for Cache<S, K, R, Res> {
     }
 }
 
-impl<S: std::fmt::Debug, K, R: Record<Res>, Res> std::fmt::Debug for Cache<S, K, R, Res> {
+impl<S: std::fmt::Debug, K, R, E> std::fmt::Debug for Cache<S, K, R, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("inner", &self.inner)
@@ -81,8 +83,8 @@ impl<S: std::fmt::Debug, K, R: Record<Res>, Res> std::fmt::Debug for Cache<S, K,
     }
 }
 
-impl<S, K, R: Record<Res>, Res> Cache<S, K, R, Res> {
-    pub(crate) fn new(inner: S, keyer: K, shared: Arc<Shared<R::Entry, R>>) -> Self {
+impl<S, K, R, E> Cache<S, K, R, E> {
+    pub(crate) fn new(inner: S, keyer: K, shared: Arc<Shared<E, R>>) -> Self {
         Cache {
             inner,
             keyer,
@@ -137,18 +139,19 @@ impl<E: Clone + Send + Sync + 'static, R> Shared<E, R> {
     }
 }
 
-impl<S, K, R, Req, Res> Service<Req> for Cache<S, K, R, Res>
+impl<S, K, R, E, Req> Service<Req> for Cache<S, K, R, E>
 where
-    S: Service<Req, Response = Res>,
+    S: Service<Req>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
+    S::Response: Send + 'static,
     K: Keyer<Req>,
-    R: Record<Res>,
-    Res: Send + 'static,
+    R: Record<S::Response, Entry = E>,
+    E: Clone + Send + Sync + 'static,
 {
-    type Response = Res;
+    type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, R, Res>;
+    type Future = ResponseFuture<S::Future, R, E, S::Response>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -181,15 +184,20 @@ where
     }
 }
 
-impl<S, K, R: Record<Res>, Res> Cache<S, K, R, Res> {
+impl<S, K, R, E: Clone + Send + Sync + 'static> Cache<S, K, R, E> {
     /// Joins the identical call in flight, or starts it: the call runs in
     /// a task of its own, so no caller's drop cancels it for the others.
-    fn coalesce<Req>(&mut self, req: Req, lookup: Lookup) -> ResponseFuture<S::Future, R, Res>
+    fn coalesce<Req>(
+        &mut self,
+        req: Req,
+        lookup: Lookup,
+    ) -> ResponseFuture<S::Future, R, E, S::Response>
     where
-        S: Service<Req, Response = Res>,
+        S: Service<Req>,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
-        Res: Send + 'static,
+        S::Response: Send + 'static,
+        R: Record<S::Response, Entry = E>,
     {
         let s = &self.shared;
         let flight = match s.flights.entry(lookup.key) {
@@ -204,7 +212,7 @@ impl<S, K, R: Record<Res>, Res> Cache<S, K, R, Res> {
                 let key = lookup.key;
                 let task = tokio::spawn(async move {
                     let answer = fut.await.map_err(|e| Arc::new(e.into()));
-                    let out: Flown<R::Entry> = match answer {
+                    let out: Flown<E> = match answer {
                         Ok(res) => shared.record.collect(res).await.map_err(Arc::new),
                         Err(e) => Err(e),
                     };
@@ -216,7 +224,7 @@ impl<S, K, R: Record<Res>, Res> Cache<S, K, R, Res> {
                     shared.flights.remove(&key);
                     out
                 });
-                let flight: Flight<R::Entry> = async move {
+                let flight: Flight<E> = async move {
                     task.await
                         .unwrap_or_else(|e| Err(Arc::new(Box::new(e) as BoxError)))
                 }

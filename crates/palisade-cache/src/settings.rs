@@ -6,6 +6,8 @@ use std::time::Duration;
 use palisade_core::{ConfigError, Problems};
 use serde::{Deserialize, Serialize};
 
+use crate::openai::FreshWhen;
+
 /// A cache's settings (a `[cache]` config section), each with its default.
 ///
 /// ```
@@ -44,6 +46,12 @@ pub struct CacheSettings {
     /// Answers larger than this are passed through but not stored, in
     /// bytes (default 1 MiB).
     pub max_entry_bytes: u64,
+    /// For keyers that decide per request ([`OpenAiKey::from_settings`](crate::OpenAiKey::from_settings)):
+    /// when a fresh answer may be reused (default: at temperature 0).
+    pub fresh_when: FreshWhen,
+    /// For the same keyers: whether the request's `user` is part of the
+    /// key, so different end users never share an answer (default false).
+    pub vary_user: bool,
 }
 
 impl Default for CacheSettings {
@@ -56,6 +64,8 @@ impl Default for CacheSettings {
             coalesce: true,
             max_bytes: 64 << 20,
             max_entry_bytes: 1 << 20,
+            fresh_when: FreshWhen::TemperatureZero,
+            vary_user: false,
         }
     }
 }

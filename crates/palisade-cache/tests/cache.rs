@@ -71,6 +71,7 @@ fn record() -> CloneRecord<String> {
 }
 
 type Layered = CacheLayer<fn(&String) -> Option<Lookup>, CloneRecord<String>, String>;
+// (The third parameter is what is stored: here the answer itself.)
 
 fn layer(settings: CacheSettings) -> Layered {
     CacheLayer::builder(record())

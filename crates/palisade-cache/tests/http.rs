@@ -96,7 +96,7 @@ async fn read(res: Response<Body>) -> (http::response::Parts, Result<Bytes, BoxE
 #[tokio::test(start_paused = true)]
 async fn a_streamed_answer_is_recorded_as_it_passes_and_stands_in_whole_or_streamed() {
     let mode = Arc::new(std::sync::Mutex::new(Mode::Stream));
-    let cache = CacheLayer::builder(HttpRecord::openai())
+    let cache = CacheLayer::builder::<_, Response<Body>>(HttpRecord::openai())
         .build(keyer(false))
         .unwrap();
     let svc = cache.layer(provider(mode.clone()));
@@ -138,7 +138,7 @@ async fn a_streamed_answer_is_recorded_as_it_passes_and_stands_in_whole_or_strea
 #[tokio::test(start_paused = true)]
 async fn answers_cut_short_failed_or_refused_are_never_stored() {
     let mode = Arc::new(std::sync::Mutex::new(Mode::BrokenStream));
-    let cache = CacheLayer::builder(HttpRecord::openai())
+    let cache = CacheLayer::builder::<_, Response<Body>>(HttpRecord::openai())
         .build(keyer(false))
         .unwrap();
     let svc = cache.layer(provider(mode.clone()));
@@ -164,7 +164,7 @@ async fn answers_cut_short_failed_or_refused_are_never_stored() {
 #[tokio::test(start_paused = true)]
 async fn fresh_hits_and_shared_copies_say_so() {
     let mode = Arc::new(std::sync::Mutex::new(Mode::Stream));
-    let cache = CacheLayer::builder(HttpRecord::openai())
+    let cache = CacheLayer::builder::<_, Response<Body>>(HttpRecord::openai())
         .settings(CacheSettings {
             fresh: true,
             ..CacheSettings::default()

@@ -79,6 +79,7 @@ impl Gateway {
             }
             None => None,
         };
+        let (router, cache) = crate::cache::wrap(cfg.cache.as_ref(), router)?;
         let router = per_key_limits(cfg.gateway.auth.as_ref(), router)?;
         let addr = match listen {
             Some(a) => a,
@@ -113,6 +114,7 @@ impl Gateway {
             fleet,
             chaos,
             chaos_endpoint: cfg.gateway.chaos_endpoint,
+            cache,
         });
         let reloader = crate::reload::Reloader::new(
             state.clone(),
@@ -189,7 +191,7 @@ impl Gateway {
 /// bucket, a minute's worth deep), else the router itself.
 fn per_key_limits(
     auth: Option<&crate::config::AuthConfig>,
-    router: crate::state::GatewayRouter,
+    router: crate::cache::MaybeCached,
 ) -> Result<crate::state::Entry, BoxError> {
     use palisade::ratelimit::{estimate_openai_tokens_in, KeyedRateLimitLayer, Quota};
     use tower::Layer;

@@ -25,6 +25,11 @@ pub struct GatewayConfig {
     /// entry get the defaults.
     #[serde(default)]
     pub palisade: palisade::Config,
+    /// `[cache]`: answers kept to stand in when every provider fails
+    /// (stale-if-error), to share among identical requests in flight, and
+    /// (if `fresh`) to answer repeats at temperature 0. Off without it.
+    #[serde(default)]
+    pub cache: Option<palisade_cache::CacheSettings>,
 }
 
 /// `[gateway]`.
@@ -297,6 +302,13 @@ impl GatewayConfig {
         }
         if self.gateway.max_body_bytes == 0 {
             problems.push(problem("gateway.max_body_bytes", "0 refuses every request"));
+        }
+        if let Some(Err(e)) = self
+            .cache
+            .as_ref()
+            .map(palisade_cache::CacheSettings::check)
+        {
+            problems.extend(e.problems().iter().cloned());
         }
         if self.upstreams.is_empty() {
             problems.push(problem("upstreams", "no upstream is configured"));

@@ -30,7 +30,9 @@ pub(crate) async fn not_found() -> Response {
 /// provider's error, and `Retry-After` when palisade knows when a provider
 /// will take calls again.
 pub(crate) fn upstream_error(e: &BoxError) -> Response {
-    let status = palisade::http_status(&**e);
+    // A coalesced request's error is the shared call's.
+    let e = palisade_cache::Coalesced::original(&**e);
+    let status = palisade::http_status(e);
     let code = match status {
         StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
         StatusCode::TOO_MANY_REQUESTS => "rate_limited",

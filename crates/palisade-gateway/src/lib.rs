@@ -9,6 +9,7 @@
 
 mod app;
 pub mod auth;
+mod cache;
 mod chaos;
 pub mod config;
 #[cfg(feature = "sim")]

@@ -65,5 +65,68 @@ pub(crate) async fn metrics(
             ));
         }
     }
+    if let Some(cache) = &s.cache {
+        let c = cache.snapshot();
+        for (name, kind, help, v) in [
+            (
+                "palisade_cache_hits_total",
+                "counter",
+                "Requests answered by a fresh cached answer, with no call.",
+                c.hits,
+            ),
+            (
+                "palisade_cache_stale_total",
+                "counter",
+                "Failed calls answered by a stale cached answer (degraded).",
+                c.stale,
+            ),
+            (
+                "palisade_cache_calls_total",
+                "counter",
+                "Calls made through the cache (one per coalesced group).",
+                c.calls,
+            ),
+            (
+                "palisade_cache_coalesced_total",
+                "counter",
+                "Requests that shared an identical call in flight.",
+                c.coalesced,
+            ),
+            (
+                "palisade_cache_bypassed_total",
+                "counter",
+                "Requests kept out of the cache (cache-control: no-store).",
+                c.bypassed,
+            ),
+            (
+                "palisade_cache_stored_total",
+                "counter",
+                "Answers stored.",
+                c.stored,
+            ),
+            (
+                "palisade_cache_too_large_total",
+                "counter",
+                "Answers not stored for being over max_entry_bytes.",
+                c.too_large,
+            ),
+            (
+                "palisade_cache_entries",
+                "gauge",
+                "Answers held.",
+                c.entries,
+            ),
+            (
+                "palisade_cache_bytes",
+                "gauge",
+                "Bytes of answers held.",
+                c.bytes,
+            ),
+        ] {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+    }
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

@@ -111,6 +111,9 @@ impl Reloader {
         if json(&old.palisade.fleet) != json(&cfg.palisade.fleet) {
             restart.push("palisade.fleet");
         }
+        if json(&old.cache) != json(&cfg.cache) {
+            restart.push("cache");
+        }
         if !restart.is_empty() {
             return Err(format!(
                 "not reloaded: changing {} needs a restart",

@@ -103,6 +103,9 @@ async fn health(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Res
         }
         json["fleet"] = serde_json::to_value(view).unwrap_or_default();
     }
+    if let Some(cache) = &s.cache {
+        json["cache"] = serde_json::to_value(cache.snapshot()).unwrap_or_default();
+    }
     let status = if critical {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -272,6 +275,7 @@ async fn read_request(
 ) -> Result<ChatRequest, Response> {
     let asked = caller_timeout(req.headers());
     let hedge = hedge_mark(req.headers());
+    let cache = crate::upstream::CacheControl::from_headers(req.headers());
     let body = Limited::new(req.into_body(), s.max_body).collect();
     let Ok(collected) = tokio::time::timeout(s.body_timeout, body).await else {
         return Err(error(
@@ -351,6 +355,7 @@ async fn read_request(
     let mut chat = ChatRequest::new(&head.model, map, stream);
     chat.endpoint = endpoint;
     chat.hedgeable = hedge;
+    chat.cache = cache;
     if let Some(timeout) = asked {
         // The router's own deadline only shortens this one.
         chat.replace_deadline(Deadline::after(timeout));

@@ -26,8 +26,13 @@ pub(crate) type TokensOfRequest = fn(&ChatRequest) -> u64;
 /// The router, behind each client key's own rate limits when
 /// `[gateway.auth]` sets them.
 pub(crate) type Entry = tower::util::Either<
-    GatewayRouter,
-    palisade::ratelimit::KeyedRateLimit<GatewayRouter, KeyOfRequest, Arc<str>, TokensOfRequest>,
+    crate::cache::MaybeCached,
+    palisade::ratelimit::KeyedRateLimit<
+        crate::cache::MaybeCached,
+        KeyOfRequest,
+        Arc<str>,
+        TokensOfRequest,
+    >,
 >;
 
 /// Counters the gateway keeps about the answers it gave.
@@ -59,6 +64,8 @@ pub(crate) struct AppState {
     pub(crate) auth: Option<crate::auth::Auth>,
     /// The fleet this gateway shares its providers with (`[palisade.fleet]`).
     pub(crate) fleet: Option<palisade::redis::Fleet>,
+    /// The answer cache (`[cache]`), if any.
+    pub(crate) cache: Option<crate::cache::GatewayCache>,
     /// Each upstream's chaos layer.
     pub(crate) chaos: Arc<crate::chaos::ChaosLayers>,
     /// Whether `/admin/chaos` is served.

@@ -31,7 +31,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 pub use self::classify::{GatewayClassifier, UpstreamFailure};
-pub use self::request::{ChatRequest, Endpoint};
+pub use self::request::{CacheControl, ChatRequest, Endpoint};
 
 /// The body of every response the gateway passes on.
 pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;

@@ -81,7 +81,36 @@ pub struct ChatRequest {
     /// The id of the client key that sent it, when the gateway has keys
     /// (the per-key rate limits count by it).
     pub client: Option<Arc<str>>,
+    /// What the caller's `cache-control` allows: `no-store` keeps the
+    /// request and its answer out of the cache, `no-cache` forbids a
+    /// fresh hit (the answer is still stored).
+    pub cache: CacheControl,
     deadline: Option<Deadline>,
+}
+
+/// What a request's `cache-control` header allows the gateway's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheControl {
+    /// `no-store`: neither read nor written.
+    pub no_store: bool,
+    /// `no-cache`: no fresh hit; the call is made.
+    pub no_cache: bool,
+}
+
+impl CacheControl {
+    /// Reads `cache-control` (directives separated by commas, any case);
+    /// anything else in it is ignored.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let mut c = CacheControl::default();
+        for v in headers.get_all(http::header::CACHE_CONTROL) {
+            for d in v.to_str().unwrap_or("").split(',') {
+                let d = d.trim();
+                c.no_store |= d.eq_ignore_ascii_case("no-store");
+                c.no_cache |= d.eq_ignore_ascii_case("no-cache");
+            }
+        }
+        c
+    }
 }
 
 impl ChatRequest {
@@ -99,6 +128,7 @@ impl ChatRequest {
             hedgeable: None,
             request_id: None,
             client: None,
+            cache: CacheControl::default(),
             deadline: None,
         }
     }

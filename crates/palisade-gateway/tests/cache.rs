@@ -1,0 +1,195 @@
+//! `[cache]` over real sockets: with every provider down, a repeated
+//! prompt is answered from the cache (marked stale and degraded, whole or
+//! streamed), a new one gets the error; `no-store` keeps a request out;
+//! identical requests in flight make one upstream call.
+
+mod common;
+
+use common::Running;
+use palisade_gateway::GatewayConfig;
+
+fn config(cache: &str) -> String {
+    format!(
+        r#"
+[gateway]
+listen = "127.0.0.1:0"
+
+[upstreams.primary]
+models = {{ "m" = "p-model" }}
+simulated = {{ latency_ms = 150, tokens = 3, token_interval_ms = 1 }}
+
+[upstreams.secondary]
+models = {{ "m" = "s-model" }}
+simulated = {{ latency_ms = 1, tokens = 3, token_interval_ms = 1 }}
+
+[palisade.router]
+order = ["primary", "secondary"]
+
+[palisade.defaults.retry]
+enabled = false
+
+# Breakers that stay closed: every request reaches the providers.
+[palisade.defaults.breaker]
+consecutive_failures = 1000
+failure_rate = 1.0
+
+{cache}
+"#
+    )
+}
+
+fn chat(prompt: &str, stream: bool) -> String {
+    format!(
+        r#"{{"model":"m","stream":{stream},"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_provider_down_a_repeated_prompt_is_answered_stale_and_a_new_one_fails() {
+    let gw = Running::start(&config("[cache]\nmax_stale_ms = 600000")).await;
+    let (status, fresh, headers) = gw
+        .send("POST", "/v1/chat/completions", &chat("hi", false))
+        .await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(
+        headers["x-palisade-cache"], "shared",
+        "the call's own answer"
+    );
+    // A streamed answer is recorded as it passes.
+    let (status, _, _) = gw
+        .send("POST", "/v1/chat/completions", &chat("streamed", true))
+        .await;
+    assert_eq!(status, 200);
+    // A no-store request is never kept.
+    let req = http::Request::post(format!("{}/v1/chat/completions", gw.base))
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(http_body_util::Full::new(bytes::Bytes::from(chat(
+            "secret", false,
+        ))))
+        .unwrap();
+    assert_eq!(gw.client.request(req).await.unwrap().status(), 200);
+
+    for sim in gw.sims.values() {
+        sim.set_faults(|f| f.down = true);
+    }
+    let (status, body, headers) = gw
+        .send("POST", "/v1/chat/completions", &chat("hi", false))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-palisade-cache"], "stale");
+    assert_eq!(headers["x-palisade-degraded"], "stale-cache");
+    assert!(headers.contains_key("age"));
+    assert_eq!(headers["x-palisade-attempts"], "0");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&fresh).unwrap();
+    assert_eq!(answer["choices"], before["choices"], "the same answer");
+    // The streamed one, asked whole; and the whole one, asked streamed.
+    let (status, body, _) = gw
+        .send("POST", "/v1/chat/completions", &chat("streamed", false))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let whole: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        whole["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("tok2"),
+        "{whole}"
+    );
+    let (status, body, headers) = gw
+        .send("POST", "/v1/chat/completions", &chat("hi", true))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert!(
+        body.contains("chat.completion.chunk") && body.ends_with("data: [DONE]\n\n"),
+        "{body}"
+    );
+    // New prompts, and the no-store one, get the error.
+    for prompt in ["new", "secret"] {
+        let (status, body, _) = gw
+            .send("POST", "/v1/chat/completions", &chat(prompt, false))
+            .await;
+        assert!(status >= 500, "{prompt}: {status} {body}");
+        assert!(
+            body.contains("primary") && body.contains("secondary"),
+            "every provider named: {body}"
+        );
+    }
+    let health = gw.json("/health").await;
+    assert_eq!(health["cache"]["stale"], 3, "{health}");
+    assert_eq!(health["cache"]["bypassed"], 1);
+    let metrics = gw.text("/metrics").await;
+    assert!(
+        metrics.contains("palisade_cache_stale_total 3"),
+        "{metrics}"
+    );
+
+    // Back up: answers come from providers again, not the cache.
+    for sim in gw.sims.values() {
+        sim.set_faults(|f| f.down = false);
+    }
+    let (status, _, headers) = gw
+        .send("POST", "/v1/chat/completions", &chat("hi", true))
+        .await;
+    assert_eq!(status, 200);
+    assert!(headers.get("x-palisade-cache").is_none());
+    assert_eq!(headers["x-palisade-provider"], "primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_requests_in_flight_make_one_upstream_call() {
+    let gw = Running::start(&config("[cache]")).await;
+    let body = chat("same", false);
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let (client, base, body) = (gw.client.clone(), gw.base.clone(), body.clone());
+            tokio::spawn(async move {
+                let req = http::Request::post(format!("{base}/v1/chat/completions"))
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap();
+                let res = client.request(req).await.unwrap();
+                assert_eq!(res.status(), 200);
+                http_body_util::BodyExt::collect(res.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for c in calls {
+        answers.push(c.await.unwrap());
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "every caller the same answer"
+    );
+    let upstream = gw.sims["primary"].requests();
+    assert!(
+        upstream <= 2,
+        "50 identical requests, {upstream} upstream calls"
+    );
+    let health = gw.json("/health").await;
+    assert!(
+        health["cache"]["coalesced"].as_u64().unwrap() >= 48,
+        "{health}"
+    );
+}
+
+#[test]
+fn a_bad_cache_section_is_refused_naming_the_field() {
+    let err = GatewayConfig::from_toml(&config("[cache]\nmax_stale_ms = 0\nmax_entry_bytes = 0"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cache.max_stale_ms") && err.contains("cache.max_entry_bytes"),
+        "{err}"
+    );
+    let err = GatewayConfig::from_toml(&config("[cache]\nttl = 5"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ttl"), "{err}");
+}
