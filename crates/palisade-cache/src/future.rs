@@ -31,7 +31,7 @@ pin_project! {
         // The call, its answer recorded, a stale answer if it fails.
         Call { #[pin] fut: F, lookup: Lookup, shared: Arc<Shared<E, R>> },
         // The identical call in flight, joined.
-        Wait { #[pin] flight: Flight<E>, lookup: Lookup, shared: Arc<Shared<E, R>> },
+        Wait { #[pin] flight: Flight<E>, lookup: Lookup, shared: Arc<Shared<E, R>>, joined: bool },
     }
 }
 
@@ -58,12 +58,18 @@ impl<F, R, E, Res> ResponseFuture<F, R, E, Res> {
         }
     }
 
-    pub(crate) fn wait(flight: Flight<E>, lookup: Lookup, shared: Arc<Shared<E, R>>) -> Self {
+    pub(crate) fn wait(
+        flight: Flight<E>,
+        lookup: Lookup,
+        shared: Arc<Shared<E, R>>,
+        joined: bool,
+    ) -> Self {
         ResponseFuture {
             state: State::Wait {
                 flight,
                 lookup,
                 shared,
+                joined,
             },
         }
     }
@@ -102,8 +108,12 @@ where
                 flight,
                 lookup,
                 shared,
+                joined,
             } => match ready!(flight.poll(cx)) {
-                Ok(entry) => Poll::Ready(Ok(shared.record.replay(&entry, lookup, Replay::Copy))),
+                Ok(entry) => {
+                    let how = if *joined { Replay::Copy } else { Replay::Own };
+                    Poll::Ready(Ok(shared.record.replay(&entry, lookup, how)))
+                }
                 Err(e) => {
                     let e = coalesced_error(&e);
                     Poll::Ready(shared.stale(lookup, &e).ok_or(e))

@@ -23,7 +23,7 @@ use crate::record::{Keep, Record, Replay};
 
 /// The header saying where an answer came from: `hit` (a fresh entry,
 /// no call), `stale` (the call failed; degraded), `shared` (an identical
-/// request's call).
+/// request's call); absent on an answer to the request's own call.
 pub const CACHE_HEADER: &str = "x-palisade-cache";
 /// The value `x-palisade-degraded` takes on a stale answer.
 pub const STALE_CACHE: &str = "stale-cache";
@@ -201,9 +201,10 @@ where
         *res.headers_mut() = headers;
         let mut served = entry.served.clone().unwrap_or_default();
         let (mark, age) = match how {
-            Replay::Copy => ("shared", None),
-            Replay::Fresh { age } => ("hit", Some(age)),
-            Replay::Stale { age, .. } => ("stale", Some(age)),
+            Replay::Own => (None, None),
+            Replay::Copy => (Some("shared"), None),
+            Replay::Fresh { age } => (Some("hit"), Some(age)),
+            Replay::Stale { age, .. } => (Some("stale"), Some(age)),
         };
         if age.is_some() {
             // No call was made for this answer.
@@ -212,8 +213,10 @@ where
             served.hedged = false;
         }
         res.extensions_mut().insert(served);
-        res.headers_mut()
-            .insert(CACHE_HEADER, HeaderValue::from_static(mark));
+        if let Some(mark) = mark {
+            res.headers_mut()
+                .insert(CACHE_HEADER, HeaderValue::from_static(mark));
+        }
         if let Some(age) = age {
             res.headers_mut()
                 .insert(AGE, HeaderValue::from(age.as_secs()));

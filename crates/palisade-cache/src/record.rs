@@ -13,8 +13,11 @@ use crate::service::Shared;
 /// How a cached entry answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Replay<'a> {
-    /// A copy of the answer to an identical call in flight (coalesced):
-    /// new, not from the cache.
+    /// The answer to the call this request started (collected whole so
+    /// that identical requests could share it): new, not from the cache.
+    Own,
+    /// A copy of the answer to an identical call in flight that this
+    /// request joined (coalesced): new, not from the cache.
     Copy,
     /// A fresh hit: no call was made.
     Fresh {

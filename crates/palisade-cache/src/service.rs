@@ -200,10 +200,10 @@ impl<S, K, R, E: Clone + Send + Sync + 'static> Cache<S, K, R, E> {
         R: Record<S::Response, Entry = E>,
     {
         let s = &self.shared;
-        let flight = match s.flights.entry(lookup.key) {
+        let (flight, joined) = match s.flights.entry(lookup.key) {
             dashmap::Entry::Occupied(o) => {
                 s.counts.coalesced.add(1);
-                o.get().clone()
+                (o.get().clone(), true)
             }
             dashmap::Entry::Vacant(v) => {
                 s.counts.calls.add(1);
@@ -231,10 +231,10 @@ impl<S, K, R, E: Clone + Send + Sync + 'static> Cache<S, K, R, E> {
                 .boxed()
                 .shared();
                 v.insert(flight.clone());
-                flight
+                (flight, false)
             }
         };
-        ResponseFuture::wait(flight, lookup, s.clone())
+        ResponseFuture::wait(flight, lookup, s.clone(), joined)
     }
 }
 

@@ -66,7 +66,8 @@ fn record() -> CloneRecord<String> {
         .mark(|s, how| match how {
             Replay::Stale { .. } => s.push_str(" (stale)"),
             Replay::Fresh { .. } => s.push_str(" (hit)"),
-            Replay::Copy => {}
+            Replay::Copy => s.push_str(" (shared)"),
+            Replay::Own => {}
         })
 }
 
@@ -189,9 +190,13 @@ async fn a_thousand_identical_requests_in_flight_make_one_call() {
         tokio::task::yield_now().await;
     }
     open.send_replace(true);
+    let mut shared = 0;
     for c in callers {
-        assert_eq!(c.await.unwrap().unwrap(), "same!");
+        let answer = c.await.unwrap().unwrap();
+        assert!(answer.starts_with("same!"), "{answer}");
+        shared += usize::from(answer.ends_with("(shared)"));
     }
+    assert_eq!(shared, 999, "every caller but the first joined");
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
     let seen = cache.handle().snapshot();
     assert_eq!((seen.calls, seen.coalesced, seen.in_flight), (1, 999, 0));
@@ -240,7 +245,7 @@ async fn a_caller_that_goes_away_cancels_nothing_for_the_others() {
     tokio::task::yield_now().await;
     drop(first);
     open.send_replace(true);
-    assert_eq!(second.await.unwrap().unwrap(), "q!");
+    assert_eq!(second.await.unwrap().unwrap(), "q! (shared)");
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
     // Every caller dropped: the call still finishes and is stored.
     let (p, open) = gated();

@@ -51,8 +51,8 @@ async fn with_every_provider_down_a_repeated_prompt_is_answered_stale_and_a_new_
         .send("POST", "/v1/chat/completions", &chat("hi", false))
         .await;
     assert_eq!(status, 200, "{fresh}");
-    assert_eq!(
-        headers["x-palisade-cache"], "shared",
+    assert!(
+        headers.get("x-palisade-cache").is_none(),
         "the call's own answer"
     );
     // A streamed answer is recorded as it passes.
@@ -163,10 +163,8 @@ async fn identical_requests_in_flight_make_one_upstream_call() {
     for c in calls {
         answers.push(c.await.unwrap());
     }
-    assert!(
-        answers.windows(2).all(|w| w[0] == w[1]),
-        "every caller the same answer"
-    );
+    answers.dedup();
+    assert_eq!(answers.len(), 1, "every caller the same answer");
     let upstream = gw.sims["primary"].requests();
     assert!(
         upstream <= 2,
