@@ -229,3 +229,84 @@ pub fn chaos_on_quiet(
         .unwrap()
         .layer(Bare)
 }
+
+/// Entries every cache row holds before it is measured.
+pub const CACHE_ENTRIES: u64 = 100_000;
+
+/// A unique number per call, across tasks: keys that never repeat.
+fn unique() -> impl Fn(&Req) -> u64 + Clone + Send + Sync + 'static {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(CACHE_ENTRIES));
+    move |_| next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+type OurCache<K> = palisade_cache::Cache<
+    Bare,
+    K,
+    palisade_cache::CloneRecord<u64>,
+    u64,
+>;
+
+/// palisade's cache over `Bare`, keyed by `key`, holding
+/// [`CACHE_ENTRIES`] answers.
+fn our_cache<K>(settings: palisade_cache::CacheSettings, key: K) -> OurCache<K>
+where
+    K: palisade_cache::Keyer<Req> + Clone,
+{
+    let layer = palisade_cache::CacheLayer::builder(palisade_cache::CloneRecord::<u64>::new())
+        .settings(settings)
+        .build(key)
+        .unwrap();
+    let mut svc = layer.layer(Bare);
+    // Filled through the service itself: the first CACHE_ENTRIES calls'
+    // keys.
+    for i in 0..CACHE_ENTRIES {
+        let _ = svc
+            .call(palisade_core::WithDeadline::new(i))
+            .now_or_never();
+    }
+    svc
+}
+
+fn cache_settings(fresh: bool, coalesce: bool, stale: bool) -> palisade_cache::CacheSettings {
+    palisade_cache::CacheSettings {
+        fresh,
+        coalesce,
+        stale_if_error: stale,
+        // Room for the entries and as many again.
+        max_bytes: CACHE_ENTRIES * 16,
+        max_entry_bytes: 64,
+        ..palisade_cache::CacheSettings::default()
+    }
+}
+
+/// palisade's cache, every call a fresh hit among 100 000 entries.
+pub fn cache_hit(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    our_cache(cache_settings(true, false, true), |r: &Req| {
+        Some(palisade_cache::Lookup::new(u128::from(
+            *r.get_ref() % CACHE_ENTRIES,
+        )))
+    })
+}
+
+/// palisade's cache, every call a miss (a key never seen): the call, and
+/// its answer stored.
+pub fn cache_miss(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    let next = unique();
+    our_cache(cache_settings(true, false, true), move |r: &Req| {
+        Some(palisade_cache::Lookup::new(u128::from(next(r))))
+    })
+}
+
+/// palisade's coalescing alone (nothing stored), no request ever a
+/// duplicate: what sharing costs when there is nothing to share.
+pub fn coalesce_unique(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    let next = unique();
+    palisade_cache::CacheLayer::builder(palisade_cache::CloneRecord::<u64>::new())
+        .settings(cache_settings(false, true, false))
+        .build(move |r: &Req| Some(palisade_cache::Lookup::new(u128::from(next(r)))))
+        .unwrap()
+        .layer(Bare)
+}

@@ -482,3 +482,50 @@ pub fn resilience_chaos(
         .build()
         .layer(Bare)
 }
+
+/// tower-resilience's cache (LRU, the default) over `Bare`, keyed by
+/// `key`, holding [`CACHE_ENTRIES`](crate::ours::CACHE_ENTRIES) answers.
+fn resilience_cache<F>(
+    key: F,
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send
+where
+    F: Fn(&Req) -> u64 + Clone + Send + Sync + 'static,
+{
+    use futures_util::FutureExt;
+    let layer = tower_resilience::cache::CacheLayer::builder()
+        .max_size(2 * crate::ours::CACHE_ENTRIES as usize)
+        .ttl(Duration::from_secs(3_600))
+        .key_extractor(key)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Bare);
+    for i in 0..crate::ours::CACHE_ENTRIES {
+        let _ = svc
+            .call(palisade_core::WithDeadline::new(i))
+            .now_or_never();
+    }
+    svc
+}
+
+/// tower-resilience's cache, every call a hit among 100 000 entries.
+pub fn resilience_cache_hit(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    resilience_cache(|r: &Req| *r.get_ref() % crate::ours::CACHE_ENTRIES)
+}
+
+/// tower-resilience's cache, every call a miss.
+pub fn resilience_cache_miss(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    resilience_cache(move |_: &Req| next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// tower-resilience's coalescing, no request ever a duplicate.
+pub fn resilience_coalesce_unique(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tower_resilience::coalesce::CoalesceLayer::new(move |_: &Req| {
+        next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    })
+    .layer(Bare)
+}

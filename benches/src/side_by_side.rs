@@ -73,6 +73,43 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     );
 
     add(
+        "cache",
+        "palisade",
+        "cache hit, 100 000 entries",
+        wanted("cache").then(|| measure(&settings, true, ours::cache_hit)),
+    );
+    add(
+        "cache",
+        "tower-resilience",
+        "cache hit, 100 000 entries",
+        wanted("cache").then(|| measure(&settings, true, peers::resilience_cache_hit)),
+    );
+    add(
+        "cache",
+        "palisade",
+        "cache miss (call, answer stored)",
+        wanted("cache").then(|| measure(&settings, true, ours::cache_miss)),
+    );
+    add(
+        "cache",
+        "tower-resilience",
+        "cache miss (call, answer stored)",
+        wanted("cache").then(|| measure(&settings, true, peers::resilience_cache_miss)),
+    );
+    add(
+        "coalesce",
+        "palisade",
+        "coalescing, no duplicate",
+        wanted("coalesce").then(|| measure(&settings, true, ours::coalesce_unique)),
+    );
+    add(
+        "coalesce",
+        "tower-resilience",
+        "coalescing, no duplicate",
+        wanted("coalesce").then(|| measure(&settings, true, peers::resilience_coalesce_unique)),
+    );
+
+    add(
         "bulkhead",
         "palisade",
         "bulkhead",

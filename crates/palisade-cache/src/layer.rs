@@ -28,8 +28,9 @@ use crate::store::Store;
 ///   the answer, or the error. Streams are not coalesced.
 ///
 /// Errors are never stored; a request its [`Keyer`](crate::Keyer) does
-/// not key (`no-store`) passes by. The store is moka's, bounded by the
-/// bytes of its answers (`max_bytes`), with no lock on a lookup.
+/// not key (`no-store`) passes by. The store is bounded by the bytes of
+/// its answers (`max_bytes`): quick_cache, whose lookups take a shard's
+/// shared read lock, never a `Mutex`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -197,10 +198,9 @@ pub struct CacheSnapshot {
 }
 
 impl<E: Send + Sync + 'static, R> CacheHandle<E, R> {
-    /// The counts and size now (pending evictions applied first).
+    /// The counts and size now.
     pub fn snapshot(&self) -> CacheSnapshot {
         let s = &self.shared;
-        s.store.settle();
         let c = &s.counts;
         CacheSnapshot {
             hits: c.hits.get(),

@@ -11,8 +11,8 @@
 //!   a request is keyed by what decides its answer (not key order,
 //!   whitespace, `user` or `stream`); a streamed answer is recorded as it
 //!   passes and replayed as JSON or SSE, whichever is asked for.
-//! - **Bounded**: moka's concurrent store, bounded by bytes, no lock on a
-//!   lookup.
+//! - **Bounded**: quick_cache's concurrent store, bounded by bytes; a
+//!   lookup takes a shard's shared read lock, never a `Mutex`.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {

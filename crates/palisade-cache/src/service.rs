@@ -45,6 +45,10 @@ pub(crate) struct Counts {
 
 impl<E: Send + Sync + 'static, R> Shared<E, R> {
     pub(crate) fn put(&self, key: u128, entry: E, weight: u64) {
+        if !self.settings.fresh && !self.settings.stale_if_error {
+            // Coalescing alone: nothing would ever read it.
+            return;
+        }
         if weight > self.settings.max_entry_bytes {
             self.counts.too_large.add(1);
             return;
