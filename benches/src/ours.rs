@@ -239,12 +239,7 @@ fn unique() -> impl Fn(&Req) -> u64 + Clone + Send + Sync + 'static {
     move |_| next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-type OurCache<K> = palisade_cache::Cache<
-    Bare,
-    K,
-    palisade_cache::CloneRecord<u64>,
-    u64,
->;
+type OurCache<K> = palisade_cache::Cache<Bare, K, palisade_cache::CloneRecord<u64>, u64>;
 
 /// palisade's cache over `Bare`, keyed by `key`, holding
 /// [`CACHE_ENTRIES`] answers.
@@ -260,9 +255,7 @@ where
     // Filled through the service itself: the first CACHE_ENTRIES calls'
     // keys.
     for i in 0..CACHE_ENTRIES {
-        let _ = svc
-            .call(palisade_core::WithDeadline::new(i))
-            .now_or_never();
+        let _ = svc.call(palisade_core::WithDeadline::new(i)).now_or_never();
     }
     svc
 }

@@ -500,9 +500,7 @@ where
         .unwrap();
     let mut svc = layer.layer(Bare);
     for i in 0..crate::ours::CACHE_ENTRIES {
-        let _ = svc
-            .call(palisade_core::WithDeadline::new(i))
-            .now_or_never();
+        let _ = svc.call(palisade_core::WithDeadline::new(i)).now_or_never();
     }
     svc
 }

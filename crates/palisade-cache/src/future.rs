@@ -9,15 +9,33 @@ use std::task::{ready, Context, Poll};
 use palisade_core::BoxError;
 use pin_project_lite::pin_project;
 
+use crate::flight::{settle, Adopt, Flight, Pending};
 use crate::key::Lookup;
 use crate::record::{Record, Replay};
-use crate::service::{coalesced_error, Flight, Shared};
+use crate::service::{coalesced_error, Shared};
 
 pin_project! {
     /// The future a [`Cache`](crate::Cache) returns.
     pub struct ResponseFuture<F, R, E, Res> {
         #[pin]
         state: State<F, R, E, Res>,
+    }
+
+    impl<F, R, E, Res> PinnedDrop for ResponseFuture<F, R, E, Res> {
+        fn drop(this: Pin<&mut Self>) {
+            // The request that started a call goes away: if others wait on
+            // it, its work goes on in a task of its own.
+            if let StateProj::Lead { pending, flight, lookup, shared, adopt } =
+                this.project().state.project()
+            {
+                if let Some(rest) = pending.take() {
+                    shared.flights.remove_if(&lookup.key, |_, f| Arc::ptr_eq(f, flight));
+                    if Arc::strong_count(flight) > 1 && !flight.is_done() {
+                        adopt(rest, flight.clone(), shared.clone(), lookup.key);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -30,8 +48,17 @@ pin_project! {
         Pass { #[pin] fut: F },
         // The call, its answer recorded, a stale answer if it fails.
         Call { #[pin] fut: F, lookup: Lookup, shared: Arc<Shared<E, R>> },
+        // The call this request started, which identical requests may
+        // join until it ends.
+        Lead {
+            pending: Option<Pending<Res, E>>,
+            flight: Arc<Flight<E>>,
+            lookup: Lookup,
+            shared: Arc<Shared<E, R>>,
+            adopt: Adopt<Res, E, R>,
+        },
         // The identical call in flight, joined.
-        Wait { #[pin] flight: Flight<E>, lookup: Lookup, shared: Arc<Shared<E, R>>, joined: bool },
+        Join { flight: Arc<Flight<E>>, lookup: Lookup, shared: Arc<Shared<E, R>> },
     }
 }
 
@@ -58,22 +85,36 @@ impl<F, R, E, Res> ResponseFuture<F, R, E, Res> {
         }
     }
 
-    pub(crate) fn wait(
-        flight: Flight<E>,
+    pub(crate) fn lead(
+        call: futures_util::future::BoxFuture<'static, Result<Res, BoxError>>,
+        flight: Arc<Flight<E>>,
         lookup: Lookup,
         shared: Arc<Shared<E, R>>,
-        joined: bool,
+        adopt: Adopt<Res, E, R>,
     ) -> Self {
         ResponseFuture {
-            state: State::Wait {
+            state: State::Lead {
+                pending: Some(Pending::Call(call)),
                 flight,
                 lookup,
                 shared,
-                joined,
+                adopt,
+            },
+        }
+    }
+
+    pub(crate) fn join(flight: Arc<Flight<E>>, lookup: Lookup, shared: Arc<Shared<E, R>>) -> Self {
+        ResponseFuture {
+            state: State::Join {
+                flight,
+                lookup,
+                shared,
             },
         }
     }
 }
+
+const POLLED_AGAIN: &str = "palisade-cache: a finished future was polled again";
 
 impl<F, Er, R, E, Res> Future for ResponseFuture<F, R, E, Res>
 where
@@ -88,9 +129,7 @@ where
         match self.project().state.project() {
             StateProj::Ready { res } => match res.take() {
                 Some(res) => Poll::Ready(Ok(res)),
-                None => Poll::Ready(Err(
-                    "palisade-cache: a finished future was polled again".into()
-                )),
+                None => Poll::Ready(Err(POLLED_AGAIN.into())),
             },
             StateProj::Pass { fut } => fut.poll(cx).map_err(Into::into),
             StateProj::Call {
@@ -104,18 +143,70 @@ where
                     Poll::Ready(shared.stale(lookup, &e).ok_or(e))
                 }
             },
-            StateProj::Wait {
+            StateProj::Lead {
+                pending,
                 flight,
                 lookup,
                 shared,
-                joined,
-            } => match ready!(flight.poll(cx)) {
-                Ok(entry) => {
-                    let how = if *joined { Replay::Copy } else { Replay::Own };
-                    Poll::Ready(Ok(shared.record.replay(&entry, lookup, how)))
+                ..
+            } => loop {
+                match pending {
+                    Some(Pending::Call(call)) => {
+                        let out = ready!(call.as_mut().poll(cx));
+                        // Nobody joins from here on.
+                        shared
+                            .flights
+                            .remove_if(&lookup.key, |_, f| Arc::ptr_eq(f, flight));
+                        let alone = Arc::strong_count(flight) == 1;
+                        match out {
+                            // Alone: the answer passes as any call's does,
+                            // a stream recorded as it streams.
+                            Ok(res) if alone => {
+                                *pending = None;
+                                return Poll::Ready(Ok(shared
+                                    .record
+                                    .record(res, shared.keep(lookup.key))));
+                            }
+                            Ok(res) => {
+                                *pending = Some(Pending::Collect(shared.record.collect(res)))
+                            }
+                            Err(e) if alone => {
+                                *pending = None;
+                                return Poll::Ready(shared.stale(lookup, &e).ok_or(e));
+                            }
+                            Err(e) => {
+                                *pending = None;
+                                let shared_err = Arc::new(e);
+                                flight.finish(Err(shared_err.clone()));
+                                let e = coalesced_error(&shared_err);
+                                return Poll::Ready(shared.stale(lookup, &e).ok_or(e));
+                            }
+                        }
+                    }
+                    Some(Pending::Collect(collect)) => {
+                        let collected = ready!(collect.as_mut().poll(cx));
+                        *pending = None;
+                        return Poll::Ready(
+                            match settle::<Res, E, R>(shared, flight, lookup.key, collected) {
+                                Ok(entry) => Ok(shared.record.replay(&entry, lookup, Replay::Own)),
+                                Err(shared_err) => {
+                                    let e = coalesced_error(&shared_err);
+                                    shared.stale(lookup, &e).ok_or(e)
+                                }
+                            },
+                        );
+                    }
+                    None => return Poll::Ready(Err(POLLED_AGAIN.into())),
                 }
-                Err(e) => {
-                    let e = coalesced_error(&e);
+            },
+            StateProj::Join {
+                flight,
+                lookup,
+                shared,
+            } => match ready!(flight.poll_done(cx)) {
+                Ok(entry) => Poll::Ready(Ok(shared.record.replay(entry, lookup, Replay::Copy))),
+                Err(shared_err) => {
+                    let e = coalesced_error(shared_err);
                     Poll::Ready(shared.stale(lookup, &e).ok_or(e))
                 }
             },

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod flight;
 mod future;
 mod http;
 mod key;

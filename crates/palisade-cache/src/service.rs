@@ -5,28 +5,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use dashmap::DashMap;
-use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
+use futures_util::TryFutureExt;
 use palisade_core::{classify_error, BoxError, FailureKind, StripedCounter};
 use tower_service::Service;
 
 use crate::error::Coalesced;
+use crate::flight::{adopt, Flight};
 use crate::future::ResponseFuture;
 use crate::key::{Keyer, Lookup};
 use crate::record::{Keep, Record, Replay};
 use crate::settings::CacheSettings;
 use crate::store::Store;
 
-/// What every caller of one coalesced call gets: the entry, or the error
-/// (shared).
-pub(crate) type Flown<E> = Result<E, Arc<BoxError>>;
-/// One call in flight, awaited by every identical request.
-pub(crate) type Flight<E> = SharedFuture<BoxFuture<'static, Flown<E>>>;
-
 /// What a cache's clones share.
 pub(crate) struct Shared<E, R> {
     pub(crate) settings: CacheSettings,
     pub(crate) store: Store<E>,
-    pub(crate) flights: DashMap<u128, Flight<E>>,
+    pub(crate) flights: DashMap<u128, Arc<Flight<E>>>,
     pub(crate) record: R,
     pub(crate) counts: Counts,
 }
@@ -146,7 +141,7 @@ impl<E: Clone + Send + Sync + 'static, R> Shared<E, R> {
 impl<S, K, R, E, Req> Service<Req> for Cache<S, K, R, E>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
     K: Keyer<Req>,
@@ -189,8 +184,9 @@ where
 }
 
 impl<S, K, R, E: Clone + Send + Sync + 'static> Cache<S, K, R, E> {
-    /// Joins the identical call in flight, or starts it: the call runs in
-    /// a task of its own, so no caller's drop cancels it for the others.
+    /// Joins the identical call in flight, or starts it: the request
+    /// that starts a call runs it in its own future; if it goes away while
+    /// others wait, the call goes on in a task of its own.
     fn coalesce<Req>(
         &mut self,
         req: Req,
@@ -198,47 +194,25 @@ impl<S, K, R, E: Clone + Send + Sync + 'static> Cache<S, K, R, E> {
     ) -> ResponseFuture<S::Future, R, E, S::Response>
     where
         S: Service<Req>,
-        S::Error: Into<BoxError>,
+        S::Error: Into<BoxError> + 'static,
         S::Future: Send + 'static,
         S::Response: Send + 'static,
         R: Record<S::Response, Entry = E>,
     {
         let s = &self.shared;
-        let (flight, joined) = match s.flights.entry(lookup.key) {
+        match s.flights.entry(lookup.key) {
             dashmap::Entry::Occupied(o) => {
                 s.counts.coalesced.add(1);
-                (o.get().clone(), true)
+                ResponseFuture::join(o.get().clone(), lookup, s.clone())
             }
             dashmap::Entry::Vacant(v) => {
                 s.counts.calls.add(1);
-                let fut = self.inner.call(req);
-                let shared = s.clone();
-                let key = lookup.key;
-                let task = tokio::spawn(async move {
-                    let answer = fut.await.map_err(|e| Arc::new(e.into()));
-                    let out: Flown<E> = match answer {
-                        Ok(res) => shared.record.collect(res).await.map_err(Arc::new),
-                        Err(e) => Err(e),
-                    };
-                    if let Ok(entry) = &out {
-                        if shared.record.storable(entry) {
-                            shared.put(key, entry.clone(), shared.record.weight(entry));
-                        }
-                    }
-                    shared.flights.remove(&key);
-                    out
-                });
-                let flight: Flight<E> = async move {
-                    task.await
-                        .unwrap_or_else(|e| Err(Arc::new(Box::new(e) as BoxError)))
-                }
-                .boxed()
-                .shared();
+                let flight = Arc::new(Flight::new());
                 v.insert(flight.clone());
-                (flight, false)
+                let call = Box::pin(self.inner.call(req).map_err(Into::into));
+                ResponseFuture::lead(call, flight, lookup, s.clone(), adopt::<S::Response, E, R>)
             }
-        };
-        ResponseFuture::wait(flight, lookup, s.clone(), joined)
+        }
     }
 }
 

@@ -247,18 +247,20 @@ async fn a_caller_that_goes_away_cancels_nothing_for_the_others() {
     open.send_replace(true);
     assert_eq!(second.await.unwrap().unwrap(), "q! (shared)");
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
-    // Every caller dropped: the call still finishes and is stored.
+    assert_eq!(cache.handle().snapshot().stored, 1);
+    // A request alone that goes away takes its call with it (nobody
+    // wanted it), and leaves nothing to join.
     let (p, open) = gated();
     let cache = layer(CacheSettings::default());
     let svc = cache.layer(p.service());
     let mut lone = Box::pin(svc.clone().oneshot("r".to_string()));
     assert!(futures_poll(&mut lone).is_none());
+    assert_eq!(cache.handle().snapshot().in_flight, 1);
     drop(lone);
-    open.send_replace(true);
-    while cache.handle().snapshot().stored == 0 {
-        tokio::task::yield_now().await;
-    }
     assert_eq!(cache.handle().snapshot().in_flight, 0);
+    open.send_replace(true);
+    assert_eq!(svc.oneshot("r".to_string()).await.unwrap(), "r!");
+    assert_eq!(p.calls.load(Ordering::SeqCst), 2, "a call of its own");
 }
 
 /// Polls once.
@@ -372,4 +374,54 @@ fn bad_settings_are_refused_when_built() {
         paths,
         ["cache.ttl_ms", "cache.max_bytes", "cache.max_entry_bytes"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_going_away_at_random_leave_no_one_hanging_and_nothing_in_flight() {
+    // A provider that takes a few turns to answer.
+    fn slow(
+        calls: Arc<AtomicU64>,
+    ) -> impl Service<String, Response = String, Error = BoxError, Future = impl Send> + Clone {
+        service_fn(move |prompt: String| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                Ok(format!("{prompt}!"))
+            }
+        })
+    }
+    let calls = Arc::new(AtomicU64::new(0));
+    let cache = layer(CacheSettings::default());
+    let svc = cache.layer(slow(calls.clone()));
+    let tasks: Vec<_> = (0..64u32)
+        .map(|t| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                for i in 0..300u32 {
+                    let prompt = format!("k{}", (i * 7 + t) % 8);
+                    let mut fut = Box::pin(svc.clone().oneshot(prompt.clone()));
+                    if (i + t) % 3 == 0 {
+                        // Polled once, then gone.
+                        let _ = futures_poll(&mut fut);
+                        drop(fut);
+                        continue;
+                    }
+                    let out = fut.await.unwrap();
+                    assert!(out.starts_with(&format!("{prompt}!")), "{out}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("no caller hangs")
+            .unwrap();
+    }
+    let seen = cache.handle().snapshot();
+    assert_eq!(seen.in_flight, 0, "{seen:?}");
+    assert_eq!(seen.calls, calls.load(Ordering::SeqCst));
+    assert!(seen.coalesced > 0, "{seen:?}");
 }

@@ -172,20 +172,58 @@ async fn fresh_hits_and_shared_copies_say_so() {
         .build(keyer(true))
         .unwrap();
     let svc = cache.layer(provider(mode.clone()));
-    // Not a stream: coalesced, so the answer is collected whole and
-    // shared; stored as the answer it adds up to.
+    // Alone: the call's answer passes as sent (this provider streams
+    // even when asked for a whole answer), recorded as it passes.
     let (parts, body) = read(svc.clone().oneshot(request("x", false)).await.unwrap()).await;
     assert!(parts.headers.get(CACHE_HEADER).is_none(), "its own call");
-    // (The provider streamed it; asked whole, the caller gets it whole.)
-    let answer: Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(answer["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(body.unwrap(), SSE.concat());
     tokio::time::advance(Duration::from_secs(3)).await;
     let (parts, body) = read(svc.clone().oneshot(request("x", false)).await.unwrap()).await;
     assert_eq!(parts.headers[CACHE_HEADER], "hit");
     assert_eq!(parts.headers["age"], "3");
     assert!(parts.headers.get("x-palisade-degraded").is_none());
+    // Stored as the whole answer it adds up to.
     let hit: Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(hit, answer);
+    assert_eq!(hit["choices"][0]["message"]["content"], "Hello");
+
+    // Requests that join a call in flight get copies of the whole answer,
+    // marked shared; the one that started it, unmarked.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let gated = tower::service_fn(move |_req: Map<String, Value>| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|o| *o).await;
+            let body = http_body_util::Full::new(Bytes::from_static(b"{\"choices\":[]}"))
+                .map_err(|e: std::convert::Infallible| -> BoxError { match e {} })
+                .boxed_unsync();
+            let mut res = Response::new(body);
+            res.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            Ok::<_, BoxError>(res)
+        }
+    });
+    let svc = CacheLayer::builder::<_, Response<Body>>(HttpRecord::openai())
+        .build(keyer(false))
+        .unwrap()
+        .layer(gated);
+    let callers: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(svc.clone().oneshot(request("y", false))))
+        .collect();
+    tokio::task::yield_now().await;
+    open.send_replace(true);
+    let mut marks = Vec::new();
+    for c in callers {
+        let (parts, body) = read(c.await.unwrap().unwrap()).await;
+        assert_eq!(body.unwrap(), "{\"choices\":[]}");
+        marks.push(
+            parts
+                .headers
+                .get(CACHE_HEADER)
+                .map(|v| v.to_str().unwrap().to_owned()),
+        );
+    }
+    marks.sort();
+    assert_eq!(marks, [None, Some("shared".into()), Some("shared".into())]);
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
