@@ -79,7 +79,8 @@ impl Gateway {
             }
             None => None,
         };
-        let (router, cache) = crate::cache::wrap(cfg.cache.as_ref(), router)?;
+        let (router, cache, batch) =
+            crate::front::wrap(cfg.cache.as_ref(), cfg.batch.as_ref(), router)?;
         let router = per_key_limits(cfg.gateway.auth.as_ref(), router)?;
         let addr = match listen {
             Some(a) => a,
@@ -115,6 +116,7 @@ impl Gateway {
             chaos,
             chaos_endpoint: cfg.gateway.chaos_endpoint,
             cache,
+            batch,
         });
         let reloader = crate::reload::Reloader::new(
             state.clone(),
@@ -191,7 +193,7 @@ impl Gateway {
 /// bucket, a minute's worth deep), else the router itself.
 fn per_key_limits(
     auth: Option<&crate::config::AuthConfig>,
-    router: crate::cache::MaybeCached,
+    router: crate::front::Front,
 ) -> Result<crate::state::Entry, BoxError> {
     use palisade::ratelimit::{estimate_openai_tokens_in, KeyedRateLimitLayer, Quota};
     use tower::Layer;

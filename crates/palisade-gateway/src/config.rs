@@ -30,6 +30,10 @@ pub struct GatewayConfig {
     /// (if `fresh`) to answer repeats at temperature 0. Off without it.
     #[serde(default)]
     pub cache: Option<palisade_cache::CacheSettings>,
+    /// `[batch]`: concurrent `/v1/embeddings` requests of one model and
+    /// format gathered into one upstream call. Off without it.
+    #[serde(default)]
+    pub batch: Option<palisade_batch::BatchSettings>,
 }
 
 /// `[gateway]`.
@@ -302,6 +306,13 @@ impl GatewayConfig {
         }
         if self.gateway.max_body_bytes == 0 {
             problems.push(problem("gateway.max_body_bytes", "0 refuses every request"));
+        }
+        if let Some(Err(e)) = self
+            .batch
+            .as_ref()
+            .map(palisade_batch::BatchSettings::check)
+        {
+            problems.extend(e.problems().iter().cloned());
         }
         if let Some(Err(e)) = self
             .cache

@@ -31,7 +31,7 @@ pub(crate) async fn not_found() -> Response {
 /// will take calls again.
 pub(crate) fn upstream_error(e: &BoxError) -> Response {
     // A coalesced request's error is the shared call's.
-    let e = palisade_cache::Coalesced::original(&**e);
+    let e = palisade_batch::Batched::original(palisade_cache::Coalesced::original(&**e));
     let status = palisade::http_status(e);
     let code = match status {
         StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",

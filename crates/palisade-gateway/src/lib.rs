@@ -9,12 +9,14 @@
 
 mod app;
 pub mod auth;
+mod batch;
 mod cache;
 mod chaos;
 pub mod config;
 #[cfg(feature = "sim")]
 pub mod demo;
 mod errors;
+mod front;
 mod metrics;
 pub mod openai;
 mod recent;

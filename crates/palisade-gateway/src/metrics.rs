@@ -128,5 +128,44 @@ pub(crate) async fn metrics(
             ));
         }
     }
+    if let Some(batch) = &s.batch {
+        let b = batch.snapshot();
+        for (name, kind, help, v) in [
+            (
+                "palisade_batch_calls_total",
+                "counter",
+                "Upstream calls made for batched requests.",
+                b.batches,
+            ),
+            (
+                "palisade_batch_requests_total",
+                "counter",
+                "Requests sent in those calls.",
+                b.requests,
+            ),
+            (
+                "palisade_batch_largest",
+                "gauge",
+                "The most requests one call carried.",
+                b.largest,
+            ),
+            (
+                "palisade_batch_gone_total",
+                "counter",
+                "Requests left out of their batch: the caller went away.",
+                b.gone,
+            ),
+            (
+                "palisade_batch_failed_total",
+                "counter",
+                "Batches whose call failed.",
+                b.failed,
+            ),
+        ] {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+    }
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

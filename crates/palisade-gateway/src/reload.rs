@@ -114,6 +114,9 @@ impl Reloader {
         if json(&old.cache) != json(&cfg.cache) {
             restart.push("cache");
         }
+        if json(&old.batch) != json(&cfg.batch) {
+            restart.push("batch");
+        }
         if !restart.is_empty() {
             return Err(format!(
                 "not reloaded: changing {} needs a restart",

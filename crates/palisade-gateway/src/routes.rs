@@ -106,6 +106,9 @@ async fn health(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Res
     if let Some(cache) = &s.cache {
         json["cache"] = serde_json::to_value(cache.snapshot()).unwrap_or_default();
     }
+    if let Some(batch) = &s.batch {
+        json["batch"] = serde_json::to_value(batch.snapshot()).unwrap_or_default();
+    }
     let status = if critical {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

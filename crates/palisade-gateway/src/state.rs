@@ -26,9 +26,9 @@ pub(crate) type TokensOfRequest = fn(&ChatRequest) -> u64;
 /// The router, behind each client key's own rate limits when
 /// `[gateway.auth]` sets them.
 pub(crate) type Entry = tower::util::Either<
-    crate::cache::MaybeCached,
+    crate::front::Front,
     palisade::ratelimit::KeyedRateLimit<
-        crate::cache::MaybeCached,
+        crate::front::Front,
         KeyOfRequest,
         Arc<str>,
         TokensOfRequest,
@@ -66,6 +66,8 @@ pub(crate) struct AppState {
     pub(crate) fleet: Option<palisade::redis::Fleet>,
     /// The answer cache (`[cache]`), if any.
     pub(crate) cache: Option<crate::cache::GatewayCache>,
+    /// The embeddings batcher (`[batch]`), if any.
+    pub(crate) batch: Option<palisade_batch::BatchHandle>,
     /// Each upstream's chaos layer.
     pub(crate) chaos: Arc<crate::chaos::ChaosLayers>,
     /// Whether `/admin/chaos` is served.
