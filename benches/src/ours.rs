@@ -303,3 +303,51 @@ pub fn coalesce_unique(
         .unwrap()
         .layer(Bare)
 }
+
+/// A batcher for the bench's requests: every request joins one batch, the
+/// merged request is the first, and its answer is every caller's.
+#[derive(Debug, Clone, Copy)]
+pub struct SameAnswer;
+
+impl palisade_batch::Batcher<Req, u64> for SameAnswer {
+    type Key = ();
+
+    fn key(&self, _: &Req) -> Option<()> {
+        Some(())
+    }
+
+    fn size(&self, _: &Req) -> palisade_batch::Size {
+        palisade_batch::Size {
+            items: 1,
+            tokens: 1,
+        }
+    }
+
+    fn merge(&self, mut reqs: Vec<Req>) -> Req {
+        reqs.swap_remove(0)
+    }
+
+    fn split(
+        &self,
+        res: u64,
+        sizes: Vec<usize>,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<u64>, palisade_core::BoxError>> {
+        Box::pin(std::future::ready(Ok(vec![res; sizes.len()])))
+    }
+}
+
+/// palisade's batcher with no delay, up to 64 requests a call: what
+/// gathering and splitting cost per request.
+pub fn batch(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    palisade_batch::BatchLayer::new(
+        SameAnswer,
+        palisade_batch::BatchSettings {
+            max_delay_ms: 0,
+            max_items: 64,
+            ..palisade_batch::BatchSettings::default()
+        },
+    )
+    .unwrap()
+    .layer(Bare)
+}

@@ -110,6 +110,13 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     );
 
     add(
+        "batch",
+        "palisade",
+        "batch, no delay, up to 64 a call",
+        wanted("batch").then(|| measure(&settings, true, ours::batch)),
+    );
+
+    add(
         "bulkhead",
         "palisade",
         "bulkhead",

@@ -74,25 +74,29 @@ pub(crate) async fn run<S, B, Req>(
         flush_at = earlier(flush_at, &first.req, settings);
         let mut batch = vec![first];
         while items < settings.max_items && tokens < settings.max_tokens {
-            tokio::select! {
-                biased;
-                next = rx.recv() => match next {
-                    Some(item) => {
-                        if items + item.size.items > settings.max_items
-                            || tokens + item.size.tokens > settings.max_tokens
-                        {
-                            carry = Some(item);
-                            break;
-                        }
-                        items += item.size.items;
-                        tokens += item.size.tokens;
-                        flush_at = earlier(flush_at, &item.req, settings);
-                        batch.push(item);
-                    }
-                    None => break,
+            // What is queued already is taken without waiting; a delay
+            // that is up (0 ms: at once) sends what there is.
+            let next = match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= flush_at => None,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    biased;
+                    next = rx.recv() => next,
+                    _ = tokio::time::sleep_until(flush_at) => None,
                 },
-                _ = tokio::time::sleep_until(flush_at) => break,
+            };
+            let Some(item) = next else { break };
+            if items + item.size.items > settings.max_items
+                || tokens + item.size.tokens > settings.max_tokens
+            {
+                carry = Some(item);
+                break;
             }
+            items += item.size.items;
+            tokens += item.size.tokens;
+            flush_at = earlier(flush_at, &item.req, settings);
+            batch.push(item);
         }
         // Requests whose callers went away are left out.
         let before = batch.len();

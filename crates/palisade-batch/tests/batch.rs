@@ -294,3 +294,25 @@ fn bad_settings_are_refused_each_named() {
         ["batch.max_delay_ms", "batch.max_items", "batch.max_tokens"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_no_delay_what_is_queued_goes_at_once() {
+    let api = Api::default();
+    let svc = BatchLayer::new(OpenAiEmbeddings, settings(64, 0))
+        .unwrap()
+        .layer(api.service());
+    let t0 = Instant::now();
+    let callers: Vec<_> = (0..10)
+        .map(|i| tokio::spawn(svc.clone().oneshot(embed(&format!("t{i}")))))
+        .collect();
+    for c in callers {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(t0.elapsed(), Duration::ZERO, "no wait at all");
+    assert_eq!(api.calls().iter().sum::<usize>(), 10);
+    assert!(
+        api.calls().len() < 10,
+        "those queued together went together: {:?}",
+        api.calls()
+    );
+}
