@@ -114,3 +114,31 @@ mod tests {
         assert_ne!(x.finish(), y.finish());
     }
 }
+
+/// Hashes a cache key (already a 128-bit hash, or any number a keyer
+/// chose) into a map's 64 bits with one SplitMix64 mix: the maps of keys
+/// need no SipHash.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = palisade_core::splitmix64(self.0 ^ u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        let (low, high) = (key as u64, (key >> 64) as u64);
+        self.0 = palisade_core::splitmix64(self.0 ^ low ^ high.rotate_left(29));
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub(crate) type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;

@@ -145,7 +145,7 @@ impl<R: Record<Res>, Res> Builder<R, Res> {
             shared: Arc::new(Shared {
                 settings: self.settings,
                 store: Store::new(self.settings.max_bytes, self.settings.keep_for()),
-                flights: DashMap::new(),
+                flights: DashMap::default(),
                 record: self.record,
                 counts: Counts::default(),
             }),

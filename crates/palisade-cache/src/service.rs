@@ -12,7 +12,7 @@ use tower_service::Service;
 use crate::error::Coalesced;
 use crate::flight::{adopt, Flight};
 use crate::future::ResponseFuture;
-use crate::key::{Keyer, Lookup};
+use crate::key::{BuildKeyHasher, Keyer, Lookup};
 use crate::record::{Keep, Record, Replay};
 use crate::settings::CacheSettings;
 use crate::store::Store;
@@ -21,7 +21,7 @@ use crate::store::Store;
 pub(crate) struct Shared<E, R> {
     pub(crate) settings: CacheSettings,
     pub(crate) store: Store<E>,
-    pub(crate) flights: DashMap<u128, Arc<Flight<E>>>,
+    pub(crate) flights: DashMap<u128, Arc<Flight<E>>, BuildKeyHasher>,
     pub(crate) record: R,
     pub(crate) counts: Counts,
 }
