@@ -115,7 +115,9 @@ impl<E: Clone + Send + Sync + 'static, R> Shared<E, R> {
         }
         self.counts.stale.add(1);
         let reason = err.to_string();
-        tracing::warn!(age_ms = age.as_millis() as u64, error = %reason, "answered from the cache: the call failed");
+        // Per request, so at debug: an outage would otherwise log a line
+        // per caller (the counts and metrics say how many).
+        tracing::debug!(age_ms = age.as_millis() as u64, error = %reason, "answered from the cache: the call failed");
         Some(self.record.replay(
             &stored.entry,
             lookup,
