@@ -71,8 +71,10 @@ pub use crate::stack::{
 pub use crate::status::http_status;
 
 pub use palisade_balance as balance;
+pub use palisade_batch as batch;
 pub use palisade_breaker as breaker;
 pub use palisade_bulkhead as bulkhead;
+pub use palisade_cache as cache;
 pub use palisade_core as core;
 pub use palisade_deadline as deadline;
 pub use palisade_fallback as fallback;
@@ -95,8 +97,12 @@ struct ReadmeDoctests;
 pub mod prelude {
     pub use crate::{Config, HealthReport, HealthStatus, ProviderStack, Registry, Router};
     pub use palisade_balance::{Balance, Member, Strategy};
+    pub use palisade_batch::{BatchLayer, BatchSettings, OpenAiEmbeddings};
     pub use palisade_breaker::{BreakerHandle, CircuitBreakerLayer};
     pub use palisade_bulkhead::{BulkheadHandle, BulkheadLayer};
+    pub use palisade_cache::{
+        CacheLayer, CacheSettings, CloneRecord, HttpRecord, Lookup, OpenAiKey,
+    };
     pub use palisade_core::{
         BoxError, CircuitState, Classify, Deadline, Elapsed, FailureKind, GrpcClassifier,
         HasDeadline, HttpClassifier, Outcome, Policy, ProviderId, RejectReason, Rejected, Served,
