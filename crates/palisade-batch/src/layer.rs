@@ -19,7 +19,7 @@ use crate::settings::BatchSettings;
 /// since its first request, or earlier when a request's deadline leaves
 /// less than `deadline_margin` after it. The answer is split back to each
 /// caller in order; a failed call's error reaches every caller of the
-/// batch (as [`Batched`](crate::Batched)); a caller that goes away while
+/// batch (as a [`SharedError`](palisade_core::SharedError)); a caller that goes away while
 /// waiting is left out of its batch. A request alone is sent as it is;
 /// a request its [`Batcher`] does not key is passed straight through.
 ///

@@ -8,14 +8,14 @@
 //! merge is an API's business ([`Batcher`]); embeddings come with it
 //! ([`OpenAiEmbeddings`], and the JSON functions under it).
 //!
-//! A failed call's error reaches every caller of its batch ([`Batched`]);
+//! A failed call's error reaches every caller of its batch (as a
+//! [`SharedError`](palisade_core::SharedError));
 //! a caller that goes away is left out of its batch; a request alone is
 //! sent as it is.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod batcher;
-mod error;
 mod future;
 mod layer;
 mod openai;
@@ -24,7 +24,6 @@ mod settings;
 mod worker;
 
 pub use crate::batcher::{Batcher, Size};
-pub use crate::error::Batched;
 pub use crate::future::ResponseFuture;
 pub use crate::layer::{BatchHandle, BatchLayer, BatchSnapshot};
 pub use crate::openai::{

@@ -12,7 +12,6 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::batcher::{Batcher, Size};
-use crate::error::Batched;
 use crate::service::Shared;
 use crate::settings::BatchSettings;
 
@@ -179,7 +178,9 @@ async fn send<S, B, Req>(
             c.failed.add(1);
             let shared_err = Arc::new(e);
             for tx in txs {
-                let _ = tx.send(Err(Box::new(Batched::new(shared_err.clone()))));
+                let _ = tx.send(Err(Box::new(palisade_core::SharedError::new(
+                    shared_err.clone(),
+                ))));
             }
         }
     }

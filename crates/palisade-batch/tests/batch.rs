@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_batch::{BatchLayer, BatchSettings, Batched, OpenAiEmbeddings};
-use palisade_core::{BoxError, Deadline, WithDeadline};
+use palisade_batch::{BatchLayer, BatchSettings, OpenAiEmbeddings};
+use palisade_core::{BoxError, Deadline, SharedError, WithDeadline};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceExt};
@@ -154,8 +154,8 @@ async fn a_failed_call_reaches_every_caller_of_its_batch() {
         .collect();
     for c in callers {
         let err = c.await.unwrap().unwrap_err();
-        assert!(err.is::<Batched>());
-        assert_eq!(Batched::original(&*err).to_string(), "upstream 503");
+        assert!(err.is::<SharedError>());
+        assert_eq!(SharedError::original(&*err).to_string(), "upstream 503");
     }
     assert_eq!(api.calls(), [5]);
     assert_eq!(layer.handle().snapshot().failed, 1);

@@ -13,8 +13,7 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use palisade_core::{BoxError, Served};
-use palisade_fallback::{Degraded, MarkDegraded, DEGRADED_HEADER};
+use palisade_core::{BoxError, Degraded, MarkDegraded, Served, DEGRADED_HEADER};
 use pin_project_lite::pin_project;
 
 use crate::key::Lookup;

@@ -34,7 +34,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod error;
 mod flight;
 mod future;
 mod http;
@@ -46,7 +45,6 @@ mod service;
 mod settings;
 mod store;
 
-pub use crate::error::Coalesced;
 pub use crate::future::ResponseFuture;
 pub use crate::http::{HttpEntry, HttpRecord, RecordBody, CACHE_HEADER, STALE_CACHE};
 pub use crate::key::{hash_bytes, Keyer, Lookup};

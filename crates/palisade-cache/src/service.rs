@@ -9,7 +9,6 @@ use futures_util::TryFutureExt;
 use palisade_core::{classify_error, BoxError, FailureKind, StripedCounter};
 use tower_service::Service;
 
-use crate::error::Coalesced;
 use crate::flight::{adopt, Flight};
 use crate::future::ResponseFuture;
 use crate::key::{BuildKeyHasher, Keyer, Lookup};
@@ -220,5 +219,5 @@ impl<S, K, R, E: Clone + Send + Sync + 'static> Cache<S, K, R, E> {
 
 /// The error a coalesced caller gets: the shared call's error.
 pub(crate) fn coalesced_error(err: &Arc<BoxError>) -> BoxError {
-    Box::new(Coalesced::new(err.clone()))
+    Box::new(palisade_core::SharedError::new(err.clone()))
 }

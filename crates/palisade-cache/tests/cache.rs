@@ -5,10 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_cache::{
-    hash_bytes, CacheLayer, CacheSettings, CloneRecord, Coalesced, Lookup, Replay,
-};
-use palisade_core::{classify_error, BoxError, Classified, FailureKind};
+use palisade_cache::{hash_bytes, CacheLayer, CacheSettings, CloneRecord, Lookup, Replay};
+use palisade_core::{classify_error, BoxError, Classified, FailureKind, SharedError};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 /// A provider: counts its calls, fails while `down`, answers `prompt!`
@@ -216,10 +214,10 @@ async fn the_shared_error_reaches_every_caller_and_classifies_as_the_original() 
     for c in callers {
         let err = c.await.unwrap().unwrap_err();
         assert_eq!(
-            Coalesced::original(&*err).to_string(),
+            SharedError::original(&*err).to_string(),
             "every provider failed"
         );
-        assert!(err.is::<Coalesced>());
+        assert!(err.is::<SharedError>());
     }
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
 

@@ -123,7 +123,7 @@ async fn a_streamed_answer_is_recorded_as_it_passes_and_stands_in_whole_or_strea
     assert_eq!(served.attempts, 0, "no call answered this");
     assert!(parts
         .extensions
-        .get::<palisade_fallback::Degraded>()
+        .get::<palisade_core::Degraded>()
         .unwrap()
         .reason
         .contains("every provider failed"));

@@ -37,6 +37,7 @@ mod classify;
 pub mod clock;
 mod counter;
 mod deadline;
+mod degraded;
 mod error;
 mod grpc;
 mod http;
@@ -48,6 +49,7 @@ mod provider;
 mod rate;
 mod section;
 mod served;
+mod shared_error;
 
 pub use crate::admission::{Admission, Admissions, Refusing};
 pub use crate::classify::{
@@ -56,6 +58,7 @@ pub use crate::classify::{
 };
 pub use crate::counter::{stripe, StripedCounter, STRIPES};
 pub use crate::deadline::{Deadline, HasDeadline, WithDeadline};
+pub use crate::degraded::{Degraded, MarkDegraded, DEGRADED_HEADER};
 pub use crate::error::{
     BoxError, CircuitState, ConfigError, Elapsed, Problem, Problems, RejectReason, Rejected,
     TimeoutScope,
@@ -72,3 +75,4 @@ pub use crate::policy::{Action, Policy};
 pub use crate::provider::ProviderId;
 pub use crate::rate::{parse_reset_duration, RateInfo, RateWindow, TokenUsage, MAX_RESET};
 pub use crate::served::Served;
+pub use crate::shared_error::SharedError;

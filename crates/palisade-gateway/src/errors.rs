@@ -31,7 +31,9 @@ pub(crate) async fn not_found() -> Response {
 /// will take calls again.
 pub(crate) fn upstream_error(e: &BoxError) -> Response {
     // A coalesced request's error is the shared call's.
-    let e = palisade_batch::Batched::original(palisade_cache::Coalesced::original(&**e));
+    // A coalesced or batched request's error is the shared call's (a
+    // batch inside a coalesced call: twice).
+    let e = palisade_core::SharedError::original(palisade_core::SharedError::original(&**e));
     let status = palisade::http_status(e);
     let code = match status {
         StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
