@@ -191,3 +191,36 @@ fn a_bad_cache_section_is_refused_naming_the_field() {
         .to_string();
     assert!(err.contains("ttl"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_hits_only_at_temperature_zero_and_never_for_no_cache() {
+    let gw = Running::start(&config("[cache]\nfresh = true\nttl_ms = 60000")).await;
+    let at = |t: f64| {
+        format!(
+            r#"{{"model":"m","temperature":{t},"messages":[{{"role":"user","content":"same"}}]}}"#
+        )
+    };
+    let (status, first, _) = gw.send("POST", "/v1/chat/completions", &at(0.0)).await;
+    assert_eq!(status, 200);
+    let (status, again, headers) = gw.send("POST", "/v1/chat/completions", &at(0.0)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-palisade-cache"], "hit");
+    assert_eq!(headers["x-palisade-attempts"], "0");
+    assert_eq!(first, again, "the same answer, no call");
+    assert_eq!(gw.sims["primary"].requests(), 1);
+    // Not deterministic: every request is a call.
+    for _ in 0..2 {
+        let (_, _, headers) = gw.send("POST", "/v1/chat/completions", &at(0.7)).await;
+        assert!(headers.get("x-palisade-cache").is_none());
+    }
+    assert_eq!(gw.sims["primary"].requests(), 3);
+    // no-cache: the call is made even at temperature 0.
+    let req = http::Request::post(format!("{}/v1/chat/completions", gw.base))
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache")
+        .body(http_body_util::Full::new(bytes::Bytes::from(at(0.0))))
+        .unwrap();
+    let res = gw.client.request(req).await.unwrap();
+    assert!(res.headers().get("x-palisade-cache").is_none());
+    assert_eq!(gw.sims["primary"].requests(), 4);
+}
