@@ -110,6 +110,7 @@ impl Gateway {
             max_body: cfg.gateway.max_body_bytes,
             body_timeout: Duration::from_millis(cfg.gateway.body_timeout_ms),
             counters: Counters::default(),
+            requests: Default::default(),
             recent: crate::recent::Recent::new(),
             auth,
             fleet,

@@ -1,11 +1,19 @@
 //! `/metrics`: palisade's numbers per provider (from the layers'
-//! inspection views) and the gateway's own counters, as Prometheus text.
+//! inspection views), the gateway's own counters, and its requests by
+//! model, provider and status with their latency, time to first token and
+//! tokens ([`RequestMetrics`], on `prometheus-client`), as Prometheus text.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::state::AppState;
 
@@ -167,5 +175,167 @@ pub(crate) async fn metrics(
             ));
         }
     }
+    s.requests.render(&mut text);
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A request's answer, for the request counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answered {
+    /// The model asked (the gateway's name), `-` if none was read.
+    model: String,
+    /// The provider that answered, `-` if none did.
+    provider: String,
+    /// `2xx`, `4xx`, `5xx`.
+    status: String,
+}
+
+/// One provider's figures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByProvider {
+    provider: String,
+}
+
+/// Tokens, by provider, model and kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Tokens {
+    provider: String,
+    model: String,
+    /// `prompt` or `completion`.
+    kind: String,
+}
+
+type Histograms = Family<ByProvider, Histogram, fn() -> Histogram>;
+
+/// Buckets for LLM calls, in seconds: tens of milliseconds to minutes.
+const BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+fn llm_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The gateway's per-request figures:
+///
+/// | name | type | labels | what |
+/// |---|---|---|---|
+/// | `palisade_gateway_answers_total` | counter | `model`, `provider`, `status` (`2xx`...) | requests answered |
+/// | `palisade_gateway_request_duration_seconds` | histogram | `provider` | time to a whole answer (not streamed) |
+/// | `palisade_gateway_time_to_first_token_seconds` | histogram | `provider` | time to a stream's first token |
+/// | `palisade_gateway_tokens_total` | counter | `provider`, `model`, `kind` (`prompt`, `completion`) | tokens the providers' answers say they used (whole answers) |
+pub(crate) struct RequestMetrics {
+    registry: Registry,
+    answers: Family<Answered, Counter>,
+    duration: Histograms,
+    first_token: Histograms,
+    tokens: Family<Tokens, Counter>,
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let answers = Family::<Answered, Counter>::default();
+        let duration: Histograms = Family::new_with_constructor(llm_histogram);
+        let first_token: Histograms = Family::new_with_constructor(llm_histogram);
+        let tokens = Family::<Tokens, Counter>::default();
+        registry.register(
+            "palisade_gateway_answers",
+            "Requests answered, by model, provider and status class",
+            answers.clone(),
+        );
+        registry.register(
+            "palisade_gateway_request_duration_seconds",
+            "Time to a whole (not streamed) answer, by provider",
+            duration.clone(),
+        );
+        registry.register(
+            "palisade_gateway_time_to_first_token_seconds",
+            "Time to a stream's first token, by provider",
+            first_token.clone(),
+        );
+        registry.register(
+            "palisade_gateway_tokens",
+            "Tokens the providers' answers used, by provider, model and kind",
+            tokens.clone(),
+        );
+        RequestMetrics {
+            registry,
+            answers,
+            duration,
+            first_token,
+            tokens,
+        }
+    }
+}
+
+impl RequestMetrics {
+    /// Counts one answered request.
+    pub(crate) fn record(
+        &self,
+        res: &axum::response::Response,
+        model: Option<&str>,
+        stream: bool,
+        took: std::time::Duration,
+    ) {
+        let provider = res
+            .headers()
+            .get(crate::routes::PROVIDER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let model = model.unwrap_or("-").to_owned();
+        let status = format!("{}xx", res.status().as_u16() / 100);
+        self.answers
+            .get_or_create(&Answered {
+                model: model.clone(),
+                provider: provider.clone(),
+                status,
+            })
+            .inc();
+        if provider == "-" {
+            return;
+        }
+        let by = ByProvider {
+            provider: provider.clone(),
+        };
+        let seconds = took.as_secs_f64();
+        if stream {
+            self.first_token.get_or_create(&by).observe(seconds);
+        } else {
+            self.duration.get_or_create(&by).observe(seconds);
+        }
+        if let Some(used) = res.extensions().get::<crate::upstream::Usage>() {
+            for (kind, n) in [
+                ("prompt", used.prompt_tokens),
+                ("completion", used.completion_tokens),
+            ] {
+                if n > 0 {
+                    self.tokens
+                        .get_or_create(&Tokens {
+                            provider: provider.clone(),
+                            model: model.clone(),
+                            kind: kind.to_owned(),
+                        })
+                        .inc_by(n);
+                }
+            }
+        }
+    }
+
+    /// Appends the figures to `text`, in the Prometheus text format.
+    pub(crate) fn render(&self, text: &mut String) {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_ok() {
+            // OpenMetrics ends with `# EOF`; the rest of the page follows
+            // Prometheus' own format, which has none.
+            text.push_str(out.trim_end().trim_end_matches("# EOF"));
+        }
+    }
 }

@@ -209,6 +209,8 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     .await;
     let took = started.elapsed();
     span.in_scope(|| access_log(&res, &seen, took));
+    s.requests
+        .record(&res, seen.model.as_deref(), seen.stream, took);
     let failover = res
         .headers()
         .get(FALLBACKS_HEADER)
@@ -411,7 +413,12 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             if let Some(served) = parts.extensions.get::<Served>() {
                 served_headers(served, &mut parts.headers);
             }
+            // What it used, for the token counters; nothing else goes on.
+            let used = parts.extensions.remove::<crate::upstream::Usage>();
             parts.extensions.clear();
+            if let Some(used) = used {
+                parts.extensions.insert(used);
+            }
             let body = if stream && parts.status.is_success() {
                 parts.headers.insert(
                     "content-type",

@@ -58,6 +58,9 @@ pub(crate) struct AppState {
     /// Longest a request's body may take to arrive.
     pub(crate) body_timeout: std::time::Duration,
     pub(crate) counters: Counters,
+    /// Requests by model, provider and status; latency, first token,
+    /// tokens.
+    pub(crate) requests: crate::metrics::RequestMetrics,
     /// The last minute's rates and latencies, for `/health`.
     pub(crate) recent: crate::recent::Recent,
     /// Client and admin keys; `None`: anyone may call.

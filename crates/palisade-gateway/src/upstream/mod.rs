@@ -213,27 +213,36 @@ impl Service<ChatRequest> for Upstream {
             // What the answer used, for the rate limit's token quota to be
             // corrected by.
             if let Some(used) = usage(&bytes) {
-                parts.extensions.insert(TokenUsage(used));
+                parts.extensions.insert(TokenUsage(used.total));
+                parts.extensions.insert(used);
             }
             Ok(Response::from_parts(parts, classify::full_body(bytes)))
         })
     }
 }
 
-/// The `usage.total_tokens` of an OpenAI-style answer, if it has one.
-fn usage(body: &[u8]) -> Option<u64> {
+/// The tokens an answer used, as its `usage` says (carried on the answer
+/// for the gateway's token counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub struct Usage {
+    /// `usage.prompt_tokens` (0 if absent).
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// `usage.completion_tokens` (0 if absent: embeddings).
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// `usage.total_tokens`.
+    #[serde(rename = "total_tokens")]
+    pub total: u64,
+}
+
+/// The `usage` of an OpenAI-style answer, if it has one.
+fn usage(body: &[u8]) -> Option<Usage> {
     #[derive(serde::Deserialize)]
     struct Answer {
         usage: Option<Usage>,
     }
-    #[derive(serde::Deserialize)]
-    struct Usage {
-        total_tokens: u64,
-    }
-    serde_json::from_slice::<Answer>(body)
-        .ok()?
-        .usage
-        .map(|u| u.total_tokens)
+    serde_json::from_slice::<Answer>(body).ok()?.usage
 }
 
 #[cfg(test)]
@@ -243,7 +252,14 @@ mod tests {
     #[test]
     fn usage_is_read_from_the_answer_and_garbage_is_ignored() {
         let answer = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-        assert_eq!(usage(answer), Some(7));
+        assert_eq!(
+            usage(answer),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total: 7
+            })
+        );
         assert_eq!(usage(br#"{"id":"x"}"#), None);
         assert_eq!(usage(br#"{"usage":{"total_tokens":"many"}}"#), None);
         assert_eq!(usage(b"not json"), None);
