@@ -247,7 +247,7 @@ fn usage(body: &[u8]) -> Option<Usage> {
 
 #[cfg(test)]
 mod tests {
-    use super::usage;
+    use super::{usage, Usage};
 
     #[test]
     fn usage_is_read_from_the_answer_and_garbage_is_ignored() {
