@@ -107,22 +107,48 @@ enum LogFormat {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `default`: `info` when
-/// serving, nothing in the demo, whose table is the output).
+/// serving, nothing in the demo, whose table is the output); a storm of one
+/// event is cut to ten a second, then summarised
+/// ([`StormFilter`](palisade_gateway::logs::StormFilter)).
 fn init_logs(default: &str, format: LogFormat) {
+    use palisade_gateway::logs::{StormFilter, Summaries};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let window = std::time::Duration::from_secs(1);
     let _ = match format {
-        LogFormat::Text => fmt
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-        LogFormat::Json => fmt
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .try_init(),
+        LogFormat::Text => {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(StormFilter::new(
+                    10,
+                    window,
+                    Summaries::Text,
+                    std::io::stderr,
+                ));
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init()
+        }
+        LogFormat::Json => {
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_writer(std::io::stderr)
+                .with_filter(StormFilter::new(
+                    10,
+                    window,
+                    Summaries::Json,
+                    std::io::stderr,
+                ));
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init()
+        }
     };
 }
 
