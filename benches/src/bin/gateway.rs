@@ -17,6 +17,13 @@
 //! answers and streams, for `PALISADE_GW_BENCH_SECS` seconds each (default
 //! 5). Printed: requests/s, p50 and p99 latency (for streams, time to the
 //! first body byte too), and the ratios to the forwarder.
+//!
+//! Then memory: the gateway runs in a process of its own (this binary,
+//! re-run with `--gateway-child`), and its resident memory is read from
+//! `/proc` before and after 5 000 idle client connections, then 4 000
+//! streams in progress (each also holding its upstream connection; 10 000
+//! would pass the 20 000 descriptors a process may hold here). Skipped with
+//! `PALISADE_GW_BENCH_MEMORY=0`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -146,8 +153,154 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The child: a gateway on `base` (one upstream), its address on stdout,
+/// serving until killed. Client connections may idle for two minutes.
+async fn gateway_child(base: &str) {
+    let cfg = format!(
+        r#"
+        [gateway]
+        listen = "127.0.0.1:0"
+        header_timeout_ms = 120000
+        [palisade.defaults.bulkhead]
+        max_concurrent = 4096
+        [upstreams.upstream]
+        models = {{ "m" = "m" }}
+        base_url = "{base}"
+        "#
+    );
+    let gw = palisade_gateway::Gateway::bind(
+        palisade_gateway::GatewayConfig::from_toml(&cfg).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    println!("{}", gw.local_addr().unwrap());
+    let _ = gw.serve(std::future::pending()).await;
+}
+
+/// A process's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens a streaming request on a connection of its own and reads until
+/// its first token; the connection is kept open, the stream in progress.
+async fn open_stream(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{STREAM}",
+        STREAM.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(5).any(|w| w == b"data:") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the first token");
+        seen.extend_from_slice(&buf[..n]);
+        assert!(
+            !seen.starts_with(b"HTTP/1.1 ") || seen.starts_with(b"HTTP/1.1 200"),
+            "refused: {}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+    conn
+}
+
+/// The gateway's memory per idle connection and per stream in progress.
+async fn memory() {
+    // Streams that last: a token every 100 ms, a thousand of them.
+    let upstream = palisade_sim::spawn(
+        "slow",
+        palisade_sim::Faults {
+            latency_ms: 0,
+            tokens: 1_000,
+            token_interval_ms: 100,
+            ..palisade_sim::Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--gateway-child", &upstream.base_url()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut addr = String::new();
+    std::io::BufRead::read_line(&mut out, &mut addr).unwrap();
+    let addr = addr.trim().to_owned();
+    // Warm: a stream through, so pools and buffers exist.
+    drop(open_stream(&addr).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+    const IDLE: usize = 5_000;
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_idle = rss_kib(pid);
+    drop(idle);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before_streams = rss_kib(pid);
+    const STREAMS: usize = 4_000;
+    let mut streams = Vec::with_capacity(STREAMS);
+    for chunk in 0..STREAMS / 200 {
+        let opened: Vec<_> = (0..200)
+            .map(|_| {
+                let addr = addr.clone();
+                tokio::spawn(async move { open_stream(&addr).await })
+            })
+            .collect();
+        for o in opened {
+            streams.push(o.await.unwrap());
+        }
+        let _ = chunk;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_streams = rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(streams);
+    let per =
+        |after: u64, before: u64, n: usize| after.saturating_sub(before) as f64 * 1024.0 / n as f64;
+    println!("\nmemory of the gateway process (resident, from /proc), one upstream\n");
+    println!("| state | resident KiB | growth | per connection / stream |");
+    println!("|---|---:|---:|---:|");
+    println!("| serving, warm | {before} | | |");
+    println!(
+        "| + {IDLE} idle client connections | {with_idle} | {} KiB | {:.1} KiB |",
+        with_idle.saturating_sub(before),
+        per(with_idle, before, IDLE) / 1024.0
+    );
+    println!(
+        "| + {STREAMS} streams in progress (each with its upstream connection) | {with_streams} | {} KiB | {:.1} KiB |",
+        with_streams.saturating_sub(before_streams),
+        per(with_streams, before_streams, STREAMS) / 1024.0
+    );
+    println!(
+        "| 10 000 streams, at that rate | | {:.0} MiB | |",
+        per(with_streams, before_streams, STREAMS) * 10_000.0 / 1024.0 / 1024.0
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, base] = args.as_slice() {
+        if flag == "--gateway-child" {
+            gateway_child(base).await;
+            return;
+        }
+    }
     let secs = Duration::from_secs(
         std::env::var("PALISADE_GW_BENCH_SECS")
             .ok()
@@ -217,5 +370,8 @@ async fn main() {
                 );
             }
         }
+    }
+    if std::env::var("PALISADE_GW_BENCH_MEMORY").as_deref() != Ok("0") {
+        memory().await;
     }
 }
