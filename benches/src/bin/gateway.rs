@@ -153,27 +153,36 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// The child: a gateway on `base` (one upstream), its address on stdout,
-/// serving until killed. Client connections may idle for two minutes.
-async fn gateway_child(base: &str) {
+/// A gateway on loopback with the one upstream at `base` (model `m`),
+/// `extra` added to its `[gateway]` table; bound, not yet serving.
+async fn gateway(base: &str, extra: &str) -> palisade_gateway::Gateway {
     let cfg = format!(
         r#"
         [gateway]
         listen = "127.0.0.1:0"
-        header_timeout_ms = 120000
-        [palisade.defaults.bulkhead]
-        max_concurrent = 4096
+        {extra}
         [upstreams.upstream]
         models = {{ "m" = "m" }}
         base_url = "{base}"
         "#
     );
-    let gw = palisade_gateway::Gateway::bind(
+    palisade_gateway::Gateway::bind(
         palisade_gateway::GatewayConfig::from_toml(&cfg).unwrap(),
         None,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// The child: a gateway on `base`, its address on stdout, serving until
+/// killed. Client connections may idle for two minutes, and 4 096 calls
+/// may be in progress.
+async fn gateway_child(base: &str) {
+    let gw = gateway(
+        base,
+        "header_timeout_ms = 120000\n[palisade.defaults.bulkhead]\nmax_concurrent = 4096",
+    )
+    .await;
     println!("{}", gw.local_addr().unwrap());
     let _ = gw.serve(std::future::pending()).await;
 }
@@ -320,21 +329,7 @@ async fn main() {
     .unwrap();
     let base = upstream.base_url();
     let fwd = forwarder(base.clone()).await;
-    let cfg = format!(
-        r#"
-        [gateway]
-        listen = "127.0.0.1:0"
-        [upstreams.upstream]
-        models = {{ "m" = "m" }}
-        base_url = "{base}"
-        "#
-    );
-    let gw = palisade_gateway::Gateway::bind(
-        palisade_gateway::GatewayConfig::from_toml(&cfg).unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
+    let gw = gateway(&base, "").await;
     let gw_addr = gw.local_addr().unwrap();
     tokio::spawn(gw.serve(std::future::pending()));
     let path = "/v1/chat/completions";
