@@ -23,9 +23,11 @@ use crate::store::Store;
 ///   answers with no call, for requests whose [`Lookup`](crate::Lookup)
 ///   allows it (LLM answers repeat only at temperature 0);
 /// - **coalescing** (on by default): identical requests in flight at once
-///   share one call, run in a task of its own (a caller that goes away
-///   cancels nothing for the others); every caller gets its own copy of
-///   the answer, or the error. Streams are not coalesced.
+///   share one call, run by the request that started it; if that request
+///   goes away while others wait, the call goes on in a task of its own
+///   (a caller that goes away cancels nothing for the others). Every
+///   caller gets its own copy of the answer, or the error. Streams are
+///   not coalesced.
 ///
 /// Errors are never stored; a request its [`Keyer`](crate::Keyer) does
 /// not key (`no-store`) passes by. The store is bounded by the bytes of
