@@ -233,11 +233,18 @@ struct Seen {
 /// One event per request (target `palisade_gateway::access`, level info):
 /// the client key's id (never the key), the model asked, whether a
 /// stream, the status, who answered after how many calls and providers,
-/// whether a hedge won, and the time to the
-/// answer (for a stream, to its first token).
+/// whether a hedge won, whether the answer stands in for a failure
+/// (`degraded`: `1`, `stale-cache`, or `-`), the time to the answer (`ms`;
+/// for a stream, to its first token), and the tokens the answer used when
+/// the provider said (`prompt_tokens`, `completion_tokens`; 0 unknown).
 fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
     let h = res.headers();
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let used = res
+        .extensions()
+        .get::<crate::upstream::Usage>()
+        .copied()
+        .unwrap_or_default();
 
     tracing::info!(
         target: "palisade_gateway::access",
@@ -249,7 +256,10 @@ fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
         attempts = text(ATTEMPTS_HEADER),
         fallbacks = text(FALLBACKS_HEADER),
         hedged = h.contains_key(HEDGED_HEADER),
+        degraded = text(palisade_core::DEGRADED_HEADER),
         ms = took.as_millis() as u64,
+        prompt_tokens = used.prompt_tokens,
+        completion_tokens = used.completion_tokens,
         "answered"
     );
 }

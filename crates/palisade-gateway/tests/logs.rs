@@ -220,6 +220,11 @@ fn with_json_logs_every_line_parses_and_the_access_event_carries_its_fields() {
     assert_eq!(a["fields"]["status"], 200, "{a}");
     assert_eq!(a["fields"]["provider"], "secondary", "{a}");
     assert_eq!(a["fields"]["model"], "m", "{a}");
+    assert_eq!(a["fields"]["degraded"], "-", "{a}");
+    assert_eq!(a["fields"]["hedged"], false, "{a}");
+    // The simulated answer's usage: 16 completion tokens by default.
+    assert_eq!(a["fields"]["completion_tokens"], 16, "{a}");
+    assert!(a["fields"]["ms"].is_u64(), "{a}");
     assert_eq!(
         a["span"]["request_id"], "json-log-1",
         "the request's span: {a}"
