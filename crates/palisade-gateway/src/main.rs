@@ -271,6 +271,29 @@ fn check(config: Option<String>) -> ! {
             if cfg.gateway.chaos_endpoint {
                 println!("  chaos endpoint: on (/admin/chaos)");
             }
+            if let Some(c) = &cfg.cache {
+                println!(
+                    "  cache: stale answers {}, fresh hits {}, coalescing {}, {} MiB",
+                    if c.stale_if_error {
+                        format!("up to {} s old", c.max_stale_ms / 1000)
+                    } else {
+                        "off".into()
+                    },
+                    if c.fresh {
+                        format!("for {} s", c.ttl_ms / 1000)
+                    } else {
+                        "off".into()
+                    },
+                    if c.coalesce { "on" } else { "off" },
+                    c.max_bytes >> 20
+                );
+            }
+            if let Some(b) = &cfg.batch {
+                println!(
+                    "  batching (/v1/embeddings): up to {} inputs, {} ms",
+                    b.max_items, b.max_delay_ms
+                );
+            }
             std::process::exit(0)
         }
         Err(e) => {

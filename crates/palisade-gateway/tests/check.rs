@@ -33,6 +33,29 @@ fn the_embedded_config_checks_clean_with_a_summary() {
         out.contains("[primary, primary-west] (peak_ewma) > secondary > local"),
         "{out}"
     );
+    assert!(!out.contains("cache:"), "off in the default: {out}");
+}
+
+#[test]
+fn the_summary_says_when_the_cache_and_the_batcher_are_on() {
+    let text = palisade_gateway::config::DEFAULT_CONFIG
+        .replace("# [cache]", "[cache]")
+        .replace("# max_stale_ms", "max_stale_ms")
+        .replace("# [batch]", "[batch]")
+        .replace("# max_delay_ms", "max_delay_ms");
+    let path = file("cache-batch.toml", &text);
+    let (code, out, err) = check(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "cache: stale answers up to 3600 s old, fresh hits off, coalescing on, 64 MiB"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("batching (/v1/embeddings): up to 64 inputs, 10 ms"),
+        "{out}"
+    );
 }
 
 #[test]
