@@ -61,14 +61,16 @@ async fn with_every_provider_down_a_repeated_prompt_is_answered_stale_and_a_new_
         .await;
     assert_eq!(status, 200);
     // A no-store request is never kept.
-    let req = http::Request::post(format!("{}/v1/chat/completions", gw.base))
-        .header("content-type", "application/json")
-        .header("cache-control", "no-store")
-        .body(http_body_util::Full::new(bytes::Bytes::from(chat(
-            "secret", false,
-        ))))
-        .unwrap();
-    assert_eq!(gw.client.request(req).await.unwrap().status(), 200);
+    let no_store = [("cache-control", "no-store")];
+    let (status, _, _) = gw
+        .send_with(
+            "POST",
+            "/v1/chat/completions",
+            &chat("secret", false),
+            &no_store,
+        )
+        .await;
+    assert_eq!(status, 200);
 
     for sim in gw.sims.values() {
         sim.set_faults(|f| f.down = true);
@@ -215,12 +217,10 @@ async fn fresh_hits_only_at_temperature_zero_and_never_for_no_cache() {
     }
     assert_eq!(gw.sims["primary"].requests(), 3);
     // no-cache: the call is made even at temperature 0.
-    let req = http::Request::post(format!("{}/v1/chat/completions", gw.base))
-        .header("content-type", "application/json")
-        .header("cache-control", "no-cache")
-        .body(http_body_util::Full::new(bytes::Bytes::from(at(0.0))))
-        .unwrap();
-    let res = gw.client.request(req).await.unwrap();
-    assert!(res.headers().get("x-palisade-cache").is_none());
+    let no_cache = [("cache-control", "no-cache")];
+    let (_, _, headers) = gw
+        .send_with("POST", "/v1/chat/completions", &at(0.0), &no_cache)
+        .await;
+    assert!(headers.get("x-palisade-cache").is_none());
     assert_eq!(gw.sims["primary"].requests(), 4);
 }

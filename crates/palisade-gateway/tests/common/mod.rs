@@ -56,12 +56,25 @@ impl Running {
         path: &str,
         body: &str,
     ) -> (u16, String, http::HeaderMap) {
-        let req = http::Request::builder()
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// [`send`](Self::send) with these request headers too.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, http::HeaderMap) {
+        let mut req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
         let res = self.client.request(req).await.unwrap();
         let status = res.status().as_u16();
         let headers = res.headers().clone();
