@@ -26,6 +26,7 @@ mod routes;
 mod server;
 mod sse;
 mod state;
+pub mod traces;
 pub mod upstream;
 
 pub use app::Gateway;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use palisade_gateway::traces::Traces;
 use palisade_gateway::{Gateway, GatewayConfig};
 
 /// An OpenAI-compatible gateway that keeps answering when LLM providers
@@ -53,6 +54,11 @@ struct Serve {
     /// How log lines are written; levels by RUST_LOG (default info).
     #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (e.g.
+    /// http://127.0.0.1:4317) [default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    /// or OTEL_EXPORTER_OTLP_ENDPOINT; no traces when neither is set].
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -82,7 +88,7 @@ fn main() {
         Some(Command::Serve(serve)) => rt.block_on(run(serve)),
         Some(Command::Check { config }) => check(config),
         Some(Command::Demo(args)) => {
-            init_logs("off", LogFormat::Text);
+            init_logs("off", LogFormat::Text, None);
             rt.block_on(demo(args))
         }
     };
@@ -109,26 +115,31 @@ enum LogFormat {
 /// Logs to stderr, filtered by `RUST_LOG` (default `default`: `info` when
 /// serving, nothing in the demo, whose table is the output); a storm of one
 /// event is cut to ten a second, then summarised
-/// ([`StormFilter`](palisade_gateway::logs::StormFilter)).
-fn init_logs(default: &str, format: LogFormat) {
+/// ([`StormFilter`](palisade_gateway::logs::StormFilter)). With `traces`,
+/// spans (at `info`, whatever `RUST_LOG` says) also go out over OTLP.
+fn init_logs(default: &str, format: LogFormat, traces: Option<&Traces>) {
     use palisade_gateway::logs::{StormFilter, Summaries};
+    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    };
     let window = std::time::Duration::from_secs(1);
+    let otlp = traces.map(Traces::layer);
     let _ = match format {
         LogFormat::Text => {
             let layer = tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(StormFilter::new(
+                .with_filter(filter().and(StormFilter::new(
                     10,
                     window,
                     Summaries::Text,
                     std::io::stderr,
-                ));
+                )));
             tracing_subscriber::registry()
-                .with(filter)
+                .with(otlp)
                 .with(layer)
                 .try_init()
         }
@@ -138,14 +149,14 @@ fn init_logs(default: &str, format: LogFormat) {
                 .with_current_span(true)
                 .with_span_list(true)
                 .with_writer(std::io::stderr)
-                .with_filter(StormFilter::new(
+                .with_filter(filter().and(StormFilter::new(
                     10,
                     window,
                     Summaries::Json,
                     std::io::stderr,
-                ));
+                )));
             tracing_subscriber::registry()
-                .with(filter)
+                .with(otlp)
                 .with(layer)
                 .try_init()
         }
@@ -157,6 +168,7 @@ async fn run(serve: Serve) -> Result<(), String> {
         listen,
         config,
         log_format,
+        otlp_endpoint,
     } = serve;
     let cfg = match &config {
         Some(path) => GatewayConfig::from_path(path).map_err(|e| e.to_string())?,
@@ -165,7 +177,8 @@ async fn run(serve: Serve) -> Result<(), String> {
         #[cfg(not(feature = "sim"))]
         None => return Err("this build has no simulator: give --config".into()),
     };
-    init_logs("info", log_format);
+    let traces = Traces::from_env(otlp_endpoint.as_deref()).map_err(|e| e.to_string())?;
+    init_logs("info", log_format, traces.as_ref());
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
@@ -191,6 +204,9 @@ async fn run(serve: Serve) -> Result<(), String> {
         println!("  simulated provider {id:<10} on {}", sim.base_url());
     }
     println!("models: {}", models.join(", "));
+    if traces.is_some() {
+        println!("traces: exported over OTLP/gRPC (OTEL_* variables apply)");
+    }
     println!();
     println!("try:");
     println!(
@@ -202,6 +218,9 @@ async fn run(serve: Serve) -> Result<(), String> {
     gw.serve(shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(t) = traces {
+        t.shutdown();
+    }
     println!("palisade-gateway: stopped");
     Ok(())
 }

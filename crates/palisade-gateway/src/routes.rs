@@ -17,7 +17,7 @@ use palisade_deadline::TimeoutHeader;
 
 use crate::upstream::TIMEOUT_HEADER;
 use tower::ServiceExt;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::errors::{error, not_found, upstream_error};
 use crate::openai::{ErrorBody, RequestHead};
@@ -178,8 +178,10 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
     let id = request_id(req.headers());
     // Every event of the layers below, for every provider called, is in
-    // this span.
-    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
+    // this span (and with traces on, every attempt's span under it).
+    let (span, trace) =
+        crate::traces::request_span(id.to_str().unwrap_or_default(), endpoint, req.headers());
+    let attempts = trace.clone();
     let started = std::time::Instant::now();
     let mut seen = Seen::default();
     let mut res = async {
@@ -195,8 +197,10 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
             Ok(mut chat) => {
                 seen.model = Some(chat.model.clone());
                 seen.stream = chat.stream;
+                crate::traces::record_request(&Span::current(), &chat.model);
                 chat.client = seen.key.clone();
                 chat.request_id = Some(id.clone());
+                chat.trace = trace;
                 route(&s, chat).await
             }
             Err(res) => {
@@ -209,6 +213,9 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     .await;
     let took = started.elapsed();
     span.in_scope(|| access_log(&res, &seen, took));
+    if crate::traces::on() {
+        trace_answer(&span, &res, attempts.attempts());
+    }
     s.requests
         .record(&res, seen.model.as_deref(), seen.stream, took);
     let failover = res
@@ -261,6 +268,28 @@ fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
         prompt_tokens = used.prompt_tokens,
         completion_tokens = used.completion_tokens,
         "answered"
+    );
+}
+
+/// Records the answer on the request's span (traces on).
+fn trace_answer(span: &Span, res: &Response, attempts: u32) {
+    let h = res.headers();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let used = res.extensions().get::<crate::upstream::Usage>();
+    let by = res.extensions().get::<crate::upstream::AnsweredBy>();
+    crate::traces::record_answer(
+        span,
+        crate::traces::Answered {
+            status: res.status().as_u16(),
+            provider: text(PROVIDER_HEADER),
+            attempts,
+            fallbacks: text(FALLBACKS_HEADER),
+            degraded: h.contains_key(palisade_core::DEGRADED_HEADER),
+            system: by.map(|b| b.system),
+            response_model: by.and_then(|b| b.model.as_deref()),
+            input_tokens: used.map_or(0, |u| u.prompt_tokens),
+            output_tokens: used.map_or(0, |u| u.completion_tokens),
+        },
     );
 }
 
@@ -423,11 +452,16 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             if let Some(served) = parts.extensions.get::<Served>() {
                 served_headers(served, &mut parts.headers);
             }
-            // What it used, for the token counters; nothing else goes on.
+            // What it used, for the token counters, and who answered, for
+            // the request's span; nothing else goes on.
             let used = parts.extensions.remove::<crate::upstream::Usage>();
+            let by = parts.extensions.remove::<crate::upstream::AnsweredBy>();
             parts.extensions.clear();
             if let Some(used) = used {
                 parts.extensions.insert(used);
+            }
+            if let Some(by) = by {
+                parts.extensions.insert(by);
             }
             let body = if stream && parts.status.is_success() {
                 parts.headers.insert(

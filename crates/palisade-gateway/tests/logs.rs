@@ -1,9 +1,11 @@
 //! The gateway binary's logs: one access event per request, in the
 //! request's span (its id), on stderr, filtered by `RUST_LOG`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+#[path = "common/binary.rs"]
+mod binary;
+
+use binary::stop;
+use std::process::Command;
 
 const CONFIG: &str = r#"
 [upstreams.primary]
@@ -21,71 +23,21 @@ order = ["primary", "secondary"]
 enabled = false
 "#;
 
-/// A plain HTTP/1.1 POST; returns the response's head.
 fn post(addr: &str, body: &str, request_id: &str) -> String {
     post_as(addr, body, request_id, None)
 }
 
 fn post_as(addr: &str, body: &str, request_id: &str, key: Option<&str>) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let auth = key
-        .map(|k| format!("authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-request-id: {request_id}\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// Starts the binary on `config` with `env`; returns it and its address.
-fn spawn(name: &str, config: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join(name);
-    std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            panic!("no banner: {}", stop(child));
-        }
-        if let Some(rest) = line
-            .trim()
-            .strip_prefix("palisade-gateway listening on http://")
-        {
-            break rest.to_owned();
-        }
-    };
-    // Keep reading its stdout: a closed pipe would fail its next print.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    (child, addr)
-}
-
-/// Stops the binary and returns what it wrote to stderr.
-fn stop(mut child: std::process::Child) -> String {
-    let _ = child.kill();
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        e.read_to_string(&mut err).unwrap();
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("x-request-id", request_id)];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
     }
-    let _ = child.wait();
-    err
+    binary::post(addr, body, &headers)
+}
+
+fn spawn(name: &str, config: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    binary::spawn("logs", name, config, env)
 }
 
 #[test]

@@ -29,6 +29,7 @@ use palisade_deadline::{
 };
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tracing::Instrument;
 
 pub use self::classify::{GatewayClassifier, UpstreamFailure};
 pub use self::request::{CacheControl, ChatRequest, Endpoint};
@@ -66,6 +67,17 @@ pub struct Upstream {
     models: Arc<BTreeMap<String, String>>,
     whole: HttpService,
     streaming: HttpService,
+    /// Its GenAI `gen_ai.system`, from its host (for traces).
+    system: &'static str,
+}
+
+/// Who answered, carried on the answer for the request's span when
+/// traces are on: the provider's GenAI system and the model it said
+/// answered.
+#[derive(Debug, Clone)]
+pub(crate) struct AnsweredBy {
+    pub(crate) system: &'static str,
+    pub(crate) model: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Upstream {
@@ -142,6 +154,7 @@ impl Upstream {
             ))
             .layer(FirstFrameLayer::new(settings.first_token)?.provider(id))
             .service(exchange.clone());
+        let system = crate::traces::system_of(endpoints_host(&endpoints[0]));
         Ok(Upstream {
             id: id.into(),
             endpoints,
@@ -149,7 +162,26 @@ impl Upstream {
             models: Arc::new(models),
             whole: BoxCloneSyncService::new(exchange),
             streaming: BoxCloneSyncService::new(streaming),
+            system,
         })
+    }
+
+    /// The span of an attempt for `req` (traces on).
+    fn attempt_span(&self, req: &ChatRequest) -> crate::traces::AttemptSpan {
+        let uri = &self.endpoints[req.endpoint.index()];
+        crate::traces::AttemptSpan::new(
+            crate::traces::Target {
+                provider: self.id.as_str(),
+                system: self.system,
+                host: endpoints_host(uri),
+                endpoint: req.endpoint,
+                model: self
+                    .models
+                    .get(&*req.model)
+                    .map_or(&*req.model, String::as_str),
+            },
+            req.trace.next_attempt(),
+        )
     }
 
     /// The HTTP request for `req`, or a refusal when this provider does
@@ -195,30 +227,108 @@ impl Service<ChatRequest> for Upstream {
     }
 
     fn call(&mut self, req: ChatRequest) -> Self::Future {
-        let http_req = match self.encode(&req) {
+        let mut http_req = match self.encode(&req) {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        if req.stream {
-            return Box::pin(self.streaming.clone().oneshot(http_req));
+        if !crate::traces::on() {
+            req.trace
+                .inject(&tracing::Span::none(), http_req.headers_mut());
+            if req.stream {
+                return Box::pin(self.streaming.clone().oneshot(http_req));
+            }
+            return Box::pin(whole_answer(self.whole.clone(), http_req, None));
         }
-        let whole = self.whole.clone();
-        Box::pin(async move {
-            let res = whole.oneshot(http_req).await?;
-            if !res.status().is_success() {
-                return Ok(res);
-            }
-            let (mut parts, body) = res.into_parts();
-            let bytes = body.collect().await?.to_bytes();
-            // What the answer used, for the rate limit's token quota to be
-            // corrected by.
-            if let Some(used) = usage(&bytes) {
-                parts.extensions.insert(TokenUsage(used.total));
-                parts.extensions.insert(used);
-            }
-            Ok(Response::from_parts(parts, classify::full_body(bytes)))
-        })
+        let attempt = self.attempt_span(&req);
+        let span = attempt.span();
+        req.trace.inject(&span, http_req.headers_mut());
+        let system = self.system;
+        if req.stream {
+            let call = self.streaming.clone().oneshot(http_req);
+            return Box::pin(
+                async move {
+                    match call.await {
+                        Ok(mut res) => {
+                            attempt.answered(res.status().as_u16(), None, None);
+                            res.extensions_mut().insert(AnsweredBy {
+                                system,
+                                model: None,
+                            });
+                            Ok(res)
+                        }
+                        Err(e) => {
+                            attempt.failed(&*e);
+                            Err(e)
+                        }
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        Box::pin(
+            whole_answer(self.whole.clone(), http_req, Some((attempt, system))).instrument(span),
+        )
     }
+}
+
+/// Sends a request for a whole answer and reads its body within the
+/// attempt; with an attempt span, ends it with what the answer said.
+async fn whole_answer(
+    whole: HttpService,
+    http_req: Request<Full<Bytes>>,
+    traced: Option<(crate::traces::AttemptSpan, &'static str)>,
+) -> Result<Response<GatewayBody>, BoxError> {
+    let (attempt, system) = match traced {
+        Some((a, s)) => (a, Some(s)),
+        None => (crate::traces::AttemptSpan::none(), None),
+    };
+    let res = match whole.oneshot(http_req).await {
+        Ok(res) => res,
+        Err(e) => {
+            attempt.failed(&*e);
+            return Err(e);
+        }
+    };
+    if !res.status().is_success() {
+        attempt.answered(res.status().as_u16(), None, None);
+        return Ok(res);
+    }
+    let (mut parts, body) = res.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            attempt.failed(&*e);
+            return Err(e);
+        }
+    };
+    let answer = read_answer(&bytes);
+    // What the answer used, for the rate limit's token quota to be
+    // corrected by.
+    if let Some(used) = answer.as_ref().and_then(|a| a.usage) {
+        parts.extensions.insert(TokenUsage(used.total));
+        parts.extensions.insert(used);
+    }
+    if let Some(system) = system {
+        let model = answer.as_ref().and_then(|a| a.model);
+        attempt.answered(
+            parts.status.as_u16(),
+            model,
+            answer
+                .as_ref()
+                .and_then(|a| a.usage)
+                .map(|u| (u.prompt_tokens, u.completion_tokens)),
+        );
+        parts.extensions.insert(AnsweredBy {
+            system,
+            model: model.map(Arc::from),
+        });
+    }
+    Ok(Response::from_parts(parts, classify::full_body(bytes)))
+}
+
+/// The host of a URL, for `server.address`.
+fn endpoints_host(uri: &Uri) -> &str {
+    uri.host().unwrap_or("")
 }
 
 /// The tokens an answer used, as its `usage` says (carried on the answer
@@ -236,13 +346,24 @@ pub struct Usage {
     pub total: u64,
 }
 
+/// What the gateway reads of an OpenAI-style answer.
+#[derive(Debug, serde::Deserialize)]
+struct Answer<'a> {
+    /// The model that answered, as the provider names it.
+    #[serde(borrow, default)]
+    model: Option<&'a str>,
+    usage: Option<Usage>,
+}
+
+/// The answer's model and `usage`, if it is a JSON object.
+fn read_answer(body: &[u8]) -> Option<Answer<'_>> {
+    serde_json::from_slice::<Answer<'_>>(body).ok()
+}
+
 /// The `usage` of an OpenAI-style answer, if it has one.
+#[cfg(test)]
 fn usage(body: &[u8]) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        usage: Option<Usage>,
-    }
-    serde_json::from_slice::<Answer>(body).ok()?.usage
+    read_answer(body)?.usage
 }
 
 #[cfg(test)]

@@ -85,6 +85,8 @@ pub struct ChatRequest {
     /// request and its answer out of the cache, `no-cache` forbids a
     /// fresh hit (the answer is still stored).
     pub cache: CacheControl,
+    /// The trace context sent to each provider called.
+    pub(crate) trace: crate::traces::RequestTrace,
     deadline: Option<Deadline>,
 }
 
@@ -129,6 +131,7 @@ impl ChatRequest {
             request_id: None,
             client: None,
             cache: CacheControl::default(),
+            trace: Default::default(),
             deadline: None,
         }
     }

@@ -1,0 +1,294 @@
+//! Traces over OTLP: the gateway binary exports to a real OTLP/gRPC
+//! receiver (the collector's trace service, from the OpenTelemetry
+//! protocol crate, served by tonic in this test). A request that was
+//! retried and failed over arrives as one server span, a child of the
+//! caller's `traceparent`, with a span per fallback step (`provider`) and
+//! a client span per attempt under its step; the
+//! provider that answered received the trace context of its attempt.
+
+#[path = "common/binary.rs"]
+mod binary;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+/// The spans received, with their resource's `service.name`.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<(String, Span)>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut got = self.0.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    got.push((service.clone(), span));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn attrs(span: &Span) -> HashMap<String, String> {
+    span.attributes
+        .iter()
+        .filter_map(|a| Some((a.key.clone(), text(a.value.as_ref()?.value.as_ref()?)?)))
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An OpenAI-style upstream that notes each request's `traceparent`.
+async fn upstream(seen: Arc<Mutex<Vec<String>>>) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(
+                    headers
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned(),
+                );
+                axum::Json(serde_json::json!({
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+                    "model": "s-model-0613",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "hi"}}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+                }))
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_over_request_arrives_as_a_server_span_with_an_attempt_span_per_call() {
+    let received = Receiver::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(received.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let secondary = upstream(seen.clone()).await;
+    let config = format!(
+        r#"
+[upstreams.primary]
+models = {{ "m" = "p-model" }}
+simulated = {{ latency_ms = 2, down = true }}
+
+[upstreams.secondary]
+base_url = "{secondary}"
+models = {{ "m" = "s-model" }}
+
+[palisade.router]
+order = ["primary", "secondary"]
+
+[palisade.defaults.retry]
+max_attempts = 2
+backoff_base_ms = 5
+"#
+    );
+    let (child, addr) = tokio::task::spawn_blocking(move || {
+        binary::spawn(
+            "traces",
+            "gw.toml",
+            &config,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+                ("OTEL_SERVICE_NAME", "gw-under-test"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let parent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let head = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            binary::post(
+                &addr,
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                &[("traceparent", &parent), ("x-request-id", "trace-test-1")],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // The request's span, its two fallback steps and three attempts,
+    // within a few export rounds.
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = received.0.lock().unwrap().clone();
+        if spans.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = binary::stop(child);
+    let request: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.kind == SpanKind::Server as i32)
+        .collect();
+    assert_eq!(request.len(), 1, "one server span: {spans:#?}\n{err}");
+    let request = request[0];
+    assert!(spans.iter().all(|(svc, _)| svc == "gw-under-test"));
+    assert_eq!(request.name, "chat");
+    assert_eq!(hex(&request.trace_id), CALLER_TRACE, "the caller's trace");
+    assert_eq!(
+        hex(&request.parent_span_id),
+        CALLER_SPAN,
+        "the caller's span"
+    );
+    let a = attrs(request);
+    for (k, v) in [
+        ("request_id", "trace-test-1"),
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.request.model", "m"),
+        ("gen_ai.response.model", "s-model-0613"),
+        ("gen_ai.system", "openai"),
+        ("gen_ai.usage.input_tokens", "11"),
+        ("gen_ai.usage.output_tokens", "7"),
+        ("http.response.status_code", "200"),
+        ("palisade.provider", "secondary"),
+        ("palisade.attempts", "3"),
+        ("palisade.fallbacks", "1"),
+        ("palisade.outcome", "ok"),
+    ] {
+        assert_eq!(a.get(k).map(String::as_str), Some(v), "{k} in {a:?}");
+    }
+
+    let mut attempts: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .collect();
+    attempts.sort_by_key(|s| attrs(s)["palisade.attempt"].parse::<u32>().unwrap());
+    assert_eq!(attempts.len(), 3, "{attempts:#?}");
+    // The fallback's steps are sibling `provider` spans under the
+    // request; the retries of one provider are sibling attempts under its
+    // step.
+    let steps: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == "provider")
+        .collect();
+    assert_eq!(steps.len(), 2, "{spans:#?}");
+    let step_of = |provider: &str| {
+        steps
+            .iter()
+            .find(|s| attrs(s)["provider"] == provider)
+            .unwrap_or_else(|| panic!("no step for {provider}: {steps:#?}"))
+    };
+    for s in &steps {
+        assert_eq!(s.trace_id, request.trace_id);
+        assert_eq!(s.parent_span_id, request.span_id);
+    }
+    for s in &attempts {
+        assert_eq!(s.trace_id, request.trace_id);
+        let step = step_of(&attrs(s)["palisade.provider"]);
+        assert_eq!(s.parent_span_id, step.span_id, "under its provider's step");
+    }
+    let expect = [
+        ("1", "primary", "p-model", "error"),
+        ("2", "primary", "p-model", "error"),
+        ("3", "secondary", "s-model", "ok"),
+    ];
+    for (s, (n, provider, model, outcome)) in attempts.iter().zip(expect) {
+        let a = attrs(s);
+        assert_eq!(s.name, format!("chat {model}"));
+        assert_eq!(a["palisade.attempt"], n);
+        assert_eq!(a["palisade.provider"], provider);
+        assert_eq!(a["gen_ai.request.model"], model);
+        assert_eq!(a["palisade.outcome"], outcome, "{a:?}");
+    }
+    let failed = attrs(attempts[0]);
+    assert_eq!(failed["http.response.status_code"], "503");
+    assert_eq!(failed["error.type"], "503");
+    let answered = attrs(attempts[2]);
+    assert_eq!(answered["gen_ai.response.model"], "s-model-0613");
+    assert_eq!(answered["gen_ai.usage.input_tokens"], "11");
+
+    // The secondary got the trace context of the attempt that reached it.
+    let sent = seen.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        [format!(
+            "00-{CALLER_TRACE}-{}-01",
+            hex(&attempts[2].span_id)
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_protocol_is_refused_at_start_up_with_what_to_do() {
+    let out = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_PROTOCOL is \"http/protobuf\"") && err.contains("gRPC"),
+        "{err}"
+    );
+}
