@@ -9,10 +9,16 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use palisade::MetricFamily;
+use palisade_core::MetricKind;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::state::AppState;
@@ -24,7 +30,7 @@ pub(crate) async fn metrics(
     if let Err(refused) = s.admin(&headers) {
         return refused.into_response();
     }
-    let mut text = s.registry.health().prometheus_text();
+    let mut families = s.registry.health().metric_families();
     let c = &s.counters;
     for (name, help, v) in [
         (
@@ -53,24 +59,17 @@ pub(crate) async fn metrics(
             &*c.stream_errors,
         ),
     ] {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-            v.load(Ordering::Relaxed)
+        families.push(flat(
+            name,
+            help,
+            MetricKind::Counter,
+            v.load(Ordering::Relaxed) as f64,
         ));
     }
     if let Some(fleet) = &s.fleet {
-        use palisade_core::{Inspect, MetricKind};
+        use palisade_core::Inspect;
         for sample in fleet.inspect().samples {
-            let kind = match sample.kind {
-                MetricKind::Counter => "counter",
-                _ => "gauge",
-            };
-            text.push_str(&format!(
-                "# HELP {n} {h}\n# TYPE {n} {kind}\n{n} {v}\n",
-                n = sample.name,
-                h = sample.help,
-                v = sample.value
-            ));
+            families.push(flat(sample.name, sample.help, sample.kind, sample.value));
         }
     }
     if let Some(cache) = &s.cache {
@@ -78,62 +77,60 @@ pub(crate) async fn metrics(
         for (name, kind, help, v) in [
             (
                 "palisade_cache_hits_total",
-                "counter",
+                MetricKind::Counter,
                 "Requests answered by a fresh cached answer, with no call.",
                 c.hits,
             ),
             (
                 "palisade_cache_stale_total",
-                "counter",
+                MetricKind::Counter,
                 "Failed calls answered by a stale cached answer (degraded).",
                 c.stale,
             ),
             (
                 "palisade_cache_calls_total",
-                "counter",
+                MetricKind::Counter,
                 "Calls made through the cache (one per coalesced group).",
                 c.calls,
             ),
             (
                 "palisade_cache_coalesced_total",
-                "counter",
+                MetricKind::Counter,
                 "Requests that shared an identical call in flight.",
                 c.coalesced,
             ),
             (
                 "palisade_cache_bypassed_total",
-                "counter",
+                MetricKind::Counter,
                 "Requests kept out of the cache (cache-control: no-store).",
                 c.bypassed,
             ),
             (
                 "palisade_cache_stored_total",
-                "counter",
+                MetricKind::Counter,
                 "Answers stored.",
                 c.stored,
             ),
             (
                 "palisade_cache_too_large_total",
-                "counter",
+                MetricKind::Counter,
                 "Answers not stored for being over max_entry_bytes.",
                 c.too_large,
             ),
             (
                 "palisade_cache_entries",
-                "gauge",
+                MetricKind::Gauge,
                 "Answers held.",
                 c.entries,
             ),
             (
                 "palisade_cache_bytes",
-                "gauge",
+                MetricKind::Gauge,
                 "Bytes of answers held.",
                 c.bytes,
             ),
         ] {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
+            families.push(flat(name, help, kind, v as f64));
         }
     }
     if let Some(batch) = &s.batch {
@@ -141,42 +138,89 @@ pub(crate) async fn metrics(
         for (name, kind, help, v) in [
             (
                 "palisade_batch_calls_total",
-                "counter",
+                MetricKind::Counter,
                 "Upstream calls made for batched requests.",
                 b.batches,
             ),
             (
                 "palisade_batch_requests_total",
-                "counter",
+                MetricKind::Counter,
                 "Requests sent in those calls.",
                 b.requests,
             ),
             (
                 "palisade_batch_largest",
-                "gauge",
+                MetricKind::Gauge,
                 "The most requests one call carried.",
                 b.largest,
             ),
             (
                 "palisade_batch_gone_total",
-                "counter",
+                MetricKind::Counter,
                 "Requests left out of their batch: the caller went away.",
                 b.gone,
             ),
             (
                 "palisade_batch_failed_total",
-                "counter",
+                MetricKind::Counter,
                 "Batches whose call failed.",
                 b.failed,
             ),
         ] {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
+            families.push(flat(name, help, kind, v as f64));
         }
     }
-    s.requests.render(&mut text);
+    let text = s.requests.render(families);
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A family of one unlabelled sample.
+fn flat(name: &'static str, help: &'static str, kind: MetricKind, value: f64) -> MetricFamily {
+    MetricFamily {
+        name,
+        help,
+        kind,
+        samples: vec![(None, value)],
+    }
+}
+
+/// The families of a scrape (palisade's inspection views and the
+/// gateway's own figures), encoded by `prometheus-client` beside the
+/// request metrics.
+#[derive(Debug)]
+struct Scraped(Vec<MetricFamily>);
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        for f in &self.0 {
+            // prometheus-client adds a counter's `_total` itself.
+            let (name, ty) = match f.kind {
+                MetricKind::Counter => (
+                    f.name.strip_suffix("_total").unwrap_or(f.name),
+                    MetricType::Counter,
+                ),
+                _ => (f.name, MetricType::Gauge),
+            };
+            let mut metric = encoder.encode_descriptor(name, f.help, None, ty)?;
+            if let [(None, v)] = f.samples[..] {
+                value(metric, f.kind, v)?;
+                continue;
+            }
+            for (id, v) in &f.samples {
+                let Some(id) = id else { continue };
+                let labels = [("provider", id.as_str())];
+                value(metric.encode_family(&labels)?, f.kind, *v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn value(encoder: MetricEncoder<'_>, kind: MetricKind, v: f64) -> std::fmt::Result {
+    match kind {
+        MetricKind::Counter => ConstCounter::new(v).encode(encoder),
+        _ => ConstGauge::new(v).encode(encoder),
+    }
 }
 
 /// A request's answer, for the request counter.
@@ -224,8 +268,8 @@ fn llm_histogram() -> Histogram {
 /// | `palisade_gateway_request_duration_seconds` | histogram | `provider` | time to a whole answer (not streamed) |
 /// | `palisade_gateway_time_to_first_token_seconds` | histogram | `provider` | time to a stream's first token |
 /// | `palisade_gateway_tokens_total` | counter | `provider`, `model`, `kind` (`prompt`, `completion`) | tokens the providers' answers say they used (whole answers) |
+#[derive(Clone)]
 pub(crate) struct RequestMetrics {
-    registry: Registry,
     answers: Family<Answered, Counter>,
     duration: Histograms,
     first_token: Histograms,
@@ -240,37 +284,11 @@ impl std::fmt::Debug for RequestMetrics {
 
 impl Default for RequestMetrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        let answers = Family::<Answered, Counter>::default();
-        let duration: Histograms = Family::new_with_constructor(llm_histogram);
-        let first_token: Histograms = Family::new_with_constructor(llm_histogram);
-        let tokens = Family::<Tokens, Counter>::default();
-        registry.register(
-            "palisade_gateway_answers",
-            "Requests answered, by model, provider and status class",
-            answers.clone(),
-        );
-        registry.register(
-            "palisade_gateway_request_duration_seconds",
-            "Time to a whole (not streamed) answer, by provider",
-            duration.clone(),
-        );
-        registry.register(
-            "palisade_gateway_time_to_first_token_seconds",
-            "Time to a stream's first token, by provider",
-            first_token.clone(),
-        );
-        registry.register(
-            "palisade_gateway_tokens",
-            "Tokens the providers' answers used, by provider, model and kind",
-            tokens.clone(),
-        );
         RequestMetrics {
-            registry,
-            answers,
-            duration,
-            first_token,
-            tokens,
+            answers: Family::default(),
+            duration: Family::new_with_constructor(llm_histogram),
+            first_token: Family::new_with_constructor(llm_histogram),
+            tokens: Family::default(),
         }
     }
 }
@@ -329,13 +347,35 @@ impl RequestMetrics {
         }
     }
 
-    /// Appends the figures to `text`, in the Prometheus text format.
-    pub(crate) fn render(&self, text: &mut String) {
+    /// The page: `families` (scraped now), then the request figures, in
+    /// the Prometheus text format, encoded by `prometheus-client`.
+    pub(crate) fn render(&self, families: Vec<MetricFamily>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scraped(families)));
+        registry.register(
+            "palisade_gateway_answers",
+            "Requests answered, by model, provider and status class",
+            self.answers.clone(),
+        );
+        registry.register(
+            "palisade_gateway_request_duration_seconds",
+            "Time to a whole (not streamed) answer, by provider",
+            self.duration.clone(),
+        );
+        registry.register(
+            "palisade_gateway_time_to_first_token_seconds",
+            "Time to a stream's first token, by provider",
+            self.first_token.clone(),
+        );
+        registry.register(
+            "palisade_gateway_tokens",
+            "Tokens the providers' answers used, by provider, model and kind",
+            self.tokens.clone(),
+        );
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_ok() {
-            // OpenMetrics ends with `# EOF`; the rest of the page follows
-            // Prometheus' own format, which has none.
-            text.push_str(out.trim_end().trim_end_matches("# EOF"));
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+            tracing::warn!("cannot encode the metrics: {e}");
         }
+        out
     }
 }

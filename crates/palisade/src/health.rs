@@ -238,36 +238,55 @@ fn recommend(providers: &[ProviderHealth], overall: HealthStatus) -> Vec<String>
     out
 }
 
-/// One metric and its samples, for the Prometheus text and the `metrics`
-/// export alike.
-pub(crate) struct Family<'a> {
-    pub(crate) name: &'static str,
-    pub(crate) counter: bool,
-    help: &'static str,
+/// One metric and its samples, as [`HealthReport::metric_families`]
+/// yields them: what [`prometheus_text`](HealthReport::prometheus_text),
+/// the `metrics` export and any other exporter render (the gateway's
+/// `/metrics` encodes them with `prometheus-client`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricFamily {
+    /// Its name, after Prometheus' conventions (`_total` ends a counter's).
+    pub name: &'static str,
+    /// What it measures, one sentence.
+    pub help: &'static str,
+    /// A counter or a gauge.
+    pub kind: MetricKind,
     /// `(provider label, value)`; `None` for a sample with no label.
-    pub(crate) samples: Vec<(Option<&'a ProviderId>, f64)>,
+    pub samples: Vec<(Option<ProviderId>, f64)>,
 }
 
 impl HealthReport {
     /// Every metric the report yields (names in the crate docs): the
     /// overall and per-provider status, then each layer's samples, one
     /// family per name in the order first seen.
-    pub(crate) fn families(&self) -> Vec<Family<'_>> {
+    ///
+    /// ```
+    /// use palisade::Registry;
+    /// use palisade_core::MetricKind;
+    ///
+    /// let registry = Registry::<(), ()>::default();
+    /// let families = registry.health().metric_families();
+    /// let overall = &families[0];
+    /// assert_eq!(overall.name, "palisade_health_status");
+    /// assert_eq!(overall.kind, MetricKind::Gauge);
+    /// // Critical (3): no provider to serve; the overall status has no label.
+    /// assert_eq!(overall.samples, [(None, 3.0)]);
+    /// ```
+    pub fn metric_families(&self) -> Vec<MetricFamily> {
         let mut families = vec![
-            Family {
+            MetricFamily {
                 name: "palisade_health_status",
-                counter: false,
+                kind: MetricKind::Gauge,
                 help: "Overall health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
                 samples: vec![(None, self.status as u8 as f64)],
             },
-            Family {
+            MetricFamily {
                 name: "palisade_provider_status",
-                counter: false,
+                kind: MetricKind::Gauge,
                 help: "Provider health: 0 healthy, 1 warning, 2 degraded, 3 critical.",
                 samples: self
                     .providers
                     .iter()
-                    .map(|p| (Some(&p.id), p.status as u8 as f64))
+                    .map(|p| (Some(p.id.clone()), p.status as u8 as f64))
                     .collect(),
             },
         ];
@@ -276,16 +295,18 @@ impl HealthReport {
                 let at = match families.iter().position(|f| f.name == sample.name) {
                     Some(at) => at,
                     None => {
-                        families.push(Family {
+                        families.push(MetricFamily {
                             name: sample.name,
-                            counter: sample.kind == MetricKind::Counter,
+                            kind: sample.kind,
                             help: sample.help,
                             samples: Vec::new(),
                         });
                         families.len() - 1
                     }
                 };
-                families[at].samples.push((Some(&p.id), sample.value));
+                families[at]
+                    .samples
+                    .push((Some(p.id.clone()), sample.value));
             }
         }
         if let Some(h) = &self.hedge {
@@ -312,9 +333,9 @@ impl HealthReport {
                     h.no_budget,
                 ),
             ] {
-                families.push(Family {
+                families.push(MetricFamily {
                     name,
-                    counter: true,
+                    kind: MetricKind::Counter,
                     help,
                     samples: vec![(None, value as f64)],
                 });
@@ -328,8 +349,11 @@ impl HealthReport {
     /// names are those of the `metrics` feature (see the crate docs).
     pub fn prometheus_text(&self) -> String {
         let mut out = String::new();
-        for f in self.families() {
-            let kind = if f.counter { "counter" } else { "gauge" };
+        for f in self.metric_families() {
+            let kind = match f.kind {
+                MetricKind::Counter => "counter",
+                _ => "gauge",
+            };
             let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
             let _ = writeln!(out, "# TYPE {} {kind}", f.name);
             for (id, v) in f.samples {

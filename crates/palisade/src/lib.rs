@@ -62,7 +62,7 @@ mod stack;
 mod status;
 
 pub use crate::config::{Config, ConfigError, Problem, ProviderSettings};
-pub use crate::health::{HealthReport, HealthStatus, ProviderHealth};
+pub use crate::health::{HealthReport, HealthStatus, MetricFamily, ProviderHealth};
 pub use crate::registry::{Provider, Reconciled, Registry, RegistryBuilder};
 pub use crate::router::{BoxRouter, Router, RouterFuture};
 pub use crate::stack::{

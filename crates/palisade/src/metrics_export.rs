@@ -8,13 +8,13 @@ impl<S, C, M> Registry<S, C, M> {
     /// before each scrape.
     pub fn export_metrics(&self) {
         let report = self.health();
-        for f in report.families() {
+        for f in report.metric_families() {
             for (id, v) in f.samples {
                 let labels: Vec<(&'static str, String)> = id
                     .map(|id| ("provider", id.to_string()))
                     .into_iter()
                     .collect();
-                if f.counter {
+                if f.kind == palisade_core::MetricKind::Counter {
                     metrics::counter!(f.name, &labels).absolute(v as u64);
                 } else {
                     metrics::gauge!(f.name, &labels).set(v);
