@@ -167,6 +167,16 @@ pub struct UpstreamConfig {
     pub simulated: Option<palisade_sim::Faults>,
 }
 
+impl UpstreamConfig {
+    /// Whether it runs in-process (never without the `sim` feature).
+    pub fn is_simulated(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.simulated.is_some();
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+}
+
 /// A configuration the gateway refused: palisade's one config error type,
 /// so the gateway's own keys and `[palisade]`'s are reported together,
 /// each with its full key path (`gateway.listen`,

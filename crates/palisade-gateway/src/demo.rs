@@ -404,115 +404,141 @@ fn table(with: &SideSummary, without: &SideSummary) -> String {
 }
 
 /// Success rate per second for both sides, the phases, and the primary's
-/// breaker state, as a self-contained SVG.
+/// breaker state, as a self-contained SVG drawn with `plotters`.
 fn svg(
     with: &[Sample],
     without: &[Sample],
     breaker: &[(Duration, CircuitState)],
     duration: Duration,
 ) -> String {
-    let (w, h, left, top, plot_w, plot_h) = (900.0, 360.0, 60.0, 30.0, 800.0, 240.0);
-    let secs = duration.as_secs_f64().max(1.0);
-    let x = |t: f64| left + plot_w * (t / secs).min(1.0);
-    let y = |rate: f64| top + plot_h * (1.0 - rate);
-    let buckets = (secs.ceil() as usize).max(1);
-    let series = |samples: &[Sample]| -> String {
-        let mut pts = Vec::new();
-        for b in 0..buckets {
-            let in_b: Vec<_> = samples
-                .iter()
-                .filter(|s| s.at.as_secs_f64() >= b as f64 && s.at.as_secs_f64() < (b + 1) as f64)
-                .collect();
-            if in_b.is_empty() {
-                continue;
-            }
-            let rate = in_b.iter().filter(|s| s.ok).count() as f64 / in_b.len() as f64;
-            pts.push(format!("{:.1},{:.1}", x(b as f64 + 0.5), y(rate)));
+    let mut out = String::new();
+    if let Err(e) = draw(&mut out, with, without, breaker, duration) {
+        tracing::warn!("cannot draw the timeline: {e}");
+    }
+    out
+}
+
+/// The success rate of each second that has samples, at its middle.
+fn per_second(samples: &[Sample], secs: usize) -> Vec<(f64, f64)> {
+    let mut tally = vec![(0u32, 0u32); secs];
+    for s in samples {
+        if let Some(t) = tally.get_mut(s.at.as_secs() as usize) {
+            t.0 += u32::from(s.ok);
+            t.1 += 1;
         }
-        pts.join(" ")
-    };
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    // Phases.
-    let colours = [
-        "#eef7ee", "#f3eefb", "#fbe9e9", "#fdf3e1", "#eef7ee", "#e9eefb",
+    }
+    tally
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, n))| *n > 0)
+        .map(|(b, (ok, n))| (b as f64 + 0.5, f64::from(*ok) / f64::from(*n)))
+        .collect()
+}
+
+fn draw(
+    out: &mut String,
+    with: &[Sample],
+    without: &[Sample],
+    breaker: &[(Duration, CircuitState)],
+    duration: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let secs = duration.as_secs_f64().max(1.0);
+    let buckets = (secs.ceil() as usize).max(1);
+    let blue = RGBColor(0x1e, 0x88, 0xe5);
+    let grey = RGBColor(0x88, 0x88, 0x88);
+    let phase_colours = [
+        RGBColor(0xee, 0xf7, 0xee),
+        RGBColor(0xf3, 0xee, 0xfb),
+        RGBColor(0xfb, 0xe9, 0xe9),
+        RGBColor(0xfd, 0xf3, 0xe1),
+        RGBColor(0xee, 0xf7, 0xee),
+        RGBColor(0xe9, 0xee, 0xfb),
     ];
-    for (i, (name, start)) in PHASES.iter().enumerate() {
+    let root = SVGBackend::with_string(out, (900, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, band) = root.split_vertically(330);
+
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!("success rate per second over {secs:.0} s"),
+            ("sans-serif", 15),
+        )
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..secs, 0.0..1.12)?;
+    chart.draw_series(PHASES.iter().enumerate().map(|(i, (_, start))| {
         let end = PHASES.get(i + 1).map_or(1.0, |p| p.1);
-        let _ = writeln!(
-            s,
-            r##"<rect x="{:.1}" y="{top}" width="{:.1}" height="{plot_h}" fill="{}"/><text x="{:.1}" y="{}" fill="#555">{}</text>"##,
-            x(start * secs),
-            x(end * secs) - x(start * secs),
-            colours[i],
-            x(start * secs) + 4.0,
-            top - 8.0,
-            name
-        );
-    }
-    // Breaker state band under the plot.
-    for pair in breaker.windows(2) {
+        Rectangle::new(
+            [(start * secs, 0.0), (end * secs, 1.12)],
+            phase_colours[i].filled(),
+        )
+    }))?;
+    // Phase names at two heights, so that long ones do not run together.
+    chart.draw_series(PHASES.iter().enumerate().map(|(i, (name, start))| {
+        let y = if i % 2 == 0 { 1.1 } else { 1.05 };
+        Text::new(
+            *name,
+            (start * secs + secs * 0.004, y),
+            ("sans-serif", 11)
+                .into_font()
+                .color(&RGBColor(0x55, 0x55, 0x55)),
+        )
+    }))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_labels(3)
+        .y_max_light_lines(0)
+        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+        .x_label_formatter(&|t| format!("{t:.0}"))
+        .x_desc("seconds")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            per_second(without, buckets),
+            grey.stroke_width(2),
+        ))?
+        .label("without: straight to the primary")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(
+            per_second(with, buckets),
+            blue.stroke_width(3),
+        ))?
+        .label("with palisade")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(3)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(0xcc, 0xcc, 0xcc))
+        .draw()?;
+
+    // The primary's breaker, as a band under the plot on the same time
+    // axis.
+    let mut strip = ChartBuilder::on(&band)
+        .margin_left(12 + 48)
+        .margin_right(12)
+        .build_cartesian_2d(0.0..secs, 0.0..1.0)?;
+    strip.draw_series(breaker.windows(2).map(|pair| {
         let (t0, st) = pair[0];
-        let t1 = pair[1].0;
         let colour = match st {
-            CircuitState::Closed | CircuitState::Disabled => "#4caf50",
-            CircuitState::HalfOpen => "#ffb300",
-            CircuitState::Open | CircuitState::ForcedOpen => "#e53935",
+            CircuitState::Closed | CircuitState::Disabled => RGBColor(0x4c, 0xaf, 0x50),
+            CircuitState::HalfOpen => RGBColor(0xff, 0xb3, 0x00),
+            CircuitState::Open | CircuitState::ForcedOpen => RGBColor(0xe5, 0x39, 0x35),
         };
-        let _ = writeln!(
-            s,
-            r#"<rect x="{:.1}" y="{}" width="{:.1}" height="12" fill="{colour}"/>"#,
-            x(t0.as_secs_f64()),
-            top + plot_h + 20.0,
-            (x(t1.as_secs_f64()) - x(t0.as_secs_f64())).max(0.5)
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{left}" y="{}">primary's breaker: green closed, amber half-open, red open</text>"#,
-        top + plot_h + 50.0
-    );
-    // Axes.
-    for (rate, label) in [(0.0, "0%"), (0.5, "50%"), (1.0, "100%")] {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ccc"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
-            left + plot_w,
-            y(rate),
-            y(rate),
-            left - 6.0,
-            y(rate) + 4.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r##"<polyline points="{}" fill="none" stroke="#1e88e5" stroke-width="2.5"/>"##,
-        series(with)
-    );
-    let _ = writeln!(
-        s,
-        r##"<polyline points="{}" fill="none" stroke="#888" stroke-width="2" stroke-dasharray="5,4"/>"##,
-        series(without)
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="{}" y="{}" fill="#1e88e5">with palisade</text><text x="{}" y="{}" fill="#888">without: straight to the primary</text>"##,
-        left + 10.0,
-        h - 15.0,
-        left + 150.0,
-        h - 15.0
-    );
-    let _ = writeln!(
-        s,
-        "<text x=\"{}\" y=\"{}\">success rate per second over {:.0} s</text>",
-        left + 480.0,
-        h - 15.0,
-        secs
-    );
-    s.push_str("</svg>\n");
-    s
+        Rectangle::new(
+            [(t0.as_secs_f64(), 0.55), (pair[1].0.as_secs_f64(), 0.9)],
+            colour.filled(),
+        )
+    }))?;
+    strip.draw_series(std::iter::once(Text::new(
+        "primary's breaker: green closed, amber half-open, red open",
+        (0.0, 0.35),
+        ("sans-serif", 12),
+    )))?;
+    root.present()?;
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! [`Reloader`]: a new config applied to a serving gateway (on SIGHUP).
 
+#[cfg(feature = "sim")]
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -136,7 +137,7 @@ impl Reloader {
                         if let Some(m) = v.as_object_mut() {
                             m.remove("simulated");
                         }
-                        (v, u.simulated.is_some())
+                        (v, u.is_simulated())
                     };
                     strip(o) != strip(u)
                 })

@@ -59,6 +59,16 @@ async fn the_demo_shows_palisade_absorbing_the_outage() {
     assert!(report.table.contains("| with palisade |"));
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<polyline").count(), 2);
+    // Both sides, with their legend, and every phase named.
+    for text in [
+        "with palisade",
+        "without: straight to the primary",
+        "primary down",
+        "primary recovered",
+        "breaker: green closed, amber half-open, red open",
+    ] {
+        assert!(svg.contains(text), "{text} missing from the timeline");
+    }
+    assert!(svg.matches("<polyline").count() >= 2, "two series");
     std::fs::remove_dir_all(&dir).unwrap();
 }
