@@ -267,6 +267,7 @@ fn llm_histogram() -> Histogram {
 /// | `palisade_gateway_answers_total` | counter | `model`, `provider`, `status` (`2xx`...) | requests answered |
 /// | `palisade_gateway_request_duration_seconds` | histogram | `provider` | time to a whole answer (not streamed) |
 /// | `palisade_gateway_time_to_first_token_seconds` | histogram | `provider` | time to a stream's first token |
+/// | `palisade_gateway_failovers_total` | counter | `provider` | requests answered by a provider after an earlier one failed |
 /// | `palisade_gateway_tokens_total` | counter | `provider`, `model`, `kind` (`prompt`, `completion`) | tokens the providers' answers say they used (whole answers) |
 #[derive(Clone)]
 pub(crate) struct RequestMetrics {
@@ -274,6 +275,7 @@ pub(crate) struct RequestMetrics {
     duration: Histograms,
     first_token: Histograms,
     tokens: Family<Tokens, Counter>,
+    failovers: Family<ByProvider, Counter>,
 }
 
 impl std::fmt::Debug for RequestMetrics {
@@ -289,6 +291,7 @@ impl Default for RequestMetrics {
             duration: Family::new_with_constructor(llm_histogram),
             first_token: Family::new_with_constructor(llm_histogram),
             tokens: Family::default(),
+            failovers: Family::default(),
         }
     }
 }
@@ -323,6 +326,13 @@ impl RequestMetrics {
         let by = ByProvider {
             provider: provider.clone(),
         };
+        let failed_over = res
+            .headers()
+            .get(crate::routes::FALLBACKS_HEADER)
+            .is_some_and(|v| v.as_bytes() != b"0");
+        if failed_over {
+            self.failovers.get_or_create(&by).inc();
+        }
         let seconds = took.as_secs_f64();
         if stream {
             self.first_token.get_or_create(&by).observe(seconds);
@@ -366,6 +376,11 @@ impl RequestMetrics {
             "palisade_gateway_time_to_first_token_seconds",
             "Time to a stream's first token, by provider",
             self.first_token.clone(),
+        );
+        registry.register(
+            "palisade_gateway_failovers",
+            "Requests answered by a provider after an earlier one failed, by the provider that answered",
+            self.failovers.clone(),
         );
         registry.register(
             "palisade_gateway_tokens",

@@ -20,6 +20,26 @@ simulated = { latency_ms = 5, tokens = 3, token_interval_ms = 1 }
 order = ["primary"]
 "#;
 
+/// A provider down before one that answers: every request fails over.
+const FAILOVER: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+
+[upstreams.primary]
+models = { "m" = "p-model" }
+simulated = { latency_ms = 2, down = true }
+
+[upstreams.secondary]
+models = { "m" = "s-model" }
+simulated = { latency_ms = 2 }
+
+[palisade.router]
+order = ["primary", "secondary"]
+
+[palisade.defaults.retry]
+enabled = false
+"#;
+
 async fn read_metrics(gw: &Running) -> (String, prometheus_parse::Scrape) {
     let text = gw.text("/metrics").await;
     let lines = text.lines().map(|l| Ok(l.to_owned()));
@@ -160,11 +180,17 @@ async fn the_grafana_dashboard_asks_only_for_names_the_gateway_serves() {
         200
     );
     let (text, scrape) = read_metrics(&gw).await;
+    // And a gateway that failed over (families with no sample yet are not
+    // on the page).
+    let failing = Running::start(FAILOVER).await;
+    assert_eq!(failing.chat().await.0, 200);
+    let (failed_text, failed) = read_metrics(&failing).await;
     let served: std::collections::BTreeSet<String> = scrape
         .samples
         .iter()
+        .chain(&failed.samples)
         .map(|s| s.metric.clone())
-        .chain(text.lines().filter_map(|l| {
+        .chain(text.lines().chain(failed_text.lines()).filter_map(|l| {
             let l = l.strip_prefix("# TYPE ")?;
             l.split(' ').next().map(str::to_owned)
         }))
@@ -176,4 +202,51 @@ async fn the_grafana_dashboard_asks_only_for_names_the_gateway_serves() {
             "the dashboard asks for {name}, which /metrics does not have"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failovers_are_counted_by_who_answered_and_the_resilience_families_keep_their_types() {
+    let gw = Running::start(FAILOVER).await;
+    assert_eq!(gw.chat().await.0, 200);
+    assert_eq!(gw.chat().await.0, 200);
+    let (text, scrape) = read_metrics(&gw).await;
+    assert_eq!(
+        value(
+            &scrape,
+            "palisade_gateway_failovers_total",
+            &[("provider", "secondary")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "palisade_gateway_failovers_total",
+            &[("provider", "primary")]
+        ),
+        None
+    );
+    // Per-provider gauges and counters, typed as such.
+    let typed = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("provider") == Some("primary"))
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| panic!("no {name} for primary: {text}"))
+    };
+    assert!(matches!(
+        typed("palisade_breaker_state"),
+        prometheus_parse::Value::Gauge(_)
+    ));
+    assert!(matches!(
+        typed("palisade_breaker_opened_total"),
+        prometheus_parse::Value::Counter(_)
+    ));
+    assert!(text.contains("# TYPE palisade_gateway_requests_total counter"));
+    assert_eq!(
+        value(&scrape, "palisade_gateway_requests_total", &[]),
+        Some(2.0)
+    );
 }
