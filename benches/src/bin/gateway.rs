@@ -24,6 +24,10 @@
 //! streams in progress (each also holding its upstream connection; 10 000
 //! would pass the 20 000 descriptors a process may hold here). Skipped with
 //! `PALISADE_GW_BENCH_MEMORY=0`.
+//!
+//! For profiling one side alone under an outside load:
+//! `gateway --gateway-child UPSTREAM_URL` and `gateway --forwarder-child
+//! UPSTREAM_URL` each print their address and serve until killed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -308,6 +312,12 @@ async fn main() {
         if flag == "--gateway-child" {
             gateway_child(base).await;
             return;
+        }
+        if flag == "--forwarder-child" {
+            // The bare forwarder alone, for profiling beside a gateway
+            // child: its address on stdout, serving until killed.
+            println!("{}", forwarder(base.clone()).await);
+            std::future::pending::<()>().await;
         }
     }
     let secs = Duration::from_secs(
