@@ -2,12 +2,14 @@
 //! providers, called with a real HTTP client. (Real sockets, so these run
 //! on the real clock, with timeouts of tens of milliseconds.)
 
+mod common;
+
 use std::time::Duration;
+
+use common::{Running, CHAT};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use palisade_gateway::{Gateway, GatewayConfig};
 
 const CONFIG: &str = r#"
@@ -39,84 +41,6 @@ open_ms = 60000
 max_open_ms = 60000
 "#;
 
-struct Running {
-    base: String,
-    gw_sims: std::collections::BTreeMap<String, palisade_sim::SimHandle>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-}
-
-async fn start(cfg: &str) -> Running {
-    let cfg = GatewayConfig::from_toml(cfg).unwrap();
-    let gw = Gateway::bind(cfg, None).await.unwrap();
-    let base = format!("http://{}", gw.local_addr().unwrap());
-    let gw_sims = gw.sims().clone();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(gw.serve(async move {
-        let _ = rx.await;
-    }));
-    Running {
-        base,
-        gw_sims,
-        stop,
-        done,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    }
-}
-
-impl Running {
-    async fn post(&self, body: &str) -> (u16, String, http::HeaderMap) {
-        self.post_with(body, &[]).await
-    }
-
-    async fn post_with(
-        &self,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> (u16, String, http::HeaderMap) {
-        self.post_to("/v1/chat/completions", body, headers).await
-    }
-
-    async fn post_to(
-        &self,
-        path: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> (u16, String, http::HeaderMap) {
-        let mut req = http::Request::post(format!("{}{path}", self.base))
-            .header("content-type", "application/json");
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            String::from_utf8_lossy(&bytes).into_owned(),
-            headers,
-        )
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let req = http::Request::get(format!("{}{path}", self.base))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let status = res.status().as_u16();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    }
-
-    fn sim(&self, id: &str) -> &palisade_sim::SimHandle {
-        &self.gw_sims[id]
-    }
-}
-
-const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 const STREAM: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
 fn json(s: &str) -> serde_json::Value {
@@ -125,7 +49,7 @@ fn json(s: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_primary_failing_every_response_comes_from_the_secondary() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     let (status, body, headers) = r.post(CHAT).await;
     assert_eq!(status, 200);
     assert_eq!(json(&body)["provider"], "primary");
@@ -161,7 +85,7 @@ async fn with_the_primary_failing_every_response_comes_from_the_secondary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_passes_through_in_the_openai_wire_format() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     let (status, body, headers) = r.post(STREAM).await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
@@ -209,7 +133,7 @@ async fn streaming_passes_through_in_the_openai_wire_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_answers_and_models_carry_the_openai_fields() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     let (status, body, _) = r.post(CHAT).await;
     assert_eq!(status, 200);
     let v = json(&body);
@@ -234,7 +158,7 @@ async fn whole_answers_and_models_carry_the_openai_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_own_timeout_is_kept_when_shorter() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     // Both providers take 2 s; the router's deadline is 3 s; the caller
     // (as the OpenAI SDKs do) says it waits 0.3 s.
     for id in ["primary", "secondary"] {
@@ -261,7 +185,7 @@ async fn the_callers_own_timeout_is_kept_when_shorter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_never_starts_fails_over_on_the_first_token_timeout() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     r.sim("primary")
         .set_faults(|f| f.stall_after_tokens = Some(0));
     let started = std::time::Instant::now();
@@ -277,7 +201,7 @@ async fn a_stream_that_never_starts_fails_over_on_the_first_token_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_stalls_midway_ends_with_an_error_event_on_the_idle_timeout() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     r.sim("primary")
         .set_faults(|f| f.stall_after_tokens = Some(2));
     let (status, body, _) = r.post(STREAM).await;
@@ -302,7 +226,7 @@ async fn a_stream_that_stalls_midway_ends_with_an_error_event_on_the_idle_timeou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_their_codes_and_openai_style_bodies() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     let (status, body, _) = r.post("{not json").await;
     assert_eq!(status, 400);
     assert_eq!(json(&body)["error"]["type"], "invalid_request_error");
@@ -330,7 +254,7 @@ async fn bad_requests_get_their_codes_and_openai_style_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_provider_fails_the_error_lists_them() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     r.sim("primary").set_faults(|f| f.down = true);
     r.sim("secondary")
         .set_faults(|f| f.rate_limit_secs = Some(30));
@@ -359,7 +283,7 @@ async fn a_scheduled_outage_window_fails_over_and_ends() {
         "simulated = { latency_ms = 5, tokens = 5, token_interval_ms = 5, outages = [[0, 400]] }\n\n[upstreams.secondary]",
     );
     assert_ne!(cfg, CONFIG, "the primary got an outage window");
-    let r = start(&cfg).await;
+    let r = Running::start(&cfg).await;
     let (status, body, _) = r.post(CHAT).await;
     assert_eq!(status, 200);
     assert_eq!(json(&body)["provider"], "secondary", "in the window");
@@ -373,7 +297,7 @@ async fn a_scheduled_outage_window_fails_over_and_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     r.post(CHAT).await;
     let (status, text) = r.get("/metrics").await;
     assert_eq!(status, 200);
@@ -405,7 +329,7 @@ async fn metrics_parse_as_prometheus_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_drains_requests_in_flight() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     r.sim("primary").set_faults(|f| f.latency_ms = 400);
     let client = r.client.clone();
     let url = format!("{}/v1/chat/completions", r.base);
@@ -418,9 +342,9 @@ async fn graceful_shutdown_drains_requests_in_flight() {
         res.status().as_u16()
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    r.stop.send(()).unwrap();
+    r.stop();
     assert_eq!(slow.await.unwrap(), 200, "the request in flight finished");
-    r.done.await.unwrap().unwrap();
+    r.stopped().await.unwrap();
 }
 
 /// A provider's `max_concurrent` counts streams in progress, not only calls
@@ -437,7 +361,7 @@ async fn a_stream_in_progress_holds_its_providers_slot() {
         cfg.contains("token_interval_ms = 100"),
         "the config was patched"
     );
-    let r = start(&cfg).await;
+    let r = Running::start(&cfg).await;
 
     // Open a stream on the primary and read its first chunk only.
     let req = http::Request::post(format!("{}/v1/chat/completions", r.base))
@@ -464,14 +388,13 @@ async fn a_stream_in_progress_holds_its_providers_slot() {
     let (status, body, _) = r.post(CHAT).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["provider"], "primary");
-    let _ = r.stop.send(());
-    r.done.await.unwrap().unwrap();
+    r.stopped().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_answers_usage_is_charged_to_the_token_quota() {
     let cfg = format!("{CONFIG}\n[palisade.defaults.rate_limit]\ntokens_per_minute = 1000\n");
-    let r = start(&cfg).await;
+    let r = Running::start(&cfg).await;
     let (status, body, _) = r.post(CHAT).await;
     assert_eq!(status, 200, "{body}");
     let used = json(&body)["usage"]["total_tokens"].as_u64().unwrap();
@@ -494,8 +417,7 @@ async fn a_whole_answers_usage_is_charged_to_the_token_quota() {
         (1000 - used..=1001 - used).contains(&available),
         "used {used}, available {available}"
     );
-    let _ = r.stop.send(());
-    r.done.await.unwrap().unwrap();
+    r.stopped().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,7 +446,7 @@ async fn a_late_stream_is_hedged_on_its_first_token_and_the_answer_says_so() {
         [palisade.router.hedge]
         delay_ms = 100
     "#;
-    let r = start(cfg).await;
+    let r = Running::start(cfg).await;
     let t0 = std::time::Instant::now();
     let (status, body, headers) = r.post(STREAM).await;
     assert_eq!(status, 200, "{body}");
@@ -560,7 +482,7 @@ async fn a_late_stream_is_hedged_on_its_first_token_and_the_answer_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_carries_a_request_id_that_went_upstream_too() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     // The caller's own id is kept and sent to the provider; the provider's
     // own id comes back beside it.
     let (status, _, headers) = r.post_with(CHAT, &[("x-request-id", "my-trace-42")]).await;
@@ -596,7 +518,7 @@ async fn every_answer_carries_a_request_id_that_went_upstream_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embeddings_and_completions_go_through_the_same_fallback() {
-    let r = start(CONFIG).await;
+    let r = Running::start(CONFIG).await;
     r.sim("primary").set_faults(|f| f.down = true);
     let (status, body, headers) = r
         .post_to("/v1/embeddings", r#"{"model":"m","input":["a","b"]}"#, &[])
@@ -660,26 +582,9 @@ models = { "m" = "p-model", "other" = "p-other" }
 simulated = { latency_ms = 5, tokens = 3 }
 "#;
 
-impl Running {
-    async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-        let mut req = http::Request::get(format!("{}{path}", self.base));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let res = self
-            .client
-            .request(req.body(Full::new(Bytes::new())).unwrap())
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_keys_only_a_known_key_gets_in_and_only_to_its_models() {
-    let r = start(AUTH).await;
+    let r = Running::start(AUTH).await;
     let other = r#"{"model":"other","messages":[{"role":"user","content":"hi"}]}"#;
     // No key, a wrong key, another scheme: 401 in OpenAI's form.
     for auth in [
@@ -785,7 +690,7 @@ fn bad_auth_settings_are_listed_with_their_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_has_its_own_rate_limit() {
     let cfg = AUTH.replace("[gateway.auth]", "[gateway.auth]\nrequests_per_minute = 2");
-    let r = start(&cfg).await;
+    let r = Running::start(&cfg).await;
     let a = [("authorization", "Bearer client-a-secret")];
     let b = [("authorization", "Bearer client-b-secret")];
     assert_eq!(r.post_with(CHAT, &a).await.0, 200);
@@ -809,7 +714,7 @@ async fn each_key_has_its_own_rate_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_token_limit_counts_its_prompts() {
     let cfg = AUTH.replace("[gateway.auth]", "[gateway.auth]\ntokens_per_minute = 50");
-    let r = start(&cfg).await;
+    let r = Running::start(&cfg).await;
     let a = [("authorization", "Bearer client-a-secret")];
     // 80 characters: 20 estimated tokens each, so two fit in 50 and a
     // third does not.
@@ -826,23 +731,13 @@ async fn a_keys_token_limit_counts_its_prompts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_replaces_providers_without_dropping_calls_or_resetting_the_unchanged() {
-    let cfg = GatewayConfig::from_toml(CONFIG).unwrap();
-    let gw = Gateway::bind(cfg, None).await.unwrap();
-    let reloader = gw.reloader();
-    let base = format!("http://{}", gw.local_addr().unwrap());
-    let gw_sims = gw.sims().clone();
-    let registry = gw.registry().clone();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(gw.serve(async move {
-        let _ = rx.await;
-    }));
-    let r = Running {
-        base,
-        gw_sims,
-        stop,
-        done,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    };
+    let mut handles = None;
+    let r = Running::start_with(CONFIG, |gw| {
+        handles = Some((gw.reloader(), gw.registry().clone()));
+        gw
+    })
+    .await;
+    let (reloader, registry) = handles.unwrap();
     // The primary fails three times: its breaker opens.
     r.sim("primary").set_faults(|f| f.down = true);
     for _ in 0..3 {
@@ -921,7 +816,7 @@ async fn health_reports_the_last_minute_and_shedding_is_degraded() {
     // Healthy providers, but a key limited to 2 requests a minute: what
     // the gateway refuses is shedding even though no provider is down.
     let cfg = AUTH.replace("[gateway.auth]", "[gateway.auth]\nrequests_per_minute = 2");
-    let r = start(&cfg).await;
+    let r = Running::start(&cfg).await;
     let a = [("authorization", "Bearer client-a-secret")];
     let admin = [("authorization", "Bearer admin-secret")];
     for _ in 0..2 {

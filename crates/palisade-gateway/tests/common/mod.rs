@@ -19,7 +19,8 @@ pub struct Running {
     pub base: String,
     pub sims: BTreeMap<String, palisade_sim::SimHandle>,
     pub client: Client<HttpConnector, Full<Bytes>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
@@ -38,15 +39,69 @@ impl Running {
         let base = format!("http://{}", gw.local_addr().unwrap());
         let sims = gw.sims().clone();
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(gw.serve(async move {
+        let done = tokio::spawn(gw.serve(async move {
             let _ = rx.await;
         }));
         Running {
             base,
             sims,
             client: Client::builder(TokioExecutor::new()).build_http(),
-            _stop: stop,
+            stop: std::sync::Mutex::new(Some(stop)),
+            done,
         }
+    }
+
+    /// Starts a graceful shutdown (requests in flight finish).
+    pub fn stop(&self) {
+        if let Some(stop) = self.stop.lock().unwrap().take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the gateway and waits until it has stopped serving.
+    pub async fn stopped(self) -> std::io::Result<()> {
+        self.stop();
+        self.done.await.expect("the gateway's task")
+    }
+
+    /// Simulated provider `id`.
+    pub fn sim(&self, id: &str) -> &palisade_sim::SimHandle {
+        &self.sims[id]
+    }
+
+    /// A chat completion request with `body`: (status, body, headers).
+    pub async fn post(&self, body: &str) -> (u16, String, http::HeaderMap) {
+        self.post_to("/v1/chat/completions", body, &[]).await
+    }
+
+    /// [`post`](Self::post) with these request headers too.
+    pub async fn post_with(
+        &self,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, http::HeaderMap) {
+        self.post_to("/v1/chat/completions", body, headers).await
+    }
+
+    /// A POST to `path`.
+    pub async fn post_to(
+        &self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, http::HeaderMap) {
+        self.send_with("POST", path, body, headers).await
+    }
+
+    /// `GET path`: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.get_with(path, &[]).await
+    }
+
+    /// [`get`](Self::get) with these request headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let (status, body, _) = self.send_with("GET", path, "", headers).await;
+        (status, body)
     }
 
     /// One request: (status, body, headers).
