@@ -204,7 +204,7 @@ fn per_key_limits(
         return Ok(tower::util::Either::Left(router));
     };
     let key: crate::state::KeyOfRequest = |r| r.client.clone();
-    let tokens: crate::state::TokensOfRequest = |r| estimate_openai_tokens_in(&r.body);
+    let tokens: crate::state::TokensOfRequest = |r| estimate_openai_tokens_in(r.body());
     let mut limit = KeyedRateLimitLayer::builder(key)
         .provider("gateway")
         .weigh(tokens);

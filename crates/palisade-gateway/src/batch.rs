@@ -40,24 +40,21 @@ impl Batcher<ChatRequest, Answer> for GatewayBatcher {
         if req.endpoint != Endpoint::Embeddings {
             return None;
         }
-        embeddings_key(&req.body)
+        embeddings_key(req.body())
     }
 
     fn size(&self, req: &ChatRequest) -> Size {
-        embeddings_size(&req.body)
+        embeddings_size(req.body())
     }
 
     fn merge(&self, reqs: Vec<ChatRequest>) -> ChatRequest {
         let first = reqs.first().cloned();
-        let bodies = reqs
-            .into_iter()
-            .map(|r| std::sync::Arc::unwrap_or_clone(r.body))
-            .collect();
+        let bodies = reqs.into_iter().map(ChatRequest::into_body).collect();
         let merged = merge_embeddings(bodies);
         match first {
             Some(first) => {
                 let mut req = first;
-                req.body = std::sync::Arc::new(merged);
+                req.set_body(merged);
                 req
             }
             None => {

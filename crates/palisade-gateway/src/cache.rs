@@ -23,7 +23,7 @@ impl Keyer<ChatRequest> for GatewayKeyer {
         if r.cache.no_store {
             return None;
         }
-        let mut lookup = self.keys.lookup(r.endpoint.path(), &r.body);
+        let mut lookup = self.keys.lookup(r.endpoint.path(), r.body());
         lookup.stream = r.stream;
         lookup.fresh &= !r.cache.no_cache;
         Some(lookup)

@@ -396,7 +396,7 @@ async fn read_request(
     }
     // Embeddings are never streamed, whatever the body says.
     let stream = head.stream && endpoint != Endpoint::Embeddings;
-    let mut chat = ChatRequest::new(&head.model, map, stream);
+    let mut chat = ChatRequest::from_wire(&head.model, map, bytes, stream);
     chat.endpoint = endpoint;
     chat.hedgeable = hedge;
     chat.cache = cache;

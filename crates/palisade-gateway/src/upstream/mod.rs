@@ -195,9 +195,15 @@ impl Upstream {
             )
             .into());
         };
-        let mut json = (*req.body).clone();
-        json.insert("model".into(), serde_json::Value::String(model.clone()));
-        let body = Bytes::from(serde_json::to_vec(&json)?);
+        let body = match req.raw() {
+            // The provider calls the model by the gateway's name: the
+            // caller's bytes go as they came.
+            Some(raw) if **model == *req.model => raw.clone(),
+            _ => Bytes::from(serde_json::to_vec(&WithModel {
+                body: req.body(),
+                model,
+            })?),
+        };
         let url = &self.endpoints[req.endpoint.index()];
         let mut http_req = Request::post(url.clone())
             .header(CONTENT_TYPE, "application/json")
@@ -268,6 +274,27 @@ impl Service<ChatRequest> for Upstream {
         Box::pin(
             whole_answer(self.whole.clone(), http_req, Some((attempt, system))).instrument(span),
         )
+    }
+}
+
+/// A request's JSON object with `model` put in (first, in place of the
+/// caller's), encoded without copying the object.
+struct WithModel<'a> {
+    body: &'a serde_json::Map<String, serde_json::Value>,
+    model: &'a str,
+}
+
+impl serde::Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.body.len() + 1))?;
+        map.serialize_entry("model", self.model)?;
+        for (k, v) in self.body {
+            if k != "model" {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -369,6 +396,68 @@ fn usage(body: &[u8]) -> Option<Usage> {
 #[cfg(test)]
 mod tests {
     use super::{usage, Usage};
+
+    async fn upstream(models: &[(&str, &str)]) -> super::Upstream {
+        let settings = super::UpstreamSettings {
+            connect_timeout: std::time::Duration::from_secs(1),
+            first_token: std::time::Duration::from_secs(1),
+            idle: std::time::Duration::from_secs(1),
+        };
+        super::Upstream::new(
+            "p",
+            "http://127.0.0.1:9",
+            None,
+            models
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            super::client(settings.connect_timeout),
+            &settings,
+            palisade_chaos::ChaosLayer::builder()
+                .streams(palisade_chaos::HttpStreams)
+                .build()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    async fn sent(u: &super::Upstream, req: &super::ChatRequest) -> bytes::Bytes {
+        use http_body_util::BodyExt;
+        let http = u.encode(req).unwrap();
+        http.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn the_callers_bytes_go_as_they_came_unless_the_model_is_renamed() {
+        let raw = bytes::Bytes::from_static(
+            br#"{ "messages": [{"role":"user","content":"hi"}], "model":"m",  "temperature": 0.50 }"#,
+        );
+        let body: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&raw).unwrap();
+        let req = super::ChatRequest::from_wire("m", body.clone(), raw.clone(), false);
+
+        // Same name at the provider: the very bytes, spacing and all.
+        let same = upstream(&[("m", "m")]).await;
+        assert_eq!(sent(&same, &req).await, raw);
+
+        // Renamed: the object re-encoded with the provider's name, the
+        // rest as it was.
+        let renamed = upstream(&[("m", "p-model")]).await;
+        let out: serde_json::Value = serde_json::from_slice(&sent(&renamed, &req).await).unwrap();
+        let mut want = serde_json::Value::Object(body.clone());
+        want["model"] = "p-model".into();
+        assert_eq!(out, want);
+
+        // A body replaced after reading: its own encoding, never the old
+        // bytes.
+        let mut changed = req.clone();
+        let mut other = body;
+        other.insert("temperature".into(), 1.into());
+        changed.set_body(other);
+        let out: serde_json::Value = serde_json::from_slice(&sent(&same, &changed).await).unwrap();
+        assert_eq!(out["temperature"], 1);
+        assert_eq!(out["model"], "m");
+    }
 
     #[test]
     fn usage_is_read_from_the_answer_and_garbage_is_ignored() {

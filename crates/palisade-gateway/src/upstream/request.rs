@@ -68,8 +68,12 @@ pub struct ChatRequest {
     pub endpoint: Endpoint,
     /// The gateway's model name.
     pub model: Arc<str>,
-    /// The caller's JSON object.
-    pub body: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The caller's JSON object ([`body`](Self::body)).
+    body: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The bytes that object was read from, when it is still what they
+    /// say: sent as they came to a provider that calls the model by the
+    /// gateway's name (no copy, no re-encoding).
+    raw: Option<bytes::Bytes>,
     /// Whether the caller asked for a stream.
     pub stream: bool,
     /// Whether the caller allowed (`true`) or forbade (`false`) hedging
@@ -126,6 +130,7 @@ impl ChatRequest {
             endpoint: Endpoint::Chat,
             model: model.into(),
             body: Arc::new(body),
+            raw: None,
             stream,
             hedgeable: None,
             request_id: None,
@@ -134,6 +139,43 @@ impl ChatRequest {
             trace: Default::default(),
             deadline: None,
         }
+    }
+}
+
+impl ChatRequest {
+    /// A request read from the wire: `body` parsed from `raw`, which is
+    /// sent as it is where the provider's model name is the gateway's.
+    pub(crate) fn from_wire(
+        model: &str,
+        body: serde_json::Map<String, serde_json::Value>,
+        raw: bytes::Bytes,
+        stream: bool,
+    ) -> Self {
+        ChatRequest {
+            raw: Some(raw),
+            ..ChatRequest::new(model, body, stream)
+        }
+    }
+
+    /// The caller's JSON object.
+    pub fn body(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.body
+    }
+
+    /// Replaces the JSON object (the caller's bytes are no longer sent).
+    pub fn set_body(&mut self, body: serde_json::Map<String, serde_json::Value>) {
+        self.body = Arc::new(body);
+        self.raw = None;
+    }
+
+    /// The JSON object, taken out (copied only if shared).
+    pub fn into_body(self) -> serde_json::Map<String, serde_json::Value> {
+        Arc::unwrap_or_clone(self.body)
+    }
+
+    /// The caller's bytes, if they still say what the body says.
+    pub(crate) fn raw(&self) -> Option<&bytes::Bytes> {
+        self.raw.as_ref()
     }
 }
 
