@@ -73,7 +73,24 @@ impl Drop for SharedReading {
 /// runs, otherwise a clock read.
 #[inline]
 pub fn now() -> Instant {
-    CALL_NOW.with(Cell::get).unwrap_or_else(Instant::now)
+    shared().unwrap_or_else(Instant::now)
+}
+
+/// An enclosing deadline layer's reading while its `call` runs, without
+/// reading the clock otherwise (for a layer with a clock of its own).
+///
+/// ```
+/// use palisade_core::clock::{self, SharedReading};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// assert_eq!(clock::shared(), None);
+/// let (read, _guard) = SharedReading::enter();
+/// assert_eq!(clock::shared(), Some(read));
+/// # }
+/// ```
+#[inline]
+pub fn shared() -> Option<Instant> {
+    CALL_NOW.with(Cell::get)
 }
 
 #[cfg(test)]
