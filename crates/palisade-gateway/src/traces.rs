@@ -337,23 +337,24 @@ pub(crate) fn record_answer(span: &Span, a: Answered<'_>) {
 /// other OpenAI-compatible server (the wire the gateway speaks).
 pub(crate) fn system_of(host: &str) -> &'static str {
     let host = host.to_ascii_lowercase();
-    if host.ends_with(".openai.azure.com") || host.ends_with(".azure.com") {
-        "azure.ai.openai"
-    } else if host.ends_with("anthropic.com") {
-        "anthropic"
-    } else if host.ends_with("googleapis.com") {
-        "gcp.gemini"
-    } else if host.ends_with("mistral.ai") {
-        "mistral_ai"
-    } else if host.ends_with("groq.com") {
-        "groq"
-    } else if host.ends_with("deepseek.com") {
-        "deepseek"
-    } else if host.ends_with("x.ai") {
-        "xai"
-    } else {
-        "openai"
-    }
+    // The domain itself or a name under it, never a look-alike
+    // (`notanthropic.com`).
+    let within = |domain: &str| {
+        host.strip_suffix(domain)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    };
+    [
+        ("openai.azure.com", "azure.ai.openai"),
+        ("anthropic.com", "anthropic"),
+        ("googleapis.com", "gcp.gemini"),
+        ("mistral.ai", "mistral_ai"),
+        ("groq.com", "groq"),
+        ("deepseek.com", "deepseek"),
+        ("x.ai", "xai"),
+    ]
+    .into_iter()
+    .find(|(domain, _)| within(domain))
+    .map_or("openai", |(_, system)| system)
 }
 
 /// The span of one call to a provider (`attempt`, kind client, a child of
@@ -481,6 +482,9 @@ mod tests {
         assert_eq!(system_of("my-east.openai.azure.com"), "azure.ai.openai");
         assert_eq!(system_of("API.ANTHROPIC.COM"), "anthropic");
         assert_eq!(system_of("127.0.0.1"), "openai");
+        assert_eq!(system_of("api.x.ai"), "xai");
+        assert_eq!(system_of("fox.ai"), "openai", "a look-alike is not x.ai");
+        assert_eq!(system_of("notanthropic.com"), "openai");
     }
 
     #[test]
