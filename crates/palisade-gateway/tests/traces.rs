@@ -105,19 +105,71 @@ async fn upstream(seen: Arc<Mutex<Vec<String>>>) -> String {
     format!("http://{addr}")
 }
 
-const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_over_request_arrives_as_a_server_span_with_an_attempt_span_per_call() {
+/// An OTLP/gRPC receiver on a free loopback port: what it received and
+/// its endpoint.
+async fn collector() -> (Receiver, String) {
     let received = Receiver::default();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector = format!("http://{}", l.local_addr().unwrap());
+    let endpoint = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(received.clone()))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
     );
+    (received, endpoint)
+}
+
+/// The spans received once there are at least `n` (or after 5 s).
+async fn spans(received: &Receiver, n: usize) -> Vec<(String, Span)> {
+    for _ in 0..100 {
+        let got = received.0.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    received.0.lock().unwrap().clone()
+}
+
+/// Starts the binary on `config`, exporting to `endpoint` every 50 ms.
+async fn gateway(
+    name: &'static str,
+    config: String,
+    endpoint: String,
+) -> (std::process::Child, String) {
+    tokio::task::spawn_blocking(move || {
+        binary::spawn(
+            "traces",
+            name,
+            &config,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+                ("OTEL_SERVICE_NAME", "gw-under-test"),
+            ],
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// A POST from a blocking thread.
+async fn post(addr: &str, body: &'static str, headers: Vec<(&'static str, String)>) -> String {
+    let addr = addr.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        binary::post(&addr, body, &headers)
+    })
+    .await
+    .unwrap()
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_over_request_arrives_as_a_server_span_with_an_attempt_span_per_call() {
+    let (received, collector) = collector().await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let secondary = upstream(seen.clone()).await;
     let config = format!(
@@ -138,45 +190,22 @@ max_attempts = 2
 backoff_base_ms = 5
 "#
     );
-    let (child, addr) = tokio::task::spawn_blocking(move || {
-        binary::spawn(
-            "traces",
-            "gw.toml",
-            &config,
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
-                ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-                ("OTEL_SERVICE_NAME", "gw-under-test"),
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let (child, addr) = gateway("gw.toml", config, collector).await;
     let parent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
-    let head = tokio::task::spawn_blocking({
-        let addr = addr.clone();
-        move || {
-            binary::post(
-                &addr,
-                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
-                &[("traceparent", &parent), ("x-request-id", "trace-test-1")],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let head = post(
+        &addr,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        vec![
+            ("traceparent", parent),
+            ("x-request-id", "trace-test-1".into()),
+        ],
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     // The request's span, its two fallback steps and three attempts,
     // within a few export rounds.
-    let mut spans = Vec::new();
-    for _ in 0..100 {
-        spans = received.0.lock().unwrap().clone();
-        if spans.len() >= 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let spans = spans(&received, 6).await;
     let err = binary::stop(child);
     let request: Vec<&Span> = spans
         .iter()
@@ -291,4 +320,65 @@ async fn an_http_protocol_is_refused_at_start_up_with_what_to_do() {
         err.contains("OTEL_EXPORTER_OTLP_PROTOCOL is \"http/protobuf\"") && err.contains("gRPC"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_attempts_end_at_its_first_token_and_the_stream_is_whole() {
+    let (received, collector) = collector().await;
+    let config = r#"
+[upstreams.primary]
+models = { "m" = "p-model" }
+simulated = { latency_ms = 2, down = true }
+
+[upstreams.secondary]
+models = { "m" = "s-model" }
+simulated = { latency_ms = 2, tokens = 3, token_interval_ms = 1 }
+
+[palisade.router]
+order = ["primary", "secondary"]
+
+[palisade.defaults.retry]
+enabled = false
+"#;
+    let (child, addr) = gateway("stream.toml", config.into(), collector).await;
+    let out = post(
+        &addr,
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        vec![],
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.contains("data: [DONE]"),
+        "the stream arrives whole: {out}"
+    );
+    let spans = spans(&received, 5).await;
+    let err = binary::stop(child);
+    let server: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.kind == SpanKind::Server as i32)
+        .collect();
+    assert_eq!(server.len(), 1, "{spans:#?}\n{err}");
+    let request = attrs(server[0]);
+    assert_eq!(request["palisade.outcome"], "ok");
+    assert_eq!(request["palisade.provider"], "secondary");
+    assert_eq!(request["palisade.attempts"], "2");
+    assert!(
+        server[0].parent_span_id.is_empty(),
+        "no caller context: a root"
+    );
+    let mut attempts: Vec<HashMap<String, String>> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .map(attrs)
+        .collect();
+    attempts.sort_by(|a, b| a["palisade.attempt"].cmp(&b["palisade.attempt"]));
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[0]["palisade.provider"], "primary");
+    assert_eq!(attempts[0]["palisade.outcome"], "error");
+    assert_eq!(attempts[1]["palisade.provider"], "secondary");
+    assert_eq!(attempts[1]["palisade.outcome"], "ok");
+    assert_eq!(attempts[1]["http.response.status_code"], "200");
 }
