@@ -243,7 +243,9 @@ struct Seen {
 /// whether a hedge won, whether the answer stands in for a failure
 /// (`degraded`: `1`, `stale-cache`, or `-`), the time to the answer (`ms`;
 /// for a stream, to its first token), and the tokens the answer used when
-/// the provider said (`prompt_tokens`, `completion_tokens`; 0 unknown).
+/// the provider said (`prompt_tokens`, `completion_tokens`; 0 unknown),
+/// and with traces on the request's `trace_id` (`-` otherwise), to find
+/// its trace from its log line.
 fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
     let h = res.headers();
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -264,6 +266,7 @@ fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
         fallbacks = text(FALLBACKS_HEADER),
         hedged = h.contains_key(HEDGED_HEADER),
         degraded = text(palisade_core::DEGRADED_HEADER),
+        trace_id = crate::traces::trace_id(&Span::current()).as_deref().unwrap_or("-"),
         ms = took.as_millis() as u64,
         prompt_tokens = used.prompt_tokens,
         completion_tokens = used.completion_tokens,

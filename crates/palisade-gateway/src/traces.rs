@@ -264,6 +264,16 @@ pub(crate) fn request_span(
     )
 }
 
+/// The trace id of `span` (32 hex digits) when traces are on.
+pub(crate) fn trace_id(span: &Span) -> Option<String> {
+    if !on() {
+        return None;
+    }
+    let cx = span.context();
+    let id = cx.span().span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
+
 /// The GenAI name of an endpoint's operation.
 pub(crate) fn operation(endpoint: Endpoint) -> &'static str {
     match endpoint {

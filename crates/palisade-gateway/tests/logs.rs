@@ -62,6 +62,8 @@ fn a_failed_over_request_is_one_access_line_with_its_id_and_who_answered() {
         "status=200",
         "provider=\"secondary\"",
         "fallbacks=\"1\"",
+        // No traces exported: no trace to name.
+        "trace_id=\"-\"",
     ] {
         assert!(l.contains(field), "{field} not in {l}");
     }

@@ -207,6 +207,15 @@ backoff_base_ms = 5
     // within a few export rounds.
     let spans = spans(&received, 6).await;
     let err = binary::stop(child);
+    // Its access log line names the trace, to go from the log to it.
+    let access = err
+        .lines()
+        .find(|l| l.contains("palisade_gateway::access"))
+        .unwrap_or_else(|| panic!("no access line: {err}"));
+    assert!(
+        access.contains(&format!("trace_id=\"{CALLER_TRACE}\"")),
+        "{access}"
+    );
     let request: Vec<&Span> = spans
         .iter()
         .map(|(_, s)| s)
