@@ -70,6 +70,15 @@ fn attrs(span: &Span) -> HashMap<String, String> {
         .collect()
 }
 
+/// The spans of one kind.
+fn of_kind(spans: &[(String, Span)], kind: SpanKind) -> Vec<&Span> {
+    spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.kind == kind as i32)
+        .collect()
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -216,11 +225,7 @@ backoff_base_ms = 5
         access.contains(&format!("trace_id=\"{CALLER_TRACE}\"")),
         "{access}"
     );
-    let request: Vec<&Span> = spans
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.kind == SpanKind::Server as i32)
-        .collect();
+    let request = of_kind(&spans, SpanKind::Server);
     assert_eq!(request.len(), 1, "one server span: {spans:#?}\n{err}");
     let request = request[0];
     assert!(spans.iter().all(|(svc, _)| svc == "gw-under-test"));
@@ -249,11 +254,7 @@ backoff_base_ms = 5
         assert_eq!(a.get(k).map(String::as_str), Some(v), "{k} in {a:?}");
     }
 
-    let mut attempts: Vec<&Span> = spans
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.kind == SpanKind::Client as i32)
-        .collect();
+    let mut attempts = of_kind(&spans, SpanKind::Client);
     attempts.sort_by_key(|s| attrs(s)["palisade.attempt"].parse::<u32>().unwrap());
     assert_eq!(attempts.len(), 3, "{attempts:#?}");
     // The fallback's steps are sibling `provider` spans under the
@@ -363,11 +364,7 @@ enabled = false
     );
     let spans = spans(&received, 5).await;
     let err = binary::stop(child);
-    let server: Vec<&Span> = spans
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.kind == SpanKind::Server as i32)
-        .collect();
+    let server = of_kind(&spans, SpanKind::Server);
     assert_eq!(server.len(), 1, "{spans:#?}\n{err}");
     let request = attrs(server[0]);
     assert_eq!(request["palisade.outcome"], "ok");
@@ -377,10 +374,8 @@ enabled = false
         server[0].parent_span_id.is_empty(),
         "no caller context: a root"
     );
-    let mut attempts: Vec<HashMap<String, String>> = spans
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.kind == SpanKind::Client as i32)
+    let mut attempts: Vec<HashMap<String, String>> = of_kind(&spans, SpanKind::Client)
+        .into_iter()
         .map(attrs)
         .collect();
     attempts.sort_by(|a, b| a["palisade.attempt"].cmp(&b["palisade.attempt"]));
