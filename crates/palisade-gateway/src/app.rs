@@ -47,7 +47,8 @@ impl Gateway {
             first_token: Duration::from_millis(cfg.gateway.first_token_timeout_ms),
             idle: Duration::from_millis(cfg.gateway.idle_timeout_ms),
         };
-        let client = upstream::client(settings.connect_timeout);
+        let tls = upstream::client_config(cfg.gateway.ca_file.as_deref())?;
+        let client = upstream::client(settings.connect_timeout, tls);
         #[cfg(feature = "sim")]
         let mut sims = BTreeMap::new();
         let chaos = Arc::new(crate::chaos::ChaosLayers::default());

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// inject faults into a provider's calls while serving (a game day;
     /// default false). Beyond loopback it needs the admin key.
     pub chaos_endpoint: bool,
+    /// A PEM file of certificate authorities to trust for `https://`
+    /// upstreams besides Mozilla's and the system's (a provider behind a
+    /// private CA); default none.
+    pub ca_file: Option<String>,
     /// Most client connections open at once (default 10000); one more is
     /// closed as soon as it is accepted.
     pub max_connections: usize,
@@ -138,6 +142,7 @@ impl Default for ServerConfig {
             auth: None,
             allow_unauthenticated: false,
             chaos_endpoint: false,
+            ca_file: None,
             max_connections: 10_000,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
@@ -351,21 +356,29 @@ impl GatewayConfig {
                     format!("upstreams.{id}"),
                     "needs a base_url, or `simulated` faults",
                 )),
-                Some(url)
-                    if url
-                        .parse::<http::Uri>()
-                        .map(|u| u.host().is_none())
-                        .unwrap_or(true) =>
-                {
-                    problems.push(problem(
+                Some(url) => match url.parse::<http::Uri>() {
+                    Ok(u) if u.host().is_some() => {
+                        if !matches!(u.scheme_str(), Some("http" | "https")) {
+                            problems.push(problem(
+                                format!("upstreams.{id}.base_url"),
+                                format!("{url:?}: the scheme must be http or https"),
+                            ))
+                        }
+                    }
+                    _ => problems.push(problem(
                         format!("upstreams.{id}.base_url"),
                         format!("{url:?} is not an absolute URL"),
-                    ))
-                }
-                Some(_) => {}
+                    )),
+                },
             }
         }
         let g = &self.gateway;
+        if let Some(path) = &g.ca_file {
+            if let Err(e) = crate::upstream::read_ca_file(path) {
+                let why = e.trim_start_matches("gateway.ca_file: ").to_owned();
+                problems.push(problem("gateway.ca_file", why));
+            }
+        }
         if g.max_connections == 0 {
             problems.push(problem(
                 "gateway.max_connections",

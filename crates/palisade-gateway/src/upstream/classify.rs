@@ -5,7 +5,9 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use palisade_core::{classify_error, BoxError, Classify, Failure, HttpClassifier, Outcome};
+use palisade_core::{
+    classify_error, BoxError, Classified, Classify, Failure, HttpClassifier, Outcome,
+};
 
 use super::GatewayBody;
 
@@ -68,6 +70,25 @@ pub(super) async fn read_error_body(
         parts.extensions.insert(UpstreamFailure(f));
     }
     Ok(Response::from_parts(parts, full_body(bytes)))
+}
+
+/// An error of the HTTP exchange, with the causes a transport error
+/// hides in its chain in its message (`client error (Connect): invalid
+/// peer certificate: UnknownIssuer`), classified as its chain says.
+pub(super) fn transport_error(err: hyper_util::client::legacy::Error) -> BoxError {
+    use std::error::Error as _;
+    let failure = classify_error(&err);
+    let mut msg = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    Classified::new(failure, msg).into()
 }
 
 /// A body already read in full.

@@ -5,6 +5,7 @@
 
 mod classify;
 mod request;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -33,6 +35,8 @@ use tracing::Instrument;
 
 pub use self::classify::{GatewayClassifier, UpstreamFailure};
 pub use self::request::{CacheControl, ChatRequest, Endpoint};
+pub use self::tls::client_config;
+pub(crate) use self::tls::read_ca_file;
 
 /// The body of every response the gateway passes on.
 pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -100,14 +104,23 @@ pub struct UpstreamSettings {
     pub idle: Duration,
 }
 
-/// The pooled HTTP/1 client upstreams share.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The pooled HTTP/1 client upstreams share: `http://` as it is,
+/// `https://` over TLS (rustls).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// A pooled HTTP/1 client with a connect timeout, shared by upstreams.
-pub fn client(connect_timeout: Duration) -> HttpClient {
+/// A pooled HTTP/1 client with a connect timeout, shared by upstreams,
+/// speaking TLS to `https://` upstreams with `tls` (see
+/// [`client_config`]).
+pub fn client(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector)
@@ -139,7 +152,7 @@ impl Upstream {
         let exchange = ServiceBuilder::new()
             .layer(chaos)
             .and_then(classify::read_error_body)
-            .map_err(BoxError::from)
+            .map_err(classify::transport_error)
             .layer(PropagateDeadlineLayer::new(TimeoutHeader::Millis(
                 HeaderName::from_static(TIMEOUT_HEADER),
             )))
@@ -411,7 +424,10 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
-            super::client(settings.connect_timeout),
+            super::client(
+                settings.connect_timeout,
+                super::client_config(None).unwrap(),
+            ),
             &settings,
             palisade_chaos::ChaosLayer::builder()
                 .streams(palisade_chaos::HttpStreams)
