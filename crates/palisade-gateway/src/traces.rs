@@ -61,6 +61,13 @@ pub enum TracesError {
         /// Its value.
         value: String,
     },
+    /// The endpoint is not plaintext gRPC (`http://`): this build speaks no
+    /// TLS to collectors.
+    #[error("{endpoint:?}: palisade-gateway sends traces over plaintext gRPC; give an http:// endpoint (a collector on this host or network, e.g. http://127.0.0.1:4317) and let the collector forward over TLS")]
+    Scheme {
+        /// The endpoint as given.
+        endpoint: String,
+    },
     /// The exporter could not be built (a bad endpoint, most often).
     #[error("cannot export traces to the OTLP endpoint: {0}")]
     Exporter(String),
@@ -105,8 +112,17 @@ impl Traces {
         }
         let from_env = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        if endpoint.is_none() && from_env.is_none() {
+        let Some(target) = endpoint.map(str::to_owned).or(from_env) else {
             return Ok(None);
+        };
+        // An endpoint with no scheme is https:// by the OTLP spec, unless
+        // OTEL_EXPORTER_OTLP_INSECURE says otherwise.
+        let insecure = var("OTEL_EXPORTER_OTLP_TRACES_INSECURE")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_INSECURE"))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let t = target.trim().to_ascii_lowercase();
+        if !(t.starts_with("http://") || (insecure && !t.contains("://"))) {
+            return Err(TracesError::Scheme { endpoint: target });
         }
         for name in [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -495,6 +511,22 @@ mod tests {
         assert_eq!(system_of("api.x.ai"), "xai");
         assert_eq!(system_of("fox.ai"), "openai", "a look-alike is not x.ai");
         assert_eq!(system_of("notanthropic.com"), "openai");
+    }
+
+    #[test]
+    fn a_tls_or_schemeless_endpoint_is_refused_saying_what_to_give() {
+        assert!(matches!(
+            Traces::from_env(Some("https://collector.example:4317")),
+            Err(TracesError::Scheme { .. })
+        ));
+        assert!(matches!(
+            Traces::from_env(Some("localhost:4317")),
+            Err(TracesError::Scheme { .. })
+        ));
+        let err = Traces::from_env(Some("localhost:4317"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("give an http:// endpoint"), "{err}");
     }
 
     #[test]
