@@ -191,3 +191,34 @@ fn with_json_logs_every_line_parses_and_the_access_event_carries_its_fields() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values: text, json"));
 }
+
+#[test]
+fn a_provider_whose_headers_say_it_has_no_requests_left_is_logged_at_info() {
+    let config = r#"
+[upstreams.primary]
+models = { "m" = "p-model" }
+simulated = { latency_ms = 1, requests_per_minute = 2 }
+
+[upstreams.secondary]
+models = { "m" = "s-model" }
+simulated = { latency_ms = 1 }
+
+[palisade.router]
+order = ["primary", "secondary"]
+"#;
+    let (child, addr) = spawn("paced.toml", config, &[]);
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    for i in 0..3 {
+        let head = post(&addr, body, &format!("paced-{i}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    let err = stop(child);
+    let line = err
+        .lines()
+        .find(|l| l.contains("the provider has no requests left"))
+        .unwrap_or_else(|| panic!("not logged at info: {err}"));
+    assert!(
+        line.contains(" INFO ") && line.contains("provider=\"primary\""),
+        "{line}"
+    );
+}

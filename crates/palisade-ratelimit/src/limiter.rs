@@ -313,7 +313,10 @@ impl Shared {
                     if let Some(pool) = self.pool.get() {
                         pool.exhausted(w.reset);
                     }
-                    tracing::debug!(
+                    // At info, as every resilience event: a storm of them
+                    // (every answer while the window is spent) is the log's
+                    // to summarise.
+                    tracing::info!(
                         provider = self.provider.as_ref().map(|p| p.as_str()),
                         remaining = w.remaining,
                         reset_ms = w.reset.as_millis() as u64,
