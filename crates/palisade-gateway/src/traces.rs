@@ -10,7 +10,9 @@
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`,
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_TRACES_SAMPLER` and `OTEL_BSP_*`
 //! are read by the OpenTelemetry SDK. The protocol is gRPC
-//! (`OTEL_EXPORTER_OTLP_PROTOCOL` may say `grpc` or nothing).
+//! (`OTEL_EXPORTER_OTLP_PROTOCOL` may say `grpc` or nothing), over TLS to
+//! an `https://` endpoint (Mozilla's and the system's CAs, and the one
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE` names).
 //!
 //! With traces off the gateway makes no attempt spans and records nothing
 //! extra; a caller's `traceparent` and `tracestate` are still passed to
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
@@ -61,12 +63,16 @@ pub enum TracesError {
         /// Its value.
         value: String,
     },
-    /// The endpoint is not plaintext gRPC (`http://`): this build speaks no
-    /// TLS to collectors.
-    #[error("{endpoint:?}: palisade-gateway sends traces over plaintext gRPC; give an http:// endpoint (a collector on this host or network, e.g. http://127.0.0.1:4317) and let the collector forward over TLS")]
-    Scheme {
-        /// The endpoint as given.
-        endpoint: String,
+    /// The CA certificate for a TLS collector
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`) cannot be read.
+    #[error("{var}: cannot read {path}: {why}")]
+    Certificate {
+        /// The variable that names it.
+        var: &'static str,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
     },
     /// The exporter could not be built (a bad endpoint, most often).
     #[error("cannot export traces to the OTLP endpoint: {0}")]
@@ -121,9 +127,7 @@ impl Traces {
             .or_else(|| var("OTEL_EXPORTER_OTLP_INSECURE"))
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let t = target.trim().to_ascii_lowercase();
-        if !(t.starts_with("http://") || (insecure && !t.contains("://"))) {
-            return Err(TracesError::Scheme { endpoint: target });
-        }
+        let tls = !(t.starts_with("http://") || (insecure && !t.contains("://")));
         for name in [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -138,6 +142,9 @@ impl Traces {
         let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
         if let Some(e) = endpoint {
             exporter = exporter.with_endpoint(e);
+        }
+        if tls {
+            exporter = exporter.with_tls_config(tls_config(&var)?);
         }
         let exporter = exporter
             .build()
@@ -176,6 +183,38 @@ impl Traces {
             eprintln!("palisade-gateway: traces not all sent at exit: {e}");
         }
     }
+}
+
+/// TLS to a collector: Mozilla's and the system's CAs, and the one named
+/// by `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (PEM), if any.
+fn tls_config(
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, TracesError> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+    let mut tls = ClientTlsConfig::new().with_enabled_roots();
+    for name in [
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ] {
+        if let Some(path) = var(name) {
+            let pem = std::fs::read(&path).map_err(|e| TracesError::Certificate {
+                var: name,
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+                return Err(TracesError::Certificate {
+                    var: name,
+                    path,
+                    why: "no PEM certificate in it".into(),
+                });
+            }
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+            break;
+        }
+    }
+    Ok(tls)
 }
 
 /// A request's trace context on its way to the providers.
@@ -511,22 +550,6 @@ mod tests {
         assert_eq!(system_of("api.x.ai"), "xai");
         assert_eq!(system_of("fox.ai"), "openai", "a look-alike is not x.ai");
         assert_eq!(system_of("notanthropic.com"), "openai");
-    }
-
-    #[test]
-    fn a_tls_or_schemeless_endpoint_is_refused_saying_what_to_give() {
-        assert!(matches!(
-            Traces::from_env(Some("https://collector.example:4317")),
-            Err(TracesError::Scheme { .. })
-        ));
-        assert!(matches!(
-            Traces::from_env(Some("localhost:4317")),
-            Err(TracesError::Scheme { .. })
-        ));
-        let err = Traces::from_env(Some("localhost:4317"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("give an http:// endpoint"), "{err}");
     }
 
     #[test]

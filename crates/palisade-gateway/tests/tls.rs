@@ -10,20 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{Running, CHAT};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A CA and a server configuration for `localhost` signed by it; the CA's
 /// certificate as PEM.
 fn pki() -> (String, rustls::ServerConfig) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let pki = common::pki::localhost();
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -31,11 +23,11 @@ fn pki() -> (String, rustls::ServerConfig) {
     .unwrap()
     .with_no_client_auth()
     .with_single_cert(
-        vec![leaf.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        vec![CertificateDer::from(pki.cert_der)],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key_der)),
     )
     .unwrap();
-    (ca.pem(), server)
+    (pki.ca_pem, server)
 }
 
 /// An OpenAI-style upstream over TLS; counts the requests it answered.
@@ -104,19 +96,11 @@ enabled = false
     )
 }
 
-fn ca_path(name: &str, pem: &str) -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tls");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, pem).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_behind_a_private_ca_answers_once_the_ca_is_trusted() {
     let (ca_pem, server) = pki();
     let (port, answered) = https_upstream(server).await;
-    let ca = ca_path("ca.pem", &ca_pem);
+    let ca = common::pki::write("ca.pem", &ca_pem);
 
     let gw = Running::start(&config(port, Some(&ca))).await;
     let (status, body, headers) = gw.post(CHAT).await;
@@ -144,7 +128,7 @@ async fn an_untrusted_certificate_is_refused_and_nothing_is_sent() {
 
 #[test]
 fn a_bad_ca_file_or_scheme_is_refused_by_the_config_check() {
-    let garbage = ca_path("garbage.pem", "not a certificate\n");
+    let garbage = common::pki::write("garbage.pem", "not a certificate\n");
     let cfg = config(443, Some(&garbage)).replace("https://", "ftp://");
     let err = palisade_gateway::GatewayConfig::from_toml(&cfg).unwrap_err();
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();

@@ -8,6 +8,8 @@
 
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -128,6 +130,25 @@ async fn collector() -> (Receiver, String) {
     (received, endpoint)
 }
 
+/// An OTLP/gRPC receiver over TLS, with a certificate for `localhost`
+/// from a private CA: what it received, its endpoint and the CA's PEM.
+async fn tls_collector() -> (Receiver, String, String) {
+    use tonic::transport::{Identity, ServerTlsConfig};
+    let pki = pki::localhost();
+    let received = Receiver::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://localhost:{}", l.local_addr().unwrap().port());
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(&pki.cert_pem, &pki.key_pem));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(TraceServiceServer::new(received.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
+    );
+    (received, endpoint, pki.ca_pem)
+}
+
 /// The spans received once there are at least `n` (or after 5 s).
 async fn spans(received: &Receiver, n: usize) -> Vec<(String, Span)> {
     for _ in 0..100 {
@@ -140,23 +161,22 @@ async fn spans(received: &Receiver, n: usize) -> Vec<(String, Span)> {
     received.0.lock().unwrap().clone()
 }
 
-/// Starts the binary on `config`, exporting to `endpoint` every 50 ms.
+/// Starts the binary on `config`, exporting to `endpoint` every 50 ms,
+/// with `env` too.
 async fn gateway(
     name: &'static str,
     config: String,
     endpoint: String,
+    env: Vec<(&'static str, String)>,
 ) -> (std::process::Child, String) {
     tokio::task::spawn_blocking(move || {
-        binary::spawn(
-            "traces",
-            name,
-            &config,
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-                ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-                ("OTEL_SERVICE_NAME", "gw-under-test"),
-            ],
-        )
+        let mut all = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_SERVICE_NAME", "gw-under-test"),
+        ];
+        all.extend(env.iter().map(|(k, v)| (*k, v.as_str())));
+        binary::spawn("traces", name, &config, &all)
     })
     .await
     .unwrap()
@@ -199,7 +219,7 @@ max_attempts = 2
 backoff_base_ms = 5
 "#
     );
-    let (child, addr) = gateway("gw.toml", config, collector).await;
+    let (child, addr) = gateway("gw.toml", config, collector, vec![]).await;
     let parent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let head = post(
         &addr,
@@ -350,7 +370,7 @@ order = ["primary", "secondary"]
 [palisade.defaults.retry]
 enabled = false
 "#;
-    let (child, addr) = gateway("stream.toml", config.into(), collector).await;
+    let (child, addr) = gateway("stream.toml", config.into(), collector, vec![]).await;
     let out = post(
         &addr,
         r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
@@ -385,4 +405,60 @@ enabled = false
     assert_eq!(attempts[1]["palisade.provider"], "secondary");
     assert_eq!(attempts[1]["palisade.outcome"], "ok");
     assert_eq!(attempts[1]["http.response.status_code"], "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_over_tls_gets_the_spans_once_its_ca_is_given() {
+    let (received, endpoint, ca_pem) = tls_collector().await;
+    let ca = pki::write("otlp-ca.pem", &ca_pem);
+    let config = r#"
+[upstreams.only]
+models = { "m" = "o-model" }
+simulated = { latency_ms = 1 }
+"#;
+    let (child, addr) = gateway(
+        "tls.toml",
+        config.into(),
+        endpoint,
+        vec![(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ca.to_str().unwrap().to_owned(),
+        )],
+    )
+    .await;
+    let head = post(
+        &addr,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        vec![],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let spans = spans(&received, 3).await;
+    let err = binary::stop(child);
+    assert_eq!(
+        of_kind(&spans, SpanKind::Server).len(),
+        1,
+        "{spans:#?}\n{err}"
+    );
+    assert_eq!(of_kind(&spans, SpanKind::Client).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_collector_ca_is_refused_at_start_up() {
+    let out = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4317")
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read /nonexistent/ca.pem"),
+        "{err}"
+    );
 }

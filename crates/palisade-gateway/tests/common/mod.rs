@@ -2,6 +2,8 @@
 //! the calls the tests make to it with a real HTTP client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
