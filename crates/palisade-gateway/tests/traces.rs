@@ -182,6 +182,23 @@ async fn gateway(
     .unwrap()
 }
 
+/// Runs the binary with `env`, which must make it refuse to start; what
+/// it said.
+async fn refused_at_start_up(env: &[(&'static str, &'static str)]) -> String {
+    let env = env.to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+            .args(["--listen", "127.0.0.1:0"])
+            .envs(env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A POST from a blocking thread.
 async fn post(addr: &str, body: &'static str, headers: Vec<(&'static str, String)>) -> String {
     let addr = addr.to_owned();
@@ -334,18 +351,11 @@ backoff_base_ms = 5
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_protocol_is_refused_at_start_up_with_what_to_do() {
-    let out = tokio::task::spawn_blocking(|| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
-            .args(["--listen", "127.0.0.1:0"])
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_at_start_up(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    ])
+    .await;
     assert!(
         err.contains("OTEL_EXPORTER_OTLP_PROTOCOL is \"http/protobuf\"") && err.contains("gRPC"),
         "{err}"
@@ -445,18 +455,11 @@ simulated = { latency_ms = 1 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_collector_ca_is_refused_at_start_up() {
-    let out = tokio::task::spawn_blocking(|| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
-            .args(["--listen", "127.0.0.1:0"])
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4317")
-            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_at_start_up(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4317"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+    ])
+    .await;
     assert!(
         err.contains("OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read /nonexistent/ca.pem"),
         "{err}"
