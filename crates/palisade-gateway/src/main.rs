@@ -121,46 +121,36 @@ fn init_logs(default: &str, format: LogFormat, traces: Option<&Traces>) {
     use palisade_gateway::logs::{StormFilter, Summaries};
     use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::prelude::*;
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
-    };
-    let window = std::time::Duration::from_secs(1);
-    let otlp = traces.map(Traces::layer);
-    let _ = match format {
-        LogFormat::Text => {
-            let layer = tracing_subscriber::fmt::layer()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (lines, summaries) = match format {
+        LogFormat::Text => (
+            tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(filter().and(StormFilter::new(
-                    10,
-                    window,
-                    Summaries::Text,
-                    std::io::stderr,
-                )));
-            tracing_subscriber::registry()
-                .with(otlp)
-                .with(layer)
-                .try_init()
-        }
-        LogFormat::Json => {
-            let layer = tracing_subscriber::fmt::layer()
+                .boxed(),
+            Summaries::Text,
+        ),
+        LogFormat::Json => (
+            tracing_subscriber::fmt::layer()
                 .json()
                 .with_current_span(true)
                 .with_span_list(true)
                 .with_writer(std::io::stderr)
-                .with_filter(filter().and(StormFilter::new(
-                    10,
-                    window,
-                    Summaries::Json,
-                    std::io::stderr,
-                )));
-            tracing_subscriber::registry()
-                .with(otlp)
-                .with(layer)
-                .try_init()
-        }
+                .boxed(),
+            Summaries::Json,
+        ),
     };
+    let storms = StormFilter::new(
+        10,
+        std::time::Duration::from_secs(1),
+        summaries,
+        std::io::stderr,
+    );
+    let _ = tracing_subscriber::registry()
+        .with(traces.map(Traces::layer))
+        .with(lines.with_filter(filter.and(storms)))
+        .try_init();
 }
 
 async fn run(serve: Serve) -> Result<(), String> {
