@@ -25,6 +25,11 @@
 //! would pass the 20 000 descriptors a process may hold here). Skipped with
 //! `PALISADE_GW_BENCH_MEMORY=0`.
 //!
+//! `PALISADE_GW_BENCH_ROWS` runs only the rows whose label ("whole 32
+//! palisade-gateway": answer, connections, target) contains it, for
+//! profiling one row (`whole 32 palisade`); ratios then need the
+//! forwarder's row to have run (`-` otherwise).
+//!
 //! For profiling one side alone under an outside load:
 //! `gateway --gateway-child UPSTREAM_URL` and `gateway --forwarder-child
 //! UPSTREAM_URL` each print their address and serve until killed.
@@ -38,6 +43,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+
+// The allocator palisade-gateway's binary runs on, so that the gateway
+// measured here is the one that ships (the forwarder and the direct calls
+// run on it too).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -342,6 +353,7 @@ async fn main() {
     let gw = gateway(&base, "").await;
     let gw_addr = gw.local_addr().unwrap();
     tokio::spawn(gw.serve(std::future::pending()));
+    let only = std::env::var("PALISADE_GW_BENCH_ROWS").unwrap_or_default();
     let path = "/v1/chat/completions";
     let targets = [
         ("direct", format!("{base}{path}")),
@@ -358,20 +370,26 @@ async fn main() {
         for conns in [1, 32] {
             let mut runs = Vec::new();
             for (name, url) in &targets {
+                if !format!("{kind} {conns} {name}").contains(&only) {
+                    continue;
+                }
                 // Warm the pools and the upstream.
                 let _ = drive(url, body, conns, Duration::from_millis(300)).await;
-                runs.push((name, drive(url, body, conns, secs).await));
+                runs.push((*name, drive(url, body, conns, secs).await));
             }
-            let fwd = &runs[1].1;
+            let fwd = runs.iter().find(|(name, _)| *name == "bare forwarder");
             for (name, r) in &runs {
+                let ratio = |f: &dyn Fn(&Run) -> f64| {
+                    fwd.map_or("-".to_owned(), |(_, fwd)| format!("{:.2}", f(r) / f(fwd)))
+                };
                 println!(
-                    "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                    "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
                     r.rps,
                     us(r.p50),
                     us(r.p99),
                     us(r.first_p50),
-                    r.rps / fwd.rps,
-                    us(r.p50) / us(fwd.p50),
+                    ratio(&|r| r.rps),
+                    ratio(&|r| us(r.p50)),
                 );
             }
         }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// The longest reset a header may announce (a day: providers' daily
 /// limits); longer is capped, so a garbage value cannot stop a provider
@@ -79,18 +79,18 @@ impl RateInfo {
     /// assert!(info.tokens.is_none());
     /// ```
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RateInfo {
-        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let number = |name: &str| get(name).and_then(|v| v.trim().parse::<u64>().ok());
-        // [limit, remaining, reset]; static names, so reading allocates
-        // nothing.
-        let openai = |[limit, remaining, reset]: [&str; 3]| {
+        let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let number = |name: &HeaderName| get(name).and_then(|v| v.trim().parse::<u64>().ok());
+        // [limit, remaining, reset], each name made at compile time (a
+        // `&str` name is parsed again on every lookup).
+        let openai = |[limit, remaining, reset]: &[HeaderName; 3]| {
             Some(RateWindow {
                 limit: number(limit),
                 remaining: number(remaining)?,
                 reset: parse_reset_duration(get(reset)?)?,
             })
         };
-        let anthropic = |[limit, remaining, reset]: [&str; 3]| {
+        let anthropic = |[limit, remaining, reset]: &[HeaderName; 3]| {
             let at = humantime::parse_rfc3339_weak(get(reset)?.trim()).ok()?;
             Some(RateWindow {
                 limit: number(limit),
@@ -101,42 +101,17 @@ impl RateInfo {
                     .min(MAX_RESET),
             })
         };
-        let retry_after = get("retry-after-ms")
+        let retry_after = get(&crate::http::RETRY_AFTER_MS)
             .and_then(crate::parse_retry_after_ms)
-            .or_else(|| get("retry-after").and_then(|v| crate::parse_retry_after(v, now)))
+            .or_else(|| {
+                get(&http::header::RETRY_AFTER).and_then(|v| crate::parse_retry_after(v, now))
+            })
             .map(|d| d.min(MAX_RESET));
         RateInfo {
-            requests: openai([
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ])
-            .or_else(|| {
-                anthropic([
-                    "anthropic-ratelimit-requests-limit",
-                    "anthropic-ratelimit-requests-remaining",
-                    "anthropic-ratelimit-requests-reset",
-                ])
-            }),
-            tokens: openai([
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ])
-            .or_else(|| {
-                anthropic([
-                    "anthropic-ratelimit-tokens-limit",
-                    "anthropic-ratelimit-tokens-remaining",
-                    "anthropic-ratelimit-tokens-reset",
-                ])
-            })
-            .or_else(|| {
-                anthropic([
-                    "anthropic-ratelimit-input-tokens-limit",
-                    "anthropic-ratelimit-input-tokens-remaining",
-                    "anthropic-ratelimit-input-tokens-reset",
-                ])
-            }),
+            requests: openai(&OPENAI_REQUESTS).or_else(|| anthropic(&ANTHROPIC_REQUESTS)),
+            tokens: openai(&OPENAI_TOKENS)
+                .or_else(|| anthropic(&ANTHROPIC_TOKENS))
+                .or_else(|| anthropic(&ANTHROPIC_INPUT_TOKENS)),
             retry_after,
             used_tokens: None,
         }
@@ -193,6 +168,37 @@ pub fn parse_reset_duration(value: &str) -> Option<Duration> {
     }
     Some(Duration::from_secs_f64(total.min(MAX_RESET.as_secs_f64())))
 }
+
+/// OpenAI's request window: limit, remaining, reset.
+const OPENAI_REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+/// OpenAI's token window.
+const OPENAI_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+/// Anthropic's request window.
+const ANTHROPIC_REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+    HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+];
+/// Anthropic's token window.
+const ANTHROPIC_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
+];
+/// Anthropic's input-token window (read when it sends no token window).
+const ANTHROPIC_INPUT_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
+];
 
 #[cfg(test)]
 mod tests {

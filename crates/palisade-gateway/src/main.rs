@@ -7,6 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use palisade_gateway::traces::Traces;
 use palisade_gateway::{Gateway, GatewayConfig};
 
+/// See the `mimalloc` feature.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An OpenAI-compatible gateway that keeps answering when LLM providers
 /// fail: palisade's router over real HTTP.
 #[derive(Debug, Parser)]

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use palisade::MetricFamily;
-use palisade_core::MetricKind;
+use palisade_core::{MetricKind, ProviderId};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -227,26 +227,55 @@ fn value(encoder: MetricEncoder<'_>, kind: MetricKind, v: f64) -> std::fmt::Resu
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Answered {
     /// The model asked (the gateway's name), `-` if none was read.
-    model: String,
+    model: Name,
     /// The provider that answered, `-` if none did.
-    provider: String,
+    provider: Name,
     /// `2xx`, `4xx`, `5xx`.
-    status: String,
+    status: &'static str,
 }
 
 /// One provider's figures.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByProvider {
-    provider: String,
+    provider: Name,
 }
 
 /// Tokens, by provider, model and kind.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Tokens {
-    provider: String,
-    model: String,
+    provider: Name,
+    model: Name,
     /// `prompt` or `completion`.
-    kind: String,
+    kind: &'static str,
+}
+
+/// A label's text, shared with the request it came from: a label set is
+/// made for every request, and its names are not copied for it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+enum Name {
+    Provider(ProviderId),
+    Model(Arc<str>),
+    /// `-`: none read, or none answered.
+    Missing,
+}
+
+impl Name {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Provider(p) => p.as_str(),
+            Name::Model(m) => m,
+            Name::Missing => "-",
+        }
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Name {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 type Histograms = Family<ByProvider, Histogram, fn() -> Histogram>;
@@ -301,28 +330,30 @@ impl RequestMetrics {
     pub(crate) fn record(
         &self,
         res: &axum::response::Response,
-        model: Option<&str>,
+        model: Option<&Arc<str>>,
         stream: bool,
         took: std::time::Duration,
     ) {
-        let provider = res
-            .headers()
-            .get(crate::routes::PROVIDER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
-        let model = model.unwrap_or("-").to_owned();
-        let status = format!("{}xx", res.status().as_u16() / 100);
+        let provider = res.extensions().get::<ProviderId>();
+        let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
+        let status = match res.status().as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
         self.answers
             .get_or_create(&Answered {
                 model: model.clone(),
-                provider: provider.clone(),
+                provider: provider.map_or(Name::Missing, |p| Name::Provider(p.clone())),
                 status,
             })
             .inc();
-        if provider == "-" {
+        let Some(provider) = provider else {
             return;
-        }
+        };
+        let provider = Name::Provider(provider.clone());
         let by = ByProvider {
             provider: provider.clone(),
         };
@@ -349,7 +380,7 @@ impl RequestMetrics {
                         .get_or_create(&Tokens {
                             provider: provider.clone(),
                             model: model.clone(),
-                            kind: kind.to_owned(),
+                            kind,
                         })
                         .inc_by(n);
                 }

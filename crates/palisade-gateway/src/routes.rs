@@ -217,7 +217,7 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
         trace_answer(&span, &res, attempts.attempts());
     }
     s.requests
-        .record(&res, seen.model.as_deref(), seen.stream, took);
+        .record(&res, seen.model.as_ref(), seen.stream, took);
     let failover = res
         .headers()
         .get(FALLBACKS_HEADER)
@@ -248,7 +248,7 @@ struct Seen {
 /// its trace from its log line.
 fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
     let h = res.headers();
-    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let text = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let used = res
         .extensions()
         .get::<crate::upstream::Usage>()
@@ -261,11 +261,11 @@ fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
         model = seen.model.as_deref().unwrap_or("-"),
         stream = seen.stream,
         status = res.status().as_u16(),
-        provider = text(PROVIDER_HEADER),
-        attempts = text(ATTEMPTS_HEADER),
-        fallbacks = text(FALLBACKS_HEADER),
+        provider = text(&PROVIDER_HEADER),
+        attempts = text(&ATTEMPTS_HEADER),
+        fallbacks = text(&FALLBACKS_HEADER),
         hedged = h.contains_key(HEDGED_HEADER),
-        degraded = text(palisade_core::DEGRADED_HEADER),
+        degraded = text(&DEGRADED),
         trace_id = crate::traces::trace_id(&Span::current()).as_deref().unwrap_or("-"),
         ms = took.as_millis() as u64,
         prompt_tokens = used.prompt_tokens,
@@ -277,17 +277,17 @@ fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
 /// Records the answer on the request's span (traces on).
 fn trace_answer(span: &Span, res: &Response, attempts: u32) {
     let h = res.headers();
-    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let text = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok());
     let used = res.extensions().get::<crate::upstream::Usage>();
     let by = res.extensions().get::<crate::upstream::AnsweredBy>();
     crate::traces::record_answer(
         span,
         crate::traces::Answered {
             status: res.status().as_u16(),
-            provider: text(PROVIDER_HEADER),
+            provider: text(&PROVIDER_HEADER),
             attempts,
-            fallbacks: text(FALLBACKS_HEADER),
-            degraded: h.contains_key(palisade_core::DEGRADED_HEADER),
+            fallbacks: text(&FALLBACKS_HEADER),
+            degraded: h.contains_key(DEGRADED),
             system: by.map(|b| b.system),
             response_model: by.and_then(|b| b.model.as_deref()),
             input_tokens: used.map_or(0, |u| u.prompt_tokens),
@@ -452,14 +452,18 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             if let Some(theirs) = parts.headers.remove(REQUEST_ID_HEADER) {
                 parts.headers.insert(UPSTREAM_REQUEST_ID_HEADER, theirs);
             }
-            if let Some(served) = parts.extensions.get::<Served>() {
+            let provider = parts.extensions.get::<Served>().and_then(|served| {
                 served_headers(served, &mut parts.headers);
-            }
+                served.provider.clone()
+            });
             // What it used, for the token counters, and who answered, for
-            // the request's span; nothing else goes on.
+            // the metrics and the request's span; nothing else goes on.
             let used = parts.extensions.remove::<crate::upstream::Usage>();
             let by = parts.extensions.remove::<crate::upstream::AnsweredBy>();
             parts.extensions.clear();
+            if let Some(provider) = provider {
+                parts.extensions.insert(provider);
+            }
             if let Some(used) = used {
                 parts.extensions.insert(used);
             }
@@ -468,7 +472,7 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             }
             let body = if stream && parts.status.is_success() {
                 parts.headers.insert(
-                    "content-type",
+                    http::header::CONTENT_TYPE,
                     HeaderValue::from_static("text/event-stream"),
                 );
                 Body::new(SseTail::new(body, &s.counters))
@@ -502,21 +506,26 @@ fn served_headers(served: &Served, headers: &mut http::HeaderMap) {
     }
 }
 
+// The names are `HeaderName`s made at compile time: a `&str` name is
+// parsed and checked again on every insert or lookup.
+
 /// The request's id, on the answer and sent upstream: the caller's, or one
 /// the gateway made.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// The answering provider's own request id, when it sent one.
-pub const UPSTREAM_REQUEST_ID_HEADER: &str = "x-upstream-request-id";
+pub const UPSTREAM_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-upstream-request-id");
 /// The request header allowing (`1`) or forbidding (`0`) a hedge.
-pub const HEDGE_HEADER: &str = "x-palisade-hedge";
+pub const HEDGE_HEADER: HeaderName = HeaderName::from_static("x-palisade-hedge");
 /// The response header (`1`) saying a hedge answered, not the first call.
-pub const HEDGED_HEADER: &str = "x-palisade-hedged";
+pub const HEDGED_HEADER: HeaderName = HeaderName::from_static("x-palisade-hedged");
 /// The header naming the provider that answered.
-pub const PROVIDER_HEADER: &str = "x-palisade-provider";
+pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-palisade-provider");
 /// The header counting the calls made to that provider (1: not retried).
-pub const ATTEMPTS_HEADER: &str = "x-palisade-attempts";
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-palisade-attempts");
 /// The header counting the providers tried or skipped before it.
-pub const FALLBACKS_HEADER: &str = "x-palisade-fallbacks";
+pub const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-palisade-fallbacks");
+/// `x-palisade-degraded` (see [`palisade_core::DEGRADED_HEADER`]).
+const DEGRADED: HeaderName = HeaderName::from_static(palisade_core::DEGRADED_HEADER);
 
 #[cfg(test)]
 mod tests {
