@@ -306,10 +306,24 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
             (1..=200).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
         })
         .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::try_from(format!("req_{:032x}", rand::random::<u128>()))
-                .expect("hex is a valid header value")
-        })
+        .unwrap_or_else(new_request_id)
+}
+
+/// A new request id: `req_` and 32 random hex digits (written by hand:
+/// `format!` costs several times as much, on every request).
+fn new_request_id() -> HeaderValue {
+    request_id_of(rand::random())
+}
+
+/// `req_` and `n` in 32 hex digits.
+fn request_id_of(mut n: u128) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = *b"req_00000000000000000000000000000000";
+    for b in id[4..].iter_mut().rev() {
+        *b = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
 }
 
 /// Reads and checks the caller's request; a refusal is the response to
@@ -530,6 +544,19 @@ const DEGRADED: HeaderName = HeaderName::from_static(palisade_core::DEGRADED_HEA
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_request_id_is_req_and_32_hex_digits() {
+        for n in [
+            0,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            assert_eq!(request_id_of(n), format!("req_{n:032x}").as_str());
+        }
+        assert_ne!(new_request_id(), new_request_id());
+    }
 
     #[test]
     fn the_hedge_mark_is_read_and_garbage_ignored() {

@@ -3,6 +3,7 @@
 //! classifier that reads the answers ([`GatewayClassifier`]), and
 //! [`Upstream`], the service the router's per-provider stack wraps.
 
+mod answer;
 mod classify;
 mod request;
 mod tls;
@@ -62,13 +63,21 @@ type HttpService = BoxCloneSyncService<Request<Full<Bytes>>, Response<GatewayBod
 ///
 /// A stream is not an answer until its first token: a provider that sends
 /// headers and then nothing fails over before the caller has seen a byte.
+///
+/// A clone shares everything (one reference count): the layers above clone
+/// their inner service for each call.
 #[derive(Clone)]
 pub struct Upstream {
+    parts: Arc<Parts>,
+}
+
+/// What an [`Upstream`] is made of.
+struct Parts {
     id: ProviderId,
     /// The provider's URL for each [`Endpoint`], in `Endpoint::ALL` order.
     endpoints: [Uri; 3],
     api_key: Option<HeaderValue>,
-    models: Arc<BTreeMap<String, String>>,
+    models: BTreeMap<String, String>,
     whole: HttpService,
     streaming: HttpService,
     /// Its GenAI `gen_ai.system`, from its host (for traces).
@@ -87,8 +96,8 @@ pub(crate) struct AnsweredBy {
 impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upstream")
-            .field("id", &self.id)
-            .field("endpoint", &self.endpoints[0])
+            .field("id", &self.parts.id)
+            .field("endpoint", &self.parts.endpoints[0])
             .finish()
     }
 }
@@ -169,26 +178,29 @@ impl Upstream {
             .service(exchange.clone());
         let system = crate::traces::system_of(endpoints_host(&endpoints[0]));
         Ok(Upstream {
-            id: id.into(),
-            endpoints,
-            api_key,
-            models: Arc::new(models),
-            whole: BoxCloneSyncService::new(exchange),
-            streaming: BoxCloneSyncService::new(streaming),
-            system,
+            parts: Arc::new(Parts {
+                id: id.into(),
+                endpoints,
+                api_key,
+                models,
+                whole: BoxCloneSyncService::new(exchange),
+                streaming: BoxCloneSyncService::new(streaming),
+                system,
+            }),
         })
     }
 
     /// The span of an attempt for `req` (traces on).
     fn attempt_span(&self, req: &ChatRequest) -> crate::traces::AttemptSpan {
-        let uri = &self.endpoints[req.endpoint.index()];
+        let uri = &self.parts.endpoints[req.endpoint.index()];
         crate::traces::AttemptSpan::new(
             crate::traces::Target {
-                provider: self.id.as_str(),
-                system: self.system,
+                provider: self.parts.id.as_str(),
+                system: self.parts.system,
                 host: endpoints_host(uri),
                 endpoint: req.endpoint,
                 model: self
+                    .parts
                     .models
                     .get(&*req.model)
                     .map_or(&*req.model, String::as_str),
@@ -201,10 +213,10 @@ impl Upstream {
     /// not serve its model (not counted against the provider: the chain
     /// moves on).
     fn encode(&self, req: &ChatRequest) -> Result<Request<Full<Bytes>>, BoxError> {
-        let Some(model) = self.models.get(&*req.model) else {
+        let Some(model) = self.parts.models.get(&*req.model) else {
             return Err(Classified::new(
                 FailureKind::Rejected(RejectReason::NoProvider),
-                format!("provider {} does not serve {}", self.id, req.model),
+                format!("provider {} does not serve {}", self.parts.id, req.model),
             )
             .into());
         };
@@ -217,11 +229,11 @@ impl Upstream {
                 model,
             })?),
         };
-        let url = &self.endpoints[req.endpoint.index()];
+        let url = &self.parts.endpoints[req.endpoint.index()];
         let mut http_req = Request::post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(body))?;
-        if let Some(key) = &self.api_key {
+        if let Some(key) = &self.parts.api_key {
             http_req.headers_mut().insert(AUTHORIZATION, key.clone());
         }
         if let Some(id) = &req.request_id {
@@ -254,16 +266,16 @@ impl Service<ChatRequest> for Upstream {
             req.trace
                 .inject(&tracing::Span::none(), http_req.headers_mut());
             if req.stream {
-                return Box::pin(self.streaming.clone().oneshot(http_req));
+                return Box::pin(self.parts.streaming.clone().oneshot(http_req));
             }
-            return Box::pin(whole_answer(self.whole.clone(), http_req, None));
+            return Box::pin(whole_answer(self.parts.whole.clone(), http_req, None));
         }
         let attempt = self.attempt_span(&req);
         let span = attempt.span();
         req.trace.inject(&span, http_req.headers_mut());
-        let system = self.system;
+        let system = self.parts.system;
         if req.stream {
-            let call = self.streaming.clone().oneshot(http_req);
+            let call = self.parts.streaming.clone().oneshot(http_req);
             return Box::pin(
                 async move {
                     match call.await {
@@ -285,7 +297,8 @@ impl Service<ChatRequest> for Upstream {
             );
         }
         Box::pin(
-            whole_answer(self.whole.clone(), http_req, Some((attempt, system))).instrument(span),
+            whole_answer(self.parts.whole.clone(), http_req, Some((attempt, system)))
+                .instrument(span),
         )
     }
 }
@@ -341,26 +354,22 @@ async fn whole_answer(
             return Err(e);
         }
     };
-    let answer = read_answer(&bytes);
+    let answer = answer::read_answer(&bytes);
     // What the answer used, for the rate limit's token quota to be
     // corrected by.
-    if let Some(used) = answer.as_ref().and_then(|a| a.usage) {
+    if let Some(used) = answer.usage {
         parts.extensions.insert(TokenUsage(used.total));
         parts.extensions.insert(used);
     }
     if let Some(system) = system {
-        let model = answer.as_ref().and_then(|a| a.model);
         attempt.answered(
             parts.status.as_u16(),
-            model,
-            answer
-                .as_ref()
-                .and_then(|a| a.usage)
-                .map(|u| (u.prompt_tokens, u.completion_tokens)),
+            answer.model,
+            answer.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
         );
         parts.extensions.insert(AnsweredBy {
             system,
-            model: model.map(Arc::from),
+            model: answer.model.map(Arc::from),
         });
     }
     Ok(Response::from_parts(parts, classify::full_body(bytes)))
@@ -386,24 +395,10 @@ pub struct Usage {
     pub total: u64,
 }
 
-/// What the gateway reads of an OpenAI-style answer.
-#[derive(Debug, serde::Deserialize)]
-struct Answer<'a> {
-    /// The model that answered, as the provider names it.
-    #[serde(borrow, default)]
-    model: Option<&'a str>,
-    usage: Option<Usage>,
-}
-
-/// The answer's model and `usage`, if it is a JSON object.
-fn read_answer(body: &[u8]) -> Option<Answer<'_>> {
-    serde_json::from_slice::<Answer<'_>>(body).ok()
-}
-
 /// The `usage` of an OpenAI-style answer, if it has one.
 #[cfg(test)]
 fn usage(body: &[u8]) -> Option<Usage> {
-    read_answer(body)?.usage
+    answer::read_answer(body).usage
 }
 
 #[cfg(test)]
