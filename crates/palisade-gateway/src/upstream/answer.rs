@@ -1,104 +1,28 @@
 //! What the gateway reads of a whole OpenAI-style answer: its `model` and
-//! `usage`, found by a scan of the answer's top level instead of a parse
-//! of all of it.
-//!
-//! Most of an answer is the text in its `choices`; the scan jumps over
-//! each string with `memchr` and hands serde only the two values it wants.
-//! A `"model"` or `"usage"` key nested deeper (in a message, a tool call's
-//! arguments, a provider's extra fields) is never taken for the answer's.
+//! `usage`, from its top level; everything else is skipped unread.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 
 use super::Usage;
 
 /// The answer's `model` and `usage`, where its top level has them.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 pub(super) struct Answer<'a> {
     /// The model that answered, as the provider names it (borrowed from
-    /// the body: a name written with escapes is not read).
-    pub(super) model: Option<&'a str>,
+    /// the body unless written with escapes).
+    #[serde(borrow, default)]
+    pub(super) model: Option<Cow<'a, str>>,
     /// What it used.
+    #[serde(default)]
     pub(super) usage: Option<Usage>,
 }
 
-/// Reads `model` and `usage` from the top level of `body`, a JSON object.
-/// A body that is not one gives what was found before it stopped making
-/// sense (nothing, for one that does not start as an object).
+/// Reads `model` and `usage` from the top level of `body`, a JSON object;
+/// nothing from a body that is not one.
 pub(super) fn read_answer(body: &[u8]) -> Answer<'_> {
-    let mut answer = Answer::default();
-    let mut depth = 0u32;
-    // At the top level, the next string is a key (after `{` or `,`).
-    let mut key_next = false;
-    // The last top-level key read, until its `:`.
-    let mut key: Option<(usize, usize)> = None;
-    let mut i = first_non_space(body, 0);
-    if body.get(i) != Some(&b'{') {
-        return answer;
-    }
-    while i < body.len() {
-        match body[i] {
-            b'"' => {
-                let Some(end) = string_end(body, i + 1) else {
-                    return answer;
-                };
-                if depth == 1 && key_next {
-                    key = Some((i + 1, end));
-                    key_next = false;
-                }
-                i = end + 1;
-                continue;
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                if depth == 1 {
-                    key_next = true;
-                }
-            }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    return answer;
-                }
-            }
-            b',' if depth == 1 => key_next = true,
-            b':' if depth == 1 => {
-                let at = first_non_space(body, i + 1);
-                match key.take().map(|(a, b)| &body[a..b]) {
-                    Some(b"usage") => answer.usage = value(&body[at..]),
-                    Some(b"model") => answer.model = value(&body[at..]),
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    answer
-}
-
-/// Where the string whose contents start at `from` ends (its closing
-/// quote), skipping escaped quotes.
-fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
-    loop {
-        let at = from + memchr::memchr2(b'"', b'\\', body.get(from..)?)?;
-        if body[at] == b'"' {
-            return Some(at);
-        }
-        // A backslash escapes the byte after it.
-        from = at + 2;
-    }
-}
-
-fn first_non_space(body: &[u8], from: usize) -> usize {
-    body[from.min(body.len())..]
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map_or(body.len(), |p| from + p)
-}
-
-/// The JSON value at the start of `rest` (what follows it is not read).
-fn value<'de, T: Deserialize<'de>>(rest: &'de [u8]) -> Option<T> {
-    T::deserialize(&mut serde_json::Deserializer::from_slice(rest)).ok()
+    serde_json::from_slice(body).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -118,7 +42,7 @@ mod tests {
     fn an_openai_answer_gives_its_model_and_usage() {
         let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11},"system_fingerprint":"fp_1"}"#;
         let a = read_answer(body);
-        assert_eq!(a.model, Some("gpt-4o-2024-08-06"));
+        assert_eq!(a.model.as_deref(), Some("gpt-4o-2024-08-06"));
         assert_eq!(a.usage, usage(9, 2));
     }
 
@@ -134,11 +58,24 @@ mod tests {
               { "prompt_tokens" : 3, "completion_tokens" : 4, "total_tokens" : 7 }
         }"#;
         let a = read_answer(body);
-        assert_eq!(a.model, Some("outer"));
+        assert_eq!(a.model.as_deref(), Some("outer"));
         assert_eq!(a.usage, usage(3, 4));
-        // A name with escapes is not read; the usage still is.
+        // A name with escapes is read too (it once cost the usage).
         let a = read_answer(br#"{"model":"a\"b","usage":{"total_tokens":1}}"#);
-        assert_eq!((a.model, a.usage.map(|u| u.total)), (None, Some(1)));
+        assert_eq!(
+            (a.model.as_deref(), a.usage.map(|u| u.total)),
+            (Some("a\"b"), Some(1))
+        );
+    }
+
+    #[test]
+    fn long_strings_and_runs_of_escapes_are_skipped() {
+        let text = format!("{}\\\"{}", "\\\\".repeat(100_000), "x".repeat(100));
+        let body =
+            format!(r#"{{"choices":[{{"content":"{text}"}}],"usage":{{"total_tokens":3}}}}"#);
+        assert_eq!(read_answer(body.as_bytes()).usage.map(|u| u.total), Some(3));
+        let unterminated = format!(r#"{{"model":"{}"#, "\\\\".repeat(100_000));
+        assert_eq!(read_answer(unterminated.as_bytes()), Answer::default());
     }
 
     #[test]
@@ -156,20 +93,16 @@ mod tests {
     }
 
     #[test]
-    fn a_body_cut_short_gives_what_came_before_the_cut() {
+    fn a_body_cut_short_gives_nothing() {
         let whole = br#"{"model":"m","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"x":"abc\"def"}"#;
-        let end_of =
-            |what: &[u8]| whole.windows(what.len()).position(|w| w == what).unwrap() + what.len();
-        let (model_end, usage_end) = (end_of(br#""m""#), end_of(b"2}"));
         for cut in 0..whole.len() {
-            let a = read_answer(&whole[..cut]);
-            assert_eq!(a.model, (cut >= model_end).then_some("m"), "cut at {cut}");
             assert_eq!(
-                a.usage,
-                usage(1, 1).filter(|_| cut >= usage_end),
+                read_answer(&whole[..cut]),
+                Answer::default(),
                 "cut at {cut}"
             );
         }
+        assert_eq!(read_answer(whole).usage, usage(1, 1));
     }
 
     proptest! {
@@ -196,14 +129,11 @@ mod tests {
             }
             let body = serde_json::to_vec(&serde_json::Value::Object(object.clone())).unwrap();
             let a = read_answer(&body);
-            let expected_model = object
-                .get("model")
-                .and_then(|m| m.as_str())
-                .filter(|m| !m.contains(['"', '\\']));
+            let expected_model = object.get("model").and_then(|m| m.as_str());
             let expected_usage = object
                 .get("usage")
                 .and_then(|u| serde_json::from_value::<Usage>(u.clone()).ok());
-            prop_assert_eq!(a.model, expected_model);
+            prop_assert_eq!(a.model.as_deref(), expected_model);
             prop_assert_eq!(a.usage, expected_usage);
         }
     }

@@ -364,12 +364,12 @@ async fn whole_answer(
     if let Some(system) = system {
         attempt.answered(
             parts.status.as_u16(),
-            answer.model,
+            answer.model.as_deref(),
             answer.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
         );
         parts.extensions.insert(AnsweredBy {
             system,
-            model: answer.model.map(Arc::from),
+            model: answer.model.as_deref().map(Arc::from),
         });
     }
     Ok(Response::from_parts(parts, classify::full_body(bytes)))
