@@ -39,6 +39,25 @@ mod tests {
     }
 
     #[test]
+    fn usage_is_read_from_the_answer_and_garbage_is_ignored() {
+        let answer = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        assert_eq!(
+            read_answer(answer).usage,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total: 7
+            })
+        );
+        assert_eq!(read_answer(br#"{"id":"x"}"#).usage, None);
+        assert_eq!(
+            read_answer(br#"{"usage":{"total_tokens":"many"}}"#).usage,
+            None
+        );
+        assert_eq!(read_answer(b"not json").usage, None);
+    }
+
+    #[test]
     fn an_openai_answer_gives_its_model_and_usage() {
         let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11},"system_fingerprint":"fp_1"}"#;
         let a = read_answer(body);

@@ -395,16 +395,8 @@ pub struct Usage {
     pub total: u64,
 }
 
-/// The `usage` of an OpenAI-style answer, if it has one.
-#[cfg(test)]
-fn usage(body: &[u8]) -> Option<Usage> {
-    answer::read_answer(body).usage
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{usage, Usage};
-
     async fn upstream(models: &[(&str, &str)]) -> super::Upstream {
         let settings = super::UpstreamSettings {
             connect_timeout: std::time::Duration::from_secs(1),
@@ -468,21 +460,5 @@ mod tests {
         let out: serde_json::Value = serde_json::from_slice(&sent(&same, &changed).await).unwrap();
         assert_eq!(out["temperature"], 1);
         assert_eq!(out["model"], "m");
-    }
-
-    #[test]
-    fn usage_is_read_from_the_answer_and_garbage_is_ignored() {
-        let answer = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-        assert_eq!(
-            usage(answer),
-            Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 4,
-                total: 7
-            })
-        );
-        assert_eq!(usage(br#"{"id":"x"}"#), None);
-        assert_eq!(usage(br#"{"usage":{"total_tokens":"many"}}"#), None);
-        assert_eq!(usage(b"not json"), None);
     }
 }
