@@ -374,8 +374,7 @@ impl GatewayConfig {
         }
         let g = &self.gateway;
         if let Some(path) = &g.ca_file {
-            if let Err(e) = crate::upstream::read_ca_file(path) {
-                let why = e.trim_start_matches("gateway.ca_file: ").to_owned();
+            if let Err(why) = crate::upstream::read_ca_file(path) {
                 problems.push(problem("gateway.ca_file", why));
             }
         }

@@ -19,7 +19,7 @@ pub fn client_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, BoxE
     let native = rustls_native_certs::load_native_certs();
     let _ = roots.add_parsable_certificates(native.certs);
     if let Some(path) = ca_file {
-        for cert in read_ca_file(path)? {
+        for cert in read_ca_file(path).map_err(|e| format!("gateway.ca_file: {e}"))? {
             roots
                 .add(cert)
                 .map_err(|e| format!("gateway.ca_file: {path}: {e}"))?;
@@ -34,16 +34,15 @@ pub fn client_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, BoxE
 }
 
 /// The certificates of a PEM file: at least one, or an error naming the
-/// file and what is wrong.
+/// file and what is wrong (the config key is the caller's to add).
 pub(crate) fn read_ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem =
-        std::fs::read(path).map_err(|e| format!("gateway.ca_file: cannot read {path}: {e}"))?;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("gateway.ca_file: {path} is not PEM: {e}"))?;
+        .map_err(|e| format!("{path} is not PEM: {e}"))?;
     if certs.is_empty() {
         return Err(format!(
-            "gateway.ca_file: {path} holds no certificate (-----BEGIN CERTIFICATE-----)"
+            "{path} holds no certificate (-----BEGIN CERTIFICATE-----)"
         ));
     }
     Ok(certs)
