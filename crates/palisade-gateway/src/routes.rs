@@ -379,23 +379,27 @@ async fn read_request(
             ErrorBody::new("invalid_request_error", Some("invalid_json"), msg),
         )
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
-    let not_object = || bad("the body must be a JSON object".into());
-    if !value.is_object() {
-        return Err(not_object());
+    // Only the fields the gateway needs are read; the rest is checked to
+    // be JSON and skipped, never built (the bytes go upstream as they are).
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(bad(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Ok(_) => "the body must be a JSON object".into(),
+                Err(e) => format!("the body is not JSON: {e}"),
+            },
+        ));
     }
-    // Read the fields we need from the parsed value by reference: no copy
-    // of the caller's (possibly long) messages.
-    let head = <RequestHead as serde::Deserialize>::deserialize(&value)
-        .map_err(|e| bad(format!("not a request for {}: {e}", endpoint.path())))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(not_object());
-    };
+    let head: RequestHead<'_> = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(if e.is_data() {
+            format!("not a request for {}: {e}", endpoint.path())
+        } else {
+            format!("the body is not JSON: {e}")
+        })
+    })?;
     endpoint
-        .check(&map)
+        .check(&head)
         .map_err(|e| bad(format!("not a request for {}: {e}", endpoint.path())))?;
-    if !s.models.load().contains_key(&head.model) {
+    if !s.models.load().contains_key(&*head.model) {
         return Err(error(
             StatusCode::NOT_FOUND,
             ErrorBody::new(
@@ -413,7 +417,7 @@ async fn read_request(
     }
     // Embeddings are never streamed, whatever the body says.
     let stream = head.stream && endpoint != Endpoint::Embeddings;
-    let mut chat = ChatRequest::from_wire(&head.model, map, bytes, stream);
+    let mut chat = ChatRequest::from_wire(&head.model, bytes.clone(), stream);
     chat.endpoint = endpoint;
     chat.hedgeable = hedge;
     chat.cache = cache;

@@ -230,10 +230,31 @@ async fn bad_requests_get_their_codes_and_openai_style_bodies() {
     let (status, body, _) = r.post("{not json").await;
     assert_eq!(status, 400);
     assert_eq!(json(&body)["error"]["type"], "invalid_request_error");
-    let (status, _, _) = r.post(r#"{"model":"m"}"#).await;
-    assert_eq!(status, 400, "messages missing");
-    let (status, _, _) = r.post("[1, 2]").await;
+    assert!(body.contains("the body is not JSON"), "{body}");
+    let (status, body, _) = r.post("hello").await;
     assert_eq!(status, 400);
+    assert!(body.contains("the body is not JSON"), "{body}");
+    let (status, body, _) = r.post(r#"{"model":"m"}"#).await;
+    assert_eq!(status, 400, "messages missing");
+    assert!(body.contains("missing field `messages`"), "{body}");
+    let (status, body, _) = r.post(r#"{"model":"m","messages":null}"#).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("`messages` must be an array"), "{body}");
+    let (status, body, _) = r.post(r#"{"model":5,"messages":[]}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("not a request for /v1/chat/completions"),
+        "{body}"
+    );
+    let (status, body, _) = r.post("[1, 2]").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("the body must be a JSON object"), "{body}");
+    let (status, body, _) = r.post(r#"["m", false]"#).await;
+    assert_eq!(
+        status, 400,
+        "an array is no request, even one shaped like the fields"
+    );
+    assert!(body.contains("the body must be a JSON object"), "{body}");
     let (status, body, _) = r.post(r#"{"model":"gpt-9","messages":[]}"#).await;
     assert_eq!(status, 404);
     assert_eq!(json(&body)["error"]["code"], "model_not_found");

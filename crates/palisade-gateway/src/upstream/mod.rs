@@ -437,7 +437,7 @@ mod tests {
         );
         let body: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&raw).unwrap();
-        let req = super::ChatRequest::from_wire("m", body.clone(), raw.clone(), false);
+        let req = super::ChatRequest::from_wire("m", raw.clone(), false);
 
         // Same name at the provider: the very bytes, spacing and all.
         let same = upstream(&[("m", "m")]).await;

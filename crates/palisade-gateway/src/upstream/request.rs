@@ -1,7 +1,7 @@
 //! [`ChatRequest`]: a request on its way through the router, and the
 //! [`Endpoint`] it is for.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use palisade_core::{Deadline, HasDeadline, RequestMarks};
 
@@ -41,17 +41,18 @@ impl Endpoint {
 
     /// What a request to it must hold besides `model`: chat completions a
     /// `messages` array, completions a `prompt`, embeddings an `input`.
-    pub fn check(self, body: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    pub fn check(self, head: &crate::openai::RequestHead<'_>) -> Result<(), String> {
+        use crate::openai::Field;
         match self {
-            Endpoint::Chat => match body.get("messages") {
-                Some(serde_json::Value::Array(_)) => Ok(()),
-                Some(_) => Err("`messages` must be an array".into()),
-                None => Err("missing field `messages`".into()),
+            Endpoint::Chat => match head.messages {
+                Field::Array => Ok(()),
+                Field::Other => Err("`messages` must be an array".into()),
+                Field::Missing => Err("missing field `messages`".into()),
             },
-            Endpoint::Completions if !body.contains_key("prompt") => {
+            Endpoint::Completions if head.prompt == Field::Missing => {
                 Err("missing field `prompt`".into())
             }
-            Endpoint::Embeddings if !body.contains_key("input") => {
+            Endpoint::Embeddings if head.input == Field::Missing => {
                 Err("missing field `input`".into())
             }
             _ => Ok(()),
@@ -68,12 +69,9 @@ pub struct ChatRequest {
     pub endpoint: Endpoint,
     /// The gateway's model name.
     pub model: Arc<str>,
-    /// The caller's JSON object ([`body`](Self::body)).
-    body: Arc<serde_json::Map<String, serde_json::Value>>,
-    /// The bytes that object was read from, when it is still what they
-    /// say: sent as they came to a provider that calls the model by the
-    /// gateway's name (no copy, no re-encoding).
-    raw: Option<bytes::Bytes>,
+    /// The caller's JSON object ([`body`](Self::body)), shared by the
+    /// request's copies (a retry's, a hedge's, each provider's).
+    body: Arc<Body>,
     /// Whether the caller asked for a stream.
     pub stream: bool,
     /// Whether the caller allowed (`true`) or forbade (`false`) hedging
@@ -129,8 +127,7 @@ impl ChatRequest {
         ChatRequest {
             endpoint: Endpoint::Chat,
             model: model.into(),
-            body: Arc::new(body),
-            raw: None,
+            body: Arc::new(Body::given(body)),
             stream,
             hedgeable: None,
             request_id: None,
@@ -143,39 +140,74 @@ impl ChatRequest {
 }
 
 impl ChatRequest {
-    /// A request read from the wire: `body` parsed from `raw`, which is
-    /// sent as it is where the provider's model name is the gateway's.
-    pub(crate) fn from_wire(
-        model: &str,
-        body: serde_json::Map<String, serde_json::Value>,
-        raw: bytes::Bytes,
-        stream: bool,
-    ) -> Self {
+    /// A request read from the wire: `raw`, a JSON object already checked,
+    /// is sent as it is where the provider's model name is the gateway's,
+    /// and parsed only if something asks for [`body`](Self::body).
+    pub(crate) fn from_wire(model: &str, raw: bytes::Bytes, stream: bool) -> Self {
         ChatRequest {
-            raw: Some(raw),
-            ..ChatRequest::new(model, body, stream)
+            body: Arc::new(Body {
+                raw: Some(raw),
+                map: OnceLock::new(),
+            }),
+            ..ChatRequest::new(model, serde_json::Map::new(), stream)
         }
     }
 
-    /// The caller's JSON object.
+    /// The caller's JSON object (read from its bytes on the first call).
     pub fn body(&self) -> &serde_json::Map<String, serde_json::Value> {
-        &self.body
+        self.body.map()
     }
 
     /// Replaces the JSON object (the caller's bytes are no longer sent).
     pub fn set_body(&mut self, body: serde_json::Map<String, serde_json::Value>) {
-        self.body = Arc::new(body);
-        self.raw = None;
+        self.body = Arc::new(Body::given(body));
     }
 
     /// The JSON object, taken out (copied only if shared).
     pub fn into_body(self) -> serde_json::Map<String, serde_json::Value> {
-        Arc::unwrap_or_clone(self.body)
+        match Arc::try_unwrap(self.body) {
+            Ok(mut body) => {
+                body.map();
+                body.map.take().unwrap_or_default()
+            }
+            Err(shared) => shared.map().clone(),
+        }
     }
 
     /// The caller's bytes, if they still say what the body says.
     pub(crate) fn raw(&self) -> Option<&bytes::Bytes> {
-        self.raw.as_ref()
+        self.body.raw.as_ref()
+    }
+}
+
+/// A request's JSON object: given whole, or the caller's bytes, parsed
+/// when first asked for. Most requests never are: their bytes go upstream
+/// as they came, and reading a long prompt into a `Value` would cost more
+/// than the rest of the gateway's work.
+#[derive(Debug)]
+struct Body {
+    /// The bytes the object is read from, while they still say what it
+    /// says.
+    raw: Option<bytes::Bytes>,
+    map: OnceLock<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Body {
+    fn given(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        Body {
+            raw: None,
+            map: OnceLock::from(map),
+        }
+    }
+
+    fn map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        self.map.get_or_init(|| {
+            // The bytes were checked to be a JSON object when read.
+            self.raw
+                .as_deref()
+                .and_then(|raw| serde_json::from_slice(raw).ok())
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -201,12 +233,42 @@ impl RequestMarks for ChatRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::Endpoint;
+    use super::*;
 
     #[test]
     fn each_endpoint_is_at_its_index() {
         for (i, e) in Endpoint::ALL.into_iter().enumerate() {
             assert_eq!(e.index(), i, "{e:?}");
         }
+    }
+
+    const RAW: &[u8] = br#"{"model":"m", "messages":[{"role":"user","content":"hi \"there\""}], "temperature":0.5}"#;
+
+    #[test]
+    fn a_request_from_the_wire_is_parsed_only_when_its_body_is_asked_for() {
+        let req = ChatRequest::from_wire("m", bytes::Bytes::from_static(RAW), false);
+        let copy = req.clone();
+        assert!(req.body.map.get().is_none(), "not parsed yet");
+        assert_eq!(req.raw().map(|b| &b[..]), Some(RAW));
+        let whole: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(RAW).unwrap();
+        assert_eq!(req.body(), &whole);
+        // Parsed once, for every copy.
+        assert!(copy.body.map.get().is_some());
+        assert_eq!(copy.into_body(), whole);
+        assert_eq!(req.into_body(), whole, "the last copy gives its own");
+    }
+
+    #[test]
+    fn a_body_set_replaces_the_bytes() {
+        let mut req = ChatRequest::from_wire("m", bytes::Bytes::from_static(RAW), false);
+        let mut other = serde_json::Map::new();
+        other.insert("input".into(), "x".into());
+        req.set_body(other.clone());
+        assert_eq!(req.raw(), None);
+        assert_eq!(req.body(), &other);
+        let made = ChatRequest::new("m", other.clone(), false);
+        assert_eq!(made.raw(), None);
+        assert_eq!(made.into_body(), other);
     }
 }
