@@ -25,6 +25,9 @@
 //! would pass the 20 000 descriptors a process may hold here). Skipped with
 //! `PALISADE_GW_BENCH_MEMORY=0`.
 //!
+//! `PALISADE_GW_BENCH_PROMPT_BYTES` pads the user's message to that many
+//! bytes (default: "hello"), for the cost of a long prompt.
+//!
 //! `PALISADE_GW_BENCH_ROWS` runs only the rows whose label ("whole 32
 //! palisade-gateway": answer, connections, target) contains it, for
 //! profiling one row (`whole 32 palisade`); ratios then need the
@@ -366,7 +369,23 @@ async fn main() {
     );
     println!("| answer | connections | target | req/s | p50 µs | p99 µs | first byte p50 µs | req/s vs forwarder | p50 vs forwarder |");
     println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
-    for (kind, body) in [("whole", WHOLE), ("stream", STREAM)] {
+    // A longer prompt, when asked for: the user's message padded with
+    // words to this many bytes (the simulated upstream reads it too).
+    let prompt = std::env::var("PALISADE_GW_BENCH_PROMPT_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map(|n| "lorem ipsum dolor sit amet ".repeat(n / 27 + 1)[..n].to_owned());
+    let (whole, stream) = match &prompt {
+        Some(p) => (
+            &*WHOLE.replace("hello", p).leak(),
+            &*STREAM.replace("hello", p).leak(),
+        ),
+        None => (WHOLE, STREAM),
+    };
+    if let Some(p) = &prompt {
+        println!("the user's message: {} bytes\n", p.len());
+    }
+    for (kind, body) in [("whole", whole), ("stream", stream)] {
         for conns in [1, 32] {
             let mut runs = Vec::new();
             for (name, url) in &targets {
