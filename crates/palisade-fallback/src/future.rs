@@ -584,7 +584,7 @@ fn pick<S, Req: HasDeadline, C, D>(
             let outcome = if !suited(target, route) {
                 AttemptOutcome::SkippedUnsuited
             } else if let Some(refusing) = target.refusing() {
-                tracing::debug!(provider = %target.id, %refusing, "skipping provider");
+                tracing::info!(provider = %target.id, %refusing, "skipping provider");
                 AttemptOutcome::Skipped(refusing)
             } else {
                 continue;

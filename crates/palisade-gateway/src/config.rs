@@ -84,6 +84,11 @@ pub struct ServerConfig {
     /// Requests served on one connection before it is closed (the last
     /// answer says `connection: close`; default 10000, 0 for no limit).
     pub max_requests_per_connection: u64,
+    /// Which log lines are written, as a `RUST_LOG`-style filter (`info`,
+    /// `warn,palisade_gateway::access=info`); default `info`. `RUST_LOG`
+    /// and `--log-level` take precedence over it. Read at start-up: a
+    /// change needs a restart.
+    pub log: Option<String>,
 }
 
 /// `[gateway.auth]`: who may call the gateway. Keys are given by the
@@ -148,6 +153,7 @@ impl Default for ServerConfig {
             body_timeout_ms: 30_000,
             max_header_bytes: 65_536,
             max_requests_per_connection: 10_000,
+            log: None,
         }
     }
 }
@@ -403,6 +409,11 @@ impl GatewayConfig {
                     g.max_header_bytes
                 ),
             ));
+        }
+        if let Some(filter) = &g.log {
+            if let Err(e) = crate::logs::parse_filter(filter) {
+                problems.push(problem("gateway.log", e));
+            }
         }
         if let Some(auth) = &self.gateway.auth {
             let models = self.models();

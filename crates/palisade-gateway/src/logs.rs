@@ -1,6 +1,8 @@
-//! Log storms summarised: [`StormFilter`] lets a burst of one event (the
-//! same place in the code, for the same provider) through each window and
-//! counts the rest, then says how many were left out.
+//! The gateway's logs: which lines are written ([`parse_filter`], the
+//! `RUST_LOG` syntax) and storms summarised ([`StormFilter`] lets a burst
+//! of one event, from the same place in the code for the same provider,
+//! through each window and counts the rest, then says how many were left
+//! out).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +18,48 @@ use tracing_subscriber::layer::{Context, Filter};
 pub const ACCESS_TARGET: &str = "palisade_gateway::access";
 /// The target of the summaries.
 pub const STORM_TARGET: &str = "palisade_gateway::storm";
+
+/// Reads a log filter written as `RUST_LOG` is (`info`,
+/// `warn,palisade_gateway::access=info`), refusing one it cannot read
+/// whole with what is wrong (an unknown level, a bad directive) instead of
+/// dropping the bad part.
+///
+/// ```
+/// use palisade_gateway::logs::parse_filter;
+///
+/// assert!(parse_filter("warn,palisade_gateway::access=info").is_ok());
+/// let err = parse_filter("loud").unwrap_err();
+/// assert!(err.contains("loud"), "{err}");
+/// ```
+pub fn parse_filter(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let trimmed = directives.trim();
+    if trimmed.is_empty() {
+        return Err(
+            "is empty: give a level (error, warn, info, debug, trace, off) or target=level".into(),
+        );
+    }
+    const LEVELS: &str = "error, warn, info, debug, trace, off";
+    for d in trimmed.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        // A bare word would be taken as a target to log at every level:
+        // here it must be a level, so a misspelt one is caught.
+        if !d.contains(['=', '[']) {
+            if d.parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+            {
+                return Err(format!(
+                    "{d:?} is not a level ({LEVELS}); a target's level is written target=level"
+                ));
+            }
+        } else if let Err(e) = d.parse::<tracing_subscriber::filter::Directive>() {
+            return Err(format!(
+                "{d:?} is not a log directive ({e}); give a level ({LEVELS}) or target=level"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(trimmed)
+        .map_err(|e| format!("{trimmed:?} is not a log filter: {e}"))
+}
 
 /// A per-layer filter that keeps a storm of identical events from
 /// flooding the logs: of the events from one place in the code for one

@@ -56,9 +56,15 @@ struct Serve {
     /// providers, two of them balanced in the first tier].
     #[arg(long, env = "PALISADE_CONFIG", value_name = "FILE")]
     config: Option<String>,
-    /// How log lines are written; levels by RUST_LOG (default info).
+    /// How log lines are written.
     #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Which log lines are written: a level (error, warn, info, debug,
+    /// trace, off) or directives like RUST_LOG's
+    /// (warn,palisade_gateway::access=info) [default: RUST_LOG, else the
+    /// config's gateway.log, else info].
+    #[arg(long, env = "PALISADE_LOG_LEVEL", value_name = "FILTER", value_parser = log_level)]
+    log_level: Option<String>,
     /// Export traces over OTLP/gRPC to this collector (e.g.
     /// http://127.0.0.1:4317) [default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
     /// or OTEL_EXPORTER_OTLP_ENDPOINT; no traces when neither is set].
@@ -93,7 +99,7 @@ fn main() {
         Some(Command::Serve(serve)) => rt.block_on(run(serve)),
         Some(Command::Check { config }) => check(config),
         Some(Command::Demo(args)) => {
-            init_logs("off", LogFormat::Text, None);
+            init_logs(log_filter(None, None, "off"), LogFormat::Text, None);
             rt.block_on(demo(args))
         }
     };
@@ -117,17 +123,48 @@ enum LogFormat {
     Json,
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `default`: `info` when
-/// serving, nothing in the demo, whose table is the output); a storm of one
+/// `--log-level`'s parser: the filter is checked whole here, so a bad one
+/// is refused naming the flag.
+fn log_level(s: &str) -> Result<String, String> {
+    palisade_gateway::logs::parse_filter(s).map(|_| s.to_owned())
+}
+
+/// Which lines are logged: `--log-level` (checked by clap), else
+/// `RUST_LOG` (one it cannot read is said and passed over), else the
+/// config's `gateway.log` (checked with the config), else `default`.
+fn log_filter(
+    flag: Option<&str>,
+    config: Option<&str>,
+    default: &str,
+) -> tracing_subscriber::EnvFilter {
+    use palisade_gateway::logs::parse_filter;
+    if let Some(Ok(f)) = flag.map(parse_filter) {
+        return f;
+    }
+    if let Ok(env) = std::env::var("RUST_LOG") {
+        if !env.trim().is_empty() {
+            match tracing_subscriber::EnvFilter::builder().parse(&env) {
+                Ok(f) => return f,
+                Err(e) => eprintln!(
+                    "palisade-gateway: RUST_LOG={env:?} is not a log filter ({e}); not used"
+                ),
+            }
+        }
+    }
+    if let Some(Ok(f)) = config.map(parse_filter) {
+        return f;
+    }
+    tracing_subscriber::EnvFilter::new(default)
+}
+
+/// Logs to stderr, filtered by `filter` ([`log_filter`]); a storm of one
 /// event is cut to ten a second, then summarised
 /// ([`StormFilter`](palisade_gateway::logs::StormFilter)). With `traces`,
-/// spans (at `info`, whatever `RUST_LOG` says) also go out over OTLP.
-fn init_logs(default: &str, format: LogFormat, traces: Option<&Traces>) {
+/// spans (at `info`, whatever the filter says) also go out over OTLP.
+fn init_logs(filter: tracing_subscriber::EnvFilter, format: LogFormat, traces: Option<&Traces>) {
     use palisade_gateway::logs::{StormFilter, Summaries};
     use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let (lines, summaries) = match format {
         LogFormat::Text => (
             tracing_subscriber::fmt::layer()
@@ -163,6 +200,7 @@ async fn run(serve: Serve) -> Result<(), String> {
         listen,
         config,
         log_format,
+        log_level,
         otlp_endpoint,
     } = serve;
     let cfg = match &config {
@@ -173,7 +211,8 @@ async fn run(serve: Serve) -> Result<(), String> {
         None => return Err("this build has no simulator: give --config".into()),
     };
     let traces = Traces::from_env(otlp_endpoint.as_deref()).map_err(|e| e.to_string())?;
-    init_logs("info", log_format, traces.as_ref());
+    let filter = log_filter(log_level.as_deref(), cfg.gateway.log.as_deref(), "info");
+    init_logs(filter, log_format, traces.as_ref());
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }

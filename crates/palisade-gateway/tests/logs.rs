@@ -222,3 +222,127 @@ order = ["primary", "secondary"]
         "{line}"
     );
 }
+
+#[test]
+fn a_provider_skipped_and_a_retry_budget_run_dry_are_logged_by_default_naming_the_provider() {
+    // The primary always fails; its budget allows no retry at all, and its
+    // breaker opens after two failures.
+    let config = r#"
+[upstreams.primary]
+models = { "m" = "p-model" }
+simulated = { latency_ms = 1, down = true }
+
+[upstreams.secondary]
+models = { "m" = "s-model" }
+simulated = { latency_ms = 1 }
+
+[palisade.router]
+order = ["primary", "secondary"]
+
+[palisade.defaults.retry]
+budget_ratio = 0.001
+budget_min_per_sec = 0
+
+[palisade.defaults.breaker]
+consecutive_failures = 2
+"#;
+    // No RUST_LOG: the default level is what is tested.
+    let (child, addr) = spawn("skipped.toml", config, &[("RUST_LOG", "")]);
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    for i in 0..3 {
+        let head = post(&addr, body, &format!("skip-{i}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    let err = stop(child);
+    let find = |what: &str, level: &str| {
+        err.lines()
+            .find(|l| l.contains(what))
+            .filter(|l| {
+                let named = l.contains("provider=\"primary\"") || l.contains("provider=primary ");
+                l.contains(level) && named
+            })
+            .unwrap_or_else(|| panic!("{what:?} not logged at{level}naming primary: {err}"))
+            .to_owned()
+    };
+    let dry = find("the retry budget is exhausted", " WARN ");
+    assert!(dry.contains("skip-0"), "in the request's span: {dry}");
+    let skipped = find("skipping provider", " INFO ");
+    assert!(
+        skipped.contains("skip-2"),
+        "the third request skips it: {skipped}"
+    );
+}
+
+#[test]
+fn the_log_level_is_the_flag_s_then_rust_log_then_the_config_s() {
+    let config = format!("[gateway]\nlog = \"warn\"\n{CONFIG}");
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    // (env, whether the access line is written, whether the fallback's
+    // "falling back" is: both at info, under different targets)
+    for (env, access, fallback) in [
+        (&[("RUST_LOG", "")][..], false, false),
+        (&[("RUST_LOG", "info")][..], true, true),
+        (
+            &[("RUST_LOG", "info"), ("PALISADE_LOG_LEVEL", "warn")][..],
+            false,
+            false,
+        ),
+        (
+            &[
+                ("RUST_LOG", "info"),
+                ("PALISADE_LOG_LEVEL", "warn,palisade_gateway::access=info"),
+            ][..],
+            true,
+            false,
+        ),
+        // A RUST_LOG that cannot be read is said, and the config's is used.
+        (&[("RUST_LOG", "m=[")][..], false, false),
+    ] {
+        let (child, addr) = spawn("levels.toml", &config, env);
+        assert!(post(&addr, body, "lvl").starts_with("HTTP/1.1 200"));
+        let err = stop(child);
+        assert_eq!(
+            err.contains("palisade_gateway::access"),
+            access,
+            "{env:?}: {err}"
+        );
+        assert_eq!(err.contains("falling back"), fallback, "{env:?}: {err}");
+        if env[0].1 == "m=[" {
+            assert!(
+                err.contains("RUST_LOG=\"m=[\" is not a log filter"),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_log_level_that_is_no_level_is_refused_naming_where_it_was_given() {
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+        .args(["serve", "--log-level", "loud"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--log-level") && err.contains("\"loud\" is not a level"),
+        "{err}"
+    );
+
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bad-level.toml");
+    std::fs::write(
+        &cfg,
+        format!("[gateway]\nlog = \"info,palisade=loud\"\n{CONFIG}"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("gateway.log"), "{said}");
+}

@@ -109,6 +109,12 @@ impl Shared {
         }
         if !self.budget.try_withdraw() {
             self.stats.budget_refusals.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                provider = cfg.provider.as_ref().map(|p| p.as_str()),
+                attempt,
+                reason = %failure.kind,
+                "not retrying: the retry budget is exhausted"
+            );
             return Plan::Stop(StopReason::BudgetExhausted);
         }
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
