@@ -250,3 +250,47 @@ async fn failovers_are_counted_by_who_answered_and_the_resilience_families_keep_
         Some(2.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_family_metrics_serves_is_in_the_readme_s_table() {
+    let readme = include_str!("../../../README.md");
+    // The embedded default with every optional section on that needs no
+    // other process: cache, batching, health checks, outlier ejection.
+    let cfg = palisade_gateway::config::DEFAULT_CONFIG
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("# [cache]\n# max_stale_ms", "[cache]\nmax_stale_ms")
+        .replace("# [batch]\n# max_delay_ms", "[batch]\nmax_delay_ms")
+        + "\n[palisade.defaults.health_check]\nenabled = true\n\n[palisade.router.outlier]\n";
+    assert!(
+        cfg.contains("\n[cache]") && cfg.contains("\n[batch]"),
+        "{cfg}"
+    );
+    let gw = Running::start(&cfg).await;
+    for stream in [false, true] {
+        let body = format!(
+            r#"{{"model":"fast","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        assert_eq!(gw.send("POST", "/v1/chat/completions", &body).await.0, 200);
+    }
+    let embed = r#"{"model":"fast","input":["a"]}"#;
+    assert_eq!(gw.send("POST", "/v1/embeddings", embed).await.0, 200);
+    let (text, _) = read_metrics(&gw).await;
+    let failing = Running::start(FAILOVER).await;
+    assert_eq!(failing.chat().await.0, 200);
+    let (failed_text, _) = read_metrics(&failing).await;
+    let served: std::collections::BTreeSet<&str> = text
+        .lines()
+        .chain(failed_text.lines())
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    assert!(served.len() >= 45, "{served:?}");
+    let missing: Vec<&&str> = served
+        .iter()
+        .filter(|name| {
+            // prometheus-client names a counter's family without `_total`.
+            let row = |n: &str| readme.contains(&format!("| `{n}` |"));
+            !row(name) && !row(&format!("{name}_total"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+}
