@@ -131,6 +131,31 @@ pub fn rate_limit_one_quota(
         .layer(Bare)
 }
 
+/// palisade's direct check ([`RateLimitHandle::try_acquire`]) in front of
+/// the bare service, as governor's direct check is in its row: the
+/// admission alone, one quota, not following headers.
+///
+/// [`RateLimitHandle::try_acquire`]: palisade_ratelimit::RateLimitHandle::try_acquire
+pub fn rate_limit_direct(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    let limit = RateLimitLayer::builder()
+        .follow_headers(false)
+        .quota(roomy(Unit::Requests))
+        .build()
+        .unwrap()
+        .handle();
+    tower::service_fn(move |req: Req| {
+        let admitted = limit.try_acquire(0).is_ok();
+        let mut bare = Bare;
+        async move {
+            if !admitted {
+                return Err(crate::BenchError);
+            }
+            bare.call(req).await
+        }
+    })
+}
+
 /// Two quotas checked together (requests, and tokens weighing 1 each).
 pub fn rate_limit_two_quotas(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::quota::Quota;
+use crate::quota::{Quota, Unit};
 
 /// A quota's shape as GCRA sees it: one unit per `interval` nanoseconds,
 /// `tolerance` nanoseconds of them at once (the burst). Its operations act
@@ -154,7 +154,17 @@ impl Quotas {
 
     #[inline]
     fn debit(q: &Quota, rate: &Rate, tokens: u64, share: u64) -> u64 {
-        rate.debit(q.unit.cost(tokens).saturating_mul(share))
+        let cost = match q.unit {
+            Unit::Requests => share,
+            Unit::Tokens => tokens.saturating_mul(share),
+        };
+        // One unit (a request, not shared out) is one interval, never more
+        // than the burst: no multiply on the common path.
+        if cost == 1 {
+            rate.interval
+        } else {
+            rate.debit(cost)
+        }
     }
 
     /// Gives back a call of `tokens` that every quota had taken at `share`.

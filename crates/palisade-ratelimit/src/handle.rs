@@ -97,6 +97,47 @@ impl RateLimitHandle {
         Duration::from_nanos(s.wait(0, s.now()))
     }
 
+    /// The direct check, for code that is not a tower service (a queue
+    /// consumer, a batch job): takes room for one call of `tokens` (its
+    /// weight; 0 for a limiter with no token quota) from every quota and,
+    /// when following headers, from the provider's windows, all or
+    /// nothing, now. `Err(wait)`: no room, nothing taken, and room comes
+    /// after `wait`. It never waits, whatever the layer's mode; it counts
+    /// as admitted or refused in the [`snapshot`](Self::snapshot), and an
+    /// admitted call counts as sent and answered at once (no usage to
+    /// correct a token estimate by, no headers to learn from: that is the
+    /// layer's work).
+    ///
+    /// Lock-free and allocation-free: a clock read and one compare-and-swap
+    /// per quota.
+    ///
+    /// ```
+    /// use palisade_ratelimit::{Quota, RateLimitLayer};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(Quota::per_minute(60).burst(2))
+    ///     .build()
+    ///     .unwrap();
+    /// let limit = layer.handle();
+    /// assert!(limit.try_acquire(1).is_ok());
+    /// assert!(limit.try_acquire(1).is_ok());
+    /// // The burst is spent: the next request has room in a second.
+    /// assert_eq!(limit.try_acquire(1), Err(Duration::from_secs(1)));
+    /// tokio::time::advance(Duration::from_secs(1)).await;
+    /// assert!(limit.try_acquire(1).is_ok());
+    /// assert_eq!((limit.snapshot().admitted, limit.snapshot().refused), (3, 1));
+    /// # }
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self, tokens: u64) -> Result<(), Duration> {
+        self.shared
+            .try_acquire(tokens)
+            .map_err(Duration::from_nanos)
+    }
+
     /// Shares this limiter's quotas with other processes through `pool`
     /// (see [`Pool`]): from now on a call goes only if the pool has room
     /// for it, or, while the pool is alone, if this limiter's own quotas

@@ -191,6 +191,35 @@ impl Shared {
         }
     }
 
+    /// The direct check ([`RateLimitHandle::try_acquire`]): `Err` holds
+    /// the nanoseconds until there would be room. Out of line, its answer
+    /// in two registers: a caller's code stays small around it.
+    ///
+    /// [`RateLimitHandle::try_acquire`]: crate::RateLimitHandle::try_acquire
+    #[inline(never)]
+    pub(crate) fn try_acquire(&self, tokens: u64) -> Result<(), u64> {
+        let mut taken = Taken {
+            tokens,
+            ..Taken::default()
+        };
+        let now = self.now();
+        match self.decide(&mut taken, now, 0) {
+            Decision::Now => {
+                self.sent(&mut taken);
+                if self.reads_responses() {
+                    self.settle(taken, None, None);
+                }
+                Ok(())
+            }
+            Decision::Refused(wait) | Decision::Retry(wait) => Err(wait),
+            // Not with no wait allowed; were it so, nothing is kept.
+            Decision::Reserved(wait) => {
+                self.release(taken, now);
+                Err(wait)
+            }
+        }
+    }
+
     fn give_back_quotas(&self, taken: Taken) {
         match (taken.share, self.pool.get()) {
             (0, Some(pool)) => pool.give_back(taken.tokens),

@@ -398,3 +398,63 @@ fn bad_settings_are_refused_together() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_direct_check_is_all_or_nothing_counts_and_never_waits() {
+    // 100 requests/min and 1000 tokens/min, in wait mode: the direct check
+    // still answers at once.
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_minute(100))
+        .quota(Quota::tokens_per_minute(1000))
+        .mode(Mode::Wait(Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let limit = layer.handle();
+    for _ in 0..10 {
+        assert_eq!(limit.try_acquire(100), Ok(()));
+    }
+    // The tokens quota refuses: 100 tokens come back in 6 s.
+    assert_eq!(limit.try_acquire(100), Err(ms(6000)));
+    let snap = limit.snapshot();
+    assert_eq!(snap.quotas[0].available, 90, "the refusal took no request");
+    assert_eq!((snap.admitted, snap.refused, snap.waited), (10, 1, 0));
+    assert_eq!(
+        snap.in_flight,
+        Some(0),
+        "a direct check is answered at once"
+    );
+    // A weightless call still fits the requests quota; time brings room.
+    assert_eq!(limit.try_acquire(0), Ok(()));
+    tokio::time::advance(ms(6000)).await;
+    assert_eq!(limit.try_acquire(100), Ok(()));
+    assert_eq!(limit.snapshot().quotas[0].available, 88 + 10);
+}
+
+#[test]
+fn many_threads_never_exceed_a_quota_through_the_direct_check() {
+    // 500 per hour with a burst of 500, on the real clock: exactly 500 of
+    // 16 threads x 200 checks pass.
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::new(
+            palisade_ratelimit::Unit::Requests,
+            500,
+            Duration::from_secs(3600),
+        ))
+        .build()
+        .unwrap();
+    let limit = layer.handle();
+    let start = Arc::new(std::sync::Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (limit, start) = (limit.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                (0..200).filter(|_| limit.try_acquire(0).is_ok()).count() as u64
+            })
+        })
+        .collect();
+    let ok: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(ok, 500);
+    let snap = limit.snapshot();
+    assert_eq!((snap.admitted, snap.refused), (500, 16 * 200 - 500));
+}
