@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Classify, FailureKind, Outcome, RejectReason, Rejected};
+use palisade_core::{BoxError, Classify, FailureKind, Outcome, ProviderId, RejectReason, Rejected};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -19,36 +19,44 @@ use crate::service::Role;
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        // The timer is boxed: waiting is the rare path, and an unboxed
-        // `Sleep` would make every admitted call's future several times
-        // larger (and slower to move).
-        Waiting { sleep: Pin<Box<Sleep>>, reserved: bool },
-        Calling { #[pin] fut: F },
-        Refused { wait: Duration },
+    enum State<F, S, Req, C> {
+        // Sent by a limiter that reads no responses: it owes nothing, and
+        // holds nothing but the inner future.
+        Sent { #[pin] fut: F },
+        // Sent; its response settles it (its usage, the provider's
+        // headers), or its drop does. `None` once settled.
+        Settling { #[pin] fut: F, settle: Option<Settle<C>> },
+        // Waiting for room, boxed: the rare path, kept out of the size of
+        // every call admitted at once.
+        Waiting { wait: Pin<Box<Wait<S, Req, C>>> },
+        Refused { provider: Option<ProviderId>, wait: Duration },
         Done,
     }
 }
 
-impl<F> State<F> {
-    /// Where a call decided at `now` parks: waiting (for its reservation,
-    /// or to ask again) or refused; `None` for [`Decision::Now`], which
-    /// is sent.
-    fn parked(shared: &Shared, now: u64, decision: Decision) -> Option<Self> {
-        let wait = |nanos: u64, reserved| State::Waiting {
-            sleep: Box::pin(tokio::time::sleep_until(
-                shared.instant(now.saturating_add(nanos)),
-            )),
-            reserved,
-        };
-        match decision {
-            Decision::Now => None,
-            Decision::Reserved(w) => Some(wait(w, true)),
-            Decision::Retry(w) => Some(wait(w, false)),
-            Decision::Refused(w) => Some(State::Refused {
-                wait: Duration::from_nanos(w),
-            }),
-        }
+/// What a sent call owes the limiter until its response comes.
+struct Settle<C> {
+    shared: Arc<Shared>,
+    classifier: C,
+    taken: Taken,
+}
+
+pin_project! {
+    /// A call waiting for its reservation, or to ask again.
+    struct Wait<S, Req, C> {
+        #[pin]
+        sleep: Sleep,
+        // The readied service and the request.
+        pending: Option<(S, Req)>,
+        shared: Arc<Shared>,
+        classifier: Option<C>,
+        taken: Taken,
+        // Whether the room is reserved (else the provider's window was
+        // closed: ask again when the sleep ends).
+        reserved: bool,
+        // The latest instant (limiter nanoseconds) a wait may end at.
+        wait_until: u64,
+        role: Role,
     }
 }
 
@@ -61,20 +69,7 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        state: State<S::Future>,
-        // The readied service and the request, while waiting: boxed, so a
-        // call admitted at once (the common case) carries two words for
-        // them, not the whole inner service.
-        pending: Option<Box<(S, Req)>>,
-        // `None` for a call sent by a limiter that reads no responses: it
-        // owes the limiter nothing, so holds no reference to it.
-        shared: Option<Arc<Shared>>,
-        classifier: Option<C>,
-        taken: Taken,
-        // The latest instant (limiter nanoseconds) a wait may end at.
-        wait_until: u64,
-        phase: Phase,
-        role: Role,
+        state: State<S::Future, S, Req, C>,
     }
 
     impl<S, Req, C> PinnedDrop for ResponseFuture<S, Req, C>
@@ -82,32 +77,30 @@ pin_project! {
         S: Service<Req>,
     {
         fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            let Some(shared) = this.shared.as_ref() else { return };
-            match *this.phase {
-                Phase::Reserved => shared.release(*this.taken, shared.now()),
-                Phase::Sent => shared.settle(*this.taken, None, None),
-                Phase::None => {}
+            match this.project().state.project() {
+                StateProj::Settling { settle: Some(s), .. } => {
+                    s.shared.settle(s.taken, None, None);
+                }
+                StateProj::Waiting { wait } if wait.reserved => {
+                    wait.shared.release(wait.taken, wait.shared.now());
+                }
+                _ => {}
             }
         }
     }
 }
 
-/// What the future owes the limiter if dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Nothing.
-    None,
-    /// A reservation not yet used.
-    Reserved,
-    /// A call sent and not yet settled.
-    Sent,
-}
-
 impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Sent { .. } => "sent",
+            State::Settling { .. } => "settling",
+            State::Waiting { .. } => "waiting",
+            State::Refused { .. } => "refused",
+            State::Done => "done",
+        };
         f.debug_struct("ResponseFuture")
-            .field("phase", &self.phase)
+            .field("state", &state)
             .finish_non_exhaustive()
     }
 }
@@ -115,57 +108,47 @@ impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
 impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
     /// A call sent at once; `shared` is given only when the limiter reads
     /// responses.
+    #[inline]
     pub(crate) fn sent(
         fut: S::Future,
         shared: Option<Arc<Shared>>,
         classifier: C,
         taken: Taken,
     ) -> Self {
-        ResponseFuture {
-            state: State::Calling { fut },
-            pending: None,
-            phase: if shared.is_some() {
-                Phase::Sent
-            } else {
-                Phase::None
+        let state = match shared {
+            None => State::Sent { fut },
+            Some(shared) => State::Settling {
+                fut,
+                settle: Some(Settle {
+                    shared,
+                    classifier,
+                    taken,
+                }),
             },
-            shared,
-            classifier: Some(classifier),
-            taken,
-            wait_until: 0,
-            role: Role::Limit,
-        }
+        };
+        ResponseFuture { state }
     }
 
     /// A pacer's call with room now: offered to the limiter inside.
-    pub(crate) fn paced(inner: &mut S, req: Req, shared: Arc<Shared>, taken: Taken) -> Self {
+    pub(crate) fn paced(inner: &mut S, req: Req, shared: &Shared, taken: Taken) -> Self {
         ResponseFuture {
-            state: State::Calling {
-                fut: offer(inner, req, &shared, taken),
+            state: State::Sent {
+                fut: offer(inner, req, shared, taken),
             },
-            pending: None,
-            shared: None,
-            classifier: None,
-            taken,
-            wait_until: 0,
-            phase: Phase::None,
-            role: Role::Pace,
         }
     }
 
-    pub(crate) fn refused(shared: Arc<Shared>, wait: Duration) -> Self {
+    pub(crate) fn refused(shared: &Shared, wait: Duration) -> Self {
         ResponseFuture {
-            state: State::Refused { wait },
-            pending: None,
-            shared: Some(shared),
-            classifier: None,
-            taken: Taken::default(),
-            wait_until: 0,
-            phase: Phase::None,
-            role: Role::Limit,
+            state: State::Refused {
+                provider: shared.provider.clone(),
+                wait,
+            },
         }
     }
 
+    /// A call parked by `decision` (a reservation, or a closed window to
+    /// ask again after) at `now`, that may wait until `now + limit`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn waiting(
         inner: S,
@@ -178,22 +161,26 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
         limit: u64,
         role: Role,
     ) -> Self {
-        let reserved = matches!(decision, Decision::Reserved(_));
-        ResponseFuture {
-            state: State::parked(&shared, now, decision)
-                .expect("a call decided Now is sent, not parked"),
-            pending: Some(Box::new((inner, req))),
-            shared: Some(shared),
-            classifier: Some(classifier),
-            taken,
-            wait_until: now.saturating_add(limit),
-            phase: if reserved {
-                Phase::Reserved
-            } else {
-                Phase::None
+        let state = match decision {
+            Decision::Reserved(w, _) | Decision::Retry(w) => State::Waiting {
+                wait: Box::pin(Wait {
+                    sleep: tokio::time::sleep_until(shared.instant(now.saturating_add(w))),
+                    pending: Some((inner, req)),
+                    reserved: matches!(decision, Decision::Reserved(..)),
+                    wait_until: now.saturating_add(limit),
+                    shared,
+                    classifier: Some(classifier),
+                    taken,
+                    role,
+                }),
             },
-            role,
-        }
+            Decision::Refused(w) => State::Refused {
+                provider: shared.provider.clone(),
+                wait: Duration::from_nanos(w),
+            },
+            Decision::Now(_) => unreachable!("a call decided Now is sent, not parked"),
+        };
+        ResponseFuture { state }
     }
 }
 
@@ -213,6 +200,59 @@ fn offer<S: Service<Req>, Req>(
     fut
 }
 
+/// What a waiting call does when its sleep ends.
+enum Woken<F, C> {
+    /// Still waiting (asked again: a new reservation or window).
+    Parked,
+    /// Sent; settled later if the limiter reads responses.
+    Sent(F, Option<Settle<C>>),
+    /// Refused: room comes too late.
+    Refused(Option<ProviderId>, Duration),
+}
+
+impl<S: Service<Req>, Req, C> Wait<S, Req, C> {
+    /// The sleep has ended: sends the call, or parks it again (a window
+    /// that was closed is asked again, within what is left of the wait).
+    fn woken(self: Pin<&mut Self>) -> Woken<S::Future, C> {
+        let mut this = self.project();
+        let shared = this.shared.clone();
+        if !*this.reserved {
+            let now = shared.now();
+            let limit = this.wait_until.saturating_sub(now);
+            match shared.decide(this.taken.tokens, now, limit) {
+                Decision::Now(share) => this.taken.share = share,
+                Decision::Refused(w) => {
+                    return Woken::Refused(shared.provider.clone(), Duration::from_nanos(w))
+                }
+                decision @ (Decision::Reserved(w, _) | Decision::Retry(w)) => {
+                    if let Decision::Reserved(_, share) = decision {
+                        this.taken.share = share;
+                    }
+                    *this.reserved = matches!(decision, Decision::Reserved(..));
+                    this.sleep
+                        .as_mut()
+                        .reset(shared.instant(now.saturating_add(w)));
+                    return Woken::Parked;
+                }
+            }
+        }
+        let (mut inner, req) = this.pending.take().expect("sent once");
+        // From here the call owes the limiter what a sent call owes.
+        *this.reserved = false;
+        if *this.role == Role::Pace {
+            return Woken::Sent(offer(&mut inner, req, &shared, *this.taken), None);
+        }
+        shared.sent(this.taken);
+        let fut = inner.call(req);
+        let settle = shared.reads_responses().then(|| Settle {
+            shared,
+            classifier: this.classifier.take().expect("sent once"),
+            taken: *this.taken,
+        });
+        Woken::Sent(fut, settle)
+    }
+}
+
 impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
@@ -221,82 +261,73 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    /// The common state (sent, owing nothing) is polled inline; the others
+    /// out of line.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let StateProj::Sent { fut } = this.state.as_mut().project() {
+            let result = ready!(fut.poll(cx)).map_err(Into::into);
+            this.state.set(State::Done);
+            return Poll::Ready(result);
+        }
+        this.state.poll_other(cx)
+    }
+}
+
+impl<F, S, Req, C, T, E> State<F, S, Req, C>
+where
+    F: Future<Output = Result<T, E>>,
+    S: Service<Req, Future = F, Response = T, Error = E>,
+    E: Into<BoxError>,
+    C: Classify<T, BoxError>,
+{
+    #[inline(never)]
+    fn poll_other(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, BoxError>> {
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Waiting { sleep, reserved } => {
-                    ready!(sleep.as_mut().poll(cx));
-                    let shared = this
-                        .shared
-                        .clone()
-                        .expect("a waiting call holds its limiter");
-                    if !*reserved {
-                        // The provider's window has reset: ask again, within
-                        // what is left of the wait.
-                        let now = shared.now();
-                        let limit = this.wait_until.saturating_sub(now);
-                        let decision = shared.decide(this.taken, now, limit);
-                        if let Some(parked) = State::parked(&shared, now, decision) {
-                            if let Decision::Reserved(_) = decision {
-                                *this.phase = Phase::Reserved;
-                            }
-                            this.state.set(parked);
-                            continue;
-                        }
-                    }
-                    let (mut inner, req) = *this.pending.take().expect("sent once");
-                    if *this.role == Role::Pace {
-                        *this.phase = Phase::None;
-                        *this.shared = None;
-                        this.state.set(State::Calling {
-                            fut: offer(&mut inner, req, &shared, *this.taken),
-                        });
-                        continue;
-                    }
-                    shared.sent(this.taken);
-                    *this.phase = if shared.reads_responses() {
-                        Phase::Sent
-                    } else {
-                        // Nothing to settle: the limiter does not follow
-                        // calls once sent.
-                        Phase::None
-                    };
-                    this.state.set(State::Calling {
-                        fut: inner.call(req),
-                    });
-                }
-                StateProj::Calling { fut } => {
+            match self.as_mut().project() {
+                StateProj::Sent { fut } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
-                    this.state.set(State::Done);
-                    let Some(shared) = this.shared.as_ref().filter(|s| s.reads_responses()) else {
-                        return Poll::Ready(result);
-                    };
-                    let classifier = this.classifier.take().expect("polled after completion");
+                    self.set(State::Done);
+                    return Poll::Ready(result);
+                }
+                StateProj::Settling { fut, settle } => {
+                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let s = settle.take().expect("polled after completion");
+                    self.set(State::Done);
                     let (info, cooldown) = match &result {
                         Ok(res) => {
-                            let cooldown = match classifier.classify(Ok(res)) {
+                            let cooldown = match s.classifier.classify(Ok(res)) {
                                 Outcome::Failure(f) => match f.kind {
                                     FailureKind::RateLimited { retry_after } => retry_after,
                                     _ => None,
                                 },
                                 Outcome::Success => None,
                             };
-                            (Some(classifier.rate_info(res)), cooldown)
+                            (Some(s.classifier.rate_info(res)), cooldown)
                         }
                         _ => (None, None),
                     };
-                    *this.phase = Phase::None;
-                    shared.settle(*this.taken, info.as_ref(), cooldown);
+                    s.shared.settle(s.taken, info.as_ref(), cooldown);
                     return Poll::Ready(result);
                 }
-                StateProj::Refused { wait } => {
-                    let wait = *wait;
-                    this.state.set(State::Done);
-                    let mut e = Rejected::new(RejectReason::RateLimited).with_retry_after(wait);
-                    if let Some(p) = this.shared.as_ref().and_then(|s| s.provider.as_ref()) {
-                        e = e.with_provider(p.clone());
+                StateProj::Waiting { wait } => {
+                    ready!(wait.as_mut().project().sleep.poll(cx));
+                    match wait.as_mut().woken() {
+                        Woken::Parked => continue,
+                        Woken::Sent(fut, None) => self.set(State::Sent { fut }),
+                        Woken::Sent(fut, settle) => self.set(State::Settling { fut, settle }),
+                        Woken::Refused(provider, wait) => {
+                            self.set(State::Refused { provider, wait })
+                        }
                     }
+                }
+                StateProj::Refused { provider, wait } => {
+                    let mut e = Rejected::new(RejectReason::RateLimited).with_retry_after(*wait);
+                    if let Some(p) = provider.take() {
+                        e = e.with_provider(p);
+                    }
+                    self.set(State::Done);
                     return Poll::Ready(Err(e.into()));
                 }
                 StateProj::Done => panic!("rate limit future polled after completion"),

@@ -101,6 +101,33 @@ impl Rate {
     }
 }
 
+/// A GCRA cell: the atomic holding a quota's TAT. A key's cells sit
+/// together (`AtomicU64`); a limiter's, written by every thread, each on a
+/// cache line of its own ([`PaddedCell`]), so that a write to one bounces
+/// nothing else between cores.
+pub(crate) trait Cell {
+    fn tat(&self) -> &AtomicU64;
+}
+
+impl Cell for AtomicU64 {
+    #[inline(always)]
+    fn tat(&self) -> &AtomicU64 {
+        self
+    }
+}
+
+/// A cell alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct PaddedCell(AtomicU64);
+
+impl Cell for PaddedCell {
+    #[inline(always)]
+    fn tat(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
 /// Quotas checked together, all or nothing, each on its own cell of a
 /// slice of cells (one limiter's, or one key's).
 #[derive(Debug)]
@@ -133,7 +160,7 @@ impl Quotas {
     #[inline]
     pub(crate) fn take(
         &self,
-        cells: &[AtomicU64],
+        cells: &[impl Cell],
         tokens: u64,
         share: u64,
         now: u64,
@@ -141,7 +168,12 @@ impl Quotas {
     ) -> Result<u64, u64> {
         let mut wait = 0;
         for (i, ((q, rate), cell)) in self.0.iter().zip(cells).enumerate() {
-            match rate.take(cell, Quotas::debit(q, rate, tokens, share), now, max_wait) {
+            match rate.take(
+                cell.tat(),
+                Quotas::debit(q, rate, tokens, share),
+                now,
+                max_wait,
+            ) {
                 Ok(w) => wait = wait.max(w),
                 Err(w) => {
                     Quotas::give_back_some(&self.0[..i], cells, tokens, share);
@@ -168,23 +200,25 @@ impl Quotas {
     }
 
     /// Gives back a call of `tokens` that every quota had taken at `share`.
-    pub(crate) fn give_back(&self, cells: &[AtomicU64], tokens: u64, share: u64) {
+    pub(crate) fn give_back(&self, cells: &[impl Cell], tokens: u64, share: u64) {
         Quotas::give_back_some(&self.0, cells, tokens, share);
     }
 
-    fn give_back_some(quotas: &[(Quota, Rate)], cells: &[AtomicU64], tokens: u64, share: u64) {
+    fn give_back_some(quotas: &[(Quota, Rate)], cells: &[impl Cell], tokens: u64, share: u64) {
         for ((q, rate), cell) in quotas.iter().zip(cells) {
-            rate.give_back(cell, Quotas::debit(q, rate, tokens, share));
+            rate.give_back(cell.tat(), Quotas::debit(q, rate, tokens, share));
         }
     }
 
     /// How long a call of `tokens` would wait at `now` at `share`, taking
     /// nothing.
-    pub(crate) fn wait(&self, cells: &[AtomicU64], tokens: u64, share: u64, now: u64) -> u64 {
+    pub(crate) fn wait(&self, cells: &[impl Cell], tokens: u64, share: u64, now: u64) -> u64 {
         self.0
             .iter()
             .zip(cells)
-            .map(|((q, rate), cell)| rate.wait(cell, Quotas::debit(q, rate, tokens, share), now))
+            .map(|((q, rate), cell)| {
+                rate.wait(cell.tat(), Quotas::debit(q, rate, tokens, share), now)
+            })
             .max()
             .unwrap_or(0)
     }

@@ -10,6 +10,7 @@ use palisade_core::{
 };
 use serde::Serialize;
 
+use crate::gcra::Cell;
 use crate::limiter::Shared;
 use crate::pool::Pool;
 use crate::quota::Quota;
@@ -172,7 +173,7 @@ impl RateLimitHandle {
             quotas: s
                 .quotas
                 .iter()
-                .zip(&*s.tats)
+                .zip(s.tats.iter().map(Cell::tat))
                 .map(|((q, rate), tat)| QuotaSnapshot {
                     unit: q.unit.as_str(),
                     amount: q.amount,
@@ -210,10 +211,11 @@ impl Admission for RateLimitHandle {
     fn headroom(&self) -> Option<f64> {
         let s = &self.shared;
         let now = s.now();
-        let quotas =
-            s.quotas.iter().zip(&*s.tats).map(|((_, rate), tat)| {
-                rate.available(tat, now) as f64 / rate.burst().max(1) as f64
-            });
+        let quotas = s
+            .quotas
+            .iter()
+            .zip(s.tats.iter().map(Cell::tat))
+            .map(|((_, rate), tat)| rate.available(tat, now) as f64 / rate.burst().max(1) as f64);
         quotas
             .chain(s.requests.headroom(now))
             .chain(s.tokens.headroom(now))

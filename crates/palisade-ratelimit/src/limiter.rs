@@ -1,7 +1,6 @@
 //! The shared state of one limiter: its quotas, what the provider said,
 //! and its counters; admission is all-or-nothing across them.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use palisade_core::{ProviderId, RateInfo, StripedCounter};
 use tokio::time::Instant;
 
 use crate::epoch::Epoch;
-use crate::gcra::Quotas;
+use crate::gcra::{Cell, PaddedCell, Quotas};
 use crate::pacing::Window;
 use crate::pool::{Draw, Pool};
 use crate::quota::{Quota, Unit};
@@ -41,7 +40,7 @@ pub(crate) struct Shared {
     pub(crate) provider: Option<ProviderId>,
     pub(crate) quotas: Quotas,
     /// One GCRA cell per quota.
-    pub(crate) tats: Box<[AtomicU64]>,
+    pub(crate) tats: Box<[PaddedCell]>,
     pub(crate) requests: Window,
     pub(crate) tokens: Window,
     pub(crate) follow_headers: bool,
@@ -59,13 +58,15 @@ pub(crate) struct Shared {
     pub(crate) tokens_done: StripedCounter,
 }
 
-/// What to do with a call, given what [`Shared::acquire`] answered.
+/// What to do with a call, given what [`Shared::acquire`] answered. Two
+/// words: returned in registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Send it now.
-    Now,
-    /// Its quota is reserved: send it after this many nanoseconds.
-    Reserved(u64),
+    /// Send it now; its room was taken at this share (see [`Taken`]).
+    Now(u32),
+    /// Its quota is reserved at this share: send it after this many
+    /// nanoseconds.
+    Reserved(u64, u32),
     /// The provider's window is closed for this many nanoseconds, within
     /// the call's wait: ask again then (a window holds no reservation).
     Retry(u64),
@@ -108,7 +109,7 @@ impl Shared {
         let reads = follow_headers || quotas.iter().any(|q| q.unit == Unit::Tokens);
         Arc::new(Shared {
             provider,
-            tats: quotas.iter().map(|_| AtomicU64::new(0)).collect(),
+            tats: quotas.iter().map(|_| PaddedCell::default()).collect(),
             quotas: Quotas::new(quotas),
             requests: Window::default(),
             tokens: Window::default(),
@@ -138,21 +139,20 @@ impl Shared {
 
     /// Admits a request of `tokens` at `now` if every quota has room
     /// within `max_wait` (a reservation: the call may go after `wait`) and
-    /// the provider's windows have room now: `Ok(wait)` with everything
-    /// taken, or `Err(wait)` (how long until there would be room) with
-    /// nothing taken. With a pool, the quotas are the pool's (which holds
-    /// no reservations), or this limiter's own cut to its share while the
-    /// pool is alone; `taken.share` records which.
-    #[inline]
-    pub(crate) fn acquire(&self, taken: &mut Taken, now: u64, max_wait: u64) -> Result<u64, u64> {
-        let tokens = taken.tokens;
+    /// the provider's windows have room now: `Ok((wait, share))` with
+    /// everything taken, or `Err(wait)` (how long until there would be
+    /// room) with nothing taken. With a pool, the quotas are the pool's
+    /// (which holds no reservations: share 0), or this limiter's own cut to
+    /// its share while the pool is alone (see [`Taken::share`]). Inlined
+    /// into [`decide`](Self::decide), its only caller.
+    #[inline(always)]
+    pub(crate) fn acquire(&self, tokens: u64, now: u64, max_wait: u64) -> Result<(u64, u32), u64> {
         let share = match self.pool.get().map(|p| p.take(tokens)) {
             None => 1,
             Some(Draw::Taken) => 0,
             Some(Draw::Empty(w)) => return Err(nanos(w)),
             Some(Draw::Alone { share }) => share.max(1),
         };
-        taken.share = share;
         let wait = if share == 0 {
             0
         } else {
@@ -168,27 +168,39 @@ impl Shared {
             if let Err(w) = windows {
                 // The provider's window holds no reservations: the caller
                 // may wait for its reset and ask again.
-                self.give_back_quotas(*taken);
+                self.give_back_quotas(Taken {
+                    tokens,
+                    share,
+                    mark: (0, 0),
+                });
                 return Err(w);
             }
         }
-        Ok(wait)
+        Ok((wait, share))
     }
 
-    /// Decides a call of `taken.tokens` at `now` that may wait `limit`
-    /// nanoseconds, taking what a send or a reservation needs (and noting
-    /// where in `taken`), and counting a refusal.
-    #[inline]
-    pub(crate) fn decide(&self, taken: &mut Taken, now: u64, limit: u64) -> Decision {
-        match self.acquire(taken, now, limit) {
-            Ok(0) => Decision::Now,
-            Ok(wait) => Decision::Reserved(wait),
+    /// Decides a call of `tokens` at `now` that may wait `limit`
+    /// nanoseconds, taking what a send or a reservation needs, and
+    /// counting a refusal. Inlined into its few callers (the layer's
+    /// admission, the direct check, the waiting paths).
+    #[inline(always)]
+    pub(crate) fn decide(&self, tokens: u64, now: u64, limit: u64) -> Decision {
+        match self.acquire(tokens, now, limit) {
+            Ok((0, share)) => Decision::Now(share),
+            Ok((wait, share)) => Decision::Reserved(wait, share),
             Err(wait) if wait <= limit => Decision::Retry(wait),
             Err(wait) => {
                 self.refused.add(1);
                 Decision::Refused(wait)
             }
         }
+    }
+
+    /// Decides a call of `tokens` now that may not wait (the layer's
+    /// common path). Out of line, its answer in two registers.
+    #[inline(never)]
+    pub(crate) fn admit(&self, tokens: u64) -> Decision {
+        self.decide(tokens, self.now(), 0)
     }
 
     /// The direct check ([`RateLimitHandle::try_acquire`]): `Err` holds
@@ -198,13 +210,14 @@ impl Shared {
     /// [`RateLimitHandle::try_acquire`]: crate::RateLimitHandle::try_acquire
     #[inline(never)]
     pub(crate) fn try_acquire(&self, tokens: u64) -> Result<(), u64> {
-        let mut taken = Taken {
-            tokens,
-            ..Taken::default()
-        };
         let now = self.now();
-        match self.decide(&mut taken, now, 0) {
-            Decision::Now => {
+        match self.decide(tokens, now, 0) {
+            Decision::Now(share) => {
+                let mut taken = Taken {
+                    tokens,
+                    share,
+                    mark: (0, 0),
+                };
                 self.sent(&mut taken);
                 if self.reads_responses() {
                     self.settle(taken, None, None);
@@ -213,7 +226,12 @@ impl Shared {
             }
             Decision::Refused(wait) | Decision::Retry(wait) => Err(wait),
             // Not with no wait allowed; were it so, nothing is kept.
-            Decision::Reserved(wait) => {
+            Decision::Reserved(wait, share) => {
+                let taken = Taken {
+                    tokens,
+                    share,
+                    mark: (0, 0),
+                };
                 self.release(taken, now);
                 Err(wait)
             }
@@ -268,7 +286,7 @@ impl Shared {
 
     /// Counts a call of `taken` as sent (in flight until settled), and,
     /// when following headers, marks where it stands among the calls sent.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn sent(&self, taken: &mut Taken) {
         self.admitted.add(1);
         if taken.tokens > 0 {
@@ -308,7 +326,7 @@ impl Shared {
                 pool.correct(taken.tokens, used);
             } else {
                 let share = u64::from(taken.share.max(1));
-                for ((q, rate), tat) in self.quotas.iter().zip(&*self.tats) {
+                for ((q, rate), tat) in self.quotas.iter().zip(self.tats.iter().map(Cell::tat)) {
                     if q.unit == Unit::Tokens {
                         if used > taken.tokens {
                             let extra = (used - taken.tokens).saturating_mul(share);

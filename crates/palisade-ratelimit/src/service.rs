@@ -77,8 +77,10 @@ impl<S, C, W> fmt::Debug for RateLimit<S, C, W> {
 }
 
 impl<S, C: Clone, W> RateLimit<S, C, W> {
-    /// Sends a call whose room is taken.
-    #[inline]
+    /// Sends a call whose room is taken. Always inlined: `taken` stays in
+    /// registers (passed in memory, its fields written one by one and read
+    /// back in wider loads stall the store buffer).
+    #[inline(always)]
     fn send<Req>(&mut self, req: Req, mut taken: Taken) -> ResponseFuture<S, Req, C>
     where
         S: Service<Req>,
@@ -130,7 +132,54 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        // The common path, small enough to inline into the caller: a
+        // limiter that never waits, admitting or refusing at once. The
+        // admission itself is out of line, its answer in two registers.
+        if self.role == Role::Limit && !matches!(self.shared.mode, Mode::Wait(_)) {
+            let tokens = self.weigh.tokens(&req);
+            match self.shared.admit(tokens) {
+                Decision::Now(share) => {
+                    let taken = Taken {
+                        tokens,
+                        share,
+                        mark: (0, 0),
+                    };
+                    return self.send(req, taken);
+                }
+                Decision::Refused(wait) => {
+                    return ResponseFuture::refused(&self.shared, Duration::from_nanos(wait));
+                }
+                // A reservation needs a wait, and none is allowed here;
+                // were there one, it is given back before the slow way.
+                Decision::Reserved(_, share) => {
+                    let taken = Taken {
+                        tokens,
+                        share,
+                        mark: (0, 0),
+                    };
+                    self.shared.release(taken, self.shared.now());
+                }
+                // A closed window: nothing taken, asked again below.
+                Decision::Retry(_) => {}
+            }
+        }
+        self.call_slow(req)
+    }
+}
+
+impl<S, C, W> RateLimit<S, C, W> {
+    /// Every other call: a pacer's, a waiting limiter's (which may find
+    /// its room already taken by its pacer), or one that must wait.
+    #[inline(never)]
+    fn call_slow<Req>(&mut self, req: Req) -> ResponseFuture<S, Req, C>
+    where
+        S: Service<Req> + Clone,
+        C: Clone,
+        W: Weigh<Req>,
+        Req: HasDeadline,
+    {
         let shared = &self.shared;
         if self.role == Role::Limit && matches!(shared.mode, Mode::Wait(_)) {
             // This limiter's pacer, outside, already waited for the room.
@@ -139,10 +188,6 @@ where
             }
         }
         let tokens = self.weigh.tokens(&req);
-        let mut taken = Taken {
-            tokens,
-            ..Taken::default()
-        };
         let now = shared.now();
         // The longest this call may wait: the mode's, never past its
         // deadline.
@@ -156,17 +201,24 @@ where
                 d.as_nanos().min(u64::MAX as u128) as u64
             }
         };
-        let decision = shared.decide(&mut taken, now, limit);
-        match decision {
-            Decision::Now if self.role == Role::Pace => {
-                return ResponseFuture::paced(&mut self.inner, req, shared.clone(), taken);
+        let decision = shared.decide(tokens, now, limit);
+        let taken = |share| Taken {
+            tokens,
+            share,
+            mark: (0, 0),
+        };
+        let taken = match decision {
+            Decision::Now(share) if self.role == Role::Pace => {
+                return ResponseFuture::paced(&mut self.inner, req, shared, taken(share));
             }
-            Decision::Now => return self.send(req, taken),
+            Decision::Now(share) => return self.send(req, taken(share)),
             Decision::Refused(wait) => {
-                return ResponseFuture::refused(shared.clone(), Duration::from_nanos(wait));
+                return ResponseFuture::refused(shared, Duration::from_nanos(wait));
             }
-            Decision::Reserved(_) | Decision::Retry(_) => {}
-        }
+            Decision::Reserved(_, share) => taken(share),
+            // Nothing taken: the share is set when it is.
+            Decision::Retry(_) => taken(1),
+        };
         shared.waited.add(1);
         // Take the service that was readied; leave a clone in its place.
         let clone = self.inner.clone();
