@@ -131,6 +131,17 @@ pub fn rate_limit_one_quota(
         .layer(Bare)
 }
 
+/// One quota following the provider's headers (the default): every call
+/// is followed to its answer (counted in flight, settled when answered).
+pub fn rate_limit_following(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    RateLimitLayer::builder()
+        .quota(roomy(Unit::Requests))
+        .build()
+        .unwrap()
+        .layer(Bare)
+}
+
 /// palisade's direct check ([`RateLimitHandle::try_acquire`]) in front of
 /// the bare service, as governor's direct check is in its row: the
 /// admission alone, one quota, not following headers.

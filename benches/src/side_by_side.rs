@@ -238,6 +238,12 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     add(
         "rate limit",
         "palisade",
+        "one quota, following the provider's headers (default)",
+        wanted("rate limit").then(|| measure(&settings, true, ours::rate_limit_following)),
+    );
+    add(
+        "rate limit",
+        "palisade",
         "direct check (RateLimitHandle::try_acquire)",
         wanted("rate limit").then(|| measure(&settings, true, ours::rate_limit_direct)),
     );

@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 mod epoch;
+mod flight;
 mod future;
 mod gcra;
 mod handle;

@@ -8,6 +8,7 @@ use palisade_core::{ProviderId, RateInfo, StripedCounter};
 use tokio::time::Instant;
 
 use crate::epoch::Epoch;
+use crate::flight::Flight;
 use crate::gcra::{Cell, PaddedCell, Quotas};
 use crate::pacing::Window;
 use crate::pool::{Draw, Pool};
@@ -53,9 +54,8 @@ pub(crate) struct Shared {
     pub(crate) admitted: StripedCounter,
     pub(crate) refused: StripedCounter,
     pub(crate) waited: StripedCounter,
-    pub(crate) finished: StripedCounter,
-    pub(crate) tokens_sent: StripedCounter,
-    pub(crate) tokens_done: StripedCounter,
+    /// Calls sent and answered, while responses are read.
+    flight: Flight,
 }
 
 /// What to do with a call, given what [`Shared::acquire`] answered. Two
@@ -121,9 +121,7 @@ impl Shared {
             admitted: StripedCounter::default(),
             refused: StripedCounter::default(),
             waited: StripedCounter::default(),
-            finished: StripedCounter::default(),
-            tokens_sent: StripedCounter::default(),
-            tokens_done: StripedCounter::default(),
+            flight: Flight::default(),
         })
     }
 
@@ -284,37 +282,27 @@ impl Shared {
         self.reads
     }
 
-    /// Counts a call of `taken` as sent (in flight until settled), and,
-    /// when following headers, marks where it stands among the calls sent.
+    /// Counts a call of `taken` as sent (in flight until settled, while
+    /// responses are read), and marks where it stands among the calls
+    /// sent.
     #[inline(always)]
     pub(crate) fn sent(&self, taken: &mut Taken) {
         self.admitted.add(1);
-        if taken.tokens > 0 {
-            self.tokens_sent.add(taken.tokens);
-        }
-        if self.follow_headers {
-            taken.mark = (self.admitted.get(), self.tokens_sent.get());
+        if self.reads {
+            taken.mark = self.flight.send(taken.tokens);
         }
     }
 
-    /// Calls sent and not yet answered (counted only while responses are
-    /// read).
+    /// Calls (and tokens) sent and not yet answered (counted only while
+    /// responses are read).
     pub(crate) fn in_flight(&self) -> (u64, u64) {
-        (
-            self.admitted.get().saturating_sub(self.finished.get()),
-            self.tokens_sent
-                .get()
-                .saturating_sub(self.tokens_done.get()),
-        )
+        self.flight.in_flight()
     }
 
     /// A response arrived for a call that took `taken`: correct the token
     /// estimate by the usage it reports, and learn the provider's windows.
     pub(crate) fn settle(&self, taken: Taken, info: Option<&RateInfo>, cooldown: Option<Duration>) {
-        self.finished.add(1);
-        if taken.tokens > 0 {
-            self.tokens_done.add(taken.tokens);
-        }
+        self.flight.done(taken.tokens);
         let info = info.filter(|i| !i.is_empty());
         if info.is_none() && cooldown.is_none() {
             // Nothing to learn: no clock read, no shared write.
@@ -346,13 +334,10 @@ impl Shared {
         // in flight, and every call sent after this one (answered or not:
         // its answer may have overtaken this one). Counting some twice
         // errs on the side of sending less.
-        let (calls_sent, tokens_sent) = (self.admitted.get(), self.tokens_sent.get());
-        let calls = calls_sent
-            .saturating_sub(self.finished.get())
-            .saturating_add(calls_sent.saturating_sub(taken.mark.0));
-        let tokens = tokens_sent
-            .saturating_sub(self.tokens_done.get())
-            .saturating_add(tokens_sent.saturating_sub(taken.mark.1));
+        let (calls_sent, tokens_sent) = self.flight.sent();
+        let (calls_out, tokens_out) = self.flight.in_flight();
+        let calls = calls_out.saturating_add(calls_sent.saturating_sub(taken.mark.0));
+        let tokens = tokens_out.saturating_add(tokens_sent.saturating_sub(taken.mark.1));
         if let Some(info) = info {
             if let Some(w) = &info.requests {
                 self.requests.learn(w, now, calls);
