@@ -283,6 +283,19 @@ pub fn governor_keyed(
     })
 }
 
+/// One tower `RateLimit` shared by every task, as tower shares a service
+/// that is not `Clone`: behind a `Buffer` (a channel to a task that owns
+/// it). The quota is then one for all, as palisade's is.
+pub fn tower_rate_limit_shared(
+) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
+    tower::buffer::Buffer::new(
+        ServiceBuilder::new()
+            .rate_limit(u64::MAX / 2, std::time::Duration::from_secs(3600))
+            .service(Bare),
+        1024,
+    )
+}
+
 /// tower's fixed-window `RateLimit`, with a window the run never fills.
 /// It is not `Clone` (its state is its own; sharing it takes a `Buffer`),
 /// so each task gets its own: no sharing, no contention, in its favour.

@@ -262,8 +262,14 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     add(
         "rate limit",
         "tower",
-        "RateLimit",
+        "RateLimit, one per task (not shared)",
         wanted("rate limit").then(|| measure(&settings, true, peers::tower_rate_limit)),
+    );
+    add(
+        "rate limit",
+        "tower (shared)",
+        "RateLimit, one for all tasks (behind a Buffer)",
+        wanted("rate limit").then(|| measure(&settings, true, peers::tower_rate_limit_shared)),
     );
     add(
         "rate limit",

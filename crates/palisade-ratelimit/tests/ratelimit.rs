@@ -337,6 +337,19 @@ async fn a_waiting_call_dropped_gives_its_reservation_back() {
     assert_eq!(layer.handle().snapshot().in_flight, Some(0));
 }
 
+/// 500 requests an hour, all of them at once if asked: a run of a few real
+/// milliseconds may admit exactly 500.
+fn five_hundred_an_hour() -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .quota(Quota::new(
+            palisade_ratelimit::Unit::Requests,
+            500,
+            Duration::from_secs(3600),
+        ))
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn many_threads_never_exceed_a_quota() {
     // 500 per hour with a burst of 500: in the few real milliseconds this
@@ -347,14 +360,7 @@ fn many_threads_never_exceed_a_quota() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let layer = RateLimitLayer::builder()
-            .quota(Quota::new(
-                palisade_ratelimit::Unit::Requests,
-                500,
-                Duration::from_secs(3600),
-            ))
-            .build()
-            .unwrap();
+        let layer = five_hundred_an_hour();
         let (provider, calls) = counting();
         let svc = layer.layer(provider);
         let mut tasks = Vec::new();
@@ -434,14 +440,7 @@ async fn the_direct_check_is_all_or_nothing_counts_and_never_waits() {
 fn many_threads_never_exceed_a_quota_through_the_direct_check() {
     // 500 per hour with a burst of 500, on the real clock: exactly 500 of
     // 16 threads x 200 checks pass.
-    let layer = RateLimitLayer::builder()
-        .quota(Quota::new(
-            palisade_ratelimit::Unit::Requests,
-            500,
-            Duration::from_secs(3600),
-        ))
-        .build()
-        .unwrap();
+    let layer = five_hundred_an_hour();
     let limit = layer.handle();
     let start = Arc::new(std::sync::Barrier::new(16));
     let threads: Vec<_> = (0..16)
