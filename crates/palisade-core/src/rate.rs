@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 
 /// The longest reset a header may announce (a day: providers' daily
 /// limits); longer is capped, so a garbage value cannot stop a provider
@@ -79,18 +79,37 @@ impl RateInfo {
     /// assert!(info.tokens.is_none());
     /// ```
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RateInfo {
-        let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-        let number = |name: &HeaderName| get(name).and_then(|v| v.trim().parse::<u64>().ok());
-        // [limit, remaining, reset], each name made at compile time (a
-        // `&str` name is parsed again on every lookup).
-        let openai = |[limit, remaining, reset]: &[HeaderName; 3]| {
+        // One pass over the headers, each known name to its slot (the
+        // first value wins, as `HeaderMap::get` answers): a response
+        // without any costs a byte compare per header, not a hashed
+        // lookup per name.
+        let mut found: [Option<&str>; SLOTS] = [None; SLOTS];
+        let mut any = false;
+        for (name, value) in headers {
+            let name = name.as_str();
+            if !matches!(name.as_bytes().first(), Some(b'x' | b'a' | b'r')) {
+                continue;
+            }
+            let Some(slot) = slot(name) else { continue };
+            if found[slot].is_none() {
+                found[slot] = Some(value.to_str().unwrap_or(""));
+                any = true;
+            }
+        }
+        if !any {
+            return RateInfo::default();
+        }
+        let get = |slot: usize| found[slot].filter(|v| !v.is_empty());
+        let number = |slot: usize| get(slot).and_then(|v| v.trim().parse::<u64>().ok());
+        // [limit, remaining, reset] slots.
+        let openai = |[limit, remaining, reset]: [usize; 3]| {
             Some(RateWindow {
                 limit: number(limit),
                 remaining: number(remaining)?,
                 reset: parse_reset_duration(get(reset)?)?,
             })
         };
-        let anthropic = |[limit, remaining, reset]: &[HeaderName; 3]| {
+        let anthropic = |[limit, remaining, reset]: [usize; 3]| {
             let at = humantime::parse_rfc3339_weak(get(reset)?.trim()).ok()?;
             Some(RateWindow {
                 limit: number(limit),
@@ -101,17 +120,15 @@ impl RateInfo {
                     .min(MAX_RESET),
             })
         };
-        let retry_after = get(&crate::http::RETRY_AFTER_MS)
+        let retry_after = get(RETRY_AFTER_MS)
             .and_then(crate::parse_retry_after_ms)
-            .or_else(|| {
-                get(&http::header::RETRY_AFTER).and_then(|v| crate::parse_retry_after(v, now))
-            })
+            .or_else(|| get(RETRY_AFTER).and_then(|v| crate::parse_retry_after(v, now)))
             .map(|d| d.min(MAX_RESET));
         RateInfo {
-            requests: openai(&OPENAI_REQUESTS).or_else(|| anthropic(&ANTHROPIC_REQUESTS)),
-            tokens: openai(&OPENAI_TOKENS)
-                .or_else(|| anthropic(&ANTHROPIC_TOKENS))
-                .or_else(|| anthropic(&ANTHROPIC_INPUT_TOKENS)),
+            requests: openai(OPENAI_REQUESTS).or_else(|| anthropic(ANTHROPIC_REQUESTS)),
+            tokens: openai(OPENAI_TOKENS)
+                .or_else(|| anthropic(ANTHROPIC_TOKENS))
+                .or_else(|| anthropic(ANTHROPIC_INPUT_TOKENS)),
             retry_after,
             used_tokens: None,
         }
@@ -169,36 +186,46 @@ pub fn parse_reset_duration(value: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total.min(MAX_RESET.as_secs_f64())))
 }
 
+/// How many header slots [`RateInfo::from_headers`] fills.
+const SLOTS: usize = 17;
 /// OpenAI's request window: limit, remaining, reset.
-const OPENAI_REQUESTS: [HeaderName; 3] = [
-    HeaderName::from_static("x-ratelimit-limit-requests"),
-    HeaderName::from_static("x-ratelimit-remaining-requests"),
-    HeaderName::from_static("x-ratelimit-reset-requests"),
-];
+const OPENAI_REQUESTS: [usize; 3] = [0, 1, 2];
 /// OpenAI's token window.
-const OPENAI_TOKENS: [HeaderName; 3] = [
-    HeaderName::from_static("x-ratelimit-limit-tokens"),
-    HeaderName::from_static("x-ratelimit-remaining-tokens"),
-    HeaderName::from_static("x-ratelimit-reset-tokens"),
-];
+const OPENAI_TOKENS: [usize; 3] = [3, 4, 5];
 /// Anthropic's request window.
-const ANTHROPIC_REQUESTS: [HeaderName; 3] = [
-    HeaderName::from_static("anthropic-ratelimit-requests-limit"),
-    HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
-    HeaderName::from_static("anthropic-ratelimit-requests-reset"),
-];
+const ANTHROPIC_REQUESTS: [usize; 3] = [6, 7, 8];
 /// Anthropic's token window.
-const ANTHROPIC_TOKENS: [HeaderName; 3] = [
-    HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
-    HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
-    HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
-];
+const ANTHROPIC_TOKENS: [usize; 3] = [9, 10, 11];
 /// Anthropic's input-token window (read when it sends no token window).
-const ANTHROPIC_INPUT_TOKENS: [HeaderName; 3] = [
-    HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
-    HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
-    HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
-];
+const ANTHROPIC_INPUT_TOKENS: [usize; 3] = [12, 13, 14];
+/// `retry-after-ms`, then `retry-after`.
+const RETRY_AFTER_MS: usize = 15;
+const RETRY_AFTER: usize = 16;
+
+/// The slot of a header name [`RateInfo::from_headers`] reads (names are
+/// lowercase in a `HeaderMap`).
+fn slot(name: &str) -> Option<usize> {
+    Some(match name {
+        "x-ratelimit-limit-requests" => 0,
+        "x-ratelimit-remaining-requests" => 1,
+        "x-ratelimit-reset-requests" => 2,
+        "x-ratelimit-limit-tokens" => 3,
+        "x-ratelimit-remaining-tokens" => 4,
+        "x-ratelimit-reset-tokens" => 5,
+        "anthropic-ratelimit-requests-limit" => 6,
+        "anthropic-ratelimit-requests-remaining" => 7,
+        "anthropic-ratelimit-requests-reset" => 8,
+        "anthropic-ratelimit-tokens-limit" => 9,
+        "anthropic-ratelimit-tokens-remaining" => 10,
+        "anthropic-ratelimit-tokens-reset" => 11,
+        "anthropic-ratelimit-input-tokens-limit" => 12,
+        "anthropic-ratelimit-input-tokens-remaining" => 13,
+        "anthropic-ratelimit-input-tokens-reset" => 14,
+        "retry-after-ms" => 15,
+        "retry-after" => 16,
+        _ => return None,
+    })
+}
 
 #[cfg(test)]
 mod tests {
@@ -256,6 +283,76 @@ mod tests {
         assert!(RateInfo::from_headers(&HeaderMap::new(), now).is_empty());
         for bad in ["", "s", "1", "1.2.3s", "ms", "-1s", "1 s"] {
             assert_eq!(parse_reset_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    /// What `from_headers` read before it scanned: a hashed lookup per
+    /// name, the first value of each. The scan must answer the same.
+    fn by_lookup(headers: &HeaderMap, now: SystemTime) -> RateInfo {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let number = |name: &str| get(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let openai = |kind: &str| {
+            Some(RateWindow {
+                limit: number(&format!("x-ratelimit-limit-{kind}")),
+                remaining: number(&format!("x-ratelimit-remaining-{kind}"))?,
+                reset: parse_reset_duration(get(&format!("x-ratelimit-reset-{kind}"))?)?,
+            })
+        };
+        let anthropic = |kind: &str| {
+            let reset = get(&format!("anthropic-ratelimit-{kind}-reset"))?;
+            let at = humantime::parse_rfc3339_weak(reset.trim()).ok()?;
+            Some(RateWindow {
+                limit: number(&format!("anthropic-ratelimit-{kind}-limit")),
+                remaining: number(&format!("anthropic-ratelimit-{kind}-remaining"))?,
+                reset: at
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+                    .min(MAX_RESET),
+            })
+        };
+        RateInfo {
+            requests: openai("requests").or_else(|| anthropic("requests")),
+            tokens: openai("tokens")
+                .or_else(|| anthropic("tokens"))
+                .or_else(|| anthropic("input-tokens")),
+            retry_after: get("retry-after-ms")
+                .and_then(crate::parse_retry_after_ms)
+                .or_else(|| get("retry-after").and_then(|v| crate::parse_retry_after(v, now)))
+                .map(|d| d.min(MAX_RESET)),
+            used_tokens: None,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_scan_reads_what_lookups_read(
+            pairs in proptest::collection::vec((0usize..21, 0usize..9), 0..24)
+        ) {
+            let now = humantime::parse_rfc3339("2026-11-30T12:00:00Z").unwrap();
+            let names = [
+                "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+                "anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-limit",
+                "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset",
+                "anthropic-ratelimit-input-tokens-limit",
+                "anthropic-ratelimit-input-tokens-remaining",
+                "anthropic-ratelimit-input-tokens-reset", "retry-after-ms", "retry-after",
+                "x-request-id", "content-type", "x-ratelimit-limit-requests-extra", "age",
+            ];
+            let values = [
+                "60", "0", " 17 ", "1m30s", "20ms", "2026-11-30T12:00:20Z", "soon", "", "-3",
+            ];
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                // append: a name may come twice; the first value counts.
+                h.append(
+                    http::HeaderName::from_static(names[n]),
+                    http::HeaderValue::from_static(values[v]),
+                );
+            }
+            proptest::prop_assert_eq!(RateInfo::from_headers(&h, now), by_lookup(&h, now));
         }
     }
 }

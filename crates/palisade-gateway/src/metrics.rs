@@ -4,10 +4,11 @@
 //! tokens ([`RequestMetrics`], on `prometheus-client`), as Prometheus text.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
 
 use palisade::MetricFamily;
 use palisade_core::{MetricKind, ProviderId};
@@ -305,6 +306,25 @@ pub(crate) struct RequestMetrics {
     first_token: Histograms,
     tokens: Family<Tokens, Counter>,
     failovers: Family<ByProvider, Counter>,
+    /// Each (model, provider)'s series, found with one lookup (shared by
+    /// clones, as the families are).
+    series: Arc<DashMap<(Name, Name), Series, foldhash::fast::RandomState>>,
+}
+
+/// One (model, provider)'s series, made in their families the first time
+/// a request needs each and kept here: a request then finds all it counts
+/// with one lookup (foldhash, one shard's read lock), where asking each
+/// family costs a SipHash of the label set and a lock per family. A
+/// family shows only the series made, so these are made when first used.
+#[derive(Default)]
+struct Series {
+    /// By status class, 1xx to 5xx.
+    answers: [OnceLock<Counter>; 5],
+    duration: OnceLock<Histogram>,
+    first_token: OnceLock<Histogram>,
+    failovers: OnceLock<Counter>,
+    prompt: OnceLock<Counter>,
+    completion: OnceLock<Counter>,
 }
 
 impl std::fmt::Debug for RequestMetrics {
@@ -321,6 +341,7 @@ impl Default for RequestMetrics {
             first_token: Family::new_with_constructor(llm_histogram),
             tokens: Family::default(),
             failovers: Family::default(),
+            series: Arc::default(),
         }
     }
 }
@@ -336,53 +357,71 @@ impl RequestMetrics {
     ) {
         let provider = res.extensions().get::<ProviderId>();
         let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
-        let status = match res.status().as_u16() / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
+        let class = match res.status().as_u16() / 100 {
+            1 => 0,
+            2 => 1,
+            3 => 2,
+            4 => 3,
+            _ => 4,
         };
-        self.answers
-            .get_or_create(&Answered {
-                model: model.clone(),
-                provider: provider.map_or(Name::Missing, |p| Name::Provider(p.clone())),
-                status,
+        let by = provider.map_or(Name::Missing, |p| Name::Provider(p.clone()));
+        let key = (model, by);
+        let series = match self.series.get(&key) {
+            Some(series) => series,
+            None => self.series.entry(key.clone()).or_default().downgrade(),
+        };
+        let (model, by) = key;
+        series.answers[class]
+            .get_or_init(|| {
+                self.answers
+                    .get_or_create(&Answered {
+                        model: model.clone(),
+                        provider: by.clone(),
+                        status: ["1xx", "2xx", "3xx", "4xx", "5xx"][class],
+                    })
+                    .clone()
             })
             .inc();
-        let Some(provider) = provider else {
+        if provider.is_none() {
             return;
-        };
-        let provider = Name::Provider(provider.clone());
-        let by = ByProvider {
-            provider: provider.clone(),
+        }
+        let by_provider = || ByProvider {
+            provider: by.clone(),
         };
         let failed_over = res
             .headers()
             .get(crate::routes::FALLBACKS_HEADER)
             .is_some_and(|v| v.as_bytes() != b"0");
         if failed_over {
-            self.failovers.get_or_create(&by).inc();
+            series
+                .failovers
+                .get_or_init(|| self.failovers.get_or_create(&by_provider()).clone())
+                .inc();
         }
         let seconds = took.as_secs_f64();
-        if stream {
-            self.first_token.get_or_create(&by).observe(seconds);
+        let (cell, family) = if stream {
+            (&series.first_token, &self.first_token)
         } else {
-            self.duration.get_or_create(&by).observe(seconds);
-        }
+            (&series.duration, &self.duration)
+        };
+        cell.get_or_init(|| family.get_or_create(&by_provider()).clone())
+            .observe(seconds);
         if let Some(used) = res.extensions().get::<crate::upstream::Usage>() {
-            for (kind, n) in [
-                ("prompt", used.prompt_tokens),
-                ("completion", used.completion_tokens),
+            for (cell, kind, n) in [
+                (&series.prompt, "prompt", used.prompt_tokens),
+                (&series.completion, "completion", used.completion_tokens),
             ] {
                 if n > 0 {
-                    self.tokens
-                        .get_or_create(&Tokens {
-                            provider: provider.clone(),
-                            model: model.clone(),
-                            kind,
-                        })
-                        .inc_by(n);
+                    cell.get_or_init(|| {
+                        self.tokens
+                            .get_or_create(&Tokens {
+                                provider: by.clone(),
+                                model: model.clone(),
+                                kind,
+                            })
+                            .clone()
+                    })
+                    .inc_by(n);
                 }
             }
         }
