@@ -26,6 +26,7 @@ mod routes;
 mod server;
 mod sse;
 mod state;
+mod tail;
 pub mod traces;
 pub mod upstream;
 

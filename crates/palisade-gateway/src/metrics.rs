@@ -298,7 +298,7 @@ fn llm_histogram() -> Histogram {
 /// | `palisade_gateway_request_duration_seconds` | histogram | `provider` | time to a whole answer (not streamed) |
 /// | `palisade_gateway_time_to_first_token_seconds` | histogram | `provider` | time to a stream's first token |
 /// | `palisade_gateway_failovers_total` | counter | `provider` | requests answered by a provider after an earlier one failed |
-/// | `palisade_gateway_tokens_total` | counter | `provider`, `model`, `kind` (`prompt`, `completion`) | tokens the providers' answers say they used (whole answers) |
+/// | `palisade_gateway_tokens_total` | counter | `provider`, `model`, `kind` (`prompt`, `completion`) | tokens the providers' answers say they used (a stream's usage chunk counted when it ends) |
 #[derive(Clone)]
 pub(crate) struct RequestMetrics {
     answers: Family<Answered, Counter>,
@@ -309,6 +309,33 @@ pub(crate) struct RequestMetrics {
     /// Each (model, provider)'s series, found with one lookup (shared by
     /// clones, as the families are).
     series: Arc<DashMap<(Name, Name), Series, foldhash::fast::RandomState>>,
+}
+
+impl RequestMetrics {
+    fn count_tokens(
+        &self,
+        series: &Series,
+        (model, by): &(Name, Name),
+        used: crate::upstream::Usage,
+    ) {
+        for (cell, kind, n) in [
+            (&series.prompt, "prompt", used.prompt_tokens),
+            (&series.completion, "completion", used.completion_tokens),
+        ] {
+            if n > 0 {
+                cell.get_or_init(|| {
+                    self.tokens
+                        .get_or_create(&Tokens {
+                            provider: by.clone(),
+                            model: model.clone(),
+                            kind,
+                        })
+                        .clone()
+                })
+                .inc_by(n);
+            }
+        }
+    }
 }
 
 /// One (model, provider)'s series, made in their families the first time
@@ -347,6 +374,22 @@ impl Default for RequestMetrics {
 }
 
 impl RequestMetrics {
+    /// Counts the tokens a stream's usage chunk reported, when it ended.
+    pub(crate) fn record_tokens(
+        &self,
+        provider: &ProviderId,
+        model: Option<&Arc<str>>,
+        used: crate::upstream::Usage,
+    ) {
+        let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
+        let key = (model, Name::Provider(provider.clone()));
+        let series = match self.series.get(&key) {
+            Some(series) => series,
+            None => self.series.entry(key.clone()).or_default().downgrade(),
+        };
+        self.count_tokens(&series, &key, used);
+    }
+
     /// Counts one answered request.
     pub(crate) fn record(
         &self,
@@ -407,23 +450,7 @@ impl RequestMetrics {
         cell.get_or_init(|| family.get_or_create(&by_provider()).clone())
             .observe(seconds);
         if let Some(used) = res.extensions().get::<crate::upstream::Usage>() {
-            for (cell, kind, n) in [
-                (&series.prompt, "prompt", used.prompt_tokens),
-                (&series.completion, "completion", used.completion_tokens),
-            ] {
-                if n > 0 {
-                    cell.get_or_init(|| {
-                        self.tokens
-                            .get_or_create(&Tokens {
-                                provider: by.clone(),
-                                model: model.clone(),
-                                kind,
-                            })
-                            .clone()
-                    })
-                    .inc_by(n);
-                }
-            }
+            self.count_tokens(&series, &(model, by), *used);
         }
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP routes: OpenAI's chat completions, completions, embeddings
 //! and models, health, and metrics.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -212,7 +213,36 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     .instrument(span.clone())
     .await;
     let took = started.elapsed();
-    span.in_scope(|| access_log(&res, &seen, took));
+    let head = access_head(&res, &seen, &span, took);
+    if seen.stream && res.status().is_success() {
+        // A stream's line is written when it ends: its whole time and its
+        // usage (the usage chunk) are known then; its tokens are counted
+        // then too.
+        let head = head.owned();
+        // A stand-in (a stale cached stream) used no provider's tokens.
+        let answered_by = res
+            .extensions()
+            .get::<palisade_core::ProviderId>()
+            .filter(|_| !res.headers().contains_key(DEGRADED));
+        let on_usage = answered_by.cloned().map(|p| {
+            let (metrics, model) = (s.requests.clone(), seen.model.clone());
+            Box::new(move |used| metrics.record_tokens(&p, model.as_ref(), used))
+                as crate::tail::OnUsage
+        });
+        let tail_span = span.clone();
+        res = res.map(|body| {
+            axum::body::Body::new(crate::tail::Tail::new(
+                body, head, tail_span, started, on_usage,
+            ))
+        });
+    } else {
+        let used = res
+            .extensions()
+            .get::<crate::upstream::Usage>()
+            .copied()
+            .unwrap_or_default();
+        span.in_scope(|| crate::tail::write(&head, used, took, "whole"));
+    }
     if crate::traces::on() {
         trace_answer(&span, &res, attempts.attempts());
     }
@@ -237,41 +267,35 @@ struct Seen {
     stream: bool,
 }
 
-/// One event per request (target `palisade_gateway::access`, level info):
-/// the client key's id (never the key), the model asked, whether a
-/// stream, the status, who answered after how many calls and providers,
-/// whether a hedge won, whether the answer stands in for a failure
-/// (`degraded`: `1`, `stale-cache`, or `-`), the time to the answer (`ms`;
-/// for a stream, to its first token), and the tokens the answer used when
-/// the provider said (`prompt_tokens`, `completion_tokens`; 0 unknown),
-/// and with traces on the request's `trace_id` (`-` otherwise), to find
-/// its trace from its log line.
-fn access_log(res: &Response, seen: &Seen, took: std::time::Duration) {
+/// What the access line of a request says besides its end and tokens
+/// (see [`crate::tail::write`]): the client key's id (never the key), the
+/// model asked, whether a stream, the status, who answered after how many
+/// calls and providers, whether a hedge won, whether the answer stands in
+/// for a failure (`degraded`: `1`, `stale-cache`, or `-`), the time to the
+/// answer (a stream's first token), and with traces on the request's
+/// `trace_id` (`-` otherwise), to find its trace from its log line.
+fn access_head<'a>(
+    res: &'a Response,
+    seen: &'a Seen,
+    span: &Span,
+    took: std::time::Duration,
+) -> crate::tail::Head<'a> {
     let h = res.headers();
-    let text = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let used = res
-        .extensions()
-        .get::<crate::upstream::Usage>()
-        .copied()
-        .unwrap_or_default();
-
-    tracing::info!(
-        target: "palisade_gateway::access",
-        key = seen.key.as_deref().unwrap_or("-"),
-        model = seen.model.as_deref().unwrap_or("-"),
-        stream = seen.stream,
-        status = res.status().as_u16(),
-        provider = text(&PROVIDER_HEADER),
-        attempts = text(&ATTEMPTS_HEADER),
-        fallbacks = text(&FALLBACKS_HEADER),
-        hedged = h.contains_key(HEDGED_HEADER),
-        degraded = text(&DEGRADED),
-        trace_id = crate::traces::trace_id(&Span::current()).as_deref().unwrap_or("-"),
-        ms = took.as_millis() as u64,
-        prompt_tokens = used.prompt_tokens,
-        completion_tokens = used.completion_tokens,
-        "answered"
-    );
+    let text =
+        |name: &HeaderName| Cow::Borrowed(h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-"));
+    crate::tail::Head {
+        key: Cow::Borrowed(seen.key.as_deref().unwrap_or("-")),
+        model: Cow::Borrowed(seen.model.as_deref().unwrap_or("-")),
+        stream: seen.stream,
+        status: res.status().as_u16(),
+        provider: text(&PROVIDER_HEADER),
+        attempts: text(&ATTEMPTS_HEADER),
+        fallbacks: text(&FALLBACKS_HEADER),
+        hedged: h.contains_key(HEDGED_HEADER),
+        degraded: text(&DEGRADED),
+        trace_id: crate::traces::trace_id(span).map_or(Cow::Borrowed("-"), Cow::Owned),
+        first: took,
+    }
 }
 
 /// Records the answer on the request's span (traces on).

@@ -346,3 +346,80 @@ fn a_log_level_that_is_no_level_is_refused_naming_where_it_was_given() {
     let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("gateway.log"), "{said}");
 }
+
+#[test]
+fn a_stream_s_line_is_written_when_it_ends_with_its_usage_or_when_its_caller_goes() {
+    let config = r#"
+[upstreams.primary]
+models = { "m" = "p-model" }
+simulated = { latency_ms = 1, tokens = 40, token_interval_ms = 5 }
+
+[palisade.router]
+order = ["primary"]
+"#;
+    let (child, addr) = spawn("streams.toml", config, &[]);
+    let stream = |usage: bool| {
+        format!(
+            r#"{{"model":"m","stream":true,"stream_options":{{"include_usage":{usage}}},"messages":[{{"role":"user","content":"count to forty"}}]}}"#
+        )
+    };
+    // Whole streams, with and without the usage chunk.
+    let all = post(&addr, &stream(true), "stream-usage");
+    assert!(all.contains("data: [DONE]"), "{all}");
+    post(&addr, &stream(false), "stream-plain");
+    // A caller that reads the first token and goes.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let body = stream(true);
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-request-id: stream-gone\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut first = [0u8; 256];
+        let n = s.read(&mut first).unwrap();
+        assert!(n > 0);
+    }
+    // Give the gateway time to see the caller gone.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let err = stop(child);
+    let line = |id: &str| {
+        err.lines()
+            .find(|l| l.contains("palisade_gateway::access") && l.contains(id))
+            .unwrap_or_else(|| panic!("no access line for {id}: {err}"))
+            .to_owned()
+    };
+    let field = |l: &str, name: &str| -> u64 {
+        let at = l
+            .find(&format!(" {name}="))
+            .unwrap_or_else(|| panic!("{name} in {l}"));
+        l[at + name.len() + 2..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let used = line("stream-usage");
+    assert!(
+        used.contains("end=\"ended\"") || used.contains("end=ended"),
+        "{used}"
+    );
+    assert_eq!(field(&used, "completion_tokens"), 40, "{used}");
+    assert!(field(&used, "prompt_tokens") > 0, "{used}");
+    // 40 tokens 5 ms apart: the stream lasts about 200 ms past its first.
+    assert!(
+        field(&used, "total_ms") >= field(&used, "ms") + 150,
+        "{used}"
+    );
+    let plain = line("stream-plain");
+    assert_eq!(
+        field(&plain, "completion_tokens"),
+        0,
+        "no usage chunk: {plain}"
+    );
+    let gone = line("stream-gone");
+    assert!(gone.contains("caller gone"), "{gone}");
+}

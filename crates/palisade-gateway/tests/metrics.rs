@@ -138,6 +138,17 @@ async fn the_metrics_parse_and_move_with_requests() {
         value(&scrape, "palisade_gateway_tokens_total", &tokens),
         Some(6.0)
     );
+    // A stream's usage chunk is counted once the stream has ended (read
+    // whole by `send`).
+    let with_usage = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, body, _) = gw.send("POST", "/v1/chat/completions", with_usage).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"usage\":{"), "{body}");
+    let (_, scrape) = read_metrics(&gw).await;
+    assert_eq!(
+        value(&scrape, "palisade_gateway_tokens_total", &tokens),
+        Some(9.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,284 @@
+//! A stream's access-log line, written when the stream ends: by then its
+//! whole time is known, and the tokens it used when the provider sent a
+//! usage chunk (`stream_options.include_usage`).
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tracing::Span;
+
+use crate::upstream::Usage;
+
+/// The longest SSE line kept while waiting for its end: a usage chunk is a
+/// few hundred bytes, and a longer line is no usage chunk.
+const MAX_LINE: usize = 64 * 1024;
+
+/// What a request's access line says besides its end and tokens, read
+/// from its answer's head (borrowed from it for a whole answer, owned by a
+/// stream's [`Tail`] until the stream ends).
+#[derive(Debug)]
+pub(crate) struct Head<'a> {
+    pub(crate) key: Cow<'a, str>,
+    pub(crate) model: Cow<'a, str>,
+    pub(crate) stream: bool,
+    pub(crate) status: u16,
+    pub(crate) provider: Cow<'a, str>,
+    pub(crate) attempts: Cow<'a, str>,
+    pub(crate) fallbacks: Cow<'a, str>,
+    pub(crate) hedged: bool,
+    pub(crate) degraded: Cow<'a, str>,
+    pub(crate) trace_id: Cow<'a, str>,
+    /// Time to the answer (a stream's: to its first token).
+    pub(crate) first: Duration,
+}
+
+impl Head<'_> {
+    /// The same, owning its text.
+    pub(crate) fn owned(self) -> Head<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Head {
+            key: own(self.key),
+            model: own(self.model),
+            stream: self.stream,
+            status: self.status,
+            provider: own(self.provider),
+            attempts: own(self.attempts),
+            fallbacks: own(self.fallbacks),
+            hedged: self.hedged,
+            degraded: own(self.degraded),
+            trace_id: own(self.trace_id),
+            first: self.first,
+        }
+    }
+}
+
+/// Writes a request's access line (target `palisade_gateway::access`,
+/// level info), in the current span: `ms` is the time to the answer (a
+/// stream's first token), `total_ms` to its end, `end` how it ended
+/// (`whole` for a whole answer; a stream's `ended`, `cut`, or
+/// `caller gone`), and the tokens its usage reported (0 when unknown).
+pub(crate) fn write(head: &Head<'_>, used: Usage, total: Duration, end: &str) {
+    tracing::info!(
+        target: "palisade_gateway::access",
+        key = &*head.key,
+        model = &*head.model,
+        stream = head.stream,
+        status = head.status,
+        provider = &*head.provider,
+        attempts = &*head.attempts,
+        fallbacks = &*head.fallbacks,
+        hedged = head.hedged,
+        degraded = &*head.degraded,
+        trace_id = &*head.trace_id,
+        ms = head.first.as_millis() as u64,
+        total_ms = total.as_millis() as u64,
+        end,
+        prompt_tokens = used.prompt_tokens,
+        completion_tokens = used.completion_tokens,
+        "answered"
+    );
+}
+
+/// Called with the usage a stream reported, once, when it ended.
+pub(crate) type OnUsage = Box<dyn FnOnce(Usage) + Send>;
+
+/// A stream's body, passed through unchanged, that writes the request's
+/// access line (in the request's span) when it ends, is cut, or is
+/// dropped by the caller: `outcome` says which, `ms` is the time to the
+/// first token and `total_ms` the whole stream's.
+pub(crate) struct Tail<B> {
+    inner: B,
+    log: Option<(Head<'static>, Span, Instant, Option<OnUsage>)>,
+    usage: Option<Usage>,
+    /// The end of the last chunk when it stopped mid-line.
+    partial: Vec<u8>,
+}
+
+impl<B> Tail<B> {
+    /// Passes `inner` through; the line is written with `head`, in `span`,
+    /// timed from `started`; `on_usage` gets the usage if there is one.
+    pub(crate) fn new(
+        inner: B,
+        head: Head<'static>,
+        span: Span,
+        started: Instant,
+        on_usage: Option<OnUsage>,
+    ) -> Self {
+        Tail {
+            inner,
+            log: Some((head, span, started, on_usage)),
+            usage: None,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Reads the usage from the chunk's complete SSE lines (and the line
+    /// the last chunk left open).
+    fn scan(&mut self, chunk: &[u8]) {
+        let Some(last_newline) = chunk.iter().rposition(|&b| b == b'\n') else {
+            self.keep(chunk);
+            return;
+        };
+        let (complete, rest) = chunk.split_at(last_newline + 1);
+        if self.partial.is_empty() {
+            self.lines(complete);
+        } else {
+            let mut joined = std::mem::take(&mut self.partial);
+            joined.extend_from_slice(complete);
+            self.lines(&joined);
+        }
+        self.keep(rest);
+    }
+
+    fn keep(&mut self, open: &[u8]) {
+        if self.partial.len() + open.len() <= MAX_LINE {
+            self.partial.extend_from_slice(open);
+        } else {
+            self.partial.clear();
+        }
+    }
+
+    fn lines(&mut self, text: &[u8]) {
+        // Most chunks carry no usage: one search of the chunk, no parse.
+        if !contains(text, b"\"usage\"") {
+            return;
+        }
+        for line in text.split(|&b| b == b'\n') {
+            let Some(data) = line.strip_prefix(b"data:") else {
+                continue;
+            };
+            if !contains(data, b"\"usage\"") {
+                continue;
+            }
+            #[derive(serde::Deserialize)]
+            struct Chunk {
+                usage: Option<Usage>,
+            }
+            if let Ok(Chunk { usage: Some(u) }) = serde_json::from_slice(data.trim_ascii()) {
+                self.usage = Some(u);
+            }
+        }
+    }
+
+    fn finish(&mut self, outcome: &'static str) {
+        let Some((head, span, started, on_usage)) = self.log.take() else {
+            return;
+        };
+        if let (Some(u), Some(on_usage)) = (self.usage, on_usage) {
+            on_usage(u);
+        }
+        let used = self.usage.unwrap_or_default();
+        span.in_scope(|| write(&head, used, started.elapsed(), outcome));
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl<B> Drop for Tail<B> {
+    fn drop(&mut self) {
+        // The caller went away before the end.
+        self.finish("caller gone");
+    }
+}
+
+impl<B> Body for Tail<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    if self.log.is_some() {
+                        self.scan(data);
+                    }
+                }
+            }
+            Some(Err(_)) => self.finish("cut"),
+            None => self.finish("ended"),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail() -> Tail<http_body_util::Empty<Bytes>> {
+        let head = Head {
+            key: "-".into(),
+            model: "m".into(),
+            stream: true,
+            status: 200,
+            provider: "p".into(),
+            attempts: "1".into(),
+            fallbacks: "0".into(),
+            hedged: false,
+            degraded: "-".into(),
+            trace_id: "-".into(),
+            first: Duration::ZERO,
+        };
+        Tail::new(
+            http_body_util::Empty::new(),
+            head,
+            Span::none(),
+            Instant::now(),
+            None,
+        )
+    }
+
+    #[test]
+    fn the_usage_chunk_is_read_however_the_stream_is_cut_into_frames() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi, \\\"usage\\\"\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n",
+            "data: [DONE]\n\n"
+        )
+        .as_bytes();
+        for cut in [1, 2, 5, 17, 64, 500] {
+            let mut t = tail();
+            for chunk in stream.chunks(cut) {
+                t.scan(chunk);
+            }
+            let u = t.usage.expect("read");
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens),
+                (7, 3),
+                "frames of {cut}"
+            );
+            t.log = None;
+        }
+    }
+
+    #[test]
+    fn a_stream_without_usage_has_none_and_a_huge_line_is_not_kept() {
+        let mut t = tail();
+        t.scan(b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+        assert!(t.usage.is_none());
+        t.scan(&vec![b'x'; MAX_LINE + 1]);
+        assert!(t.partial.is_empty(), "an endless line is dropped");
+        t.log = None;
+    }
+}
