@@ -90,7 +90,7 @@ pub(crate) type OnUsage = Box<dyn FnOnce(Usage) + Send>;
 /// access line (in the request's span) when it ends, is cut, or is
 /// dropped by the caller: `outcome` says which, `ms` is the time to the
 /// first token and `total_ms` the whole stream's.
-pub(crate) struct Tail<B> {
+pub(crate) struct Tail<B: Body> {
     inner: B,
     log: Option<(Head<'static>, Span, Instant, Option<OnUsage>)>,
     usage: Option<Usage>,
@@ -98,7 +98,7 @@ pub(crate) struct Tail<B> {
     partial: Vec<u8>,
 }
 
-impl<B> Tail<B> {
+impl<B: Body> Tail<B> {
     /// Passes `inner` through; the line is written with `head`, in `span`,
     /// timed from `started`; `on_usage` gets the usage if there is one.
     pub(crate) fn new(
@@ -180,10 +180,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-impl<B> Drop for Tail<B> {
+impl<B: Body> Drop for Tail<B> {
     fn drop(&mut self) {
-        // The caller went away before the end.
-        self.finish("caller gone");
+        // Not yet written: the server stopped polling, either because the
+        // body said it had ended or because the caller went away.
+        let outcome = if self.inner.is_end_stream() {
+            "ended"
+        } else {
+            "caller gone"
+        };
+        self.finish(outcome);
     }
 }
 
