@@ -423,3 +423,31 @@ order = ["primary"]
     let gone = line("stream-gone");
     assert!(gone.contains("caller gone"), "{gone}");
 }
+
+#[test]
+fn a_stream_that_stalls_after_its_first_tokens_is_logged_as_cut() {
+    let config = r#"
+[gateway]
+idle_timeout_ms = 200
+
+[upstreams.primary]
+models = { "m" = "p-model" }
+simulated = { latency_ms = 1, tokens = 40, token_interval_ms = 5, stall_after_tokens = 2 }
+
+[palisade.router]
+order = ["primary"]
+"#;
+    let (child, addr) = spawn("stall.toml", config, &[]);
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let got = post(&addr, body, "stream-stalls");
+    assert!(
+        got.contains("stream_interrupted"),
+        "the SSE error event: {got}"
+    );
+    let err = stop(child);
+    let line = err
+        .lines()
+        .find(|l| l.contains("palisade_gateway::access") && l.contains("stream-stalls"))
+        .unwrap_or_else(|| panic!("no access line: {err}"));
+    assert!(line.contains("end=\"cut\""), "{line}");
+}
