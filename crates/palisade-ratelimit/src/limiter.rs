@@ -89,11 +89,14 @@ pub(crate) struct Taken {
     pub(crate) mark: (u64, u64),
 }
 
-impl Default for Taken {
-    fn default() -> Self {
+impl Taken {
+    /// Room for `tokens` taken at `share`, not yet marked among the calls
+    /// sent.
+    #[inline(always)]
+    pub(crate) fn new(tokens: u64, share: u32) -> Self {
         Taken {
-            tokens: 0,
-            share: 1,
+            tokens,
+            share,
             mark: (0, 0),
         }
     }
@@ -166,11 +169,7 @@ impl Shared {
             if let Err(w) = windows {
                 // The provider's window holds no reservations: the caller
                 // may wait for its reset and ask again.
-                self.give_back_quotas(Taken {
-                    tokens,
-                    share,
-                    mark: (0, 0),
-                });
+                self.give_back_quotas(Taken::new(tokens, share));
                 return Err(w);
             }
         }
@@ -211,11 +210,7 @@ impl Shared {
         let now = self.now();
         match self.decide(tokens, now, 0) {
             Decision::Now(share) => {
-                let mut taken = Taken {
-                    tokens,
-                    share,
-                    mark: (0, 0),
-                };
+                let mut taken = Taken::new(tokens, share);
                 self.sent(&mut taken);
                 if self.reads_responses() {
                     self.settle(taken, None, None);
@@ -225,11 +220,7 @@ impl Shared {
             Decision::Refused(wait) | Decision::Retry(wait) => Err(wait),
             // Not with no wait allowed; were it so, nothing is kept.
             Decision::Reserved(wait, share) => {
-                let taken = Taken {
-                    tokens,
-                    share,
-                    mark: (0, 0),
-                };
+                let taken = Taken::new(tokens, share);
                 self.release(taken, now);
                 Err(wait)
             }

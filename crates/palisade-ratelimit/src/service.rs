@@ -141,11 +141,7 @@ where
             let tokens = self.weigh.tokens(&req);
             match self.shared.admit(tokens) {
                 Decision::Now(share) => {
-                    let taken = Taken {
-                        tokens,
-                        share,
-                        mark: (0, 0),
-                    };
+                    let taken = Taken::new(tokens, share);
                     return self.send(req, taken);
                 }
                 Decision::Refused(wait) => {
@@ -154,11 +150,7 @@ where
                 // A reservation needs a wait, and none is allowed here;
                 // were there one, it is given back before the slow way.
                 Decision::Reserved(_, share) => {
-                    let taken = Taken {
-                        tokens,
-                        share,
-                        mark: (0, 0),
-                    };
+                    let taken = Taken::new(tokens, share);
                     self.shared.release(taken, self.shared.now());
                 }
                 // A closed window: nothing taken, asked again below.
@@ -202,11 +194,7 @@ impl<S, C, W> RateLimit<S, C, W> {
             }
         };
         let decision = shared.decide(tokens, now, limit);
-        let taken = |share| Taken {
-            tokens,
-            share,
-            mark: (0, 0),
-        };
+        let taken = |share| Taken::new(tokens, share);
         let taken = match decision {
             Decision::Now(share) if self.role == Role::Pace => {
                 return ResponseFuture::paced(&mut self.inner, req, shared, taken(share));
