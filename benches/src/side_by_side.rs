@@ -238,6 +238,12 @@ fn one_round(settings: &Settings, only: Option<&str>) -> Vec<Row> {
     add(
         "rate limit",
         "palisade",
+        "one quota, one limiter per task (not shared, as tower's row)",
+        wanted("rate limit").then(|| measure(&settings, true, ours::rate_limit_one_quota_per_task)),
+    );
+    add(
+        "rate limit",
+        "palisade",
         "one quota, following the provider's headers (default)",
         wanted("rate limit").then(|| measure(&settings, true, ours::rate_limit_following)),
     );
