@@ -1,7 +1,7 @@
 //! GCRA: a quota's shape ([`Rate`]) acting on an atomic cell, and quotas
 //! checked together on a slice of cells ([`Quotas`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::quota::{Quota, Unit};
 
@@ -35,15 +35,28 @@ impl Rate {
     /// Takes `debit` from `tat` at `now` if it fits after waiting at most
     /// `max_wait`; `Ok(wait)` (0 = at once), or `Err(wait)` when it would
     /// need longer.
+    ///
+    /// `contended`, when given, says whether threads have been seen racing
+    /// for this cell (it is set on a lost race, and stays set): then the
+    /// cell is first read by an atomic read-modify-write, which takes its
+    /// cache line for writing at once, where a plain read takes it shared
+    /// and the compare-and-swap must take it again, a second trip between
+    /// cores. Uncontended, the plain read is cheaper.
     #[inline]
     pub(crate) fn take(
         &self,
         tat: &AtomicU64,
+        contended: Option<&AtomicBool>,
         debit: u64,
         now: u64,
         max_wait: u64,
     ) -> Result<u64, u64> {
-        let mut t = tat.load(Ordering::Acquire);
+        let racing = contended.is_some_and(|c| c.load(Ordering::Relaxed));
+        let mut t = if racing {
+            tat.fetch_add(0, Ordering::Acquire)
+        } else {
+            tat.load(Ordering::Acquire)
+        };
         loop {
             let new = t.max(now).saturating_add(debit);
             let wait = new.saturating_sub(self.tolerance).saturating_sub(now);
@@ -52,7 +65,12 @@ impl Rate {
             }
             match tat.compare_exchange_weak(t, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(wait),
-                Err(current) => t = current,
+                Err(current) => {
+                    if let (false, Some(c)) = (racing, contended) {
+                        c.store(true, Ordering::Relaxed);
+                    }
+                    t = current;
+                }
             }
         }
     }
@@ -161,6 +179,7 @@ impl Quotas {
     pub(crate) fn take(
         &self,
         cells: &[impl Cell],
+        contended: Option<&AtomicBool>,
         tokens: u64,
         share: u64,
         now: u64,
@@ -170,6 +189,7 @@ impl Quotas {
         for (i, ((q, rate), cell)) in self.0.iter().zip(cells).enumerate() {
             match rate.take(
                 cell.tat(),
+                contended,
                 Quotas::debit(q, rate, tokens, share),
                 now,
                 max_wait,
@@ -239,7 +259,7 @@ mod tests {
             self.0.debit(cost)
         }
         fn take(&self, debit: u64, now: u64, max_wait: u64) -> Result<u64, u64> {
-            self.0.take(&self.1, debit, now, max_wait)
+            self.0.take(&self.1, None, debit, now, max_wait)
         }
         fn wait(&self, debit: u64, now: u64) -> u64 {
             self.0.wait(&self.1, debit, now)

@@ -1,6 +1,7 @@
 //! The shared state of one limiter: its quotas, what the provider said,
 //! and its counters; admission is all-or-nothing across them.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,6 +47,9 @@ pub(crate) struct Shared {
     pub(crate) tokens: Window,
     pub(crate) follow_headers: bool,
     pub(crate) mode: Mode,
+    /// Whether threads have raced for the cells (see `Rate::take`): read
+    /// on every admission, beside the other fields it reads, written once.
+    contended: AtomicBool,
     /// Quota shared with other processes, once given (see [`Pool`]).
     pub(crate) pool: OnceLock<Arc<dyn Pool>>,
     /// Whether responses have anything to tell (see `reads_responses`).
@@ -118,6 +122,7 @@ impl Shared {
             tokens: Window::default(),
             follow_headers,
             mode,
+            contended: AtomicBool::new(false),
             pool: OnceLock::new(),
             reads,
             epoch: Epoch::new(),
@@ -157,8 +162,14 @@ impl Shared {
         let wait = if share == 0 {
             0
         } else {
-            self.quotas
-                .take(&self.tats, tokens, u64::from(share), now, max_wait)?
+            self.quotas.take(
+                &self.tats,
+                Some(&self.contended),
+                tokens,
+                u64::from(share),
+                now,
+                max_wait,
+            )?
         };
         if self.follow_headers {
             let windows = self.requests.take(1, now).and_then(|()| {

@@ -64,7 +64,9 @@ impl<K: Hash + Eq + Clone> KeyedShared<K> {
     /// Takes room for a call of `tokens` under `key` at `now` if every
     /// quota has it: `Ok(())`, or `Err(wait)` with nothing taken.
     fn take(&self, cells: &Cells, tokens: u64, now: u64) -> Result<(), u64> {
-        self.quotas.take(&cells.0, tokens, 1, now, 0).map(drop)
+        self.quotas
+            .take(&cells.0, None, tokens, 1, now, 0)
+            .map(drop)
     }
 
     /// Admits a call of `tokens` under `key` now, or refuses it with the
