@@ -176,9 +176,13 @@ impl TimeoutHeader {
     pub fn write(&self, headers: &mut http::HeaderMap, remaining: Duration) {
         let text = match self {
             TimeoutHeader::Grpc => format_grpc_timeout(remaining),
-            TimeoutHeader::Millis(_) => u64::try_from(remaining.as_millis())
-                .unwrap_or(u64::MAX)
-                .to_string(),
+            TimeoutHeader::Millis(name) => {
+                // A number is a valid value as it is: no text to make and
+                // check again (this is written on every call upstream).
+                let ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+                headers.insert(name.clone(), HeaderValue::from(ms));
+                return;
+            }
             TimeoutHeader::Seconds(_) => {
                 // Truncated to the millisecond: never more than is left.
                 let ms = remaining.as_millis();
