@@ -213,12 +213,13 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
     .instrument(span.clone())
     .await;
     let took = started.elapsed();
-    let head = access_head(&res, &seen, &span, took);
+    // The line's fields are read only when the line is written.
+    let logged = tracing::enabled!(target: "palisade_gateway::access", tracing::Level::INFO);
     if seen.stream && res.status().is_success() {
         // A stream's line is written when it ends: its whole time and its
         // usage (the usage chunk) are known then; its tokens are counted
         // then too.
-        let head = head.owned();
+        let head = logged.then(|| access_head(&res, &seen, &span, took).owned());
         // A stand-in (a stale cached stream) used no provider's tokens.
         let answered_by = res
             .extensions()
@@ -229,18 +230,21 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
             Box::new(move |used| metrics.record_tokens(&p, model.as_ref(), used))
                 as crate::tail::OnUsage
         });
-        let tail_span = span.clone();
-        res = res.map(|body| {
-            axum::body::Body::new(crate::tail::Tail::new(
-                body, head, tail_span, started, on_usage,
-            ))
-        });
-    } else {
+        if head.is_some() || on_usage.is_some() {
+            let tail_span = span.clone();
+            res = res.map(|body| {
+                axum::body::Body::new(crate::tail::Tail::new(
+                    body, head, tail_span, started, on_usage,
+                ))
+            });
+        }
+    } else if logged {
         let used = res
             .extensions()
             .get::<crate::upstream::Usage>()
             .copied()
             .unwrap_or_default();
+        let head = access_head(&res, &seen, &span, took);
         span.in_scope(|| crate::tail::write(&head, used, took, "whole"));
     }
     if crate::traces::on() {

@@ -94,7 +94,9 @@ pub(crate) type OnUsage = Box<dyn FnOnce(Usage) + Send>;
 /// stream's.
 pub(crate) struct Tail<B: Body> {
     inner: B,
-    log: Option<(Head<'static>, Span, Instant, Option<OnUsage>)>,
+    /// The line to write (when the access log is on), in the request's
+    /// span, timed from its start, and what to tell of the usage.
+    log: Option<(Option<Head<'static>>, Span, Instant, Option<OnUsage>)>,
     usage: Option<Usage>,
     /// Whether the stream ended with the gateway's own error event (a
     /// timeout after tokens were sent: see `SseTail`).
@@ -104,11 +106,12 @@ pub(crate) struct Tail<B: Body> {
 }
 
 impl<B: Body> Tail<B> {
-    /// Passes `inner` through; the line is written with `head`, in `span`,
-    /// timed from `started`; `on_usage` gets the usage if there is one.
+    /// Passes `inner` through; the line is written with `head` (if given:
+    /// the access log is on), in `span`, timed from `started`; `on_usage`
+    /// gets the usage if there is one.
     pub(crate) fn new(
         inner: B,
-        head: Head<'static>,
+        head: Option<Head<'static>>,
         span: Span,
         started: Instant,
         on_usage: Option<OnUsage>,
@@ -181,6 +184,7 @@ impl<B: Body> Tail<B> {
         if let (Some(u), Some(on_usage)) = (self.usage, on_usage) {
             on_usage(u);
         }
+        let Some(head) = head else { return };
         let used = self.usage.unwrap_or_default();
         let outcome = if self.interrupted && outcome == "ended" {
             "cut"
@@ -263,7 +267,7 @@ mod tests {
         };
         Tail::new(
             http_body_util::Empty::new(),
-            head,
+            Some(head),
             Span::none(),
             Instant::now(),
             None,
