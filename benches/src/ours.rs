@@ -135,43 +135,7 @@ pub fn rate_limit_one_quota(
 /// (which is not `Clone`): 64 separate limits, none shared.
 pub fn rate_limit_one_quota_per_task(
 ) -> impl Service<Req, Response = u64, Future: Send, Error: std::fmt::Debug + Send> + Clone + Send {
-    PerClone {
-        svc: rate_limit_one_quota(),
-        make: rate_limit_one_quota,
-    }
-}
-
-/// A fresh service for each clone, made by `make`.
-#[derive(Debug)]
-pub struct PerClone<S> {
-    svc: S,
-    make: fn() -> S,
-}
-
-impl<S> Clone for PerClone<S> {
-    fn clone(&self) -> Self {
-        PerClone {
-            svc: (self.make)(),
-            make: self.make,
-        }
-    }
-}
-
-impl<S: Service<Req>> Service<Req> for PerClone<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.svc.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> S::Future {
-        self.svc.call(req)
-    }
+    crate::peers::PerTask::new(rate_limit_one_quota)
 }
 
 /// One quota following the provider's headers (the default): every call

@@ -298,47 +298,15 @@ pub fn tower_rate_limit_shared(
 
 /// tower's fixed-window `RateLimit`, with a window the run never fills.
 /// It is not `Clone` (its state is its own; sharing it takes a `Buffer`),
-/// so each task gets its own: no sharing, no contention, in its favour.
+/// so each task gets its own ([`PerTask`]): no sharing, no contention, in
+/// its favour.
 pub fn tower_rate_limit(
 ) -> impl Service<Req, Response = u64, Error = BenchError, Future: Send> + Clone + Send {
-    TowerRateLimit::new()
-}
-
-/// One tower `RateLimit` per clone.
-#[derive(Debug)]
-pub struct TowerRateLimit(tower::limit::RateLimit<Bare>);
-
-impl TowerRateLimit {
-    fn new() -> Self {
-        TowerRateLimit(
-            ServiceBuilder::new()
-                .rate_limit(u64::MAX / 2, std::time::Duration::from_secs(3600))
-                .service(Bare),
-        )
-    }
-}
-
-impl Clone for TowerRateLimit {
-    fn clone(&self) -> Self {
-        TowerRateLimit::new()
-    }
-}
-
-impl Service<Req> for TowerRateLimit {
-    type Response = u64;
-    type Error = BenchError;
-    type Future = <tower::limit::RateLimit<Bare> as Service<Req>>::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BenchError>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        self.0.call(req)
-    }
+    PerTask::new(|| {
+        ServiceBuilder::new()
+            .rate_limit(u64::MAX / 2, std::time::Duration::from_secs(3600))
+            .service(Bare)
+    })
 }
 
 /// tower-resilience's rate limiter, with a period the run never fills.
@@ -352,9 +320,10 @@ pub fn resilience_rate_limiter(
         .layer(Bare)
 }
 
-/// A service that is not `Clone` (tower's `Balance` and `Hedge`), given to
-/// each task of the 64-task mode as a fresh one from `make`: every task has
-/// its own balancer, histogram and estimates, shared with no other task.
+/// A service that is not `Clone` (tower's `Balance` and `Hedge`), or one
+/// measured unshared like them, given to each task of the 64-task mode as
+/// a fresh one from `make`: every task has its own balancer, histogram,
+/// estimates or limit, shared with no other task.
 /// This is the cheapest way to run them on many tasks (no channel); sharing
 /// one needs a [`Buffer`](tower::buffer::Buffer).
 pub struct PerTask<S, F> {
