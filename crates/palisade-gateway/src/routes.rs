@@ -230,14 +230,19 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
             Box::new(move |used| metrics.record_tokens(&p, model.as_ref(), used))
                 as crate::tail::OnUsage
         });
-        if head.is_some() || on_usage.is_some() {
-            let tail_span = span.clone();
-            res = res.map(|body| {
-                axum::body::Body::new(crate::tail::Tail::new(
+        // The tail inside, so it sees a failure as the failure it is; the
+        // caller sees it as one SSE event.
+        let tail_span = span.clone();
+        res = res.map(|body| {
+            let body = if head.is_some() || on_usage.is_some() {
+                Body::new(crate::tail::Tail::new(
                     body, head, tail_span, started, on_usage,
                 ))
-            });
-        }
+            } else {
+                body
+            };
+            Body::new(SseTail::new(body, &s.counters))
+        });
     } else if logged {
         let used = res
             .extensions()
@@ -516,16 +521,15 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             if let Some(by) = by {
                 parts.extensions.insert(by);
             }
-            let body = if stream && parts.status.is_success() {
+            // A stream's body is finished in `serve` (its access line, then
+            // a failure as one SSE event).
+            if stream && parts.status.is_success() {
                 parts.headers.insert(
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("text/event-stream"),
                 );
-                Body::new(SseTail::new(body, &s.counters))
-            } else {
-                Body::new(body)
-            };
-            Response::from_parts(parts, body)
+            }
+            Response::from_parts(parts, Body::new(body))
         }
         Err(e) => {
             s.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);

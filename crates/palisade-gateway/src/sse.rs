@@ -34,7 +34,8 @@ impl<B> SseTail<B> {
 
 impl<B> http_body::Body for SseTail<B>
 where
-    B: http_body::Body<Data = Bytes, Error = BoxError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -50,6 +51,7 @@ where
         }
         match this.body.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
                 this.errors.fetch_add(1, Ordering::Relaxed);
                 let err =
                     ErrorBody::new("upstream_error", Some("stream_interrupted"), e.to_string());
@@ -63,7 +65,8 @@ where
                 *this.done = true;
                 Poll::Ready(None)
             }
-            other => other,
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -89,18 +89,15 @@ pub(crate) type OnUsage = Box<dyn FnOnce(Usage) + Send>;
 /// A stream's body, passed through unchanged, that writes the request's
 /// access line (in the request's span) when it ends, is cut, or is
 /// dropped by the caller: `end` says which (`ended`; `cut` when the
-/// stream ended with the gateway's own error event or failed; `caller
-/// gone`), `ms` is the time to the first token and `total_ms` the whole
-/// stream's.
+/// stream failed, a timeout after tokens were sent, which `SseTail`
+/// outside it turns into one SSE event; `caller gone`), `ms` is the time
+/// to the first token and `total_ms` the whole stream's.
 pub(crate) struct Tail<B: Body> {
     inner: B,
     /// The line to write (when the access log is on), in the request's
     /// span, timed from its start, and what to tell of the usage.
     log: Option<(Option<Head<'static>>, Span, Instant, Option<OnUsage>)>,
     usage: Option<Usage>,
-    /// Whether the stream ended with the gateway's own error event (a
-    /// timeout after tokens were sent: see `SseTail`).
-    interrupted: bool,
     /// The end of the last chunk when it stopped mid-line.
     partial: Vec<u8>,
 }
@@ -120,7 +117,6 @@ impl<B: Body> Tail<B> {
             inner,
             log: Some((head, span, started, on_usage)),
             usage: None,
-            interrupted: false,
             partial: Vec::new(),
         }
     }
@@ -152,10 +148,6 @@ impl<B: Body> Tail<B> {
     }
 
     fn lines(&mut self, text: &[u8]) {
-        // A token's text cannot end these quotes (its own are escaped).
-        if contains(text, b"\"stream_interrupted\"") {
-            self.interrupted = true;
-        }
         // Most chunks carry no usage: one search of the chunk, no parse.
         if !contains(text, b"\"usage\"") {
             return;
@@ -186,11 +178,6 @@ impl<B: Body> Tail<B> {
         }
         let Some(head) = head else { return };
         let used = self.usage.unwrap_or_default();
-        let outcome = if self.interrupted && outcome == "ended" {
-            "cut"
-        } else {
-            outcome
-        };
         span.in_scope(|| write(&head, used, started.elapsed(), outcome));
     }
 }
@@ -295,19 +282,6 @@ mod tests {
             );
             t.log = None;
         }
-    }
-
-    #[test]
-    fn the_gateway_s_own_error_event_marks_the_stream_cut_and_a_token_cannot() {
-        let mut t = tail();
-        t.scan(b"data: {\"choices\":[{\"delta\":{\"content\":\"say \\\"stream_interrupted\\\"\"}}]}\n\n");
-        assert!(!t.interrupted, "a token's escaped quotes");
-        let event =
-            crate::openai::ErrorBody::new("upstream_error", Some("stream_interrupted"), "idle");
-        let line = format!("data: {}\n\n", serde_json::to_string(&event).unwrap());
-        t.scan(line.as_bytes());
-        assert!(t.interrupted, "{line}");
-        t.log = None;
     }
 
     #[test]
