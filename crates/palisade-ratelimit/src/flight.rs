@@ -54,14 +54,26 @@ impl Flight {
         )
     }
 
-    /// Calls and tokens sent and not yet answered.
-    pub(crate) fn in_flight(&self) -> (u64, u64) {
-        let (calls, tokens) = self.sent();
+    /// Calls and tokens answered so far.
+    pub(crate) fn answered(&self) -> (u64, u64) {
         (
-            calls.saturating_sub(self.done.calls.load(Ordering::Relaxed)),
-            tokens.saturating_sub(self.done.tokens.load(Ordering::Relaxed)),
+            self.done.calls.load(Ordering::Relaxed),
+            self.done.tokens.load(Ordering::Relaxed),
         )
     }
+
+    /// Calls and tokens sent and not yet answered.
+    pub(crate) fn in_flight(&self) -> (u64, u64) {
+        out(self.sent(), self.answered())
+    }
+}
+
+/// What of `sent` is not in `answered`.
+pub(crate) fn out(sent: (u64, u64), answered: (u64, u64)) -> (u64, u64) {
+    (
+        sent.0.saturating_sub(answered.0),
+        sent.1.saturating_sub(answered.1),
+    )
 }
 
 #[cfg(test)]

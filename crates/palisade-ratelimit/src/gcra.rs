@@ -206,6 +206,9 @@ impl Quotas {
 
     #[inline]
     fn debit(q: &Quota, rate: &Rate, tokens: u64, share: u64) -> u64 {
+        // `Unit::cost` times the share, spelt out: a request's cost is the
+        // share itself, with no multiply (measured: the call through
+        // `cost` cost the direct check a nanosecond).
         let cost = match q.unit {
             Unit::Requests => share,
             Unit::Tokens => tokens.saturating_mul(share),

@@ -336,8 +336,9 @@ impl Shared {
         // in flight, and every call sent after this one (answered or not:
         // its answer may have overtaken this one). Counting some twice
         // errs on the side of sending less.
-        let (calls_sent, tokens_sent) = self.flight.sent();
-        let (calls_out, tokens_out) = self.flight.in_flight();
+        let sent = self.flight.sent();
+        let (calls_sent, tokens_sent) = sent;
+        let (calls_out, tokens_out) = crate::flight::out(sent, self.flight.answered());
         let calls = calls_out.saturating_add(calls_sent.saturating_sub(taken.mark.0));
         let tokens = tokens_out.saturating_add(tokens_sent.saturating_sub(taken.mark.1));
         if let Some(info) = info {
