@@ -311,32 +311,8 @@ pub(crate) struct RequestMetrics {
     series: Arc<DashMap<(Name, Name), Series, foldhash::fast::RandomState>>,
 }
 
-impl RequestMetrics {
-    fn count_tokens(
-        &self,
-        series: &Series,
-        (model, by): &(Name, Name),
-        used: crate::upstream::Usage,
-    ) {
-        for (cell, kind, n) in [
-            (&series.prompt, "prompt", used.prompt_tokens),
-            (&series.completion, "completion", used.completion_tokens),
-        ] {
-            if n > 0 {
-                cell.get_or_init(|| {
-                    self.tokens
-                        .get_or_create(&Tokens {
-                            provider: by.clone(),
-                            model: model.clone(),
-                            kind,
-                        })
-                        .clone()
-                })
-                .inc_by(n);
-            }
-        }
-    }
-}
+/// A (model, provider)'s series, read under its shard's read lock.
+type SeriesRef<'a> = dashmap::mapref::one::Ref<'a, (Name, Name), Series>;
 
 /// One (model, provider)'s series, made in their families the first time
 /// a request needs each and kept here: a request then finds all it counts
@@ -382,12 +358,38 @@ impl RequestMetrics {
         used: crate::upstream::Usage,
     ) {
         let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
-        let key = (model, Name::Provider(provider.clone()));
-        let series = match self.series.get(&key) {
+        let series = self.series((model, Name::Provider(provider.clone())));
+        self.count_tokens(&series, used);
+    }
+
+    /// The series of (model, provider), made on first use.
+    fn series(&self, key: (Name, Name)) -> SeriesRef<'_> {
+        match self.series.get(&key) {
             Some(series) => series,
-            None => self.series.entry(key.clone()).or_default().downgrade(),
-        };
-        self.count_tokens(&series, &key, used);
+            None => self.series.entry(key).or_default().downgrade(),
+        }
+    }
+
+    /// Counts the prompt and completion tokens `used` reported.
+    fn count_tokens(&self, series: &SeriesRef<'_>, used: crate::upstream::Usage) {
+        let (model, by) = series.key();
+        for (cell, kind, n) in [
+            (&series.prompt, "prompt", used.prompt_tokens),
+            (&series.completion, "completion", used.completion_tokens),
+        ] {
+            if n > 0 {
+                cell.get_or_init(|| {
+                    self.tokens
+                        .get_or_create(&Tokens {
+                            provider: by.clone(),
+                            model: model.clone(),
+                            kind,
+                        })
+                        .clone()
+                })
+                .inc_by(n);
+            }
+        }
     }
 
     /// Counts one answered request.
@@ -408,12 +410,8 @@ impl RequestMetrics {
             _ => 4,
         };
         let by = provider.map_or(Name::Missing, |p| Name::Provider(p.clone()));
-        let key = (model, by);
-        let series = match self.series.get(&key) {
-            Some(series) => series,
-            None => self.series.entry(key.clone()).or_default().downgrade(),
-        };
-        let (model, by) = key;
+        let series = self.series((model, by));
+        let (model, by) = series.key();
         series.answers[class]
             .get_or_init(|| {
                 self.answers
@@ -450,7 +448,7 @@ impl RequestMetrics {
         cell.get_or_init(|| family.get_or_create(&by_provider()).clone())
             .observe(seconds);
         if let Some(used) = res.extensions().get::<crate::upstream::Usage>() {
-            self.count_tokens(&series, &(model, by), *used);
+            self.count_tokens(&series, *used);
         }
     }
 
