@@ -32,13 +32,11 @@ pub const STORM_TARGET: &str = "palisade_gateway::storm";
 /// assert!(err.contains("loud"), "{err}");
 /// ```
 pub fn parse_filter(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    const LEVELS: &str = "error, warn, info, debug, trace, off";
     let trimmed = directives.trim();
     if trimmed.is_empty() {
-        return Err(
-            "is empty: give a level (error, warn, info, debug, trace, off) or target=level".into(),
-        );
+        return Err(format!("is empty: give a level ({LEVELS}) or target=level"));
     }
-    const LEVELS: &str = "error, warn, info, debug, trace, off";
     for d in trimmed.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         // A bare word would be taken as a target to log at every level:
         // here it must be a level, so a misspelt one is caught.
