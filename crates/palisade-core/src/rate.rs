@@ -86,11 +86,9 @@ impl RateInfo {
         let mut found: [Option<&str>; SLOTS] = [None; SLOTS];
         let mut any = false;
         for (name, value) in headers {
-            let name = name.as_str();
-            if !matches!(name.as_bytes().first(), Some(b'x' | b'a' | b'r')) {
+            let Some(slot) = slot(name.as_str()) else {
                 continue;
-            }
-            let Some(slot) = slot(name) else { continue };
+            };
             if found[slot].is_none() {
                 found[slot] = Some(value.to_str().unwrap_or(""));
                 any = true;
@@ -120,9 +118,9 @@ impl RateInfo {
                     .min(MAX_RESET),
             })
         };
-        let retry_after = get(RETRY_AFTER_MS)
+        let retry_after = get(RETRY_AFTER_MS_SLOT)
             .and_then(crate::parse_retry_after_ms)
-            .or_else(|| get(RETRY_AFTER).and_then(|v| crate::parse_retry_after(v, now)))
+            .or_else(|| get(RETRY_AFTER_SLOT).and_then(|v| crate::parse_retry_after(v, now)))
             .map(|d| d.min(MAX_RESET));
         RateInfo {
             requests: openai(OPENAI_REQUESTS).or_else(|| anthropic(ANTHROPIC_REQUESTS)),
@@ -198,9 +196,10 @@ const ANTHROPIC_REQUESTS: [usize; 3] = [6, 7, 8];
 const ANTHROPIC_TOKENS: [usize; 3] = [9, 10, 11];
 /// Anthropic's input-token window (read when it sends no token window).
 const ANTHROPIC_INPUT_TOKENS: [usize; 3] = [12, 13, 14];
-/// `retry-after-ms`, then `retry-after`.
-const RETRY_AFTER_MS: usize = 15;
-const RETRY_AFTER: usize = 16;
+/// `retry-after-ms`, then `retry-after` (the slots of the headers
+/// `crate::http` names).
+const RETRY_AFTER_MS_SLOT: usize = 15;
+const RETRY_AFTER_SLOT: usize = 16;
 
 /// The slot of a header name [`RateInfo::from_headers`] reads (names are
 /// lowercase in a `HeaderMap`).
