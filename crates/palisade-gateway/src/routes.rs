@@ -232,11 +232,14 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint)
         });
         // The tail inside, so it sees a failure as the failure it is; the
         // caller sees it as one SSE event.
-        let tail_span = span.clone();
         res = res.map(|body| {
             let body = if head.is_some() || on_usage.is_some() {
                 Body::new(crate::tail::Tail::new(
-                    body, head, tail_span, started, on_usage,
+                    body,
+                    head,
+                    span.clone(),
+                    started,
+                    on_usage,
                 ))
             } else {
                 body
