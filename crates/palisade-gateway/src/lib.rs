@@ -22,6 +22,7 @@ mod metrics;
 pub mod openai;
 mod recent;
 mod reload;
+mod rewake;
 mod routes;
 mod server;
 mod sse;

@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::Service;
 
+use crate::rewake::Rewake;
+
 /// What the server enforces on client connections.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -71,12 +73,15 @@ pub(crate) async fn run(
             .keep_alive(true);
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        // Rewake: reading a request's body wakes this very task (see
+        // rewake.rs); polling it again at once spares a trip through the
+        // runtime's queue and an idle worker's unparking.
+        tokio::spawn(Rewake::new(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
             drop(slot);
-        });
+        }));
     }
     drop(listener);
     tokio::select! {
