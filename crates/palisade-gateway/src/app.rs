@@ -48,7 +48,7 @@ impl Gateway {
             idle: Duration::from_millis(cfg.gateway.idle_timeout_ms),
         };
         let tls = upstream::client_config(cfg.gateway.ca_file.as_deref())?;
-        let client = upstream::client(settings.connect_timeout, tls);
+        let client = upstream::HttpClient::new(settings.connect_timeout, upstream::POOL_IDLE, tls);
         #[cfg(feature = "sim")]
         let mut sims = BTreeMap::new();
         let chaos = Arc::new(crate::chaos::ChaosLayers::default());
@@ -294,7 +294,7 @@ pub(crate) async fn upstreams(
                 &base,
                 key,
                 u.models.clone(),
-                client.clone(),
+                client,
                 settings,
                 chaos.for_upstream(id),
             )?,

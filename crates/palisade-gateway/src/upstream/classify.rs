@@ -4,11 +4,11 @@
 use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use palisade_core::{
     classify_error, BoxError, Classified, Classify, Failure, HttpClassifier, Outcome,
 };
 
+use super::pool::PooledBody;
 use super::GatewayBody;
 
 /// The largest upstream error body read (to classify it).
@@ -49,7 +49,7 @@ impl<B> Classify<Response<B>, BoxError> for GatewayClassifier {
 /// is read, classified, and passed on whole, the verdict attached as an
 /// [`UpstreamFailure`].
 pub(super) async fn read_error_body(
-    res: Response<Incoming>,
+    res: Response<PooledBody>,
 ) -> Result<Response<GatewayBody>, BoxError> {
     let (parts, incoming) = res.into_parts();
     if parts.status.is_success() {
@@ -73,11 +73,10 @@ pub(super) async fn read_error_body(
 }
 
 /// An error of the HTTP exchange, with the causes a transport error
-/// hides in its chain in its message (`client error (Connect): invalid
-/// peer certificate: UnknownIssuer`), classified as its chain says.
-pub(super) fn transport_error(err: hyper_util::client::legacy::Error) -> BoxError {
-    use std::error::Error as _;
-    let failure = classify_error(&err);
+/// hides in its chain in its message (`invalid peer certificate:
+/// UnknownIssuer`), classified as its chain says.
+pub(super) fn transport_error(err: BoxError) -> BoxError {
+    let failure = classify_error(&*err);
     let mut msg = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {

@@ -5,6 +5,7 @@
 
 mod answer;
 mod classify;
+mod pool;
 mod request;
 mod tls;
 
@@ -20,10 +21,6 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use palisade_core::{
     BoxError, Classified, FailureKind, HasDeadline, ProviderId, RejectReason, TokenUsage,
 };
@@ -35,6 +32,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 pub use self::classify::{GatewayClassifier, UpstreamFailure};
+pub use self::pool::{HttpClient, MAX_IDLE, POOL_IDLE};
 pub use self::request::{CacheControl, ChatRequest, Endpoint};
 pub use self::tls::client_config;
 pub(crate) use self::tls::read_ca_file;
@@ -113,28 +111,6 @@ pub struct UpstreamSettings {
     pub idle: Duration,
 }
 
-/// The pooled HTTP/1 client upstreams share: `http://` as it is,
-/// `https://` over TLS (rustls).
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// A pooled HTTP/1 client with a connect timeout, shared by upstreams,
-/// speaking TLS to `https://` upstreams with `tls` (see
-/// [`client_config`]).
-pub fn client(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
-}
-
 impl Upstream {
     /// An upstream at `base_url` (scheme and authority), with its API key
     /// (sent as a bearer token) and model map. `chaos` sits right above the
@@ -146,7 +122,7 @@ impl Upstream {
         base_url: &str,
         api_key: Option<String>,
         models: BTreeMap<String, String>,
-        client: HttpClient,
+        client: &HttpClient,
         settings: &UpstreamSettings,
         chaos: palisade_chaos::ChaosLayer<palisade_chaos::Every, palisade_chaos::HttpStreams>,
     ) -> Result<Self, BoxError> {
@@ -154,6 +130,7 @@ impl Upstream {
         let [chat, completions, embeddings] =
             Endpoint::ALL.map(|e| format!("{base}{}", e.path()).parse::<Uri>());
         let endpoints = [chat?, completions?, embeddings?];
+        let pool = client.pool(&endpoints[0])?;
         let api_key = match api_key {
             Some(k) => Some(HeaderValue::from_str(&format!("Bearer {k}"))?),
             None => None,
@@ -165,7 +142,7 @@ impl Upstream {
             .layer(PropagateDeadlineLayer::new(TimeoutHeader::Millis(
                 HeaderName::from_static(TIMEOUT_HEADER),
             )))
-            .service(client);
+            .service(pool);
         let streaming = ServiceBuilder::new()
             .map_response(|res: Response<_>| res.map(BodyExt::boxed_unsync))
             .layer(StreamTimeoutLayer::new(
@@ -411,8 +388,9 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
-            super::client(
+            &super::HttpClient::new(
                 settings.connect_timeout,
+                super::POOL_IDLE,
                 super::client_config(None).unwrap(),
             ),
             &settings,

@@ -1,0 +1,575 @@
+//! The gateway's HTTP/1 client: a pool of keep-alive connections per
+//! upstream, on hyper's connection API.
+//!
+//! hyper-util's pooled client, which the gateway used before, pays on every
+//! request for what a gateway with one origin per upstream never needs: a
+//! lock around a hash map keyed by scheme and authority (hashed three
+//! times), a connect future built and raced against the checkout, the
+//! `Host` header formatted anew, and a task spawned to put the connection
+//! back once the answer's body is read.
+//!
+//! Here each upstream has its own [`Pool`] for its one origin:
+//!
+//! - idle connections wait in a lock-free queue ([`ArrayQueue`]);
+//! - a request takes one (or connects when none is idle), is sent in
+//!   origin form with the upstream's `Host`, and its answer's body
+//!   ([`PooledBody`]) puts the connection back when it has been read to
+//!   the end; a body dropped before its end closes the connection;
+//! - a request that was never written (the connection closed while idle)
+//!   is sent again on another connection, never one that was written;
+//! - a connection idle for the pool's idle timeout is closed by its own
+//!   task, which checks once per timeout rather than re-arming a timer per
+//!   request.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use http::header::HOST;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use palisade_core::BoxError;
+use tower::ServiceExt;
+
+/// Idle connections kept per upstream; a connection put back when this
+/// many are idle is closed.
+pub const MAX_IDLE: usize = 1024;
+
+/// How long the gateway keeps an idle upstream connection open.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// How upstream connections are opened (TCP with a connect timeout, TLS
+/// for `https://`) and how long an idle one is kept: shared by every
+/// upstream, each of which makes its own [`Pool`] from it.
+#[derive(Clone)]
+pub struct HttpClient {
+    connector: HttpsConnector<HttpConnector>,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// A client that connects within `connect_timeout`, speaks TLS to
+    /// `https://` upstreams with `tls` (see
+    /// [`client_config`](super::client_config)), and closes connections
+    /// idle for `idle_timeout`.
+    pub fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        tls: rustls::ClientConfig,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        HttpClient {
+            connector,
+            idle_timeout,
+        }
+    }
+
+    /// A pool of connections to `origin`'s scheme and authority.
+    pub(crate) fn pool(&self, origin: &Uri) -> Result<Pool, BoxError> {
+        let authority = origin
+            .authority()
+            .ok_or_else(|| format!("{origin}: no host"))?
+            .clone();
+        let scheme = origin.scheme().cloned().unwrap_or(Scheme::HTTP);
+        // The Host header: the port only where it is not the scheme's.
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(p) if p != default_port => format!("{}:{p}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        Ok(Pool {
+            inner: Arc::new(Inner {
+                idle: ArrayQueue::new(MAX_IDLE),
+                connector: self.connector.clone(),
+                origin: Uri::builder()
+                    .scheme(scheme)
+                    .authority(authority)
+                    .path_and_query("/")
+                    .build()?,
+                host: HeaderValue::from_str(&host)?,
+                idle_timeout: self.idle_timeout,
+                epoch: tokio::time::Instant::now(),
+            }),
+        })
+    }
+}
+
+/// Keep-alive connections to one upstream origin (see the module's
+/// documentation). Cheap to clone: clones share the connections.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    idle: ArrayQueue<Idle>,
+    connector: HttpsConnector<HttpConnector>,
+    /// Scheme and authority, for the connector.
+    origin: Uri,
+    host: HeaderValue,
+    idle_timeout: Duration,
+    /// What connections' last-use times count from.
+    epoch: tokio::time::Instant,
+}
+
+/// A connection waiting in the pool.
+struct Idle {
+    tx: SendRequest<Full<Bytes>>,
+    state: Arc<ConnState>,
+}
+
+/// What a connection's task reads to know whether it has been idle for
+/// the pool's idle timeout.
+struct ConnState {
+    idle: AtomicBool,
+    /// When it was last put back, in milliseconds since the pool's epoch.
+    since_ms: AtomicU64,
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// An idle connection that is still open, if any.
+    fn checkout(&self) -> Option<(SendRequest<Full<Bytes>>, Arc<ConnState>)> {
+        while let Some(Idle { tx, state }) = self.idle.pop() {
+            if !tx.is_closed() {
+                state.idle.store(false, Ordering::Relaxed);
+                return Some((tx, state));
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose answer has been read back in the pool
+    /// (closed instead when the pool is full).
+    fn put_back(&self, tx: SendRequest<Full<Bytes>>, state: Arc<ConnState>) {
+        if tx.is_closed() {
+            return;
+        }
+        state.since_ms.store(self.now_ms(), Ordering::Relaxed);
+        state.idle.store(true, Ordering::Relaxed);
+        let _ = self.idle.push(Idle { tx, state });
+    }
+
+    /// Opens a connection and starts its task.
+    async fn connect(
+        self: &Arc<Self>,
+    ) -> Result<(SendRequest<Full<Bytes>>, Arc<ConnState>), BoxError> {
+        let io = self.connector.clone().oneshot(self.origin.clone()).await?;
+        let (tx, conn) = Builder::new().handshake(io).await?;
+        let state = Arc::new(ConnState {
+            idle: AtomicBool::new(false),
+            since_ms: AtomicU64::new(0),
+        });
+        let watched = state.clone();
+        let pool = Arc::downgrade(self);
+        let timeout = self.idle_timeout;
+        tokio::spawn(async move {
+            let idle_too_long = async {
+                loop {
+                    tokio::time::sleep(timeout).await;
+                    let Some(pool) = pool.upgrade() else { return };
+                    let since = watched.since_ms.load(Ordering::Relaxed);
+                    if watched.idle.load(Ordering::Relaxed)
+                        && pool.now_ms().saturating_sub(since) >= timeout.as_millis() as u64
+                    {
+                        return;
+                    }
+                }
+            };
+            // Either the connection ends, or it has idled too long and is
+            // dropped here, which closes it (the pool then finds it closed).
+            tokio::select! {
+                _ = conn => {}
+                () = idle_too_long => {}
+            }
+        });
+        Ok((tx, state))
+    }
+
+    /// Sends `req` (its URI the path to call) on an idle connection or a
+    /// new one.
+    async fn send(
+        self: Arc<Self>,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<PooledBody>, BoxError> {
+        if req.uri().scheme().is_some() {
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(path);
+        }
+        req.headers_mut().insert(HOST, self.host.clone());
+        loop {
+            let (mut tx, state, reused) = match self.checkout() {
+                Some((tx, state)) => (tx, state, true),
+                None => {
+                    let (tx, state) = self.connect().await?;
+                    (tx, state, false)
+                }
+            };
+            // A connection put back as its answer's last byte was read
+            // may not have taken up the next request yet.
+            if !tx.is_ready() {
+                if let Err(e) = tx.ready().await {
+                    if reused {
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+            }
+            match tx.try_send_request(req).await {
+                Ok(res) => {
+                    let (parts, body) = res.into_parts();
+                    let back = Some(Back {
+                        tx,
+                        state,
+                        pool: self,
+                    });
+                    return Ok(Response::from_parts(parts, PooledBody { body, back }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection had closed while idle.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// Sends `req` to the pool's origin; its URI's path and query are
+    /// what is called.
+    pub(crate) fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> impl std::future::Future<Output = Result<Response<PooledBody>, BoxError>> + Send + 'static
+    {
+        self.inner.clone().send(req)
+    }
+
+    /// How many connections are idle in the pool.
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
+        self.inner.idle.len()
+    }
+}
+
+impl tower::Service<Request<Full<Bytes>>> for Pool {
+    type Response = Response<PooledBody>;
+    type Error = BoxError;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Response<PooledBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        Box::pin(self.send(req))
+    }
+}
+
+/// What a body puts back in the pool when it has been read to the end.
+struct Back {
+    tx: SendRequest<Full<Bytes>>,
+    state: Arc<ConnState>,
+    pool: Arc<Inner>,
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream answer's body: hyper's, which gives its connection back
+    /// to the pool once read to the end. Dropped before that, the
+    /// connection is closed.
+    pub(crate) struct PooledBody {
+        #[pin]
+        body: Incoming,
+        back: Option<Back>,
+    }
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("pooled", &self.back.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.body.as_mut().poll_frame(cx));
+        let done = match &frame {
+            None => true,
+            Some(Ok(_)) => this.body.is_end_stream(),
+            // A broken answer: its connection is not used again.
+            Some(Err(_)) => {
+                *this.back = None;
+                false
+            }
+        };
+        if done {
+            if let Some(Back { tx, state, pool }) = this.back.take() {
+                pool.put_back(tx, state);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A loopback HTTP/1 server answering every request with `body`,
+    /// keeping connections alive; counts the connections it accepted and
+    /// those still open.
+    struct Server {
+        url: Uri,
+        accepted: Arc<AtomicUsize>,
+        open: Arc<AtomicUsize>,
+    }
+
+    async fn server(body: &'static str) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (a, o) = (accepted.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                            assert_eq!(req.uri().scheme(), None, "origin form");
+                            assert!(req.headers().contains_key(HOST));
+                            let _ = req.into_body().collect().await;
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from_static(body.as_bytes()),
+                            )))
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Server {
+            url,
+            accepted,
+            open,
+        }
+    }
+
+    fn client(idle: Duration) -> HttpClient {
+        HttpClient::new(
+            Duration::from_secs(5),
+            idle,
+            super::super::client_config(None).unwrap(),
+        )
+    }
+
+    fn post(url: &Uri) -> Request<Full<Bytes>> {
+        Request::post(format!("{url}v1/chat/completions"))
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap()
+    }
+
+    async fn read(res: Response<PooledBody>) -> Bytes {
+        res.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_is_used_again() {
+        let s = server("answer").await;
+        let pool = client(Duration::from_secs(30)).pool(&s.url).unwrap();
+        for _ in 0..20 {
+            let res = pool.send(post(&s.url)).await.unwrap();
+            assert_eq!(read(res).await, "answer");
+        }
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_no_more_connections_than_they_need() {
+        let s = server("answer").await;
+        let pool = client(Duration::from_secs(30)).pool(&s.url).unwrap();
+        for _ in 0..3 {
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let call = pool.send(post(&s.url));
+                    tokio::spawn(async move { read(call.await.unwrap()).await })
+                })
+                .collect();
+            for c in calls {
+                assert_eq!(c.await.unwrap(), "answer");
+            }
+        }
+        // The first wave opened at most 16; the next two reused them.
+        assert!(s.accepted.load(Ordering::SeqCst) <= 16);
+        assert_eq!(pool.idle(), s.accepted.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_its_connection() {
+        let s = server("a longer answer").await;
+        let pool = client(Duration::from_secs(30)).pool(&s.url).unwrap();
+        let res = pool.send(post(&s.url)).await.unwrap();
+        drop(res);
+        assert_eq!(pool.idle(), 0);
+        let res = pool.send(post(&s.url)).await.unwrap();
+        assert_eq!(read(res).await, "a longer answer");
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
+        // The first connection is closed, not left open.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while s.open.load(Ordering::SeqCst) > 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the dropped answer's connection closed");
+    }
+
+    /// A server that closes each connection after one answer, without
+    /// saying so: the pool finds the idle connection closed (or its
+    /// request unsent) and uses a new one, never failing the request.
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_not_a_failure() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = stream.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    // Closed without `connection: close`.
+                });
+            }
+        });
+        let pool = client(Duration::from_secs(30)).pool(&url).unwrap();
+        for _ in 0..10 {
+            let res = pool.send(post(&url)).await.unwrap();
+            assert_eq!(read(res).await, "ok");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_idle_past_the_timeout_is_closed() {
+        let s = server("answer").await;
+        let pool = client(Duration::from_secs(30)).pool(&s.url).unwrap();
+        let res = pool.send(post(&s.url)).await.unwrap();
+        assert_eq!(read(res).await, "answer");
+        assert_eq!(s.open.load(Ordering::SeqCst), 1);
+        // Used again at 20 s: still open at 40 s (idle 20 s).
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let res = pool.send(post(&s.url)).await.unwrap();
+        assert_eq!(read(res).await, "answer");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(s.open.load(Ordering::SeqCst), 1);
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+        // Idle past 30 s: closed, and the next request opens a new one.
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        for _ in 0..100 {
+            if s.open.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(s.open.load(Ordering::SeqCst), 0);
+        let res = pool.send(post(&s.url)).await.unwrap();
+        assert_eq!(read(res).await, "answer");
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_failure() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(listener);
+        let pool = client(Duration::from_secs(30)).pool(&url).unwrap();
+        let err = pool.send(post(&url)).await.unwrap_err();
+        assert_eq!(
+            palisade_core::classify_error(&*err).kind,
+            palisade_core::FailureKind::Connect
+        );
+    }
+}
