@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 mod errors;
 mod front;
+mod head_timeout;
 pub mod logs;
 mod metrics;
 pub mod openai;

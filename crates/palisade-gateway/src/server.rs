@@ -3,21 +3,24 @@
 //! head, idle keep-alive, requests per connection), draining them on
 //! shutdown.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use axum::routing::future::RouteFuture;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::Service;
 
+use crate::head_timeout::{watchdog, Marked, Waiting};
 use crate::rewake::Rewake;
 
 /// What the server enforces on client connections.
@@ -61,24 +64,34 @@ pub(crate) async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let waiting = Arc::new(Waiting::new());
         let svc = PerConnection {
             app: app.clone(),
-            served: Arc::new(AtomicU64::new(0)),
+            waiting: waiting.clone(),
+            served: AtomicU64::new(0),
             max: limits.max_requests_per_connection,
         };
+        // No timer for hyper: the head timeout is the watchdog's (see
+        // head_timeout.rs), which does not arm one per request.
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .max_buf_size(limits.max_header_bytes)
-            .keep_alive(true);
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        http.max_buf_size(limits.max_header_bytes).keep_alive(true);
+        let conn = http.serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
+        let header_timeout = limits.header_timeout;
         // Rewake: reading a request's body wakes this very task (see
         // rewake.rs); polling it again at once spares a trip through the
         // runtime's queue and an idle worker's unparking.
         tokio::spawn(Rewake::new(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended");
+            tokio::select! {
+                biased;
+                ended = conn => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                }
+                () = watchdog(waiting, header_timeout) => {
+                    tracing::debug!(%peer, "connection closed: no request head within header_timeout_ms");
+                }
             }
             drop(slot);
         }));
@@ -93,46 +106,58 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// The app for one connection: counts its requests and, at the limit,
-/// marks the answer `connection: close` so hyper closes the connection
-/// after it.
-#[derive(Clone)]
+/// The app for one connection: marks the connection busy while a
+/// request is in progress (for the head timeout), counts its requests
+/// and, at the limit, marks the answer `connection: close` so hyper
+/// closes the connection after it.
 struct PerConnection {
     app: axum::Router,
-    served: Arc<AtomicU64>,
+    waiting: Arc<Waiting>,
+    served: AtomicU64,
     max: u64,
 }
 
-impl<B> Service<Request<B>> for PerConnection
-where
-    axum::Router: Service<
-        Request<B>,
-        Response = Response<axum::body::Body>,
-        Error = std::convert::Infallible,
-    >,
-    <axum::Router as Service<Request<B>>>::Future: Send + 'static,
-{
-    type Response = Response<axum::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+impl hyper::service::Service<Request<Incoming>> for PerConnection {
+    type Response = Response<Marked<axum::body::Body>>;
+    type Error = Infallible;
+    type Future = Answer;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Service::<Request<B>>::poll_ready(&mut self.app, cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        self.waiting.busy();
         let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-        let last = self.max > 0 && n >= self.max;
-        let fut = self.app.call(req);
-        Box::pin(async move {
-            let mut res = fut.await?;
-            if last {
-                res.headers_mut().insert(
-                    axum::http::header::CONNECTION,
-                    HeaderValue::from_static("close"),
-                );
-            }
-            Ok(res)
-        })
+        // The router is always ready.
+        let route = self.app.clone().call(req);
+        Answer {
+            route,
+            last: self.max > 0 && n >= self.max,
+            waiting: Some(self.waiting.clone()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's answer to one request.
+    struct Answer {
+        #[pin]
+        route: RouteFuture<Infallible>,
+        last: bool,
+        waiting: Option<Arc<Waiting>>,
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Marked<axum::body::Body>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut res) = ready!(this.route.poll(cx));
+        if *this.last {
+            res.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+        }
+        let waiting = this.waiting.take().expect("polled after completion");
+        Poll::Ready(Ok(res.map(|body| Marked::new(body, waiting))))
     }
 }
