@@ -124,7 +124,7 @@ impl<B: Body> Tail<B> {
     /// Reads the usage from the chunk's complete SSE lines (and the line
     /// the last chunk left open).
     fn scan(&mut self, chunk: &[u8]) {
-        let Some(last_newline) = chunk.iter().rposition(|&b| b == b'\n') else {
+        let Some(last_newline) = memchr::memrchr(b'\n', chunk) else {
             self.keep(chunk);
             return;
         };
@@ -149,14 +149,15 @@ impl<B: Body> Tail<B> {
 
     fn lines(&mut self, text: &[u8]) {
         // Most chunks carry no usage: one search of the chunk, no parse.
-        if !contains(text, b"\"usage\"") {
+        let usage = usage_finder();
+        if usage.find(text).is_none() {
             return;
         }
         for line in text.split(|&b| b == b'\n') {
             let Some(data) = line.strip_prefix(b"data:") else {
                 continue;
             };
-            if !contains(data, b"\"usage\"") {
+            if usage.find(data).is_none() {
                 continue;
             }
             #[derive(serde::Deserialize)]
@@ -182,8 +183,12 @@ impl<B: Body> Tail<B> {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// The search for `"usage"`, built once (building it costs more than
+/// searching a chunk).
+fn usage_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(b"\"usage\""))
 }
 
 impl<B: Body> Drop for Tail<B> {
