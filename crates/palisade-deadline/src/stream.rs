@@ -199,13 +199,24 @@ where
         let Some((at, from, scope)) = next else {
             return Poll::Pending;
         };
+        // A timer set for an earlier quiet spell is left as it is: each
+        // frame would move it otherwise. When it fires before `at`, it is
+        // moved then, once.
         match this.sleep {
-            Some(s) if s.deadline() == at => {}
+            Some(s) if s.deadline() <= at => {}
             Some(s) => s.as_mut().reset(at),
             None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
         }
-        let sleep = this.sleep.as_mut().expect("armed above");
-        ready!(sleep.as_mut().poll(cx));
+        let Some(sleep) = this.sleep.as_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= at {
+                break;
+            }
+            sleep.as_mut().reset(at);
+        }
         *this.done = true;
         let after = at.saturating_duration_since(from);
         let mut elapsed = Elapsed::new(scope, after);
