@@ -25,6 +25,170 @@ pub(super) fn read_answer(body: &[u8]) -> Answer<'_> {
     serde_json::from_slice(body).unwrap_or_default()
 }
 
+/// The answer's top-level `usage` alone, found from the end of the body.
+///
+/// Providers put `usage` among an answer's last members (OpenAI: `usage`,
+/// `service_tier`, `system_fingerprint`), after `choices`, which holds the
+/// text. Reading the top level backwards from the closing brace finds it
+/// without reading the text at all; when it is not among the last
+/// [`MAX_MEMBERS`] members, or those are too long to walk back over, or the
+/// body does not look like an object, the whole body is parsed as
+/// [`read_answer`] does. For a valid JSON object the answer is the same
+/// (property-tested).
+pub(super) fn read_usage(body: &[u8]) -> Option<Usage> {
+    match usage_from_the_end(body) {
+        Found::Usage(value) => serde_json::from_slice(value).ok(),
+        Found::Absent => None,
+        Found::Unknown => read_answer(body).usage,
+    }
+}
+
+/// How many top-level members are read backwards before giving up.
+const MAX_MEMBERS: usize = 8;
+
+/// How many bytes of nested values are walked back over before giving up.
+const MAX_WALK: usize = 4096;
+
+/// What reading the top level backwards found.
+#[derive(Debug, PartialEq, Eq)]
+enum Found<'a> {
+    /// `usage`'s value.
+    Usage(&'a [u8]),
+    /// Every member read: none is `usage`.
+    Absent,
+    /// Not found among the members read: parse the whole body.
+    Unknown,
+}
+
+fn usage_from_the_end(b: &[u8]) -> Found<'_> {
+    let is_ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+    let Some(start) = b.iter().position(|&c| !is_ws(c)) else {
+        return Found::Unknown;
+    };
+    let Some(end) = b.iter().rposition(|&c| !is_ws(c)) else {
+        return Found::Unknown;
+    };
+    if b[start] != b'{' || b[end] != b'}' || end == start {
+        return Found::Unknown;
+    }
+    // The last non-space byte before `i`, never before the opening brace.
+    let back = |i: usize| -> usize {
+        let mut j = i;
+        while j > start {
+            j -= 1;
+            if !is_ws(b[j]) {
+                return j;
+            }
+        }
+        start
+    };
+    let mut walked = 0;
+    // `p`: the brace or comma that ends the member before it.
+    let mut p = end;
+    for _ in 0..MAX_MEMBERS {
+        let v_end = back(p);
+        if v_end == start {
+            // Back at the opening brace: every member read.
+            return if p == end {
+                Found::Absent
+            } else {
+                Found::Unknown
+            };
+        }
+        let Some(v_start) = value_start(b, start, v_end, &mut walked) else {
+            return Found::Unknown;
+        };
+        let colon = back(v_start);
+        if b[colon] != b':' {
+            return Found::Unknown;
+        }
+        let k_end = back(colon);
+        if b[k_end] != b'"' {
+            return Found::Unknown;
+        }
+        let Some(k_start) = string_start(b, start, k_end) else {
+            return Found::Unknown;
+        };
+        let key = &b[k_start + 1..k_end];
+        if key.contains(&b'\\') {
+            // A key with escapes may spell `usage`: let serde read it.
+            return Found::Unknown;
+        }
+        let before = back(k_start);
+        if before != start && b[before] != b',' {
+            return Found::Unknown;
+        }
+        if key == b"usage" {
+            return Found::Usage(&b[v_start..=v_end]);
+        }
+        if before == start {
+            return Found::Absent;
+        }
+        p = before;
+    }
+    Found::Unknown
+}
+
+/// Where the value ending at `end` starts, walking back no further than
+/// `start` (and no more than [`MAX_WALK`] bytes in all, counted in
+/// `walked`).
+fn value_start(b: &[u8], start: usize, end: usize, walked: &mut usize) -> Option<usize> {
+    match b[end] {
+        b'"' => string_start(b, start, end),
+        b'}' | b']' => {
+            let mut depth = 0usize;
+            let mut i = end;
+            while i > start {
+                *walked += 1;
+                if *walked > MAX_WALK {
+                    return None;
+                }
+                match b[i] {
+                    b'}' | b']' => depth += 1,
+                    b'{' | b'[' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                    b'"' => i = string_start(b, start, i)?,
+                    _ => {}
+                }
+                i -= 1;
+            }
+            None
+        }
+        c if is_scalar(c) => {
+            let mut i = end;
+            while i > start && is_scalar(b[i - 1]) {
+                i -= 1;
+            }
+            (i > start).then_some(i)
+        }
+        _ => None,
+    }
+}
+
+/// A number, `true`, `false` or `null`'s bytes.
+fn is_scalar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'+' | b'-')
+}
+
+/// The opening quote of the string whose closing quote is at `close`: the
+/// nearest quote before it not escaped (an even run of backslashes before
+/// it), found with `memrchr`.
+fn string_start(b: &[u8], start: usize, close: usize) -> Option<usize> {
+    let mut hay = &b[start + 1..close];
+    loop {
+        let q = memchr::memrchr(b'"', hay)?;
+        let slashes = hay[..q].iter().rev().take_while(|&&c| c == b'\\').count();
+        if slashes % 2 == 0 {
+            return Some(start + 1 + q);
+        }
+        hay = &hay[..q];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +288,53 @@ mod tests {
         assert_eq!(read_answer(whole).usage, usage(1, 1));
     }
 
+    /// The backward read agrees with the whole parse on every body the
+    /// tests above use, cut bodies included, and on OpenAI's own order.
+    #[test]
+    fn the_usage_read_from_the_end_agrees_with_the_whole_parse() {
+        let openai = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"a \"usage\": {} ] }"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"service_tier":"default","system_fingerprint":"fp_1"}"#;
+        // Found from the end, not by the whole parse.
+        assert!(matches!(usage_from_the_end(openai), Found::Usage(_)));
+        let long = format!(
+            r#"{{"choices":[{{"content":"{}"}}],"usage":{{"total_tokens":3}}}}"#,
+            "\\\"x".repeat(10_000)
+        );
+        assert!(matches!(
+            usage_from_the_end(long.as_bytes()),
+            Found::Usage(_)
+        ));
+        let cut_base = br#"{"model":"m","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"x":"abc\"def"}"#;
+        let mut bodies: Vec<Vec<u8>> = vec![
+            openai.to_vec(),
+            long.into_bytes(),
+            br#"{"id":"x"}"#.to_vec(),
+            br#"{"usage":{"total_tokens":"many"}}"#.to_vec(),
+            b"not json".to_vec(),
+            br#"{"choices":[]}"#.to_vec(),
+            br#"[{"usage":{"total_tokens":1}}]"#.to_vec(),
+            b"".to_vec(),
+            b"{}".to_vec(),
+            b"  {  }  ".to_vec(),
+            br#"{"usage":null}"#.to_vec(),
+            br#"{"us\u0061ge":{"total_tokens":5}}"#.to_vec(),
+            br#"{"a":{"usage":{"total_tokens":1}},"b":[1,{"usage":2}],"c":"usage"}"#.to_vec(),
+            br#"{"data":[],"usage":{"prompt_tokens":4,"total_tokens":4}}"#.to_vec(),
+            br#"{"usage":{"total_tokens":1}, "n": -1.5e+3, "t": true, "z": null, "s": "\\"}"#
+                .to_vec(),
+        ];
+        bodies.extend((0..cut_base.len()).map(|cut| cut_base[..cut].to_vec()));
+        for body in &bodies {
+            assert_eq!(
+                read_usage(body),
+                read_answer(body).usage,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Found without reading the text: OpenAI's order, and a long text.
+        assert_eq!(read_usage(openai), usage(9, 2));
+    }
+
     proptest! {
         /// Whatever the object around them, the top-level values are
         /// found, as serde reads them from the whole body.
@@ -148,6 +359,10 @@ mod tests {
             }
             let body = serde_json::to_vec(&serde_json::Value::Object(object.clone())).unwrap();
             let a = read_answer(&body);
+            // The usage read from the end agrees, compact or pretty.
+            prop_assert_eq!(read_usage(&body), a.usage);
+            let pretty = serde_json::to_vec_pretty(&serde_json::Value::Object(object.clone())).unwrap();
+            prop_assert_eq!(read_usage(&pretty), a.usage);
             let expected_model = object.get("model").and_then(|m| m.as_str());
             let expected_usage = object
                 .get("usage")

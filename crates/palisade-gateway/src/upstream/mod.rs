@@ -331,7 +331,15 @@ async fn whole_answer(
             return Err(e);
         }
     };
-    let answer = answer::read_answer(&bytes);
+    // Traces name the model that answered: the whole answer is read for
+    // it. Otherwise only the usage, from the answer's end.
+    let answer = match system {
+        Some(_) => answer::read_answer(&bytes),
+        None => answer::Answer {
+            model: None,
+            usage: answer::read_usage(&bytes),
+        },
+    };
     // What the answer used, for the rate limit's token quota to be
     // corrected by.
     if let Some(used) = answer.usage {
