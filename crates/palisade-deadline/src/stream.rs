@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
@@ -102,6 +102,9 @@ pin_project! {
         quiet_since: Option<Instant>,
         frames: u64,
         sleep: Option<Pin<Box<Sleep>>>,
+        // The waker the timer was last polled with: it keeps it until it
+        // fires, so it is not polled again with the same one.
+        timer_waker: Option<Waker>,
         done: bool,
     }
 }
@@ -117,6 +120,7 @@ impl<B> TimeoutBody<B> {
             quiet_since: Some(started),
             frames: 0,
             sleep: None,
+            timer_waker: None,
             done: false,
         }
     }
@@ -202,14 +206,33 @@ where
         // A timer set for an earlier quiet spell is left as it is: each
         // frame would move it otherwise. When it fires before `at`, it is
         // moved then, once.
-        match this.sleep {
-            Some(s) if s.deadline() <= at => {}
-            Some(s) => s.as_mut().reset(at),
-            None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+        let moved = match this.sleep {
+            Some(s) if s.deadline() <= at => false,
+            Some(s) => {
+                s.as_mut().reset(at);
+                true
+            }
+            None => {
+                *this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+                true
+            }
+        };
         let Some(sleep) = this.sleep.as_mut() else {
             return Poll::Pending;
         };
+        // Registered with this task's waker, not moved, not fired: it will
+        // wake the task when it fires, without being polled on every
+        // pending frame.
+        let same_waker = this
+            .timer_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if !moved && same_waker && !sleep.is_elapsed() {
+            return Poll::Pending;
+        }
+        if !same_waker {
+            *this.timer_waker = Some(cx.waker().clone());
+        }
         loop {
             ready!(sleep.as_mut().poll(cx));
             if sleep.deadline() >= at {
