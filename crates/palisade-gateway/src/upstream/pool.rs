@@ -50,7 +50,15 @@ pub const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// How upstream connections are opened (TCP with a connect timeout, TLS
 /// for `https://`) and how long an idle one is kept: shared by every
-/// upstream, each of which makes its own [`Pool`] from it.
+/// upstream, each of which makes its own pool of connections from it.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_gateway::upstream::{client_config, HttpClient, POOL_IDLE};
+///
+/// let client = HttpClient::new(Duration::from_secs(5), POOL_IDLE, client_config(None).unwrap());
+/// println!("{client:?}");
+/// ```
 #[derive(Clone)]
 pub struct HttpClient {
     connector: HttpsConnector<HttpConnector>,
