@@ -150,6 +150,12 @@ mod tests {
         }
     }
 
+    /// Polls `f` once with a waker that counts its wakes in `task`.
+    fn poll_once(f: Pin<&mut Rewake<Probe>>, task: &Arc<Count>) -> Poll<usize> {
+        let waker = Waker::from(task.clone());
+        f.poll(&mut Context::from_waker(&waker))
+    }
+
     fn probe(self_wakes: usize, ready_at: usize) -> (Rewake<Probe>, Arc<AtomicUsize>) {
         let polls = Arc::new(AtomicUsize::new(0));
         let f = Probe {
@@ -164,12 +170,8 @@ mod tests {
     fn a_self_wake_is_polled_again_without_waking_the_task() {
         let (f, polls) = probe(1, 2);
         let task = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(task.clone());
         let mut f = std::pin::pin!(f);
-        assert_eq!(
-            f.as_mut().poll(&mut Context::from_waker(&waker)),
-            Poll::Ready(2)
-        );
+        assert_eq!(poll_once(f.as_mut(), &task), Poll::Ready(2));
         assert_eq!(polls.load(Ordering::Relaxed), 2);
         assert_eq!(task.0.load(Ordering::Relaxed), 0);
     }
@@ -178,12 +180,8 @@ mod tests {
     fn a_future_that_always_wakes_itself_still_yields_to_the_runtime() {
         let (f, polls) = probe(usize::MAX, usize::MAX);
         let task = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(task.clone());
         let mut f = std::pin::pin!(f);
-        assert!(f
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
+        assert!(poll_once(f.as_mut(), &task).is_pending());
         assert_eq!(polls.load(Ordering::Relaxed), MAX_REPOLLS as usize);
         assert_eq!(task.0.load(Ordering::Relaxed), 1);
     }
@@ -192,12 +190,8 @@ mod tests {
     fn a_pending_future_not_woken_is_polled_once_and_a_later_wake_reaches_the_task() {
         let (f, polls) = probe(0, usize::MAX);
         let task = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(task.clone());
         let mut f = std::pin::pin!(f);
-        assert!(f
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
+        assert!(poll_once(f.as_mut(), &task).is_pending());
         assert_eq!(polls.load(Ordering::Relaxed), 1);
         assert_eq!(task.0.load(Ordering::Relaxed), 0);
         // A wake from outside, between polls, goes to the task's waker.
@@ -214,14 +208,12 @@ mod tests {
         for _ in 0..2_000 {
             let (f, polls) = probe(0, usize::MAX);
             let task = Arc::new(Count(AtomicUsize::new(0)));
-            let waker = Waker::from(task.clone());
             let mut f = Box::pin(f);
-            let before = f.as_mut().poll(&mut Context::from_waker(&waker));
-            assert!(before.is_pending());
+            assert!(poll_once(f.as_mut(), &task).is_pending());
             let seen = polls.load(Ordering::Relaxed);
             let other = f.waker.clone();
             let t = std::thread::spawn(move || other.wake());
-            let _ = f.as_mut().poll(&mut Context::from_waker(&waker));
+            let _ = poll_once(f.as_mut(), &task);
             t.join().unwrap();
             // The wake happened during the second poll (so it was polled
             // a third time) or outside it (so the task was woken).
