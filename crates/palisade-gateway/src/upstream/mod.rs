@@ -27,7 +27,6 @@ use palisade_core::{
 use palisade_deadline::{
     FirstFrameLayer, PropagateDeadlineLayer, StreamTimeoutLayer, StreamTimeouts, TimeoutHeader,
 };
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
@@ -44,9 +43,17 @@ pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErro
 /// on a request nobody waits for.
 pub(crate) const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
-/// One HTTP exchange with an upstream, boxed: the two shapes below differ
-/// in type.
-type HttpService = BoxCloneSyncService<Request<Full<Bytes>>, Response<GatewayBody>, BoxError>;
+/// What an upstream call answers.
+type CallFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, BoxError>> + Send>>;
+
+/// An attempt's span and the provider's GenAI system, when traces are on.
+type Traced = Option<(crate::traces::AttemptSpan, &'static str)>;
+
+/// One HTTP exchange with an upstream, from the request to the answer's
+/// future, boxed once: the exchange's own future lives inside that box
+/// rather than in a box of its own (as a boxed service's would), and the
+/// service is cloned by reference counts, not through a vtable.
+type Exchange = Box<dyn Fn(Request<Full<Bytes>>, Traced) -> CallFuture + Send + Sync>;
 
 /// One upstream provider as a service: maps the gateway's model name to
 /// the provider's, and sends the request through palisade's layers:
@@ -76,8 +83,8 @@ struct Parts {
     endpoints: [Uri; 3],
     api_key: Option<HeaderValue>,
     models: BTreeMap<String, String>,
-    whole: HttpService,
-    streaming: HttpService,
+    whole: Exchange,
+    streaming: Exchange,
     /// Its GenAI `gen_ai.system`, from its host (for traces).
     system: &'static str,
 }
@@ -153,6 +160,10 @@ impl Upstream {
             ))
             .layer(FirstFrameLayer::new(settings.first_token)?.provider(id))
             .service(exchange.clone());
+        let whole: Exchange =
+            Box::new(move |req, traced| Box::pin(whole_answer(exchange.clone(), req, traced)));
+        let streaming: Exchange =
+            Box::new(move |req, traced| Box::pin(stream_answer(streaming.clone(), req, traced)));
         let system = crate::traces::system_of(endpoints_host(&endpoints[0]));
         Ok(Upstream {
             parts: Arc::new(Parts {
@@ -160,8 +171,8 @@ impl Upstream {
                 endpoints,
                 api_key,
                 models,
-                whole: BoxCloneSyncService::new(exchange),
-                streaming: BoxCloneSyncService::new(streaming),
+                whole,
+                streaming,
                 system,
             }),
         })
@@ -239,44 +250,20 @@ impl Service<ChatRequest> for Upstream {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
+        let exchange = if req.stream {
+            &self.parts.streaming
+        } else {
+            &self.parts.whole
+        };
         if !crate::traces::on() {
             req.trace
                 .inject(&tracing::Span::none(), http_req.headers_mut());
-            if req.stream {
-                return Box::pin(self.parts.streaming.clone().oneshot(http_req));
-            }
-            return Box::pin(whole_answer(self.parts.whole.clone(), http_req, None));
+            return exchange(http_req, None);
         }
         let attempt = self.attempt_span(&req);
         let span = attempt.span();
         req.trace.inject(&span, http_req.headers_mut());
-        let system = self.parts.system;
-        if req.stream {
-            let call = self.parts.streaming.clone().oneshot(http_req);
-            return Box::pin(
-                async move {
-                    match call.await {
-                        Ok(mut res) => {
-                            attempt.answered(res.status().as_u16(), None, None);
-                            res.extensions_mut().insert(AnsweredBy {
-                                system,
-                                model: None,
-                            });
-                            Ok(res)
-                        }
-                        Err(e) => {
-                            attempt.failed(&*e);
-                            Err(e)
-                        }
-                    }
-                }
-                .instrument(span),
-            );
-        }
-        Box::pin(
-            whole_answer(self.parts.whole.clone(), http_req, Some((attempt, system)))
-                .instrument(span),
-        )
+        Box::pin(exchange(http_req, Some((attempt, self.parts.system))).instrument(span))
     }
 }
 
@@ -301,13 +288,47 @@ impl serde::Serialize for WithModel<'_> {
     }
 }
 
+/// Sends a request for a stream; with an attempt span, ends it with the
+/// stream's status (its first token has come: the layers below wait for
+/// it).
+async fn stream_answer<S>(
+    streaming: S,
+    http_req: Request<Full<Bytes>>,
+    traced: Traced,
+) -> Result<Response<GatewayBody>, BoxError>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<GatewayBody>, Error = BoxError>,
+{
+    let res = streaming.oneshot(http_req).await;
+    if let Some((attempt, system)) = traced {
+        match res {
+            Ok(mut res) => {
+                attempt.answered(res.status().as_u16(), None, None);
+                res.extensions_mut().insert(AnsweredBy {
+                    system,
+                    model: None,
+                });
+                return Ok(res);
+            }
+            Err(e) => {
+                attempt.failed(&*e);
+                return Err(e);
+            }
+        }
+    }
+    res
+}
+
 /// Sends a request for a whole answer and reads its body within the
 /// attempt; with an attempt span, ends it with what the answer said.
-async fn whole_answer(
-    whole: HttpService,
+async fn whole_answer<S>(
+    whole: S,
     http_req: Request<Full<Bytes>>,
-    traced: Option<(crate::traces::AttemptSpan, &'static str)>,
-) -> Result<Response<GatewayBody>, BoxError> {
+    traced: Traced,
+) -> Result<Response<GatewayBody>, BoxError>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<GatewayBody>, Error = BoxError>,
+{
     let (attempt, system) = match traced {
         Some((a, s)) => (a, Some(s)),
         None => (crate::traces::AttemptSpan::none(), None),
