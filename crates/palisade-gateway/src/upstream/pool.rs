@@ -202,15 +202,24 @@ impl Inner {
         let timeout = self.idle_timeout;
         tokio::spawn(async move {
             let idle_too_long = async {
+                let mut wake = tokio::time::Instant::now() + timeout;
                 loop {
-                    tokio::time::sleep(timeout).await;
+                    tokio::time::sleep_until(wake).await;
                     let Some(pool) = pool.upgrade() else { return };
-                    let since = watched.since_ms.load(Ordering::Relaxed);
-                    if watched.idle.load(Ordering::Relaxed)
-                        && pool.now_ms().saturating_sub(since) >= timeout.as_millis() as u64
-                    {
+                    let now = tokio::time::Instant::now();
+                    if !watched.idle.load(Ordering::Relaxed) {
+                        // In use: idle at the earliest a timeout from now.
+                        wake = now + timeout;
+                        continue;
+                    }
+                    let since = Duration::from_millis(watched.since_ms.load(Ordering::Relaxed));
+                    let until = pool.epoch + since + timeout;
+                    if until <= now {
                         return;
                     }
+                    // Put back since the last look: sleep until this idle
+                    // spell reaches the timeout.
+                    wake = until;
                 }
             };
             // Either the connection ends, or it has idled too long and is
@@ -545,15 +554,15 @@ mod tests {
         let res = pool.send(post(&s.url)).await.unwrap();
         assert_eq!(read(res).await, "answer");
         assert_eq!(s.open.load(Ordering::SeqCst), 1);
-        // Used again at 20 s: still open at 40 s (idle 20 s).
+        // Used again at 20 s: still open at 49 s (idle 29 s).
         tokio::time::sleep(Duration::from_secs(20)).await;
         let res = pool.send(post(&s.url)).await.unwrap();
         assert_eq!(read(res).await, "answer");
-        tokio::time::sleep(Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_secs(29)).await;
         assert_eq!(s.open.load(Ordering::SeqCst), 1);
         assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
-        // Idle past 30 s: closed, and the next request opens a new one.
-        tokio::time::sleep(Duration::from_secs(25)).await;
+        // Idle 30 s at 50 s: closed, and the next request opens a new one.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
         for _ in 0..100 {
             if s.open.load(Ordering::SeqCst) == 0 {
                 break;
