@@ -52,6 +52,12 @@ impl Waiting {
         self.since.store(BUSY, Ordering::Relaxed);
     }
 
+    /// Whether a request is in progress.
+    #[cfg(test)]
+    pub(crate) fn is_busy(&self) -> bool {
+        self.since.load(Ordering::Relaxed) == BUSY
+    }
+
     /// The answer is done: the connection waits for the next head.
     pub(crate) fn waiting(&self) {
         let ms = self.opened.elapsed().as_millis() as u64;

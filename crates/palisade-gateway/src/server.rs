@@ -136,12 +136,21 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
 }
 
 pin_project_lite::pin_project! {
-    /// A connection's answer to one request.
+    /// A connection's answer to one request. Dropped unanswered, it marks
+    /// the connection waiting again (answered, its body does).
     struct Answer {
         #[pin]
         route: RouteFuture<Infallible>,
         last: bool,
         waiting: Option<Arc<Waiting>>,
+    }
+
+    impl PinnedDrop for Answer {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(waiting) = this.project().waiting.take() {
+                waiting.waiting();
+            }
+        }
     }
 }
 
@@ -159,5 +168,50 @@ impl Future for Answer {
         }
         let waiting = this.waiting.take().expect("polled after completion");
         Poll::Ready(Ok(res.map(|body| Marked::new(body, waiting))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer dropped before it was ready (hyper gave up on the
+    /// request) leaves its connection waiting, so the head timeout still
+    /// applies to it; an answer that completes leaves that to its body.
+    #[tokio::test]
+    async fn an_answer_dropped_unanswered_marks_its_connection_waiting() {
+        let router = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        );
+        let waiting = Arc::new(Waiting::new());
+        waiting.busy();
+        let answer = Answer {
+            route: router.clone().call(Request::new(axum::body::Body::empty())),
+            last: false,
+            waiting: Some(waiting.clone()),
+        };
+        let mut answer = Box::pin(answer);
+        let polled = futures_util::poll!(answer.as_mut());
+        assert!(polled.is_pending());
+        assert!(waiting.is_busy());
+        drop(answer);
+        assert!(!waiting.is_busy());
+
+        // Answered: busy until the body goes.
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "now" }));
+        waiting.busy();
+        let answer = Answer {
+            route: router.clone().call(Request::new(axum::body::Body::empty())),
+            last: false,
+            waiting: Some(waiting.clone()),
+        };
+        let res = answer.await.unwrap();
+        assert!(waiting.is_busy());
+        drop(res);
+        assert!(!waiting.is_busy());
     }
 }
