@@ -183,7 +183,8 @@ impl Inner {
             return;
         }
         state.since_ms.store(self.now_ms(), Ordering::Relaxed);
-        state.idle.store(true, Ordering::Relaxed);
+        // Release: a watchdog that sees it idle sees when it became so.
+        state.idle.store(true, Ordering::Release);
         let _ = self.idle.push(Idle { tx, state });
     }
 
@@ -207,7 +208,7 @@ impl Inner {
                     tokio::time::sleep_until(wake).await;
                     let Some(pool) = pool.upgrade() else { return };
                     let now = tokio::time::Instant::now();
-                    if !watched.idle.load(Ordering::Relaxed) {
+                    if !watched.idle.load(Ordering::Acquire) {
                         // In use: idle at the earliest a timeout from now.
                         wake = now + timeout;
                         continue;
