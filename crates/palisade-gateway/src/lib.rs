@@ -18,6 +18,7 @@ pub mod demo;
 mod errors;
 mod front;
 mod head_timeout;
+mod idle;
 pub mod logs;
 mod metrics;
 pub mod openai;

@@ -18,11 +18,11 @@
 //! - a request that was never written (the connection closed while idle)
 //!   is sent again on another connection, never one that was written;
 //! - a connection idle for the pool's idle timeout is closed by its own
-//!   task, which checks once per timeout rather than re-arming a timer per
-//!   request.
+//!   task's [`watchdog`](crate::idle::watchdog) (the one that keeps client
+//!   connections' head timeout), one timer per idle spell rather than one
+//!   per request.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -40,6 +40,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use palisade_core::BoxError;
 use tower::ServiceExt;
+
+use crate::idle::{watchdog, Waiting};
 
 /// Idle connections kept per upstream; a connection put back when this
 /// many are idle is closed.
@@ -122,7 +124,6 @@ impl HttpClient {
                     .build()?,
                 host: HeaderValue::from_str(&host)?,
                 idle_timeout: self.idle_timeout,
-                epoch: tokio::time::Instant::now(),
             }),
         })
     }
@@ -142,35 +143,22 @@ struct Inner {
     origin: Uri,
     host: HeaderValue,
     idle_timeout: Duration,
-    /// What connections' last-use times count from.
-    epoch: tokio::time::Instant,
 }
 
 /// A connection waiting in the pool.
 struct Idle {
     tx: SendRequest<Full<Bytes>>,
-    state: Arc<ConnState>,
-}
-
-/// What a connection's task reads to know whether it has been idle for
-/// the pool's idle timeout.
-struct ConnState {
-    idle: AtomicBool,
-    /// When it was last put back, in milliseconds since the pool's epoch.
-    since_ms: AtomicU64,
+    /// What its task's watchdog reads.
+    waiting: Arc<Waiting>,
 }
 
 impl Inner {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     /// An idle connection that is still open, if any.
-    fn checkout(&self) -> Option<(SendRequest<Full<Bytes>>, Arc<ConnState>)> {
-        while let Some(Idle { tx, state }) = self.idle.pop() {
+    fn checkout(&self) -> Option<(SendRequest<Full<Bytes>>, Arc<Waiting>)> {
+        while let Some(Idle { tx, waiting }) = self.idle.pop() {
             if !tx.is_closed() {
-                state.idle.store(false, Ordering::Relaxed);
-                return Some((tx, state));
+                waiting.busy();
+                return Some((tx, waiting));
             }
         }
         None
@@ -178,59 +166,32 @@ impl Inner {
 
     /// Puts a connection whose answer has been read back in the pool
     /// (closed instead when the pool is full).
-    fn put_back(&self, tx: SendRequest<Full<Bytes>>, state: Arc<ConnState>) {
+    fn put_back(&self, tx: SendRequest<Full<Bytes>>, waiting: Arc<Waiting>) {
         if tx.is_closed() {
             return;
         }
-        state.since_ms.store(self.now_ms(), Ordering::Relaxed);
-        // Release: a watchdog that sees it idle sees when it became so.
-        state.idle.store(true, Ordering::Release);
-        let _ = self.idle.push(Idle { tx, state });
+        waiting.waiting();
+        let _ = self.idle.push(Idle { tx, waiting });
     }
 
     /// Opens a connection and starts its task.
-    async fn connect(
-        self: &Arc<Self>,
-    ) -> Result<(SendRequest<Full<Bytes>>, Arc<ConnState>), BoxError> {
+    async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, Arc<Waiting>), BoxError> {
         let io = self.connector.clone().oneshot(self.origin.clone()).await?;
         let (tx, conn) = Builder::new().handshake(io).await?;
-        let state = Arc::new(ConnState {
-            idle: AtomicBool::new(false),
-            since_ms: AtomicU64::new(0),
-        });
-        let watched = state.clone();
-        let pool = Arc::downgrade(self);
-        let timeout = self.idle_timeout;
+        // In use for the request it was opened for.
+        let waiting = Arc::new(Waiting::new());
+        waiting.busy();
+        let idle_too_long = watchdog(waiting.clone(), self.idle_timeout);
         tokio::spawn(async move {
-            let idle_too_long = async {
-                let mut wake = tokio::time::Instant::now() + timeout;
-                loop {
-                    tokio::time::sleep_until(wake).await;
-                    let Some(pool) = pool.upgrade() else { return };
-                    let now = tokio::time::Instant::now();
-                    if !watched.idle.load(Ordering::Acquire) {
-                        // In use: idle at the earliest a timeout from now.
-                        wake = now + timeout;
-                        continue;
-                    }
-                    let since = Duration::from_millis(watched.since_ms.load(Ordering::Relaxed));
-                    let until = pool.epoch + since + timeout;
-                    if until <= now {
-                        return;
-                    }
-                    // Put back since the last look: sleep until this idle
-                    // spell reaches the timeout.
-                    wake = until;
-                }
-            };
-            // Either the connection ends, or it has idled too long and is
-            // dropped here, which closes it (the pool then finds it closed).
+            // Either the connection ends (its pool gone, it ends with its
+            // last handle), or it has idled too long and is dropped here,
+            // which closes it (the pool then finds it closed).
             tokio::select! {
                 _ = conn => {}
                 () = idle_too_long => {}
             }
         });
-        Ok((tx, state))
+        Ok((tx, waiting))
     }
 
     /// Sends `req` (its URI the path to call) on an idle connection or a
@@ -249,11 +210,11 @@ impl Inner {
         }
         req.headers_mut().insert(HOST, self.host.clone());
         loop {
-            let (mut tx, state, reused) = match self.checkout() {
-                Some((tx, state)) => (tx, state, true),
+            let (mut tx, waiting, reused) = match self.checkout() {
+                Some((tx, waiting)) => (tx, waiting, true),
                 None => {
-                    let (tx, state) = self.connect().await?;
-                    (tx, state, false)
+                    let (tx, waiting) = self.connect().await?;
+                    (tx, waiting, false)
                 }
             };
             // A connection put back as its answer's last byte was read
@@ -271,7 +232,7 @@ impl Inner {
                     let (parts, body) = res.into_parts();
                     let back = Some(Back {
                         tx,
-                        state,
+                        waiting,
                         pool: self,
                     });
                     return Ok(Response::from_parts(parts, PooledBody { body, back }));
@@ -322,7 +283,7 @@ impl tower::Service<Request<Full<Bytes>>> for Pool {
 /// What a body puts back in the pool when it has been read to the end.
 struct Back {
     tx: SendRequest<Full<Bytes>>,
-    state: Arc<ConnState>,
+    waiting: Arc<Waiting>,
     pool: Arc<Inner>,
 }
 
@@ -365,8 +326,8 @@ impl Body for PooledBody {
             }
         };
         if done {
-            if let Some(Back { tx, state, pool }) = this.back.take() {
-                pool.put_back(tx, state);
+            if let Some(Back { tx, waiting, pool }) = this.back.take() {
+                pool.put_back(tx, waiting);
             }
         }
         Poll::Ready(frame)
@@ -385,7 +346,7 @@ impl Body for PooledBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
