@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Classify, FailureKind, Outcome, ProviderId, RejectReason, Rejected};
+use palisade_core::{
+    BoxError, Classify, FailureKind, Outcome, ProviderId, RateInfo, RejectReason, Rejected,
+};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -23,6 +25,15 @@ pin_project! {
         // Sent by a limiter that reads no responses: it owes nothing, and
         // holds nothing but the inner future.
         Sent { #[pin] fut: F },
+        // Every other state, nested: dropping a call sent at once tests
+        // one tag inline, the rest dropped out of line.
+        Other { #[pin] other: Other<F, S, Req, C> },
+    }
+}
+
+pin_project! {
+    #[project = OtherProj]
+    enum Other<F, S, Req, C> {
         // Sent; its response settles it (its usage, the provider's
         // headers), or its drop does. `None` once settled.
         Settling { #[pin] fut: F, settle: Option<Settle<C>> },
@@ -34,16 +45,44 @@ pin_project! {
     }
 }
 
-/// What a sent call owes the limiter until its response comes.
+/// What a sent call owes the limiter until its response comes: settled
+/// by the response ([`Settle::with`]), or, dropped first, as a call
+/// answered with nothing to tell.
 struct Settle<C> {
     shared: Arc<Shared>,
     classifier: C,
     taken: Taken,
+    owed: bool,
+}
+
+impl<C> Settle<C> {
+    fn new(shared: Arc<Shared>, classifier: C, taken: Taken) -> Self {
+        Settle {
+            shared,
+            classifier,
+            taken,
+            owed: true,
+        }
+    }
+
+    /// Settles the call with what its response told.
+    fn with(mut self, info: Option<&RateInfo>, cooldown: Option<Duration>) {
+        self.owed = false;
+        self.shared.settle(self.taken, info, cooldown);
+    }
+}
+
+impl<C> Drop for Settle<C> {
+    fn drop(&mut self) {
+        if self.owed {
+            self.shared.settle(self.taken, None, None);
+        }
+    }
 }
 
 pin_project! {
     /// A call waiting for its reservation, or to ask again.
-    struct Wait<S, Req, C> {
+    pub(crate) struct Wait<S, Req, C> {
         #[pin]
         sleep: Sleep,
         // The readied service and the request.
@@ -58,6 +97,16 @@ pin_project! {
         wait_until: u64,
         role: Role,
     }
+
+    impl<S, Req, C> PinnedDrop for Wait<S, Req, C> {
+        // Dropped while its room is reserved: the room is given back.
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.reserved {
+                this.shared.release(*this.taken, this.shared.now());
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -71,33 +120,18 @@ pin_project! {
         #[pin]
         state: State<S::Future, S, Req, C>,
     }
-
-    impl<S, Req, C> PinnedDrop for ResponseFuture<S, Req, C>
-    where
-        S: Service<Req>,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            match this.project().state.project() {
-                StateProj::Settling { settle: Some(s), .. } => {
-                    s.shared.settle(s.taken, None, None);
-                }
-                StateProj::Waiting { wait } if wait.reserved => {
-                    wait.shared.release(wait.taken, wait.shared.now());
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 impl<S: Service<Req>, Req, C> fmt::Debug for ResponseFuture<S, Req, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Sent { .. } => "sent",
-            State::Settling { .. } => "settling",
-            State::Waiting { .. } => "waiting",
-            State::Refused { .. } => "refused",
-            State::Done => "done",
+            State::Other { other } => match other {
+                Other::Settling { .. } => "settling",
+                Other::Waiting { .. } => "waiting",
+                Other::Refused { .. } => "refused",
+                Other::Done => "done",
+            },
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -117,14 +151,10 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
     ) -> Self {
         let state = match shared {
             None => State::Sent { fut },
-            Some(shared) => State::Settling {
+            Some(shared) => State::other(Other::Settling {
                 fut,
-                settle: Some(Settle {
-                    shared,
-                    classifier,
-                    taken,
-                }),
-            },
+                settle: Some(Settle::new(shared, classifier, taken)),
+            }),
         };
         ResponseFuture { state }
     }
@@ -140,47 +170,48 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
 
     pub(crate) fn refused(shared: &Shared, wait: Duration) -> Self {
         ResponseFuture {
-            state: State::Refused {
+            state: State::other(Other::Refused {
                 provider: shared.provider.clone(),
                 wait,
-            },
+            }),
         }
     }
 
-    /// A call parked by `decision` (a reservation, or a closed window to
-    /// ask again after) at `now`, that may wait until `now + limit`.
+    /// A call parked in `wait`.
+    #[inline]
+    pub(crate) fn parked(wait: Pin<Box<Wait<S, Req, C>>>) -> Self {
+        ResponseFuture {
+            state: State::other(Other::Waiting { wait }),
+        }
+    }
+}
+
+impl<S: Service<Req>, Req, C> Wait<S, Req, C> {
+    /// A call parked at `now` until `at` (limiter nanoseconds): for its
+    /// reservation when `reserved`, else to ask again; it may wait until
+    /// `until`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn waiting(
+    pub(crate) fn new(
         inner: S,
         req: Req,
         shared: Arc<Shared>,
         classifier: C,
         taken: Taken,
-        decision: Decision,
-        now: u64,
-        limit: u64,
+        reserved: bool,
+        at: u64,
+        until: u64,
         role: Role,
-    ) -> Self {
-        let state = match decision {
-            Decision::Reserved(w, _) | Decision::Retry(w) => State::Waiting {
-                wait: Box::pin(Wait {
-                    sleep: tokio::time::sleep_until(shared.instant(now.saturating_add(w))),
-                    pending: Some((inner, req)),
-                    reserved: matches!(decision, Decision::Reserved(..)),
-                    wait_until: now.saturating_add(limit),
-                    shared,
-                    classifier: Some(classifier),
-                    taken,
-                    role,
-                }),
-            },
-            Decision::Refused(w) => State::Refused {
-                provider: shared.provider.clone(),
-                wait: Duration::from_nanos(w),
-            },
-            Decision::Now(_) => unreachable!("a call decided Now is sent, not parked"),
-        };
-        ResponseFuture { state }
+    ) -> Pin<Box<Self>> {
+        Box::pin(Wait {
+            sleep: tokio::time::sleep_until(shared.instant(at)),
+            pending: Some((inner, req)),
+            reserved,
+            wait_until: until,
+            shared,
+            classifier: Some(classifier),
+            taken,
+            role,
+        })
     }
 }
 
@@ -244,10 +275,12 @@ impl<S: Service<Req>, Req, C> Wait<S, Req, C> {
         }
         shared.sent(this.taken);
         let fut = inner.call(req);
-        let settle = shared.reads_responses().then(|| Settle {
-            shared,
-            classifier: this.classifier.take().expect("sent once"),
-            taken: *this.taken,
+        let settle = shared.reads_responses().then(|| {
+            Settle::new(
+                shared,
+                this.classifier.take().expect("sent once"),
+                *this.taken,
+            )
         });
         Woken::Sent(fut, settle)
     }
@@ -261,15 +294,14 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
-    /// The common state (sent, owing nothing) is polled inline; the others
-    /// out of line.
+    /// The common state (sent, owing nothing) is polled inline, and left
+    /// as it is when the inner future is done (polled again, it is the
+    /// inner future's to answer); the others out of line.
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if let StateProj::Sent { fut } = this.state.as_mut().project() {
-            let result = ready!(fut.poll(cx)).map_err(Into::into);
-            this.state.set(State::Done);
-            return Poll::Ready(result);
+            return fut.poll(cx).map_err(Into::into);
         }
         this.state.poll_other(cx)
     }
@@ -285,16 +317,15 @@ where
     #[inline(never)]
     fn poll_other(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, BoxError>> {
         loop {
-            match self.as_mut().project() {
-                StateProj::Sent { fut } => {
-                    let result = ready!(fut.poll(cx)).map_err(Into::into);
-                    self.set(State::Done);
-                    return Poll::Ready(result);
-                }
-                StateProj::Settling { fut, settle } => {
+            let mut other = match self.as_mut().project() {
+                StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
+                StateProj::Other { other } => other,
+            };
+            match other.as_mut().project() {
+                OtherProj::Settling { fut, settle } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
                     let s = settle.take().expect("polled after completion");
-                    self.set(State::Done);
+                    other.set(Other::Done);
                     let (info, cooldown) = match &result {
                         Ok(res) => {
                             let cooldown = match s.classifier.classify(Ok(res)) {
@@ -308,30 +339,39 @@ where
                         }
                         _ => (None, None),
                     };
-                    s.shared.settle(s.taken, info.as_ref(), cooldown);
+                    s.with(info.as_ref(), cooldown);
                     return Poll::Ready(result);
                 }
-                StateProj::Waiting { wait } => {
+                OtherProj::Waiting { wait } => {
                     ready!(wait.as_mut().project().sleep.poll(cx));
                     match wait.as_mut().woken() {
                         Woken::Parked => continue,
                         Woken::Sent(fut, None) => self.set(State::Sent { fut }),
-                        Woken::Sent(fut, settle) => self.set(State::Settling { fut, settle }),
+                        Woken::Sent(fut, settle) => {
+                            other.set(Other::Settling { fut, settle });
+                        }
                         Woken::Refused(provider, wait) => {
-                            self.set(State::Refused { provider, wait })
+                            other.set(Other::Refused { provider, wait });
                         }
                     }
                 }
-                StateProj::Refused { provider, wait } => {
+                OtherProj::Refused { provider, wait } => {
                     let mut e = Rejected::new(RejectReason::RateLimited).with_retry_after(*wait);
                     if let Some(p) = provider.take() {
                         e = e.with_provider(p);
                     }
-                    self.set(State::Done);
+                    other.set(Other::Done);
                     return Poll::Ready(Err(e.into()));
                 }
-                StateProj::Done => panic!("rate limit future polled after completion"),
+                OtherProj::Done => panic!("rate limit future polled after completion"),
             }
         }
+    }
+}
+
+impl<F, S, Req, C> State<F, S, Req, C> {
+    #[inline]
+    fn other(other: Other<F, S, Req, C>) -> Self {
+        State::Other { other }
     }
 }

@@ -12,7 +12,7 @@ use palisade_core::{BoxError, Classify, HasDeadline};
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{ResponseFuture, Wait};
 use crate::limiter::{Decision, Mode, Shared, Taken};
 use crate::prepaid;
 use crate::weigh::Weigh;
@@ -108,26 +108,12 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, C>;
 
+    /// Inline when the limiter is not in [`Mode::Ready`] (the common
+    /// case): only the inner service's readiness.
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.shared.mode == Mode::Ready {
-            loop {
-                let shared = &self.shared;
-                let now = shared.now();
-                let wait = shared.wait(0, now);
-                if wait == 0 {
-                    self.room = None;
-                    break;
-                }
-                let at = shared.instant(now.saturating_add(wait));
-                match &mut self.room {
-                    Some(sleep) => sleep.as_mut().reset(at),
-                    None => self.room = Some(Box::pin(tokio::time::sleep_until(at))),
-                }
-                let sleep = self.room.as_mut().expect("armed above");
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-            }
+        if self.shared.mode == Mode::Ready && self.poll_room(cx).is_pending() {
+            return Poll::Pending;
         }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
@@ -137,38 +123,98 @@ where
         // The common path, small enough to inline into the caller: a
         // limiter that never waits, admitting or refusing at once. The
         // admission itself is out of line, its answer in two registers.
-        if self.role == Role::Limit && !matches!(self.shared.mode, Mode::Wait(_)) {
+        let plan = if self.role == Role::Limit && !matches!(self.shared.mode, Mode::Wait(_)) {
             let tokens = self.weigh.tokens(&req);
             match self.shared.admit(tokens) {
-                Decision::Now(share) => {
-                    let taken = Taken::new(tokens, share);
-                    return self.send(req, taken);
-                }
+                Decision::Now(share) => return self.send(req, Taken::new(tokens, share)),
                 Decision::Refused(wait) => {
-                    return ResponseFuture::refused(&self.shared, Duration::from_nanos(wait));
+                    return ResponseFuture::refused(&self.shared, Duration::from_nanos(wait))
                 }
                 // A reservation needs a wait, and none is allowed here;
                 // were there one, it is given back before the slow way.
                 Decision::Reserved(_, share) => {
                     let taken = Taken::new(tokens, share);
                     self.shared.release(taken, self.shared.now());
+                    self.plan(&req)
                 }
                 // A closed window: nothing taken, asked again below.
-                Decision::Retry(_) => {}
+                Decision::Retry(_) => self.plan(&req),
             }
+        } else {
+            self.plan(&req)
+        };
+        // Every future is built here, inline, from the plan's fields: a
+        // future built out of line comes back through memory, and copying
+        // it whole at once (wider loads than the stores that wrote it)
+        // stalls the store buffer on every call.
+        match plan {
+            Plan::Send(taken) => self.send(req, taken),
+            Plan::Refused(wait) => {
+                ResponseFuture::refused(&self.shared, Duration::from_nanos(wait))
+            }
+            Plan::Pace(taken) => ResponseFuture::paced(&mut self.inner, req, &self.shared, taken),
+            Plan::Park(park) => ResponseFuture::parked(self.park(req, park)),
         }
-        self.call_slow(req)
     }
 }
 
+/// What a call not settled on the common path will do, decided out of
+/// line ([`RateLimit::plan`]) and built into its future inline.
+enum Plan {
+    /// Send it; its room is taken.
+    Send(Taken),
+    /// A pacer's call with room now: offer the room to the limiter inside.
+    Pace(Taken),
+    /// Refuse it: room comes only after this many nanoseconds.
+    Refused(u64),
+    /// Wait for a reservation, or to ask again.
+    Park(Park),
+}
+
+/// A call to park: what it took, what was decided, and how long it may
+/// wait.
+struct Park {
+    taken: Taken,
+    /// Whether the room is reserved (else a closed window is asked again).
+    reserved: bool,
+    /// Nanoseconds from `now` until the reservation, or the window's reset.
+    wait: u64,
+    /// When it was decided, in limiter nanoseconds.
+    now: u64,
+    /// The longest it may wait from `now`, in nanoseconds.
+    limit: u64,
+}
+
 impl<S, C, W> RateLimit<S, C, W> {
+    /// In [`Mode::Ready`]: ready once a request would have room now, else
+    /// pending on a timer set for when it will.
+    #[inline(never)]
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let shared = &self.shared;
+            let now = shared.now();
+            let wait = shared.wait(0, now);
+            if wait == 0 {
+                self.room = None;
+                return Poll::Ready(());
+            }
+            let at = shared.instant(now.saturating_add(wait));
+            match &mut self.room {
+                Some(sleep) => sleep.as_mut().reset(at),
+                None => self.room = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            let sleep = self.room.as_mut().expect("armed above");
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
     /// Every other call: a pacer's, a waiting limiter's (which may find
     /// its room already taken by its pacer), or one that must wait.
     #[inline(never)]
-    fn call_slow<Req>(&mut self, req: Req) -> ResponseFuture<S, Req, C>
+    fn plan<Req>(&mut self, req: &Req) -> Plan
     where
-        S: Service<Req> + Clone,
-        C: Clone,
         W: Weigh<Req>,
         Req: HasDeadline,
     {
@@ -176,10 +222,10 @@ impl<S, C, W> RateLimit<S, C, W> {
         if self.role == Role::Limit && matches!(shared.mode, Mode::Wait(_)) {
             // This limiter's pacer, outside, already waited for the room.
             if let Some(taken) = prepaid::claim(shared) {
-                return self.send(req, taken);
+                return Plan::Send(taken);
             }
         }
-        let tokens = self.weigh.tokens(&req);
+        let tokens = self.weigh.tokens(req);
         let now = shared.now();
         // The longest this call may wait: the mode's, never past its
         // deadline.
@@ -195,31 +241,43 @@ impl<S, C, W> RateLimit<S, C, W> {
         };
         let decision = shared.decide(tokens, now, limit);
         let taken = |share| Taken::new(tokens, share);
-        let taken = match decision {
-            Decision::Now(share) if self.role == Role::Pace => {
-                return ResponseFuture::paced(&mut self.inner, req, shared, taken(share));
-            }
-            Decision::Now(share) => return self.send(req, taken(share)),
-            Decision::Refused(wait) => {
-                return ResponseFuture::refused(shared, Duration::from_nanos(wait));
-            }
-            Decision::Reserved(_, share) => taken(share),
+        let (taken, reserved, wait) = match decision {
+            Decision::Now(share) if self.role == Role::Pace => return Plan::Pace(taken(share)),
+            Decision::Now(share) => return Plan::Send(taken(share)),
+            Decision::Refused(wait) => return Plan::Refused(wait),
+            Decision::Reserved(wait, share) => (taken(share), true, wait),
             // Nothing taken: the share is set when it is.
-            Decision::Retry(_) => taken(1),
+            Decision::Retry(wait) => (taken(1), false, wait),
         };
-        shared.waited.add(1);
-        // Take the service that was readied; leave a clone in its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting(
-            inner,
-            req,
-            shared.clone(),
-            self.classifier.clone(),
+        Plan::Park(Park {
             taken,
-            decision,
+            reserved,
+            wait,
             now,
             limit,
+        })
+    }
+
+    /// Parks a call: takes the service that was readied (leaving a clone
+    /// in its place) and the request into the boxed wait.
+    #[inline(never)]
+    fn park<Req>(&mut self, req: Req, park: Park) -> Pin<Box<Wait<S, Req, C>>>
+    where
+        S: Service<Req> + Clone,
+        C: Clone,
+    {
+        self.shared.waited.add(1);
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Wait::new(
+            inner,
+            req,
+            self.shared.clone(),
+            self.classifier.clone(),
+            park.taken,
+            park.reserved,
+            park.now.saturating_add(park.wait),
+            park.now.saturating_add(park.limit),
             self.role,
         )
     }

@@ -337,6 +337,45 @@ async fn a_waiting_call_dropped_gives_its_reservation_back() {
     assert_eq!(layer.handle().snapshot().in_flight, Some(0));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_sent_call_dropped_before_its_answer_is_no_longer_in_flight() {
+    // Following headers (the default), a sent call stays in flight until
+    // its answer settles it; a caller that gives up first settles it with
+    // nothing learnt.
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_minute(60))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_: Req| {
+        std::future::pending::<Result<Res, BoxError>>()
+    }));
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let mut call = Box::pin(svc.clone().oneshot(Req::new(0)));
+        assert!(futures_poll_once(call.as_mut()).await.is_none());
+        calls.push(call);
+    }
+    assert_eq!(layer.handle().snapshot().in_flight, Some(3));
+    calls.pop();
+    assert_eq!(layer.handle().snapshot().in_flight, Some(2));
+    calls.clear();
+    let snap = layer.handle().snapshot();
+    assert_eq!(snap.in_flight, Some(0));
+    assert_eq!(snap.admitted, 3, "the room stays spent: they were sent");
+}
+
+/// Polls `fut` once: its output if ready.
+async fn futures_poll_once<F: std::future::Future + Unpin>(fut: F) -> Option<F::Output> {
+    let mut fut = fut;
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut fut).poll(cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// 500 requests an hour, all of them at once if asked: a run of a few real
 /// milliseconds may admit exactly 500.
 fn five_hundred_an_hour() -> RateLimitLayer {
