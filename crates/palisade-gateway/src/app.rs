@@ -186,7 +186,7 @@ impl Gateway {
             file: self.reload_file.clone(),
         };
         let app = crate::routes::app(self.state.clone(), reload);
-        crate::server::run(self.listener, app, self.limits, shutdown).await
+        crate::server::run(self.listener, app, self.state, self.limits, shutdown).await
     }
 }
 

@@ -42,9 +42,9 @@ pub(crate) fn app(state: Arc<AppState>, reload: AdminReload) -> axum::Router {
                 admin_reload(s, headers, reload.clone())
             }),
         )
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/embeddings", post(embeddings))
+        .route(Endpoint::Chat.path(), post(chat))
+        .route(Endpoint::Completions.path(), post(completions))
+        .route(Endpoint::Embeddings.path(), post(embeddings))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(crate::metrics::metrics))
@@ -161,21 +161,34 @@ async fn admin_reload(
     }
 }
 
-async fn chat(s: State<Arc<AppState>>, req: Request) -> Response {
+async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
     serve(s, req, Endpoint::Chat).await
 }
 
-async fn completions(s: State<Arc<AppState>>, req: Request) -> Response {
+async fn completions(State(s): State<Arc<AppState>>, req: Request) -> Response {
     serve(s, req, Endpoint::Completions).await
 }
 
-async fn embeddings(s: State<Arc<AppState>>, req: Request) -> Response {
+async fn embeddings(State(s): State<Arc<AppState>>, req: Request) -> Response {
     serve(s, req, Endpoint::Embeddings).await
 }
 
+/// The model endpoint a request is for, when it is a `POST` to one: the
+/// server answers those itself (see [`serve`]), everything else through
+/// the axum app, whose routes for them are the same.
+pub(crate) fn model_endpoint<B>(req: &http::Request<B>) -> Option<Endpoint> {
+    if req.method() != http::Method::POST {
+        return None;
+    }
+    let path = req.uri().path();
+    Endpoint::ALL.into_iter().find(|e| e.path() == path)
+}
+
 /// Any of the model endpoints: read and check the request, route it
-/// through palisade, answer with the request's id and log it.
-async fn serve(State(s): State<Arc<AppState>>, req: Request, endpoint: Endpoint) -> Response {
+/// through palisade, answer with the request's id and log it. The server
+/// calls it directly for a `POST` to one (see [`model_endpoint`]): the
+/// axum app's routing, extractors and boxing spared on every request.
+pub(crate) async fn serve(s: Arc<AppState>, req: Request, endpoint: Endpoint) -> Response {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
     let id = request_id(req.headers());
     // Every event of the layers below, for every provider called, is in
@@ -595,6 +608,30 @@ mod tests {
             assert_eq!(request_id_of(n), format!("req_{n:032x}").as_str());
         }
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn only_a_post_to_a_model_endpoint_is_served_directly() {
+        let req = |method: &str, uri: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .unwrap()
+        };
+        for e in Endpoint::ALL {
+            assert_eq!(model_endpoint(&req("POST", e.path())), Some(e));
+            // The query is not the path.
+            let with_query = format!("{}?api-version=1", e.path());
+            assert_eq!(model_endpoint(&req("POST", &with_query)), Some(e));
+            // Other methods are the app's (405), as are near misses (404).
+            assert_eq!(model_endpoint(&req("GET", e.path())), None);
+            assert_eq!(model_endpoint(&req("HEAD", e.path())), None);
+            let slash = format!("{}/", e.path());
+            assert_eq!(model_endpoint(&req("POST", &slash)), None);
+        }
+        assert_eq!(model_endpoint(&req("POST", "/v1/models")), None);
+        assert_eq!(model_endpoint(&req("POST", "/admin/reload")), None);
     }
 
     #[test]

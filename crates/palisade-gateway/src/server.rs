@@ -22,6 +22,7 @@ use tower::Service;
 
 use crate::head_timeout::{watchdog, Marked, Waiting};
 use crate::rewake::Rewake;
+use crate::state::AppState;
 
 /// What the server enforces on client connections.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,7 @@ pub(crate) struct Limits {
 pub(crate) async fn run(
     listener: TcpListener,
     app: axum::Router,
+    state: Arc<AppState>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -67,6 +69,7 @@ pub(crate) async fn run(
         let waiting = Arc::new(Waiting::new());
         let svc = PerConnection {
             app: app.clone(),
+            state: state.clone(),
             waiting: waiting.clone(),
             served: AtomicU64::new(0),
             max: limits.max_requests_per_connection,
@@ -109,9 +112,12 @@ pub(crate) async fn run(
 /// The app for one connection: marks the connection busy while a
 /// request is in progress (for the head timeout), counts its requests
 /// and, at the limit, marks the answer `connection: close` so hyper
-/// closes the connection after it.
+/// closes the connection after it. A `POST` to a model endpoint goes to
+/// [`routes::serve`](crate::routes::serve) directly, the rest through the
+/// axum app.
 struct PerConnection {
     app: axum::Router,
+    state: Arc<AppState>,
     waiting: Arc<Waiting>,
     served: AtomicU64,
     max: u64,
@@ -125,8 +131,19 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
     fn call(&self, req: Request<Incoming>) -> Answer {
         self.waiting.busy();
         let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-        // The router is always ready.
-        let route = self.app.clone().call(req);
+        let route = match crate::routes::model_endpoint(&req) {
+            Some(endpoint) => Route::Direct {
+                serve: Box::pin(crate::routes::serve(
+                    self.state.clone(),
+                    req.map(axum::body::Body::new),
+                    endpoint,
+                )),
+            },
+            // The router is always ready.
+            None => Route::App {
+                route: self.app.clone().call(req),
+            },
+        };
         Answer {
             route,
             last: self.max > 0 && n >= self.max,
@@ -140,7 +157,7 @@ pin_project_lite::pin_project! {
     /// the connection waiting again (answered, its body does).
     struct Answer {
         #[pin]
-        route: RouteFuture<Infallible>,
+        route: Route,
         last: bool,
         waiting: Option<Arc<Waiting>>,
     }
@@ -154,12 +171,37 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// A model endpoint's answer (boxed once, as axum boxes its handlers'),
+/// or the axum app's.
+type Serve = Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// Who answers a request: [`routes::serve`](crate::routes::serve)
+    /// itself, or the axum app.
+    #[project = RouteProj]
+    enum Route {
+        Direct { serve: Serve },
+        App { #[pin] route: RouteFuture<Infallible> },
+    }
+}
+
+impl Future for Route {
+    type Output = axum::response::Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouteProj::Direct { serve } => serve.as_mut().poll(cx),
+            RouteProj::App { route } => route.poll(cx).map(|Ok(res)| res),
+        }
+    }
+}
+
 impl Future for Answer {
     type Output = Result<Response<Marked<axum::body::Body>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(mut res) = ready!(this.route.poll(cx));
+        let mut res = ready!(this.route.poll(cx));
         if *this.last {
             res.headers_mut().insert(
                 axum::http::header::CONNECTION,
@@ -190,7 +232,9 @@ mod tests {
         let waiting = Arc::new(Waiting::new());
         waiting.busy();
         let answer = Answer {
-            route: router.clone().call(Request::new(axum::body::Body::empty())),
+            route: Route::App {
+                route: router.clone().call(Request::new(axum::body::Body::empty())),
+            },
             last: false,
             waiting: Some(waiting.clone()),
         };
@@ -205,7 +249,9 @@ mod tests {
         let router = axum::Router::new().route("/", axum::routing::get(|| async { "now" }));
         waiting.busy();
         let answer = Answer {
-            route: router.clone().call(Request::new(axum::body::Body::empty())),
+            route: Route::App {
+                route: router.clone().call(Request::new(axum::body::Body::empty())),
+            },
             last: false,
             waiting: Some(waiting.clone()),
         };
