@@ -37,9 +37,147 @@ pub(super) fn read_answer(body: &[u8]) -> Answer<'_> {
 /// (property-tested).
 pub(super) fn read_usage(body: &[u8]) -> Option<Usage> {
     match usage_from_the_end(body) {
-        Found::Usage(value) => serde_json::from_slice(value).ok(),
+        Found::Usage(value) => {
+            flat_usage(value).unwrap_or_else(|| serde_json::from_slice(value).ok())
+        }
         Found::Absent => None,
         Found::Unknown => read_answer(body).usage,
+    }
+}
+
+/// `usage`'s value read by hand when it is as providers write it: an
+/// object of counts, with objects of counts under other keys (OpenAI's
+/// `prompt_tokens_details` and the like). `Some` with what serde would
+/// answer (`None` for a value it refuses: no `total_tokens`); `None` for
+/// anything else (other values, escapes, a key twice, a count past
+/// `u64`), which serde then reads. A few hundred instructions where serde
+/// spends several times as many; property-tested against serde.
+fn flat_usage(v: &[u8]) -> Option<Option<Usage>> {
+    let mut r = Reader { b: v, i: 0 };
+    let (mut prompt, mut completion, mut total) = (None, None, None);
+    let mut ok = true;
+    r.object(|key, r| {
+        let slot = match key {
+            k if k == COUNTS[0] => &mut prompt,
+            k if k == COUNTS[1] => &mut completion,
+            k if k == COUNTS[2] => &mut total,
+            // Another key: its value a count or an object of counts,
+            // ignored.
+            _ => {
+                return if r.peek() == Some(b'{') {
+                    r.object(|_, r| r.count().map(drop))
+                } else {
+                    r.count().map(drop)
+                };
+            }
+        };
+        if slot.is_some() {
+            // serde refuses a key twice; let it say so.
+            ok = false;
+            return None;
+        }
+        *slot = Some(r.count()?);
+        Some(())
+    })?;
+    r.space();
+    if !ok || r.i != v.len() {
+        return None;
+    }
+    Some(total.map(|total| Usage {
+        prompt_tokens: prompt.unwrap_or(0),
+        completion_tokens: completion.unwrap_or(0),
+        total,
+    }))
+}
+
+/// The keys whose counts make a [`Usage`], matched whole before any key
+/// is read byte by byte.
+const COUNTS: [&[u8]; 3] = [b"prompt_tokens", b"completion_tokens", b"total_tokens"];
+
+/// A cursor over the bytes [`flat_usage`] reads.
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn space(&mut self) {
+        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.space();
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// An object, each member's key (without escapes) given to `member`
+    /// with the cursor before its value.
+    fn object(&mut self, mut member: impl FnMut(&'a [u8], &mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.eat(b'"')?;
+            // Up to the closing quote: no escapes, and printable ASCII
+            // only (serde checks anything else: control bytes, UTF-8).
+            let key = match COUNTS.iter().find(|k| {
+                self.b[self.i..].starts_with(k) && self.b.get(self.i + k.len()) == Some(&b'"')
+            }) {
+                Some(k) => {
+                    self.i += k.len();
+                    &k[..]
+                }
+                None => {
+                    let start = self.i;
+                    loop {
+                        match *self.b.get(self.i)? {
+                            b'"' => break,
+                            b'\\' => return None,
+                            0x20..=0x7e => self.i += 1,
+                            _ => return None,
+                        }
+                    }
+                    &self.b[start..self.i]
+                }
+            };
+            self.eat(b'"')?;
+            self.eat(b':')?;
+            member(key, self)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A count: `0`, or digits not starting with `0`, within `u64` (a
+    /// fraction or an exponent after them is no `,` or `}`: the object
+    /// is then left to serde).
+    fn count(&mut self) -> Option<u64> {
+        self.space();
+        let digits = self.b[self.i..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let d = &self.b[self.i..self.i + digits];
+        if digits == 0 || (digits > 1 && d[0] == b'0') {
+            return None;
+        }
+        self.i += digits;
+        d.iter().try_fold(0u64, |n, c| {
+            n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+        })
     }
 }
 
@@ -333,6 +471,92 @@ mod tests {
         }
         // Found without reading the text: OpenAI's order, and a long text.
         assert_eq!(read_usage(openai), usage(9, 2));
+    }
+
+    /// A usage object as providers write it, or nearly: what the hand
+    /// reader decides, serde agrees with.
+    fn usage_like() -> impl Strategy<Value = String> {
+        // Mostly counts as providers write them; now and then one serde
+        // refuses or reads otherwise.
+        let count = prop_oneof![
+            12 => (0u64..100_000).prop_map(|n| n.to_string()),
+            1 => Just(u64::MAX.to_string()),
+            1 => Just("18446744073709551616".to_owned()),
+            1 => Just("007".to_owned()),
+            1 => Just("-3".to_owned()),
+            1 => Just("1.5".to_owned()),
+            1 => Just("2e3".to_owned()),
+            1 => Just("\"4\"".to_owned()),
+            1 => Just("null".to_owned()),
+        ];
+        let key = prop_oneof![
+            3 => Just("prompt_tokens".to_owned()),
+            3 => Just("completion_tokens".to_owned()),
+            3 => Just("total_tokens".to_owned()),
+            2 => Just("prompt_tokens_details".to_owned()),
+            2 => "[a-z_]{1,8}",
+            1 => Just("tot\\u0061l_tokens".to_owned()),
+        ];
+        let value = prop_oneof![
+            6 => count.clone(),
+            2 => proptest::collection::vec(("[a-z_]{1,6}", count), 0..3).prop_map(|kv| {
+                let members: Vec<String> =
+                    kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", members.join(","))
+            }),
+            1 => Just("[1]".to_owned()),
+        ];
+        let space = prop_oneof![Just(""), Just(" "), Just("\n  ")];
+        (
+            proptest::collection::vec((key, value, space), 0..5),
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(members, trailing_comma)| {
+                let body: Vec<String> = members
+                    .iter()
+                    .map(|(k, v, sp)| format!("{sp}\"{k}\"{sp}:{sp}{v}{sp}"))
+                    .collect();
+                let comma = if trailing_comma && !body.is_empty() {
+                    ","
+                } else {
+                    ""
+                };
+                format!("{{{}{comma}}}", body.join(","))
+            })
+    }
+
+    #[test]
+    fn usage_as_providers_write_it_is_read_by_hand() {
+        let openai = br#"{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}"#;
+        assert_eq!(flat_usage(openai), Some(usage(9, 2)));
+        let pretty = b"{\n  \"total_tokens\" : 4 ,\n  \"prompt_tokens\": 4\n}";
+        assert_eq!(flat_usage(pretty), Some(usage(4, 0)));
+        // No total: serde refuses it, and so does the hand reader.
+        assert_eq!(flat_usage(br#"{"prompt_tokens":1}"#), Some(None));
+        // Left to serde: a key twice, a float, a string, an escape.
+        for v in [
+            &br#"{"total_tokens":1,"total_tokens":2}"#[..],
+            br#"{"total_tokens":1.0}"#,
+            br#"{"total_tokens":"1"}"#,
+            br#"{"tot\u0061l_tokens":1}"#,
+            br#"{"total_tokens":1}x"#,
+            br#"{"total_tokens":0,"prompt_tokens_details":{"a":007}}"#,
+            br#"{"total_tokens":1,}"#,
+        ] {
+            assert_eq!(flat_usage(v), None, "{}", String::from_utf8_lossy(v));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        /// Wherever the hand reader decides, it decides as serde does.
+        #[test]
+        fn the_hand_read_usage_agrees_with_serde(v in usage_like()) {
+            let serde = serde_json::from_slice::<Usage>(v.as_bytes()).ok();
+            if let Some(hand) = flat_usage(v.as_bytes()) {
+                prop_assert_eq!(hand, serde, "{}", v);
+            }
+        }
     }
 
     proptest! {
