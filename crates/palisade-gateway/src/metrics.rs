@@ -400,7 +400,10 @@ impl RequestMetrics {
         stream: bool,
         took: std::time::Duration,
     ) {
-        let provider = res.extensions().get::<ProviderId>();
+        let provider = res
+            .extensions()
+            .get::<palisade_core::Served>()
+            .and_then(|served| served.provider.as_ref());
         let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
         let class = match res.status().as_u16() / 100 {
             1 => 0,

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, Limited};
 use palisade::HealthStatus;
-use palisade_core::{Deadline, HasDeadline, Served};
+use palisade_core::{Deadline, HasDeadline, ProviderId, Served};
 use palisade_deadline::TimeoutHeader;
 
 use crate::upstream::TIMEOUT_HEADER;
@@ -236,7 +236,8 @@ pub(crate) async fn serve(s: Arc<AppState>, req: Request, endpoint: Endpoint) ->
         // A stand-in (a stale cached stream) used no provider's tokens.
         let answered_by = res
             .extensions()
-            .get::<palisade_core::ProviderId>()
+            .get::<Served>()
+            .and_then(|served| served.provider.as_ref())
             .filter(|_| !res.headers().contains_key(DEGRADED));
         let on_usage = answered_by.cloned().map(|p| {
             let (metrics, model) = (s.requests.clone(), seen.model.clone());
@@ -519,23 +520,11 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             if let Some(theirs) = parts.headers.remove(REQUEST_ID_HEADER) {
                 parts.headers.insert(UPSTREAM_REQUEST_ID_HEADER, theirs);
             }
-            let provider = parts.extensions.get::<Served>().and_then(|served| {
+            // Which provider answered, after how many calls: on the answer's
+            // headers. Its extensions stay as the layers left them (who
+            // answered, what it used) for the metrics and the access line.
+            if let Some(served) = parts.extensions.get::<Served>() {
                 served_headers(served, &mut parts.headers);
-                served.provider.clone()
-            });
-            // What it used, for the token counters, and who answered, for
-            // the metrics and the request's span; nothing else goes on.
-            let used = parts.extensions.remove::<crate::upstream::Usage>();
-            let by = parts.extensions.remove::<crate::upstream::AnsweredBy>();
-            parts.extensions.clear();
-            if let Some(provider) = provider {
-                parts.extensions.insert(provider);
-            }
-            if let Some(used) = used {
-                parts.extensions.insert(used);
-            }
-            if let Some(by) = by {
-                parts.extensions.insert(by);
             }
             // A stream's body is finished in `serve` (its access line, then
             // a failure as one SSE event).
@@ -558,18 +547,47 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
 /// there (`x-palisade-attempts`), how many providers before it
 /// (`x-palisade-fallbacks`), and `x-palisade-hedged: 1` when a hedge won.
 fn served_headers(served: &Served, headers: &mut http::HeaderMap) {
-    if let Some(p) = served
-        .provider
-        .as_ref()
-        .and_then(|p| HeaderValue::from_str(p.as_str()).ok())
-    {
+    if let Some(p) = served.provider.as_ref().and_then(provider_value) {
         headers.insert(PROVIDER_HEADER, p);
     }
-    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(served.attempts));
-    headers.insert(FALLBACKS_HEADER, HeaderValue::from(served.fallbacks));
+    headers.insert(ATTEMPTS_HEADER, count_value(served.attempts));
+    headers.insert(FALLBACKS_HEADER, count_value(served.fallbacks));
     if served.hedged {
         headers.insert(HEDGED_HEADER, HeaderValue::from_static("1"));
     }
+}
+
+/// A count as a header value: a static one for 0 to 9 (nearly every
+/// answer's attempts and fallbacks), else written out.
+fn count_value(n: u32) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n as usize) {
+        Some(d) => HeaderValue::from_static(d),
+        None => HeaderValue::from(n),
+    }
+}
+
+/// A provider's name as a header value, `None` if it cannot be one. The
+/// last one made on this thread is kept and shared: most answers on a
+/// thread come from the provider the one before came from, and sharing a
+/// value is a name comparison and a reference count, where a new one is
+/// checked, copied and allocated.
+fn provider_value(p: &ProviderId) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(ProviderId, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((id, value)) = &*last {
+            if id == p {
+                return Some(value.clone());
+            }
+        }
+        let value = HeaderValue::from_str(p.as_str()).ok()?;
+        *last = Some((p.clone(), value.clone()));
+        Some(value)
+    })
 }
 
 // The names are `HeaderName`s made at compile time: a `&str` name is
@@ -608,6 +626,24 @@ mod tests {
             assert_eq!(request_id_of(n), format!("req_{n:032x}").as_str());
         }
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn counts_and_provider_names_become_header_values() {
+        for n in [0, 1, 9, 10, 12345, u32::MAX] {
+            assert_eq!(count_value(n).to_str().unwrap(), n.to_string());
+        }
+        // Kept per thread and shared, whichever provider comes next.
+        for name in ["primary", "primary", "backup", "primary"] {
+            let value = provider_value(&ProviderId::new(name)).unwrap();
+            assert_eq!(value.to_str().unwrap(), name);
+        }
+        // A name no header can carry gives none, and is not kept.
+        assert!(provider_value(&ProviderId::new("bad\nname")).is_none());
+        assert_eq!(
+            provider_value(&ProviderId::new("primary")).unwrap(),
+            "primary"
+        );
     }
 
     #[test]
