@@ -180,7 +180,7 @@ impl TimeoutHeader {
                 // A number is a valid value as it is: no text to make and
                 // check again (this is written on every call upstream).
                 let ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
-                headers.insert(name.clone(), HeaderValue::from(ms));
+                headers.insert(name.clone(), decimal(ms));
                 return;
             }
             TimeoutHeader::Seconds(_) => {
@@ -193,6 +193,23 @@ impl TimeoutHeader {
             headers.insert(self.name(), v);
         }
     }
+}
+
+/// `n` in decimal as a header value, written on the stack and copied once
+/// (`HeaderValue::from(u64)` grows a buffer and freezes it: two
+/// allocations on every call upstream).
+fn decimal(mut n: u64) -> HeaderValue {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&buf[at..]).expect("digits are a valid header value")
 }
 
 /// Reads an incoming request's own timeout, for
@@ -225,6 +242,13 @@ impl<B> Adopt<http::Request<B>> for Vec<TimeoutHeader> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_is_written_in_decimal() {
+        for n in [0, 7, 10, 999, 1_234_567_890, u64::MAX] {
+            assert_eq!(decimal(n).to_str().unwrap(), n.to_string());
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

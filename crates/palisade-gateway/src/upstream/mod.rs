@@ -218,9 +218,13 @@ impl Upstream {
             })?),
         };
         let url = &self.parts.endpoints[req.endpoint.index()];
-        let mut http_req = Request::post(url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
+        // Built in place: the builder parses and copies a text value.
+        let mut http_req = Request::new(Full::new(body));
+        *http_req.method_mut() = http::Method::POST;
+        *http_req.uri_mut() = url.clone();
+        http_req
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(key) = &self.parts.api_key {
             http_req.headers_mut().insert(AUTHORIZATION, key.clone());
         }
