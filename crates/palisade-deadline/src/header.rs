@@ -132,7 +132,24 @@ impl TimeoutHeader {
     /// Reads the timeout from `headers`; garbage (or a missing header) is
     /// `None`.
     pub fn read(&self, headers: &http::HeaderMap) -> Option<Duration> {
-        let v = headers.get(self.name())?.as_bytes();
+        self.parse(headers.get(self.name())?)
+    }
+
+    /// Reads the timeout from a value of this header (found by the
+    /// caller, say in one pass over a request's headers); garbage is
+    /// `None`.
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    /// use palisade_deadline::TimeoutHeader;
+    /// use std::time::Duration;
+    ///
+    /// let grpc = TimeoutHeader::Grpc;
+    /// assert_eq!(grpc.parse(&HeaderValue::from_static("250m")), Some(Duration::from_millis(250)));
+    /// assert_eq!(grpc.parse(&HeaderValue::from_static("soon")), None);
+    /// ```
+    pub fn parse(&self, value: &HeaderValue) -> Option<Duration> {
+        let v = value.as_bytes();
         match self {
             TimeoutHeader::Grpc => parse_grpc_timeout(v),
             TimeoutHeader::Millis(_) => {

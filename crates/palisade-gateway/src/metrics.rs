@@ -432,11 +432,7 @@ impl RequestMetrics {
         let by_provider = || ByProvider {
             provider: by.clone(),
         };
-        let failed_over = res
-            .headers()
-            .get(crate::routes::FALLBACKS_HEADER)
-            .is_some_and(|v| v.as_bytes() != b"0");
-        if failed_over {
+        if crate::routes::failed_over(res) {
             series
                 .failovers
                 .get_or_init(|| self.failovers.get_or_create(&by_provider()).clone())

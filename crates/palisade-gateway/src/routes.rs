@@ -190,11 +190,17 @@ pub(crate) fn model_endpoint<B>(req: &http::Request<B>) -> Option<Endpoint> {
 /// axum app's routing, extractors and boxing spared on every request.
 pub(crate) async fn serve(s: Arc<AppState>, req: Request, endpoint: Endpoint) -> Response {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let id = request_id(req.headers());
+    let asked = Asked::scan(req.headers());
+    let id = asked.request_id();
     // Every event of the layers below, for every provider called, is in
     // this span (and with traces on, every attempt's span under it).
-    let (span, trace) =
-        crate::traces::request_span(id.to_str().unwrap_or_default(), endpoint, req.headers());
+    let (span, trace) = crate::traces::request_span(
+        id.to_str().unwrap_or_default(),
+        endpoint,
+        req.headers(),
+        asked.traceparent,
+    );
+    let asked = (asked.timeout(), asked.hedge());
     let attempts = trace.clone();
     let started = std::time::Instant::now();
     let mut seen = Seen::default();
@@ -207,7 +213,7 @@ pub(crate) async fn serve(s: Arc<AppState>, req: Request, endpoint: Endpoint) ->
             }
         };
         seen.key = key.as_ref().map(|k| k.id.clone());
-        match read_request(&s, req, endpoint, key.as_deref()).await {
+        match read_request(&s, req, endpoint, key.as_deref(), asked).await {
             Ok(mut chat) => {
                 seen.model = Some(chat.model.clone());
                 seen.stream = chat.stream;
@@ -274,14 +280,19 @@ pub(crate) async fn serve(s: Arc<AppState>, req: Request, endpoint: Endpoint) ->
     }
     s.requests
         .record(&res, seen.model.as_ref(), seen.stream, took);
-    let failover = res
-        .headers()
-        .get(FALLBACKS_HEADER)
-        .is_some_and(|v| v.as_bytes() != b"0");
+    let failover = failed_over(&res);
     s.recent
         .record(res.status().as_u16(), failover, took, seen.stream);
     res.headers_mut().insert(REQUEST_ID_HEADER, id);
     res
+}
+
+/// Whether another provider answered than the first asked (as
+/// `x-palisade-fallbacks` says, read where it was written from).
+pub(crate) fn failed_over<B>(res: &http::Response<B>) -> bool {
+    res.extensions()
+        .get::<Served>()
+        .is_some_and(|served| served.fallbacks > 0)
 }
 
 /// What the access log says of a request besides its answer: the client
@@ -346,17 +357,72 @@ fn trace_answer(span: &Span, res: &Response, attempts: u32) {
     );
 }
 
-/// The request's id: the caller's `x-request-id` when it is 1 to 200
-/// visible ASCII characters, else a new one (`req_` and 32 hex digits).
-fn request_id(headers: &http::HeaderMap) -> HeaderValue {
-    headers
-        .get(REQUEST_ID_HEADER)
-        .filter(|v| {
-            let b = v.as_bytes();
-            (1..=200).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
-        })
-        .cloned()
-        .unwrap_or_else(new_request_id)
+/// The request headers the gateway reads, found in one pass over them
+/// (the first value of each, as `HeaderMap::get` answers): a hashed lookup
+/// per name cost about 170 instructions, and there are six.
+#[derive(Debug, Default)]
+struct Asked<'a> {
+    request_id: Option<&'a HeaderValue>,
+    /// In [`CALLER_TIMEOUTS`]' order.
+    timeouts: [Option<&'a HeaderValue>; 3],
+    hedge: Option<&'a HeaderValue>,
+    /// Whether the caller sent a W3C `traceparent`.
+    traceparent: bool,
+}
+
+impl<'a> Asked<'a> {
+    fn scan(headers: &'a http::HeaderMap) -> Self {
+        let mut asked = Asked::default();
+        let first = |slot: &mut Option<&'a HeaderValue>, v| {
+            slot.get_or_insert(v);
+        };
+        for (name, value) in headers {
+            match name.as_str() {
+                "x-request-id" => first(&mut asked.request_id, value),
+                "x-stainless-timeout" => first(&mut asked.timeouts[0], value),
+                n if n == crate::upstream::TIMEOUT_HEADER => first(&mut asked.timeouts[1], value),
+                "grpc-timeout" => first(&mut asked.timeouts[2], value),
+                "x-palisade-hedge" => first(&mut asked.hedge, value),
+                "traceparent" => asked.traceparent = true,
+                _ => {}
+            }
+        }
+        asked
+    }
+
+    /// The request's id: the caller's `x-request-id` when it is 1 to 200
+    /// visible ASCII characters, else a new one (`req_` and 32 hex digits).
+    fn request_id(&self) -> HeaderValue {
+        self.request_id
+            .filter(|v| {
+                let b = v.as_bytes();
+                (1..=200).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
+            })
+            .cloned()
+            .unwrap_or_else(new_request_id)
+    }
+
+    /// The caller's own timeout, the shortest it names: the OpenAI SDKs'
+    /// `x-stainless-timeout` (seconds), `x-request-timeout-ms`, or
+    /// `grpc-timeout`. Garbage is ignored.
+    fn timeout(&self) -> Option<std::time::Duration> {
+        CALLER_TIMEOUTS
+            .iter()
+            .zip(self.timeouts)
+            .filter_map(|(h, v)| h.parse(v?))
+            .min()
+    }
+
+    /// The caller's hedge mark: `x-palisade-hedge: 1` (or `true`) allows
+    /// hedging this request, `0` (or `false`) forbids it; anything else is
+    /// ignored and the config's default applies.
+    fn hedge(&self) -> Option<bool> {
+        match self.hedge?.to_str().ok()?.trim() {
+            "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// A new request id: `req_` and 32 random hex digits (written by hand:
@@ -383,9 +449,8 @@ async fn read_request(
     req: Request,
     endpoint: Endpoint,
     key: Option<&crate::auth::ClientKey>,
+    (asked, hedge): (Option<std::time::Duration>, Option<bool>),
 ) -> Result<ChatRequest, Response> {
-    let asked = caller_timeout(req.headers());
-    let hedge = hedge_mark(req.headers());
     let cache = crate::upstream::CacheControl::from_headers(req.headers());
     let body = Limited::new(req.into_body(), s.max_body).collect();
     let Ok(collected) = tokio::time::timeout(s.body_timeout, body).await else {
@@ -476,24 +541,6 @@ async fn read_request(
         chat.replace_deadline(Deadline::after(timeout));
     }
     Ok(chat)
-}
-
-/// The caller's own timeout, the shortest of those it sent: the OpenAI
-/// SDKs' `x-stainless-timeout` (seconds), `x-request-timeout-ms`, or
-/// `grpc-timeout`. Garbage is ignored.
-/// The caller's hedge mark: `x-palisade-hedge: 1` (or `true`) allows
-/// hedging this request, `0` (or `false`) forbids it; anything else is
-/// ignored and the config's default applies.
-fn hedge_mark(headers: &http::HeaderMap) -> Option<bool> {
-    match headers.get(HEDGE_HEADER)?.to_str().ok()?.trim() {
-        "1" | "true" => Some(true),
-        "0" | "false" => Some(false),
-        _ => None,
-    }
-}
-
-fn caller_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
-    CALLER_TIMEOUTS.iter().filter_map(|h| h.read(headers)).min()
 }
 
 /// Where a caller's own timeout may come: the header the OpenAI SDKs send
@@ -675,11 +722,66 @@ mod tests {
         let mark = |v: &'static str| {
             let mut h = http::HeaderMap::new();
             h.insert(HEDGE_HEADER, HeaderValue::from_static(v));
-            hedge_mark(&h)
+            Asked::scan(&h).hedge()
         };
         assert_eq!(mark("1"), Some(true));
         assert_eq!(mark(" false "), Some(false));
         assert_eq!(mark("maybe"), None);
-        assert_eq!(hedge_mark(&http::HeaderMap::new()), None);
+        assert_eq!(Asked::scan(&http::HeaderMap::new()).hedge(), None);
+    }
+
+    /// The one pass finds what a lookup per name found: the first value
+    /// of each header, whatever else the request carries.
+    #[test]
+    fn one_pass_over_the_headers_reads_what_lookups_read() {
+        let mut h = http::HeaderMap::new();
+        for (name, value) in [
+            ("host", "gw"),
+            ("x-request-id", "caller-1"),
+            ("authorization", "Bearer k"),
+            ("x-stainless-timeout", "2.5"),
+            ("x-request-id", "caller-2"),
+            ("grpc-timeout", "900m"),
+            ("x-request-timeout-ms", "garbage"),
+            ("x-palisade-hedge", "0"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        ] {
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let asked = Asked::scan(&h);
+        assert_eq!(asked.request_id(), "caller-1");
+        assert_eq!(asked.timeout(), Some(std::time::Duration::from_millis(900)));
+        assert_eq!(asked.hedge(), Some(false));
+        assert!(asked.traceparent);
+        for t in CALLER_TIMEOUTS {
+            // Each slot holds what a lookup of its name reads.
+            let i = CALLER_TIMEOUTS.iter().position(|c| c == &t).unwrap();
+            assert_eq!(
+                asked.timeouts[i].and_then(|v| t.parse(v)),
+                t.read(&h),
+                "{t:?}"
+            );
+        }
+
+        let empty = http::HeaderMap::new();
+        let none = Asked::scan(&empty);
+        assert!(none.request_id().as_bytes().starts_with(b"req_"));
+        assert_eq!(
+            (none.timeout(), none.hedge(), none.traceparent),
+            (None, None, false)
+        );
+        // An id that is not 1 to 200 visible characters is replaced.
+        let mut bad = http::HeaderMap::new();
+        bad.insert(REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
+        assert!(Asked::scan(&bad)
+            .request_id()
+            .as_bytes()
+            .starts_with(b"req_"));
     }
 }

@@ -269,12 +269,15 @@ pub(crate) fn request_span(
     request_id: &str,
     endpoint: Endpoint,
     headers: &HeaderMap,
+    traceparent: bool,
 ) -> (Span, RequestTrace) {
     if !on() {
         // Passed on only if it is a valid W3C trace context; garbage is
-        // dropped.
-        let caller = headers
-            .get(TRACEPARENT)
+        // dropped. Looked for only when the caller sent one (`traceparent`,
+        // from the one pass over the request's headers).
+        let caller = traceparent
+            .then(|| headers.get(TRACEPARENT))
+            .flatten()
             .filter(|_| {
                 TraceContextPropagator::new()
                     .extract(&HeaderExtractor(headers))
@@ -560,21 +563,21 @@ mod tests {
         let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         h.insert(TRACEPARENT, HeaderValue::from_static(parent));
         h.insert(TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
-        let (_span, trace) = request_span("req_1", Endpoint::Chat, &h);
+        let (_span, trace) = request_span("req_1", Endpoint::Chat, &h, true);
         assert_eq!(trace.next_attempt(), 0);
         let mut out = HeaderMap::new();
         trace.inject(&Span::none(), &mut out);
         assert_eq!(out.get(TRACEPARENT).unwrap(), parent);
         assert_eq!(out.get(TRACESTATE).unwrap(), "congo=t61rcWkgMzE");
 
-        let (_span, none) = request_span("req_2", Endpoint::Chat, &HeaderMap::new());
+        let (_span, none) = request_span("req_2", Endpoint::Chat, &HeaderMap::new(), false);
         let mut out = HeaderMap::new();
         none.inject(&Span::none(), &mut out);
         assert!(out.is_empty());
 
         let mut garbage = HeaderMap::new();
         garbage.insert(TRACEPARENT, HeaderValue::from_static("00-not-a-trace-01"));
-        let (_span, dropped) = request_span("req_3", Endpoint::Chat, &garbage);
+        let (_span, dropped) = request_span("req_3", Endpoint::Chat, &garbage, true);
         let mut out = HeaderMap::new();
         dropped.inject(&Span::none(), &mut out);
         assert!(out.is_empty());
