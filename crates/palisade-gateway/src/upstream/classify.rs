@@ -30,8 +30,14 @@ impl<B> Classify<Response<B>, BoxError> for GatewayClassifier {
         Some(palisade_core::Served::in_response(res))
     }
 
+    /// The provider's rate headers, and the tokens the answer used as its
+    /// [`Usage`](super::Usage) says (the one record of them on the answer:
+    /// no [`TokenUsage`](palisade_core::TokenUsage) beside it).
     fn rate_info(&self, res: &Response<B>) -> palisade_core::RateInfo {
-        Classify::<_, BoxError>::rate_info(&self.0, res)
+        let now = std::time::SystemTime::now();
+        let mut info = palisade_core::RateInfo::from_headers(res.headers(), now);
+        info.used_tokens = res.extensions().get::<super::Usage>().map(|u| u.total);
+        info
     }
 
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {

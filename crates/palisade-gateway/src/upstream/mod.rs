@@ -21,9 +21,7 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use palisade_core::{
-    BoxError, Classified, FailureKind, HasDeadline, ProviderId, RejectReason, TokenUsage,
-};
+use palisade_core::{BoxError, Classified, FailureKind, HasDeadline, ProviderId, RejectReason};
 use palisade_deadline::{
     FirstFrameLayer, PropagateDeadlineLayer, StreamTimeoutLayer, StreamTimeouts, TimeoutHeader,
 };
@@ -366,9 +364,9 @@ where
         },
     };
     // What the answer used, for the rate limit's token quota to be
-    // corrected by.
+    // corrected by (see `GatewayClassifier::rate_info`) and the token
+    // counters.
     if let Some(used) = answer.usage {
-        parts.extensions.insert(TokenUsage(used.total));
         parts.extensions.insert(used);
     }
     if let Some(system) = system {
