@@ -32,6 +32,7 @@ mod state;
 mod tail;
 pub mod traces;
 pub mod upstream;
+mod whole;
 
 pub use app::Gateway;
 pub use config::GatewayConfig;

@@ -11,7 +11,7 @@ use axum::http::HeaderName;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use palisade::HealthStatus;
 use palisade_core::{Deadline, HasDeadline, ProviderId, Served};
 use palisade_deadline::TimeoutHeader;
@@ -452,7 +452,7 @@ async fn read_request(
     (asked, hedge): (Option<std::time::Duration>, Option<bool>),
 ) -> Result<ChatRequest, Response> {
     let cache = crate::upstream::CacheControl::from_headers(req.headers());
-    let body = Limited::new(req.into_body(), s.max_body).collect();
+    let body = crate::whole::read_whole(Limited::new(req.into_body(), s.max_body));
     let Ok(collected) = tokio::time::timeout(s.body_timeout, body).await else {
         return Err(error(
             StatusCode::REQUEST_TIMEOUT,
@@ -467,7 +467,7 @@ async fn read_request(
         ));
     };
     let bytes = match collected {
-        Ok(c) => c.to_bytes(),
+        Ok(b) => b,
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>

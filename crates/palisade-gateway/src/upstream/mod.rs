@@ -347,8 +347,8 @@ where
         return Ok(res);
     }
     let (mut parts, body) = res.into_parts();
-    let bytes = match body.collect().await {
-        Ok(b) => b.to_bytes(),
+    let bytes = match crate::whole::read_whole(body).await {
+        Ok(b) => b,
         Err(e) => {
             attempt.failed(&*e);
             return Err(e);
