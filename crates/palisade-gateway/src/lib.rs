@@ -33,6 +33,7 @@ mod tail;
 pub mod traces;
 pub mod upstream;
 mod whole;
+mod woken;
 
 pub use app::Gateway;
 pub use config::GatewayConfig;

@@ -23,6 +23,7 @@ use tower::Service;
 use crate::head_timeout::{watchdog, Marked, Waiting};
 use crate::rewake::Rewake;
 use crate::state::AppState;
+use crate::woken::WhenWoken;
 
 /// What the server enforces on client connections.
 #[derive(Debug, Clone, Copy)]
@@ -92,7 +93,7 @@ pub(crate) async fn run(
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }
                 }
-                () = watchdog(waiting, header_timeout) => {
+                () = WhenWoken::new(watchdog(waiting, header_timeout)) => {
                     tracing::debug!(%peer, "connection closed: no request head within header_timeout_ms");
                 }
             }

@@ -42,6 +42,7 @@ use palisade_core::BoxError;
 use tower::ServiceExt;
 
 use crate::idle::{watchdog, Waiting};
+use crate::woken::WhenWoken;
 
 /// Idle connections kept per upstream; a connection put back when this
 /// many are idle is closed.
@@ -181,7 +182,9 @@ impl Inner {
         // In use for the request it was opened for.
         let waiting = Arc::new(Waiting::new());
         waiting.busy();
-        let idle_too_long = watchdog(waiting.clone(), self.idle_timeout);
+        // Polled only when its own timer wakes the task, not on every
+        // wake of the connection.
+        let idle_too_long = WhenWoken::new(watchdog(waiting.clone(), self.idle_timeout));
         tokio::spawn(async move {
             // Either the connection ends (its pool gone, it ends with its
             // last handle), or it has idled too long and is dropped here,
