@@ -72,7 +72,7 @@ impl Batcher<ChatRequest, Answer> for GatewayBatcher {
     ) -> BoxFuture<'static, Result<Vec<Answer>, BoxError>> {
         Box::pin(async move {
             let (parts, body) = res.into_parts();
-            let bytes = body.collect().await?.to_bytes();
+            let bytes = crate::whole::read_whole(body).await?;
             if !parts.status.is_success() {
                 // The provider refused the batch: each caller gets its
                 // refusal.

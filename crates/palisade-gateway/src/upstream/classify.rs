@@ -64,10 +64,8 @@ pub(super) async fn read_error_body(
             incoming.map_err(BoxError::from).boxed_unsync(),
         ));
     }
-    let bytes = Limited::new(incoming, MAX_ERROR_BODY)
-        .collect()
+    let bytes = crate::whole::read_whole(Limited::new(incoming, MAX_ERROR_BODY))
         .await
-        .map(|c| c.to_bytes())
         .unwrap_or_default();
     let buffered = Response::from_parts(parts, bytes);
     let outcome = HttpClassifier::new().classify_buffered(&buffered);
