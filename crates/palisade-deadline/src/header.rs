@@ -122,6 +122,22 @@ impl TimeoutHeader {
             .map(TimeoutHeader::Seconds)
     }
 
+    /// Whether `name` is this header's name (for a caller that finds the
+    /// header itself, then reads it with [`parse`](Self::parse)).
+    ///
+    /// ```
+    /// use palisade_deadline::TimeoutHeader;
+    ///
+    /// assert!(TimeoutHeader::Grpc.is_named(&http::HeaderName::from_static("grpc-timeout")));
+    /// assert!(!TimeoutHeader::Grpc.is_named(&http::header::HOST));
+    /// ```
+    pub fn is_named(&self, name: &HeaderName) -> bool {
+        match self {
+            TimeoutHeader::Grpc => name == GRPC_TIMEOUT,
+            TimeoutHeader::Millis(n) | TimeoutHeader::Seconds(n) => name == n,
+        }
+    }
+
     fn name(&self) -> HeaderName {
         match self {
             TimeoutHeader::Grpc => GRPC_TIMEOUT,

@@ -377,14 +377,14 @@ impl<'a> Asked<'a> {
             slot.get_or_insert(v);
         };
         for (name, value) in headers {
-            match name.as_str() {
-                "x-request-id" => first(&mut asked.request_id, value),
-                "x-stainless-timeout" => first(&mut asked.timeouts[0], value),
-                n if n == crate::upstream::TIMEOUT_HEADER => first(&mut asked.timeouts[1], value),
-                "grpc-timeout" => first(&mut asked.timeouts[2], value),
-                "x-palisade-hedge" => first(&mut asked.hedge, value),
-                "traceparent" => asked.traceparent = true,
-                _ => {}
+            if *name == REQUEST_ID_HEADER {
+                first(&mut asked.request_id, value);
+            } else if *name == HEDGE_HEADER {
+                first(&mut asked.hedge, value);
+            } else if *name == crate::traces::TRACEPARENT {
+                asked.traceparent = true;
+            } else if let Some(i) = CALLER_TIMEOUTS.iter().position(|t| t.is_named(name)) {
+                first(&mut asked.timeouts[i], value);
             }
         }
         asked

@@ -218,6 +218,18 @@ impl Future for Answer {
 mod tests {
     use super::*;
 
+    /// The answer of `router` to an empty request, on a connection marked
+    /// by `waiting`.
+    fn answer_of(mut router: axum::Router, waiting: &Arc<Waiting>) -> Answer {
+        Answer {
+            route: Route::App {
+                route: router.call(Request::new(axum::body::Body::empty())),
+            },
+            last: false,
+            waiting: Some(waiting.clone()),
+        }
+    }
+
     /// An answer dropped before it was ready (hyper gave up on the
     /// request) leaves its connection waiting, so the head timeout still
     /// applies to it; an answer that completes leaves that to its body.
@@ -232,14 +244,7 @@ mod tests {
         );
         let waiting = Arc::new(Waiting::new());
         waiting.busy();
-        let answer = Answer {
-            route: Route::App {
-                route: router.clone().call(Request::new(axum::body::Body::empty())),
-            },
-            last: false,
-            waiting: Some(waiting.clone()),
-        };
-        let mut answer = Box::pin(answer);
+        let mut answer = Box::pin(answer_of(router, &waiting));
         let polled = futures_util::poll!(answer.as_mut());
         assert!(polled.is_pending());
         assert!(waiting.is_busy());
@@ -249,14 +254,7 @@ mod tests {
         // Answered: busy until the body goes.
         let router = axum::Router::new().route("/", axum::routing::get(|| async { "now" }));
         waiting.busy();
-        let answer = Answer {
-            route: Route::App {
-                route: router.clone().call(Request::new(axum::body::Body::empty())),
-            },
-            last: false,
-            waiting: Some(waiting.clone()),
-        };
-        let res = answer.await.unwrap();
+        let res = answer_of(router, &waiting).await.unwrap();
         assert!(waiting.is_busy());
         drop(res);
         assert!(!waiting.is_busy());

@@ -50,7 +50,7 @@ pub(crate) fn on() -> bool {
 
 // Names made at compile time: the caller's headers are read on every
 // request, traces on or off.
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Why traces could not be set up.
