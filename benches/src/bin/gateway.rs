@@ -15,8 +15,13 @@
 //! Each is driven closed-loop (each connection sends its next request when
 //! its answer has been read in full) with 1 and 32 connections, whole
 //! answers and streams, for `PALISADE_GW_BENCH_SECS` seconds each (default
-//! 5). Printed: requests/s, p50 and p99 latency (for streams, time to the
-//! first body byte too), and the ratios to the forwarder.
+//! 5). The three take turns: each row's time is cut into
+//! `PALISADE_GW_BENCH_ROUNDS` slices (default 6), and a round runs one slice
+//! of each target, so that the machine's slow and fast spells fall on all of
+//! them alike. Printed: requests/s, p50 and p99 latency (for streams, time
+//! to the first body byte too) over all of a row's slices, the ratios to the
+//! forwarder, and the lowest and highest throughput ratio of a single round
+//! (how much the machine moved it).
 //!
 //! Then memory: the gateway runs in a process of its own (this binary,
 //! re-run with `--gateway-child`), and its resident memory is read from
@@ -108,12 +113,46 @@ async fn forwarder(upstream: String) -> SocketAddr {
     addr
 }
 
-/// What one run measured.
+/// What one run measured: its answers' latencies (to the last byte and to
+/// the first body byte), sorted, over `secs`.
 struct Run {
     rps: f64,
     p50: Duration,
     p99: Duration,
     first_p50: Duration,
+    lat: Vec<Duration>,
+    first: Vec<Duration>,
+    secs: f64,
+}
+
+impl Run {
+    fn new(mut lat: Vec<Duration>, mut first: Vec<Duration>, secs: f64) -> Run {
+        lat.sort();
+        first.sort();
+        let pct = |v: &[Duration], p: f64| {
+            v.get(((v.len().max(1) - 1) as f64 * p) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        Run {
+            rps: lat.len() as f64 / secs,
+            p50: pct(&lat, 0.5),
+            p99: pct(&lat, 0.99),
+            first_p50: pct(&first, 0.5),
+            lat,
+            first,
+            secs,
+        }
+    }
+
+    /// The runs as one: every answer of each, over their time together.
+    fn pool(runs: &[Run]) -> Run {
+        Run::new(
+            runs.iter().flat_map(|r| r.lat.iter().copied()).collect(),
+            runs.iter().flat_map(|r| r.first.iter().copied()).collect(),
+            runs.iter().map(|r| r.secs).sum(),
+        )
+    }
 }
 
 /// `conns` connections, each sending `body` to `url` closed-loop for
@@ -156,15 +195,7 @@ async fn drive(url: &str, body: &'static str, conns: usize, secs: Duration) -> R
         lat.extend(l);
         first.extend(f);
     }
-    lat.sort();
-    first.sort();
-    let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize];
-    Run {
-        rps: lat.len() as f64 / secs.as_secs_f64(),
-        p50: pct(&lat, 0.5),
-        p99: pct(&lat, 0.99),
-        first_p50: pct(&first, 0.5),
-    }
+    Run::new(lat, first, secs.as_secs_f64())
 }
 
 fn us(d: Duration) -> f64 {
@@ -363,12 +394,17 @@ async fn main() {
         ("bare forwarder", format!("http://{fwd}{path}")),
         ("palisade-gateway", format!("http://{gw_addr}{path}")),
     ];
+    let rounds = std::env::var("PALISADE_GW_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(6);
     println!(
-        "closed loop, {} s per row; one simulated upstream with no added latency; all on loopback\n",
+        "closed loop, {} s per row in {rounds} turns; one simulated upstream with no added latency; all on loopback\n",
         secs.as_secs()
     );
-    println!("| answer | connections | target | req/s | p50 µs | p99 µs | first byte p50 µs | req/s vs forwarder | p50 vs forwarder |");
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("| answer | connections | target | req/s | p50 µs | p99 µs | first byte p50 µs | req/s vs forwarder | each turn | p50 vs forwarder |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     // A longer prompt, when asked for: the user's message padded with
     // words to this many bytes (the simulated upstream reads it too).
     let prompt = std::env::var("PALISADE_GW_BENCH_PROMPT_BYTES")
@@ -387,22 +423,52 @@ async fn main() {
     }
     for (kind, body) in [("whole", whole), ("stream", stream)] {
         for conns in [1, 32] {
-            let mut runs = Vec::new();
-            for (name, url) in &targets {
-                if !format!("{kind} {conns} {name}").contains(&only) {
-                    continue;
-                }
+            let chosen: Vec<_> = targets
+                .iter()
+                .filter(|(name, _)| format!("{kind} {conns} {name}").contains(&only))
+                .collect();
+            if chosen.is_empty() {
+                continue;
+            }
+            for (_, url) in &chosen {
                 // Warm the pools and the upstream.
                 let _ = drive(url, body, conns, Duration::from_millis(300)).await;
-                runs.push((*name, drive(url, body, conns, secs).await));
             }
-            let fwd = runs.iter().find(|(name, _)| *name == "bare forwarder");
-            for (name, r) in &runs {
+            // The targets take turns, a slice each per round, so that a
+            // change in what the machine's neighbours take falls on all of
+            // them alike.
+            let mut runs: Vec<(&str, Vec<Run>)> =
+                chosen.iter().map(|(name, _)| (*name, Vec::new())).collect();
+            for _ in 0..rounds {
+                for ((_, url), (_, slices)) in chosen.iter().zip(&mut runs) {
+                    slices.push(drive(url, body, conns, secs / rounds).await);
+                }
+            }
+            let pooled: Vec<(&str, Run, &[Run])> = runs
+                .iter()
+                .map(|(name, slices)| (*name, Run::pool(slices), slices.as_slice()))
+                .collect();
+            let fwd = pooled.iter().find(|(name, ..)| *name == "bare forwarder");
+            for (name, r, slices) in &pooled {
                 let ratio = |f: &dyn Fn(&Run) -> f64| {
-                    fwd.map_or("-".to_owned(), |(_, fwd)| format!("{:.2}", f(r) / f(fwd)))
+                    fwd.map_or("-".to_owned(), |(_, fwd, _)| {
+                        format!("{:.2}", f(r) / f(fwd))
+                    })
                 };
+                // The throughput ratio of each round alone: how far the
+                // machine moved it.
+                let spread = fwd.map_or("-".to_owned(), |(_, _, fwd_slices)| {
+                    let each: Vec<f64> = slices
+                        .iter()
+                        .zip(*fwd_slices)
+                        .map(|(s, f)| s.rps / f.rps)
+                        .collect();
+                    let lo = each.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = each.iter().copied().fold(0.0, f64::max);
+                    format!("{lo:.2}-{hi:.2}")
+                });
                 println!(
-                    "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
+                    "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {spread} | {} |",
                     r.rps,
                     us(r.p50),
                     us(r.p99),
