@@ -49,6 +49,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod armed;
 mod attempt;
 mod error;
 mod first_frame;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{
@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::armed;
 use crate::error::config_error;
 use crate::error::ConfigError;
 use crate::header::{Adopt, NoAdopt, TimeoutHeader};
@@ -210,7 +211,9 @@ pin_project! {
     /// [`AttemptTimeout`](crate::AttemptTimeout): the inner future, held to
     /// an instant. The timer is armed on the first poll that finds the
     /// inner future pending (and boxed then, so that a call answered at
-    /// once moves a small future and allocates nothing).
+    /// once moves a small future and allocates nothing), and not at all
+    /// while a timer under it (an attempt's timeout inside a request's
+    /// deadline) wakes the task by its instant.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -274,7 +277,11 @@ where
                     .expect("ResponseFuture polled after completion")))
             }
         };
-        if let Poll::Ready(res) = fut.poll(cx) {
+        let outer = armed::enter();
+        let polled = fut.poll(cx);
+        let under = armed::below();
+        if let Poll::Ready(res) = polled {
+            armed::leave(outer, None);
             return Poll::Ready(res.map_err(|e| {
                 let e: BoxError = e.into();
                 match (this.enforce.as_ref(), *this.scope) {
@@ -288,12 +295,27 @@ where
             }));
         }
         let Some(enforce) = this.enforce.as_ref() else {
+            armed::leave(outer, under);
             return Poll::Pending;
         };
+        // A timer under this one that wakes this task by our instant
+        // covers it (see `armed`): ours is armed only when none does.
+        let covered = under.filter(|a| a.wakes(cx.waker()).is_some_and(|t| t <= enforce.at));
+        if covered.is_some() && this.sleep.is_none() {
+            armed::leave(outer, covered);
+            return Poll::Pending;
+        }
         let sleep = this
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(enforce.at)));
-        ready!(sleep.as_mut().poll(cx));
+        if sleep.as_mut().poll(cx).is_pending() {
+            armed::leave(
+                outer,
+                Some(covered.unwrap_or(armed::Armed::new(enforce.at, cx.waker()))),
+            );
+            return Poll::Pending;
+        }
+        armed::leave(outer, None);
         let err = elapsed(enforce, *this.scope);
         // Drop the inner future now: its work is abandoned.
         this.kind.set(Kind::Refused { error: None });

@@ -1,6 +1,7 @@
 //! Deadlines, attempt timeouts and stream timeouts on the paused clock.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,7 +20,7 @@ use palisade_deadline::{
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -203,6 +204,124 @@ async fn an_attempt_started_later_times_itself_from_its_own_start() {
     let err = svc.oneshot(WithDeadline::new(())).await.unwrap_err();
     assert_eq!(start.elapsed(), secs(10));
     assert_eq!(elapsed(&err).scope(), TimeoutScope::Attempt);
+}
+
+/// A provider that never answers.
+fn never(_: WithDeadline<()>) -> std::future::Pending<Result<(), BoxError>> {
+    std::future::pending()
+}
+
+/// A service whose call times an attempt of `attempt` (never answered) and
+/// then, the attempt timed out, waits on nothing with a timer: the shape of
+/// a call that goes on after its timed part (a queue, a fallback's own
+/// wait).
+fn attempt_then_untimed(
+    attempt: Duration,
+) -> impl tower::Service<
+    WithDeadline<()>,
+    Response = (),
+    Error = BoxError,
+    Future = Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>>,
+> + Clone {
+    service_fn(move |req: WithDeadline<()>| {
+        let timed = AttemptTimeoutLayer::new(attempt)
+            .unwrap()
+            .layer(service_fn(never))
+            .call(req);
+        Box::pin(async move {
+            let err = timed.await.unwrap_err();
+            assert_eq!(elapsed(&err).scope(), TimeoutScope::Attempt);
+            std::future::pending::<()>().await;
+            Ok::<(), BoxError>(())
+        }) as Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>>
+    })
+}
+
+/// The request's deadline arms no timer of its own while an attempt's
+/// timer inside it wakes the task first, and arms it on the first poll
+/// that finds none: it still fires at its exact instant.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_leans_on_an_attempts_earlier_timer_and_arms_its_own_when_it_is_gone() {
+    let mut svc = DeadlineLayer::new(secs(60))
+        .unwrap()
+        .layer(attempt_then_untimed(secs(10)));
+    let mut fut = tokio_test::task::spawn(svc.call(WithDeadline::new(())));
+    assert!(fut.poll().is_pending());
+    assert!(
+        format!("{:?}", *fut).contains("armed: false"),
+        "the attempt's timer covers the deadline: {:?}",
+        *fut
+    );
+    tokio::time::advance(secs(10)).await;
+    assert!(fut.is_woken(), "the attempt's timer fired");
+    assert!(fut.poll().is_pending());
+    assert!(
+        format!("{:?}", *fut).contains("armed: true"),
+        "nothing timed under it any more: {:?}",
+        *fut
+    );
+    tokio::time::advance(secs(50) - Duration::from_millis(1)).await;
+    assert!(!fut.is_woken());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(fut.is_woken(), "the deadline's own timer fired");
+    let Poll::Ready(Err(err)) = fut.poll() else {
+        panic!("the deadline fired")
+    };
+    assert_eq!(
+        (elapsed(&err).scope(), elapsed(&err).after()),
+        (TimeoutScope::Request, secs(60))
+    );
+}
+
+/// A timer under the deadline that fires after it covers nothing, and one
+/// armed with another waker (a combinator's own, or another task's) is not
+/// taken as ours.
+#[tokio::test(start_paused = true)]
+async fn only_an_earlier_timer_that_wakes_this_task_covers_the_deadline() {
+    // Deadline 5 s; the attempt inside is given a request without it (so
+    // not clamped to it): its timer fires at 8 s.
+    let later = service_fn(|_: WithDeadline<()>| {
+        let mut inner = AttemptTimeoutLayer::new(secs(8))
+            .unwrap()
+            .layer(service_fn(never));
+        let fut = inner.call(WithDeadline::new(()));
+        Box::pin(fut) as Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>>
+    });
+    let mut svc = DeadlineLayer::new(secs(5)).unwrap().layer(later);
+    let mut fut = tokio_test::task::spawn(svc.call(WithDeadline::new(())));
+    assert!(fut.poll().is_pending());
+    assert!(format!("{:?}", *fut).contains("armed: true"), "{:?}", *fut);
+    tokio::time::advance(secs(5)).await;
+    let Poll::Ready(Err(err)) = fut.poll() else {
+        panic!("the deadline fired")
+    };
+    assert_eq!(elapsed(&err).scope(), TimeoutScope::Request);
+
+    // The attempt polled with a waker of its own (woken, it wakes ours):
+    // its timer is not taken as ours.
+    let foreign = service_fn(|req: WithDeadline<()>| {
+        let mut inner = AttemptTimeoutLayer::new(secs(3))
+            .unwrap()
+            .layer(service_fn(never));
+        let mut fut = Box::pin(inner.call(req));
+        Box::pin(std::future::poll_fn(move |cx| {
+            let own = Arc::new(Relay(Mutex::new(cx.waker().clone())));
+            fut.as_mut().poll(&mut Context::from_waker(&own.into()))
+        })) as Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>>
+    });
+    let mut svc = DeadlineLayer::new(secs(60)).unwrap().layer(foreign);
+    let mut fut = tokio_test::task::spawn(svc.call(WithDeadline::new(())));
+    assert!(fut.poll().is_pending());
+    assert!(format!("{:?}", *fut).contains("armed: true"), "{:?}", *fut);
+}
+
+/// A waker that wakes another.
+struct Relay(Mutex<std::task::Waker>);
+
+impl std::task::Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.0.lock().unwrap().wake_by_ref();
+    }
 }
 
 #[tokio::test(start_paused = true)]
