@@ -183,6 +183,32 @@ async fn the_callers_own_timeout_is_kept_when_shorter() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// The upstream is told how long it has (`x-request-timeout-ms`): the
+/// request's deadline, or the caller's own when shorter, less what has
+/// passed; for whole answers and streams alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_is_told_the_time_left() {
+    let r = Running::start(CONFIG).await;
+    let primary = r.sim("primary");
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+    for body in [CHAT, STREAM] {
+        let (status, _, _) = r.post(body).await;
+        assert_eq!(status, 200);
+        let left = ms(primary.last_time_left()).expect("told");
+        assert!(
+            (2_000..=3_000).contains(&left),
+            "router deadline 3 s: {left}"
+        );
+        let (status, _, _) = r.post_with(body, &[("x-stainless-timeout", "1.5")]).await;
+        assert_eq!(status, 200);
+        let left = ms(primary.last_time_left()).expect("told");
+        assert!(
+            (1_000..=1_500).contains(&left),
+            "the caller's 1.5 s: {left}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_never_starts_fails_over_on_the_first_token_timeout() {
     let r = Running::start(CONFIG).await;

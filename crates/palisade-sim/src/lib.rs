@@ -198,6 +198,8 @@ struct SimState {
     limits: Mutex<Limits>,
     rate_limited: AtomicU64,
     last_request_id: Mutex<Option<String>>,
+    /// The last request's `x-request-timeout-ms`, `u64::MAX` for none.
+    last_time_left: AtomicU64,
 }
 
 /// The provider's own limits as OpenAI keeps them: a bucket per unit that
@@ -391,6 +393,15 @@ impl SimHandle {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// The time left the last request said it had (its
+    /// `x-request-timeout-ms`, as palisade's gateway sends it), if it said.
+    pub fn last_time_left(&self) -> Option<std::time::Duration> {
+        match self.state.last_time_left.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+
     /// The `x-request-id` the last chat request carried, if any.
     pub fn last_request_id(&self) -> Option<String> {
         self.state
@@ -434,6 +445,7 @@ pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
         limits: Mutex::new(Limits::default()),
         rate_limited: AtomicU64::new(0),
         last_request_id: Mutex::new(None),
+        last_time_left: AtomicU64::new(u64::MAX),
     });
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -491,6 +503,12 @@ async fn respond(
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let time_left = req
+            .headers()
+            .get("x-request-timeout-ms")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(u64::MAX);
+        state.last_time_left.store(time_left, Ordering::Relaxed);
         state.requests.fetch_add(1, Ordering::Relaxed) + 1
     } else {
         state.requests.load(Ordering::Relaxed)

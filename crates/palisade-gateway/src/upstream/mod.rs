@@ -22,9 +22,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use palisade_core::{BoxError, Classified, FailureKind, HasDeadline, ProviderId, RejectReason};
-use palisade_deadline::{
-    FirstFrameLayer, PropagateDeadlineLayer, StreamTimeoutLayer, StreamTimeouts, TimeoutHeader,
-};
+use palisade_deadline::{FirstFrameLayer, StreamTimeoutLayer, StreamTimeouts, TimeoutHeader};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
@@ -40,6 +38,9 @@ pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErro
 /// The header the time left is sent in, so the upstream can stop working
 /// on a request nobody waits for.
 pub(crate) const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// How the time left is told upstream.
+const TIME_LEFT: TimeoutHeader = TimeoutHeader::Millis(HeaderName::from_static(TIMEOUT_HEADER));
 
 /// What an upstream call answers.
 type CallFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, BoxError>> + Send>>;
@@ -57,7 +58,8 @@ type Exchange = Box<dyn Fn(Request<Full<Bytes>>, Traced) -> CallFuture + Send + 
 /// the provider's, and sends the request through palisade's layers:
 ///
 /// ```text
-/// every request:  PropagateDeadline (x-request-timeout-ms) > client
+/// every request:  the time left written as x-request-timeout-ms (as
+///                 palisade-deadline's PropagateDeadline would) > client
 ///                 error bodies read and classified (UpstreamFailure)
 /// streams:        StreamTimeout (idle, deadline) > FirstFrame (first token, deadline) > the above
 /// whole answers:  the body is read within the attempt, so a body cut
@@ -144,9 +146,6 @@ impl Upstream {
             .layer(chaos)
             .and_then(classify::read_error_body)
             .map_err(classify::transport_error)
-            .layer(PropagateDeadlineLayer::new(TimeoutHeader::Millis(
-                HeaderName::from_static(TIMEOUT_HEADER),
-            )))
             .service(pool);
         let streaming = ServiceBuilder::new()
             .map_response(|res: Response<_>| res.map(BodyExt::boxed_unsync))
@@ -232,7 +231,13 @@ impl Upstream {
                 .insert(crate::routes::REQUEST_ID_HEADER, id.clone());
         }
         if let Some(d) = req.deadline() {
-            http_req.replace_deadline(d);
+            // The time left told upstream here, not by a layer reading it
+            // back from the request's extensions: only a stream's timeouts
+            // need it there, and an extension map costs three allocations.
+            TIME_LEFT.write(http_req.headers_mut(), d.remaining());
+            if req.stream {
+                http_req.replace_deadline(d);
+            }
         }
         Ok(http_req)
     }
