@@ -124,10 +124,14 @@ impl ChatRequest {
         body: serde_json::Map<String, serde_json::Value>,
         stream: bool,
     ) -> Self {
+        ChatRequest::with_body(model, Body::given(body), stream)
+    }
+
+    fn with_body(model: &str, body: Body, stream: bool) -> Self {
         ChatRequest {
             endpoint: Endpoint::Chat,
             model: model.into(),
-            body: Arc::new(Body::given(body)),
+            body: Arc::new(body),
             stream,
             hedgeable: None,
             request_id: None,
@@ -144,13 +148,11 @@ impl ChatRequest {
     /// is sent as it is where the provider's model name is the gateway's,
     /// and parsed only if something asks for [`body`](Self::body).
     pub(crate) fn from_wire(model: &str, raw: bytes::Bytes, stream: bool) -> Self {
-        ChatRequest {
-            body: Arc::new(Body {
-                raw: Some(raw),
-                map: OnceLock::new(),
-            }),
-            ..ChatRequest::new(model, serde_json::Map::new(), stream)
-        }
+        let body = Body {
+            raw: Some(raw),
+            map: OnceLock::new(),
+        };
+        ChatRequest::with_body(model, body, stream)
     }
 
     /// The caller's JSON object (read from its bytes on the first call).
