@@ -439,7 +439,11 @@ fn request_id_of(mut n: u128) -> HeaderValue {
         *b = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
-    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
+    // Owned by its bytes' one allocation: the id is cloned (the request
+    // sent upstream, the answer), and a clone of bytes copied from a slice
+    // allocates again to share them.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .expect("hex is a valid header value")
 }
 
 /// Reads and checks the caller's request; a refusal is the response to
