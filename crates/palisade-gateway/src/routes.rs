@@ -188,28 +188,76 @@ pub(crate) fn model_endpoint<B>(req: &http::Request<B>) -> Option<Endpoint> {
 /// through palisade, answer with the request's id and log it. The server
 /// calls it directly for a `POST` to one (see [`model_endpoint`]): the
 /// axum app's routing, extractors and boxing spared on every request.
-pub(crate) async fn serve(s: Arc<AppState>, req: Request, endpoint: Endpoint) -> Response {
+///
+/// The whole of it runs in the request's span: every event of the layers
+/// below, for every provider called, is in it (and with traces on, every
+/// attempt's span under it). The span is made here, before the future: the
+/// future is one state machine in that span rather than an inner one moved
+/// into an outer (each move a copy of a few KiB). The server makes the
+/// future itself ([`start`], then [`serve_started`] made in its box).
+pub(crate) fn serve(
+    s: Arc<AppState>,
+    req: Request,
+    endpoint: Endpoint,
+) -> tracing::instrument::Instrumented<impl std::future::Future<Output = Response>> {
+    let started = start(&s, &req, endpoint);
+    let span = started.span.clone();
+    serve_started(s, req, endpoint, started).instrument(span)
+}
+
+/// A request's start: counted, its headers scanned, its id and span made.
+pub(crate) fn start(s: &AppState, req: &Request, endpoint: Endpoint) -> Started {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
     let asked = Asked::scan(req.headers());
     let id = asked.request_id();
-    // Every event of the layers below, for every provider called, is in
-    // this span (and with traces on, every attempt's span under it).
     let (span, trace) = crate::traces::request_span(
         id.to_str().unwrap_or_default(),
         endpoint,
         req.headers(),
         asked.traceparent,
     );
-    let asked = (asked.timeout(), asked.hedge());
+    Started {
+        id,
+        span,
+        trace,
+        asked: (asked.timeout(), asked.hedge()),
+        at: std::time::Instant::now(),
+    }
+}
+
+/// What [`serve`] knows of a request before reading it.
+pub(crate) struct Started {
+    id: HeaderValue,
+    /// The request's span, which [`serve_started`]'s future is to run in.
+    pub(crate) span: Span,
+    trace: crate::traces::RequestTrace,
+    /// The caller's timeout and hedge mark.
+    asked: (Option<std::time::Duration>, Option<bool>),
+    at: std::time::Instant,
+}
+
+/// [`serve`]'s work once [`start`]ed, to be run in `started.span`.
+pub(crate) async fn serve_started(
+    s: Arc<AppState>,
+    req: Request,
+    endpoint: Endpoint,
+    started: Started,
+) -> Response {
+    let Started {
+        id,
+        span,
+        trace,
+        asked,
+        at: started,
+    } = started;
     let attempts = trace.clone();
-    let started = std::time::Instant::now();
     let mut seen = Seen::default();
-    let mut res = async {
+    let mut res = 'answered: {
         let key = match s.client(req.headers()) {
             Ok(k) => k,
             Err(refused) => {
                 s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
-                return refused.into_response();
+                break 'answered refused.into_response();
             }
         };
         seen.key = key.as_ref().map(|k| k.id.clone());
@@ -217,7 +265,7 @@ pub(crate) async fn serve(s: Arc<AppState>, req: Request, endpoint: Endpoint) ->
             Ok(mut chat) => {
                 seen.model = Some(chat.model.clone());
                 seen.stream = chat.stream;
-                crate::traces::record_request(&Span::current(), &chat.model);
+                crate::traces::record_request(&span, &chat.model);
                 chat.client = seen.key.clone();
                 chat.request_id = Some(id.clone());
                 chat.trace = trace;
@@ -228,9 +276,7 @@ pub(crate) async fn serve(s: Arc<AppState>, req: Request, endpoint: Endpoint) ->
                 res
             }
         }
-    }
-    .instrument(span.clone())
-    .await;
+    };
     let took = started.elapsed();
     // The line's fields are read only when the line is written.
     let logged = tracing::enabled!(target: "palisade_gateway::access", tracing::Level::INFO);

@@ -19,6 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::Service;
+use tracing::Instrument;
 
 use crate::head_timeout::{watchdog, Marked, Waiting};
 use crate::rewake::Rewake;
@@ -133,13 +134,18 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
         self.waiting.busy();
         let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let route = match crate::routes::model_endpoint(&req) {
-            Some(endpoint) => Route::Direct {
-                serve: Box::pin(crate::routes::serve(
-                    self.state.clone(),
-                    req.map(axum::body::Body::new),
-                    endpoint,
-                )),
-            },
+            Some(endpoint) => {
+                let req = req.map(axum::body::Body::new);
+                let started = crate::routes::start(&self.state, &req, endpoint);
+                let span = started.span.clone();
+                let state = self.state.clone();
+                Route::Direct {
+                    serve: boxed_in_place(|| {
+                        crate::routes::serve_started(state, req, endpoint, started)
+                    })
+                    .instrument(span),
+                }
+            }
             // The router is always ready.
             None => Route::App {
                 route: self.app.clone().call(req),
@@ -172,16 +178,26 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// The future `make` makes, made in its box: the box is allocated first,
+/// so the future (several KiB) can be written into it where it is made
+/// rather than made on the stack and copied in, as `Box::pin(make())`
+/// does.
+#[inline(always)]
+fn boxed_in_place<F: Future + Send + 'static>(make: impl FnOnce() -> F) -> Serve<F::Output> {
+    let made: Pin<Box<F>> = Box::into_pin(Box::write(Box::new_uninit(), make()));
+    made
+}
+
 /// A model endpoint's answer (boxed once, as axum boxes its handlers'),
 /// or the axum app's.
-type Serve = Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
+type Serve<T = axum::response::Response> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project_lite::pin_project! {
     /// Who answers a request: [`routes::serve`](crate::routes::serve)
     /// itself, or the axum app.
     #[project = RouteProj]
     enum Route {
-        Direct { serve: Serve },
+        Direct { #[pin] serve: tracing::instrument::Instrumented<Serve> },
         App { #[pin] route: RouteFuture<Infallible> },
     }
 }
@@ -191,7 +207,7 @@ impl Future for Route {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            RouteProj::Direct { serve } => serve.as_mut().poll(cx),
+            RouteProj::Direct { serve } => serve.poll(cx),
             RouteProj::App { route } => route.poll(cx).map(|Ok(res)| res),
         }
     }
