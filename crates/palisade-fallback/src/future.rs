@@ -51,6 +51,10 @@ pin_project! {
     }
 }
 
+/// A refusal kept to answer with: the provider, the attempts before it,
+/// the answer.
+type Kept<Res> = Option<Box<(usize, usize, Res)>>;
+
 pin_project! {
     /// The response future of [`Fallback`](crate::Fallback): picks the next
     /// eligible provider (balanced within its tier), readies it, calls it,
@@ -69,16 +73,17 @@ pin_project! {
         // or content (the provider, the attempts before it, the answer):
         // returned as it is if no provider marked for that failure is left
         // to call.
-        kept: Option<(usize, usize, S::Response)>,
+        // Boxed, as the hedge's parts below: rare, and the future is moved
+        // whole several times on its way to being polled.
+        kept: Kept<S::Response>,
         hedgeable: bool,
         // A stream's call is timed to its first token.
         streaming: bool,
         sent: u32,
         delay: Duration,
         racers: Vec<Racer<S::Future>>,
-        hedging: Option<(S, Option<Req>, usize)>,
-        #[pin]
-        timer: Option<Sleep>,
+        hedging: Option<Box<(S, Option<Req>, usize)>>,
+        timer: Option<Pin<Box<Sleep>>>,
         #[pin]
         state: State<S, Req>,
     }
@@ -149,7 +154,8 @@ where
                         (*this.route, *this.streaming),
                         this.attempts,
                     ) else {
-                        if let Some((idx, before, res)) = this.kept.take() {
+                        if let Some(kept) = this.kept.take() {
+                            let (idx, before, res) = *kept;
                             // No provider marked for it was left to call:
                             // the provider's own refusal is the answer (the
                             // caller's prompt is too long, say).
@@ -198,7 +204,7 @@ where
                                     (idx, *this.streaming),
                                     *this.sent,
                                     this.delay,
-                                    this.timer.as_mut(),
+                                    this.timer,
                                 );
                             }
                             this.state.set(State::Calling {
@@ -296,9 +302,9 @@ where
                     }
                     // Time for a hedge?
                     let mut started = false;
-                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                        if timer.poll(cx).is_ready() {
-                            this.timer.set(None);
+                    if let Some(timer) = this.timer.as_mut() {
+                        if timer.as_mut().poll(cx).is_ready() {
+                            *this.timer = None;
                             let policy = chain.hedge.as_ref().expect("armed only when hedging");
                             let tier = &chain.tiers[*this.tier];
                             let expired = this.req.deadline().is_some_and(|d| d.is_expired());
@@ -318,21 +324,25 @@ where
                                         "hedging"
                                     );
                                     let req = copy_for(chain, this.req, j);
-                                    *this.hedging =
-                                        Some((chain.targets[j].svc.clone(), Some(req), j));
+                                    *this.hedging = Some(Box::new((
+                                        chain.targets[j].svc.clone(),
+                                        Some(req),
+                                        j,
+                                    )));
                                     arm(
                                         chain,
                                         tier,
                                         (*idx, *this.streaming),
                                         *this.sent,
                                         this.delay,
-                                        this.timer.as_mut(),
+                                        this.timer,
                                     );
                                 }
                             }
                         }
                     }
-                    if let Some((svc, req, j)) = this.hedging.as_mut() {
+                    if let Some(hedging) = this.hedging.as_mut() {
+                        let (svc, req, j) = &mut **hedging;
                         let j = *j;
                         match svc.poll_ready(cx) {
                             Poll::Pending => {}
@@ -364,7 +374,7 @@ where
                     }
                     if fut.is_none() && this.racers.is_empty() && this.hedging.is_none() {
                         // Every call in flight failed: on with the walk.
-                        this.timer.set(None);
+                        *this.timer = None;
                         this.state.set(State::Pick);
                         continue;
                     }
@@ -416,7 +426,7 @@ fn arm<S, Req, C, D>(
     (idx, streaming): (usize, bool),
     sent: u32,
     delay: &mut Duration,
-    mut timer: Pin<&mut Option<Sleep>>,
+    timer: &mut Option<Pin<Box<Sleep>>>,
 ) {
     let Some(policy) = &chain.hedge else { return };
     if sent >= policy.max_hedges() || tier.len() < 2 {
@@ -428,9 +438,9 @@ fn arm<S, Req, C, D>(
     };
     *delay = d;
     let at = Instant::now() + d;
-    match timer.as_mut().as_pin_mut() {
-        Some(t) => t.reset(at),
-        None => timer.set(Some(tokio::time::sleep_until(at))),
+    match timer {
+        Some(t) => t.as_mut().reset(at),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
     }
 }
 
@@ -441,7 +451,7 @@ fn answer<S, Req, C, D, Res, E>(
     (idx, hedged): (usize, bool),
     call: Option<InFlight>,
     result: Result<Res, E>,
-    (route, kept): (&mut Route, &mut Option<(usize, usize, Res)>),
+    (route, kept): (&mut Route, &mut Kept<Res>),
     attempts: &mut Vec<ProviderAttempt>,
     moving_on: &mut Option<(usize, FailureKind)>,
 ) -> Next<Result<Res, BoxError>>
@@ -485,7 +495,7 @@ where
                 failure.kind,
                 FailureKind::ContextLengthExceeded | FailureKind::ContentFiltered
             ) {
-                *kept = Some((idx, attempts.len(), res));
+                *kept = Some(Box::new((idx, attempts.len(), res)));
             }
             AttemptOutcome::Failed(failure.kind)
         }
