@@ -14,11 +14,13 @@
 //! Why it is safe: a future is only touched while it is polled or dropped,
 //! so a timer reported during a poll that returned `Pending` stays
 //! registered, with that poll's waker, until the task's next poll, when the
-//! question is asked again. A report made with another waker (a
-//! combinator's own per-child waker, another task's future polled inside
-//! this poll) is not taken, and a child left unpolled reports nothing: the
-//! outer future then arms its own timer. A report can be missing, never
-//! wrong.
+//! question is asked again, unless the future holding it is dropped first
+//! (a combinator dropping one child and going on waiting for another): a
+//! timed future dropped takes its report back ([`retract`]). A report made
+//! with another waker (a combinator's own per-child waker, another task's
+//! future polled inside this poll) is not taken, and a child left unpolled
+//! reports nothing: the outer future then arms its own timer. A report can
+//! be missing, never wrong.
 
 use std::cell::Cell;
 use std::ptr;
@@ -26,24 +28,27 @@ use std::task::{RawWakerVTable, Waker};
 
 use tokio::time::Instant;
 
-/// A timer armed during the poll in progress: when it fires, and which
-/// waker it wakes (compared as `Waker::will_wake` does, by data and
-/// vtable pointers).
+/// A timer armed during the poll in progress: when it fires, which waker
+/// it wakes (compared as `Waker::will_wake` does, by data and vtable
+/// pointers), and which timer it is (its address, to take the report back
+/// when the timer is dropped).
 #[derive(Clone, Copy)]
 pub(crate) struct Armed {
     at: Instant,
     data: *const (),
     vtable: *const RawWakerVTable,
+    timer: *const (),
 }
 
 impl Armed {
-    /// A timer at `at` registered with `waker`.
+    /// The timer at `timer`, firing at `at`, registered with `waker`.
     #[inline]
-    pub(crate) fn new(at: Instant, waker: &Waker) -> Armed {
+    pub(crate) fn new<T>(at: Instant, waker: &Waker, timer: &T) -> Armed {
         Armed {
             at,
             data: waker.data(),
             vtable: waker.vtable(),
+            timer: ptr::from_ref(timer).cast(),
         }
     }
 
@@ -92,6 +97,19 @@ pub(crate) fn leave(outer: Outer, armed: Option<Armed>) {
     EARLIEST.with(|e| e.set(earliest));
 }
 
+/// Takes back the report of the timer at `timer`, being dropped, if it is
+/// the one reported so far in the poll in progress (a report it has lost to
+/// an earlier timer is no longer there to take back).
+#[inline]
+pub(crate) fn retract<T>(timer: &T) {
+    let timer: *const () = ptr::from_ref(timer).cast();
+    EARLIEST.with(|e| {
+        if e.get().is_some_and(|a| ptr::eq(a.timer, timer)) {
+            e.set(None);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +126,7 @@ mod tests {
     fn a_report_reaches_the_enclosing_poll_and_not_a_sibling() {
         let waker = Waker::from(Arc::new(Nothing));
         let t = Instant::now();
-        let at = |s| Armed::new(t + Duration::from_secs(s), &waker);
+        let at = |s| Armed::new(t + Duration::from_secs(s), &waker, &waker);
         let outer = enter();
         let first = enter();
         assert!(below().is_none());
@@ -137,7 +155,7 @@ mod tests {
     fn a_timer_that_wakes_another_waker_covers_nothing() {
         let mine = Waker::from(Arc::new(Nothing));
         let other = Waker::from(Arc::new(Nothing));
-        let armed = Armed::new(Instant::now(), &other);
+        let armed = Armed::new(Instant::now(), &other, &other);
         assert_eq!(armed.wakes(&mine), None);
         assert!(armed.wakes(&other.clone()).is_some());
     }

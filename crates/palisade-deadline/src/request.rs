@@ -221,6 +221,16 @@ pin_project! {
         enforce: Option<Enforce>,
         scope: TimeoutScope,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Its timer may be the one an outer deadline is leaning on in
+            // the poll in progress (see `armed`).
+            if let Some(sleep) = this.project().sleep.as_ref() {
+                armed::retract(&**sleep);
+            }
+        }
+    }
 }
 
 impl<F> ResponseFuture<F> {
@@ -309,10 +319,8 @@ where
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(enforce.at)));
         if sleep.as_mut().poll(cx).is_pending() {
-            armed::leave(
-                outer,
-                Some(covered.unwrap_or(armed::Armed::new(enforce.at, cx.waker()))),
-            );
+            let own = armed::Armed::new(enforce.at, cx.waker(), &**sleep);
+            armed::leave(outer, Some(covered.unwrap_or(own)));
             return Poll::Pending;
         }
         armed::leave(outer, None);

@@ -315,6 +315,44 @@ async fn only_an_earlier_timer_that_wakes_this_task_covers_the_deadline() {
     assert!(format!("{:?}", *fut).contains("armed: true"), "{:?}", *fut);
 }
 
+/// A child polled (its attempt's timer armed and reported) and then
+/// dropped within the same poll takes its report back: the deadline around
+/// arms its own timer and still fires on time.
+#[tokio::test(start_paused = true)]
+async fn a_timer_dropped_in_the_poll_that_reported_it_covers_nothing() {
+    let drops_its_child = service_fn(|req: WithDeadline<()>| {
+        let mut child = Some(
+            AttemptTimeoutLayer::new(secs(10))
+                .unwrap()
+                .layer(service_fn(never))
+                .call(req),
+        );
+        Box::pin(std::future::poll_fn(move |cx| {
+            if let Some(mut fut) = child.take() {
+                // Polled (pending, its timer armed), then given up on: the
+                // shape of a race whose other side the combinator keeps
+                // waiting for, here with nothing timed.
+                assert!(Pin::new(&mut fut).poll(cx).is_pending());
+            }
+            Poll::<Result<(), BoxError>>::Pending
+        })) as Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>>
+    });
+    let mut svc = DeadlineLayer::new(secs(60)).unwrap().layer(drops_its_child);
+    let mut fut = tokio_test::task::spawn(svc.call(WithDeadline::new(())));
+    assert!(fut.poll().is_pending());
+    assert!(
+        format!("{:?}", *fut).contains("armed: true"),
+        "the dropped child's timer is gone: {:?}",
+        *fut
+    );
+    tokio::time::advance(secs(60)).await;
+    assert!(fut.is_woken(), "the deadline's own timer fired");
+    let Poll::Ready(Err(err)) = fut.poll() else {
+        panic!("the deadline fired")
+    };
+    assert_eq!(elapsed(&err).scope(), TimeoutScope::Request);
+}
+
 /// A waker that wakes another.
 struct Relay(Mutex<std::task::Waker>);
 
