@@ -84,6 +84,14 @@ pub(crate) fn below() -> Option<Armed> {
     EARLIEST.with(Cell::get)
 }
 
+/// Ends it for a future that is done: what the enclosing poll had been
+/// told before, as it was (the timers under a finished future are no one's
+/// to lean on).
+#[inline]
+pub(crate) fn restore(outer: Outer) {
+    EARLIEST.with(|e| e.set(outer.0));
+}
+
 /// Ends it: reports `armed` (the earliest timer under or of this future
 /// when it returned `Pending`; `None` when it is done) to the enclosing
 /// poll, beside what that poll had been told before.

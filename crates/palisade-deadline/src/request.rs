@@ -289,9 +289,8 @@ where
         };
         let outer = armed::enter();
         let polled = fut.poll(cx);
-        let under = armed::below();
         if let Poll::Ready(res) = polled {
-            armed::leave(outer, None);
+            armed::restore(outer);
             return Poll::Ready(res.map_err(|e| {
                 let e: BoxError = e.into();
                 match (this.enforce.as_ref(), *this.scope) {
@@ -304,6 +303,7 @@ where
                 }
             }));
         }
+        let under = armed::below();
         let Some(enforce) = this.enforce.as_ref() else {
             armed::leave(outer, under);
             return Poll::Pending;
@@ -323,7 +323,7 @@ where
             armed::leave(outer, Some(covered.unwrap_or(own)));
             return Poll::Pending;
         }
-        armed::leave(outer, None);
+        armed::restore(outer);
         let err = elapsed(enforce, *this.scope);
         // Drop the inner future now: its work is abandoned.
         this.kind.set(Kind::Refused { error: None });
