@@ -206,6 +206,12 @@ async fn an_attempt_started_later_times_itself_from_its_own_start() {
     assert_eq!(elapsed(&err).scope(), TimeoutScope::Attempt);
 }
 
+/// Whether a deadline's future has armed its own timer (as its `Debug`
+/// says).
+fn armed(fut: &impl std::fmt::Debug) -> bool {
+    format!("{fut:?}").contains("armed: true")
+}
+
 /// A provider that never answers.
 fn never(_: WithDeadline<()>) -> std::future::Pending<Result<(), BoxError>> {
     std::future::pending()
@@ -248,18 +254,14 @@ async fn the_deadline_leans_on_an_attempts_earlier_timer_and_arms_its_own_when_i
     let mut fut = tokio_test::task::spawn(svc.call(WithDeadline::new(())));
     assert!(fut.poll().is_pending());
     assert!(
-        format!("{:?}", *fut).contains("armed: false"),
+        !armed(&*fut),
         "the attempt's timer covers the deadline: {:?}",
         *fut
     );
     tokio::time::advance(secs(10)).await;
     assert!(fut.is_woken(), "the attempt's timer fired");
     assert!(fut.poll().is_pending());
-    assert!(
-        format!("{:?}", *fut).contains("armed: true"),
-        "nothing timed under it any more: {:?}",
-        *fut
-    );
+    assert!(armed(&*fut), "nothing timed under it any more: {:?}", *fut);
     tokio::time::advance(secs(50) - Duration::from_millis(1)).await;
     assert!(!fut.is_woken());
     tokio::time::advance(Duration::from_millis(1)).await;
@@ -290,7 +292,7 @@ async fn only_an_earlier_timer_that_wakes_this_task_covers_the_deadline() {
     let mut svc = DeadlineLayer::new(secs(5)).unwrap().layer(later);
     let mut fut = tokio_test::task::spawn(svc.call(WithDeadline::new(())));
     assert!(fut.poll().is_pending());
-    assert!(format!("{:?}", *fut).contains("armed: true"), "{:?}", *fut);
+    assert!(armed(&*fut), "{:?}", *fut);
     tokio::time::advance(secs(5)).await;
     let Poll::Ready(Err(err)) = fut.poll() else {
         panic!("the deadline fired")
@@ -312,7 +314,7 @@ async fn only_an_earlier_timer_that_wakes_this_task_covers_the_deadline() {
     let mut svc = DeadlineLayer::new(secs(60)).unwrap().layer(foreign);
     let mut fut = tokio_test::task::spawn(svc.call(WithDeadline::new(())));
     assert!(fut.poll().is_pending());
-    assert!(format!("{:?}", *fut).contains("armed: true"), "{:?}", *fut);
+    assert!(armed(&*fut), "{:?}", *fut);
 }
 
 /// A child polled (its attempt's timer armed and reported) and then
@@ -341,7 +343,7 @@ async fn a_timer_dropped_in_the_poll_that_reported_it_covers_nothing() {
     let mut fut = tokio_test::task::spawn(svc.call(WithDeadline::new(())));
     assert!(fut.poll().is_pending());
     assert!(
-        format!("{:?}", *fut).contains("armed: true"),
+        armed(&*fut),
         "the dropped child's timer is gone: {:?}",
         *fut
     );
