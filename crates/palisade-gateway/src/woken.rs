@@ -27,8 +27,7 @@ pin_project_lite::pin_project! {
 
 /// Whether the wrapped future has woken since it was last polled, and the
 /// task to wake.
-#[derive(Default)]
-pub(crate) struct Flag {
+struct Flag {
     woken: AtomicBool,
     task: AtomicWaker,
 }
