@@ -183,14 +183,17 @@ pin_project_lite::pin_project! {
 /// rather than made on the stack and copied in, as `Box::pin(make())`
 /// does.
 #[inline(always)]
-fn boxed_in_place<F: Future + Send + 'static>(make: impl FnOnce() -> F) -> Serve<F::Output> {
+fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Serve
+where
+    F: Future<Output = axum::response::Response> + Send + 'static,
+{
     let made: Pin<Box<F>> = Box::into_pin(Box::write(Box::new_uninit(), make()));
     made
 }
 
 /// A model endpoint's answer (boxed once, as axum boxes its handlers'),
 /// or the axum app's.
-type Serve<T = axum::response::Response> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Serve = Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
 
 pin_project_lite::pin_project! {
     /// Who answers a request: [`routes::serve`](crate::routes::serve)
