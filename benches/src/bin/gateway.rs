@@ -40,7 +40,11 @@
 //!
 //! For profiling one side alone under an outside load:
 //! `gateway --gateway-child UPSTREAM_URL` and `gateway --forwarder-child
-//! UPSTREAM_URL` each print their address and serve until killed.
+//! UPSTREAM_URL` each print their address and serve until killed;
+//! `gateway --upstream-child` does the same for the simulated upstream, and
+//! `gateway --drive-child URL CONNECTIONS SECONDS whole|stream` is the
+//! load alone, printing how many answers it read (a target's CPU time a
+//! request is then its process's, from `/proc`, over that count).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -202,6 +206,22 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The simulated upstream every target calls: no added latency, eight
+/// tokens an answer.
+async fn upstream() -> palisade_sim::SimHandle {
+    palisade_sim::spawn(
+        "upstream",
+        palisade_sim::Faults {
+            latency_ms: 0,
+            tokens: 8,
+            token_interval_ms: 0,
+            ..palisade_sim::Faults::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// A gateway on loopback with the one upstream at `base` (model `m`),
 /// `extra` added to its `[gateway]` table; bound, not yet serving.
 async fn gateway(base: &str, extra: &str) -> palisade_gateway::Gateway {
@@ -353,6 +373,25 @@ async fn memory() {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, flag] = args.as_slice() {
+        if flag == "--upstream-child" {
+            // The simulated upstream alone: its base URL on stdout.
+            println!("{}", upstream().await.base_url());
+            std::future::pending::<()>().await;
+        }
+    }
+    if let [_, flag, url, conns, secs, kind] = args.as_slice() {
+        if flag == "--drive-child" {
+            // The load alone, so that a target's own process can be
+            // measured: `conns` connections for `secs` seconds, `whole` or
+            // `stream` answers; the answers counted on stdout.
+            let body = if kind == "stream" { STREAM } else { WHOLE };
+            let secs = Duration::from_secs(secs.parse().expect("seconds"));
+            let run = drive(url, body, conns.parse().expect("connections"), secs).await;
+            println!("{}", run.lat.len());
+            return;
+        }
+    }
     if let [_, flag, base] = args.as_slice() {
         if flag == "--gateway-child" {
             gateway_child(base).await;
@@ -371,17 +410,7 @@ async fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(5),
     );
-    let upstream = palisade_sim::spawn(
-        "upstream",
-        palisade_sim::Faults {
-            latency_ms: 0,
-            tokens: 8,
-            token_interval_ms: 0,
-            ..palisade_sim::Faults::default()
-        },
-    )
-    .await
-    .unwrap();
+    let upstream = upstream().await;
     let base = upstream.base_url();
     let fwd = forwarder(base.clone()).await;
     let gw = gateway(&base, "").await;

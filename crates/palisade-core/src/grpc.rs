@@ -107,7 +107,9 @@ impl GrpcClassifier {
     /// Classifies an HTTP status and the response headers.
     pub fn classify_parts(&self, status: StatusCode, headers: &HeaderMap) -> Outcome {
         if status != StatusCode::OK {
-            return self.http.classify_parts(status, headers, SystemTime::now());
+            return self
+                .http
+                .classify_parts_with(status, headers, SystemTime::now);
         }
         let Some(code) = grpc_status(headers) else {
             return Outcome::Success;
@@ -144,7 +146,7 @@ impl<B> Classify<Response<B>, BoxError> for GrpcClassifier {
     }
 
     fn rate_info(&self, res: &Response<B>) -> crate::RateInfo {
-        crate::RateInfo::from_response(res, std::time::SystemTime::now())
+        crate::RateInfo::from_response_with(res, SystemTime::now)
     }
 
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {

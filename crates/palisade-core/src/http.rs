@@ -95,16 +95,28 @@ impl HttpClassifier {
         headers: &HeaderMap,
         now: SystemTime,
     ) -> Outcome {
+        self.classify_parts_with(status, headers, || now)
+    }
+
+    /// [`classify_parts`](Self::classify_parts), the clock read only for
+    /// an answer whose `Retry-After` is read (a 429, 503 or 529): a
+    /// success pays no clock read.
+    pub(crate) fn classify_parts_with(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        clock: impl FnOnce() -> SystemTime,
+    ) -> Outcome {
         let code = status.as_u16();
         if code < 400 {
             return Outcome::Success;
         }
         let kind = match code {
             429 => FailureKind::RateLimited {
-                retry_after: self.retry_after(headers, now),
+                retry_after: self.retry_after_with(headers, clock),
             },
             503 | 529 => FailureKind::Overloaded {
-                retry_after: self.retry_after(headers, now),
+                retry_after: self.retry_after_with(headers, clock),
             },
             400..=499 => FailureKind::Client(status),
             _ => FailureKind::Server(status),
@@ -130,7 +142,7 @@ impl HttpClassifier {
     /// );
     /// ```
     pub fn classify_buffered<B: AsRef<[u8]>>(&self, res: &Response<B>) -> Outcome {
-        let outcome = self.classify_parts(res.status(), res.headers(), SystemTime::now());
+        let outcome = self.classify_parts_with(res.status(), res.headers(), SystemTime::now);
         match outcome {
             Outcome::Failure(mut f)
                 if matches!(f.kind, FailureKind::Client(_) | FailureKind::Server(_)) =>
@@ -147,6 +159,16 @@ impl HttpClassifier {
     /// The provider-given wait in `headers`, capped; `None` when absent or
     /// invalid.
     pub fn retry_after(&self, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+        self.retry_after_with(headers, || now)
+    }
+
+    /// [`retry_after`](Self::retry_after), the clock read only for an
+    /// HTTP-date.
+    fn retry_after_with(
+        &self,
+        headers: &HeaderMap,
+        clock: impl FnOnce() -> SystemTime,
+    ) -> Option<Duration> {
         let ms = headers
             .get(&RETRY_AFTER_MS)
             .and_then(|v| v.to_str().ok())
@@ -155,7 +177,7 @@ impl HttpClassifier {
             headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, now))
+                .and_then(|v| parse_retry_after_with(v, clock))
         })?;
         Some(d.min(self.max_retry_after))
     }
@@ -167,12 +189,12 @@ impl<B> Classify<Response<B>, BoxError> for HttpClassifier {
     }
 
     fn rate_info(&self, res: &Response<B>) -> crate::RateInfo {
-        crate::RateInfo::from_response(res, std::time::SystemTime::now())
+        crate::RateInfo::from_response_with(res, SystemTime::now)
     }
 
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
         match result {
-            Ok(res) => self.classify_parts(res.status(), res.headers(), SystemTime::now()),
+            Ok(res) => self.classify_parts_with(res.status(), res.headers(), SystemTime::now),
             Err(e) => Outcome::Failure(classify_error(&**e)),
         }
     }
@@ -210,6 +232,14 @@ const ABSURD: Duration = Duration::from_secs(1 << 30);
 /// assert_eq!(parse_retry_after("soon", now), None);
 /// ```
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    parse_retry_after_with(value, || now)
+}
+
+/// [`parse_retry_after`], the clock read only for an HTTP-date.
+pub(crate) fn parse_retry_after_with(
+    value: &str,
+    clock: impl FnOnce() -> SystemTime,
+) -> Option<Duration> {
     let v = value.trim();
     if v.is_empty() {
         return None;
@@ -222,7 +252,11 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         });
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(ABSURD))
+    Some(
+        at.duration_since(clock())
+            .unwrap_or(Duration::ZERO)
+            .min(ABSURD),
+    )
 }
 
 /// Parses a `retry-after-ms` value: a non-negative, finite number of
@@ -328,6 +362,37 @@ mod tests {
     fn now() -> SystemTime {
         // Wed, 21 Oct 2015 07:28:00 GMT
         UNIX_EPOCH + Duration::from_secs(1_445_412_480)
+    }
+
+    #[test]
+    fn the_clock_is_read_only_for_a_date_to_count_from() {
+        let c = HttpClassifier::new();
+        let reads = std::cell::Cell::new(0);
+        let clock = || {
+            reads.set(reads.get() + 1);
+            now()
+        };
+        let none = headers(&[]);
+        assert_eq!(
+            c.classify_parts_with(StatusCode::OK, &none, clock),
+            Outcome::Success
+        );
+        let secs = headers(&[("retry-after", b"3")]);
+        c.classify_parts_with(StatusCode::TOO_MANY_REQUESTS, &secs, clock);
+        c.classify_parts_with(StatusCode::BAD_GATEWAY, &secs, clock);
+        assert_eq!(reads.get(), 0, "no date in sight");
+        let date = headers(&[("retry-after", b"Wed, 21 Oct 2015 07:30:00 GMT")]);
+        let out = c.classify_parts_with(StatusCode::SERVICE_UNAVAILABLE, &date, clock);
+        assert_eq!(reads.get(), 1);
+        assert_eq!(
+            out.as_failure().unwrap().kind.retry_after(),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            crate::RateInfo::from_headers_with(&date, clock).retry_after,
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(reads.get(), 2, "once for the rate too");
     }
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {

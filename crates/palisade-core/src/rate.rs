@@ -51,7 +51,16 @@ impl RateInfo {
 
     /// Reads the headers of `res` and the [`TokenUsage`] in its extensions.
     pub fn from_response<B>(res: &http::Response<B>, now: SystemTime) -> RateInfo {
-        let mut info = RateInfo::from_headers(res.headers(), now);
+        RateInfo::from_response_with(res, || now)
+    }
+
+    /// [`from_response`](Self::from_response), the clock read only if a
+    /// value needs it (see [`from_headers_with`](Self::from_headers_with)).
+    pub(crate) fn from_response_with<B>(
+        res: &http::Response<B>,
+        clock: impl Fn() -> SystemTime,
+    ) -> RateInfo {
+        let mut info = RateInfo::from_headers_with(res.headers(), clock);
         info.used_tokens = res.extensions().get::<TokenUsage>().map(|u| u.0);
         info
     }
@@ -79,6 +88,31 @@ impl RateInfo {
     /// assert!(info.tokens.is_none());
     /// ```
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RateInfo {
+        RateInfo::from_headers_with(headers, || now)
+    }
+
+    /// [`from_headers`](Self::from_headers), reading `clock` only if a
+    /// value is an instant (an Anthropic reset, an HTTP-date `Retry-After`),
+    /// and then once: most answers carry none, and a classifier reading
+    /// every answer pays no clock read for them.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use palisade_core::RateInfo;
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let mut h = HeaderMap::new();
+    /// h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+    /// h.insert("x-ratelimit-reset-requests", "2s".parse().unwrap());
+    /// let info = RateInfo::from_headers_with(&h, || unreachable!("no instant to read"));
+    /// assert_eq!(info.requests.unwrap().reset, Duration::from_secs(2));
+    /// h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+    /// let info = RateInfo::from_headers_with(&h, SystemTime::now);
+    /// assert_eq!(info.retry_after, Some(Duration::ZERO), "a date in the past");
+    /// ```
+    pub fn from_headers_with(headers: &HeaderMap, clock: impl Fn() -> SystemTime) -> RateInfo {
+        let read = std::cell::OnceCell::new();
+        let now = || *read.get_or_init(&clock);
         // One pass over the headers, each known name to its slot (the
         // first value wins, as `HeaderMap::get` answers): a response
         // without any costs a byte compare per header, not a hashed
@@ -113,14 +147,16 @@ impl RateInfo {
                 limit: number(limit),
                 remaining: number(remaining)?,
                 reset: at
-                    .duration_since(now)
+                    .duration_since(now())
                     .unwrap_or(Duration::ZERO)
                     .min(MAX_RESET),
             })
         };
         let retry_after = get(RETRY_AFTER_MS_SLOT)
             .and_then(crate::parse_retry_after_ms)
-            .or_else(|| get(RETRY_AFTER_SLOT).and_then(|v| crate::parse_retry_after(v, now)))
+            .or_else(|| {
+                get(RETRY_AFTER_SLOT).and_then(|v| crate::http::parse_retry_after_with(v, now))
+            })
             .map(|d| d.min(MAX_RESET));
         RateInfo {
             requests: openai(OPENAI_REQUESTS).or_else(|| anthropic(ANTHROPIC_REQUESTS)),

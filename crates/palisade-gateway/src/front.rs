@@ -138,6 +138,17 @@ where
     }
 }
 
+/// The router itself when nothing stands in front of it (no per-key
+/// limits, no cache, no batcher): the handlers then call it through a
+/// shared reference ([`Router::route`](palisade::Router::route)), not a
+/// clone of the whole front for each request.
+pub(crate) fn bare(entry: &crate::state::Entry) -> Option<&GatewayRouter> {
+    match entry {
+        Either::Left(Either::Left(plain)) => Some(&plain.inner),
+        _ => None,
+    }
+}
+
 /// `router` behind a batcher and a cache where the settings ask for them;
 /// their handles.
 pub(crate) fn wrap(

@@ -37,35 +37,30 @@ pub(crate) async fn metrics(
         (
             "palisade_gateway_requests_total",
             "Chat completion requests received.",
-            &c.requests,
+            c.requests.get(),
         ),
         (
             "palisade_gateway_ok_total",
             "Requests answered by a provider.",
-            &c.ok,
+            c.ok.get(),
         ),
         (
             "palisade_gateway_client_errors_total",
             "Requests refused as the caller's fault (400/404/413).",
-            &c.client_errors,
+            c.client_errors.get(),
         ),
         (
             "palisade_gateway_upstream_errors_total",
             "Requests no provider could answer (502/503/504).",
-            &c.upstream_errors,
+            c.upstream_errors.get(),
         ),
         (
             "palisade_gateway_stream_errors_total",
             "Streams cut by a timeout after they started.",
-            &*c.stream_errors,
+            c.stream_errors.load(Ordering::Relaxed),
         ),
     ] {
-        families.push(flat(
-            name,
-            help,
-            MetricKind::Counter,
-            v.load(Ordering::Relaxed) as f64,
-        ));
+        families.push(flat(name, help, MetricKind::Counter, v as f64));
     }
     if let Some(fleet) = &s.fleet {
         use palisade_core::Inspect;

@@ -2,7 +2,6 @@
 //! and models, health, and metrics.
 
 use std::borrow::Cow;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -207,7 +206,7 @@ pub(crate) fn serve(
 
 /// A request's start: counted, its headers scanned, its id and span made.
 pub(crate) fn start(s: &AppState, req: &Request, endpoint: Endpoint) -> Started {
-    s.counters.requests.fetch_add(1, Ordering::Relaxed);
+    s.counters.requests.add(1);
     let asked = Asked::scan(req.headers());
     let id = asked.request_id();
     let (span, trace) = crate::traces::request_span(
@@ -256,7 +255,7 @@ pub(crate) async fn serve_started(
         let key = match s.client(req.headers()) {
             Ok(k) => k,
             Err(refused) => {
-                s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
+                s.counters.client_errors.add(1);
                 break 'answered refused.into_response();
             }
         };
@@ -272,7 +271,7 @@ pub(crate) async fn serve_started(
                 route(&s, chat).await
             }
             Err(res) => {
-                s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
+                s.counters.client_errors.add(1);
                 res
             }
         }
@@ -604,12 +603,19 @@ const CALLER_TIMEOUTS: [TimeoutHeader; 3] = [
 
 async fn route(s: &AppState, req: ChatRequest) -> Response {
     let stream = req.stream;
-    match s.router.clone().oneshot(req).await {
+    let answer = match crate::front::bare(&s.router) {
+        Some(router) => router
+            .route(req)
+            .await
+            .map(|res| res.map(crate::front::EntryBody::Left)),
+        None => s.router.clone().oneshot(req).await,
+    };
+    match answer {
         Ok(res) => {
             if res.status().is_success() {
-                s.counters.ok.fetch_add(1, Ordering::Relaxed);
+                s.counters.ok.add(1);
             } else {
-                s.counters.client_errors.fetch_add(1, Ordering::Relaxed);
+                s.counters.client_errors.add(1);
             }
             let (mut parts, body) = res.into_parts();
             // The provider's own id for the call (OpenAI sends one): kept,
@@ -634,7 +640,7 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => {
-            s.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            s.counters.upstream_errors.add(1);
             upstream_error(&e)
         }
     }

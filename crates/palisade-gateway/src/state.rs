@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use palisade::bulkhead::OnBodyEnd;
 use palisade::{Registry, Router};
+use palisade_core::StripedCounter;
 
 use crate::upstream::{ChatRequest, GatewayClassifier, Upstream};
 
@@ -35,13 +36,15 @@ pub(crate) type Entry = tower::util::Either<
     >,
 >;
 
-/// Counters the gateway keeps about the answers it gave.
+/// Counters the gateway keeps about the answers it gave. Those every
+/// request adds to are striped: the workers do not take one cache line
+/// from each other for each request.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub(crate) requests: AtomicU64,
-    pub(crate) ok: AtomicU64,
-    pub(crate) client_errors: AtomicU64,
-    pub(crate) upstream_errors: AtomicU64,
+    pub(crate) requests: StripedCounter,
+    pub(crate) ok: StripedCounter,
+    pub(crate) client_errors: StripedCounter,
+    pub(crate) upstream_errors: StripedCounter,
     pub(crate) stream_errors: Arc<AtomicU64>,
 }
 

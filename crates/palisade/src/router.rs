@@ -366,7 +366,7 @@ where
 {
     type Response = M::Response;
     type Error = BoxError;
-    type Future = RouterFuture<<DeadlineService<Chain<S, C, Req, M>> as Service<Req>>::Future>;
+    type Future = RoutedFuture<S, C, Req, M>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The chain readies the provider it actually calls.
@@ -374,6 +374,46 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        self.route(req)
+    }
+}
+
+impl<S, C, Req, M> Router<S, C, Req, M>
+where
+    S: Service<Req, Error = BoxError> + Clone,
+    C: Classify<S::Response, BoxError> + Classify<M::Response, BoxError> + Clone,
+    M: ReleaseMode<S::Response>,
+    Req: Clone + HasDeadline + RequestMarks,
+{
+    /// Routes `req` as [`call`](Service::call) does, through a shared
+    /// reference: a router is always ready and keeps nothing of a call, so
+    /// a router held in shared state (an `Arc`) is called as it is, without
+    /// a clone for each request (`ServiceExt::oneshot` on a clone costs its
+    /// reference counts and the move of the future).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use palisade::{Config, Registry, Router};
+    /// use palisade_core::{BoxError, HttpClassifier};
+    /// use std::sync::Arc;
+    /// use tower::service_fn;
+    ///
+    /// let cfg = Config::from_toml("[providers.only]").unwrap();
+    /// let registry = Arc::new(Registry::from_config(&cfg, HttpClassifier::new(), |_| {
+    ///     service_fn(|_: http::Request<String>| async {
+    ///         Ok::<_, BoxError>(http::Response::new("answer"))
+    ///     })
+    /// }).unwrap());
+    /// let router = Arc::new(Router::new(registry, std::time::Duration::from_secs(30), HttpClassifier::new()).unwrap());
+    /// // Shared by every request; none clones it.
+    /// let res = router.route(http::Request::new(String::new())).await.unwrap();
+    /// assert_eq!(*res.body(), "answer");
+    /// # }
+    /// ```
+    pub fn route(
+        &self,
+        req: Req,
+    ) -> RoutedFuture<S, C, Req, M> {
         match self.chain() {
             Some(chain) => RouterFuture {
                 inner: Inner::Routed {
@@ -388,6 +428,10 @@ where
         }
     }
 }
+
+/// The future of a [`Router`] over `S` (its type spelled out).
+type RoutedFuture<S, C, Req, M> =
+    RouterFuture<<DeadlineService<Chain<S, C, Req, M>> as Service<Req>>::Future>;
 
 pin_project! {
     #[project = InnerProj]

@@ -34,8 +34,8 @@ impl<B> Classify<Response<B>, BoxError> for GatewayClassifier {
     /// [`Usage`](super::Usage) says (the one record of them on the answer:
     /// no [`TokenUsage`](palisade_core::TokenUsage) beside it).
     fn rate_info(&self, res: &Response<B>) -> palisade_core::RateInfo {
-        let now = std::time::SystemTime::now();
-        let mut info = palisade_core::RateInfo::from_headers(res.headers(), now);
+        let mut info =
+            palisade_core::RateInfo::from_headers_with(res.headers(), std::time::SystemTime::now);
         info.used_tokens = res.extensions().get::<super::Usage>().map(|u| u.total);
         info
     }
