@@ -1,10 +1,8 @@
 //! Whether a connection is in use or idle, and since when, and the
 //! [`watchdog`] that ends once it has been idle for a timeout.
 //!
-//! Both ends of the gateway use it: a client connection waiting for its
-//! next request head (`header_timeout_ms`, see `head_timeout.rs`) and an
-//! upstream connection waiting in its pool (`upstream/pool.rs`). The
-//! connection is marked busy when a request starts and idle when it is
+//! A client connection waiting for its next request head uses it
+//! (`header_timeout_ms`, see `head_timeout.rs`). The connection is marked busy when a request starts and idle when it is
 //! done, one atomic store each; the watchdog sleeps until the idle spell
 //! would reach the timeout, looks, and either ends (its caller drops the
 //! connection, which closes it) or sleeps until the newer spell would:

@@ -410,10 +410,7 @@ where
     /// assert_eq!(*res.body(), "answer");
     /// # }
     /// ```
-    pub fn route(
-        &self,
-        req: Req,
-    ) -> RoutedFuture<S, C, Req, M> {
+    pub fn route(&self, req: Req) -> RoutedFuture<S, C, Req, M> {
         match self.chain() {
             Some(chain) => RouterFuture {
                 inner: Inner::Routed {

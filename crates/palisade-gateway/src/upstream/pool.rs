@@ -10,21 +10,26 @@
 //!
 //! Here each upstream has its own [`Pool`] for its one origin:
 //!
-//! - idle connections wait in a lock-free queue ([`ArrayQueue`]);
+//! - idle connections wait in a lock-free queue ([`ArrayQueue`]), each a
+//!   [`Link`] that the task using it drives (no task per connection: a
+//!   request's work does not cross to another task and back);
 //! - a request takes one (or connects when none is idle), is sent in
 //!   origin form with the upstream's `Host`, and its answer's body
-//!   ([`PooledBody`]) puts the connection back when it has been read to
-//!   the end; a body dropped before its end closes the connection;
+//!   ([`PooledBody`]) drives the connection as it is read and puts it back
+//!   when it has been read to the end; a body dropped before its end
+//!   closes the connection;
 //! - a request that was never written (the connection closed while idle)
 //!   is sent again on another connection, never one that was written;
-//! - a connection idle for the pool's idle timeout is closed by its own
-//!   task's [`watchdog`](crate::idle::watchdog) (the one that keeps client
-//!   connections' head timeout), one timer per idle spell rather than one
-//!   per request.
+//! - a connection idle for the pool's idle timeout is closed by the pool's
+//!   one sweeper task (a timer per pool, set for the oldest idle
+//!   connection), or found too old and closed by the request that takes
+//!   it.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,14 +40,14 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper::client::conn::http1::Builder;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use palisade_core::BoxError;
+use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::idle::{watchdog, Waiting};
-use crate::woken::WhenWoken;
+use super::link::Link;
 
 /// Idle connections kept per upstream; a connection put back when this
 /// many are idle is closed.
@@ -125,6 +130,7 @@ impl HttpClient {
                     .build()?,
                 host: HeaderValue::from_str(&host)?,
                 idle_timeout: self.idle_timeout,
+                sweeping: AtomicBool::new(false),
             }),
         })
     }
@@ -144,61 +150,71 @@ struct Inner {
     origin: Uri,
     host: HeaderValue,
     idle_timeout: Duration,
+    /// Whether the task that closes links idle too long has started.
+    sweeping: AtomicBool,
 }
 
-/// A connection waiting in the pool.
+/// A link waiting in the pool. Boxed: a connection is a few hundred bytes,
+/// and a link moves from the pool to a request, its answer's body and
+/// back for every request.
 struct Idle {
-    tx: SendRequest<Full<Bytes>>,
-    /// What its task's watchdog reads.
-    waiting: Arc<Waiting>,
+    link: Box<Link>,
+    /// When it was put back.
+    since: Instant,
 }
 
 impl Inner {
-    /// An idle connection that is still open, if any.
-    fn checkout(&self) -> Option<(SendRequest<Full<Bytes>>, Arc<Waiting>)> {
-        while let Some(Idle { tx, waiting }) = self.idle.pop() {
-            if !tx.is_closed() {
-                waiting.busy();
-                return Some((tx, waiting));
+    /// An idle link not yet idle too long, if any (polled once when it is
+    /// taken, which finds it closed if the upstream closed it).
+    fn checkout(&self) -> Option<Box<Link>> {
+        let now = Instant::now();
+        while let Some(Idle { link, since }) = self.idle.pop() {
+            if link.is_open() && now < since + self.idle_timeout {
+                return Some(link);
             }
         }
         None
     }
 
-    /// Puts a connection whose answer has been read back in the pool
-    /// (closed instead when the pool is full).
-    fn put_back(&self, tx: SendRequest<Full<Bytes>>, waiting: Arc<Waiting>) {
-        if tx.is_closed() {
-            return;
+    /// Puts a link whose answer has been read back in the pool (closed
+    /// instead when the pool is full).
+    fn put_back(&self, link: Box<Link>) {
+        if link.is_open() {
+            let _ = self.idle.push(Idle {
+                link,
+                since: Instant::now(),
+            });
         }
-        waiting.waiting();
-        let _ = self.idle.push(Idle { tx, waiting });
     }
 
-    /// Opens a connection and starts its task.
-    async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, Arc<Waiting>), BoxError> {
+    /// Closes the links idle for the timeout; when the next would be.
+    fn sweep(&self) -> Instant {
+        let now = Instant::now();
+        let mut next = now + self.idle_timeout;
+        for _ in 0..self.idle.len() {
+            let Some(idle) = self.idle.pop() else { break };
+            let until = idle.since + self.idle_timeout;
+            if until > now && idle.link.is_open() {
+                next = next.min(until);
+                let _ = self.idle.push(idle);
+            }
+        }
+        next
+    }
+
+    /// Opens a connection; the first one starts the pool's sweeper.
+    async fn connect(self: &Arc<Self>) -> Result<Box<Link>, BoxError> {
         let io = self.connector.clone().oneshot(self.origin.clone()).await?;
         let (tx, conn) = Builder::new().handshake(io).await?;
-        // In use for the request it was opened for.
-        let waiting = Arc::new(Waiting::new());
-        waiting.busy();
-        // Polled only when its own timer wakes the task, not on every
-        // wake of the connection.
-        let idle_too_long = WhenWoken::new(watchdog(waiting.clone(), self.idle_timeout));
-        tokio::spawn(async move {
-            // Either the connection ends (its pool gone, it ends with its
-            // last handle), or it has idled too long and is dropped here,
-            // which closes it (the pool then finds it closed).
-            tokio::select! {
-                _ = conn => {}
-                () = idle_too_long => {}
-            }
-        });
-        Ok((tx, waiting))
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweeper(Arc::downgrade(self)));
+        }
+        Ok(Box::new(Link::new(tx, conn)))
     }
 
     /// Sends `req` (its URI the path to call) on an idle connection or a
-    /// new one.
+    /// new one, driving the connection itself until the answer's head has
+    /// come; the answer's body drives it on.
     async fn send(
         self: Arc<Self>,
         mut req: Request<Full<Bytes>>,
@@ -213,31 +229,34 @@ impl Inner {
         }
         req.headers_mut().insert(HOST, self.host.clone());
         loop {
-            let (mut tx, waiting, reused) = match self.checkout() {
-                Some((tx, waiting)) => (tx, waiting, true),
-                None => {
-                    let (tx, waiting) = self.connect().await?;
-                    (tx, waiting, false)
-                }
+            let (mut link, reused) = match self.checkout() {
+                Some(link) => (link, true),
+                None => (self.connect().await?, false),
             };
-            // A connection put back as its answer's last byte was read
-            // may not have taken up the next request yet.
-            if !tx.is_ready() {
-                if let Err(e) = tx.ready().await {
-                    if reused {
-                        continue;
-                    }
-                    return Err(e.into());
+            // A link put back as its answer's last byte was read may not
+            // have taken up the next request yet; one the upstream closed
+            // while idle says so here.
+            if let Err(e) = std::future::poll_fn(|cx| link.poll_ready(cx)).await {
+                if reused {
+                    continue;
                 }
+                return Err(e);
             }
-            match tx.try_send_request(req).await {
+            let mut answer = std::pin::pin!(link.tx.try_send_request(req));
+            let answered = std::future::poll_fn(|cx| {
+                link.drive(cx);
+                // Only the connection, driven just now, answers: the
+                // answer need not wake the task (which would poll it all
+                // again for nothing).
+                answer
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            })
+            .await;
+            match answered {
                 Ok(res) => {
                     let (parts, body) = res.into_parts();
-                    let back = Some(Back {
-                        tx,
-                        waiting,
-                        pool: self,
-                    });
+                    let back = Some(Back { link, pool: self });
                     return Ok(Response::from_parts(parts, PooledBody { body, back }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -246,6 +265,23 @@ impl Inner {
                     _ => return Err(e.into_error().into()),
                 },
             }
+        }
+    }
+}
+
+/// Closes a pool's links once idle for its timeout, waking when the
+/// oldest would be (or a timeout from now, when none is idle: a link put
+/// back later is idle no sooner than that); ends with the pool.
+async fn sweeper(pool: std::sync::Weak<Inner>) {
+    let mut wake = match pool.upgrade() {
+        Some(p) => Instant::now() + p.idle_timeout,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep_until(wake).await;
+        match pool.upgrade() {
+            Some(p) => wake = p.sweep(),
+            None => return,
         }
     }
 }
@@ -285,15 +321,15 @@ impl tower::Service<Request<Full<Bytes>>> for Pool {
 
 /// What a body puts back in the pool when it has been read to the end.
 struct Back {
-    tx: SendRequest<Full<Bytes>>,
-    waiting: Arc<Waiting>,
+    link: Box<Link>,
     pool: Arc<Inner>,
 }
 
 pin_project_lite::pin_project! {
-    /// An upstream answer's body: hyper's, which gives its connection back
-    /// to the pool once read to the end. Dropped before that, the
-    /// connection is closed.
+    /// An upstream answer's body: hyper's, read through the link it came
+    /// on (the body drives the connection as it is read), which goes back
+    /// to the pool once the body has been read to the end. Dropped before
+    /// that, the connection is closed.
     pub(crate) struct PooledBody {
         #[pin]
         body: Incoming,
@@ -318,7 +354,17 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
-        let frame = ready!(this.body.as_mut().poll_frame(cx));
+        // What the connection has read already, else the connection moved
+        // on (reading more) and looked at again.
+        let frame = match this.body.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if let Some(back) = this.back.as_mut() {
+                    back.link.drive(cx);
+                }
+                ready!(this.body.as_mut().poll_frame(cx))
+            }
+        };
         let done = match &frame {
             None => true,
             Some(Ok(_)) => this.body.is_end_stream(),
@@ -329,8 +375,8 @@ impl Body for PooledBody {
             }
         };
         if done {
-            if let Some(Back { tx, waiting, pool }) = this.back.take() {
-                pool.put_back(tx, waiting);
+            if let Some(Back { link, pool }) = this.back.take() {
+                pool.put_back(link);
             }
         }
         Poll::Ready(frame)
@@ -427,6 +473,58 @@ mod tests {
             assert_eq!(read(res).await, "answer");
         }
         assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle(), 1);
+    }
+
+    /// The task that reads an answer's body drives its connection, even
+    /// when another task sent the request (the body comes after the head,
+    /// so only reading it can fetch it); the connection then serves the
+    /// next request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_read_on_another_task_drives_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        // One request a loop (each fits one read here).
+                        let mut seen = Vec::new();
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let n = stream.read(&mut buf).await.unwrap();
+                            if n == 0 {
+                                return;
+                            }
+                            seen.extend_from_slice(&buf[..n]);
+                        }
+                        stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+                            .await
+                            .unwrap();
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        stream.write_all(b"later").await.unwrap();
+                    }
+                });
+            }
+        });
+        let pool = client(Duration::from_secs(30)).pool(&url).unwrap();
+        for _ in 0..3 {
+            let res = pool.send(post(&url)).await.unwrap();
+            let reader = tokio::spawn(read(res));
+            let body = tokio::time::timeout(Duration::from_secs(5), reader)
+                .await
+                .expect("the body arrived (its reader drove the connection)")
+                .unwrap();
+            assert_eq!(body, "later");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle(), 1);
     }
 
