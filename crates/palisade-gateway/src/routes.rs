@@ -595,7 +595,7 @@ async fn read_request(
 /// Where a caller's own timeout may come: the header the OpenAI SDKs send
 /// theirs in (seconds), the milliseconds header the gateway itself sends
 /// upstream, and gRPC's. Names built once, at compile time.
-const CALLER_TIMEOUTS: [TimeoutHeader; 3] = [
+static CALLER_TIMEOUTS: [TimeoutHeader; 3] = [
     TimeoutHeader::Seconds(HeaderName::from_static("x-stainless-timeout")),
     TimeoutHeader::Millis(HeaderName::from_static(TIMEOUT_HEADER)),
     TimeoutHeader::Grpc,
@@ -815,9 +815,9 @@ mod tests {
         assert_eq!(asked.timeout(), Some(std::time::Duration::from_millis(900)));
         assert_eq!(asked.hedge(), Some(false));
         assert!(asked.traceparent);
-        for t in CALLER_TIMEOUTS {
+        for t in &CALLER_TIMEOUTS {
             // Each slot holds what a lookup of its name reads.
-            let i = CALLER_TIMEOUTS.iter().position(|c| c == &t).unwrap();
+            let i = CALLER_TIMEOUTS.iter().position(|c| c == t).unwrap();
             assert_eq!(
                 asked.timeouts[i].and_then(|v| t.parse(v)),
                 t.read(&h),

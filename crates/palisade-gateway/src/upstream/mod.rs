@@ -220,6 +220,10 @@ impl Upstream {
         let mut http_req = Request::new(Full::new(body));
         *http_req.method_mut() = http::Method::POST;
         *http_req.uri_mut() = url.clone();
+        // Room made once: hyper reads the answer's headers into this very
+        // map (emptied), so the answer has room for the gateway's own
+        // headers too instead of growing for them.
+        *http_req.headers_mut() = http::HeaderMap::with_capacity(HEADERS_ROOM);
         http_req
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -274,6 +278,11 @@ impl Service<ChatRequest> for Upstream {
         Box::pin(exchange(http_req, Some((attempt, self.parts.system))).instrument(span))
     }
 }
+
+/// The headers an upstream request's map has room for: the request's
+/// own (six or so), and, as hyper reuses the map for the answer, a short
+/// answer's with the gateway's (`x-palisade-*`, `x-request-id`) added.
+const HEADERS_ROOM: usize = 12;
 
 /// A request's JSON object with `model` put in (first, in place of the
 /// caller's), encoded without copying the object.
