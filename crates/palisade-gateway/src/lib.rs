@@ -15,6 +15,7 @@ mod chaos;
 pub mod config;
 #[cfg(feature = "sim")]
 pub mod demo;
+mod drain;
 mod errors;
 mod front;
 mod head_timeout;

@@ -116,17 +116,22 @@ impl Recent {
         }
     }
 
-    fn sec(&self) -> u32 {
-        Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_secs() as u32
+    fn sec(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_secs() as u32
     }
 
-    /// Counts one answered request: its status, whether another provider
-    /// than the first answered it, and how long it took (for a stream, to
-    /// its first token).
-    pub(crate) fn record(&self, status: u16, failover: bool, took: Duration, stream: bool) {
-        let sec = self.sec();
+    /// Counts one answered request, answered `now`: its status, whether
+    /// another provider than the first answered it, and how long it took
+    /// (for a stream, to its first token).
+    pub(crate) fn record(
+        &self,
+        now: Instant,
+        status: u16,
+        failover: bool,
+        took: Duration,
+        stream: bool,
+    ) {
+        let sec = self.sec(now);
         self.requests.add(sec);
         let outcome = Outcome::of(status);
         match outcome {
@@ -140,9 +145,9 @@ impl Recent {
         }
         if outcome == Outcome::Ok {
             if stream {
-                self.first_token.record(took);
+                self.first_token.record_at(took, now);
             } else {
-                self.latency.record(took);
+                self.latency.record_at(took, now);
             }
         }
     }
@@ -150,7 +155,7 @@ impl Recent {
     /// The window as JSON (rates per second, shares, percentiles in ms),
     /// and whether it is shedding enough to be `degraded`.
     pub(crate) fn report(&self) -> (serde_json::Value, bool) {
-        let sec = self.sec();
+        let sec = self.sec(Instant::now());
         let n = |w: &RateWindow| w.sum(sec);
         let requests = n(&self.requests);
         let shed = n(&self.shed);
@@ -221,7 +226,13 @@ mod tests {
         let r = Recent::new();
         for i in 0..30 {
             let status = if i % 5 == 0 { 503 } else { 200 };
-            r.record(status, i % 3 == 0, Duration::from_millis(40), false);
+            r.record(
+                Instant::now(),
+                status,
+                i % 3 == 0,
+                Duration::from_millis(40),
+                false,
+            );
         }
         let (json, shedding) = r.report();
         assert!(shedding, "{json}");
@@ -236,7 +247,7 @@ mod tests {
         assert_eq!(json["requests"], 0);
         // Below the minimum of requests, refusals alone are not degraded.
         for _ in 0..5 {
-            r.record(429, false, Duration::ZERO, false);
+            r.record(Instant::now(), 429, false, Duration::ZERO, false);
         }
         assert!(!r.report().1);
     }

@@ -220,7 +220,7 @@ pub(crate) fn start(s: &AppState, req: &Request, endpoint: Endpoint) -> Started 
         span,
         trace,
         asked: (asked.timeout(), asked.hedge()),
-        at: std::time::Instant::now(),
+        at: tokio::time::Instant::now(),
     }
 }
 
@@ -232,7 +232,7 @@ pub(crate) struct Started {
     trace: crate::traces::RequestTrace,
     /// The caller's timeout and hedge mark.
     asked: (Option<std::time::Duration>, Option<bool>),
-    at: std::time::Instant,
+    at: tokio::time::Instant,
 }
 
 /// [`serve`]'s work once [`start`]ed, to be run in `started.span`.
@@ -276,7 +276,9 @@ pub(crate) async fn serve_started(
             }
         }
     };
-    let took = started.elapsed();
+    // One clock read for the request's time and the window it counts in.
+    let ended = tokio::time::Instant::now();
+    let took = ended.saturating_duration_since(started);
     // The line's fields are read only when the line is written.
     let logged = tracing::enabled!(target: "palisade_gateway::access", tracing::Level::INFO);
     if seen.stream && res.status().is_success() {
@@ -327,7 +329,7 @@ pub(crate) async fn serve_started(
         .record(&res, seen.model.as_ref(), seen.stream, took);
     let failover = failed_over(&res);
     s.recent
-        .record(res.status().as_u16(), failover, took, seen.stream);
+        .record(ended, res.status().as_u16(), failover, took, seen.stream);
     res.headers_mut().insert(REQUEST_ID_HEADER, id);
     res
 }

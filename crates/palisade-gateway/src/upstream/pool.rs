@@ -22,8 +22,7 @@
 //!   is sent again on another connection, never one that was written;
 //! - a connection idle for the pool's idle timeout is closed by the pool's
 //!   one sweeper task (a timer per pool, set for the oldest idle
-//!   connection), or found too old and closed by the request that takes
-//!   it.
+//!   connection).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -164,12 +163,12 @@ struct Idle {
 }
 
 impl Inner {
-    /// An idle link not yet idle too long, if any (polled once when it is
-    /// taken, which finds it closed if the upstream closed it).
+    /// An idle link, if any (polled when it is taken, which finds it closed
+    /// if the upstream closed it; the sweeper closes those idle too long,
+    /// at the time they reach it).
     fn checkout(&self) -> Option<Box<Link>> {
-        let now = Instant::now();
-        while let Some(Idle { link, since }) = self.idle.pop() {
-            if link.is_open() && now < since + self.idle_timeout {
+        while let Some(Idle { link, .. }) = self.idle.pop() {
+            if link.is_open() {
                 return Some(link);
             }
         }
