@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use palisade_core::HasDeadline;
+use palisade_core::{clock, HasDeadline};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -78,7 +78,8 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         if let Some(deadline) = req.deadline() {
-            self.header.write(req.headers_mut(), deadline.remaining());
+            self.header
+                .write(req.headers_mut(), deadline.remaining_at(clock::now()));
         }
         self.inner.call(req)
     }

@@ -404,6 +404,10 @@ fn start<S: Service<Req>, Req, C, D>(
     idx: usize,
     streaming: bool,
 ) -> (S::Future, tracing::Span, Option<InFlight>) {
+    // One clock read for the call and every layer it reaches
+    // synchronously (a retry budget's deposit, an attempt's timer, the
+    // time left told upstream): see `palisade_core::clock`.
+    let (_, _reading) = palisade_core::clock::SharedReading::enter();
     let target = &chain.targets[idx];
     let call = tier
         .counted

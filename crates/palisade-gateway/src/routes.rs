@@ -260,7 +260,7 @@ pub(crate) async fn serve_started(
             }
         };
         seen.key = key.as_ref().map(|k| k.id.clone());
-        match read_request(&s, req, endpoint, key.as_deref(), asked).await {
+        match read_request(&s, req, endpoint, key.as_deref(), asked, started).await {
             Ok(mut chat) => {
                 seen.model = Some(chat.model.clone());
                 seen.stream = chat.stream;
@@ -501,10 +501,12 @@ async fn read_request(
     endpoint: Endpoint,
     key: Option<&crate::auth::ClientKey>,
     (asked, hedge): (Option<std::time::Duration>, Option<bool>),
+    started: tokio::time::Instant,
 ) -> Result<ChatRequest, Response> {
     let cache = crate::upstream::CacheControl::from_headers(req.headers());
     let body = crate::whole::read_whole(Limited::new(req.into_body(), s.max_body));
-    let Ok(collected) = tokio::time::timeout(s.body_timeout, body).await else {
+    // Counted from the request's start (its head read): no clock read.
+    let Ok(collected) = tokio::time::timeout_at(started + s.body_timeout, body).await else {
         return Err(error(
             StatusCode::REQUEST_TIMEOUT,
             ErrorBody::new(

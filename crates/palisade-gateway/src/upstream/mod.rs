@@ -239,7 +239,10 @@ impl Upstream {
             // The time left told upstream here, not by a layer reading it
             // back from the request's extensions: only a stream's timeouts
             // need it there, and an extension map costs three allocations.
-            TIME_LEFT.write(http_req.headers_mut(), d.remaining());
+            TIME_LEFT.write(
+                http_req.headers_mut(),
+                d.remaining_at(palisade_core::clock::now()),
+            );
             if req.stream {
                 http_req.replace_deadline(d);
             }
