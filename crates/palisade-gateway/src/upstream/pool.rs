@@ -84,7 +84,7 @@ impl HttpClient {
     /// A client that connects within `connect_timeout`, speaks TLS to
     /// `https://` upstreams with `tls` (see
     /// [`client_config`](super::client_config)), and closes connections
-    /// idle for `idle_timeout`.
+    /// idle for `idle_timeout` (zero: keeps none idle).
     pub fn new(
         connect_timeout: Duration,
         idle_timeout: Duration,
@@ -178,7 +178,8 @@ impl Inner {
     /// Puts a link whose answer has been read back in the pool (closed
     /// instead when the pool is full).
     fn put_back(&self, link: Box<Link>) {
-        if link.is_open() {
+        // A pool that keeps nothing idle (a zero timeout) closes it now.
+        if link.is_open() && !self.idle_timeout.is_zero() {
             let _ = self.idle.push(Idle {
                 link,
                 since: Instant::now(),
@@ -268,6 +269,9 @@ impl Inner {
     }
 }
 
+/// The least time between two sweeps of a pool.
+const SWEEP_GAP: Duration = Duration::from_millis(10);
+
 /// Closes a pool's links once idle for its timeout, waking when the
 /// oldest would be (or a timeout from now, when none is idle: a link put
 /// back later is idle no sooner than that); ends with the pool.
@@ -279,7 +283,9 @@ async fn sweeper(pool: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep_until(wake).await;
         match pool.upgrade() {
-            Some(p) => wake = p.sweep(),
+            // Never sooner than `SWEEP_GAP` again: a tiny timeout does not
+            // make the sweeper spin.
+            Some(p) => wake = p.sweep().max(Instant::now() + SWEEP_GAP),
             None => return,
         }
     }
@@ -635,6 +641,25 @@ mod tests {
         let res = pool.send(post(&s.url)).await.unwrap();
         assert_eq!(read(res).await, "answer");
         assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pool_with_no_idle_time_keeps_no_connection() {
+        let s = server("answer").await;
+        let pool = client(Duration::ZERO).pool(&s.url).unwrap();
+        for _ in 0..3 {
+            let res = pool.send(post(&s.url)).await.unwrap();
+            assert_eq!(read(res).await, "answer");
+            assert_eq!(pool.idle(), 0);
+        }
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 3);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while s.open.load(Ordering::SeqCst) > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("each closed after its answer");
     }
 
     #[tokio::test]
