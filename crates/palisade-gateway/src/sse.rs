@@ -18,8 +18,19 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         done: bool,
+        // The first frame went out: the next poll yields once (see
+        // `poll_frame`).
+        first: First,
         errors: Arc<AtomicU64>,
     }
+}
+
+/// Where a stream is with its first frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum First {
+    Ahead,
+    Sent,
+    Flushed,
 }
 
 impl<B> SseTail<B> {
@@ -27,6 +38,7 @@ impl<B> SseTail<B> {
         SseTail {
             body,
             done: false,
+            first: First::Ahead,
             errors: counters.stream_errors.clone(),
         }
     }
@@ -49,6 +61,16 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
+        // The first token goes out on its own: the body yields once after
+        // it, so hyper writes the head and that frame before it reads on.
+        // Frames already come are otherwise written together, the first
+        // waiting for the last: a stream's time to first token would be its
+        // whole time when the provider sends faster than it is read.
+        if *this.first == First::Sent {
+            *this.first = First::Flushed;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         match this.body.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
                 let e: BoxError = e.into();
@@ -65,8 +87,86 @@ where
                 *this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if *this.first == First::Ahead && frame.is_data() {
+                    *this.first = First::Sent;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use http_body::{Body, Frame};
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Frames that have all come already.
+    struct Ready(std::collections::VecDeque<&'static str>);
+
+    impl Body for Ready {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|s| Ok(Frame::data(Bytes::from(s)))))
+        }
+    }
+
+    fn data(p: Poll<Option<Result<Frame<Bytes>, BoxError>>>) -> Option<Bytes> {
+        match p {
+            Poll::Ready(Some(Ok(f))) => f.into_data().ok(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_first_frame_goes_out_alone_then_the_rest_as_they_come() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut body = SseTail::new(
+            Ready(["data: 1\n\n", "data: 2\n\n", "data: 3\n\n"].into()),
+            &Counters::default(),
+        );
+        let mut body = Pin::new(&mut body);
+        assert_eq!(
+            data(body.as_mut().poll_frame(&mut cx)).unwrap(),
+            "data: 1\n\n"
+        );
+        // Yields once, waking its task at once: the first frame is written.
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            data(body.as_mut().poll_frame(&mut cx)).unwrap(),
+            "data: 2\n\n"
+        );
+        assert_eq!(
+            data(body.as_mut().poll_frame(&mut cx)).unwrap(),
+            "data: 3\n\n"
+        );
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "only after the first");
     }
 }
