@@ -469,6 +469,56 @@ mod tests {
         res.into_body().collect().await.unwrap().to_bytes()
     }
 
+    /// A loopback server speaking bytes: `serve` runs on each connection
+    /// it accepts; its URL and how many it accepted.
+    async fn raw_server<F, Fut>(serve: F) -> (Uri, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream));
+            }
+        });
+        (url, accepted)
+    }
+
+    /// Waits (5 s at most, else fails saying `what`) until `s` has at most
+    /// `n` connections open.
+    async fn open_at_most(s: &Server, n: usize, what: &str) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while s.open.load(Ordering::SeqCst) > n {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect(what);
+    }
+
+    /// Reads a request's head (each fits one read here); `false` when the
+    /// client closed the connection instead.
+    async fn read_head(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = vec![0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return false;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        true
+    }
+
     #[tokio::test]
     async fn a_connection_read_to_the_end_is_used_again() {
         let s = server("answer").await;
@@ -487,38 +537,17 @@ mod tests {
     /// next request.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_read_on_another_task_drives_its_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url: Uri = format!("http://{}", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let a = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                a.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    loop {
-                        // One request a loop (each fits one read here).
-                        let mut seen = Vec::new();
-                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let n = stream.read(&mut buf).await.unwrap();
-                            if n == 0 {
-                                return;
-                            }
-                            seen.extend_from_slice(&buf[..n]);
-                        }
-                        stream
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
-                            .await
-                            .unwrap();
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        stream.write_all(b"later").await.unwrap();
-                    }
-                });
+        let (url, accepted) = raw_server(|mut stream| async move {
+            while read_head(&mut stream).await {
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                stream.write_all(b"later").await.unwrap();
             }
-        });
+        })
+        .await;
         let pool = client(Duration::from_secs(30)).pool(&url).unwrap();
         for _ in 0..3 {
             let res = pool.send(post(&url)).await.unwrap();
@@ -564,13 +593,7 @@ mod tests {
         assert_eq!(read(res).await, "a longer answer");
         assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
         // The first connection is closed, not left open.
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while s.open.load(Ordering::SeqCst) > 1 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the dropped answer's connection closed");
+        open_at_most(&s, 1, "the dropped answer's connection closed").await;
     }
 
     /// A server that closes each connection after one answer, without
@@ -578,34 +601,16 @@ mod tests {
     /// request unsent) and uses a new one, never failing the request.
     #[tokio::test]
     async fn a_connection_the_upstream_closed_while_idle_is_not_a_failure() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url: Uri = format!("http://{}", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let a = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                a.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut seen = Vec::new();
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = stream.read(&mut buf).await.unwrap();
-                        if n == 0 {
-                            return;
-                        }
-                        seen.extend_from_slice(&buf[..n]);
-                    }
-                    stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
-                    // Closed without `connection: close`.
-                });
+        let (url, accepted) = raw_server(|mut stream| async move {
+            if read_head(&mut stream).await {
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
             }
-        });
+            // Closed without `connection: close`.
+        })
+        .await;
         let pool = client(Duration::from_secs(30)).pool(&url).unwrap();
         for _ in 0..10 {
             let res = pool.send(post(&url)).await.unwrap();
@@ -653,13 +658,7 @@ mod tests {
             assert_eq!(pool.idle(), 0);
         }
         assert_eq!(s.accepted.load(Ordering::SeqCst), 3);
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while s.open.load(Ordering::SeqCst) > 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("each closed after its answer");
+        open_at_most(&s, 0, "each closed after its answer").await;
     }
 
     #[tokio::test]
