@@ -506,7 +506,11 @@ async fn read_request(
     let cache = crate::upstream::CacheControl::from_headers(req.headers());
     let body = crate::whole::read_whole(Limited::new(req.into_body(), s.max_body));
     // Counted from the request's start (its head read): no clock read.
-    let Ok(collected) = tokio::time::timeout_at(started + s.body_timeout, body).await else {
+    let timed = match started.checked_add(s.body_timeout) {
+        Some(at) => tokio::time::timeout_at(at, body),
+        None => tokio::time::timeout(s.body_timeout, body),
+    };
+    let Ok(collected) = timed.await else {
         return Err(error(
             StatusCode::REQUEST_TIMEOUT,
             ErrorBody::new(
