@@ -207,14 +207,20 @@ fn us(d: Duration) -> f64 {
 }
 
 /// The simulated upstream every target calls: no added latency, eight
-/// tokens an answer.
+/// tokens an answer, all at once.
 async fn upstream() -> palisade_sim::SimHandle {
+    sim("upstream", 8, 0).await
+}
+
+/// A simulated upstream answering at once with `tokens` tokens, one every
+/// `token_interval_ms`.
+async fn sim(name: &str, tokens: u32, token_interval_ms: u64) -> palisade_sim::SimHandle {
     palisade_sim::spawn(
-        "upstream",
+        name,
         palisade_sim::Faults {
             latency_ms: 0,
-            tokens: 8,
-            token_interval_ms: 0,
+            tokens,
+            token_interval_ms,
             ..palisade_sim::Faults::default()
         },
     )
@@ -294,17 +300,7 @@ async fn open_stream(addr: &str) -> tokio::net::TcpStream {
 /// The gateway's memory per idle connection and per stream in progress.
 async fn memory() {
     // Streams that last: a token every 100 ms, a thousand of them.
-    let upstream = palisade_sim::spawn(
-        "slow",
-        palisade_sim::Faults {
-            latency_ms: 0,
-            tokens: 1_000,
-            token_interval_ms: 100,
-            ..palisade_sim::Faults::default()
-        },
-    )
-    .await
-    .unwrap();
+    let upstream = sim("slow", 1_000, 100).await;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--gateway-child", &upstream.base_url()])
         .stdout(std::process::Stdio::piped())
