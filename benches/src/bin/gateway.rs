@@ -60,7 +60,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 // measured here is the one that ships (the forwarder and the direct calls
 // run on it too).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: palisade_gateway::Allocator = palisade_gateway::Allocator;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

@@ -5,8 +5,12 @@
 //! config file or, with the `sim` feature (on by default), simulated
 //! providers started in-process.
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// Unsafe code only where an allocator must have it (`alloc`).
+#![deny(unsafe_code)]
 
+#[cfg(feature = "mimalloc")]
+#[allow(unsafe_code)]
+mod alloc;
 mod app;
 pub mod auth;
 mod batch;
@@ -36,6 +40,8 @@ pub mod upstream;
 mod whole;
 mod woken;
 
+#[cfg(feature = "mimalloc")]
+pub use alloc::Allocator;
 pub use app::Gateway;
 pub use config::GatewayConfig;
 pub use errors::{RETRY_AFTER_MS, SHOULD_RETRY};

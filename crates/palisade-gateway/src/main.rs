@@ -10,7 +10,7 @@ use palisade_gateway::{Gateway, GatewayConfig};
 /// See the `mimalloc` feature.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: palisade_gateway::Allocator = palisade_gateway::Allocator;
 
 /// An OpenAI-compatible gateway that keeps answering when LLM providers
 /// fail: palisade's router over real HTTP.
