@@ -330,8 +330,24 @@ pub(crate) async fn serve_started(
     let failover = failed_over(&res);
     s.recent
         .record(ended, res.status().as_u16(), failover, took, seen.stream);
-    res.headers_mut().insert(REQUEST_ID_HEADER, id);
+    answer_ids(res.headers_mut(), id);
     res
+}
+
+/// Puts the request's id on its answer as `x-request-id`. The provider's
+/// own id for the call (OpenAI sends one), there under that name, is
+/// kept under another, `x-upstream-request-id`: one lookup of the name
+/// does both.
+fn answer_ids(headers: &mut http::HeaderMap, id: HeaderValue) {
+    match headers.entry(REQUEST_ID_HEADER) {
+        http::header::Entry::Occupied(mut theirs) => {
+            let theirs = theirs.insert(id);
+            headers.insert(UPSTREAM_REQUEST_ID_HEADER, theirs);
+        }
+        http::header::Entry::Vacant(none) => {
+            none.insert(id);
+        }
+    }
 }
 
 /// Whether another provider answered than the first asked (as
@@ -626,11 +642,6 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
                 s.counters.client_errors.add(1);
             }
             let (mut parts, body) = res.into_parts();
-            // The provider's own id for the call (OpenAI sends one): kept,
-            // under another name, beside the gateway's.
-            if let Some(theirs) = parts.headers.remove(REQUEST_ID_HEADER) {
-                parts.headers.insert(UPSTREAM_REQUEST_ID_HEADER, theirs);
-            }
             // Which provider answered, after how many calls: on the answer's
             // headers. Its extensions stay as the layers left them (who
             // answered, what it used) for the metrics and the access line.
@@ -725,6 +736,26 @@ const DEGRADED: HeaderName = HeaderName::from_static(palisade_core::DEGRADED_HEA
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_carries_our_id_and_the_providers_beside_it() {
+        // The provider sent its own id (twice, even): it moves aside.
+        let mut h = http::HeaderMap::new();
+        h.append(REQUEST_ID_HEADER, HeaderValue::from_static("theirs-1"));
+        h.append(REQUEST_ID_HEADER, HeaderValue::from_static("theirs-2"));
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
+        answer_ids(&mut h, HeaderValue::from_static("ours"));
+        let all = |h: &http::HeaderMap, n| h.get_all(n).iter().cloned().collect::<Vec<_>>();
+        assert_eq!(all(&h, REQUEST_ID_HEADER), ["ours"]);
+        assert_eq!(all(&h, UPSTREAM_REQUEST_ID_HEADER), ["theirs-1"]);
+        assert_eq!(h[http::header::CONTENT_TYPE], "a/b");
+        assert_eq!(h.len(), 3);
+        // None sent (a refusal, say): ours alone.
+        let mut h = http::HeaderMap::new();
+        answer_ids(&mut h, HeaderValue::from_static("ours"));
+        assert_eq!(all(&h, REQUEST_ID_HEADER), ["ours"]);
+        assert!(!h.contains_key(UPSTREAM_REQUEST_ID_HEADER));
+    }
 
     #[test]
     fn a_new_request_id_is_req_and_32_hex_digits() {

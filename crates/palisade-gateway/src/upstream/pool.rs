@@ -231,7 +231,9 @@ impl Inner {
         loop {
             let (mut link, reused) = match self.checkout() {
                 Some(link) => (link, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and its future (over a KiB)
+                // would otherwise make every request's future that large.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // A link put back as its answer's last byte was read may not
             // have taken up the next request yet; one the upstream closed
