@@ -104,7 +104,7 @@ impl Gateway {
         let state = Arc::new(AppState {
             router,
             registry,
-            models: arc_swap::ArcSwap::from_pointee(cfg.models()),
+            models: arc_swap::ArcSwap::from_pointee(crate::state::models_of(&cfg)),
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

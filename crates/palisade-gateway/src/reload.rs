@@ -174,7 +174,10 @@ impl Reloader {
         }
         // Checks follow the new stacks and settings.
         crate::app::start_checks(&self.inner.state.registry, &cfg, &upstreams);
-        self.inner.state.models.store(Arc::new(cfg.models()));
+        self.inner
+            .state
+            .models
+            .store(Arc::new(crate::state::models_of(&cfg)));
         #[cfg(feature = "sim")]
         sims.retain(|id, _| cfg.upstreams.contains_key(id));
         *current = Current {

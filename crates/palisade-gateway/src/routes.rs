@@ -64,7 +64,7 @@ async fn models(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Res
         .iter()
         .filter(|(m, _)| key.as_ref().is_none_or(|k| k.allows(m)))
         .map(|(m, providers)| {
-            serde_json::json!({"id": m, "object": "model", "created": s.started, "owned_by": "palisade", "providers": providers})
+            serde_json::json!({"id": &**m, "object": "model", "created": s.started, "owned_by": "palisade", "providers": providers})
         })
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
@@ -587,7 +587,12 @@ async fn read_request(
     endpoint
         .check(&head)
         .map_err(|e| bad(format!("not a request for {}: {e}", endpoint.path())))?;
-    if !s.models.load().contains_key(&*head.model) {
+    let Some(model) = s
+        .models
+        .load()
+        .get_key_value(&*head.model)
+        .map(|(name, _)| name.clone())
+    else {
         return Err(error(
             StatusCode::NOT_FOUND,
             ErrorBody::new(
@@ -599,13 +604,13 @@ async fn read_request(
                 ),
             ),
         ));
-    }
+    };
     if let Some(key) = key.filter(|k| !k.allows(&head.model)) {
         return Err(crate::auth::model_not_allowed(key, &head.model));
     }
     // Embeddings are never streamed, whatever the body says.
     let stream = head.stream && endpoint != Endpoint::Embeddings;
-    let mut chat = ChatRequest::from_wire(&head.model, bytes.clone(), stream);
+    let mut chat = ChatRequest::from_wire(model, bytes.clone(), stream);
     chat.endpoint = endpoint;
     chat.hedgeable = hedge;
     chat.cache = cache;

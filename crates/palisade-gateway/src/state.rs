@@ -48,12 +48,24 @@ pub struct Counters {
     pub(crate) stream_errors: Arc<AtomicU64>,
 }
 
+/// The models served, each with its providers. A request's model is the
+/// name here, shared (its text is not copied for each request).
+pub(crate) type Models = BTreeMap<Arc<str>, Vec<String>>;
+
+/// The models `cfg` serves.
+pub(crate) fn models_of(cfg: &crate::GatewayConfig) -> Models {
+    cfg.models()
+        .into_iter()
+        .map(|(m, providers)| (Arc::from(m), providers))
+        .collect()
+}
+
 /// What every handler reads.
 pub(crate) struct AppState {
     pub(crate) router: Entry,
     pub(crate) registry: Arc<GatewayRegistry>,
     /// The models served, with their providers (replaced on reload).
-    pub(crate) models: arc_swap::ArcSwap<BTreeMap<String, Vec<String>>>,
+    pub(crate) models: arc_swap::ArcSwap<Models>,
     /// When the gateway started, in Unix seconds: the `created` of the
     /// models it lists.
     pub(crate) started: u64,

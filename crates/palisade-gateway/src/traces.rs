@@ -223,8 +223,9 @@ fn tls_config(
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestTrace {
     /// The caller's `traceparent` and `tracestate`, passed on as they came
-    /// when the gateway exports no traces.
-    caller: Option<(HeaderValue, Option<HeaderValue>)>,
+    /// when the gateway exports no traces. Boxed: most callers send none,
+    /// and the request, moved through every layer, stays 72 bytes smaller.
+    caller: Option<Box<(HeaderValue, Option<HeaderValue>)>>,
     /// The attempts made so far (shared by the request's copies), when
     /// traces are on.
     attempts: Option<Arc<AtomicU32>>,
@@ -251,7 +252,7 @@ impl RequestTrace {
         if on() {
             TraceContextPropagator::new()
                 .inject_context(&attempt.context(), &mut HeaderInjector(headers));
-        } else if let Some((parent, state)) = &self.caller {
+        } else if let Some((parent, state)) = self.caller.as_deref() {
             headers.insert(TRACEPARENT, parent.clone());
             if let Some(state) = state {
                 headers.insert(TRACESTATE, state.clone());
@@ -285,7 +286,7 @@ pub(crate) fn request_span(
                     .span_context()
                     .is_valid()
             })
-            .map(|p| (p.clone(), headers.get(TRACESTATE).cloned()));
+            .map(|p| Box::new((p.clone(), headers.get(TRACESTATE).cloned())));
         return (
             tracing::info_span!("request", request_id),
             RequestTrace {

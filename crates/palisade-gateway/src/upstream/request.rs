@@ -127,7 +127,7 @@ impl ChatRequest {
         ChatRequest::with_body(model, Body::given(body), stream)
     }
 
-    fn with_body(model: &str, body: Body, stream: bool) -> Self {
+    fn with_body(model: impl Into<Arc<str>>, body: Body, stream: bool) -> Self {
         ChatRequest {
             endpoint: Endpoint::Chat,
             model: model.into(),
@@ -147,7 +147,7 @@ impl ChatRequest {
     /// A request read from the wire: `raw`, a JSON object already checked,
     /// is sent as it is where the provider's model name is the gateway's,
     /// and parsed only if something asks for [`body`](Self::body).
-    pub(crate) fn from_wire(model: &str, raw: bytes::Bytes, stream: bool) -> Self {
+    pub(crate) fn from_wire(model: impl Into<Arc<str>>, raw: bytes::Bytes, stream: bool) -> Self {
         let body = Body {
             raw: Some(raw),
             map: OnceLock::new(),
