@@ -303,11 +303,28 @@ pub(crate) struct RequestMetrics {
     failovers: Family<ByProvider, Counter>,
     /// Each (model, provider)'s series, found with one lookup (shared by
     /// clones, as the families are).
-    series: Arc<DashMap<(Name, Name), Series, foldhash::fast::RandomState>>,
+    series: Arc<SeriesMap>,
 }
 
-/// A (model, provider)'s series, read under its shard's read lock.
-type SeriesRef<'a> = dashmap::mapref::one::Ref<'a, (Name, Name), Series>;
+/// Each (model, provider)'s series.
+type SeriesMap = DashMap<(Name, Name), Arc<Series>, foldhash::fast::RandomState>;
+
+/// A (model, provider) and its series.
+type Found = ((Name, Name), Arc<Series>);
+
+/// The series this thread found last, with its key and the map it is in
+/// (held, so that no other map takes its address while it is kept here).
+struct Last {
+    map: Arc<SeriesMap>,
+    found: Found,
+}
+
+thread_local! {
+    /// Most of a thread's requests count in the series the one before
+    /// counted in: comparing the names (their pointers first) spares
+    /// hashing them and a shard's read lock.
+    static LAST: std::cell::RefCell<Option<Last>> = const { std::cell::RefCell::new(None) };
+}
 
 /// One (model, provider)'s series, made in their families the first time
 /// a request needs each and kept here: a request then finds all it counts
@@ -353,21 +370,32 @@ impl RequestMetrics {
         used: crate::upstream::Usage,
     ) {
         let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
-        let series = self.series((model, Name::Provider(provider.clone())));
-        self.count_tokens(&series, used);
+        let found = self.series((model, Name::Provider(provider.clone())));
+        self.count_tokens(&found, used);
     }
 
     /// The series of (model, provider), made on first use.
-    fn series(&self, key: (Name, Name)) -> SeriesRef<'_> {
-        match self.series.get(&key) {
-            Some(series) => series,
-            None => self.series.entry(key).or_default().downgrade(),
-        }
+    fn series(&self, key: (Name, Name)) -> Found {
+        LAST.with_borrow_mut(|last| {
+            if let Some(Last { map, found }) = last {
+                if Arc::ptr_eq(map, &self.series) && found.0 == key {
+                    return (key, found.1.clone());
+                }
+            }
+            let series = match self.series.get(&key) {
+                Some(series) => series.clone(),
+                None => self.series.entry(key.clone()).or_default().clone(),
+            };
+            *last = Some(Last {
+                map: self.series.clone(),
+                found: (key.clone(), series.clone()),
+            });
+            (key, series)
+        })
     }
 
     /// Counts the prompt and completion tokens `used` reported.
-    fn count_tokens(&self, series: &SeriesRef<'_>, used: crate::upstream::Usage) {
-        let (model, by) = series.key();
+    fn count_tokens(&self, ((model, by), series): &Found, used: crate::upstream::Usage) {
         for (cell, kind, n) in [
             (&series.prompt, "prompt", used.prompt_tokens),
             (&series.completion, "completion", used.completion_tokens),
@@ -408,8 +436,8 @@ impl RequestMetrics {
             _ => 4,
         };
         let by = provider.map_or(Name::Missing, |p| Name::Provider(p.clone()));
-        let series = self.series((model, by));
-        let (model, by) = series.key();
+        let found = self.series((model, by));
+        let ((model, by), series) = &found;
         series.answers[class]
             .get_or_init(|| {
                 self.answers
@@ -442,7 +470,7 @@ impl RequestMetrics {
         cell.get_or_init(|| family.get_or_create(&by_provider()).clone())
             .observe(seconds);
         if let Some(used) = res.extensions().get::<crate::upstream::Usage>() {
-            self.count_tokens(&series, *used);
+            self.count_tokens(&found, *used);
         }
     }
 
@@ -481,5 +509,65 @@ impl RequestMetrics {
             tracing::warn!("cannot encode the metrics: {e}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer from `provider`, as the router leaves it.
+    fn answer(provider: &ProviderId) -> Response {
+        let mut res = Response::new(axum::body::Body::empty());
+        let mut served = palisade_core::Served::default();
+        served.provider = Some(provider.clone());
+        res.extensions_mut().insert(served);
+        res
+    }
+
+    /// The `palisade_gateway_answers` lines of `m`'s page.
+    fn answers(m: &RequestMetrics) -> Vec<String> {
+        m.render(Vec::new())
+            .lines()
+            .filter(|l| l.starts_with("palisade_gateway_answers_total"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn each_gateways_answers_count_in_its_own_series_whatever_this_thread_found_last() {
+        let (a, b) = (RequestMetrics::default(), RequestMetrics::default());
+        let (east, west) = (ProviderId::new("east"), ProviderId::new("west"));
+        let (m1, m2): (Arc<str>, Arc<str>) = ("m1".into(), "m2".into());
+        let took = std::time::Duration::from_millis(5);
+        // Interleaved: the last series found changes from one to the next.
+        for _ in 0..3 {
+            a.record(&answer(&east), Some(&m1), false, took);
+            b.record(&answer(&east), Some(&m1), false, took);
+            a.record(&answer(&west), Some(&m1), false, took);
+            a.record(&answer(&east), Some(&m2), false, took);
+            // The same names in another allocation find the same series.
+            a.record(
+                &answer(&ProviderId::new("east")),
+                Some(&"m1".into()),
+                false,
+                took,
+            );
+        }
+        let line = |model: &str, provider: &str, n: u32| {
+            format!(
+                "palisade_gateway_answers_total{{model=\"{model}\",provider=\"{provider}\",status=\"2xx\"}} {n}"
+            )
+        };
+        let mut want = vec![
+            line("m1", "east", 6),
+            line("m1", "west", 3),
+            line("m2", "east", 3),
+        ];
+        let mut got = answers(&a);
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(answers(&b), [line("m1", "east", 3)]);
     }
 }
