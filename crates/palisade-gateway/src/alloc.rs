@@ -34,6 +34,29 @@ fn plain(align: usize, size: usize) -> bool {
     align <= MIN_ALIGN && align <= size
 }
 
+/// A block for `layout` from `plain_fn` when its alignment allows (see
+/// [`plain`]), else from `aligned_fn`: `mi_malloc`'s pair or `mi_zalloc`'s.
+///
+/// # Safety
+///
+/// `layout`'s size is not zero.
+#[inline(always)]
+unsafe fn block(
+    layout: Layout,
+    plain_fn: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned_fn: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: a non-zero size (the caller's promise) and a power-of-two
+    // alignment (`Layout`'s), asked of the entry point that honours it.
+    unsafe {
+        if plain(layout.align(), layout.size()) {
+            plain_fn(layout.size()).cast()
+        } else {
+            aligned_fn(layout.size(), layout.align()).cast()
+        }
+    }
+}
+
 /// mimalloc as a global allocator, asked through `mi_malloc`, `mi_zalloc`
 /// and `mi_realloc` when the layout's alignment is at most 16 (every
 /// alignment most types have), and through their `_aligned` forms
@@ -60,25 +83,13 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the layout's size is non-zero (`GlobalAlloc`'s contract)
         // and its alignment a power of two (`Layout`'s).
-        unsafe {
-            if plain(layout.align(), layout.size()) {
-                mi::mi_malloc(layout.size()).cast()
-            } else {
-                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { block(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        unsafe {
-            if plain(layout.align(), layout.size()) {
-                mi::mi_zalloc(layout.size()).cast()
-            } else {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { block(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]

@@ -429,8 +429,9 @@ pub(crate) fn system_of(host: &str) -> &'static str {
 }
 
 /// The span of one call to a provider (`attempt`, kind client, a child of
-/// the request's), ended by [`AttemptSpan::finish`] or, if its call is
-/// dropped first (a hedge that lost, a deadline), marked `cancelled`.
+/// the request's), ended by [`AttemptSpan::answered`] or
+/// [`AttemptSpan::failed`] or, if its call is dropped first (a hedge that
+/// lost, a deadline), marked `cancelled`.
 #[derive(Debug)]
 pub(crate) struct AttemptSpan(Option<Span>);
 
