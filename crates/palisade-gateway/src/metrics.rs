@@ -570,4 +570,85 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(answers(&b), [line("m1", "east", 3)]);
     }
+
+    /// Many tasks on both worker threads, two gateways' metrics, names
+    /// picked at random (some shared, some made anew each time): every
+    /// answer is counted once, in its own gateway's series for its names.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_many_tasks_every_answer_counts_once_in_its_own_series() {
+        use rand::Rng;
+        let gateways = Arc::new([RequestMetrics::default(), RequestMetrics::default()]);
+        let providers = ["east", "west", "north"].map(ProviderId::new);
+        let models: [Arc<str>; 2] = ["m1".into(), "m2".into()];
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (gateways, providers, models) =
+                (gateways.clone(), providers.clone(), models.clone());
+            tasks.push(tokio::spawn(async move {
+                // [gateway][model][provider] answers recorded here.
+                let mut sent = [[[0u32; 3]; 2]; 2];
+                for _ in 0..200 {
+                    let (g, m, p, fresh) = {
+                        let mut r = rand::rng();
+                        (
+                            r.random_range(0..2),
+                            r.random_range(0..2),
+                            r.random_range(0..3),
+                            r.random_bool(0.3),
+                        )
+                    };
+                    let (model, provider) = if fresh {
+                        (
+                            Arc::from(&*models[m]),
+                            ProviderId::new(providers[p].as_str()),
+                        )
+                    } else {
+                        (models[m].clone(), providers[p].clone())
+                    };
+                    gateways[g].record(
+                        &answer(&provider),
+                        Some(&model),
+                        false,
+                        std::time::Duration::from_millis(1),
+                    );
+                    sent[g][m][p] += 1;
+                    tokio::task::yield_now().await;
+                }
+                sent
+            }));
+        }
+        let mut want = [[[0u32; 3]; 2]; 2];
+        for t in tasks {
+            let sent = t.await.unwrap();
+            for g in 0..2 {
+                for m in 0..2 {
+                    for p in 0..3 {
+                        want[g][m][p] += sent[g][m][p];
+                    }
+                }
+            }
+        }
+        for (g, metrics) in gateways.iter().enumerate() {
+            let got = answers(metrics);
+            for (m, model) in models.iter().enumerate() {
+                for (p, provider) in providers.iter().enumerate() {
+                    let n = want[g][m][p];
+                    let line = format!(
+                        "palisade_gateway_answers_total{{model=\"{model}\",provider=\"{}\",status=\"2xx\"}} {n}",
+                        provider.as_str()
+                    );
+                    assert!(
+                        n == 0 || got.contains(&line),
+                        "gateway {g}: {line} not in {got:?}"
+                    );
+                }
+            }
+            let total: u32 = want[g].iter().flatten().sum();
+            let counted: u32 = got
+                .iter()
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap())
+                .sum();
+            assert_eq!(counted, total, "gateway {g}");
+        }
+    }
 }
