@@ -2,7 +2,9 @@
 //! and models, health, and metrics.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -520,13 +522,23 @@ async fn read_request(
     started: tokio::time::Instant,
 ) -> Result<ChatRequest, Response> {
     let cache = crate::upstream::CacheControl::from_headers(req.headers());
-    let body = crate::whole::read_whole(Limited::new(req.into_body(), s.max_body));
-    // Counted from the request's start (its head read): no clock read.
-    let timed = match started.checked_add(s.body_timeout) {
-        Some(at) => tokio::time::timeout_at(at, body),
-        None => tokio::time::timeout(s.body_timeout, body),
+    let mut body = std::pin::pin!(crate::whole::read_whole(Limited::new(
+        req.into_body(),
+        s.max_body
+    )));
+    // A body that came with its head is read at once, and no timer is made
+    // for it (making one clones the runtime's handle, shared by every
+    // thread). Only a body still on its way is timed.
+    let first = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll(cx))).await;
+    let timed = match first {
+        Poll::Ready(collected) => Ok(collected),
+        // Counted from the request's start (its head read): no clock read.
+        Poll::Pending => match started.checked_add(s.body_timeout) {
+            Some(at) => tokio::time::timeout_at(at, body).await,
+            None => tokio::time::timeout(s.body_timeout, body).await,
+        },
     };
-    let Ok(collected) = timed.await else {
+    let Ok(collected) = timed else {
         return Err(error(
             StatusCode::REQUEST_TIMEOUT,
             ErrorBody::new(

@@ -122,6 +122,14 @@ async fn an_oversized_head_gets_431_and_a_slow_body_408() {
     let (got, _) = read_all(&mut s, Duration::from_secs(2)).await;
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("request_timeout"), "{got}");
+    // The rest of a body after a short pause, well within the timeout: the
+    // body still on its way when first read is timed, and served.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(&whole.as_bytes()[..cut]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(&whole.as_bytes()[cut..]).await.unwrap();
+    let (got, _) = read_all(&mut s, Duration::from_secs(2)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
