@@ -525,6 +525,13 @@ mod tests {
         res
     }
 
+    /// The page's line for `n` 2xx answers of `model` by `provider`.
+    fn line(model: &str, provider: &str, n: u32) -> String {
+        format!(
+            "palisade_gateway_answers_total{{model=\"{model}\",provider=\"{provider}\",status=\"2xx\"}} {n}"
+        )
+    }
+
     /// The `palisade_gateway_answers` lines of `m`'s page.
     fn answers(m: &RequestMetrics) -> Vec<String> {
         m.render(Vec::new())
@@ -554,11 +561,6 @@ mod tests {
                 took,
             );
         }
-        let line = |model: &str, provider: &str, n: u32| {
-            format!(
-                "palisade_gateway_answers_total{{model=\"{model}\",provider=\"{provider}\",status=\"2xx\"}} {n}"
-            )
-        };
         let mut want = vec![
             line("m1", "east", 6),
             line("m1", "west", 3),
@@ -633,10 +635,7 @@ mod tests {
             for (m, model) in models.iter().enumerate() {
                 for (p, provider) in providers.iter().enumerate() {
                     let n = want[g][m][p];
-                    let line = format!(
-                        "palisade_gateway_answers_total{{model=\"{model}\",provider=\"{}\",status=\"2xx\"}} {n}",
-                        provider.as_str()
-                    );
+                    let line = line(model, provider.as_str(), n);
                     assert!(
                         n == 0 || got.contains(&line),
                         "gateway {g}: {line} not in {got:?}"
