@@ -2,8 +2,9 @@
 //! [`watchdog`] that ends once it has been idle for a timeout.
 //!
 //! A client connection waiting for its next request head uses it
-//! (`header_timeout_ms`, see `head_timeout.rs`). The connection is marked busy when a request starts and idle when it is
-//! done, one atomic store each; the watchdog sleeps until the idle spell
+//! (`header_timeout_ms`, see `head_timeout.rs`). The connection is marked
+//! busy when a request starts and idle when it is done, one atomic store
+//! each; the watchdog sleeps until the idle spell
 //! would reach the timeout, looks, and either ends (its caller drops the
 //! connection, which closes it) or sleeps until the newer spell would:
 //! one timer per timeout period per connection, whatever the number of
