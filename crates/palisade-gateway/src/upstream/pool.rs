@@ -212,6 +212,15 @@ impl Inner {
         Ok(Box::new(Link::new(tx, conn)))
     }
 
+    /// [`connect`](Self::connect)'s future, boxed by a function of its
+    /// own so that no request's frame holds it.
+    #[inline(never)]
+    fn connecting(
+        self: &Arc<Self>,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<Box<Link>, BoxError>> + Send + '_>> {
+        Box::pin(self.connect())
+    }
+
     /// Sends `req` (its URI the path to call) on an idle connection or a
     /// new one, driving the connection itself until the answer's head has
     /// come; the answer's body drives it on.
@@ -231,9 +240,10 @@ impl Inner {
         loop {
             let (mut link, reused) = match self.checkout() {
                 Some(link) => (link, true),
-                // Boxed: connecting is rare, and its future (over a KiB)
-                // would otherwise make every request's future that large.
-                None => (Box::pin(self.connect()).await?, false),
+                // Boxed, and made out of line: connecting is rare, and its
+                // future (over a KiB) would otherwise make every request's
+                // future, and `send`'s stack frame, that large.
+                None => (self.connecting().await?, false),
             };
             // A link put back as its answer's last byte was read may not
             // have taken up the next request yet; one the upstream closed
