@@ -117,6 +117,7 @@ impl Gateway {
             fleet,
             chaos,
             chaos_endpoint: cfg.gateway.chaos_endpoint,
+            served_headers: cfg.gateway.served_headers,
             cache,
             batch,
         });

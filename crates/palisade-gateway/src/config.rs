@@ -60,6 +60,14 @@ pub struct ServerConfig {
     pub auth: Option<AuthConfig>,
     /// Listen beyond loopback with no `[gateway.auth]` (default false).
     pub allow_unauthenticated: bool,
+    /// Put on each answer who served it: `x-palisade-provider`,
+    /// `x-palisade-attempts`, `x-palisade-fallbacks`, `x-palisade-hedged`,
+    /// and the provider's own request id as `x-upstream-request-id`
+    /// (default true). Off, callers outside learn nothing of the
+    /// providers behind the gateway (as Envoy's `suppress_envoy_headers`),
+    /// and each answer is cheaper: it still carries `x-request-id` (the
+    /// gateway's) and `x-palisade-degraded` when degraded.
+    pub served_headers: bool,
     /// Serve `POST /admin/chaos/{provider}` and `GET /admin/chaos`, to
     /// inject faults into a provider's calls while serving (a game day;
     /// default false). Beyond loopback it needs the admin key.
@@ -146,6 +154,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             auth: None,
             allow_unauthenticated: false,
+            served_headers: true,
             chaos_endpoint: false,
             ca_file: None,
             max_connections: 10_000,

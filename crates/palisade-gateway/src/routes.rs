@@ -332,19 +332,21 @@ pub(crate) async fn serve_started(
     let failover = failed_over(&res);
     s.recent
         .record(ended, res.status().as_u16(), failover, took, seen.stream);
-    answer_ids(res.headers_mut(), id);
+    answer_ids(res.headers_mut(), id, s.served_headers);
     res
 }
 
 /// Puts the request's id on its answer as `x-request-id`. The provider's
 /// own id for the call (OpenAI sends one), there under that name, is
-/// kept under another, `x-upstream-request-id`: one lookup of the name
-/// does both.
-fn answer_ids(headers: &mut http::HeaderMap, id: HeaderValue) {
+/// kept under another, `x-upstream-request-id`, when `keep_theirs`
+/// (`served_headers`), else dropped: one lookup of the name does both.
+fn answer_ids(headers: &mut http::HeaderMap, id: HeaderValue, keep_theirs: bool) {
     match headers.entry(REQUEST_ID_HEADER) {
         http::header::Entry::Occupied(mut theirs) => {
             let theirs = theirs.insert(id);
-            headers.insert(UPSTREAM_REQUEST_ID_HEADER, theirs);
+            if keep_theirs {
+                headers.insert(UPSTREAM_REQUEST_ID_HEADER, theirs);
+            }
         }
         http::header::Entry::Vacant(none) => {
             none.insert(id);
@@ -662,7 +664,7 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             // Which provider answered, after how many calls: on the answer's
             // headers. Its extensions stay as the layers left them (who
             // answered, what it used) for the metrics and the access line.
-            if let Some(served) = parts.extensions.get::<Served>() {
+            if let Some(served) = parts.extensions.get::<Served>().filter(|_| s.served_headers) {
                 served_headers(served, &mut parts.headers);
             }
             // A stream's body is finished in `serve` (its access line, then
@@ -761,17 +763,26 @@ mod tests {
         h.append(REQUEST_ID_HEADER, HeaderValue::from_static("theirs-1"));
         h.append(REQUEST_ID_HEADER, HeaderValue::from_static("theirs-2"));
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
-        answer_ids(&mut h, HeaderValue::from_static("ours"));
+        let sent = h.clone();
+        answer_ids(&mut h, HeaderValue::from_static("ours"), true);
         let all = |h: &http::HeaderMap, n| h.get_all(n).iter().cloned().collect::<Vec<_>>();
         assert_eq!(all(&h, REQUEST_ID_HEADER), ["ours"]);
         assert_eq!(all(&h, UPSTREAM_REQUEST_ID_HEADER), ["theirs-1"]);
         assert_eq!(h[http::header::CONTENT_TYPE], "a/b");
         assert_eq!(h.len(), 3);
-        // None sent (a refusal, say): ours alone.
-        let mut h = http::HeaderMap::new();
-        answer_ids(&mut h, HeaderValue::from_static("ours"));
+        // Without the served headers, theirs is dropped: ours alone.
+        let mut h = sent;
+        answer_ids(&mut h, HeaderValue::from_static("ours"), false);
         assert_eq!(all(&h, REQUEST_ID_HEADER), ["ours"]);
         assert!(!h.contains_key(UPSTREAM_REQUEST_ID_HEADER));
+        assert_eq!(h.len(), 2);
+        // None sent (a refusal, say): ours alone, either way.
+        for keep in [true, false] {
+            let mut h = http::HeaderMap::new();
+            answer_ids(&mut h, HeaderValue::from_static("ours"), keep);
+            assert_eq!(all(&h, REQUEST_ID_HEADER), ["ours"]);
+            assert!(!h.contains_key(UPSTREAM_REQUEST_ID_HEADER));
+        }
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub(crate) struct AppState {
     pub(crate) chaos: Arc<crate::chaos::ChaosLayers>,
     /// Whether `/admin/chaos` is served.
     pub(crate) chaos_endpoint: bool,
+    /// Whether answers say who served them (`[gateway] served_headers`).
+    pub(crate) served_headers: bool,
 }
 
 impl AppState {

@@ -564,6 +564,42 @@ async fn every_answer_carries_a_request_id_that_went_upstream_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_served_headers_off_answers_say_nothing_of_the_providers() {
+    let config = CONFIG.replace(
+        "shutdown_grace_ms = 2000",
+        "shutdown_grace_ms = 2000\nserved_headers = false",
+    );
+    let r = Running::start(&config).await;
+    let hidden = [
+        "x-palisade-provider",
+        "x-palisade-attempts",
+        "x-palisade-fallbacks",
+        "x-upstream-request-id",
+    ];
+    // A whole answer, a stream, and an answer after a failover: only the
+    // gateway's own request id, which still went upstream.
+    for (i, body) in [CHAT, STREAM].into_iter().enumerate() {
+        let id = format!("caller-{i}");
+        let (status, text, headers) = r.post_with(body, &[("x-request-id", &id)]).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("p-model"), "{text}");
+        assert_eq!(headers["x-request-id"], id.as_str());
+        assert_eq!(r.sim("primary").last_request_id(), Some(id));
+        for name in hidden {
+            assert!(!headers.contains_key(name), "{name} on {body}");
+        }
+    }
+    r.sim("primary").set_faults(|f| f.down = true);
+    let (status, text, headers) = r.post(CHAT).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("s-model"), "the secondary answered: {text}");
+    for name in hidden {
+        assert!(!headers.contains_key(name), "{name} after a failover");
+    }
+    assert!(headers["x-request-id"].to_str().unwrap().starts_with("req_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embeddings_and_completions_go_through_the_same_fallback() {
     let r = Running::start(CONFIG).await;
     r.sim("primary").set_faults(|f| f.down = true);
