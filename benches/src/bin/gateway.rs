@@ -10,18 +10,26 @@
 //!   upstream through a pooled hyper client and streams the answer back,
 //!   parsing nothing;
 //! - **palisade-gateway**: the gateway with that one upstream (as a real
-//!   `base_url`) and its default resilience stack.
+//!   `base_url`) and its default resilience stack;
+//! - **palisade-gateway, served_headers off**: the same with
+//!   `served_headers = false`, whose answers do not say who served them
+//!   (no `x-palisade-provider`, `-attempts`, `-fallbacks`,
+//!   `x-upstream-request-id`): what those headers cost, the gateway's to
+//!   write and the client's to read.
 //!
 //! Each is driven closed-loop (each connection sends its next request when
 //! its answer has been read in full) with 1 and 32 connections, whole
 //! answers and streams, for `PALISADE_GW_BENCH_SECS` seconds each (default
-//! 5). The three take turns: each row's time is cut into
+//! 5). The targets take turns: each row's time is cut into
 //! `PALISADE_GW_BENCH_ROUNDS` slices (default 6), and a round runs one slice
 //! of each target, so that the machine's slow and fast spells fall on all of
 //! them alike. Printed: requests/s, p50 and p99 latency (for streams, time
-//! to the first body byte too) over all of a row's slices, the ratios to the
-//! forwarder, and the lowest and highest throughput ratio of a single round
-//! (how much the machine moved it).
+//! to the first body byte too) over all of a row's slices, the latency
+//! each target adds over a direct call (its p50 and p99 less the direct
+//! call's), the ratios to the forwarder (throughput, p50, added p50) and
+//! to the direct call (throughput), and the lowest and highest throughput
+//! ratio to the forwarder of a single round (how much the machine moved
+//! it).
 //!
 //! Then memory: the gateway runs in a process of its own (this binary,
 //! re-run with `--gateway-child`), and its resident memory is read from
@@ -35,8 +43,10 @@
 //!
 //! `PALISADE_GW_BENCH_ROWS` runs only the rows whose label ("whole 32
 //! palisade-gateway": answer, connections, target) contains it, for
-//! profiling one row (`whole 32 palisade`); ratios then need the
-//! forwarder's row to have run (`-` otherwise).
+//! profiling one row (`whole 32 palisade`; `whole 32 palisade-gateway$`
+//! for the label that ends so, without the served_headers off target);
+//! ratios then need the forwarder's and the direct call's rows to have
+//! run (`-` otherwise).
 //!
 //! For profiling one side alone under an outside load:
 //! `gateway --gateway-child UPSTREAM_URL` and `gateway --forwarder-child
@@ -412,12 +422,19 @@ async fn main() {
     let gw = gateway(&base, "").await;
     let gw_addr = gw.local_addr().unwrap();
     tokio::spawn(gw.serve(std::future::pending()));
+    let quiet = gateway(&base, "served_headers = false").await;
+    let quiet_addr = quiet.local_addr().unwrap();
+    tokio::spawn(quiet.serve(std::future::pending()));
     let only = std::env::var("PALISADE_GW_BENCH_ROWS").unwrap_or_default();
     let path = "/v1/chat/completions";
     let targets = [
         ("direct", format!("{base}{path}")),
         ("bare forwarder", format!("http://{fwd}{path}")),
         ("palisade-gateway", format!("http://{gw_addr}{path}")),
+        (
+            "palisade-gateway, served_headers off",
+            format!("http://{quiet_addr}{path}"),
+        ),
     ];
     let rounds = std::env::var("PALISADE_GW_BENCH_ROUNDS")
         .ok()
@@ -428,8 +445,8 @@ async fn main() {
         "closed loop, {} s per row in {rounds} turns; one simulated upstream with no added latency; all on loopback\n",
         secs.as_secs()
     );
-    println!("| answer | connections | target | req/s | p50 µs | p99 µs | first byte p50 µs | req/s vs forwarder | each turn | p50 vs forwarder |");
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| answer | connections | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | first byte p50 µs | req/s vs forwarder | each turn | p50 vs forwarder | added p50 vs forwarder | req/s vs direct |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // A longer prompt, when asked for: the user's message padded with
     // words to this many bytes (the simulated upstream reads it too).
     let prompt = std::env::var("PALISADE_GW_BENCH_PROMPT_BYTES")
@@ -450,7 +467,14 @@ async fn main() {
         for conns in [1, 32] {
             let chosen: Vec<_> = targets
                 .iter()
-                .filter(|(name, _)| format!("{kind} {conns} {name}").contains(&only))
+                .filter(|(name, _)| {
+                    let label = format!("{kind} {conns} {name}");
+                    // A filter ending in `$` must end the label too.
+                    match only.strip_suffix('$') {
+                        Some(end) => label.ends_with(end),
+                        None => label.contains(&only),
+                    }
+                })
                 .collect();
             if chosen.is_empty() {
                 continue;
@@ -474,12 +498,26 @@ async fn main() {
                 .map(|(name, slices)| (*name, Run::pool(slices), slices.as_slice()))
                 .collect();
             let fwd = pooled.iter().find(|(name, ..)| *name == "bare forwarder");
+            let direct = pooled.iter().find(|(name, ..)| *name == "direct");
             for (name, r, slices) in &pooled {
                 let ratio = |f: &dyn Fn(&Run) -> f64| {
                     fwd.map_or("-".to_owned(), |(_, fwd, _)| {
                         format!("{:.2}", f(r) / f(fwd))
                     })
                 };
+                // What a target adds to a direct call: its percentile
+                // less the direct call's (`-` without the direct row).
+                let added =
+                    |p: &dyn Fn(&Run) -> Duration| direct.map(|(_, d, _)| us(p(r)) - us(p(d)));
+                let shown = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+                let added_ratio = match (added(&|r| r.p50), fwd, direct) {
+                    (Some(mine), Some((_, f, _)), Some((_, d, _))) if *name != "direct" => {
+                        format!("{:.2}", mine / (us(f.p50) - us(d.p50)))
+                    }
+                    _ => "-".to_owned(),
+                };
+                let vs_direct =
+                    direct.map_or("-".to_owned(), |(_, d, _)| format!("{:.2}", r.rps / d.rps));
                 // The throughput ratio of each round alone: how far the
                 // machine moved it.
                 let spread = fwd.map_or("-".to_owned(), |(_, _, fwd_slices)| {
@@ -493,10 +531,12 @@ async fn main() {
                     format!("{lo:.2}-{hi:.2}")
                 });
                 println!(
-                    "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {spread} | {} |",
+                    "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {spread} | {} | {added_ratio} | {vs_direct} |",
                     r.rps,
                     us(r.p50),
                     us(r.p99),
+                    shown(added(&|r| r.p50)),
+                    shown(added(&|r| r.p99)),
                     us(r.first_p50),
                     ratio(&|r| r.rps),
                     ratio(&|r| us(r.p50)),

@@ -596,7 +596,10 @@ async fn with_served_headers_off_answers_say_nothing_of_the_providers() {
     for name in hidden {
         assert!(!headers.contains_key(name), "{name} after a failover");
     }
-    assert!(headers["x-request-id"].to_str().unwrap().starts_with("req_"));
+    assert!(headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -495,14 +495,23 @@ async fn respond(
     req: Request<Body>,
 ) -> Result<Response, BoxError> {
     let n = if req.method() == axum::http::Method::POST {
-        *state
-            .last_request_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = req
+        let id = req
             .headers()
             .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+            .and_then(|v| v.to_str().ok());
+        let mut last = state
+            .last_request_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (id, &mut *last) {
+            // Kept in the string the last one was: no allocation a call.
+            (Some(id), Some(kept)) => {
+                kept.clear();
+                kept.push_str(id);
+            }
+            (id, last) => *last = id.map(str::to_owned),
+        }
+        drop(last);
         let time_left = req
             .headers()
             .get("x-request-timeout-ms")
