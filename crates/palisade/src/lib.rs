@@ -16,7 +16,7 @@
 //! - [`Registry::health`]: a serializable report with an overall status by
 //!   [documented rules](health) and recommendations.
 //!
-//! **Metrics** (feature `metrics`): [`Registry::export_metrics`] records,
+//! **Metrics** (feature `metrics`): `Registry::export_metrics` records,
 //! through the `metrics` facade, with label `provider`:
 //!
 //! | name | kind | meaning |
