@@ -574,6 +574,7 @@ async fn with_served_headers_off_answers_say_nothing_of_the_providers() {
         "x-palisade-provider",
         "x-palisade-attempts",
         "x-palisade-fallbacks",
+        "x-palisade-hedged",
         "x-upstream-request-id",
     ];
     // A whole answer, a stream, and an answer after a failover: only the
