@@ -285,8 +285,9 @@ fn check(config: Option<String>) -> ! {
                 })
                 .collect();
             println!(
-                "{name} is valid: {} upstreams, models {}; tried in order {}",
+                "{name} is valid: {} upstream{}, models {}; tried in order {}",
                 cfg.upstreams.len(),
+                if cfg.upstreams.len() == 1 { "" } else { "s" },
                 cfg.models().keys().cloned().collect::<Vec<_>>().join(", "),
                 tiers.join(" > ")
             );

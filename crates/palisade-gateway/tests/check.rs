@@ -28,7 +28,7 @@ fn file(name: &str, text: &str) -> std::path::PathBuf {
 fn the_embedded_config_checks_clean_with_a_summary() {
     let (code, out, err) = check(&[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("the embedded config is valid"), "{out}");
+    assert!(out.contains("the embedded config is valid: 4 upstreams, models fast, gpt-4o-mini, text-embedding-3-small;"), "{out}");
     assert!(
         out.contains("[primary, primary-west] (peak_ewma) > secondary > local"),
         "{out}"
@@ -54,6 +54,20 @@ fn the_summary_says_when_the_cache_and_the_batcher_are_on() {
     );
     assert!(
         out.contains("batching (/v1/embeddings): up to 64 inputs, 10 ms"),
+        "{out}"
+    );
+}
+
+#[test]
+fn one_upstream_is_one_upstream() {
+    let path = file(
+        "one.toml",
+        "[upstreams.a]\nmodels = { \"m\" = \"m\" }\nsimulated = {}\n",
+    );
+    let (code, out, err) = check(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("is valid: 1 upstream, models m; tried in order a"),
         "{out}"
     );
 }
