@@ -664,12 +664,10 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             // Which provider answered, after how many calls: on the answer's
             // headers. Its extensions stay as the layers left them (who
             // answered, what it used) for the metrics and the access line.
-            if let Some(served) = parts
-                .extensions
-                .get::<Served>()
-                .filter(|_| s.served_headers)
-            {
-                served_headers(served, &mut parts.headers);
+            if s.served_headers {
+                if let Some(served) = parts.extensions.get::<Served>() {
+                    served_headers(served, &mut parts.headers);
+                }
             }
             // A stream's body is finished in `serve` (its access line, then
             // a failure as one SSE event).
