@@ -254,8 +254,10 @@ impl GatewayConfig {
     }
 
     /// What would not stop the gateway from starting but will likely not
-    /// work here: an upstream whose `api_key_env` names a variable that is
-    /// not set in this environment (its calls would go out without a key).
+    /// work here: a key's or an upstream's variable (`env`,
+    /// `admin_key_env`, `api_key_env`) that is not set in this
+    /// environment, or a `max_connections` that this process's open-file
+    /// hard limit cannot hold (see [`raise_open_files_limit`](crate::raise_open_files_limit)).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let auth = self.gateway.auth.as_ref();
@@ -287,6 +289,12 @@ impl GatewayConfig {
                     ));
                 }
             }
+        }
+        if let Some(w) = crate::open_files::shortfall(
+            self.gateway.max_connections,
+            crate::open_files_limit().hard,
+        ) {
+            out.push(w);
         }
         out
     }

@@ -26,6 +26,7 @@ mod head_timeout;
 mod idle;
 pub mod logs;
 mod metrics;
+mod open_files;
 pub mod openai;
 mod recent;
 mod reload;
@@ -45,6 +46,7 @@ pub use alloc::Allocator;
 pub use app::Gateway;
 pub use config::GatewayConfig;
 pub use errors::{RETRY_AFTER_MS, SHOULD_RETRY};
+pub use open_files::{open_files_limit, raise_open_files_limit, OpenFilesLimit};
 pub use recent::{SHED_DEGRADED, SHED_MIN_REQUESTS};
 pub use reload::Reloader;
 pub use routes::{

@@ -213,6 +213,24 @@ async fn run(serve: Serve) -> Result<(), String> {
     let traces = Traces::from_env(otlp_endpoint.as_deref()).map_err(|e| e.to_string())?;
     let filter = log_filter(log_level.as_deref(), cfg.gateway.log.as_deref(), "info");
     init_logs(filter, log_format, traces.as_ref());
+    // Up to the hard limit, so that max_connections can be held (a soft
+    // limit of 1024 holds some 500 streams); `warnings` says when even
+    // the hard one is short.
+    match palisade_gateway::raise_open_files_limit() {
+        Ok((before, after)) if after.soft > before.soft => {
+            tracing::info!(
+                from = before.soft,
+                to = after.soft,
+                "raised the open-file limit"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            limit = palisade_gateway::open_files_limit().soft,
+            error = %e,
+            "cannot raise the open-file limit"
+        ),
+    }
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }

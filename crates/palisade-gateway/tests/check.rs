@@ -223,3 +223,45 @@ fn the_command_line_has_help_a_version_and_names_a_bad_flag() {
     assert_eq!(code, 2);
     assert!(err.contains("--seconds"), "{err}");
 }
+
+#[test]
+fn an_open_file_limit_too_low_for_max_connections_is_a_warning_not_a_failure() {
+    let path = file(
+        "limit.toml",
+        r#"
+        [gateway]
+        max_connections = 1000
+        [upstreams.openai]
+        models = { "m" = "gpt-4o-mini" }
+        base_url = "https://api.openai.com"
+        "#,
+    );
+    // Under a shell's `ulimit -n` (soft and hard): 1 999 files cannot hold
+    // 1 000 connections and their upstreams; 2 000 can.
+    let under = |limit: u32| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {limit} && exec \"$0\" check --config \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_palisade-gateway"))
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = under(1_999);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warning: gateway.max_connections = 1000 needs about 2000 open files")
+            && out.contains("at most 1999")
+            && out.contains("is valid"),
+        "{out}"
+    );
+    let (code, out) = under(2_000);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+}

@@ -29,11 +29,38 @@ pub fn post(addr: &str, body: &str, headers: &[(&str, &str)]) -> String {
 /// target's temporary directory) with `RUST_LOG=info` and `env`; returns
 /// it and its address once its banner says it listens.
 pub fn spawn(dir: &str, name: &str, config: &str, env: &[(&str, &str)]) -> (Child, String) {
+    spawn_from(
+        Command::new(env!("CARGO_BIN_EXE_palisade-gateway")),
+        dir,
+        name,
+        config,
+        env,
+    )
+}
+
+/// [`spawn`], with the shell's `ulimit` run on `limit` first (`-S -n
+/// 256`: a soft open-file limit of 256), the binary then in the shell's
+/// place (same process).
+pub fn spawn_under_ulimit(dir: &str, name: &str, config: &str, limit: &str) -> (Child, String) {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_palisade-gateway"));
+    spawn_from(sh, dir, name, config, &[])
+}
+
+fn spawn_from(
+    mut command: Command,
+    dir: &str,
+    name: &str,
+    config: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join(name);
     std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-gateway"))
+    let mut child = command
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "info")
