@@ -141,7 +141,9 @@ async fn whole_answers_and_models_carry_the_openai_fields() {
     assert!(v["created"].as_u64().unwrap() > 1_700_000_000, "{v}");
     assert_eq!(v["system_fingerprint"], palisade_sim::SYSTEM_FINGERPRINT);
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    assert_eq!(v["usage"]["total_tokens"], 5);
+    // "hi" is a token of prompt; five of completion.
+    assert_eq!(v["usage"]["prompt_tokens"], 1);
+    assert_eq!(v["usage"]["total_tokens"], 6);
     let (status, models) = r.get("/v1/models").await;
     assert_eq!(status, 200);
     let m = json(&models);

@@ -94,8 +94,9 @@ pub struct Faults {
     /// answer in OpenAI's `x-ratelimit-*-requests` headers.
     pub requests_per_minute: Option<u64>,
     /// The provider's own token limit, per minute (a request costs its
-    /// prompt's characters / 4 plus the completion's tokens), enforced and
-    /// published in `x-ratelimit-*-tokens`.
+    /// prompt's tokens, as its `usage` says them: a token for every four
+    /// bytes of each text, rounded up, plus the completion's tokens),
+    /// enforced and published in `x-ratelimit-*-tokens`.
     pub tokens_per_minute: Option<u64>,
     /// Any other fault, as a chaos [`Plan`] (`chaos = { reset_rate = 0.1 }`
     /// in TOML); the shorthand fields above take precedence where they
@@ -692,6 +693,9 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
         Kind::Embedding => texts(&req["input"]),
     };
     let prompt_len: usize = inputs.iter().map(String::len).sum();
+    // About four bytes a token, and a text that is there is at least one:
+    // "hi" is not a free prompt.
+    let prompt_tokens: usize = inputs.iter().map(|t| t.len().div_ceil(4)).sum();
     let since = s.started.elapsed().as_millis() as u64;
     let scheduled = faults
         .outages
@@ -713,7 +717,7 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             "This model's maximum context length was exceeded",
         );
     }
-    let (over, rate_headers) = s.spend(&faults, (prompt_len / 4) as u64 + u64::from(faults.tokens));
+    let (over, rate_headers) = s.spend(&faults, prompt_tokens as u64 + u64::from(faults.tokens));
     let with_rate = move |mut res: Response| {
         for (name, value) in &rate_headers {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -771,7 +775,7 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
                 "data": data,
                 "model": model,
                 "provider": s.name,
-                "usage": {"prompt_tokens": prompt_len / 4, "total_tokens": prompt_len / 4},
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
             }))
             .into_response(),
         );
@@ -785,9 +789,9 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let usage = serde_json::json!({
-        "prompt_tokens": prompt_len / 4,
+        "prompt_tokens": prompt_tokens,
         "completion_tokens": faults.tokens,
-        "total_tokens": prompt_len / 4 + faults.tokens as usize,
+        "total_tokens": prompt_tokens + faults.tokens as usize,
     });
     if !stream {
         let content = (0..faults.tokens)

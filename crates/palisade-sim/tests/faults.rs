@@ -203,3 +203,25 @@ async fn bad_faults_are_refused_each_named_and_the_old_ones_kept() {
     let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
     assert_eq!(status(&raw), 200);
 }
+
+#[tokio::test]
+async fn usage_counts_a_token_for_every_four_bytes_of_each_text_rounded_up() {
+    let sim = spawn("usage", quick()).await.unwrap();
+    let body = |raw: &str| -> serde_json::Value {
+        serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    // "hi": two bytes, one token (not a free prompt).
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", CHAT).await;
+    let usage = &body(&raw)["usage"];
+    assert_eq!(usage["prompt_tokens"], 1, "{raw}");
+    assert_eq!(usage["completion_tokens"], 6, "{raw}");
+    assert_eq!(usage["total_tokens"], 7, "{raw}");
+    // Two messages of 9 and 4 bytes: 3 + 1.
+    let two = r#"{"model":"m","messages":[{"role":"system","content":"be brief."},{"role":"user","content":"four"}]}"#;
+    let raw = exchange(sim.addr(), "POST", "/v1/chat/completions", two).await;
+    assert_eq!(body(&raw)["usage"]["prompt_tokens"], 4, "{raw}");
+    // Embeddings: each input counted on its own.
+    let emb = r#"{"model":"m","input":["a","abcde"]}"#;
+    let raw = exchange(sim.addr(), "POST", "/v1/embeddings", emb).await;
+    assert_eq!(body(&raw)["usage"]["prompt_tokens"], 3, "{raw}");
+}
