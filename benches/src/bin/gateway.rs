@@ -371,8 +371,9 @@ async fn memory() {
     let _ = child.wait();
     drop(streams);
 
-    let per =
-        |after: u64, before: u64, n: usize| after.saturating_sub(before) as f64 * 1024.0 / n as f64;
+    let per = |after: u64, before: u64, n: usize| {
+        after.saturating_sub(before) as f64 * 1024.0 / n.max(1) as f64
+    };
     println!("\nmemory of the gateway process (resident, from /proc), one upstream; a fresh process for each state\n");
     println!("| state | resident KiB | growth | per connection / stream |");
     println!("|---|---:|---:|---:|");
@@ -422,8 +423,7 @@ fn raise_open_files() {
 /// rest (the 5 000 idle connections are closed before).
 fn streams_to_open() -> usize {
     let limit = palisade_gateway::open_files_limit().soft;
-    let fit = (limit.saturating_sub(500) / 2).min(STREAMS as u64) as usize;
-    fit - fit % 200
+    (limit.saturating_sub(500) / 2).min(STREAMS as u64) as usize
 }
 
 #[tokio::main]
