@@ -1,5 +1,8 @@
 //! `palisade-gateway check`: a config checked without starting anything.
 
+#[path = "common/binary.rs"]
+mod binary;
+
 use std::process::Command;
 
 fn check(args: &[&str]) -> (i32, String, String) {
@@ -239,12 +242,8 @@ fn an_open_file_limit_too_low_for_max_connections_is_a_warning_not_a_failure() {
     // Under a shell's `ulimit -n` (soft and hard): 1 999 files cannot hold
     // 1 000 connections and their upstreams; 2 000 can.
     let under = |limit: u32| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n {limit} && exec \"$0\" check --config \"$1\""
-            ))
-            .arg(env!("CARGO_BIN_EXE_palisade-gateway"))
+        let out = binary::under_ulimit(&format!("-n {limit}"))
+            .args(["check", "--config"])
             .arg(&path)
             .output()
             .unwrap();

@@ -38,15 +38,21 @@ pub fn spawn(dir: &str, name: &str, config: &str, env: &[(&str, &str)]) -> (Chil
     )
 }
 
-/// [`spawn`], with the shell's `ulimit` run on `limit` first (`-S -n
-/// 256`: a soft open-file limit of 256), the binary then in the shell's
-/// place (same process).
+/// [`spawn`], with the shell's `ulimit` run on `limit` first (see
+/// [`under_ulimit`]).
 pub fn spawn_under_ulimit(dir: &str, name: &str, config: &str, limit: &str) -> (Child, String) {
+    spawn_from(under_ulimit(limit), dir, name, config, &[])
+}
+
+/// The binary, to be given its arguments, run by a shell after its
+/// `ulimit` on `limit` (`-S -n 256`: a soft open-file limit of 256), in
+/// the shell's place (same process).
+pub fn under_ulimit(limit: &str) -> Command {
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_palisade-gateway"));
-    spawn_from(sh, dir, name, config, &[])
+    sh
 }
 
 fn spawn_from(
