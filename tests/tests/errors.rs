@@ -159,6 +159,39 @@ async fn an_open_breaker_refuses_with_no_source_and_its_wait() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refusal_from_below_the_stack_is_not_retried_nor_held_against_the_provider() {
+    // The gateway's connection pool refuses a call when the process has no
+    // file left for the socket: nothing reached the provider.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let out_of_files = service_fn(move |_: Req| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err::<Res, BoxError>(
+                Rejected::new(RejectReason::OutOfResources)
+                    .with_detail("too many open files")
+                    .with_retry_after(Duration::from_secs(1))
+                    .into(),
+            )
+        }
+    });
+    let (svc, retries, breaker) = stack(1, out_of_files);
+    for _ in 0..3 {
+        let err = svc.clone().oneshot(req()).await.unwrap_err();
+        let refused = err.downcast_ref::<Rejected>().expect("the refusal itself");
+        assert_eq!(refused.reason(), RejectReason::OutOfResources);
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(1)));
+        assert_eq!(http_status(&*err), 503);
+    }
+    // Once each (not retried at once), and the breaker, which one failure
+    // would open, stayed closed.
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    let s = retries.snapshot();
+    assert_eq!((s.attempts, s.refused), (3, 3));
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_providers_own_error_passes_through_unchanged() {
     use std::io::ErrorKind::PermissionDenied; // not retried: not a known kind
     let (svc, retries, _) = stack(100, scripted(vec![Err(PermissionDenied)], Arc::default()));

@@ -81,6 +81,10 @@ pub enum RejectReason {
     /// The provider is ejected from its tier for a while: it did much worse
     /// than its tier mates (outlier detection).
     Ejected,
+    /// This process is out of something the call needs (open files,
+    /// sockets): the call could not be started, so the provider was never
+    /// reached and its state is left alone.
+    OutOfResources,
 }
 
 impl fmt::Display for RejectReason {
@@ -96,6 +100,7 @@ impl fmt::Display for RejectReason {
             RejectReason::NoProvider => f.write_str("no provider is registered"),
             RejectReason::RateLimited => f.write_str("rate limit has no room"),
             RejectReason::Ejected => f.write_str("ejected as an outlier of its tier"),
+            RejectReason::OutOfResources => f.write_str("this process is out of resources"),
         }
     }
 }
@@ -217,7 +222,8 @@ impl Rejected {
 
     /// The HTTP status a server should answer with when it passes this
     /// refusal on: 504 for the deadline, 429 for a rate limit, 503 for the
-    /// rest (open breaker, full bulkhead, exhausted budget, no provider).
+    /// rest (open breaker, full bulkhead, exhausted budget, no provider,
+    /// this process out of resources).
     ///
     /// ```
     /// use palisade_core::{RejectReason, Rejected};

@@ -74,15 +74,25 @@ impl AllFailed {
         &self.attempts
     }
 
-    /// Whether any provider was actually called.
+    /// Whether any provider was actually called: it answered, or its
+    /// service failed with anything but a refusal made before any call
+    /// (a [`Rejected`] without a [`source`](std::error::Error::source):
+    /// one with a source is a retry refused after calls that failed).
     pub fn any_called(&self) -> bool {
-        self.attempts.iter().any(|a| {
-            matches!(
-                a.outcome,
-                AttemptOutcome::Error(_) | AttemptOutcome::Failed(_)
-            )
+        self.attempts.iter().any(|a| match &a.outcome {
+            AttemptOutcome::Failed(_) => true,
+            AttemptOutcome::Error(e) => uncalled(e).is_none(),
+            _ => false,
         })
     }
+}
+
+/// The refusal `e` is when the provider's own stack refused the call
+/// before making any (an open breaker, a full bulkhead, this process out
+/// of files), as a skip would have.
+fn uncalled(e: &BoxError) -> Option<&Rejected> {
+    e.downcast_ref::<Rejected>()
+        .filter(|r| std::error::Error::source(*r).is_none())
 }
 
 impl AllFailed {
@@ -102,14 +112,15 @@ impl AllFailed {
     }
 
     /// The soonest time any provider said it might take calls again, when
-    /// one said: a skipped provider's refusal, or a provider's own 429
-    /// with `Retry-After`.
+    /// one said: a skipped provider's refusal (or a refusal its stack
+    /// returned), or a provider's own 429 with `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         self.attempts
             .iter()
             .filter_map(|a| match &a.outcome {
                 AttemptOutcome::Skipped(r) => r.retry_in,
                 AttemptOutcome::Failed(FailureKind::RateLimited { retry_after }) => *retry_after,
+                AttemptOutcome::Error(e) => uncalled(e).and_then(Rejected::retry_after),
                 _ => None,
             })
             .min()
@@ -119,14 +130,16 @@ impl AllFailed {
     /// or answered 429 itself.
     pub fn all_rate_limited(&self) -> bool {
         !self.attempts.is_empty()
-            && self.attempts.iter().all(|a| {
-                matches!(
-                    &a.outcome,
-                    AttemptOutcome::Skipped(Refusing {
-                        reason: RejectReason::RateLimited,
-                        ..
-                    }) | AttemptOutcome::Failed(FailureKind::RateLimited { .. })
-                )
+            && self.attempts.iter().all(|a| match &a.outcome {
+                AttemptOutcome::Skipped(Refusing {
+                    reason: RejectReason::RateLimited,
+                    ..
+                })
+                | AttemptOutcome::Failed(FailureKind::RateLimited { .. }) => true,
+                AttemptOutcome::Error(e) => {
+                    uncalled(e).is_some_and(|r| r.reason() == RejectReason::RateLimited)
+                }
+                _ => false,
             })
     }
 
@@ -135,7 +148,8 @@ impl AllFailed {
     /// for its rate limit or answered 429 itself; with
     /// [`retry_after`](Self::retry_after) the wait); 502 when providers were
     /// called and failed otherwise; 503 when every provider was skipped
-    /// otherwise (open breakers, full bulkheads).
+    /// or refused by its own stack otherwise (open breakers, full
+    /// bulkheads, this process out of files).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

@@ -372,6 +372,73 @@ async fn when_all_fail_the_error_lists_every_provider() {
     assert!(std::error::Error::source(all).is_some());
 }
 
+/// A provider whose stack refuses every call with `refusal`.
+fn refusing(refusal: palisade_core::Rejected) -> Svc {
+    BoxCloneSyncService::new(tower::service_fn(move |_: Req| {
+        let refusal = refusal.clone();
+        async move { Err::<Res, BoxError>(refusal.into()) }
+    }))
+}
+
+fn chain_of(targets: Vec<(&'static str, Svc)>) -> Fallback<Svc, Req, Buffered> {
+    let mut b = Fallback::builder();
+    for (name, svc) in targets {
+        b = b.target(Target::new(name, svc));
+    }
+    b.classifier(classifier()).build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_returned_by_the_providers_stacks_are_not_calls() {
+    use palisade_core::{RejectReason, Rejected};
+    let out_of_files = Rejected::new(RejectReason::OutOfResources)
+        .with_detail("too many open files")
+        .with_retry_after(Duration::from_secs(1));
+    let full =
+        Rejected::new(RejectReason::BulkheadFull).with_retry_after(Duration::from_millis(300));
+
+    // Refused by both stacks before any call: unavailable (503), with the
+    // soonest wait either gave.
+    let chain = chain_of(vec![
+        ("a", refusing(out_of_files.clone())),
+        ("b", refusing(full.clone())),
+    ]);
+    let err = chain.oneshot(req("hi")).await.unwrap_err();
+    let all = all_failed(&err);
+    assert!(!all.any_called());
+    assert_eq!(all.http_status(), 503);
+    assert_eq!(all.retry_after(), Some(Duration::from_millis(300)));
+    assert!(
+        err.to_string()
+            .contains("a: this process is out of resources (too many open files)"),
+        "{err}"
+    );
+
+    // One provider called and failed: the chain failed (502).
+    let c = Fake::new("c", &[(500, "oops")]);
+    let chain = chain_of(vec![("a", refusing(out_of_files.clone())), ("c", c.svc())]);
+    let err = chain.oneshot(req("hi")).await.unwrap_err();
+    assert!(all_failed(&err).any_called());
+    assert_eq!(all_failed(&err).http_status(), 502);
+
+    // A retry refused after calls that failed (the refusal keeps the
+    // failure as its source) was a call.
+    let after_calls = out_of_files
+        .clone()
+        .with_source(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+    let chain = chain_of(vec![("a", refusing(after_calls))]);
+    let err = chain.oneshot(req("hi")).await.unwrap_err();
+    assert!(all_failed(&err).any_called());
+    assert_eq!(all_failed(&err).http_status(), 502);
+
+    // Every stack out of quota: 429 with the wait.
+    let quota = Rejected::new(RejectReason::RateLimited).with_retry_after(Duration::from_secs(7));
+    let chain = chain_of(vec![("a", refusing(quota.clone())), ("b", refusing(quota))]);
+    let err = chain.oneshot(req("hi")).await.unwrap_err();
+    assert_eq!(all_failed(&err).http_status(), 429);
+    assert_eq!(all_failed(&err).retry_after(), Some(Duration::from_secs(7)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_degraded_answer_is_marked() {
     let a = Fake::new("a", &[(503, "down")]);

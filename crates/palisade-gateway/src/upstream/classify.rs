@@ -78,8 +78,13 @@ pub(super) async fn read_error_body(
 
 /// An error of the HTTP exchange, with the causes a transport error
 /// hides in its chain in its message (`invalid peer certificate:
-/// UnknownIssuer`), classified as its chain says.
+/// UnknownIssuer`), classified as its chain says. A refusal (the process
+/// out of files: nothing was sent) passes as it is, for the layers above
+/// to read as one.
 pub(super) fn transport_error(err: BoxError) -> BoxError {
+    if err.is::<palisade_core::Rejected>() {
+        return err;
+    }
     let failure = classify_error(&*err);
     let mut msg = err.to_string();
     let mut cause = err.source();

@@ -5,6 +5,7 @@
 
 mod answer;
 mod classify;
+mod exhausted;
 mod link;
 mod pool;
 mod request;

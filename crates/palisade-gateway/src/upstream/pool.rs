@@ -204,7 +204,10 @@ impl Inner {
 
     /// Opens a connection; the first one starts the pool's sweeper.
     async fn connect(self: &Arc<Self>) -> Result<Box<Link>, BoxError> {
-        let io = self.connector.clone().oneshot(self.origin.clone()).await?;
+        let io = match self.connector.clone().oneshot(self.origin.clone()).await {
+            Ok(io) => io,
+            Err(e) => return Err(super::exhausted::refuse_if_exhausted(e, &self.origin)),
+        };
         let (tx, conn) = Builder::new().handshake(io).await?;
         if !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweeper(Arc::downgrade(self)));
