@@ -46,6 +46,7 @@ pub(crate) fn app(state: Arc<AppState>, reload: AdminReload) -> axum::Router {
         .route(Endpoint::Chat.path(), post(chat))
         .route(Endpoint::Completions.path(), post(completions))
         .route(Endpoint::Embeddings.path(), post(embeddings))
+        .route(Endpoint::Responses.path(), post(responses))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(crate::metrics::metrics))
@@ -172,6 +173,10 @@ async fn completions(State(s): State<Arc<AppState>>, req: Request) -> Response {
 
 async fn embeddings(State(s): State<Arc<AppState>>, req: Request) -> Response {
     serve(s, req, Endpoint::Embeddings).await
+}
+
+async fn responses(State(s): State<Arc<AppState>>, req: Request) -> Response {
+    serve(s, req, Endpoint::Responses).await
 }
 
 /// The model endpoint a request is for, when it is a `POST` to one: the
@@ -313,7 +318,11 @@ pub(crate) async fn serve_started(
             } else {
                 body
             };
-            Body::new(SseTail::new(body, &s.counters))
+            Body::new(SseTail::new(
+                body,
+                &s.counters,
+                endpoint == Endpoint::Responses,
+            ))
         });
     } else if logged {
         let used = res

@@ -22,6 +22,7 @@ pin_project_lite::pin_project! {
         // `poll_frame`).
         first: First,
         errors: Arc<AtomicU64>,
+        typed: bool,
     }
 }
 
@@ -34,14 +35,43 @@ enum First {
 }
 
 impl<B> SseTail<B> {
-    pub(crate) fn new(body: B, counters: &Counters) -> Self {
+    /// `body`'s failure counted in `counters`; `typed` for a stream of
+    /// typed events (the Responses API), whose failure is an `error`
+    /// event.
+    pub(crate) fn new(body: B, counters: &Counters, typed: bool) -> Self {
         SseTail {
             body,
             done: false,
             first: First::Ahead,
             errors: counters.stream_errors.clone(),
+            typed,
         }
     }
+}
+
+/// The SSE event that ends a stream cut by `message`: OpenAI's error
+/// object as its data; on a stream of typed events (`typed`), an `error`
+/// event whose data is also the Responses API's error event (`type`,
+/// `code`, `message`, `param`). The OpenAI SDKs raise an API error on
+/// either, from its `error` member.
+fn failure_event(message: String, typed: bool) -> Bytes {
+    let err = ErrorBody::new("upstream_error", Some("stream_interrupted"), message);
+    let text = if typed {
+        let event = serde_json::json!({
+            "type": "error",
+            "code": err.error.code,
+            "message": err.error.message,
+            "param": null,
+            "error": err.error,
+        });
+        format!("event: error\ndata: {event}\n\n")
+    } else {
+        format!(
+            "data: {}\n\n",
+            serde_json::to_string(&err).unwrap_or_default()
+        )
+    };
+    Bytes::from(text)
 }
 
 impl<B> http_body::Body for SseTail<B>
@@ -75,13 +105,11 @@ where
             Poll::Ready(Some(Err(e))) => {
                 let e: BoxError = e.into();
                 this.errors.fetch_add(1, Ordering::Relaxed);
-                let err =
-                    ErrorBody::new("upstream_error", Some("stream_interrupted"), e.to_string());
-                let json = serde_json::to_string(&err).unwrap_or_default();
                 *this.done = true;
-                Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(format!(
-                    "data: {json}\n\n"
-                ))))))
+                Poll::Ready(Some(Ok(http_body::Frame::data(failure_event(
+                    e.to_string(),
+                    *this.typed,
+                )))))
             }
             Poll::Ready(None) => {
                 *this.done = true;
@@ -146,6 +174,7 @@ mod tests {
         let mut body = SseTail::new(
             Ready(["data: 1\n\n", "data: 2\n\n", "data: 3\n\n"].into()),
             &Counters::default(),
+            false,
         );
         let mut body = Pin::new(&mut body);
         assert_eq!(
@@ -168,5 +197,35 @@ mod tests {
             Poll::Ready(None)
         ));
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "only after the first");
+    }
+
+    #[test]
+    fn a_cut_stream_ends_with_an_error_event_of_its_kind() {
+        let json = |line: &str| -> serde_json::Value {
+            serde_json::from_str(line.strip_prefix("data: ").unwrap()).unwrap()
+        };
+        // Chat and completions: OpenAI's error object as the data.
+        let chat = failure_event("idle timeout fired".into(), false);
+        let chat = std::str::from_utf8(&chat).unwrap();
+        assert!(
+            chat.starts_with("data: ") && chat.ends_with("\n\n"),
+            "{chat:?}"
+        );
+        let v = json(chat.trim_end());
+        assert_eq!(v["error"]["code"], "stream_interrupted");
+        assert_eq!(v["error"]["message"], "idle timeout fired");
+        // Responses: an `error` event, the Responses API's fields and the
+        // error object (which the SDKs read) in its data.
+        let typed = failure_event("idle timeout fired".into(), true);
+        let typed = std::str::from_utf8(&typed).unwrap();
+        let (event, data) = typed.trim_end().split_once('\n').unwrap();
+        assert_eq!(event, "event: error");
+        let v = json(data);
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "stream_interrupted");
+        assert_eq!(v["message"], "idle timeout fired");
+        assert!(v["param"].is_null());
+        assert_eq!(v["error"]["code"], "stream_interrupted");
+        assert!(typed.ends_with("\n\n"));
     }
 }

@@ -1,6 +1,8 @@
 //! A stream's access-log line, written when the stream ends: by then its
 //! whole time is known, and the tokens it used when the provider sent a
-//! usage chunk (`stream_options.include_usage`).
+//! usage chunk (`stream_options.include_usage`) or, on the Responses API,
+//! a `response.completed` event (which carries the whole response: one
+//! over [`MAX_LINE`] is not read).
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -162,12 +164,22 @@ impl<B: Body> Tail<B> {
             if usage.find(data).is_none() {
                 continue;
             }
+            // A chat or completion stream's usage chunk has it at its top
+            // level; the Responses API's `response.completed` event in
+            // the response it carries.
             #[derive(serde::Deserialize)]
             struct Chunk {
                 usage: Option<Usage>,
+                response: Option<Nested>,
             }
-            if let Ok(Chunk { usage: Some(u) }) = serde_json::from_slice(data.trim_ascii()) {
-                self.usage = Some(u);
+            #[derive(serde::Deserialize)]
+            struct Nested {
+                usage: Option<Usage>,
+            }
+            if let Ok(chunk) = serde_json::from_slice::<Chunk>(data.trim_ascii()) {
+                if let Some(u) = chunk.usage.or(chunk.response.and_then(|r| r.usage)) {
+                    self.usage = Some(u);
+                }
             }
         }
     }
@@ -285,6 +297,35 @@ mod tests {
             assert_eq!(
                 (u.prompt_tokens, u.completion_tokens),
                 (7, 3),
+                "frames of {cut}"
+            );
+            t.log = None;
+        }
+    }
+
+    #[test]
+    fn a_responses_stream_has_its_usage_in_the_completed_event() {
+        let stream = concat!(
+            "event: response.created\n",
+            "data: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"usage\":null}}\n\n",
+            "event: response.output_text.delta\n",
+            "data: {\"type\":\"response.output_text.delta\",\"delta\":\"\\\"usage\\\"\"}\n\n",
+            "event: response.completed\n",
+            "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"output\":[],",
+            "\"usage\":{\"input_tokens\":5,\"input_tokens_details\":{\"cached_tokens\":0},",
+            "\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":13},",
+            "\"user\":null,\"metadata\":{}}}\n\n",
+        )
+        .as_bytes();
+        for cut in [1, 7, 64, 1000] {
+            let mut t = tail();
+            for chunk in stream.chunks(cut) {
+                t.scan(chunk);
+            }
+            let u = t.usage.expect("read");
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens, u.total),
+                (5, 8, 13),
                 "frames of {cut}"
             );
             t.log = None;

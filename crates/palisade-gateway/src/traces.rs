@@ -341,6 +341,8 @@ pub(crate) fn operation(endpoint: Endpoint) -> &'static str {
         Endpoint::Chat => "chat",
         Endpoint::Completions => "text_completion",
         Endpoint::Embeddings => "embeddings",
+        // A response is a turn of a conversation, as a chat completion.
+        Endpoint::Responses => "chat",
     }
 }
 

@@ -452,6 +452,7 @@ pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses))
         .route("/v1/models", get(models))
         .with_state(state.clone());
     tokio::spawn(serve(listener, chaos.layer(app), state.clone()));
@@ -618,6 +619,8 @@ enum Kind {
     Chat,
     Completion,
     Embedding,
+    /// OpenAI's Responses API.
+    Response,
 }
 
 async fn chat(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
@@ -630,6 +633,38 @@ async fn completions(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
 
 async fn embeddings(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
     answer(s, body, Kind::Embedding).await
+}
+
+async fn responses(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
+    answer(s, body, Kind::Response).await
+}
+
+/// The texts of a Responses API `input`: a string, or a list of items
+/// (messages whose `content` is a string or a list of parts with `text`;
+/// plain strings too).
+fn response_texts(input: &serde_json::Value) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut content = |c: &serde_json::Value| match c {
+        serde_json::Value::String(t) => texts.push(t.clone()),
+        serde_json::Value::Array(parts) => texts.extend(
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str().map(str::to_owned)),
+        ),
+        _ => {}
+    };
+    match input {
+        serde_json::Value::Array(items) => {
+            for item in items {
+                match item {
+                    serde_json::Value::String(_) => content(item),
+                    _ => content(&item["content"]),
+                }
+            }
+        }
+        other => content(other),
+    }
+    texts
 }
 
 /// A deterministic unit vector for `text`: the same text always embeds the
@@ -691,6 +726,11 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             .unwrap_or_default(),
         Kind::Completion => texts(&req["prompt"]),
         Kind::Embedding => texts(&req["input"]),
+        Kind::Response => {
+            let mut t = response_texts(&req["input"]);
+            t.extend(req["instructions"].as_str().map(str::to_owned));
+            t
+        }
     };
     let prompt_len: usize = inputs.iter().map(String::len).sum();
     // About four bytes a token, and a text that is there is at least one:
@@ -779,6 +819,22 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             }))
             .into_response(),
         );
+    }
+    if kind == Kind::Response {
+        let answer = ResponseAnswer {
+            n: s.requests.load(Ordering::Relaxed),
+            name: s.name.clone(),
+            model,
+            req: &req,
+            prompt_tokens,
+            tokens: faults.tokens,
+        };
+        let res = if stream {
+            answer.stream(Duration::from_millis(faults.token_interval_ms))
+        } else {
+            axum::Json(answer.whole()).into_response()
+        };
+        return with_rate(res);
     }
     let (prefix, object, chunk_object) = match kind {
         Kind::Completion => ("cmpl", "text_completion", "text_completion"),
@@ -889,4 +945,154 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             .body(Body::from_stream(stream))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
     )
+}
+
+/// An answer of the Responses API: one message of `tokens` tokens, whole
+/// or as the API streams it.
+struct ResponseAnswer<'a> {
+    n: u64,
+    name: String,
+    model: String,
+    req: &'a serde_json::Value,
+    prompt_tokens: usize,
+    tokens: u32,
+}
+
+impl ResponseAnswer<'_> {
+    fn text(&self) -> String {
+        let words: Vec<String> = (0..self.tokens).map(|i| format!("tok{i}")).collect();
+        format!("[{}] {}", self.name, words.join(" "))
+    }
+
+    /// The output message, `completed` with `text` or `in_progress` and
+    /// empty.
+    fn message(&self, text: Option<&str>) -> serde_json::Value {
+        let content = match text {
+            Some(t) => serde_json::json!([{"type": "output_text", "text": t, "annotations": []}]),
+            None => serde_json::json!([]),
+        };
+        serde_json::json!({
+            "type": "message", "id": format!("msg_{}", self.n),
+            "status": if text.is_some() { "completed" } else { "in_progress" },
+            "role": "assistant", "content": content,
+        })
+    }
+
+    /// The response object: `completed` with its output and usage, or
+    /// `in_progress` with neither (a stream's first events).
+    fn response(&self, done: bool) -> serde_json::Value {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (output, usage) = if done {
+            let prompt = self.prompt_tokens;
+            let completion = self.tokens as usize;
+            (
+                serde_json::json!([self.message(Some(&self.text()))]),
+                serde_json::json!({
+                    "input_tokens": prompt,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens": completion,
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": prompt + completion,
+                }),
+            )
+        } else {
+            (serde_json::json!([]), serde_json::Value::Null)
+        };
+        let req = self.req;
+        serde_json::json!({
+            "id": format!("resp_{}", self.n),
+            "object": "response",
+            "created_at": created,
+            "status": if done { "completed" } else { "in_progress" },
+            "error": null,
+            "incomplete_details": null,
+            "instructions": req["instructions"],
+            "max_output_tokens": req["max_output_tokens"],
+            "model": self.model,
+            "output": output,
+            "parallel_tool_calls": true,
+            "previous_response_id": req["previous_response_id"],
+            "provider": self.name,
+            "store": req["store"].as_bool().unwrap_or(true),
+            "temperature": req["temperature"].as_f64().unwrap_or(1.0),
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": req["top_p"].as_f64().unwrap_or(1.0),
+            "truncation": "disabled",
+            "usage": usage,
+            "user": null,
+            "metadata": {},
+        })
+    }
+
+    fn whole(&self) -> serde_json::Value {
+        self.response(true)
+    }
+
+    /// The events of a streamed response, each `event:` line before its
+    /// `data:`, numbered: created, in progress, the message and its text
+    /// part added, a delta per token (one every `interval` after the
+    /// first), the text, part and message done, completed (with usage).
+    fn stream(&self, interval: Duration) -> Response {
+        let item = format!("msg_{}", self.n);
+        let text = self.text();
+        let mut before: Vec<serde_json::Value> = vec![
+            serde_json::json!({"type": "response.created", "response": self.response(false)}),
+            serde_json::json!({"type": "response.in_progress", "response": self.response(false)}),
+            serde_json::json!({"type": "response.output_item.added", "output_index": 0, "item": self.message(None)}),
+            serde_json::json!({"type": "response.content_part.added", "item_id": item, "output_index": 0, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ];
+        let deltas: Vec<serde_json::Value> = (0..self.tokens)
+            .map(|i| {
+                let delta = if i == 0 {
+                    format!("[{}] tok0", self.name)
+                } else {
+                    format!(" tok{i}")
+                };
+                serde_json::json!({"type": "response.output_text.delta", "item_id": item, "output_index": 0,
+                    "content_index": 0, "delta": delta, "logprobs": []})
+            })
+            .collect();
+        let after = [
+            serde_json::json!({"type": "response.output_text.done", "item_id": item, "output_index": 0,
+                "content_index": 0, "text": text, "logprobs": []}),
+            serde_json::json!({"type": "response.content_part.done", "item_id": item, "output_index": 0, "content_index": 0,
+                "part": {"type": "output_text", "text": text, "annotations": []}}),
+            serde_json::json!({"type": "response.output_item.done", "output_index": 0, "item": self.message(Some(&text))}),
+            serde_json::json!({"type": "response.completed", "response": self.response(true)}),
+        ];
+        // Those before the first delta and the first delta go at once.
+        let first_wait = before.len() + 1;
+        before.extend(deltas);
+        before.extend(after);
+        let events: Vec<Bytes> = before
+            .into_iter()
+            .enumerate()
+            .map(|(seq, mut e)| {
+                e["sequence_number"] = serde_json::json!(seq);
+                let kind = e["type"].as_str().unwrap_or_default().to_owned();
+                Bytes::from(format!("event: {kind}\ndata: {e}\n\n"))
+            })
+            .collect();
+        let deltas_end = first_wait + self.tokens.saturating_sub(1) as usize;
+        let stream = futures_util::stream::unfold(0usize, move |i| {
+            let event = events.get(i).cloned();
+            async move {
+                let event = event?;
+                if (first_wait..deltas_end).contains(&i) && !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+                Some((Ok::<_, Infallible>(event), i + 1))
+            }
+        });
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
 }

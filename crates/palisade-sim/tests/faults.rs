@@ -1,48 +1,12 @@
 //! The simulated provider's faults, as a client on the other end of the
 //! socket sees them: raw HTTP/1.1, so a closed connection is seen as one.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
+use common::{exchange, header, status};
 use palisade_sim::{spawn, Delay, Faults, Plan};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// What came back: the raw bytes (empty when the connection was closed
-/// with no answer).
-async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\nx-request-id: caller-1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    // A cut stream may end in a reset rather than a clean close: what
-    // arrived before it counts.
-    let mut buf = [0u8; 4096];
-    loop {
-        match conn.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status(raw: &str) -> u16 {
-    raw.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
-    let head = raw.split("\r\n\r\n").next()?;
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
 
 const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 const STREAM: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;

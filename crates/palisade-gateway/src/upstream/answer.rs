@@ -57,9 +57,11 @@ fn flat_usage(v: &[u8]) -> Option<Option<Usage>> {
     let (mut prompt, mut completion, mut total) = (None, None, None);
     let mut ok = true;
     r.object(|key, r| {
+        // The Responses API says `input_tokens` and `output_tokens`
+        // (serde's aliases: either name fills the one slot).
         let slot = match key {
-            k if k == COUNTS[0] => &mut prompt,
-            k if k == COUNTS[1] => &mut completion,
+            k if k == COUNTS[0] || k == COUNTS[3] => &mut prompt,
+            k if k == COUNTS[1] || k == COUNTS[4] => &mut completion,
             k if k == COUNTS[2] => &mut total,
             // Another key: its value a count or an object of counts,
             // ignored.
@@ -92,7 +94,13 @@ fn flat_usage(v: &[u8]) -> Option<Option<Usage>> {
 
 /// The keys whose counts make a [`Usage`], matched whole before any key
 /// is read byte by byte.
-const COUNTS: [&[u8]; 3] = [b"prompt_tokens", b"completion_tokens", b"total_tokens"];
+const COUNTS: [&[u8]; 5] = [
+    b"prompt_tokens",
+    b"completion_tokens",
+    b"total_tokens",
+    b"input_tokens",
+    b"output_tokens",
+];
 
 /// A cursor over the bytes [`flat_usage`] reads.
 struct Reader<'a> {
@@ -493,6 +501,8 @@ mod tests {
             3 => Just("prompt_tokens".to_owned()),
             3 => Just("completion_tokens".to_owned()),
             3 => Just("total_tokens".to_owned()),
+            2 => Just("input_tokens".to_owned()),
+            2 => Just("output_tokens".to_owned()),
             2 => Just("prompt_tokens_details".to_owned()),
             2 => "[a-z_]{1,8}",
             1 => Just("tot\\u0061l_tokens".to_owned()),
@@ -529,6 +539,13 @@ mod tests {
     fn usage_as_providers_write_it_is_read_by_hand() {
         let openai = br#"{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}"#;
         assert_eq!(flat_usage(openai), Some(usage(9, 2)));
+        // The Responses API's names.
+        let responses = br#"{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}"#;
+        assert_eq!(flat_usage(responses), Some(usage(36, 87)));
+        assert_eq!(
+            serde_json::from_slice::<Usage>(responses).ok(),
+            usage(36, 87)
+        );
         let pretty = b"{\n  \"total_tokens\" : 4 ,\n  \"prompt_tokens\": 4\n}";
         assert_eq!(flat_usage(pretty), Some(usage(4, 0)));
         // No total: serde refuses it, and so does the hand reader.
@@ -536,6 +553,7 @@ mod tests {
         // Left to serde: a key twice, a float, a string, an escape.
         for v in [
             &br#"{"total_tokens":1,"total_tokens":2}"#[..],
+            br#"{"total_tokens":2,"prompt_tokens":1,"input_tokens":1}"#,
             br#"{"total_tokens":1.0}"#,
             br#"{"total_tokens":"1"}"#,
             br#"{"tot\u0061l_tokens":1}"#,

@@ -82,7 +82,7 @@ pub struct Upstream {
 struct Parts {
     id: ProviderId,
     /// The provider's URL for each [`Endpoint`], in `Endpoint::ALL` order.
-    endpoints: [Uri; 3],
+    endpoints: [Uri; Endpoint::ALL.len()],
     api_key: Option<HeaderValue>,
     models: BTreeMap<String, String>,
     whole: Exchange,
@@ -136,9 +136,9 @@ impl Upstream {
         chaos: palisade_chaos::ChaosLayer<palisade_chaos::Every, palisade_chaos::HttpStreams>,
     ) -> Result<Self, BoxError> {
         let base = base_url.trim_end_matches('/');
-        let [chat, completions, embeddings] =
+        let [chat, completions, embeddings, responses] =
             Endpoint::ALL.map(|e| format!("{base}{}", e.path()).parse::<Uri>());
-        let endpoints = [chat?, completions?, embeddings?];
+        let endpoints = [chat?, completions?, embeddings?, responses?];
         let pool = client.pool(&endpoints[0])?;
         let api_key = match api_key {
             Some(k) => Some(HeaderValue::from_str(&format!("Bearer {k}"))?),
@@ -411,11 +411,13 @@ fn endpoints_host(uri: &Uri) -> &str {
 /// for the gateway's token counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 pub struct Usage {
-    /// `usage.prompt_tokens` (0 if absent).
-    #[serde(default)]
+    /// `usage.prompt_tokens` (0 if absent), or the Responses API's
+    /// `input_tokens`.
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    /// `usage.completion_tokens` (0 if absent: embeddings).
-    #[serde(default)]
+    /// `usage.completion_tokens` (0 if absent: embeddings), or the
+    /// Responses API's `output_tokens`.
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     /// `usage.total_tokens`.
     #[serde(rename = "total_tokens")]

@@ -15,11 +15,19 @@ pub enum Endpoint {
     Completions,
     /// `POST /v1/embeddings` (never streamed).
     Embeddings,
+    /// `POST /v1/responses` (OpenAI's Responses API; streamed as typed
+    /// events, `event:` lines before their `data:`).
+    Responses,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 3] = [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings];
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Chat,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+    ];
 
     /// Its place in [`ALL`](Self::ALL).
     pub fn index(self) -> usize {
@@ -27,6 +35,7 @@ impl Endpoint {
             Endpoint::Chat => 0,
             Endpoint::Completions => 1,
             Endpoint::Embeddings => 2,
+            Endpoint::Responses => 3,
         }
     }
 
@@ -36,11 +45,15 @@ impl Endpoint {
             Endpoint::Chat => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Responses => "/v1/responses",
         }
     }
 
     /// What a request to it must hold besides `model`: chat completions a
     /// `messages` array, completions a `prompt`, embeddings an `input`.
+    /// A response needs nothing more here: its `input` may be left out
+    /// when it continues a stored conversation or uses a stored prompt,
+    /// which only the provider can check.
     pub fn check(self, head: &crate::openai::RequestHead<'_>) -> Result<(), String> {
         use crate::openai::Field;
         match self {

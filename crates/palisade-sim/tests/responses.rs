@@ -1,0 +1,109 @@
+//! The simulated provider's Responses API (`POST /v1/responses`), whole
+//! and streamed, as OpenAI's wire format has it.
+
+mod common;
+
+use common::{exchange, header, status};
+use palisade_sim::{spawn, Faults};
+
+fn quick() -> Faults {
+    Faults {
+        latency_ms: 0,
+        token_interval_ms: 0,
+        tokens: 3,
+        ..Faults::default()
+    }
+}
+
+fn body(raw: &str) -> &str {
+    raw.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+#[tokio::test]
+async fn a_whole_response_has_its_message_and_usage() {
+    let sim = spawn("resp", quick()).await.unwrap();
+    // "be brief" (8 bytes: 2 tokens) as instructions, "hello" (2) as a
+    // string input.
+    let req = r#"{"model":"m","instructions":"be brief","input":"hello"}"#;
+    let raw = exchange(sim.addr(), "POST", "/v1/responses", req).await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    let v: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["model"], "m");
+    assert_eq!(v["instructions"], "be brief");
+    assert!(v["id"].as_str().unwrap().starts_with("resp_"));
+    let message = &v["output"][0];
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["role"], "assistant");
+    assert_eq!(message["content"][0]["type"], "output_text");
+    assert_eq!(message["content"][0]["text"], "[resp] tok0 tok1 tok2");
+    let usage = &v["usage"];
+    assert_eq!(usage["input_tokens"], 4, "{usage}");
+    assert_eq!(usage["output_tokens"], 3);
+    assert_eq!(usage["total_tokens"], 7);
+
+    // A list of messages, one with parts: every text counts.
+    let req = r#"{"model":"m","input":[{"role":"user","content":"abcd"},{"role":"user","content":[{"type":"input_text","text":"abcde"}]}]}"#;
+    let raw = exchange(sim.addr(), "POST", "/v1/responses", req).await;
+    let v: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    assert_eq!(v["usage"]["input_tokens"], 3, "{raw}");
+}
+
+#[tokio::test]
+async fn a_streamed_response_is_typed_events_in_order_ending_completed() {
+    let sim = spawn("resp", quick()).await.unwrap();
+    let req = r#"{"model":"m","stream":true,"input":"hello"}"#;
+    let raw = exchange(sim.addr(), "POST", "/v1/responses", req).await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    assert_eq!(header(&raw, "content-type"), Some("text/event-stream"));
+    // Chunked transfer: keep the event lines, drop the chunk sizes.
+    let lines: Vec<&str> = body(&raw)
+        .lines()
+        .filter(|l| l.starts_with("event: ") || l.starts_with("data: "))
+        .collect();
+    let mut kinds = Vec::new();
+    let mut text = String::new();
+    let mut last = serde_json::Value::Null;
+    for pair in lines.chunks(2) {
+        let kind = pair[0]
+            .strip_prefix("event: ")
+            .expect("an event line first");
+        let data: serde_json::Value =
+            serde_json::from_str(pair[1].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data["type"], kind, "the event names its data's type");
+        assert_eq!(data["sequence_number"], kinds.len(), "numbered in order");
+        if kind == "response.output_text.delta" {
+            text.push_str(data["delta"].as_str().unwrap());
+        }
+        kinds.push(kind.to_owned());
+        last = data;
+    }
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(text, "[resp] tok0 tok1 tok2");
+    assert_eq!(last["response"]["status"], "completed");
+    assert_eq!(last["response"]["usage"]["output_tokens"], 3);
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        "[resp] tok0 tok1 tok2"
+    );
+    assert!(
+        !body(&raw).contains("[DONE]"),
+        "the Responses API sends none"
+    );
+}
