@@ -48,6 +48,7 @@ pub(crate) fn app(state: Arc<AppState>, reload: AdminReload) -> axum::Router {
         .route(Endpoint::Embeddings.path(), post(embeddings))
         .route(Endpoint::Responses.path(), post(responses))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*model}", get(model))
         .route("/health", get(health))
         .route("/metrics", get(crate::metrics::metrics))
         .route("/admin/chaos", get(crate::chaos::list))
@@ -66,11 +67,46 @@ async fn models(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Res
     let data: Vec<_> = models
         .iter()
         .filter(|(m, _)| key.as_ref().is_none_or(|k| k.allows(m)))
-        .map(|(m, providers)| {
-            serde_json::json!({"id": &**m, "object": "model", "created": s.started, "owned_by": "palisade", "providers": providers})
-        })
+        .map(|(m, providers)| model_entry(&s, m, providers))
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// A model as `GET /v1/models` lists it and `GET /v1/models/{model}` gives
+/// it: OpenAI's model object, with the providers that serve it.
+fn model_entry(s: &AppState, model: &str, providers: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::json!({"id": model, "object": "model", "created": s.started, "owned_by": "palisade", "providers": providers})
+}
+
+/// `GET /v1/models/{model}` (the SDKs' `models.retrieve`): the model, or
+/// a 404 in OpenAI's form for one the gateway does not serve or the
+/// caller's key may not use.
+async fn model(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: http::HeaderMap,
+) -> Response {
+    let key = match s.client(&headers) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
+    };
+    let models = s.models.load();
+    match models
+        .get_key_value(name.as_str())
+        .filter(|(m, _)| key.as_ref().is_none_or(|k| k.allows(m)))
+    {
+        Some((m, providers)) => axum::Json(model_entry(&s, m, providers)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            ErrorBody::new(
+                "invalid_request_error",
+                Some("model_not_found"),
+                format!(
+                    "the model {name:?} does not exist; GET /v1/models lists the models served"
+                ),
+            ),
+        ),
+    }
 }
 
 async fn health(State(s): State<Arc<AppState>>, headers: http::HeaderMap) -> Response {

@@ -156,6 +156,16 @@ async fn whole_answers_and_models_carry_the_openai_fields() {
         );
         assert_eq!(entry["owned_by"], "palisade");
     }
+    // One model, as the SDKs' `models.retrieve` asks for it: the same
+    // entry as in the list.
+    let (status, one) = r.get("/v1/models/m").await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(json(&one), m["data"][0]);
+    for unknown in ["/v1/models/nope", "/v1/models/org/m"] {
+        let (status, body) = r.get(unknown).await;
+        assert_eq!(status, 404, "{unknown}: {body}");
+        assert_eq!(json(&body)["error"]["code"], "model_not_found", "{body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -713,6 +723,11 @@ async fn with_keys_only_a_known_key_gets_in_and_only_to_its_models() {
     assert_eq!(r.get_with("/v1/models", &[]).await.0, 401);
     assert_eq!(ids(&r.get_with("/v1/models", &a).await.1), ["m", "other"]);
     assert_eq!(ids(&r.get_with("/v1/models", &b).await.1), ["m"]);
+    // And so is each model: one the key may not use is not there for it.
+    assert_eq!(r.get_with("/v1/models/other", &[]).await.0, 401);
+    assert_eq!(r.get_with("/v1/models/other", &a).await.0, 200);
+    assert_eq!(r.get_with("/v1/models/other", &b).await.0, 404);
+    assert_eq!(r.get_with("/v1/models/m", &b).await.0, 200);
     // /health and /metrics answer to the admin key only.
     let admin = [("authorization", "Bearer admin-secret")];
     for path in ["/health", "/metrics"] {

@@ -89,6 +89,12 @@ async fn the_node_sdk_gets_answers_streams_and_embeddings() {
     );
     assert_eq!(v["embeddings"]["count"], 2, "{v}");
     assert_eq!(v["embeddings"]["dims"], 8, "{v}");
+    let resp = &v["responses"];
+    assert_eq!(resp["status"], "completed", "{v}");
+    assert_eq!(resp["text"], "[primary] tok0 tok1 tok2 tok3", "{v}");
+    assert_eq!(resp["output_tokens"], 4, "{v}");
+    assert_eq!(resp["stream_text"], resp["text"], "{v}");
+    assert_eq!(resp["last_event"], "response.completed", "{v}");
     assert_eq!(v["not_found"], 404, "{v}");
     assert_eq!(v["concurrent"], 100, "{v}");
 }

@@ -85,6 +85,7 @@ async fn the_sdk_gets_whole_answers_streams_usage_embeddings_completions_and_404
     let r = start(&config("", "")).await;
     let v = sdk(&r, "happy").await;
     assert_eq!(v["models"], serde_json::json!(["m"]), "{v}");
+    assert_eq!(v["retrieved"], "m", "models.retrieve: {v}");
     let whole = &v["whole"];
     assert_eq!(whole["finish_reason"], "stop", "{v}");
     assert_eq!(whole["object"], "chat.completion", "{v}");
@@ -119,8 +120,48 @@ async fn the_sdk_gets_whole_answers_streams_usage_embeddings_completions_and_404
     assert!(c["text"].as_str().unwrap().starts_with("[primary]"), "{v}");
     assert_eq!(c["stream_text"], c["text"], "{v}");
     assert_eq!(c["stream_finish"], "stop", "{v}");
+    let resp = &v["responses"];
+    assert_eq!(resp["object"], "response", "{v}");
+    assert_eq!(resp["status"], "completed", "{v}");
+    assert_eq!(resp["text"], "[primary] tok0 tok1 tok2 tok3", "{v}");
+    assert_eq!(resp["output_tokens"], 4, "{v}");
+    assert!(resp["input_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(resp["provider"], "primary", "{v}");
+    assert_eq!(resp["first_event"], "response.created", "{v}");
+    assert_eq!(resp["last_event"], "response.completed", "{v}");
+    assert_eq!(resp["stream_text"], resp["text"], "{v}");
+    assert_eq!(resp["stream_final_text"], resp["text"], "{v}");
+    assert_eq!(resp["stream_output_tokens"], 4, "{v}");
     assert_eq!(v["not_found"], 404, "{v}");
     assert_eq!(v["concurrent"], 200, "200 concurrent async calls: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_stream_cut_midway_is_raised_by_the_sdk() {
+    // Both providers stall after their first events: the gateway's idle
+    // timeout ends the stream with an error event.
+    let cfg = config(", stall_after_tokens = 3", "").replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nidle_timeout_ms = 200",
+        1,
+    );
+    let r = start(&cfg).await;
+    let v = sdk(&r, "responses_cut").await;
+    assert_eq!(v["raised"], "APIError", "{v}");
+    assert_eq!(v["code"], "stream_interrupted", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("idle timeout"),
+        "{v}"
+    );
+    assert_eq!(
+        v["events"],
+        serde_json::json!([
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added"
+        ]),
+        "the events before the cut reached the caller: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

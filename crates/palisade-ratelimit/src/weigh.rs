@@ -27,10 +27,15 @@ impl<Req> Weigh<Req> for Unweighted {
 }
 
 /// Estimates an OpenAI-style request's tokens cheaply: the characters of
-/// its text over 4 (a chat request's messages, a completion's `prompt`, an
-/// embeddings request's `input`: a string or an array of strings), plus
-/// what it may generate (`max_completion_tokens`, else `max_tokens`, else
+/// its text over 4, plus what it may generate (`max_completion_tokens`,
+/// else `max_tokens`, else the Responses API's `max_output_tokens`, else
 /// nothing).
+///
+/// Its text: a chat request's `messages` (each `content` a string or a
+/// list of parts with `text`), a completion's `prompt`, and `input`: an
+/// embeddings request's string or list of strings, or a Responses API
+/// request's string or list of items (strings, or messages with a
+/// `content` as above), with its `instructions`.
 ///
 /// ```
 /// let body = serde_json::json!({
@@ -40,9 +45,29 @@ impl<Req> Weigh<Req> for Unweighted {
 /// assert_eq!(palisade_ratelimit::estimate_openai_tokens(&body), 30 / 4 + 1 + 50);
 /// let embed = serde_json::json!({"input": ["twelve chars", "and sixteen more"]});
 /// assert_eq!(palisade_ratelimit::estimate_openai_tokens(&embed), 28 / 4);
+/// let response = serde_json::json!({
+///     "instructions": "be brief",
+///     "input": [{"role": "user", "content": [{"type": "input_text", "text": "and sixteen more"}]}],
+///     "max_output_tokens": 100
+/// });
+/// assert_eq!(palisade_ratelimit::estimate_openai_tokens(&response), 24 / 4 + 100);
 /// ```
 pub fn estimate_openai_tokens(body: &serde_json::Value) -> u64 {
     body.as_object().map_or(0, estimate_openai_tokens_in)
+}
+
+/// The characters of a message's `content`: a string, or a list of parts
+/// whose `text` counts.
+fn content_chars(content: Option<&serde_json::Value>) -> usize {
+    match content {
+        Some(serde_json::Value::String(s)) => s.chars().count(),
+        Some(serde_json::Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
+            .map(|t| t.chars().count())
+            .sum(),
+        _ => 0,
+    }
 }
 
 /// [`estimate_openai_tokens`] of a request body already parsed into its
@@ -51,34 +76,27 @@ pub fn estimate_openai_tokens_in(body: &serde_json::Map<String, serde_json::Valu
     let mut chars = 0usize;
     if let Some(messages) = body.get("messages").and_then(|m| m.as_array()) {
         for m in messages {
-            match m.get("content") {
-                Some(serde_json::Value::String(s)) => chars += s.chars().count(),
-                Some(serde_json::Value::Array(parts)) => {
-                    for p in parts {
-                        if let Some(t) = p.get("text").and_then(|t| t.as_str()) {
-                            chars += t.chars().count();
-                        }
-                    }
-                }
-                _ => {}
-            }
+            chars += content_chars(m.get("content"));
         }
     }
-    for field in ["prompt", "input"] {
+    for field in ["prompt", "input", "instructions"] {
         match body.get(field) {
             Some(serde_json::Value::String(t)) => chars += t.chars().count(),
             Some(serde_json::Value::Array(items)) => {
-                chars += items
-                    .iter()
-                    .filter_map(|i| i.as_str())
-                    .map(|t| t.chars().count())
-                    .sum::<usize>();
+                for item in items {
+                    chars += match item {
+                        serde_json::Value::String(t) => t.chars().count(),
+                        // A Responses API input item: a message.
+                        serde_json::Value::Object(m) => content_chars(m.get("content")),
+                        _ => 0,
+                    };
+                }
             }
             _ => {}
         }
     }
     let prompt = (chars as u64).div_ceil(4);
-    let completion = ["max_completion_tokens", "max_tokens"]
+    let completion = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(|v| v.as_u64()))
         .unwrap_or(0);

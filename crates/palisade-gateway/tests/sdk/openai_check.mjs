@@ -46,6 +46,22 @@ async function happy() {
     if (ch.usage) usage = ch.usage.total_tokens;
   }
   out.stream = { chunks, text, finish_reason: finish, total_tokens: usage };
+  // The Responses API, whole and streamed.
+  const resp = await c.responses.create({ model: "m", input: "hello" });
+  let deltas = "";
+  let last = null;
+  const events = await c.responses.create({ model: "m", input: "hello", stream: true });
+  for await (const e of events) {
+    if (e.type === "response.output_text.delta") deltas += e.delta;
+    last = e;
+  }
+  out.responses = {
+    status: resp.status,
+    text: resp.output_text,
+    output_tokens: resp.usage.output_tokens,
+    stream_text: deltas,
+    last_event: last.type,
+  };
   const emb = await c.embeddings.create({ model: "m", input: ["first text", "second text"] });
   out.embeddings = { count: emb.data.length, dims: emb.data[0].embedding.length };
   try {

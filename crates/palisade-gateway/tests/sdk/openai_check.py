@@ -20,7 +20,7 @@ def client(**kw):
 
 def happy():
     c = client()
-    out = {"models": sorted(m.id for m in c.models.list())}
+    out = {"models": sorted(m.id for m in c.models.list()), "retrieved": c.models.retrieve("m").id}
     raw = c.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
     done = raw.parse()
     out["whole"] = {
@@ -75,6 +75,24 @@ def happy():
         "finish_reason": done.choices[0].finish_reason,
         "stream_text": "".join(ch.choices[0].text for ch in chunks if ch.choices),
         "stream_finish": [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1],
+    }
+    # The Responses API, whole and streamed.
+    raw = c.responses.with_raw_response.create(model="m", input="hello", instructions="be brief")
+    done = raw.parse()
+    events = list(c.responses.create(model="m", input=[{"role": "user", "content": "hello"}], stream=True))
+    last = events[-1]
+    out["responses"] = {
+        "object": done.object,
+        "status": done.status,
+        "text": done.output_text,
+        "input_tokens": done.usage.input_tokens,
+        "output_tokens": done.usage.output_tokens,
+        "provider": raw.headers.get("x-palisade-provider"),
+        "first_event": events[0].type,
+        "last_event": last.type,
+        "stream_text": "".join(e.delta for e in events if e.type == "response.output_text.delta"),
+        "stream_final_text": last.response.output_text,
+        "stream_output_tokens": last.response.usage.output_tokens,
     }
     try:
         c.chat.completions.create(model="no-such-model", messages=MESSAGES)
@@ -133,6 +151,18 @@ def failing():
     )
 
 
+def responses_cut():
+    # A stream cut midway ends with an error event: the SDK raises it.
+    events = []
+    try:
+        for e in client(max_retries=0).responses.create(model="m", input="hello", stream=True):
+            events.append(e.type)
+        return {"raised": None, "events": events}
+    except openai.APIError as e:
+        return {"raised": type(e).__name__, "message": e.message, "events": events,
+                "code": (e.body or {}).get("code") if isinstance(e.body, dict) else None}
+
+
 def keys():
     # Keys as the gateway's [gateway.auth] knows them (see openai_sdk.rs).
     def as_key(key, model="m"):
@@ -153,5 +183,6 @@ print(json.dumps({
     "too_long": too_long,
     "rate_limited": rate_limited,
     "failing": failing,
+    "responses_cut": responses_cut,
     "keys": keys,
 }[MODE]()))

@@ -1,0 +1,161 @@
+//! OpenAI's Responses API (`POST /v1/responses`) through the gateway: the
+//! same router, fallback and stack as chat completions; a stream's typed
+//! events passed through as they come; the tokens each answer used
+//! counted, whole or streamed.
+
+mod common;
+
+use common::Running;
+
+const CONFIG: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+first_token_timeout_ms = 300
+idle_timeout_ms = 300
+
+[upstreams.primary]
+models = { "m" = "p-model" }
+simulated = { latency_ms = 2, tokens = 4, token_interval_ms = 2 }
+
+[upstreams.secondary]
+models = { "m" = "s-model" }
+simulated = { latency_ms = 2, tokens = 4, token_interval_ms = 2 }
+
+[palisade.router]
+order = ["primary", "secondary"]
+request_timeout_ms = 3000
+
+[palisade.defaults.retry]
+enabled = false
+"#;
+
+const WHOLE: &str =
+    r#"{"model":"m","instructions":"be brief","input":[{"role":"user","content":"hello"}]}"#;
+const STREAM: &str = r#"{"model":"m","stream":true,"input":"hello"}"#;
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// `palisade_gateway_tokens_total` for `provider` and `kind`.
+async fn tokens(r: &Running, provider: &str, kind: &str) -> u64 {
+    let text = r.text("/metrics").await;
+    text.lines()
+        .filter(|l| l.starts_with("palisade_gateway_tokens_total{"))
+        .find(|l| {
+            l.contains(&format!("provider=\"{provider}\""))
+                && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A stream's events: (the `event:` line's name, its data).
+fn events(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (event, data) = e.split_once('\n').unwrap_or_else(|| panic!("{e:?}"));
+            let name = event
+                .strip_prefix("event: ")
+                .unwrap_or_else(|| panic!("{e:?}"));
+            (name.to_owned(), json(data.strip_prefix("data: ").unwrap()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_fails_over_and_its_usage_is_counted() {
+    let r = Running::start(CONFIG).await;
+    let (status, body, headers) = r.post_to("/v1/responses", WHOLE, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-palisade-provider"], "primary");
+    let v = json(&body);
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["model"], "p-model", "the model name was mapped");
+    assert_eq!(
+        v["output"][0]["content"][0]["text"],
+        "[primary] tok0 tok1 tok2 tok3"
+    );
+    // The provider's usage, under the Responses API's names, counted.
+    assert_eq!(v["usage"]["output_tokens"], 4);
+    let input = v["usage"]["input_tokens"].as_u64().unwrap();
+    assert_eq!(tokens(&r, "primary", "completion").await, 4);
+    assert_eq!(tokens(&r, "primary", "prompt").await, input);
+
+    r.sim("primary").set_faults(|f| f.down = true);
+    let (status, body, headers) = r.post_to("/v1/responses", WHOLE, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-palisade-provider"], "secondary");
+    assert_eq!(headers["x-palisade-fallbacks"], "1");
+    assert_eq!(json(&body)["model"], "s-model");
+    assert_eq!(tokens(&r, "secondary", "completion").await, 4);
+
+    // Every provider down: an OpenAI error object, as on every endpoint.
+    r.sim("secondary").set_faults(|f| f.down = true);
+    let (status, body, _) = r.post_to("/v1/responses", WHOLE, &[]).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(json(&body)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("every provider failed"));
+    // And a model the gateway does not serve is the caller's 404.
+    let (status, body, _) = r
+        .post_to("/v1/responses", r#"{"model":"nope","input":"hi"}"#, &[])
+        .await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_response_passes_its_events_through_and_is_counted_at_its_end() {
+    let r = Running::start(CONFIG).await;
+    let (status, body, headers) = r.post_to("/v1/responses", STREAM, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["x-palisade-provider"], "primary");
+    let events = events(&body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"response.created"));
+    assert_eq!(names.last(), Some(&"response.completed"));
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| **n == "response.output_text.delta")
+            .count(),
+        4
+    );
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!(data["type"], name.as_str());
+        assert_eq!(data["sequence_number"], i, "unchanged, in order");
+    }
+    assert!(!body.contains("[DONE]"));
+    // The usage in `response.completed` is counted once the stream ended.
+    assert_eq!(tokens(&r, "primary", "completion").await, 4);
+
+    // Primary down before its first event: the stream comes from the
+    // secondary.
+    r.sim("primary").set_faults(|f| f.down = true);
+    let (status, body, headers) = r.post_to("/v1/responses", STREAM, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-palisade-provider"], "secondary");
+    assert!(body.contains("[secondary] tok0"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_stream_that_stalls_ends_with_an_error_event() {
+    let r = Running::start(CONFIG).await;
+    r.sim("primary")
+        .set_faults(|f| f.stall_after_tokens = Some(2));
+    let (status, body, _) = r.post_to("/v1/responses", STREAM, &[]).await;
+    assert_eq!(status, 200);
+    let events = events(&body);
+    let (name, err) = events.last().unwrap();
+    assert_eq!(name, "error", "{body}");
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["code"], "stream_interrupted");
+    assert!(
+        err["message"].as_str().unwrap().contains("idle timeout"),
+        "{err}"
+    );
+    assert_eq!(err["error"]["code"], "stream_interrupted");
+}
