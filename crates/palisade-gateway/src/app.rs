@@ -287,7 +287,27 @@ pub(crate) async fn upstreams(
         };
         #[cfg(not(feature = "sim"))]
         let base = u.base_url.clone().unwrap_or_default();
-        let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+        let mut key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+        // Checked with the config: names and values that parse.
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &u.headers {
+            headers.append(
+                http::HeaderName::try_from(name.as_str())?,
+                http::HeaderValue::from_str(value)?,
+            );
+        }
+        // A key in a header of its own (`api-key`) goes as it is, with the
+        // other headers; in `authorization`, as a bearer token.
+        if let Some(name) = u.api_key_header.as_deref() {
+            let name = http::HeaderName::try_from(name)?;
+            if name != http::header::AUTHORIZATION {
+                if let Some(k) = key.take() {
+                    let mut value = http::HeaderValue::from_str(&k)?;
+                    value.set_sensitive(true);
+                    headers.insert(name, value);
+                }
+            }
+        }
         out.insert(
             id.clone(),
             Upstream::new(
@@ -298,7 +318,8 @@ pub(crate) async fn upstreams(
                 client,
                 settings,
                 chaos.for_upstream(id),
-            )?,
+            )?
+            .with_headers(headers),
         );
     }
     Ok(out)

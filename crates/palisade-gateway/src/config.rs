@@ -171,13 +171,28 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Its base URL (`https://api.openai.com`); ignored when simulated.
+    /// Its base URL, as the OpenAI SDKs take it: with the API's path
+    /// (`https://api.openai.com/v1`, `https://api.groq.com/openai/v1`,
+    /// `https://generativelanguage.googleapis.com/v1beta/openai`), to
+    /// which the endpoint's own path (`/chat/completions`) is added; or
+    /// the host alone (`https://api.openai.com`), to which `/v1` is added
+    /// first. Ignored when simulated.
     #[serde(default)]
     pub base_url: Option<String>,
     /// The environment variable holding its API key (sent as a bearer
-    /// token).
+    /// token, or in [`api_key_header`](Self::api_key_header)).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The header the API key goes in: `authorization` (the default)
+    /// sends `Bearer KEY`; any other (Azure's `api-key`, Anthropic's
+    /// `x-api-key`) sends the key alone.
+    #[serde(default)]
+    pub api_key_header: Option<String>,
+    /// Headers sent with every request to it (`OpenAI-Organization`,
+    /// OpenRouter's `HTTP-Referer`). Written in the config, so not for
+    /// secrets: a key goes in `api_key_env`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// The gateway's model names mapped to this provider's.
     pub models: BTreeMap<String, String>,
     /// Run a simulated provider in-process with these faults instead
@@ -202,6 +217,66 @@ impl UpstreamConfig {
 /// each with its full key path (`gateway.listen`,
 /// `palisade.providers.openai.breaker.failure_rate`).
 pub type GatewayConfigError = palisade::ConfigError;
+
+/// Headers the gateway writes itself on every upstream request: an
+/// upstream's `headers` may not set them.
+const OWN_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "x-request-id",
+    crate::upstream::TIMEOUT_HEADER,
+    "traceparent",
+    "tracestate",
+];
+
+/// What is wrong with upstream `id`'s `api_key_header` and `headers`.
+fn upstream_header_problems(id: &str, u: &UpstreamConfig) -> Vec<Problem> {
+    use http::header::{HeaderName, HeaderValue};
+    let mut problems = Vec::new();
+    let key_header = match &u.api_key_header {
+        Some(name) => match HeaderName::try_from(name.as_str()) {
+            Ok(h) if OWN_HEADERS.contains(&h.as_str()) => {
+                problems.push(problem(
+                    format!("upstreams.{id}.api_key_header"),
+                    format!("{name:?} is a header the gateway sets itself"),
+                ));
+                None
+            }
+            Ok(h) => Some(h),
+            Err(_) => {
+                problems.push(problem(
+                    format!("upstreams.{id}.api_key_header"),
+                    format!("{name:?} is not a header name"),
+                ));
+                None
+            }
+        },
+        None => Some(http::header::AUTHORIZATION),
+    };
+    for (name, value) in &u.headers {
+        let path = format!("upstreams.{id}.headers.{name}");
+        match HeaderName::try_from(name.as_str()) {
+            Ok(h) if OWN_HEADERS.contains(&h.as_str()) => {
+                problems.push(problem(path.clone(), "a header the gateway sets itself"))
+            }
+            Ok(h) if u.api_key_env.is_some() && key_header.as_ref() == Some(&h) => problems.push(
+                problem(path.clone(), "the API key's header (api_key_env sets it)"),
+            ),
+            Ok(_) => {}
+            Err(_) => problems.push(problem(path.clone(), "not a header name")),
+        }
+        if HeaderValue::from_str(value).is_err() {
+            problems.push(problem(
+                path,
+                "not a header value (visible ASCII, spaces and tabs only)",
+            ));
+        }
+    }
+    problems
+}
 
 /// A problem at `path`.
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -366,6 +441,7 @@ impl GatewayConfig {
             if u.models.is_empty() {
                 problems.push(problem(format!("upstreams.{id}.models"), "maps no model"));
             }
+            problems.extend(upstream_header_problems(id, u));
             #[cfg(feature = "sim")]
             if let Some(f) = &u.simulated {
                 // Simulated: its base_url is not used.
@@ -385,6 +461,12 @@ impl GatewayConfig {
                             problems.push(problem(
                                 format!("upstreams.{id}.base_url"),
                                 format!("{url:?}: the scheme must be http or https"),
+                            ))
+                        }
+                        if u.query().is_some() {
+                            problems.push(problem(
+                                format!("upstreams.{id}.base_url"),
+                                format!("{url:?}: a base URL takes no query (the endpoint's path is added to it)"),
                             ))
                         }
                     }

@@ -54,3 +54,59 @@ fn the_embedded_default_is_valid() {
     assert_eq!(tiers[0].0, ["primary", "primary-west"]);
     assert!(cfg.palisade.router.hedge.is_some());
 }
+
+#[test]
+fn upstream_headers_and_base_urls_are_checked_each_with_its_path() {
+    let bad = r#"
+[upstreams.azure]
+base_url = "https://res.openai.azure.com/openai/deployments/x?api-version=2024-10-21"
+api_key_env = "AZURE_KEY"
+api_key_header = "api-key"
+models = { "m" = "gpt-4o" }
+headers = { "api-key" = "in clear", "content-length" = "3", "bad name" = "x", "x-ok" = "line\nbreak", "openai-organization" = "org-1" }
+
+[upstreams.other]
+base_url = "https://example.com/v1"
+api_key_header = "host"
+models = { "m" = "m" }
+"#;
+    let err = GatewayConfig::from_toml(bad).unwrap_err();
+    let ConfigError::Invalid(problems) = &err else {
+        panic!("expected a list of problems, got {err}");
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "upstreams.azure.headers.api-key",
+            "upstreams.azure.headers.bad name",
+            "upstreams.azure.headers.content-length",
+            "upstreams.azure.headers.x-ok",
+            "upstreams.azure.base_url",
+            "upstreams.other.api_key_header",
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    for part in [
+        "api-key: the API key's header (api_key_env sets it)",
+        "content-length: a header the gateway sets itself",
+        "bad name: not a header name",
+        "x-ok: not a header value",
+        "takes no query",
+        "\"host\" is a header the gateway sets itself",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from {text}");
+    }
+    // The same headers, each where it may be: accepted.
+    let good = r#"
+[upstreams.azure]
+base_url = "https://res.openai.azure.com/openai/v1"
+api_key_env = "AZURE_KEY"
+api_key_header = "api-key"
+models = { "m" = "gpt-4o" }
+headers = { "openai-organization" = "org-1", "x-title" = "palisade" }
+"#;
+    let cfg = GatewayConfig::from_toml(good).unwrap();
+    assert_eq!(cfg.upstreams["azure"].headers.len(), 2);
+}

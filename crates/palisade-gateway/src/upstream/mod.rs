@@ -84,6 +84,9 @@ struct Parts {
     /// The provider's URL for each [`Endpoint`], in `Endpoint::ALL` order.
     endpoints: [Uri; Endpoint::ALL.len()],
     api_key: Option<HeaderValue>,
+    /// Sent with every request (the config's `headers`; the key, when it
+    /// goes in a header of its own).
+    headers: http::HeaderMap,
     models: BTreeMap<String, String>,
     whole: Exchange,
     streaming: Exchange,
@@ -98,6 +101,30 @@ struct Parts {
 pub(crate) struct AnsweredBy {
     pub(crate) system: &'static str,
     pub(crate) model: Option<Arc<str>>,
+}
+
+/// The URL of `endpoint` at `base_url`, which names the API as the
+/// OpenAI SDKs' base URL does (`https://api.openai.com/v1`,
+/// `https://generativelanguage.googleapis.com/v1beta/openai`): the
+/// endpoint's path after the version (`/chat/completions`) is added to
+/// it. A base URL with no path (`https://api.openai.com`) gets `/v1` too.
+fn endpoint_url(base_url: &str, endpoint: Endpoint) -> String {
+    let base = base_url.trim_end_matches('/');
+    // The path after the scheme and authority, if any.
+    let path = base
+        .split_once("://")
+        .map_or(base, |(_, rest)| rest)
+        .split_once('/')
+        .map_or("", |(_, path)| path);
+    if path.is_empty() {
+        format!("{base}{}", endpoint.path())
+    } else {
+        let tail = endpoint
+            .path()
+            .strip_prefix("/v1")
+            .unwrap_or(endpoint.path());
+        format!("{base}{tail}")
+    }
 }
 
 impl fmt::Debug for Upstream {
@@ -121,8 +148,9 @@ pub struct UpstreamSettings {
 }
 
 impl Upstream {
-    /// An upstream at `base_url` (scheme and authority), with its API key
-    /// (sent as a bearer token) and model map. `chaos` sits right above the
+    /// An upstream at `base_url` (as the OpenAI SDKs take it, with the
+    /// API's path, or the host alone: see `UpstreamConfig::base_url`), with
+    /// its API key (sent as a bearer token) and model map. `chaos` sits right above the
     /// HTTP exchange, below the stream timeouts (and, in the router, below
     /// the attempt timeout and the breaker): a fault it injects (off until
     /// switched on) enters where a real one would.
@@ -135,9 +163,8 @@ impl Upstream {
         settings: &UpstreamSettings,
         chaos: palisade_chaos::ChaosLayer<palisade_chaos::Every, palisade_chaos::HttpStreams>,
     ) -> Result<Self, BoxError> {
-        let base = base_url.trim_end_matches('/');
         let [chat, completions, embeddings, responses] =
-            Endpoint::ALL.map(|e| format!("{base}{}", e.path()).parse::<Uri>());
+            Endpoint::ALL.map(|e| endpoint_url(base_url, e).parse::<Uri>());
         let endpoints = [chat?, completions?, embeddings?, responses?];
         let pool = client.pool(&endpoints[0])?;
         let api_key = match api_key {
@@ -169,12 +196,52 @@ impl Upstream {
                 id: id.into(),
                 endpoints,
                 api_key,
+                headers: http::HeaderMap::new(),
                 models,
                 whole,
                 streaming,
                 system,
             }),
         })
+    }
+
+    /// Sends `headers` with every request to this upstream too (headers
+    /// the gateway writes itself, `content-type`, `x-request-id` and the
+    /// time left, are written after them). Call it on a new upstream:
+    /// its clones keep the headers they were made with.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use http::{HeaderMap, HeaderValue};
+    /// use palisade_gateway::upstream::{client_config, HttpClient, Upstream, UpstreamSettings, POOL_IDLE};
+    ///
+    /// let client = HttpClient::new(Duration::from_secs(5), POOL_IDLE, client_config(None).unwrap());
+    /// let settings = UpstreamSettings {
+    ///     connect_timeout: Duration::from_secs(5),
+    ///     first_token: Duration::from_secs(30),
+    ///     idle: Duration::from_secs(30),
+    /// };
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("openai-organization", HeaderValue::from_static("org-123"));
+    /// let models = [("m".to_string(), "gpt-4o-mini".to_string())].into();
+    /// // The chaos layer every upstream has (no faults until switched on).
+    /// let chaos = palisade_chaos::ChaosLayer::builder()
+    ///     .streams(palisade_chaos::HttpStreams)
+    ///     .build()
+    ///     .unwrap();
+    /// let openai = Upstream::new("openai", "https://api.openai.com/v1", None, models, &client, &settings, chaos)
+    ///     .unwrap()
+    ///     .with_headers(headers);
+    /// # drop(openai); }
+    /// ```
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        if let Some(parts) = Arc::get_mut(&mut self.parts) {
+            parts.headers = headers;
+        } else {
+            tracing::warn!(provider = %self.parts.id, "with_headers on a shared upstream: ignored");
+        }
+        self
     }
 
     /// The span of an attempt for `req` (traces on).
@@ -225,6 +292,9 @@ impl Upstream {
         // map (emptied), so the answer has room for the gateway's own
         // headers too instead of growing for them.
         *http_req.headers_mut() = http::HeaderMap::with_capacity(HEADERS_ROOM);
+        for (name, value) in &self.parts.headers {
+            http_req.headers_mut().append(name, value.clone());
+        }
         http_req
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -426,6 +496,54 @@ pub struct Usage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoint_urls_are_made_as_the_openai_sdks_make_theirs() {
+        use super::{endpoint_url, Endpoint};
+        for (base, chat, embeddings) in [
+            (
+                "https://api.openai.com",
+                "https://api.openai.com/v1/chat/completions",
+                "https://api.openai.com/v1/embeddings",
+            ),
+            (
+                "https://api.openai.com/",
+                "https://api.openai.com/v1/chat/completions",
+                "https://api.openai.com/v1/embeddings",
+            ),
+            (
+                "https://api.openai.com/v1",
+                "https://api.openai.com/v1/chat/completions",
+                "https://api.openai.com/v1/embeddings",
+            ),
+            (
+                "https://api.groq.com/openai/v1/",
+                "https://api.groq.com/openai/v1/chat/completions",
+                "https://api.groq.com/openai/v1/embeddings",
+            ),
+            (
+                "https://generativelanguage.googleapis.com/v1beta/openai",
+                "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions",
+                "https://generativelanguage.googleapis.com/v1beta/openai/embeddings",
+            ),
+            (
+                "http://127.0.0.1:8000",
+                "http://127.0.0.1:8000/v1/chat/completions",
+                "http://127.0.0.1:8000/v1/embeddings",
+            ),
+        ] {
+            assert_eq!(endpoint_url(base, Endpoint::Chat), chat, "{base}");
+            assert_eq!(
+                endpoint_url(base, Endpoint::Embeddings),
+                embeddings,
+                "{base}"
+            );
+        }
+        assert_eq!(
+            endpoint_url("https://api.openai.com/v1", Endpoint::Responses),
+            "https://api.openai.com/v1/responses"
+        );
+    }
+
     async fn upstream(models: &[(&str, &str)]) -> super::Upstream {
         let settings = super::UpstreamSettings {
             connect_timeout: std::time::Duration::from_secs(1),
