@@ -261,6 +261,16 @@ pub trait Classify<Res, Err = BoxError> {
     fn served<'r>(&self, _res: &'r mut Res) -> Option<&'r mut crate::Served> {
         None
     }
+
+    /// Where a streamed response's usage will be reported when the stream
+    /// ends ([`UsageLater`](crate::UsageLater)), for layers that charge
+    /// tokens to settle then rather than at the response's head; `None`
+    /// (the default) when the usage, if any, comes with the response. The
+    /// HTTP and gRPC classifiers find it in the response's extensions, where
+    /// the service that made the stream put it.
+    fn usage_later(&self, _res: &Res) -> Option<crate::UsageLater> {
+        None
+    }
 }
 
 impl<F, Res, Err> Classify<Res, Err> for F

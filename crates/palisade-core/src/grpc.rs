@@ -149,6 +149,10 @@ impl<B> Classify<Response<B>, BoxError> for GrpcClassifier {
         crate::RateInfo::from_response_with(res, SystemTime::now)
     }
 
+    fn usage_later(&self, res: &Response<B>) -> Option<crate::UsageLater> {
+        res.extensions().get::<crate::UsageLater>().cloned()
+    }
+
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
         match result {
             Ok(res) => self.classify_parts(res.status(), res.headers()),

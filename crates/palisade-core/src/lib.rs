@@ -50,6 +50,7 @@ mod rate;
 mod section;
 mod served;
 mod shared_error;
+mod usage_later;
 
 pub use crate::admission::{Admission, Admissions, Refusing};
 pub use crate::classify::{
@@ -76,3 +77,4 @@ pub use crate::provider::ProviderId;
 pub use crate::rate::{parse_reset_duration, RateInfo, RateWindow, TokenUsage, MAX_RESET};
 pub use crate::served::Served;
 pub use crate::shared_error::SharedError;
+pub use crate::usage_later::UsageLater;

@@ -65,10 +65,25 @@ impl<C> Settle<C> {
         }
     }
 
-    /// Settles the call with what its response told.
-    fn with(mut self, info: Option<&RateInfo>, cooldown: Option<Duration>) {
+    /// Settles the call with what its response told; a stream's tokens
+    /// (`later`, when its response reports its usage only at its end)
+    /// once they are known.
+    fn with(
+        mut self,
+        info: Option<&RateInfo>,
+        cooldown: Option<Duration>,
+        later: Option<palisade_core::UsageLater>,
+    ) {
         self.owed = false;
         self.shared.settle(self.taken, info, cooldown);
+        if let Some(later) = later.filter(|_| info.is_none_or(|i| i.used_tokens.is_none())) {
+            let (shared, taken) = (self.shared.clone(), self.taken);
+            later.push(move |used| {
+                if let Some(used) = used {
+                    shared.correct(taken, used);
+                }
+            });
+        }
     }
 }
 
@@ -326,7 +341,7 @@ where
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
                     let s = settle.take().expect("polled after completion");
                     other.set(Other::Done);
-                    let (info, cooldown) = match &result {
+                    let (info, cooldown, later) = match &result {
                         Ok(res) => {
                             let cooldown = match s.classifier.classify(Ok(res)) {
                                 Outcome::Failure(f) => match f.kind {
@@ -335,11 +350,12 @@ where
                                 },
                                 Outcome::Success => None,
                             };
-                            (Some(s.classifier.rate_info(res)), cooldown)
+                            let later = s.classifier.usage_later(res);
+                            (Some(s.classifier.rate_info(res)), cooldown, later)
                         }
-                        _ => (None, None),
+                        _ => (None, None, None),
                     };
-                    s.with(info.as_ref(), cooldown);
+                    s.with(info.as_ref(), cooldown, later);
                     return Poll::Ready(result);
                 }
                 OtherProj::Waiting { wait } => {

@@ -237,6 +237,28 @@ impl Quotas {
         }
     }
 
+    /// Whether any quota counts tokens (only those are corrected).
+    pub(crate) fn counts_tokens(&self) -> bool {
+        self.0.iter().any(|(q, _)| q.unit == Unit::Tokens)
+    }
+
+    /// Corrects a call that took `taken` tokens at `share` by the `used`
+    /// its answer reported: each token quota charged the difference, or
+    /// given it back.
+    pub(crate) fn correct(&self, cells: &[impl Cell], taken: u64, used: u64, share: u64, now: u64) {
+        for ((q, rate), cell) in self.0.iter().zip(cells) {
+            if q.unit == Unit::Tokens {
+                if used > taken {
+                    let extra = (used - taken).saturating_mul(share);
+                    rate.charge(cell.tat(), rate.debit(extra), now);
+                } else {
+                    let spare = (taken - used).saturating_mul(share);
+                    rate.give_back(cell.tat(), rate.debit(spare));
+                }
+            }
+        }
+    }
+
     /// How long a call of `tokens` would wait at `now` at `share`, taking
     /// nothing.
     pub(crate) fn wait(&self, cells: &[impl Cell], tokens: u64, share: u64, now: u64) -> u64 {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::epoch::Epoch;
 use crate::flight::Flight;
-use crate::gcra::{Cell, PaddedCell, Quotas};
+use crate::gcra::{PaddedCell, Quotas};
 use crate::pacing::Window;
 use crate::pool::{Draw, Pool};
 use crate::quota::{Quota, Unit};
@@ -312,22 +312,7 @@ impl Shared {
         }
         let now = self.now();
         if let Some(used) = info.and_then(|i| i.used_tokens) {
-            if let (0, Some(pool)) = (taken.share, self.pool.get()) {
-                pool.correct(taken.tokens, used);
-            } else {
-                let share = u64::from(taken.share.max(1));
-                for ((q, rate), tat) in self.quotas.iter().zip(self.tats.iter().map(Cell::tat)) {
-                    if q.unit == Unit::Tokens {
-                        if used > taken.tokens {
-                            let extra = (used - taken.tokens).saturating_mul(share);
-                            rate.charge(tat, rate.debit(extra), now);
-                        } else {
-                            let spare = (taken.tokens - used).saturating_mul(share);
-                            rate.give_back(tat, rate.debit(spare));
-                        }
-                    }
-                }
-            }
+            self.correct_at(taken, used, now);
         }
         if !self.follow_headers {
             return;
@@ -373,6 +358,25 @@ impl Shared {
                 pool.exhausted(d);
             }
             self.requests.block(nanos(d), now);
+        }
+    }
+}
+
+impl Shared {
+    /// Corrects what `taken` charged for tokens by the `used` the answer
+    /// reported: the difference charged, or given back. For a stream, when
+    /// it ends ([`UsageLater`](palisade_core::UsageLater)).
+    pub(crate) fn correct(&self, taken: Taken, used: u64) {
+        self.correct_at(taken, used, self.now());
+    }
+
+    fn correct_at(&self, taken: Taken, used: u64, now: u64) {
+        if let (0, Some(pool)) = (taken.share, self.pool.get()) {
+            pool.correct(taken.tokens, used);
+        } else {
+            let share = u64::from(taken.share.max(1));
+            self.quotas
+                .correct(&self.tats, taken.tokens, used, share, now);
         }
     }
 }

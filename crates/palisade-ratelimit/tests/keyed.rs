@@ -238,3 +238,63 @@ fn many_threads_never_exceed_any_keys_quota() {
     assert_eq!(layer.handle().snapshot().keys, 20 + 64 * 200);
     assert_eq!(layer.handle().snapshot().evicted, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keys_tokens_are_corrected_by_what_its_answers_used() {
+    use palisade_core::{HttpClassifier, TokenUsage, UsageLater};
+    type HReq = http::Request<u64>;
+    let key = |r: &HReq| {
+        r.headers()
+            .get("x-key")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let layer = KeyedRateLimitLayer::builder(key)
+        .quota(Quota::tokens_per_minute(1000))
+        .weigh(|r: &HReq| *r.body())
+        .classifier(HttpClassifier::new())
+        .build()
+        .unwrap();
+    // Whole answers report 3x what the request weighed; streams report
+    // when they end.
+    let provider = service_fn(|r: HReq| async move {
+        let mut res = http::Response::new(());
+        if r.headers().contains_key("x-stream") {
+            res.extensions_mut().insert(UsageLater::new());
+        } else {
+            res.extensions_mut().insert(TokenUsage(*r.body() * 3));
+        }
+        Ok::<_, BoxError>(res)
+    });
+    let svc = layer.layer(provider);
+    let req = |k: &str, tokens: u64, stream: bool| {
+        let mut b = http::Request::builder().header("x-key", k);
+        if stream {
+            b = b.header("x-stream", "1");
+        }
+        b.body(tokens).unwrap()
+    };
+    let available = |k: &str| layer.handle().available(&k.to_owned())[0];
+    svc.clone().oneshot(req("a", 100, false)).await.unwrap();
+    assert_eq!(available("a"), 700, "estimated 100, used 300");
+    let res = svc.clone().oneshot(req("a", 100, true)).await.unwrap();
+    assert_eq!(available("a"), 600, "a stream: the estimate until it ends");
+    res.extensions()
+        .get::<UsageLater>()
+        .unwrap()
+        .report(Some(550));
+    assert_eq!(available("a"), 150, "then what it used");
+    // The key is out of tokens for a call of 200 now; another key is not.
+    let err = svc.clone().oneshot(req("a", 200, false)).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<Rejected>().unwrap().reason(),
+        RejectReason::RateLimited
+    );
+    assert_eq!(available("b"), 1000);
+    // Used less than estimated: given back.
+    let res = svc.clone().oneshot(req("b", 400, true)).await.unwrap();
+    res.extensions()
+        .get::<UsageLater>()
+        .unwrap()
+        .report(Some(100));
+    assert_eq!(available("b"), 900);
+}

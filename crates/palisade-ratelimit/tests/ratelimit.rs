@@ -124,6 +124,45 @@ async fn reported_usage_corrects_the_estimate_up_and_down() {
     assert_eq!(available(), 650, "estimated 200, used 50: 150 back");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_streams_usage_corrects_the_estimate_when_the_stream_ends() {
+    use palisade_core::UsageLater;
+    let layer = RateLimitLayer::builder()
+        .classifier(HttpClassifier::new())
+        .quota(Quota::tokens_per_minute(1000))
+        .weigh(|r: &Req| *r.body())
+        .build()
+        .unwrap();
+    // A streamed answer: its usage known only when its body ends.
+    let provider = service_fn(|_: Req| async move {
+        let mut res = http::Response::new(());
+        res.extensions_mut().insert(UsageLater::new());
+        Ok::<_, BoxError>(res)
+    });
+    let svc = layer.layer(provider);
+    let available = || layer.handle().snapshot().quotas[0].available;
+    let res = svc.clone().oneshot(Req::new(100)).await.unwrap();
+    assert_eq!(available(), 900, "the estimate, until the stream ends");
+    let later = res.extensions().get::<UsageLater>().unwrap().clone();
+    assert_eq!(later.owed(), 1);
+    later.report(Some(400));
+    assert_eq!(available(), 600, "estimated 100, used 400: 300 more");
+    // Ended without saying (dropped): the estimate stands.
+    let res = svc.clone().oneshot(Req::new(50)).await.unwrap();
+    drop(res);
+    assert_eq!(available(), 550);
+    // A stream whose answer already carries its usage is settled at once.
+    let provider = service_fn(|_: Req| async move {
+        let mut res = http::Response::new(());
+        res.extensions_mut().insert(UsageLater::new());
+        res.extensions_mut().insert(TokenUsage(10));
+        Ok::<_, BoxError>(res)
+    });
+    let res = layer.layer(provider).oneshot(Req::new(60)).await.unwrap();
+    assert_eq!(available(), 540, "estimated 60, used 10: 50 back");
+    assert_eq!(res.extensions().get::<UsageLater>().unwrap().owed(), 0);
+}
+
 /// A provider that allows `limit` requests per fixed window of `window`,
 /// says so in OpenAI's headers, and answers 429 beyond it.
 #[derive(Clone)]

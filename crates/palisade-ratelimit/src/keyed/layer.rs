@@ -3,7 +3,7 @@
 use std::hash::Hash;
 use std::sync::Arc;
 
-use palisade_core::{ConfigError, Problems, ProviderId};
+use palisade_core::{ConfigError, ErrorClassifier, Problems, ProviderId};
 use tower_layer::Layer;
 
 use crate::keyed::handle::KeyedRateLimitHandle;
@@ -55,13 +55,14 @@ pub const MAX_KEYED_QUOTAS: usize = 2;
 /// assert_eq!(layer.handle().snapshot().keys, 2);
 /// # }
 /// ```
-pub struct KeyedRateLimitLayer<X, K, W = Unweighted> {
+pub struct KeyedRateLimitLayer<X, K, W = Unweighted, C = ErrorClassifier> {
     shared: Arc<KeyedShared<K>>,
     key: X,
     weigh: W,
+    classifier: C,
 }
 
-impl<X, K, W> std::fmt::Debug for KeyedRateLimitLayer<X, K, W> {
+impl<X, K, W, C> std::fmt::Debug for KeyedRateLimitLayer<X, K, W, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyedRateLimitLayer")
             .field("shared", &self.shared)
@@ -69,12 +70,13 @@ impl<X, K, W> std::fmt::Debug for KeyedRateLimitLayer<X, K, W> {
     }
 }
 
-impl<X: Clone, K, W: Clone> Clone for KeyedRateLimitLayer<X, K, W> {
+impl<X: Clone, K, W: Clone, C: Clone> Clone for KeyedRateLimitLayer<X, K, W, C> {
     fn clone(&self) -> Self {
         KeyedRateLimitLayer {
             shared: self.shared.clone(),
             key: self.key.clone(),
             weigh: self.weigh.clone(),
+            classifier: self.classifier.clone(),
         }
     }
 }
@@ -87,19 +89,20 @@ impl KeyedRateLimitLayer<(), ()> {
             provider: None,
             quotas: Vec::new(),
             weigh: Unweighted,
+            classifier: ErrorClassifier,
         }
     }
 }
 
-impl<X, K, W> KeyedRateLimitLayer<X, K, W> {
+impl<X, K, W, C> KeyedRateLimitLayer<X, K, W, C> {
     /// The handle: keys held, counters, each key's room.
     pub fn handle(&self) -> KeyedRateLimitHandle<K> {
         KeyedRateLimitHandle::new(self.shared.clone())
     }
 }
 
-impl<S, X: Clone, K, W: Clone> Layer<S> for KeyedRateLimitLayer<X, K, W> {
-    type Service = KeyedRateLimit<S, X, K, W>;
+impl<S, X: Clone, K, W: Clone, C: Clone> Layer<S> for KeyedRateLimitLayer<X, K, W, C> {
+    type Service = KeyedRateLimit<S, X, K, W, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
         KeyedRateLimit::new(
@@ -107,6 +110,7 @@ impl<S, X: Clone, K, W: Clone> Layer<S> for KeyedRateLimitLayer<X, K, W> {
             self.shared.clone(),
             self.key.clone(),
             self.weigh.clone(),
+            self.classifier.clone(),
         )
     }
 }
@@ -114,14 +118,15 @@ impl<S, X: Clone, K, W: Clone> Layer<S> for KeyedRateLimitLayer<X, K, W> {
 /// Configures a [`KeyedRateLimitLayer`]; [`build`](Self::build) checks
 /// every value and names each bad one.
 #[derive(Clone)]
-pub struct KeyedBuilder<X, W = Unweighted> {
+pub struct KeyedBuilder<X, W = Unweighted, C = ErrorClassifier> {
     key: X,
     provider: Option<ProviderId>,
     quotas: Vec<Quota>,
     weigh: W,
+    classifier: C,
 }
 
-impl<X, W> std::fmt::Debug for KeyedBuilder<X, W> {
+impl<X, W, C> std::fmt::Debug for KeyedBuilder<X, W, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyedBuilder")
             .field("provider", &self.provider)
@@ -130,7 +135,7 @@ impl<X, W> std::fmt::Debug for KeyedBuilder<X, W> {
     }
 }
 
-impl<X, W> KeyedBuilder<X, W> {
+impl<X, W, C> KeyedBuilder<X, W, C> {
     /// Names the provider, for refusals and events.
     pub fn provider(mut self, provider: impl Into<ProviderId>) -> Self {
         self.provider = Some(provider.into());
@@ -144,18 +149,40 @@ impl<X, W> KeyedBuilder<X, W> {
     }
 
     /// Weighs requests in tokens for token quotas (default: nothing).
-    pub fn weigh<W2>(self, weigh: W2) -> KeyedBuilder<X, W2> {
+    pub fn weigh<W2>(self, weigh: W2) -> KeyedBuilder<X, W2, C> {
         KeyedBuilder {
             key: self.key,
             provider: self.provider,
             quotas: self.quotas,
             weigh,
+            classifier: self.classifier,
+        }
+    }
+
+    /// Reads the answers, for token quotas: a call's estimate is corrected
+    /// by the tokens its answer used ([`RateInfo::used_tokens`]), or, for a
+    /// stream, by those its end reports
+    /// ([`UsageLater`](palisade_core::UsageLater)). The default reads
+    /// nothing: a key is charged its estimates alone.
+    /// [`HttpClassifier`](palisade_core::HttpClassifier) reads an HTTP
+    /// answer's [`TokenUsage`](palisade_core::TokenUsage) and `UsageLater`.
+    ///
+    /// [`RateInfo::used_tokens`]: palisade_core::RateInfo::used_tokens
+    pub fn classifier<C2>(self, classifier: C2) -> KeyedBuilder<X, W, C2> {
+        KeyedBuilder {
+            key: self.key,
+            provider: self.provider,
+            quotas: self.quotas,
+            weigh: self.weigh,
+            classifier,
         }
     }
 
     /// Checks the settings and builds the layer, for keys of type `K`
     /// (what the key extractor gives).
-    pub fn build<K: Hash + Eq + Clone>(self) -> Result<KeyedRateLimitLayer<X, K, W>, ConfigError> {
+    pub fn build<K: Hash + Eq + Clone>(
+        self,
+    ) -> Result<KeyedRateLimitLayer<X, K, W, C>, ConfigError> {
         let mut p = Problems::new("keyed_rate_limit");
         if self.quotas.is_empty() {
             p.add("quotas", "no quota: a keyed limiter needs at least one");
@@ -174,6 +201,7 @@ impl<X, W> KeyedBuilder<X, W> {
             shared: Arc::new(KeyedShared::new(self.provider, self.quotas)),
             key: self.key,
             weigh: self.weigh,
+            classifier: self.classifier,
         })
     }
 }

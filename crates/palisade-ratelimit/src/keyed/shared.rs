@@ -91,6 +91,34 @@ impl<K: Hash + Eq + Clone> KeyedShared<K> {
         taken
     }
 
+    /// Whether a call's tokens are corrected by its answer's usage: some
+    /// quota counts tokens.
+    pub(crate) fn counts_tokens(&self) -> bool {
+        self.quotas.counts_tokens()
+    }
+
+    /// Corrects a call under `key` that took `taken` tokens by the `used`
+    /// its answer reported. A key forgotten meanwhile (its buckets were
+    /// full) is charged afresh.
+    pub(crate) fn correct(&self, key: &K, taken: u64, used: u64) {
+        if taken == used {
+            return;
+        }
+        let now = self.epoch.now();
+        match self.keys.get(key) {
+            Some(cells) => self.quotas.correct(&cells.0, taken, used, 1, now),
+            None if used > taken => {
+                {
+                    let cells = self.keys.entry(key.clone()).or_default();
+                    self.quotas.correct(&cells.0, taken, used, 1, now);
+                }
+                self.added(now);
+            }
+            // Forgotten with full buckets: nothing to give back.
+            None => {}
+        }
+    }
+
     /// How long a one-request call under `key` would wait now (zero for
     /// a key not seen, or forgotten: its buckets are full).
     pub(crate) fn wait(&self, key: &K) -> u64 {
