@@ -207,9 +207,12 @@ fn per_key_limits(
     };
     let key: crate::state::KeyOfRequest = |r| r.client.clone();
     let tokens: crate::state::TokensOfRequest = |r| estimate_openai_tokens_in(r.body());
+    // Each key's estimate is corrected by what its answers used (a
+    // stream's when it ends).
     let mut limit = KeyedRateLimitLayer::builder(key)
         .provider("gateway")
-        .weigh(tokens);
+        .weigh(tokens)
+        .classifier(crate::upstream::GatewayClassifier::default());
     if let Some(n) = auth.requests_per_minute {
         limit = limit.quota(Quota::per_minute(n).burst(n));
     }
@@ -319,7 +322,8 @@ pub(crate) async fn upstreams(
                 settings,
                 chaos.for_upstream(id),
             )?
-            .with_headers(headers),
+            .with_headers(headers)
+            .with_stream_usage(u.stream_usage.unwrap_or(true)),
         );
     }
     Ok(out)

@@ -193,6 +193,13 @@ pub struct UpstreamConfig {
     /// secrets: a key goes in `api_key_env`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Whether a stream's usage is asked for
+    /// (`stream_options.include_usage`) when the caller did not (default
+    /// true): the token limits and counts need it, and the caller's
+    /// stream has that chunk taken out. `false` for a provider that
+    /// refuses the option.
+    #[serde(default)]
+    pub stream_usage: Option<bool>,
     /// The gateway's model names mapped to this provider's.
     pub models: BTreeMap<String, String>,
     /// Run a simulated provider in-process with these faults instead

@@ -307,6 +307,9 @@ pub(crate) async fn serve_started(
             Ok(mut chat) => {
                 seen.model = Some(chat.model.clone());
                 seen.stream = chat.stream;
+                seen.hide_usage = chat.stream
+                    && matches!(endpoint, Endpoint::Chat | Endpoint::Completions)
+                    && !chat.asks_usage();
                 crate::traces::record_request(&span, &chat.model);
                 chat.client = seen.key.clone();
                 chat.request_id = Some(id.clone());
@@ -340,17 +343,18 @@ pub(crate) async fn serve_started(
             Box::new(move |used| metrics.record_tokens(&p, model.as_ref(), used))
                 as crate::tail::OnUsage
         });
+        // The token limits that charged the call settle when it ends.
+        let later = res.extensions().get::<palisade_core::UsageLater>().cloned();
         // The tail inside, so it sees a failure as the failure it is; the
         // caller sees it as one SSE event.
         res = res.map(|body| {
-            let body = if head.is_some() || on_usage.is_some() {
-                Body::new(crate::tail::Tail::new(
-                    body,
-                    head,
-                    span.clone(),
-                    started,
-                    on_usage,
-                ))
+            let body = if head.is_some() || on_usage.is_some() || later.is_some() || seen.hide_usage
+            {
+                Body::new(
+                    crate::tail::Tail::new(body, head, span.clone(), started, on_usage)
+                        .report_to(later)
+                        .hiding_usage(seen.hide_usage),
+                )
             } else {
                 body
             };
@@ -414,6 +418,9 @@ struct Seen {
     key: Option<Arc<str>>,
     model: Option<Arc<str>>,
     stream: bool,
+    /// A chat or completion stream whose caller did not ask for the usage
+    /// chunk (the gateway asks the provider for it, and takes it out).
+    hide_usage: bool,
 }
 
 /// What the access line of a request says besides its end and tokens

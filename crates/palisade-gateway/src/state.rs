@@ -33,6 +33,7 @@ pub(crate) type Entry = tower::util::Either<
         KeyOfRequest,
         Arc<str>,
         TokensOfRequest,
+        crate::upstream::GatewayClassifier,
     >,
 >;
 

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tracing::Span;
 
+use palisade_core::UsageLater;
+
 use crate::upstream::Usage;
 
 /// The longest SSE line kept while waiting for its end: a usage chunk is a
@@ -104,6 +106,23 @@ pub(crate) struct Tail<B: Body> {
     usage: Option<Usage>,
     /// The end of the last chunk when it stopped mid-line.
     partial: Vec<u8>,
+    /// Told the tokens used when the stream ends (the token limits that
+    /// charged the call settle then).
+    later: Option<UsageLater>,
+    /// The caller did not ask for the usage chunk the gateway asked the
+    /// provider for: it is taken out of the stream (`None` when not
+    /// hiding).
+    hide: Option<Hide>,
+}
+
+/// What hiding the usage chunk keeps between frames.
+#[derive(Default)]
+struct Hide {
+    /// What a frame left open, held until its line ends.
+    held: Vec<u8>,
+    /// The usage chunk's line was taken out at the end of a frame: the
+    /// blank line that ends its event, if it starts the next, goes too.
+    blank_owed: bool,
 }
 
 impl<B: Body> Tail<B> {
@@ -122,7 +141,22 @@ impl<B: Body> Tail<B> {
             log: Some((head, span, started, on_usage)),
             usage: None,
             partial: Vec::new(),
+            later: None,
+            hide: None,
         }
+    }
+
+    /// Tells `later` the tokens used when the stream ends.
+    pub(crate) fn report_to(mut self, later: Option<UsageLater>) -> Self {
+        self.later = later;
+        self
+    }
+
+    /// Takes the usage chunk (no choices, a usage) out of the stream: the
+    /// gateway asked the provider for it, the caller did not.
+    pub(crate) fn hiding_usage(mut self, hide: bool) -> Self {
+        self.hide = hide.then(Hide::default);
+        self
     }
 
     /// Reads the usage from the chunk's complete SSE lines (and the line
@@ -151,13 +185,18 @@ impl<B: Body> Tail<B> {
         }
     }
 
-    fn lines(&mut self, text: &[u8]) {
+    /// Reads the usage from `text`, complete lines; returns where the
+    /// usage chunk's line is (with the blank line after it), if `text`
+    /// has one: a chunk with no choices that carries the usage.
+    fn lines(&mut self, text: &[u8]) -> Option<std::ops::Range<usize>> {
         // Most chunks carry no usage: one search of the chunk, no parse.
         let usage = usage_finder();
-        if usage.find(text).is_none() {
-            return;
-        }
+        usage.find(text)?;
+        let mut usage_chunk = None;
+        let mut at = 0;
         for line in text.split(|&b| b == b'\n') {
+            let start = at;
+            at += line.len() + 1;
             let Some(data) = line.strip_prefix(b"data:") else {
                 continue;
             };
@@ -171,20 +210,92 @@ impl<B: Body> Tail<B> {
             struct Chunk {
                 usage: Option<Usage>,
                 response: Option<Nested>,
+                choices: Option<Vec<serde::de::IgnoredAny>>,
             }
             #[derive(serde::Deserialize)]
             struct Nested {
                 usage: Option<Usage>,
             }
             if let Ok(chunk) = serde_json::from_slice::<Chunk>(data.trim_ascii()) {
+                let only_usage =
+                    chunk.usage.is_some() && chunk.choices.is_some_and(|c| c.is_empty());
                 if let Some(u) = chunk.usage.or(chunk.response.and_then(|r| r.usage)) {
                     self.usage = Some(u);
                 }
+                if only_usage {
+                    // The blank line that ends the event goes with it.
+                    let end = if text.get(at) == Some(&b'\n') {
+                        at + 1
+                    } else {
+                        at
+                    };
+                    usage_chunk = Some(start..end.min(text.len()));
+                }
             }
+        }
+        usage_chunk
+    }
+
+    /// A data frame passed on while hiding the usage chunk: complete lines
+    /// only (an open one held for the next), that chunk taken out. `None`
+    /// when nothing is left to pass on yet.
+    fn hidden(&mut self, data: Bytes) -> Option<Bytes> {
+        let hide = self.hide.as_mut()?;
+        let mut joined = if hide.held.is_empty() {
+            data
+        } else {
+            hide.held.extend_from_slice(&data);
+            Bytes::from(std::mem::take(&mut hide.held))
+        };
+        if std::mem::take(&mut hide.blank_owed) && joined.first() == Some(&b'\n') {
+            joined = joined.slice(1..);
+        }
+        let Some(last_newline) = memchr::memrchr(b'\n', &joined) else {
+            if joined.len() > MAX_LINE {
+                // No usage chunk is that long: on it goes.
+                return Some(joined);
+            }
+            self.keep_open(&joined);
+            return None;
+        };
+        let complete = joined.slice(..=last_newline);
+        self.keep_open(&joined[last_newline + 1..]);
+        let out = match self.lines(&complete) {
+            Some(cut) => {
+                if cut.end == complete.len() && !complete[cut.clone()].ends_with(b"\n\n") {
+                    if let Some(hide) = self.hide.as_mut() {
+                        hide.blank_owed = true;
+                    }
+                }
+                let mut kept = Vec::with_capacity(complete.len() - cut.len());
+                kept.extend_from_slice(&complete[..cut.start]);
+                kept.extend_from_slice(&complete[cut.end..]);
+                Bytes::from(kept)
+            }
+            None => complete,
+        };
+        // Asked for the usage, the provider writes `"usage":null` in every
+        // chunk: taken out too, so the caller gets the stream it asked for.
+        let out = if usage_finder().find(&out).is_some() {
+            without_null_usage(&out)
+        } else {
+            out
+        };
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Holds `open` (a line not ended yet) while hiding (a line past
+    /// [`MAX_LINE`] is no usage chunk, and goes on once that long).
+    fn keep_open(&mut self, open: &[u8]) {
+        if let Some(hide) = self.hide.as_mut() {
+            hide.held.extend_from_slice(open);
         }
     }
 
     fn finish(&mut self, outcome: &'static str) {
+        if let Some(later) = self.later.take() {
+            later.report(self.usage.map(|u| u.total));
+        }
         let Some((head, span, started, on_usage)) = self.log.take() else {
             return;
         };
@@ -195,6 +306,58 @@ impl<B: Body> Tail<B> {
         let used = self.usage.unwrap_or_default();
         span.in_scope(|| write(&head, used, started.elapsed(), outcome));
     }
+}
+
+/// `text` with every `"usage": null` member taken out of its JSON
+/// objects, with the comma that joined it (a `"usage"` inside a string is
+/// escaped, `\"usage\"`, and left alone).
+fn without_null_usage(text: &[u8]) -> Bytes {
+    let is_ws = |b: &u8| b.is_ascii_whitespace();
+    let mut out = Vec::with_capacity(text.len());
+    let mut from = 0;
+    for at in usage_finder().find_iter(text) {
+        if at < from || (at > 0 && text[at - 1] == b'\\') {
+            continue;
+        }
+        // `"usage"`, then `:` and `null`, spaces allowed between.
+        let mut i = at + b"\"usage\"".len();
+        while text.get(i).is_some_and(is_ws) {
+            i += 1;
+        }
+        if text.get(i) != Some(&b':') {
+            continue;
+        }
+        i += 1;
+        while text.get(i).is_some_and(is_ws) {
+            i += 1;
+        }
+        if !text[i..].starts_with(b"null") {
+            continue;
+        }
+        let end = i + 4;
+        // The member and its comma: the one before it, else the one after.
+        let mut start = at;
+        while start > from && is_ws(&text[start - 1]) {
+            start -= 1;
+        }
+        let (cut_start, cut_end) = if start > from && text[start - 1] == b',' {
+            (start - 1, end)
+        } else {
+            let mut j = end;
+            while text.get(j).is_some_and(is_ws) {
+                j += 1;
+            }
+            if text.get(j) == Some(&b',') {
+                (at, j + 1)
+            } else {
+                (at, end)
+            }
+        };
+        out.extend_from_slice(&text[from..cut_start]);
+        from = cut_end;
+    }
+    out.extend_from_slice(&text[from..]);
+    Bytes::from(out)
 }
 
 /// The search for `"usage"`, built once (building it costs more than
@@ -229,19 +392,44 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let Some(data) = f.data_ref() {
-                    if self.log.is_some() {
-                        self.scan(data);
+        loop {
+            let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+            match frame {
+                Some(Ok(f)) if self.hide.is_some() => match f.into_data() {
+                    Ok(data) => match self.hidden(data) {
+                        Some(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        // Nothing whole yet: read on.
+                        None => continue,
+                    },
+                    Err(f) => return Poll::Ready(Some(Ok(f))),
+                },
+                Some(Ok(f)) => {
+                    if let Some(data) = f.data_ref() {
+                        if self.log.is_some() || self.later.is_some() {
+                            self.scan(data);
+                        }
                     }
+                    return Poll::Ready(Some(Ok(f)));
+                }
+                Some(Err(e)) => {
+                    self.finish("cut");
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    // What a stream left open at its end goes as it is.
+                    let open = self
+                        .hide
+                        .as_mut()
+                        .map(|h| std::mem::take(&mut h.held))
+                        .unwrap_or_default();
+                    self.finish("ended");
+                    if !open.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(open)))));
+                    }
+                    return Poll::Ready(None);
                 }
             }
-            Some(Err(_)) => self.finish("cut"),
-            None => self.finish("ended"),
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -330,6 +518,98 @@ mod tests {
             );
             t.log = None;
         }
+    }
+
+    #[test]
+    fn null_usage_members_are_taken_out_with_their_comma() {
+        for (text, want) in [
+            (r#"{"a":1,"usage":null}"#, r#"{"a":1}"#),
+            (r#"{"usage":null,"a":1}"#, r#"{"a":1}"#),
+            (r#"{"a":1, "usage" : null , "b":2}"#, r#"{"a":1 , "b":2}"#),
+            (r#"{"usage":null}"#, r#"{}"#),
+            // Not null, or inside a string: left alone.
+            (
+                r#"{"usage":{"total_tokens":1}}"#,
+                r#"{"usage":{"total_tokens":1}}"#,
+            ),
+            (
+                r#"{"c":"say \"usage\":null"}"#,
+                r#"{"c":"say \"usage\":null"}"#,
+            ),
+            (
+                "data: {\"id\":1,\"usage\":null}\n\ndata: {\"id\":2,\"usage\":null}\n\n",
+                "data: {\"id\":1}\n\ndata: {\"id\":2}\n\n",
+            ),
+        ] {
+            assert_eq!(
+                without_null_usage(text.as_bytes()),
+                want.as_bytes(),
+                "{text}"
+            );
+        }
+    }
+
+    /// A tail hiding the usage chunk over `frames`: what the caller gets,
+    /// and the usage read.
+    fn hidden_stream(frames: &[&[u8]]) -> (String, Option<Usage>) {
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames
+                .iter()
+                .map(|f| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::copy_from_slice(f))))
+                .collect::<Vec<_>>(),
+        ));
+        let later = UsageLater::new();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let s = seen.clone();
+        later.push(move |used| *s.lock().unwrap() = used);
+        let mut t = Tail::new(body, None, Span::none(), Instant::now(), None)
+            .report_to(Some(later))
+            .hiding_usage(true);
+        let mut out = Vec::new();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        while let Poll::Ready(Some(f)) = Pin::new(&mut t).poll_frame(&mut cx) {
+            out.extend_from_slice(&f.unwrap().into_data().unwrap());
+        }
+        drop(t);
+        let total = *seen.lock().unwrap();
+        let usage = total.map(|total| Usage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total,
+        });
+        (String::from_utf8(out).unwrap(), usage)
+    }
+
+    #[test]
+    fn the_usage_chunk_the_caller_did_not_ask_for_is_taken_out_however_cut() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n",
+            "data: [DONE]\n\n"
+        )
+        .as_bytes();
+        let want = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n"
+        );
+        for cut in [1, 2, 5, 17, 64, 500] {
+            let frames: Vec<&[u8]> = stream.chunks(cut).collect();
+            let (got, usage) = hidden_stream(&frames);
+            assert_eq!(got, want, "frames of {cut}");
+            assert_eq!(
+                usage.map(|u| u.total),
+                Some(10),
+                "reported, frames of {cut}"
+            );
+        }
+        // A stream cut mid-line gives what it had at its end; the usage
+        // is reported as unknown.
+        let (got, usage) = hidden_stream(&[b"data: {\"choices\":[]", b",\"usa"]);
+        assert_eq!(got, "data: {\"choices\":[],\"usa");
+        assert_eq!(usage, None);
     }
 
     #[test]

@@ -113,9 +113,11 @@ async fn the_metrics_parse_and_move_with_requests() {
         ("model", "m"),
         ("kind", "completion"),
     ];
+    // The whole answer's three, and the stream's (the gateway asked for
+    // its usage chunk, though its caller did not).
     assert_eq!(
         value(&scrape, "palisade_gateway_tokens_total", &tokens),
-        Some(3.0),
+        Some(6.0),
         "{text}"
     );
     // The resilience figures are on the same page.
@@ -136,7 +138,7 @@ async fn the_metrics_parse_and_move_with_requests() {
     );
     assert_eq!(
         value(&scrape, "palisade_gateway_tokens_total", &tokens),
-        Some(6.0)
+        Some(9.0)
     );
     // A stream's usage chunk is counted once the stream has ended (read
     // whole by `send`).
@@ -147,7 +149,7 @@ async fn the_metrics_parse_and_move_with_requests() {
     let (_, scrape) = read_metrics(&gw).await;
     assert_eq!(
         value(&scrape, "palisade_gateway_tokens_total", &tokens),
-        Some(9.0)
+        Some(12.0)
     );
 }
 

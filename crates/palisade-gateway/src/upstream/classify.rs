@@ -33,6 +33,12 @@ impl<B> Classify<Response<B>, BoxError> for GatewayClassifier {
     /// The provider's rate headers, and the tokens the answer used as its
     /// [`Usage`](super::Usage) says (the one record of them on the answer:
     /// no [`TokenUsage`](palisade_core::TokenUsage) beside it).
+    /// A stream's usage, reported when it ends (see
+    /// [`UsageLater`](palisade_core::UsageLater)).
+    fn usage_later(&self, res: &Response<B>) -> Option<palisade_core::UsageLater> {
+        res.extensions().get::<palisade_core::UsageLater>().cloned()
+    }
+
     fn rate_info(&self, res: &Response<B>) -> palisade_core::RateInfo {
         let mut info =
             palisade_core::RateInfo::from_headers_with(res.headers(), std::time::SystemTime::now);

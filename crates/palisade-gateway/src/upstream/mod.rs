@@ -87,6 +87,9 @@ struct Parts {
     /// Sent with every request (the config's `headers`; the key, when it
     /// goes in a header of its own).
     headers: http::HeaderMap,
+    /// Whether a stream's usage is asked for when the caller did not
+    /// (see [`Upstream::with_stream_usage`]).
+    stream_usage: bool,
     models: BTreeMap<String, String>,
     whole: Exchange,
     streaming: Exchange,
@@ -197,6 +200,7 @@ impl Upstream {
                 endpoints,
                 api_key,
                 headers: http::HeaderMap::new(),
+                stream_usage: true,
                 models,
                 whole,
                 streaming,
@@ -244,6 +248,18 @@ impl Upstream {
         self
     }
 
+    /// Whether to ask this upstream for a stream's usage
+    /// (`stream_options.include_usage`) when the caller did not (default
+    /// `true`): the token limits and counts need it, and the caller's
+    /// stream has that chunk taken out. `false` for a provider that
+    /// refuses the option; its streams then count their estimates alone.
+    pub fn with_stream_usage(mut self, ask: bool) -> Self {
+        if let Some(parts) = Arc::get_mut(&mut self.parts) {
+            parts.stream_usage = ask;
+        }
+        self
+    }
+
     /// The span of an attempt for `req` (traces on).
     fn attempt_span(&self, req: &ChatRequest) -> crate::traces::AttemptSpan {
         let uri = &self.parts.endpoints[req.endpoint.index()];
@@ -274,14 +290,22 @@ impl Upstream {
             )
             .into());
         };
+        // A stream's usage, asked for when the caller did not (its chunk
+        // is taken out of what the caller gets): the token limits and
+        // counts need it.
+        let ask_usage = req.stream
+            && self.parts.stream_usage
+            && matches!(req.endpoint, Endpoint::Chat | Endpoint::Completions)
+            && !req.asks_usage();
         let body = match req.raw() {
             // The provider calls the model by the gateway's name: the
             // caller's bytes go as they came.
-            Some(raw) if **model == *req.model => raw.clone(),
-            _ => Bytes::from(serde_json::to_vec(&WithModel {
-                body: req.body(),
-                model,
-            })?),
+            Some(raw) if **model == *req.model && !ask_usage => raw.clone(),
+            Some(raw) if **model == *req.model => match with_usage_asked(raw) {
+                Some(body) => body,
+                None => encode_body(req.body(), model, true)?,
+            },
+            _ => encode_body(req.body(), model, ask_usage)?,
         };
         let url = &self.parts.endpoints[req.endpoint.index()];
         // Built in place: the builder parses and copies a text value.
@@ -359,24 +383,73 @@ impl Service<ChatRequest> for Upstream {
 const HEADERS_ROOM: usize = 12;
 
 /// A request's JSON object with `model` put in (first, in place of the
-/// caller's), encoded without copying the object.
+/// caller's) and, with `ask_usage`, `stream_options.include_usage` set,
+/// encoded without copying the object.
 struct WithModel<'a> {
     body: &'a serde_json::Map<String, serde_json::Value>,
     model: &'a str,
+    ask_usage: bool,
 }
 
 impl serde::Serialize for WithModel<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.body.len() + 1))?;
+        let mut map = s.serialize_map(Some(self.body.len() + 2))?;
         map.serialize_entry("model", self.model)?;
         for (k, v) in self.body {
-            if k != "model" {
-                map.serialize_entry(k, v)?;
+            if k == "model" || (self.ask_usage && k == "stream_options") {
+                continue;
             }
+            map.serialize_entry(k, v)?;
+        }
+        if self.ask_usage {
+            // The caller's other stream options kept.
+            let mut options = match self.body.get("stream_options") {
+                Some(serde_json::Value::Object(o)) => o.clone(),
+                _ => serde_json::Map::new(),
+            };
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+            map.serialize_entry("stream_options", &options)?;
         }
         map.end()
     }
+}
+
+/// `body` encoded for a provider calling the model `model`
+/// ([`WithModel`]).
+fn encode_body(
+    body: &serde_json::Map<String, serde_json::Value>,
+    model: &str,
+    ask_usage: bool,
+) -> Result<Bytes, BoxError> {
+    Ok(Bytes::from(serde_json::to_vec(&WithModel {
+        body,
+        model,
+        ask_usage,
+    })?))
+}
+
+/// The caller's bytes with `"stream_options":{"include_usage":true}` put
+/// first in the object, when they have no `stream_options` of their own
+/// (else `None`: the object is re-encoded with it).
+fn with_usage_asked(raw: &[u8]) -> Option<Bytes> {
+    const ASK: &[u8] = br#""stream_options":{"include_usage":true}"#;
+    if memchr::memmem::find(raw, b"\"stream_options\"").is_some() {
+        return None;
+    }
+    let open = raw.iter().position(|&b| b == b'{')?;
+    let empty = raw[open + 1..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'}');
+    let mut out = Vec::with_capacity(raw.len() + ASK.len() + 1);
+    out.extend_from_slice(&raw[..=open]);
+    out.extend_from_slice(ASK);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&raw[open + 1..]);
+    Some(Bytes::from(out))
 }
 
 /// Sends a request for a stream; with an attempt span, ends it with the
@@ -390,7 +463,15 @@ async fn stream_answer<S>(
 where
     S: Service<Request<Full<Bytes>>, Response = Response<GatewayBody>, Error = BoxError>,
 {
-    let res = streaming.oneshot(http_req).await;
+    // A stream's usage comes at its end: the token limits that charged
+    // the call settle then (`UsageLater`, reported by the answer's tail).
+    let res = streaming.oneshot(http_req).await.map(|mut res| {
+        if res.status().is_success() {
+            res.extensions_mut()
+                .insert(palisade_core::UsageLater::new());
+        }
+        res
+    });
     if let Some((attempt, system)) = traced {
         match res {
             Ok(mut res) => {
@@ -496,6 +577,40 @@ pub struct Usage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_streams_usage_is_asked_for_keeping_the_callers_other_options() {
+        use super::{encode_body, with_usage_asked};
+        let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        // Spliced into the caller's bytes, which are otherwise unchanged.
+        let raw = br#" {"model":"m","stream":true,"messages":[]}"#;
+        let asked = with_usage_asked(raw).unwrap();
+        assert_eq!(
+            &asked[..],
+            &br#" {"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#[..]
+        );
+        assert_eq!(
+            json(&with_usage_asked(b"{ }").unwrap())["stream_options"]["include_usage"],
+            true
+        );
+        // Options of the caller's own: the object is encoded again, with
+        // them kept and the usage asked for.
+        let own = br#"{"model":"m","stream_options":{"include_usage":false,"x":1}}"#;
+        assert!(with_usage_asked(own).is_none());
+        let map = json(own).as_object().unwrap().clone();
+        let v = json(&encode_body(&map, "provider-m", true).unwrap());
+        assert_eq!(v["model"], "provider-m");
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"include_usage": true, "x": 1})
+        );
+        // Not asked: the options as they were.
+        let v = json(&encode_body(&map, "provider-m", false).unwrap());
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"include_usage": false, "x": 1})
+        );
+    }
+
     #[test]
     fn endpoint_urls_are_made_as_the_openai_sdks_make_theirs() {
         use super::{endpoint_url, Endpoint};

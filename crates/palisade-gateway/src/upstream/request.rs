@@ -189,6 +189,22 @@ impl ChatRequest {
         }
     }
 
+    /// Whether the caller asked for a stream's usage chunk
+    /// (`stream_options.include_usage: true`). A body whose bytes never
+    /// name `include_usage` is not parsed to say no.
+    pub fn asks_usage(&self) -> bool {
+        if let Some(raw) = self.raw() {
+            if memchr::memmem::find(raw, b"include_usage").is_none() {
+                return false;
+            }
+        }
+        self.body()
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
+    }
+
     /// The caller's bytes, if they still say what the body says.
     pub(crate) fn raw(&self) -> Option<&bytes::Bytes> {
         self.body.raw.as_ref()
