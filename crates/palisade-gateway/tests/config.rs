@@ -5,6 +5,16 @@
 use palisade::ConfigError;
 use palisade_gateway::config::GatewayConfig;
 
+/// Why `toml` is refused, and each problem's path.
+fn refused(toml: &str) -> (ConfigError, Vec<String>) {
+    let err = GatewayConfig::from_toml(toml).unwrap_err();
+    let ConfigError::Invalid(problems) = &err else {
+        panic!("expected a list of problems, got {err}");
+    };
+    let paths = problems.iter().map(|p| p.path.clone()).collect();
+    (err, paths)
+}
+
 #[test]
 fn gateway_and_palisade_problems_are_reported_together_with_full_paths() {
     let bad = r#"
@@ -18,11 +28,7 @@ models = { "gpt-4o" = "gpt-4o" }
 [palisade.providers.openai.breaker]
 failure_rate = 1.5
 "#;
-    let err = GatewayConfig::from_toml(bad).unwrap_err();
-    let ConfigError::Invalid(problems) = &err else {
-        panic!("expected a list of problems, got {err}");
-    };
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    let (err, paths) = refused(bad);
     assert_eq!(
         paths,
         [
@@ -70,11 +76,7 @@ base_url = "https://example.com/v1"
 api_key_header = "host"
 models = { "m" = "m" }
 "#;
-    let err = GatewayConfig::from_toml(bad).unwrap_err();
-    let ConfigError::Invalid(problems) = &err else {
-        panic!("expected a list of problems, got {err}");
-    };
-    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    let (err, paths) = refused(bad);
     assert_eq!(
         paths,
         [

@@ -11,7 +11,7 @@
 mod common;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
@@ -46,22 +46,8 @@ async fn send(
     body: &str,
 ) -> (u16, String, http::HeaderMap) {
     conn.ready().await.unwrap();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "gateway")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let res = conn.send_request(req).await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        String::from_utf8_lossy(&bytes).into_owned(),
-        headers,
-    )
+    let req = common::request(method, path, body, &[("host", "gateway")]);
+    common::read(conn.send_request(req).await.unwrap()).await
 }
 
 /// Opens `/dev/null` until the process has no file left (`EMFILE`).

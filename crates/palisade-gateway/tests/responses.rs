@@ -37,19 +37,6 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-/// `palisade_gateway_tokens_total` for `provider` and `kind`.
-async fn tokens(r: &Running, provider: &str, kind: &str) -> u64 {
-    let text = r.text("/metrics").await;
-    text.lines()
-        .filter(|l| l.starts_with("palisade_gateway_tokens_total{"))
-        .find(|l| {
-            l.contains(&format!("provider=\"{provider}\""))
-                && l.contains(&format!("kind=\"{kind}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A stream's events: (the `event:` line's name, its data).
 fn events(body: &str) -> Vec<(String, serde_json::Value)> {
     body.split("\n\n")
@@ -80,8 +67,8 @@ async fn a_response_fails_over_and_its_usage_is_counted() {
     // The provider's usage, under the Responses API's names, counted.
     assert_eq!(v["usage"]["output_tokens"], 4);
     let input = v["usage"]["input_tokens"].as_u64().unwrap();
-    assert_eq!(tokens(&r, "primary", "completion").await, 4);
-    assert_eq!(tokens(&r, "primary", "prompt").await, input);
+    assert_eq!(r.tokens("primary", "completion").await, 4);
+    assert_eq!(r.tokens("primary", "prompt").await, input);
 
     r.sim("primary").set_faults(|f| f.down = true);
     let (status, body, headers) = r.post_to("/v1/responses", WHOLE, &[]).await;
@@ -89,7 +76,7 @@ async fn a_response_fails_over_and_its_usage_is_counted() {
     assert_eq!(headers["x-palisade-provider"], "secondary");
     assert_eq!(headers["x-palisade-fallbacks"], "1");
     assert_eq!(json(&body)["model"], "s-model");
-    assert_eq!(tokens(&r, "secondary", "completion").await, 4);
+    assert_eq!(r.tokens("secondary", "completion").await, 4);
 
     // Every provider down: an OpenAI error object, as on every endpoint.
     r.sim("secondary").set_faults(|f| f.down = true);
@@ -130,7 +117,7 @@ async fn a_streamed_response_passes_its_events_through_and_is_counted_at_its_end
     }
     assert!(!body.contains("[DONE]"));
     // The usage in `response.completed` is counted once the stream ended.
-    assert_eq!(tokens(&r, "primary", "completion").await, 4);
+    assert_eq!(r.tokens("primary", "completion").await, 4);
 
     // Primary down before its first event: the stream comes from the
     // secondary.

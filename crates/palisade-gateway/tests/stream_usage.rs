@@ -27,17 +27,6 @@ fn config(extra_upstream: &str, extra: &str) -> String {
     )
 }
 
-/// `palisade_gateway_tokens_total` of `kind` for the primary.
-async fn tokens(r: &Running, kind: &str) -> u64 {
-    r.text("/metrics")
-        .await
-        .lines()
-        .filter(|l| l.starts_with("palisade_gateway_tokens_total{"))
-        .find(|l| l.contains("provider=\"primary\"") && l.contains(&format!("kind=\"{kind}\"")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_counted_though_its_caller_did_not_ask_for_the_usage() {
     let r = Running::start(&config("", "")).await;
@@ -49,14 +38,14 @@ async fn a_stream_is_counted_though_its_caller_did_not_ask_for_the_usage() {
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
     let chunks = body.matches("data: {").count();
     assert_eq!(chunks, 41, "40 tokens and the finish: {body}");
-    assert_eq!(tokens(&r, "completion").await, 40);
-    assert_eq!(tokens(&r, "prompt").await, 1);
+    assert_eq!(r.tokens("primary", "completion").await, 40);
+    assert_eq!(r.tokens("primary", "prompt").await, 1);
 
     // A caller that asks gets the usage chunk, as before.
     let (_, body, _) = r.post(STREAM_WITH_USAGE).await;
     assert!(body.contains(r#""choices":[],"#), "{body}");
     assert!(body.contains(r#""completion_tokens":40"#), "{body}");
-    assert_eq!(tokens(&r, "completion").await, 80);
+    assert_eq!(r.tokens("primary", "completion").await, 80);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +54,11 @@ async fn with_stream_usage_off_the_provider_is_not_asked() {
     let (status, body, _) = r.post(STREAM).await;
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains("usage"), "{body}");
-    assert_eq!(tokens(&r, "completion").await, 0, "nothing to count");
+    assert_eq!(
+        r.tokens("primary", "completion").await,
+        0,
+        "nothing to count"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

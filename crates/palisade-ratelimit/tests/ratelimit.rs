@@ -97,14 +97,20 @@ async fn quotas_are_all_or_nothing_and_a_refusal_spends_nothing() {
     assert_eq!(layer.handle().snapshot().quotas[0].available, 89);
 }
 
-#[tokio::test(start_paused = true)]
-async fn reported_usage_corrects_the_estimate_up_and_down() {
-    let layer = RateLimitLayer::builder()
+/// 1 000 tokens a minute, each request weighing what its body says, the
+/// answers read for their usage.
+fn tokens_layer() -> RateLimitLayer<HttpClassifier, fn(&Req) -> u64> {
+    RateLimitLayer::builder()
         .classifier(HttpClassifier::new())
         .quota(Quota::tokens_per_minute(1000))
-        .weigh(|r: &Req| *r.body())
+        .weigh((|r: &Req| *r.body()) as fn(&Req) -> u64)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn reported_usage_corrects_the_estimate_up_and_down() {
+    let layer = tokens_layer();
     // The provider reports the usage the request's body names * 3.
     let provider = service_fn(|r: Req| async move {
         let mut res = http::Response::new(());
@@ -127,12 +133,7 @@ async fn reported_usage_corrects_the_estimate_up_and_down() {
 #[tokio::test(start_paused = true)]
 async fn a_streams_usage_corrects_the_estimate_when_the_stream_ends() {
     use palisade_core::UsageLater;
-    let layer = RateLimitLayer::builder()
-        .classifier(HttpClassifier::new())
-        .quota(Quota::tokens_per_minute(1000))
-        .weigh(|r: &Req| *r.body())
-        .build()
-        .unwrap();
+    let layer = tokens_layer();
     // A streamed answer: its usage known only when its body ends.
     let provider = service_fn(|_: Req| async move {
         let mut res = http::Response::new(());

@@ -124,23 +124,22 @@ impl Running {
         body: &str,
         headers: &[(&str, &str)],
     ) -> (u16, String, http::HeaderMap) {
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json");
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            String::from_utf8_lossy(&bytes).into_owned(),
-            headers,
-        )
+        let req = request(method, &format!("{}{path}", self.base), body, headers);
+        read(self.client.request(req).await.unwrap()).await
+    }
+
+    /// `palisade_gateway_tokens_total` for `provider` and `kind`
+    /// (`prompt`, `completion`); 0 before any.
+    pub async fn tokens(&self, provider: &str, kind: &str) -> u64 {
+        let provider = format!("provider=\"{provider}\"");
+        let kind = format!("kind=\"{kind}\"");
+        self.text("/metrics")
+            .await
+            .lines()
+            .filter(|l| l.starts_with("palisade_gateway_tokens_total{"))
+            .find(|l| l.contains(&provider) && l.contains(&kind))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// A chat completion for `m`: (status, the provider that answered).
@@ -175,6 +174,35 @@ impl Running {
             .cloned()
             .unwrap_or_else(|| panic!("no provider {id} in {h}"))
     }
+}
+
+/// A JSON request: `method` to `uri` with `body` and these headers.
+pub fn request(
+    method: &str,
+    uri: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> http::Request<Full<Bytes>> {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+}
+
+/// An answer read whole: (status, body, headers).
+pub async fn read(res: http::Response<hyper::body::Incoming>) -> (u16, String, http::HeaderMap) {
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        String::from_utf8_lossy(&bytes).into_owned(),
+        headers,
+    )
 }
 
 /// The two-provider config the SDK tests run: `faults` added to both
