@@ -332,12 +332,17 @@ pub(crate) async fn serve_started(
         // usage (the usage chunk) are known then; its tokens are counted
         // then too.
         let head = logged.then(|| access_head(&res, &seen, &span, took).owned());
-        // A stand-in (a stale cached stream) used no provider's tokens.
+        // A stand-in (a stale cached stream) used no provider's tokens, nor
+        // did a cache hit or a copy of another caller's call: each call's
+        // tokens are counted once, with the caller that made it.
         let answered_by = res
             .extensions()
             .get::<Served>()
             .and_then(|served| served.provider.as_ref())
-            .filter(|_| !res.headers().contains_key(DEGRADED));
+            .filter(|_| {
+                !res.headers().contains_key(DEGRADED)
+                    && !res.headers().contains_key(palisade_cache::CACHE_HEADER)
+            });
         let on_usage = answered_by.cloned().map(|p| {
             let (metrics, model) = (s.requests.clone(), seen.model.clone());
             Box::new(move |used| metrics.record_tokens(&p, model.as_ref(), used))

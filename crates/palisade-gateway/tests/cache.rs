@@ -223,4 +223,15 @@ async fn fresh_hits_only_at_temperature_zero_and_never_for_no_cache() {
         .await;
     assert!(headers.get("x-palisade-cache").is_none());
     assert_eq!(gw.sims["primary"].requests(), 4);
+    // A stream's tokens are counted with the call that made them, not
+    // again when a hit replays it.
+    let stream = r#"{"model":"m","temperature":0,"stream":true,"messages":[{"role":"user","content":"streamed"}]}"#;
+    let before = gw.tokens("primary", "completion").await;
+    let (status, _, _) = gw.send("POST", "/v1/chat/completions", stream).await;
+    assert_eq!(status, 200);
+    assert_eq!(gw.tokens("primary", "completion").await, before + 3);
+    let (_, again, headers) = gw.send("POST", "/v1/chat/completions", stream).await;
+    assert_eq!(headers["x-palisade-cache"], "hit");
+    assert!(!again.contains("usage"), "{again}");
+    assert_eq!(gw.tokens("primary", "completion").await, before + 3);
 }
