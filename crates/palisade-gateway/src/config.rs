@@ -470,6 +470,20 @@ impl GatewayConfig {
                                 format!("{url:?}: the scheme must be http or https"),
                             ))
                         }
+                        // An endpoint's URL pasted whole: its path would be
+                        // added twice.
+                        if let Some(e) = crate::upstream::Endpoint::ALL.iter().find(|e| {
+                            let tail = e.path().trim_start_matches("/v1");
+                            u.path().trim_end_matches('/').ends_with(tail)
+                        }) {
+                            problems.push(problem(
+                                format!("upstreams.{id}.base_url"),
+                                format!(
+                                    "{url:?} ends with an endpoint's path ({}): give the API's root, as to an OpenAI SDK (\"https://api.openai.com/v1\"); the gateway adds each endpoint's path",
+                                    e.path().trim_start_matches("/v1")
+                                ),
+                            ))
+                        }
                         if u.query().is_some() {
                             problems.push(problem(
                                 format!("upstreams.{id}.base_url"),

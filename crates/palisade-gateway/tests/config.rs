@@ -75,6 +75,10 @@ headers = { "api-key" = "in clear", "content-length" = "3", "bad name" = "x", "x
 base_url = "https://example.com/v1"
 api_key_header = "host"
 models = { "m" = "m" }
+
+[upstreams.pasted]
+base_url = "https://api.openai.com/v1/chat/completions"
+models = { "m" = "m" }
 "#;
     let (err, paths) = refused(bad);
     assert_eq!(
@@ -86,6 +90,7 @@ models = { "m" = "m" }
             "upstreams.azure.headers.x-ok",
             "upstreams.azure.base_url",
             "upstreams.other.api_key_header",
+            "upstreams.pasted.base_url",
         ],
         "{err}"
     );
@@ -97,6 +102,7 @@ models = { "m" = "m" }
         "x-ok: not a header value",
         "takes no query",
         "\"host\" is a header the gateway sets itself",
+        "ends with an endpoint's path (/chat/completions)",
     ] {
         assert!(text.contains(part), "{part:?} missing from {text}");
     }
