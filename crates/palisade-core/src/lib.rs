@@ -70,7 +70,7 @@ pub use crate::http::{
     DEFAULT_MAX_RETRY_AFTER, RETRY_AFTER_MS, X_SHOULD_RETRY,
 };
 pub use crate::inspect::{HealthStatus, Inspect, Inspection, Inspectors, MetricKind, Sample};
-pub use crate::marks::{Hedgeable, RequestMarks, Streaming};
+pub use crate::marks::{Hedgeable, Pinned, RequestMarks, Streaming};
 pub use crate::mix::{splitmix64, SPLITMIX_GAMMA};
 pub use crate::policy::{Action, Policy};
 pub use crate::provider::ProviderId;

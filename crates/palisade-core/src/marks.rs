@@ -37,6 +37,24 @@ pub struct Hedgeable(pub bool);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Streaming(pub bool);
 
+/// Pins a request to one provider: a fallback chain calls that provider
+/// alone (no other tier, no tier mate, no hedge), because only it can
+/// answer. An OpenAI Responses API request that continues a response a
+/// provider stored (`previous_response_id`) is one: another provider has
+/// no such response. A pin naming no provider of the chain is ignored.
+/// Put it in an `http::Request`'s extensions.
+///
+/// ```
+/// use palisade_core::{Pinned, ProviderId, RequestMarks};
+///
+/// let mut req = http::Request::new(());
+/// assert_eq!(req.pinned(), None);
+/// req.extensions_mut().insert(Pinned(ProviderId::new("openai-east")));
+/// assert_eq!(req.pinned().map(|p| p.as_str()), Some("openai-east"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned(pub crate::ProviderId);
+
 /// What a request says about how the layers may handle it, beyond its
 /// deadline ([`HasDeadline`](crate::HasDeadline)). Every method has a
 /// default ("nothing said"), so a request type of your own needs only
@@ -53,6 +71,12 @@ pub trait RequestMarks {
     fn streaming(&self) -> bool {
         false
     }
+
+    /// The one provider that may answer it (see [`Pinned`]); `None`
+    /// unless said.
+    fn pinned(&self) -> Option<&crate::ProviderId> {
+        None
+    }
 }
 
 impl<B> RequestMarks for http::Request<B> {
@@ -62,6 +86,10 @@ impl<B> RequestMarks for http::Request<B> {
 
     fn streaming(&self) -> bool {
         self.extensions().get::<Streaming>().is_some_and(|s| s.0)
+    }
+
+    fn pinned(&self) -> Option<&crate::ProviderId> {
+        self.extensions().get::<Pinned>().map(|p| &p.0)
     }
 }
 

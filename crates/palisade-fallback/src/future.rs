@@ -79,6 +79,8 @@ pin_project! {
         hedgeable: bool,
         // A stream's call is timed to its first token.
         streaming: bool,
+        // The one target the request may go to (`RequestMarks::pinned`).
+        pinned: Option<usize>,
         sent: u32,
         delay: Duration,
         racers: Vec<Racer<S::Future>>,
@@ -91,7 +93,11 @@ pin_project! {
 
 impl<S: Service<Req>, Req: RequestMarks, C, D> ResponseFuture<S, Req, C, D> {
     pub(crate) fn new(chain: Arc<Chain<S, Req, C, D>>, req: Req) -> Self {
-        let hedgeable = chain.hedge.as_ref().is_some_and(|h| h.admits(&req));
+        // A pinned request has one provider: nothing to hedge it to.
+        let pinned = req
+            .pinned()
+            .and_then(|p| chain.targets.iter().position(|t| &t.id == p));
+        let hedgeable = pinned.is_none() && chain.hedge.as_ref().is_some_and(|h| h.admits(&req));
         let streaming = req.streaming();
         ResponseFuture {
             chain,
@@ -104,6 +110,7 @@ impl<S: Service<Req>, Req: RequestMarks, C, D> ResponseFuture<S, Req, C, D> {
             kept: None,
             hedgeable,
             streaming,
+            pinned,
             sent: 0,
             delay: Duration::ZERO,
             racers: Vec::new(),
@@ -151,7 +158,7 @@ where
                         this.req,
                         this.tier,
                         this.tried,
-                        (*this.route, *this.streaming),
+                        (*this.route, *this.streaming, *this.pinned),
                         this.attempts,
                     ) else {
                         if let Some(kept) = this.kept.take() {
@@ -313,7 +320,7 @@ where
                                     chain,
                                     tier,
                                     this.tried,
-                                    (*this.route, *this.streaming),
+                                    (*this.route, *this.streaming, *this.pinned),
                                 ) {
                                     *this.sent += 1;
                                     policy.sent();
@@ -540,18 +547,22 @@ fn suited<S, Req>(t: &crate::Target<S, Req>, route: Route) -> bool {
     }
 }
 
-/// A provider of `tier` not yet tried, suited to the route and not
-/// refusing, chosen by the tier's balancer; marked tried.
+/// A provider of `tier` not yet tried, suited to the route, not refusing
+/// and, when the request is pinned, the one it is pinned to, chosen by
+/// the tier's balancer; marked tried.
 fn pick_in_tier<S, Req, C, D>(
     chain: &Chain<S, Req, C, D>,
     tier: &Tier,
     tried: &mut u64,
-    (route, streaming): (Route, bool),
+    (route, streaming, pinned): (Route, bool, Option<usize>),
 ) -> Option<usize> {
     let targets = &chain.targets[tier.start..tier.end];
     let done = *tried;
     let eligible = |i: usize| {
-        done & (1 << i) == 0 && suited(&targets[i], route) && targets[i].refusing().is_none()
+        done & (1 << i) == 0
+            && pinned.is_none_or(|p| p == tier.start + i)
+            && suited(&targets[i], route)
+            && targets[i].refusing().is_none()
     };
     let i = match &tier.balancer {
         None => eligible(0).then_some(0),
@@ -572,11 +583,11 @@ fn pick<S, Req: HasDeadline, C, D>(
     req: &Req,
     tier: &mut usize,
     tried: &mut u64,
-    (route, streaming): (Route, bool),
+    (route, streaming, pinned): (Route, bool, Option<usize>),
     attempts: &mut Vec<ProviderAttempt>,
 ) -> Option<usize> {
     while let Some(t) = chain.tiers.get(*tier) {
-        if let Some(idx) = pick_in_tier(chain, t, tried, (route, streaming)) {
+        if let Some(idx) = pick_in_tier(chain, t, tried, (route, streaming, pinned)) {
             // The first call follows `call` at once; every later one checks
             // that the deadline has not passed while the others were tried.
             if !attempts.is_empty() && req.deadline().is_some_and(|d| d.is_expired()) {
@@ -591,7 +602,8 @@ fn pick<S, Req: HasDeadline, C, D>(
         }
         // The tier is spent: say why each provider not called was passed.
         for i in 0..t.len() {
-            if *tried & (1 << i) != 0 {
+            // Pinned elsewhere: never a candidate, so not listed.
+            if *tried & (1 << i) != 0 || pinned.is_some_and(|p| p != t.start + i) {
                 continue;
             }
             let target = &chain.targets[t.start + i];

@@ -230,6 +230,55 @@ async fn unhedgeable_requests_and_tiers_of_one_are_not_hedged() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_pinned_request_goes_to_its_provider_alone() {
+    use palisade_core::{Pinned, ProviderId};
+    let (slow, fast, local) = (Counter::default(), Counter::default(), Counter::default());
+    let policy = HedgePolicy::fixed(ms(200)).build().unwrap();
+    let chain = Fallback::builder()
+        .tier(
+            Strategy::RoundRobin,
+            [
+                Target::new("slow", provider("slow", 5000, false, &slow)),
+                Target::new("fast", provider("fast", 300, false, &fast)),
+            ],
+        )
+        .target(Target::new("local", provider("local", 10, true, &local)))
+        .hedge(policy.clone())
+        .seed(1)
+        .build()
+        .unwrap();
+    let pinned = |to: &str| {
+        let mut req = Req::new(());
+        req.extensions_mut().insert(Pinned(ProviderId::new(to)));
+        req
+    };
+    // Pinned to the slow one of its tier: whatever the balancer's turn,
+    // and never hedged to the fast one.
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        assert_eq!(chain.clone().oneshot(pinned("slow")).await.unwrap(), "slow");
+        assert_eq!(t0.elapsed(), ms(5000));
+    }
+    assert_eq!(fast.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(policy.handle().snapshot().sent, 0);
+    // Pinned to one that fails: no other is tried, and the error lists it
+    // alone.
+    let err = chain.clone().oneshot(pinned("local")).await.unwrap_err();
+    let all = err.downcast_ref::<AllFailed>().unwrap();
+    let names: Vec<_> = all.attempts().iter().map(|a| a.provider.as_str()).collect();
+    assert_eq!(names, ["local"]);
+    assert_eq!(
+        (
+            slow.calls.load(Ordering::SeqCst),
+            fast.calls.load(Ordering::SeqCst)
+        ),
+        (3, 0)
+    );
+    // Pinned to a provider the chain does not have: routed as usual.
+    assert_eq!(chain.clone().oneshot(pinned("gone")).await.unwrap(), "fast");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dropped_call_leaks_no_count_in_flight() {
     let (slow, fast) = (Counter::default(), Counter::default());
     let (ls, lf) = (Arc::new(Load::default()), Arc::new(Load::default()));
