@@ -120,6 +120,7 @@ impl Gateway {
             served_headers: cfg.gateway.served_headers,
             cache,
             batch,
+            affinity: Default::default(),
         });
         let reloader = crate::reload::Reloader::new(
             state.clone(),

@@ -8,6 +8,7 @@
 // Unsafe code only where an allocator must have it (`alloc`).
 #![deny(unsafe_code)]
 
+mod affinity;
 #[cfg(feature = "mimalloc")]
 #[allow(unsafe_code)]
 mod alloc;

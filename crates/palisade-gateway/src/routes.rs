@@ -350,15 +350,29 @@ pub(crate) async fn serve_started(
         });
         // The token limits that charged the call settle when it ends.
         let later = res.extensions().get::<palisade_core::UsageLater>().cloned();
+        // A streamed response is remembered with the provider that stored
+        // it, as a whole one is (see `remember_response`).
+        let on_id = answered_by
+            .filter(|_| endpoint == Endpoint::Responses)
+            .cloned()
+            .map(|p| {
+                let s = s.clone();
+                Box::new(move |id: String| s.affinity.stored(&id, &p)) as crate::tail::OnId
+            });
         // The tail inside, so it sees a failure as the failure it is; the
         // caller sees it as one SSE event.
         res = res.map(|body| {
-            let body = if head.is_some() || on_usage.is_some() || later.is_some() || seen.hide_usage
+            let body = if head.is_some()
+                || on_usage.is_some()
+                || later.is_some()
+                || seen.hide_usage
+                || on_id.is_some()
             {
                 Body::new(
                     crate::tail::Tail::new(body, head, span.clone(), started, on_usage)
                         .report_to(later)
-                        .hiding_usage(seen.hide_usage),
+                        .hiding_usage(seen.hide_usage)
+                        .on_response_id(on_id),
                 )
             } else {
                 body
@@ -683,6 +697,17 @@ async fn read_request(
     let stream = head.stream && endpoint != Endpoint::Embeddings;
     let mut chat = ChatRequest::from_wire(model, bytes.clone(), stream);
     chat.endpoint = endpoint;
+    if endpoint == Endpoint::Responses {
+        // A continued response goes to the provider that stored it.
+        let previous = || {
+            chat.body()
+                .get("previous_response_id")?
+                .as_str()
+                .map(str::to_owned)
+        };
+        let pinned = s.affinity.pin_for(&bytes, previous);
+        chat.pinned = pinned;
+    }
     chat.hedgeable = hedge;
     chat.cache = cache;
     if let Some(timeout) = asked {
@@ -703,6 +728,7 @@ static CALLER_TIMEOUTS: [TimeoutHeader; 3] = [
 
 async fn route(s: &AppState, req: ChatRequest) -> Response {
     let stream = req.stream;
+    let responses = req.endpoint == Endpoint::Responses;
     let answer = match crate::front::bare(&s.router) {
         Some(router) => router
             .route(req)
@@ -734,6 +760,9 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
                     HeaderValue::from_static("text/event-stream"),
                 );
             }
+            if responses && !stream && parts.status.is_success() {
+                return remember_response(s, parts, Body::new(body)).await;
+            }
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => {
@@ -741,6 +770,27 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
             upstream_error(&e)
         }
     }
+}
+
+/// A whole Responses API answer, its `id` remembered with the provider
+/// that stored it (its continuations go there). The body is already read
+/// whole upstream: collecting it here copies nothing.
+async fn remember_response(s: &AppState, parts: http::response::Parts, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            s.counters.upstream_errors.add(1);
+            return upstream_error(&palisade_core::BoxError::from(e));
+        }
+    };
+    let provider = parts
+        .extensions
+        .get::<Served>()
+        .and_then(|sv| sv.provider.as_ref());
+    if let (Some(p), Some(id)) = (provider, crate::affinity::answer_id(&bytes)) {
+        s.affinity.stored(&id, p);
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// Which provider answered (`x-palisade-provider`), after how many calls

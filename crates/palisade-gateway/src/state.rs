@@ -93,6 +93,8 @@ pub(crate) struct AppState {
     pub(crate) chaos_endpoint: bool,
     /// Whether answers say who served them (`[gateway] served_headers`).
     pub(crate) served_headers: bool,
+    /// Which provider stored which response (the Responses API).
+    pub(crate) affinity: crate::affinity::Affinity,
 }
 
 impl AppState {

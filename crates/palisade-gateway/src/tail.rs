@@ -113,7 +113,13 @@ pub(crate) struct Tail<B: Body> {
     /// provider for: it is taken out of the stream (`None` when not
     /// hiding).
     hide: Option<Hide>,
+    /// Told a Responses API stream's response id (its `response.created`
+    /// event), once.
+    on_id: Option<OnId>,
 }
+
+/// Called with a Responses API stream's response id.
+pub(crate) type OnId = Box<dyn FnOnce(String) + Send>;
 
 /// What hiding the usage chunk keeps between frames.
 #[derive(Default)]
@@ -143,7 +149,14 @@ impl<B: Body> Tail<B> {
             partial: Vec::new(),
             later: None,
             hide: None,
+            on_id: None,
         }
+    }
+
+    /// Tells `on_id` the stream's response id (a Responses API stream's).
+    pub(crate) fn on_response_id(mut self, on_id: Option<OnId>) -> Self {
+        self.on_id = on_id;
+        self
     }
 
     /// Tells `later` the tokens used when the stream ends.
@@ -191,7 +204,11 @@ impl<B: Body> Tail<B> {
     fn lines(&mut self, text: &[u8]) -> Option<std::ops::Range<usize>> {
         // Most chunks carry no usage: one search of the chunk, no parse.
         let usage = usage_finder();
-        usage.find(text)?;
+        let wants_id =
+            self.on_id.is_some() && memchr::memmem::find(text, b"response.created").is_some();
+        if usage.find(text).is_none() && !wants_id {
+            return None;
+        }
         let mut usage_chunk = None;
         let mut at = 0;
         for line in text.split(|&b| b == b'\n') {
@@ -200,7 +217,7 @@ impl<B: Body> Tail<B> {
             let Some(data) = line.strip_prefix(b"data:") else {
                 continue;
             };
-            if usage.find(data).is_none() {
+            if usage.find(data).is_none() && !wants_id {
                 continue;
             }
             // A chat or completion stream's usage chunk has it at its top
@@ -215,8 +232,14 @@ impl<B: Body> Tail<B> {
             #[derive(serde::Deserialize)]
             struct Nested {
                 usage: Option<Usage>,
+                id: Option<String>,
             }
-            if let Ok(chunk) = serde_json::from_slice::<Chunk>(data.trim_ascii()) {
+            if let Ok(mut chunk) = serde_json::from_slice::<Chunk>(data.trim_ascii()) {
+                if let Some(id) = chunk.response.as_mut().and_then(|r| r.id.take()) {
+                    if let Some(on_id) = self.on_id.take() {
+                        on_id(id);
+                    }
+                }
                 let only_usage =
                     chunk.usage.is_some() && chunk.choices.is_some_and(|c| c.is_empty());
                 if let Some(u) = chunk.usage.or(chunk.response.and_then(|r| r.usage)) {

@@ -146,3 +146,78 @@ async fn a_response_stream_that_stalls_ends_with_an_error_event() {
     );
     assert_eq!(err["error"]["code"], "stream_interrupted");
 }
+
+/// Two deployments of one model, balanced in turn: without affinity, a
+/// continuation would land on the other half the time.
+const BALANCED: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+
+[upstreams.east]
+models = { "m" = "m" }
+simulated = { latency_ms = 1, tokens = 2 }
+
+[upstreams.west]
+models = { "m" = "m" }
+simulated = { latency_ms = 1, tokens = 2 }
+
+[palisade.router]
+tiers = [["east", "west"]]
+strategy = "round_robin"
+
+[palisade.defaults.retry]
+enabled = false
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continued_response_goes_to_the_provider_that_stored_it() {
+    let r = Running::start(BALANCED).await;
+    for stream in [false, true] {
+        let first = format!(r#"{{"model":"m","input":"hi","stream":{stream}}}"#);
+        let (status, body, headers) = r.post_to("/v1/responses", &first, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let stored_at = headers["x-palisade-provider"].to_str().unwrap().to_owned();
+        let id = if stream {
+            let (_, created) = &events(&body)[0];
+            created["response"]["id"].as_str().unwrap().to_owned()
+        } else {
+            json(&body)["id"].as_str().unwrap().to_owned()
+        };
+        // Continued four times, whole and streamed: always where it was
+        // stored, though the balancer takes turns.
+        for i in 0..4 {
+            let next = format!(
+                r#"{{"model":"m","input":"more","previous_response_id":"{id}","stream":{}}}"#,
+                i % 2 == 1
+            );
+            let (status, body, headers) = r.post_to("/v1/responses", &next, &[]).await;
+            assert_eq!(status, 200, "stream {stream}, continuation {i}: {body}");
+            assert_eq!(headers["x-palisade-provider"], stored_at.as_str());
+        }
+    }
+    // A response the gateway never saw is routed as any request: the
+    // provider that has no such response says so (404, the caller's).
+    let unknown = r#"{"model":"m","input":"more","previous_response_id":"resp_elsewhere_1"}"#;
+    let (status, body, _) = r.post_to("/v1/responses", unknown, &[]).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "previous_response_not_found");
+
+    // The provider that stored it down: the continuation is not sent to
+    // the other, which could only say it has no such response.
+    let (_, body, headers) = r
+        .post_to("/v1/responses", r#"{"model":"m","input":"hi"}"#, &[])
+        .await;
+    let stored_at = headers["x-palisade-provider"].to_str().unwrap().to_owned();
+    let id = json(&body)["id"].as_str().unwrap().to_owned();
+    r.sim(&stored_at).set_faults(|f| f.down = true);
+    let other = if stored_at == "east" { "west" } else { "east" };
+    let before = r.sim(other).requests();
+    let next = format!(r#"{{"model":"m","input":"more","previous_response_id":"{id}"}}"#);
+    let (status, body, _) = r.post_to("/v1/responses", &next, &[]).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        !body.contains(&format!("{other}:")),
+        "only {stored_at} was tried: {body}"
+    );
+    assert_eq!(r.sim(other).requests(), before);
+}

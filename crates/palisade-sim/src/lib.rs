@@ -821,6 +821,19 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
         );
     }
     if kind == Kind::Response {
+        // A response continued here must be one this provider stored: its
+        // ids name it (`resp_<provider>_<n>`), as a real provider knows
+        // its own.
+        if let Some(previous) = req["previous_response_id"].as_str() {
+            if !previous.starts_with(&format!("resp_{}_", s.name)) {
+                return with_rate(error(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "previous_response_not_found",
+                    &format!("Previous response with id '{previous}' not found."),
+                ));
+            }
+        }
         let answer = ResponseAnswer {
             n: s.requests.load(Ordering::Relaxed),
             name: s.name.clone(),
@@ -1002,7 +1015,7 @@ impl ResponseAnswer<'_> {
         };
         let req = self.req;
         serde_json::json!({
-            "id": format!("resp_{}", self.n),
+            "id": format!("resp_{}_{}", self.name, self.n),
             "object": "response",
             "created_at": created,
             "status": if done { "completed" } else { "in_progress" },

@@ -32,7 +32,11 @@ async fn a_whole_response_has_its_message_and_usage() {
     assert_eq!(v["status"], "completed");
     assert_eq!(v["model"], "m");
     assert_eq!(v["instructions"], "be brief");
-    assert!(v["id"].as_str().unwrap().starts_with("resp_"));
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(
+        id.starts_with("resp_resp_"),
+        "{id}: the provider's name in it"
+    );
     let message = &v["output"][0];
     assert_eq!(message["type"], "message");
     assert_eq!(message["role"], "assistant");
@@ -106,4 +110,27 @@ async fn a_streamed_response_is_typed_events_in_order_ending_completed() {
         !body(&raw).contains("[DONE]"),
         "the Responses API sends none"
     );
+}
+
+#[tokio::test]
+async fn a_response_continues_only_one_this_provider_stored() {
+    let sim = spawn("east", quick()).await.unwrap();
+    let raw = exchange(
+        sim.addr(),
+        "POST",
+        "/v1/responses",
+        r#"{"model":"m","input":"hi"}"#,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    let id = v["id"].as_str().unwrap();
+    let next = format!(r#"{{"model":"m","input":"more","previous_response_id":"{id}"}}"#);
+    let raw = exchange(sim.addr(), "POST", "/v1/responses", &next).await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    // Another provider's response: not found here, as OpenAI answers.
+    let other = r#"{"model":"m","input":"more","previous_response_id":"resp_west_1"}"#;
+    let raw = exchange(sim.addr(), "POST", "/v1/responses", other).await;
+    assert_eq!(status(&raw), 404, "{raw}");
+    let v: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    assert_eq!(v["error"]["code"], "previous_response_not_found");
 }

@@ -100,6 +100,10 @@ pub struct ChatRequest {
     /// request and its answer out of the cache, `no-cache` forbids a
     /// fresh hit (the answer is still stored).
     pub cache: CacheControl,
+    /// The one provider that may answer it: the one that stored the
+    /// response a Responses API request continues (see
+    /// [`Pinned`](palisade_core::Pinned)).
+    pub pinned: Option<palisade_core::ProviderId>,
     /// The trace context sent to each provider called.
     pub(crate) trace: crate::traces::RequestTrace,
     deadline: Option<Deadline>,
@@ -150,6 +154,7 @@ impl ChatRequest {
             request_id: None,
             client: None,
             cache: CacheControl::default(),
+            pinned: None,
             trace: Default::default(),
             deadline: None,
         }
@@ -259,6 +264,10 @@ impl RequestMarks for ChatRequest {
 
     fn streaming(&self) -> bool {
         self.stream
+    }
+
+    fn pinned(&self) -> Option<&palisade_core::ProviderId> {
+        self.pinned.as_ref()
     }
 }
 
