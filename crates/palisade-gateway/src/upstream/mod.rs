@@ -256,6 +256,8 @@ impl Upstream {
     pub fn with_stream_usage(mut self, ask: bool) -> Self {
         if let Some(parts) = Arc::get_mut(&mut self.parts) {
             parts.stream_usage = ask;
+        } else {
+            tracing::warn!(provider = %self.parts.id, "with_stream_usage on a shared upstream: ignored");
         }
         self
     }
