@@ -197,7 +197,9 @@ pub struct UpstreamConfig {
     /// (`stream_options.include_usage`) when the caller did not (default
     /// true): the token limits and counts need it, and the caller's
     /// stream has that chunk taken out. `false` for a provider that
-    /// refuses the option.
+    /// refuses the option (one that answers a 400 naming it is found out
+    /// by itself: the stream is sent again without it, and the provider
+    /// is not asked again).
     #[serde(default)]
     pub stream_usage: Option<bool>,
     /// The gateway's model names mapped to this provider's.

@@ -109,3 +109,31 @@ simulated = { latency_ms = 1, tokens = 40 }
     assert_eq!(status, 429, "{body}");
     assert!(headers.contains_key("retry-after"), "{headers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_refuses_the_option_is_asked_once_and_the_caller_never_sees_it() {
+    let r = Running::start(&config("", "").replace(
+        "tokens = 40 }",
+        "tokens = 40, refuses_stream_options = true }",
+    ))
+    .await;
+    // Refused (400 naming stream_options): sent again without it, and the
+    // caller gets the stream.
+    let (status, body, _) = r.post(STREAM).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    assert_eq!(r.sim("primary").requests(), 2);
+    // Not asked again: one call a stream from now on.
+    let (status, _, _) = r.post(STREAM).await;
+    assert_eq!(status, 200);
+    assert_eq!(r.sim("primary").requests(), 3);
+    assert_eq!(
+        r.tokens("primary", "completion").await,
+        0,
+        "nothing to count"
+    );
+    // A caller that asks for the option itself gets the provider's own 400.
+    let (status, body, _) = r.post(STREAM_WITH_USAGE).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("stream_options"), "{body}");
+}

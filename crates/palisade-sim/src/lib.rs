@@ -98,6 +98,9 @@ pub struct Faults {
     /// bytes of each text, rounded up, plus the completion's tokens),
     /// enforced and published in `x-ratelimit-*-tokens`.
     pub tokens_per_minute: Option<u64>,
+    /// The provider refuses `stream_options` with a `400`, as some
+    /// OpenAI-compatible servers do.
+    pub refuses_stream_options: bool,
     /// Any other fault, as a chaos [`Plan`] (`chaos = { reset_rate = 0.1 }`
     /// in TOML); the shorthand fields above take precedence where they
     /// say something.
@@ -122,6 +125,7 @@ impl Default for Faults {
             context_window: None,
             requests_per_minute: None,
             tokens_per_minute: None,
+            refuses_stream_options: false,
             chaos: Plan::default(),
         }
     }
@@ -700,6 +704,14 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             "not JSON",
         );
     };
+    if faults.refuses_stream_options && req.get("stream_options").is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "unrecognized_argument",
+            "Unrecognized request argument supplied: stream_options",
+        );
+    }
     let model = req["model"].as_str().unwrap_or("unknown").to_owned();
     let stream = kind != Kind::Embedding && req["stream"].as_bool().unwrap_or(false);
     let include_usage = req["stream_options"]["include_usage"]

@@ -90,6 +90,9 @@ struct Parts {
     /// Whether a stream's usage is asked for when the caller did not
     /// (see [`Upstream::with_stream_usage`]).
     stream_usage: bool,
+    /// The provider refused the option once (a `400` naming
+    /// `stream_options`): it is not asked again.
+    stream_usage_refused: std::sync::atomic::AtomicBool,
     models: BTreeMap<String, String>,
     whole: Exchange,
     streaming: Exchange,
@@ -201,6 +204,7 @@ impl Upstream {
                 api_key,
                 headers: http::HeaderMap::new(),
                 stream_usage: true,
+                stream_usage_refused: std::sync::atomic::AtomicBool::new(false),
                 models,
                 whole,
                 streaming,
@@ -284,7 +288,21 @@ impl Upstream {
     /// The HTTP request for `req`, or a refusal when this provider does
     /// not serve its model (not counted against the provider: the chain
     /// moves on).
-    fn encode(&self, req: &ChatRequest) -> Result<Request<Full<Bytes>>, BoxError> {
+    /// Whether to ask the provider for `req`'s usage chunk: a chat or
+    /// completion stream whose caller did not, to a provider that takes
+    /// the option.
+    fn asks_stream_usage(&self, req: &ChatRequest) -> bool {
+        req.stream
+            && self.parts.stream_usage
+            && matches!(req.endpoint, Endpoint::Chat | Endpoint::Completions)
+            && !self
+                .parts
+                .stream_usage_refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+            && !req.asks_usage()
+    }
+
+    fn encode(&self, req: &ChatRequest, ask_usage: bool) -> Result<Request<Full<Bytes>>, BoxError> {
         let Some(model) = self.parts.models.get(&*req.model) else {
             return Err(Classified::new(
                 FailureKind::Rejected(RejectReason::NoProvider),
@@ -295,10 +313,6 @@ impl Upstream {
         // A stream's usage, asked for when the caller did not (its chunk
         // is taken out of what the caller gets): the token limits and
         // counts need it.
-        let ask_usage = req.stream
-            && self.parts.stream_usage
-            && matches!(req.endpoint, Endpoint::Chat | Endpoint::Completions)
-            && !req.asks_usage();
         let body = match req.raw() {
             // The provider calls the model by the gateway's name: the
             // caller's bytes go as they came.
@@ -358,7 +372,59 @@ impl Service<ChatRequest> for Upstream {
     }
 
     fn call(&mut self, req: ChatRequest) -> Self::Future {
-        let mut http_req = match self.encode(&req) {
+        if !self.asks_stream_usage(&req) {
+            return self.send(&req, false);
+        }
+        // Asked for the usage, a provider that does not take the option
+        // says so with a 400: it is sent again without, and never asked
+        // again.
+        let up = self.clone();
+        Box::pin(async move {
+            let res = up.send(&req, true).await?;
+            match refused_stream_options(res).await {
+                Ok(res) => Ok(res),
+                Err(()) => {
+                    up.parts
+                        .stream_usage_refused
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        provider = %up.parts.id,
+                        "the provider refuses stream_options: its streams are counted at their estimates (set stream_usage = false to say so)"
+                    );
+                    up.send(&req, false).await
+                }
+            }
+        })
+    }
+}
+
+/// `res` as it came, unless it is a `400` whose error names
+/// `stream_options` (`Err`).
+async fn refused_stream_options(res: Response<GatewayBody>) -> Result<Response<GatewayBody>, ()> {
+    if res.status() != http::StatusCode::BAD_REQUEST {
+        return Ok(res);
+    }
+    // An error body, read whole already (`read_error_body`): small.
+    let (parts, body) = res.into_parts();
+    let bytes = match http_body_util::BodyExt::collect(body).await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    if memchr::memmem::find(&bytes, b"stream_options").is_some() {
+        return Err(());
+    }
+    Ok(Response::from_parts(parts, classify::full_body(bytes)))
+}
+
+impl Upstream {
+    /// Sends `req` (with its usage asked for, `ask_usage`), in an attempt
+    /// span when traces are on.
+    fn send(
+        &self,
+        req: &ChatRequest,
+        ask_usage: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, BoxError>> + Send>> {
+        let mut http_req = match self.encode(req, ask_usage) {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
@@ -372,7 +438,7 @@ impl Service<ChatRequest> for Upstream {
                 .inject(&tracing::Span::none(), http_req.headers_mut());
             return exchange(http_req, None);
         }
-        let attempt = self.attempt_span(&req);
+        let attempt = self.attempt_span(req);
         let span = attempt.span();
         req.trace.inject(&span, http_req.headers_mut());
         Box::pin(exchange(http_req, Some((attempt, self.parts.system))).instrument(span))
@@ -691,7 +757,7 @@ mod tests {
 
     async fn sent(u: &super::Upstream, req: &super::ChatRequest) -> bytes::Bytes {
         use http_body_util::BodyExt;
-        let http = u.encode(req).unwrap();
+        let http = u.encode(req, u.asks_stream_usage(req)).unwrap();
         http.into_body().collect().await.unwrap().to_bytes()
     }
 
