@@ -474,15 +474,15 @@ impl GatewayConfig {
                         }
                         // An endpoint's URL pasted whole: its path would be
                         // added twice.
-                        if let Some(e) = crate::upstream::Endpoint::ALL.iter().find(|e| {
-                            let tail = e.path().trim_start_matches("/v1");
-                            u.path().trim_end_matches('/').ends_with(tail)
-                        }) {
+                        if let Some(e) = crate::upstream::Endpoint::ALL
+                            .iter()
+                            .find(|e| u.path().trim_end_matches('/').ends_with(e.api_path()))
+                        {
                             problems.push(problem(
                                 format!("upstreams.{id}.base_url"),
                                 format!(
                                     "{url:?} ends with an endpoint's path ({}): give the API's root, as to an OpenAI SDK (\"https://api.openai.com/v1\"); the gateway adds each endpoint's path",
-                                    e.path().trim_start_matches("/v1")
+                                    e.api_path()
                                 ),
                             ))
                         }

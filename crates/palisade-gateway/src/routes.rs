@@ -307,9 +307,7 @@ pub(crate) async fn serve_started(
             Ok(mut chat) => {
                 seen.model = Some(chat.model.clone());
                 seen.stream = chat.stream;
-                seen.hide_usage = chat.stream
-                    && matches!(endpoint, Endpoint::Chat | Endpoint::Completions)
-                    && !chat.asks_usage();
+                seen.hide_usage = chat.usage_unasked();
                 crate::traces::record_request(&span, &chat.model);
                 chat.client = seen.key.clone();
                 chat.request_id = Some(id.clone());

@@ -125,11 +125,7 @@ fn endpoint_url(base_url: &str, endpoint: Endpoint) -> String {
     if path.is_empty() {
         format!("{base}{}", endpoint.path())
     } else {
-        let tail = endpoint
-            .path()
-            .strip_prefix("/v1")
-            .unwrap_or(endpoint.path());
-        format!("{base}{tail}")
+        format!("{base}{}", endpoint.api_path())
     }
 }
 
@@ -292,14 +288,12 @@ impl Upstream {
     /// completion stream whose caller did not, to a provider that takes
     /// the option.
     fn asks_stream_usage(&self, req: &ChatRequest) -> bool {
-        req.stream
-            && self.parts.stream_usage
-            && matches!(req.endpoint, Endpoint::Chat | Endpoint::Completions)
+        self.parts.stream_usage
+            && req.usage_unasked()
             && !self
                 .parts
                 .stream_usage_refused
                 .load(std::sync::atomic::Ordering::Relaxed)
-            && !req.asks_usage()
     }
 
     fn encode(&self, req: &ChatRequest, ask_usage: bool) -> Result<Request<Full<Bytes>>, BoxError> {

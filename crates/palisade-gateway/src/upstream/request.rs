@@ -49,6 +49,13 @@ impl Endpoint {
         }
     }
 
+    /// Its path after the API's version (`/chat/completions`): what is
+    /// added to an upstream's `base_url` when it names the API's root.
+    pub fn api_path(self) -> &'static str {
+        let path = self.path();
+        path.strip_prefix("/v1").unwrap_or(path)
+    }
+
     /// What a request to it must hold besides `model`: chat completions a
     /// `messages` array, completions a `prompt`, embeddings an `input`.
     /// A response needs nothing more here: its `input` may be left out
@@ -169,6 +176,7 @@ impl ChatRequest {
         let body = Body {
             raw: Some(raw),
             map: OnceLock::new(),
+            asks_usage: OnceLock::new(),
         };
         ChatRequest::with_body(model, body, stream)
     }
@@ -196,18 +204,31 @@ impl ChatRequest {
 
     /// Whether the caller asked for a stream's usage chunk
     /// (`stream_options.include_usage: true`). A body whose bytes never
-    /// name `include_usage` is not parsed to say no.
+    /// name `include_usage` is not parsed to say no; the answer is found
+    /// once for all of the request's copies.
     pub fn asks_usage(&self) -> bool {
-        if let Some(raw) = self.raw() {
-            if memchr::memmem::find(raw, b"include_usage").is_none() {
-                return false;
+        *self.body.asks_usage.get_or_init(|| {
+            if let Some(raw) = self.raw() {
+                if memchr::memmem::find(raw, b"include_usage").is_none() {
+                    return false;
+                }
             }
-        }
-        self.body()
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(serde_json::Value::as_bool)
-            == Some(true)
+            self.body()
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(serde_json::Value::as_bool)
+                == Some(true)
+        })
+    }
+
+    /// Whether it is a chat or completion stream whose caller did not ask
+    /// for its usage chunk: the gateway asks the provider for it (the
+    /// token limits and counts need it) and takes it out of the caller's
+    /// stream.
+    pub fn usage_unasked(&self) -> bool {
+        self.stream
+            && matches!(self.endpoint, Endpoint::Chat | Endpoint::Completions)
+            && !self.asks_usage()
     }
 
     /// The caller's bytes, if they still say what the body says.
@@ -226,6 +247,9 @@ struct Body {
     /// says.
     raw: Option<bytes::Bytes>,
     map: OnceLock<serde_json::Map<String, serde_json::Value>>,
+    /// Whether it asks for a stream's usage chunk, found once for all of
+    /// the request's copies (each attempt's).
+    asks_usage: OnceLock<bool>,
 }
 
 impl Body {
@@ -233,6 +257,7 @@ impl Body {
         Body {
             raw: None,
             map: OnceLock::from(map),
+            asks_usage: OnceLock::new(),
         }
     }
 
