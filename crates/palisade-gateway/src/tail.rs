@@ -104,15 +104,19 @@ pub(crate) struct Tail<B: Body> {
     /// span, timed from its start, and what to tell of the usage.
     log: Option<(Option<Head<'static>>, Span, Instant, Option<OnUsage>)>,
     usage: Option<Usage>,
-    /// The end of the last chunk when it stopped mid-line.
+    /// The end of the last chunk when it stopped mid-line (while hiding
+    /// the usage chunk, held back from the caller until its line ends).
     partial: Vec<u8>,
     /// Told the tokens used when the stream ends (the token limits that
     /// charged the call settle then).
     later: Option<UsageLater>,
     /// The caller did not ask for the usage chunk the gateway asked the
-    /// provider for: it is taken out of the stream (`None` when not
-    /// hiding).
-    hide: Option<Hide>,
+    /// provider for: it is taken out of the stream.
+    hide: bool,
+    /// While hiding: the usage chunk's line was taken out at the end of a
+    /// frame, and the blank line that ends its event, if it starts the
+    /// next, goes too.
+    blank_owed: bool,
     /// Told a Responses API stream's response id (its `response.created`
     /// event), once.
     on_id: Option<OnId>,
@@ -120,16 +124,6 @@ pub(crate) struct Tail<B: Body> {
 
 /// Called with a Responses API stream's response id.
 pub(crate) type OnId = Box<dyn FnOnce(String) + Send>;
-
-/// What hiding the usage chunk keeps between frames.
-#[derive(Default)]
-struct Hide {
-    /// What a frame left open, held until its line ends.
-    held: Vec<u8>,
-    /// The usage chunk's line was taken out at the end of a frame: the
-    /// blank line that ends its event, if it starts the next, goes too.
-    blank_owed: bool,
-}
 
 impl<B: Body> Tail<B> {
     /// Passes `inner` through; the line is written with `head` (if given:
@@ -148,7 +142,8 @@ impl<B: Body> Tail<B> {
             usage: None,
             partial: Vec::new(),
             later: None,
-            hide: None,
+            hide: false,
+            blank_owed: false,
             on_id: None,
         }
     }
@@ -168,7 +163,7 @@ impl<B: Body> Tail<B> {
     /// Takes the usage chunk (no choices, a usage) out of the stream: the
     /// gateway asked the provider for it, the caller did not.
     pub(crate) fn hiding_usage(mut self, hide: bool) -> Self {
-        self.hide = hide.then(Hide::default);
+        self.hide = hide;
         self
     }
 
@@ -217,7 +212,10 @@ impl<B: Body> Tail<B> {
             let Some(data) = line.strip_prefix(b"data:") else {
                 continue;
             };
-            if usage.find(data).is_none() && !wants_id {
+            // A chunk whose every `usage` is `null` (each chunk of a
+            // stream whose usage was asked for) has none to read: not
+            // parsed.
+            if !wants_id && !carries_usage(data) {
                 continue;
             }
             // A chat or completion stream's usage chunk has it at its top
@@ -260,17 +258,17 @@ impl<B: Body> Tail<B> {
     }
 
     /// A data frame passed on while hiding the usage chunk: complete lines
-    /// only (an open one held for the next), that chunk taken out. `None`
-    /// when nothing is left to pass on yet.
+    /// only (an open one held in `partial` for the next; a line past
+    /// [`MAX_LINE`] is no usage chunk, and goes on once that long), that
+    /// chunk taken out. `None` when nothing is left to pass on yet.
     fn hidden(&mut self, data: Bytes) -> Option<Bytes> {
-        let hide = self.hide.as_mut()?;
-        let mut joined = if hide.held.is_empty() {
+        let mut joined = if self.partial.is_empty() {
             data
         } else {
-            hide.held.extend_from_slice(&data);
-            Bytes::from(std::mem::take(&mut hide.held))
+            self.partial.extend_from_slice(&data);
+            Bytes::from(std::mem::take(&mut self.partial))
         };
-        if std::mem::take(&mut hide.blank_owed) && joined.first() == Some(&b'\n') {
+        if std::mem::take(&mut self.blank_owed) && joined.first() == Some(&b'\n') {
             joined = joined.slice(1..);
         }
         let Some(last_newline) = memchr::memrchr(b'\n', &joined) else {
@@ -278,18 +276,15 @@ impl<B: Body> Tail<B> {
                 // No usage chunk is that long: on it goes.
                 return Some(joined);
             }
-            self.keep_open(&joined);
+            self.partial.extend_from_slice(&joined);
             return None;
         };
         let complete = joined.slice(..=last_newline);
-        self.keep_open(&joined[last_newline + 1..]);
+        self.partial.extend_from_slice(&joined[last_newline + 1..]);
         let out = match self.lines(&complete) {
             Some(cut) => {
-                if cut.end == complete.len() && !complete[cut.clone()].ends_with(b"\n\n") {
-                    if let Some(hide) = self.hide.as_mut() {
-                        hide.blank_owed = true;
-                    }
-                }
+                self.blank_owed =
+                    cut.end == complete.len() && !complete[cut.clone()].ends_with(b"\n\n");
                 let mut kept = Vec::with_capacity(complete.len() - cut.len());
                 kept.extend_from_slice(&complete[..cut.start]);
                 kept.extend_from_slice(&complete[cut.end..]);
@@ -305,14 +300,6 @@ impl<B: Body> Tail<B> {
             out
         };
         (!out.is_empty()).then_some(out)
-    }
-
-    /// Holds `open` (a line not ended yet) while hiding (a line past
-    /// [`MAX_LINE`] is no usage chunk, and goes on once that long).
-    fn keep_open(&mut self, open: &[u8]) {
-        if let Some(hide) = self.hide.as_mut() {
-            hide.held.extend_from_slice(open);
-        }
     }
 
     fn finish(&mut self, outcome: &'static str) {
@@ -331,6 +318,35 @@ impl<B: Body> Tail<B> {
     }
 }
 
+/// Where `null` ends when the `"usage"` found at `at` in `text` is a key
+/// whose value is `null` (spaces allowed around the colon); `None` for
+/// any other value, or a `\"usage\"` escaped inside a string.
+fn null_usage_end(text: &[u8], at: usize) -> Option<usize> {
+    if at > 0 && text[at - 1] == b'\\' {
+        return None;
+    }
+    let is_ws = |b: &u8| b.is_ascii_whitespace();
+    let mut i = at + b"\"usage\"".len();
+    while text.get(i).is_some_and(is_ws) {
+        i += 1;
+    }
+    if text.get(i) != Some(&b':') {
+        return None;
+    }
+    i += 1;
+    while text.get(i).is_some_and(is_ws) {
+        i += 1;
+    }
+    text[i..].starts_with(b"null").then_some(i + 4)
+}
+
+/// Whether `data` has a `"usage"` that is not `null`.
+fn carries_usage(data: &[u8]) -> bool {
+    usage_finder()
+        .find_iter(data)
+        .any(|at| null_usage_end(data, at).is_none())
+}
+
 /// `text` with every `"usage": null` member taken out of its JSON
 /// objects, with the comma that joined it (a `"usage"` inside a string is
 /// escaped, `\"usage\"`, and left alone).
@@ -339,25 +355,12 @@ fn without_null_usage(text: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(text.len());
     let mut from = 0;
     for at in usage_finder().find_iter(text) {
-        if at < from || (at > 0 && text[at - 1] == b'\\') {
+        if at < from {
             continue;
         }
-        // `"usage"`, then `:` and `null`, spaces allowed between.
-        let mut i = at + b"\"usage\"".len();
-        while text.get(i).is_some_and(is_ws) {
-            i += 1;
-        }
-        if text.get(i) != Some(&b':') {
+        let Some(end) = null_usage_end(text, at) else {
             continue;
-        }
-        i += 1;
-        while text.get(i).is_some_and(is_ws) {
-            i += 1;
-        }
-        if !text[i..].starts_with(b"null") {
-            continue;
-        }
-        let end = i + 4;
+        };
         // The member and its comma: the one before it, else the one after.
         let mut start = at;
         while start > from && is_ws(&text[start - 1]) {
@@ -418,7 +421,7 @@ where
         loop {
             let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
             match frame {
-                Some(Ok(f)) if self.hide.is_some() => match f.into_data() {
+                Some(Ok(f)) if self.hide => match f.into_data() {
                     Ok(data) => match self.hidden(data) {
                         Some(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
                         // Nothing whole yet: read on.
@@ -440,11 +443,11 @@ where
                 }
                 None => {
                     // What a stream left open at its end goes as it is.
-                    let open = self
-                        .hide
-                        .as_mut()
-                        .map(|h| std::mem::take(&mut h.held))
-                        .unwrap_or_default();
+                    let open = if self.hide {
+                        std::mem::take(&mut self.partial)
+                    } else {
+                        Vec::new()
+                    };
                     self.finish("ended");
                     if !open.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(open)))));
@@ -570,6 +573,14 @@ mod tests {
                 "{text}"
             );
         }
+        // Only a chunk with a usage that is not null is worth parsing.
+        assert!(!carries_usage(br#"{"a":1, "usage" : null}"#));
+        assert!(carries_usage(
+            br#"{"usage":null,"response":{"usage":{"total_tokens":3}}}"#
+        ));
+        assert!(carries_usage(
+            br#"{"choices":[],"usage":{"total_tokens":3}}"#
+        ));
     }
 
     /// A tail hiding the usage chunk over `frames`: what the caller gets,
