@@ -13,7 +13,7 @@ use crate::flight::Flight;
 use crate::gcra::{PaddedCell, Quotas};
 use crate::pacing::Window;
 use crate::pool::{Draw, Pool};
-use crate::quota::{Quota, Unit};
+use crate::quota::Quota;
 
 /// How a request with no room is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,11 +113,13 @@ impl Shared {
         follow_headers: bool,
         mode: Mode,
     ) -> Arc<Self> {
-        let reads = follow_headers || quotas.iter().any(|q| q.unit == Unit::Tokens);
+        let tats = quotas.iter().map(|_| PaddedCell::default()).collect();
+        let quotas = Quotas::new(quotas);
+        let reads = follow_headers || quotas.counts_tokens();
         Arc::new(Shared {
             provider,
-            tats: quotas.iter().map(|_| PaddedCell::default()).collect(),
-            quotas: Quotas::new(quotas),
+            tats,
+            quotas,
             requests: Window::default(),
             tokens: Window::default(),
             follow_headers,
