@@ -20,7 +20,18 @@
 //! Each is driven closed-loop (each connection sends its next request when
 //! its answer has been read in full) with 1 and 32 connections, whole
 //! answers and streams, for `PALISADE_GW_BENCH_SECS` seconds each (default
-//! 5). The targets take turns: each row's time is cut into
+//! 5), in two placements (`PALISADE_GW_BENCH_PLACES`, default
+//! `process,shared`), a table each:
+//!
+//! - **process**: the forwarder and each gateway run as a process of their
+//!   own (this binary re-run with `--forwarder-child` / `--gateway-child`),
+//!   on a runtime of their own, as they are deployed; the load and the
+//!   upstream run in this process;
+//! - **shared**: every target runs in this process, on the one runtime the
+//!   load and the upstream run on, so each request's work crosses the same
+//!   two worker threads as the load's and the upstream's.
+//!
+//! The targets take turns: each row's time is cut into
 //! `PALISADE_GW_BENCH_ROUNDS` slices (default 6), and a round runs one slice
 //! of each target, so that the machine's slow and fast spells fall on all of
 //! them alike. Printed: requests/s, p50 and p99 latency (for streams, time
@@ -45,15 +56,17 @@
 //! `PALISADE_GW_BENCH_PROMPT_BYTES` pads the user's message to that many
 //! bytes (default: "hello"), for the cost of a long prompt.
 //!
-//! `PALISADE_GW_BENCH_ROWS` runs only the rows whose label ("whole 32
-//! palisade-gateway": answer, connections, target) contains it, for
-//! profiling one row (`whole 32 palisade`; `whole 32 palisade-gateway$`
-//! for the label that ends so, without the served_headers off target);
+//! `PALISADE_GW_BENCH_ROWS` runs only the rows whose label ("shared whole
+//! 32 palisade-gateway": placement, answer, connections, target) contains
+//! it, for profiling one row (`shared whole 32 palisade`; `shared whole 32
+//! palisade-gateway$` for the label that ends so, without the
+//! served_headers off target);
 //! ratios then need the forwarder's and the direct call's rows to have
 //! run (`-` otherwise).
 //!
 //! For profiling one side alone under an outside load:
-//! `gateway --gateway-child UPSTREAM_URL` and `gateway --forwarder-child
+//! `gateway --gateway-child UPSTREAM_URL [CONFIG]` (CONFIG: lines added
+//! to the gateway's `[gateway]` table) and `gateway --forwarder-child
 //! UPSTREAM_URL` each print their address and serve until killed;
 //! `gateway --upstream-child` does the same for the simulated upstream, and
 //! `gateway --drive-child URL CONNECTIONS SECONDS whole|stream` is the
@@ -263,17 +276,50 @@ async fn gateway(base: &str, extra: &str) -> palisade_gateway::Gateway {
     .unwrap()
 }
 
-/// The child: a gateway on `base`, its address on stdout, serving until
-/// killed. Client connections may idle for two minutes, and 12 000
-/// connections and calls may be in progress.
-async fn gateway_child(base: &str) {
-    let gw = gateway(
-        base,
-        "header_timeout_ms = 120000\nmax_connections = 12000\n[palisade.defaults.bulkhead]\nmax_concurrent = 12000",
-    )
-    .await;
+/// What the memory table's gateway child adds to its config: client
+/// connections may idle for two minutes, and 12 000 connections and calls
+/// may be in progress.
+const MEMORY_EXTRA: &str =
+    "header_timeout_ms = 120000\nmax_connections = 12000\n[palisade.defaults.bulkhead]\nmax_concurrent = 12000";
+
+/// The child: a gateway on `base` with `extra` in its `[gateway]` table,
+/// its address on stdout, serving until killed.
+async fn gateway_child(base: &str, extra: &str) {
+    let gw = gateway(base, extra).await;
     println!("{}", gw.local_addr().unwrap());
     let _ = gw.serve(std::future::pending()).await;
+}
+
+/// Child processes of this binary, killed when this is dropped (at the
+/// end of the run, or when it panics).
+#[derive(Default)]
+struct Children(Vec<std::process::Child>);
+
+impl Children {
+    /// Runs this binary with `args` and returns the first line it prints
+    /// (its address).
+    fn start(&mut self, args: &[&str]) -> String {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        self.0.push(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(!line.trim().is_empty(), "{args:?} printed no address");
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// A process's resident memory, in KiB.
@@ -316,7 +362,7 @@ async fn open_stream(addr: &str) -> tokio::net::TcpStream {
 /// resident memory then.
 async fn warm_child(base: &str) -> (std::process::Child, u32, String, u64) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--gateway-child", base])
+        .args(["--gateway-child", base, MEMORY_EXTRA])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -426,6 +472,118 @@ fn streams_to_open() -> usize {
     (limit.saturating_sub(500) / 2).min(STREAMS as u64) as usize
 }
 
+/// The speed rows' settings.
+struct Bench<'a> {
+    /// `PALISADE_GW_BENCH_ROWS`: the rows whose label holds it.
+    only: &'a str,
+    rounds: u32,
+    secs: Duration,
+    /// Each answer's kind and the request that asks for it.
+    bodies: [(&'static str, &'static str); 2],
+}
+
+impl Bench<'_> {
+    /// The table of `targets` placed as `placement` says: every row whose
+    /// label (`"{placement} {answer} {connections} {target}"`) the
+    /// filter lets through, the targets taking turns.
+    async fn table(&self, placement: &str, targets: &[(&str, String)]) {
+        let heading = match placement {
+            "process" => "each target a process of its own (as deployed); the load and the upstream in this one",
+            _ => "every target in this process, on the one runtime the load and the upstream run on",
+        };
+        let mut printed = false;
+        for (kind, body) in self.bodies {
+            for conns in [1, 32] {
+                let chosen: Vec<_> = targets
+                    .iter()
+                    .filter(|(name, _)| {
+                        let label = format!("{placement} {kind} {conns} {name}");
+                        // A filter ending in `$` must end the label too.
+                        match self.only.strip_suffix('$') {
+                            Some(end) => label.ends_with(end),
+                            None => label.contains(self.only),
+                        }
+                    })
+                    .collect();
+                if chosen.is_empty() {
+                    continue;
+                }
+                for (_, url) in &chosen {
+                    // Warm the pools and the upstream.
+                    let _ = drive(url, body, conns, Duration::from_millis(300)).await;
+                }
+                // The targets take turns, a slice each per round, so that a
+                // change in what the machine's neighbours take falls on all of
+                // them alike.
+                let mut runs: Vec<(&str, Vec<Run>)> =
+                    chosen.iter().map(|(name, _)| (*name, Vec::new())).collect();
+                for _ in 0..self.rounds {
+                    for ((_, url), (_, slices)) in chosen.iter().zip(&mut runs) {
+                        slices.push(drive(url, body, conns, self.secs / self.rounds).await);
+                    }
+                }
+                let pooled: Vec<(&str, Run, &[Run])> = runs
+                    .iter()
+                    .map(|(name, slices)| (*name, Run::pool(slices), slices.as_slice()))
+                    .collect();
+                let fwd = pooled.iter().find(|(name, ..)| *name == "bare forwarder");
+                let direct = pooled.iter().find(|(name, ..)| *name == "direct");
+                for (name, r, slices) in &pooled {
+                    let ratio = |f: &dyn Fn(&Run) -> f64| {
+                        fwd.map_or("-".to_owned(), |(_, fwd, _)| {
+                            format!("{:.2}", f(r) / f(fwd))
+                        })
+                    };
+                    // What a target adds to a direct call: its percentile
+                    // less the direct call's (`-` without the direct row).
+                    let added =
+                        |p: &dyn Fn(&Run) -> Duration| direct.map(|(_, d, _)| us(p(r)) - us(p(d)));
+                    let shown = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+                    let added_ratio = match (added(&|r| r.p50), fwd, direct) {
+                        (Some(mine), Some((_, f, _)), Some((_, d, _))) if *name != "direct" => {
+                            format!("{:.2}", mine / (us(f.p50) - us(d.p50)))
+                        }
+                        _ => "-".to_owned(),
+                    };
+                    let vs_direct =
+                        direct.map_or("-".to_owned(), |(_, d, _)| format!("{:.2}", r.rps / d.rps));
+                    // The throughput ratio of each round alone: how far the
+                    // machine moved it.
+                    let spread = fwd.map_or("-".to_owned(), |(_, _, fwd_slices)| {
+                        let each: Vec<f64> = slices
+                            .iter()
+                            .zip(*fwd_slices)
+                            .map(|(s, f)| s.rps / f.rps)
+                            .collect();
+                        let lo = each.iter().copied().fold(f64::INFINITY, f64::min);
+                        let hi = each.iter().copied().fold(0.0, f64::max);
+                        format!("{lo:.2}-{hi:.2}")
+                    });
+                    if !printed {
+                        println!("\n{placement}: {heading}\n");
+                        println!("| answer | connections | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | first byte p50 µs | req/s vs forwarder | each turn | p50 vs forwarder | added p50 vs forwarder | req/s vs direct |");
+                        println!(
+                            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                        );
+                        printed = true;
+                    }
+                    println!(
+                        "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {spread} | {} | {added_ratio} | {vs_direct} |",
+                        r.rps,
+                        us(r.p50),
+                        us(r.p99),
+                        shown(added(&|r| r.p50)),
+                        shown(added(&|r| r.p99)),
+                        us(r.first_p50),
+                        ratio(&|r| r.rps),
+                        ratio(&|r| us(r.p50)),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -448,9 +606,15 @@ async fn main() {
             return;
         }
     }
+    if let [_, flag, base, extra] = args.as_slice() {
+        if flag == "--gateway-child" {
+            gateway_child(base, extra).await;
+            return;
+        }
+    }
     if let [_, flag, base] = args.as_slice() {
         if flag == "--gateway-child" {
-            gateway_child(base).await;
+            gateway_child(base, "").await;
             return;
         }
         if flag == "--forwarder-child" {
@@ -468,35 +632,12 @@ async fn main() {
     );
     let upstream = upstream().await;
     let base = upstream.base_url();
-    let fwd = forwarder(base.clone()).await;
-    let gw = gateway(&base, "").await;
-    let gw_addr = gw.local_addr().unwrap();
-    tokio::spawn(gw.serve(std::future::pending()));
-    let quiet = gateway(&base, "served_headers = false").await;
-    let quiet_addr = quiet.local_addr().unwrap();
-    tokio::spawn(quiet.serve(std::future::pending()));
     let only = std::env::var("PALISADE_GW_BENCH_ROWS").unwrap_or_default();
-    let path = "/v1/chat/completions";
-    let targets = [
-        ("direct", format!("{base}{path}")),
-        ("bare forwarder", format!("http://{fwd}{path}")),
-        ("palisade-gateway", format!("http://{gw_addr}{path}")),
-        (
-            "palisade-gateway, served_headers off",
-            format!("http://{quiet_addr}{path}"),
-        ),
-    ];
     let rounds = std::env::var("PALISADE_GW_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|&r| r > 0)
         .unwrap_or(6);
-    println!(
-        "closed loop, {} s per row in {rounds} turns; one simulated upstream with no added latency; all on loopback\n",
-        secs.as_secs()
-    );
-    println!("| answer | connections | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | first byte p50 µs | req/s vs forwarder | each turn | p50 vs forwarder | added p50 vs forwarder | req/s vs direct |");
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // A longer prompt, when asked for: the user's message padded with
     // words to this many bytes (the simulated upstream reads it too).
     let prompt = std::env::var("PALISADE_GW_BENCH_PROMPT_BYTES")
@@ -510,90 +651,58 @@ async fn main() {
         ),
         None => (WHOLE, STREAM),
     };
+    println!(
+        "closed loop, {} s per row in {rounds} turns; one simulated upstream with no added latency; all on loopback",
+        secs.as_secs()
+    );
     if let Some(p) = &prompt {
-        println!("the user's message: {} bytes\n", p.len());
+        println!("the user's message: {} bytes", p.len());
     }
-    for (kind, body) in [("whole", whole), ("stream", stream)] {
-        for conns in [1, 32] {
-            let chosen: Vec<_> = targets
-                .iter()
-                .filter(|(name, _)| {
-                    let label = format!("{kind} {conns} {name}");
-                    // A filter ending in `$` must end the label too.
-                    match only.strip_suffix('$') {
-                        Some(end) => label.ends_with(end),
-                        None => label.contains(&only),
-                    }
-                })
-                .collect();
-            if chosen.is_empty() {
-                continue;
+    let placements =
+        std::env::var("PALISADE_GW_BENCH_PLACES").unwrap_or_else(|_| "process,shared".to_owned());
+    let bench = Bench {
+        only: &only,
+        rounds,
+        secs,
+        bodies: [("whole", whole), ("stream", stream)],
+    };
+    let mut children = Children::default();
+    for placement in placements.split(',').map(str::trim) {
+        let (fwd, gw, quiet) = match placement {
+            // As deployed: the forwarder and each gateway a process of
+            // its own, on its own runtime; the load and the upstream here.
+            "process" => (
+                children.start(&["--forwarder-child", &base]),
+                children.start(&["--gateway-child", &base, ""]),
+                children.start(&["--gateway-child", &base, "served_headers = false"]),
+            ),
+            // Every target in this process, on the runtime the load and
+            // the upstream run on.
+            "shared" => {
+                let fwd = forwarder(base.clone()).await;
+                let gw = gateway(&base, "").await;
+                let gw_addr = gw.local_addr().unwrap();
+                tokio::spawn(gw.serve(std::future::pending()));
+                let quiet = gateway(&base, "served_headers = false").await;
+                let quiet_addr = quiet.local_addr().unwrap();
+                tokio::spawn(quiet.serve(std::future::pending()));
+                (fwd.to_string(), gw_addr.to_string(), quiet_addr.to_string())
             }
-            for (_, url) in &chosen {
-                // Warm the pools and the upstream.
-                let _ = drive(url, body, conns, Duration::from_millis(300)).await;
-            }
-            // The targets take turns, a slice each per round, so that a
-            // change in what the machine's neighbours take falls on all of
-            // them alike.
-            let mut runs: Vec<(&str, Vec<Run>)> =
-                chosen.iter().map(|(name, _)| (*name, Vec::new())).collect();
-            for _ in 0..rounds {
-                for ((_, url), (_, slices)) in chosen.iter().zip(&mut runs) {
-                    slices.push(drive(url, body, conns, secs / rounds).await);
-                }
-            }
-            let pooled: Vec<(&str, Run, &[Run])> = runs
-                .iter()
-                .map(|(name, slices)| (*name, Run::pool(slices), slices.as_slice()))
-                .collect();
-            let fwd = pooled.iter().find(|(name, ..)| *name == "bare forwarder");
-            let direct = pooled.iter().find(|(name, ..)| *name == "direct");
-            for (name, r, slices) in &pooled {
-                let ratio = |f: &dyn Fn(&Run) -> f64| {
-                    fwd.map_or("-".to_owned(), |(_, fwd, _)| {
-                        format!("{:.2}", f(r) / f(fwd))
-                    })
-                };
-                // What a target adds to a direct call: its percentile
-                // less the direct call's (`-` without the direct row).
-                let added =
-                    |p: &dyn Fn(&Run) -> Duration| direct.map(|(_, d, _)| us(p(r)) - us(p(d)));
-                let shown = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
-                let added_ratio = match (added(&|r| r.p50), fwd, direct) {
-                    (Some(mine), Some((_, f, _)), Some((_, d, _))) if *name != "direct" => {
-                        format!("{:.2}", mine / (us(f.p50) - us(d.p50)))
-                    }
-                    _ => "-".to_owned(),
-                };
-                let vs_direct =
-                    direct.map_or("-".to_owned(), |(_, d, _)| format!("{:.2}", r.rps / d.rps));
-                // The throughput ratio of each round alone: how far the
-                // machine moved it.
-                let spread = fwd.map_or("-".to_owned(), |(_, _, fwd_slices)| {
-                    let each: Vec<f64> = slices
-                        .iter()
-                        .zip(*fwd_slices)
-                        .map(|(s, f)| s.rps / f.rps)
-                        .collect();
-                    let lo = each.iter().copied().fold(f64::INFINITY, f64::min);
-                    let hi = each.iter().copied().fold(0.0, f64::max);
-                    format!("{lo:.2}-{hi:.2}")
-                });
-                println!(
-                    "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {spread} | {} | {added_ratio} | {vs_direct} |",
-                    r.rps,
-                    us(r.p50),
-                    us(r.p99),
-                    shown(added(&|r| r.p50)),
-                    shown(added(&|r| r.p99)),
-                    us(r.first_p50),
-                    ratio(&|r| r.rps),
-                    ratio(&|r| us(r.p50)),
-                );
-            }
-        }
+            other => panic!("PALISADE_GW_BENCH_PLACES: {other:?} is neither process nor shared"),
+        };
+        let path = "/v1/chat/completions";
+        let targets = [
+            ("direct", format!("{base}{path}")),
+            ("bare forwarder", format!("http://{fwd}{path}")),
+            ("palisade-gateway", format!("http://{gw}{path}")),
+            (
+                "palisade-gateway, served_headers off",
+                format!("http://{quiet}{path}"),
+            ),
+        ];
+        bench.table(placement, &targets).await;
     }
+    drop(children);
     if std::env::var("PALISADE_GW_BENCH_MEMORY").as_deref() != Ok("0") {
         raise_open_files();
         memory().await;
