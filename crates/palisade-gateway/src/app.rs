@@ -121,6 +121,7 @@ impl Gateway {
             cache,
             batch,
             affinity: Default::default(),
+            upstreams: arc_swap::ArcSwap::from_pointee(upstreams.clone()),
         });
         let reloader = crate::reload::Reloader::new(
             state.clone(),

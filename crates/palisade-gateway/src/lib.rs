@@ -36,6 +36,7 @@ mod routes;
 mod server;
 mod sse;
 mod state;
+mod stored;
 mod tail;
 pub mod traces;
 pub mod upstream;

@@ -174,6 +174,7 @@ impl Reloader {
         }
         // Checks follow the new stacks and settings.
         crate::app::start_checks(&self.inner.state.registry, &cfg, &upstreams);
+        self.inner.state.upstreams.store(Arc::new(upstreams));
         self.inner
             .state
             .models

@@ -47,6 +47,12 @@ pub(crate) fn app(state: Arc<AppState>, reload: AdminReload) -> axum::Router {
         .route(Endpoint::Completions.path(), post(completions))
         .route(Endpoint::Embeddings.path(), post(embeddings))
         .route(Endpoint::Responses.path(), post(responses))
+        .route(
+            "/v1/responses/{id}",
+            get(crate::stored::call).delete(crate::stored::call),
+        )
+        .route("/v1/responses/{id}/input_items", get(crate::stored::call))
+        .route("/v1/responses/{id}/cancel", post(crate::stored::call))
         .route("/v1/models", get(models))
         .route("/v1/models/{*model}", get(model))
         .route("/health", get(health))
@@ -355,7 +361,9 @@ pub(crate) async fn serve_started(
             .cloned()
             .map(|p| {
                 let s = s.clone();
-                Box::new(move |id: String| s.affinity.stored(&id, &p)) as crate::tail::OnId
+                let owner = seen.key.clone();
+                Box::new(move |id: String| s.affinity.stored(&id, &p, owner.clone()))
+                    as crate::tail::OnId
             });
         // The tail inside, so it sees a failure as the failure it is; the
         // caller sees it as one SSE event.
@@ -561,6 +569,12 @@ impl<'a> Asked<'a> {
     }
 }
 
+/// The request's id for a call the gateway answers outside [`serve`]
+/// (see [`Asked::request_id`]).
+pub(crate) fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    Asked::scan(headers).request_id()
+}
+
 /// A new request id: `req_` and 32 random hex digits (written by hand:
 /// `format!` costs several times as much, on every request).
 fn new_request_id() -> HeaderValue {
@@ -703,8 +717,19 @@ async fn read_request(
                 .as_str()
                 .map(str::to_owned)
         };
-        let pinned = s.affinity.pin_for(&bytes, previous);
-        chat.pinned = pinned;
+        let caller = key.map(|k| &*k.id);
+        match s.affinity.pin_for(&bytes, previous, caller) {
+            crate::affinity::Known::At(p) => chat.pinned = Some(p),
+            crate::affinity::Known::Unknown => {}
+            // Another key's response: as if it did not exist.
+            crate::affinity::Known::Others => {
+                let id = previous().unwrap_or_default();
+                return Err(crate::stored::not_found(
+                    "previous_response_not_found",
+                    &format!("Previous response with id '{id}' not found."),
+                ));
+            }
+        }
     }
     chat.hedgeable = hedge;
     chat.cache = cache;
@@ -727,6 +752,8 @@ static CALLER_TIMEOUTS: [TimeoutHeader; 3] = [
 async fn route(s: &AppState, req: ChatRequest) -> Response {
     let stream = req.stream;
     let responses = req.endpoint == Endpoint::Responses;
+    // The client key a stored response is remembered for.
+    let owner = req.client.clone().filter(|_| responses);
     let answer = match crate::front::bare(&s.router) {
         Some(router) => router
             .route(req)
@@ -759,7 +786,7 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
                 );
             }
             if responses && !stream && parts.status.is_success() {
-                return remember_response(s, parts, Body::new(body)).await;
+                return remember_response(s, parts, Body::new(body), owner).await;
             }
             Response::from_parts(parts, Body::new(body))
         }
@@ -773,7 +800,12 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
 /// A whole Responses API answer, its `id` remembered with the provider
 /// that stored it (its continuations go there). The body is already read
 /// whole upstream: collecting it here copies nothing.
-async fn remember_response(s: &AppState, parts: http::response::Parts, body: Body) -> Response {
+async fn remember_response(
+    s: &AppState,
+    parts: http::response::Parts,
+    body: Body,
+    owner: Option<Arc<str>>,
+) -> Response {
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => {
@@ -786,7 +818,7 @@ async fn remember_response(s: &AppState, parts: http::response::Parts, body: Bod
         .get::<Served>()
         .and_then(|sv| sv.provider.as_ref());
     if let (Some(p), Some(id)) = (provider, crate::affinity::answer_id(&bytes)) {
-        s.affinity.stored(&id, p);
+        s.affinity.stored(&id, p, owner);
     }
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -820,7 +852,7 @@ fn count_value(n: u32) -> HeaderValue {
 /// thread come from the provider the one before came from, and sharing a
 /// value is a name comparison and a reference count, where a new one is
 /// checked, copied and allocated.
-fn provider_value(p: &ProviderId) -> Option<HeaderValue> {
+pub(crate) fn provider_value(p: &ProviderId) -> Option<HeaderValue> {
     thread_local! {
         static LAST: std::cell::RefCell<Option<(ProviderId, HeaderValue)>> =
             const { std::cell::RefCell::new(None) };

@@ -95,6 +95,10 @@ pub(crate) struct AppState {
     pub(crate) served_headers: bool,
     /// Which provider stored which response (the Responses API).
     pub(crate) affinity: crate::affinity::Affinity,
+    /// Each upstream by its id, in order of their ids, for the calls
+    /// about a stored response (`stored.rs`; replaced on reload).
+    pub(crate) upstreams:
+        arc_swap::ArcSwap<std::collections::BTreeMap<String, crate::upstream::Upstream>>,
 }
 
 impl AppState {

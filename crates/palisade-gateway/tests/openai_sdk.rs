@@ -132,6 +132,12 @@ async fn the_sdk_gets_whole_answers_streams_usage_embeddings_completions_and_404
     assert_eq!(resp["stream_text"], resp["text"], "{v}");
     assert_eq!(resp["stream_final_text"], resp["text"], "{v}");
     assert_eq!(resp["stream_output_tokens"], 4, "{v}");
+    let stored = &v["stored"];
+    assert_eq!(stored["same_id"], true, "{v}");
+    assert_eq!(stored["text"], resp["text"], "{v}");
+    assert_eq!(stored["input"], serde_json::json!(["hello"]), "{v}");
+    assert_eq!(stored["deleted_status"], 200, "{v}");
+    assert_eq!(stored["gone"], 404, "{v}");
     assert_eq!(v["not_found"], 404, "{v}");
     assert_eq!(v["concurrent"], 200, "200 concurrent async calls: {v}");
 }

@@ -221,3 +221,166 @@ async fn a_continued_response_goes_to_the_provider_that_stored_it() {
     );
     assert_eq!(r.sim(other).requests(), before);
 }
+
+/// The id of a response made through `r` (whole), and the provider that
+/// stored it.
+async fn made(r: &Running, headers: &[(&str, &str)]) -> (String, String) {
+    let (status, body, h) = r
+        .post_to("/v1/responses", r#"{"model":"m","input":"hi"}"#, headers)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let at = h["x-palisade-provider"].to_str().unwrap().to_owned();
+    (json(&body)["id"].as_str().unwrap().to_owned(), at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_response_is_read_listed_and_deleted_where_it_lives() {
+    let r = Running::start(BALANCED).await;
+    for stream in [false, true] {
+        // Made in a balanced tier: one of the two has it.
+        let first = format!(r#"{{"model":"m","input":"hi there","stream":{stream}}}"#);
+        let (_, body, headers) = r.post_to("/v1/responses", &first, &[]).await;
+        let stored_at = headers["x-palisade-provider"].to_str().unwrap().to_owned();
+        let id = if stream {
+            events(&body)[0].1["response"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        } else {
+            json(&body)["id"].as_str().unwrap().to_owned()
+        };
+        let other = if stored_at == "east" { "west" } else { "east" };
+        let before = r.sim(other).requests();
+        // Read back several times: always from where it lives.
+        for _ in 0..3 {
+            let (status, body, h) = r.send("GET", &format!("/v1/responses/{id}"), "").await;
+            assert_eq!(status, 200, "stream {stream}: {body}");
+            assert_eq!(h["x-palisade-provider"], stored_at.as_str());
+            assert!(h.contains_key("x-request-id"));
+            let v = json(&body);
+            assert_eq!(v["id"], id.as_str());
+            assert_eq!(v["status"], "completed");
+            assert_eq!(v["provider"], stored_at.as_str());
+        }
+        let (status, body, _) = r
+            .send(
+                "GET",
+                &format!("/v1/responses/{id}/input_items?limit=10"),
+                "",
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["data"][0]["content"][0]["text"], "hi there");
+        // The provider's own refusal, passed on.
+        let (status, body, _) = r
+            .send("POST", &format!("/v1/responses/{id}/cancel"), "")
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("Cannot cancel"), "{body}");
+        let (status, body, _) = r.send("DELETE", &format!("/v1/responses/{id}"), "").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["deleted"], true);
+        assert_eq!(
+            r.sim(other).requests(),
+            before,
+            "{other} was not sent the cancel"
+        );
+        // Deleted and forgotten: asked around, nobody has it.
+        let (status, body, _) = r.send("GET", &format!("/v1/responses/{id}"), "").await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("not found"), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_another_gateway_made_is_found_by_asking_each_upstream() {
+    let r = Running::start(BALANCED).await;
+    // Made at west directly, as through another gateway of a fleet.
+    let west = r.sim("west").addr();
+    let made = palisade_gateway_test_post(west, r#"{"model":"m","input":"elsewhere"}"#).await;
+    let id = json(&made)["id"].as_str().unwrap().to_owned();
+    let (status, body, h) = r.send("GET", &format!("/v1/responses/{id}"), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h["x-palisade-provider"], "west");
+    // Found, it is remembered: continuations go there too.
+    let next = format!(r#"{{"model":"m","input":"more","previous_response_id":"{id}"}}"#);
+    for _ in 0..3 {
+        let (status, body, h) = r.post_to("/v1/responses", &next, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(h["x-palisade-provider"], "west");
+    }
+    // An id nobody has: 404 in OpenAI's form.
+    let (status, body, _) = r.send("GET", "/v1/responses/resp_nowhere_7", "").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(json(&body)["error"]["type"], "invalid_request_error");
+}
+
+/// `body` posted to `/v1/responses` at `addr` (a simulated provider).
+async fn palisade_gateway_test_post(addr: std::net::SocketAddr, body: &str) -> String {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let req = common::request("POST", &format!("http://{addr}/v1/responses"), body, &[]);
+    common::read(client.request(req).await.unwrap()).await.1
+}
+
+const KEYED: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+
+[gateway.auth]
+keys = [
+  # sha256 of "client-a-secret"
+  { id = "a", sha256 = "dc9bd1cfb2a24027fa7b694afa718b9d0d343855917ea049dc192e4cdd2b1d04" },
+  # sha256 of "client-b-secret"
+  { id = "b", sha256 = "4ac2cabcc8d1bc2deb7f60567d9bb8bb7b3bc06aca588c5259889573232228f5" },
+]
+
+[upstreams.east]
+models = { "m" = "m" }
+simulated = { latency_ms = 1, tokens = 2 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_a_response_is_its_makers_alone() {
+    let r = Running::start(KEYED).await;
+    let a = [("authorization", "Bearer client-a-secret")];
+    let b = [("authorization", "Bearer client-b-secret")];
+    let (id, _) = made(&r, &a).await;
+    let path = format!("/v1/responses/{id}");
+    let (status, body, _) = r.send_with("GET", &path, "", &a).await;
+    assert_eq!(status, 200, "{body}");
+    // Another key: as if there were no such response, at every call.
+    let before = r.sim("east").requests();
+    for (method, p) in [
+        ("GET", path.clone()),
+        ("GET", format!("{path}/input_items")),
+        ("POST", format!("{path}/cancel")),
+        ("DELETE", path.clone()),
+    ] {
+        let (status, body, _) = r.send_with(method, &p, "", &b).await;
+        assert_eq!(status, 404, "{method} {p}: {body}");
+    }
+    let next = format!(r#"{{"model":"m","input":"more","previous_response_id":"{id}"}}"#);
+    let (status, body, _) = r.post_to("/v1/responses", &next, &b).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "previous_response_not_found");
+    assert_eq!(
+        r.sim("east").requests(),
+        before,
+        "nothing reached the provider"
+    );
+    // No key at all: 401.
+    let (status, _, _) = r.send("GET", &path, "").await;
+    assert_eq!(status, 401);
+    // An id the gateway never saw: its maker cannot be told, so no key
+    // may read it.
+    let (status, _, _) = r
+        .send_with("GET", "/v1/responses/resp_east_999", "", &a)
+        .await;
+    assert_eq!(status, 404);
+    // Its maker still can, and may continue it.
+    let (status, body, _) = r.post_to("/v1/responses", &next, &a).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = r.send_with("DELETE", &path, "", &a).await;
+    assert_eq!(status, 200);
+}

@@ -205,6 +205,40 @@ struct SimState {
     last_request_id: Mutex<Option<String>>,
     /// The last request's `x-request-timeout-ms`, `u64::MAX` for none.
     last_time_left: AtomicU64,
+    /// The responses it stored (the Responses API's `store`, on unless
+    /// the request says `false`), for the calls that read, list or delete
+    /// them.
+    stored: Mutex<Stored>,
+}
+
+/// Stored responses by id, the oldest forgotten past [`STORED`].
+#[derive(Default)]
+struct Stored {
+    by_id: std::collections::HashMap<String, StoredResponse>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// A stored response: the whole response object and the request's input
+/// texts (its input items).
+struct StoredResponse {
+    response: serde_json::Value,
+    inputs: Vec<String>,
+}
+
+/// How many responses a simulated provider keeps.
+const STORED: usize = 10_000;
+
+impl Stored {
+    fn put(&mut self, id: String, response: StoredResponse) {
+        if self.by_id.insert(id.clone(), response).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > STORED {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
 }
 
 /// The provider's own limits as OpenAI keeps them: a bucket per unit that
@@ -451,12 +485,19 @@ pub async fn spawn(name: &str, faults: Faults) -> std::io::Result<SimHandle> {
         rate_limited: AtomicU64::new(0),
         last_request_id: Mutex::new(None),
         last_time_left: AtomicU64::new(u64::MAX),
+        stored: Mutex::new(Stored::default()),
     });
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses))
+        .route(
+            "/v1/responses/{id}",
+            get(stored_response).delete(delete_response),
+        )
+        .route("/v1/responses/{id}/input_items", get(input_items))
+        .route("/v1/responses/{id}/cancel", post(cancel_response))
         .route("/v1/models", get(models))
         .with_state(state.clone());
     tokio::spawn(serve(listener, chaos.layer(app), state.clone()));
@@ -641,6 +682,104 @@ async fn embeddings(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
 
 async fn responses(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
     answer(s, body, Kind::Response).await
+}
+
+/// 404 for a response this provider does not have, as OpenAI answers.
+fn response_not_found(id: &str) -> Response {
+    let body = serde_json::json!({"error": {
+        "message": format!("Response with id '{id}' not found."),
+        "type": "invalid_request_error",
+        "param": null,
+        "code": null,
+    }});
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// `GET /v1/responses/{id}`: a stored response, whole.
+async fn stored_response(
+    State(s): State<Arc<SimState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let stored = s.stored.lock().unwrap_or_else(|e| e.into_inner());
+    match stored.by_id.get(&id) {
+        Some(r) => axum::Json(r.response.clone()).into_response(),
+        None => response_not_found(&id),
+    }
+}
+
+/// `DELETE /v1/responses/{id}`: forgets a stored response.
+async fn delete_response(
+    State(s): State<Arc<SimState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let mut stored = s.stored.lock().unwrap_or_else(|e| e.into_inner());
+    if stored.by_id.remove(&id).is_none() {
+        return response_not_found(&id);
+    }
+    stored.order.retain(|o| *o != id);
+    axum::Json(serde_json::json!({"id": id, "object": "response", "deleted": true})).into_response()
+}
+
+/// `GET /v1/responses/{id}/input_items`: a stored response's input, as
+/// user messages (one page: every item).
+async fn input_items(
+    State(s): State<Arc<SimState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let stored = s.stored.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(r) = stored.by_id.get(&id) else {
+        return response_not_found(&id);
+    };
+    let data: Vec<serde_json::Value> = r
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            serde_json::json!({
+                "id": format!("msg_{id}_{i}"),
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": text}],
+            })
+        })
+        .collect();
+    let first = data.first().map(|d| d["id"].clone());
+    let last = data.last().map(|d| d["id"].clone());
+    axum::Json(serde_json::json!({
+        "object": "list",
+        "data": data,
+        "first_id": first,
+        "last_id": last,
+        "has_more": false,
+    }))
+    .into_response()
+}
+
+/// `POST /v1/responses/{id}/cancel`: the simulated provider answers every
+/// response at once (none runs in the background), so there is never one
+/// to cancel: 400, as OpenAI answers for a response not made with
+/// `background: true`; 404 for one it does not have.
+async fn cancel_response(
+    State(s): State<Arc<SimState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if !s
+        .stored
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .by_id
+        .contains_key(&id)
+    {
+        return response_not_found(&id);
+    }
+    let body = serde_json::json!({"error": {
+        "message": "Cannot cancel a synchronous response.",
+        "type": "invalid_request_error",
+        "param": null,
+        "code": null,
+    }});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 /// The texts of a Responses API `input`: a string, or a list of items
@@ -854,6 +993,16 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             prompt_tokens,
             tokens: faults.tokens,
         };
+        if req["store"].as_bool() != Some(false) {
+            // Kept whole, as it is once done (a stream's too).
+            let response = answer.whole();
+            let id = response["id"].as_str().unwrap_or_default().to_owned();
+            let inputs = response_texts(&req["input"]);
+            s.stored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(id, StoredResponse { response, inputs });
+        }
         let res = if stream {
             answer.stream(Duration::from_millis(faults.token_interval_ms))
         } else {

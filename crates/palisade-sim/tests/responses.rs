@@ -134,3 +134,64 @@ async fn a_response_continues_only_one_this_provider_stored() {
     let v: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
     assert_eq!(v["error"]["code"], "previous_response_not_found");
 }
+
+#[tokio::test]
+async fn a_stored_response_is_read_listed_refused_cancel_and_deleted() {
+    let sim = spawn("resp", quick()).await.unwrap();
+    let req = r#"{"model":"m","input":[{"role":"user","content":"first"},{"role":"user","content":"second"}]}"#;
+    let raw = exchange(sim.addr(), "POST", "/v1/responses", req).await;
+    let made: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/responses/{id}");
+
+    let raw = exchange(sim.addr(), "GET", &path, "").await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    let read: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    assert_eq!(read, made, "the response as it was made");
+
+    let raw = exchange(sim.addr(), "GET", &format!("{path}/input_items"), "").await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    let items: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    assert_eq!(items["object"], "list");
+    let texts: Vec<&str> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+    assert_eq!(items["has_more"], false);
+
+    // Answered at once, never in the background: nothing to cancel.
+    let raw = exchange(sim.addr(), "POST", &format!("{path}/cancel"), "").await;
+    assert_eq!(status(&raw), 400, "{raw}");
+
+    let raw = exchange(sim.addr(), "DELETE", &path, "").await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    let deleted: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    assert_eq!(deleted["id"], id.as_str());
+    assert_eq!(deleted["deleted"], true);
+    for (method, path) in [
+        ("GET", path.clone()),
+        ("DELETE", path.clone()),
+        ("GET", format!("{path}/input_items")),
+        ("POST", format!("{path}/cancel")),
+    ] {
+        let raw = exchange(sim.addr(), method, &path, "").await;
+        assert_eq!(status(&raw), 404, "{method} {path} once deleted: {raw}");
+        assert!(body(&raw).contains("not found"), "{raw}");
+    }
+
+    // `store: false`: nothing kept.
+    let req = r#"{"model":"m","input":"hello","store":false}"#;
+    let raw = exchange(sim.addr(), "POST", "/v1/responses", req).await;
+    let made: serde_json::Value = serde_json::from_str(body(&raw)).unwrap();
+    let raw = exchange(
+        sim.addr(),
+        "GET",
+        &format!("/v1/responses/{}", made["id"].as_str().unwrap()),
+        "",
+    )
+    .await;
+    assert_eq!(status(&raw), 404, "{raw}");
+}

@@ -262,6 +262,58 @@ impl Upstream {
         self
     }
 
+    /// Sends a call about a response this provider stored (OpenAI's
+    /// `GET` and `DELETE /responses/{id}`, `GET
+    /// /responses/{id}/input_items`, `POST /responses/{id}/cancel`):
+    /// `method` to its Responses URL with `rest` added (the path after
+    /// `/responses`, with the caller's query), the caller's `body`, its
+    /// request id, and the provider's key and headers. The answer comes
+    /// back whatever its status (a `404` is the provider's to give);
+    /// `stream` (a `GET` with `stream=true`, a background response's
+    /// events) passes the body through as it comes, under the stream
+    /// timeouts. Such calls go to this one provider, outside its stack:
+    /// no retry, no breaker, no fallback (the response lives there alone).
+    pub(crate) fn stored_response(
+        &self,
+        method: http::Method,
+        rest: &str,
+        body: Bytes,
+        request_id: Option<HeaderValue>,
+        stream: bool,
+    ) -> CallFuture {
+        let url = format!(
+            "{}{rest}",
+            self.parts.endpoints[Endpoint::Responses.index()]
+        );
+        let uri = match url.parse::<Uri>() {
+            Ok(u) => u,
+            Err(e) => return Box::pin(std::future::ready(Err(e.into()))),
+        };
+        let has_body = !body.is_empty();
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        for (name, value) in &self.parts.headers {
+            req.headers_mut().append(name, value.clone());
+        }
+        if has_body {
+            req.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some(key) = &self.parts.api_key {
+            req.headers_mut().insert(AUTHORIZATION, key.clone());
+        }
+        if let Some(id) = request_id {
+            req.headers_mut()
+                .insert(crate::routes::REQUEST_ID_HEADER, id);
+        }
+        if stream {
+            (self.parts.streaming)(req, None)
+        } else {
+            (self.parts.whole)(req, None)
+        }
+    }
+
     /// The span of an attempt for `req` (traces on).
     fn attempt_span(&self, req: &ChatRequest) -> crate::traces::AttemptSpan {
         let uri = &self.parts.endpoints[req.endpoint.index()];

@@ -94,6 +94,22 @@ def happy():
         "stream_final_text": last.response.output_text,
         "stream_output_tokens": last.response.usage.output_tokens,
     }
+    # A stored response read back, its input listed, then deleted.
+    got = c.responses.retrieve(done.id)
+    items = c.responses.input_items.list(done.id)
+    deleted = c.responses.with_raw_response.delete(done.id)
+    try:
+        c.responses.retrieve(done.id)
+        gone = "no error"
+    except openai.NotFoundError as e:
+        gone = e.status_code
+    out["stored"] = {
+        "same_id": got.id == done.id,
+        "text": got.output_text,
+        "input": [part.text for item in items.data for part in item.content],
+        "deleted_status": deleted.http_response.status_code,
+        "gone": gone,
+    }
     try:
         c.chat.completions.create(model="no-such-model", messages=MESSAGES)
         out["not_found"] = "no error"
