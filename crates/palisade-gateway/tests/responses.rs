@@ -297,7 +297,7 @@ async fn a_response_another_gateway_made_is_found_by_asking_each_upstream() {
     let r = Running::start(BALANCED).await;
     // Made at west directly, as through another gateway of a fleet.
     let west = r.sim("west").addr();
-    let made = palisade_gateway_test_post(west, r#"{"model":"m","input":"elsewhere"}"#).await;
+    let made = post_to_provider(west, r#"{"model":"m","input":"elsewhere"}"#).await;
     let id = json(&made)["id"].as_str().unwrap().to_owned();
     let (status, body, h) = r.send("GET", &format!("/v1/responses/{id}"), "").await;
     assert_eq!(status, 200, "{body}");
@@ -316,7 +316,7 @@ async fn a_response_another_gateway_made_is_found_by_asking_each_upstream() {
 }
 
 /// `body` posted to `/v1/responses` at `addr` (a simulated provider).
-async fn palisade_gateway_test_post(addr: std::net::SocketAddr, body: &str) -> String {
+async fn post_to_provider(addr: std::net::SocketAddr, body: &str) -> String {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
     let req = common::request("POST", &format!("http://{addr}/v1/responses"), body, &[]);
