@@ -41,11 +41,18 @@ pub(crate) fn not_found(code: &str, message: &str) -> Response {
 
 /// The response id a path names and the rest of the path after
 /// `/v1/responses` (with the query added): `("resp_1",
-/// "/resp_1/input_items?limit=5")`. `None` for an empty id.
+/// "/resp_1/input_items?limit=5")`. `None` for an id that is empty or
+/// has anything but letters, digits, `_` and `-` (as OpenAI's ids have):
+/// the id goes into the provider's URL, where `..` or an escape could
+/// name another of its paths.
 fn id_and_rest(uri: &http::Uri) -> Option<(&str, String)> {
     let after = uri.path().strip_prefix("/v1/responses")?;
     let id = after.strip_prefix('/')?.split('/').next()?;
-    if id.is_empty() {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return None;
     }
     let rest = match uri.query() {
@@ -94,7 +101,7 @@ async fn answer(
         }
     };
     let Some((id, rest)) = id_and_rest(uri) else {
-        return crate::errors::not_found().await;
+        return not_found("not_found", "no response has such an id");
     };
     let missing = || not_found("not_found", &format!("Response with id '{id}' not found."));
     let upstreams = s.upstreams.load();
@@ -166,8 +173,15 @@ mod tests {
         );
         let uri: http::Uri = "/v1/responses/resp_2".parse().unwrap();
         assert_eq!(id_and_rest(&uri), Some(("resp_2", "/resp_2".into())));
-        let uri: http::Uri = "/v1/responses/".parse().unwrap();
-        assert_eq!(id_and_rest(&uri), None);
+        for bad in [
+            "/v1/responses/",
+            "/v1/responses/..",
+            "/v1/responses/%2E%2E/x",
+            "/v1/responses/a.b",
+        ] {
+            let uri: http::Uri = bad.parse().unwrap();
+            assert_eq!(id_and_rest(&uri), None, "{bad}");
+        }
         let get = http::Method::GET;
         let uri: http::Uri = "/v1/responses/r?stream=true&starting_after=3"
             .parse()

@@ -289,24 +289,7 @@ impl Upstream {
             Ok(u) => u,
             Err(e) => return Box::pin(std::future::ready(Err(e.into()))),
         };
-        let has_body = !body.is_empty();
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        for (name, value) in &self.parts.headers {
-            req.headers_mut().append(name, value.clone());
-        }
-        if has_body {
-            req.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        if let Some(key) = &self.parts.api_key {
-            req.headers_mut().insert(AUTHORIZATION, key.clone());
-        }
-        if let Some(id) = request_id {
-            req.headers_mut()
-                .insert(crate::routes::REQUEST_ID_HEADER, id);
-        }
+        let req = self.request(method, uri, body, request_id.as_ref());
         if stream {
             (self.parts.streaming)(req, None)
         } else {
@@ -348,6 +331,43 @@ impl Upstream {
                 .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A request to this provider: `method` to `uri`, `body` (JSON, when
+    /// not empty), the config's headers, the key, and the request's id.
+    fn request(
+        &self,
+        method: http::Method,
+        uri: Uri,
+        body: Bytes,
+        request_id: Option<&HeaderValue>,
+    ) -> Request<Full<Bytes>> {
+        let has_body = !body.is_empty();
+        // Built in place: the builder parses and copies a text value.
+        let mut http_req = Request::new(Full::new(body));
+        *http_req.method_mut() = method;
+        *http_req.uri_mut() = uri;
+        // Room made once: hyper reads the answer's headers into this very
+        // map (emptied), so the answer has room for the gateway's own
+        // headers too instead of growing for them.
+        *http_req.headers_mut() = http::HeaderMap::with_capacity(HEADERS_ROOM);
+        for (name, value) in &self.parts.headers {
+            http_req.headers_mut().append(name, value.clone());
+        }
+        if has_body {
+            http_req
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some(key) = &self.parts.api_key {
+            http_req.headers_mut().insert(AUTHORIZATION, key.clone());
+        }
+        if let Some(id) = request_id {
+            http_req
+                .headers_mut()
+                .insert(crate::routes::REQUEST_ID_HEADER, id.clone());
+        }
+        http_req
+    }
+
     fn encode(&self, req: &ChatRequest, ask_usage: bool) -> Result<Request<Full<Bytes>>, BoxError> {
         let Some(model) = self.parts.models.get(&*req.model) else {
             return Err(Classified::new(
@@ -369,29 +389,8 @@ impl Upstream {
             },
             _ => encode_body(req.body(), model, ask_usage)?,
         };
-        let url = &self.parts.endpoints[req.endpoint.index()];
-        // Built in place: the builder parses and copies a text value.
-        let mut http_req = Request::new(Full::new(body));
-        *http_req.method_mut() = http::Method::POST;
-        *http_req.uri_mut() = url.clone();
-        // Room made once: hyper reads the answer's headers into this very
-        // map (emptied), so the answer has room for the gateway's own
-        // headers too instead of growing for them.
-        *http_req.headers_mut() = http::HeaderMap::with_capacity(HEADERS_ROOM);
-        for (name, value) in &self.parts.headers {
-            http_req.headers_mut().append(name, value.clone());
-        }
-        http_req
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &self.parts.api_key {
-            http_req.headers_mut().insert(AUTHORIZATION, key.clone());
-        }
-        if let Some(id) = &req.request_id {
-            http_req
-                .headers_mut()
-                .insert(crate::routes::REQUEST_ID_HEADER, id.clone());
-        }
+        let url = self.parts.endpoints[req.endpoint.index()].clone();
+        let mut http_req = self.request(http::Method::POST, url, body, req.request_id.as_ref());
         if let Some(d) = req.deadline() {
             // The time left told upstream here, not by a layer reading it
             // back from the request's extensions: only a stream's timeouts
