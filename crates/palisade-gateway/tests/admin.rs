@@ -1,6 +1,7 @@
 //! `POST /admin/reload` over real loopback sockets: the config file read
 //! again and applied while serving, a bad file refused with its problems
-//! (the running config keeps serving), the admin key required when there
+//! (the running config keeps serving; a new upstream's stored responses
+//! read back from it), the admin key required when there
 //! is one, and a gateway on its embedded config saying there is no file.
 
 mod common;
@@ -52,6 +53,18 @@ async fn the_admin_endpoint_reloads_the_config_file_and_refuses_a_bad_one() {
     assert_eq!(done["kept"], serde_json::json!(["primary"]));
     assert_eq!(done["added"], serde_json::json!(["secondary"]));
     assert_eq!(models(&gw.json("/v1/models").await), ["m", "n"]);
+    // A response the new upstream stored is read back from it.
+    let (status, body, _) = gw
+        .post_to("/v1/responses", r#"{"model":"n","input":"hi"}"#, &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body, headers) = gw.send("GET", &format!("/v1/responses/{id}"), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-palisade-provider"], "secondary");
 
     // A file with a problem: refused, named, and v2 keeps serving.
     std::fs::write(
