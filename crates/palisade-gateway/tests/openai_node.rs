@@ -95,6 +95,11 @@ async fn the_node_sdk_gets_answers_streams_and_embeddings() {
     assert_eq!(resp["output_tokens"], 4, "{v}");
     assert_eq!(resp["stream_text"], resp["text"], "{v}");
     assert_eq!(resp["last_event"], "response.completed", "{v}");
+    let stored = &v["stored"];
+    assert_eq!(stored["same_id"], true, "{v}");
+    assert_eq!(stored["text"], resp["text"], "{v}");
+    assert_eq!(stored["input"], serde_json::json!(["hello"]), "{v}");
+    assert_eq!(stored["gone"], 404, "{v}");
     assert_eq!(v["not_found"], 404, "{v}");
     assert_eq!(v["concurrent"], 100, "{v}");
 }

@@ -62,6 +62,23 @@ async function happy() {
     stream_text: deltas,
     last_event: last.type,
   };
+  // A stored response read back, its input listed, then deleted.
+  const got = await c.responses.retrieve(resp.id);
+  const items = await c.responses.inputItems.list(resp.id);
+  await c.responses.delete(resp.id);
+  let gone;
+  try {
+    await c.responses.retrieve(resp.id);
+    gone = "no error";
+  } catch (e) {
+    gone = e instanceof OpenAI.NotFoundError ? e.status : String(e);
+  }
+  out.stored = {
+    same_id: got.id === resp.id,
+    text: got.output_text,
+    input: items.data.flatMap((item) => item.content.map((part) => part.text)),
+    gone,
+  };
   const emb = await c.embeddings.create({ model: "m", input: ["first text", "second text"] });
   out.embeddings = { count: emb.data.length, dims: emb.data[0].embedding.length };
   try {
