@@ -105,8 +105,14 @@ async fn answer(
     };
     let missing = || not_found("not_found", &format!("Response with id '{id}' not found."));
     let upstreams = s.upstreams.load();
-    let candidates: Vec<&String> = match s.affinity.known(id, key.as_ref().map(|k| &*k.id)) {
-        Known::At(p) => upstreams.keys().filter(|u| **u == p.as_str()).collect(),
+    let known = s.affinity.known(id, key.as_ref().map(|k| &*k.id));
+    let asked_around = known == Known::Unknown;
+    let candidates: Vec<&String> = match known {
+        Known::At(p) => upstreams
+            .get_key_value(p.as_str())
+            .map(|(id, _)| id)
+            .into_iter()
+            .collect(),
         // Its maker cannot be told: only a gateway open to all asks around.
         Known::Unknown if key.is_none() => upstreams.keys().collect(),
         Known::Unknown | Known::Others => return missing(),
@@ -130,7 +136,7 @@ async fn answer(
                 if res.status().is_success() {
                     if *method == http::Method::DELETE {
                         s.affinity.forget(id);
-                    } else {
+                    } else if asked_around {
                         // Found by asking around: remembered for next time.
                         let owner = key.as_ref().map(|k| k.id.clone());
                         s.affinity.stored(id, &provider, owner);
