@@ -993,11 +993,12 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
             prompt_tokens,
             tokens: faults.tokens,
         };
+        let whole = answer.whole();
         if req["store"].as_bool() != Some(false) {
             // Kept whole, as it is once done (a stream's too).
-            let response = answer.whole();
-            let id = response["id"].as_str().unwrap_or_default().to_owned();
+            let id = whole["id"].as_str().unwrap_or_default().to_owned();
             let inputs = response_texts(&req["input"]);
+            let response = whole.clone();
             s.stored
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -1006,7 +1007,7 @@ async fn answer(s: Arc<SimState>, body: Bytes, kind: Kind) -> Response {
         let res = if stream {
             answer.stream(Duration::from_millis(faults.token_interval_ms))
         } else {
-            axum::Json(answer.whole()).into_response()
+            axum::Json(whole).into_response()
         };
         return with_rate(res);
     }
