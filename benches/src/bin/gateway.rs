@@ -606,17 +606,14 @@ async fn main() {
             return;
         }
     }
-    if let [_, flag, base, extra] = args.as_slice() {
-        if flag == "--gateway-child" {
-            gateway_child(base, extra).await;
+    if let [_, flag, base, extra @ ..] = args.as_slice() {
+        if flag == "--gateway-child" && extra.len() <= 1 {
+            // CONFIG, when given: lines added to its `[gateway]` table.
+            gateway_child(base, extra.first().map_or("", String::as_str)).await;
             return;
         }
     }
     if let [_, flag, base] = args.as_slice() {
-        if flag == "--gateway-child" {
-            gateway_child(base, "").await;
-            return;
-        }
         if flag == "--forwarder-child" {
             // The bare forwarder alone, for profiling beside a gateway
             // child: its address on stdout, serving until killed.
