@@ -20,6 +20,7 @@ use crate::budget::FleetBudget;
 use crate::follow;
 use crate::lease::{FleetPool, HeldSnapshot};
 use crate::link::Link;
+use crate::notes::Notes;
 use crate::scripts;
 use crate::settings::FleetSettings;
 
@@ -307,6 +308,27 @@ impl Fleet {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), Arc::downgrade(&pool));
         true
+    }
+
+    /// Notes of one `kind` shared with the fleet (see [`Notes`]): what
+    /// [`Notes::put`] writes here, any replica with the same Redis and key
+    /// prefix reads with [`Notes::get`], for `ttl` after it was written.
+    /// Each call starts a writer of its own: call it once per kind.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// use std::time::Duration;
+    /// use palisade_redis::{Fleet, FleetSettings};
+    ///
+    /// let fleet = Fleet::connect(FleetSettings::new("redis://127.0.0.1:6379")).unwrap();
+    /// let seen = fleet.notes("seen", Duration::from_secs(60));
+    /// seen.put("a", "1");
+    /// assert_eq!(seen.snapshot().found, 0);
+    /// # }
+    /// ```
+    pub fn notes(&self, kind: &str, ttl: Duration) -> Notes {
+        let prefix = self.inner.members.key(&format!("notes:{kind}:"));
+        Notes::new(self.inner.link.clone(), prefix, ttl)
     }
 
     /// Stops sharing `provider` (removed from this replica's registry).

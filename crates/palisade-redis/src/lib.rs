@@ -19,6 +19,10 @@
 //!   ([`Fleet::share_budget`]) holds for the fleet's retries against the
 //!   fleet's requests: replicas report their requests every 100 ms and take
 //!   retries from the fleet's window in small leases.
+//! - **Notes**: short texts one replica writes and the others read
+//!   ([`Fleet::notes`]), each kept for a time: the gateway's record of
+//!   which provider stored which response. Written in the background,
+//!   read within the fleet's timeout, a hint rather than a record.
 //! - **Redis is a dependency that fails**: every command has a short
 //!   timeout; when Redis is slow or gone each replica carries on alone (on
 //!   1/N of each quota for N replicas last counted, with its own breakers),
@@ -60,6 +64,7 @@ mod fleet;
 mod follow;
 pub mod lease;
 mod link;
+mod notes;
 mod scripts;
 mod settings;
 #[cfg(feature = "testing")]
@@ -67,4 +72,5 @@ pub mod testing;
 
 pub use crate::fleet::{Fleet, FleetSnapshot, SharedBudget, SharedProvider};
 pub use crate::lease::HeldSnapshot;
+pub use crate::notes::{Notes, NotesSnapshot};
 pub use crate::settings::FleetSettings;
