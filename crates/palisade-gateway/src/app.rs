@@ -114,13 +114,20 @@ impl Gateway {
             requests: Default::default(),
             recent: crate::recent::Recent::new(),
             auth,
-            fleet,
+            fleet: fleet.clone(),
             chaos,
             chaos_endpoint: cfg.gateway.chaos_endpoint,
             served_headers: cfg.gateway.served_headers,
             cache,
             batch,
-            affinity: Default::default(),
+            // In a fleet, which provider stored which response is shared.
+            affinity: match &fleet {
+                Some(f) => crate::affinity::Affinity::default().shared(f.notes(
+                    "responses",
+                    Duration::from_millis(cfg.gateway.response_ids_ttl_ms),
+                )),
+                None => Default::default(),
+            },
             upstreams: arc_swap::ArcSwap::from_pointee(upstreams.clone()),
         });
         let reloader = crate::reload::Reloader::new(

@@ -97,6 +97,11 @@ pub struct ServerConfig {
     /// and `--log-level` take precedence over it. Read at start-up: a
     /// change needs a restart.
     pub log: Option<String>,
+    /// With `[palisade.fleet]`: how long the fleet remembers which
+    /// provider stored a Responses API response (and with client keys,
+    /// which key made it), in ms (default 604800000, a week). Each
+    /// response is one short Redis key for that long. Read at start-up.
+    pub response_ids_ttl_ms: u64,
 }
 
 /// `[gateway.auth]`: who may call the gateway. Keys are given by the
@@ -163,6 +168,7 @@ impl Default for ServerConfig {
             max_header_bytes: 65_536,
             max_requests_per_connection: 10_000,
             log: None,
+            response_ids_ttl_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -522,6 +528,12 @@ impl GatewayConfig {
                     "0 would cut off every request",
                 ));
             }
+        }
+        if g.response_ids_ttl_ms == 0 {
+            problems.push(problem(
+                "gateway.response_ids_ttl_ms",
+                "0 would forget each response at once; leave it out for a week",
+            ));
         }
         if g.max_header_bytes < 8192 {
             problems.push(problem(

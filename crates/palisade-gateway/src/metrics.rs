@@ -68,6 +68,38 @@ pub(crate) async fn metrics(
             families.push(flat(sample.name, sample.help, sample.kind, sample.value));
         }
     }
+    families.push(flat(
+        "palisade_gateway_response_ids",
+        "Responses API response ids this gateway remembers with the provider that stored them.",
+        MetricKind::Gauge,
+        s.affinity.remembered() as f64,
+    ));
+    if let Some(n) = s.affinity.fleet_notes() {
+        for (name, help, v) in [
+            (
+                "palisade_fleet_response_notes_written_total",
+                "Response ids written to the fleet's notes (or removed from them).",
+                n.written,
+            ),
+            (
+                "palisade_fleet_response_notes_dropped_total",
+                "Response id notes not written: Redis down or the queue full.",
+                n.dropped,
+            ),
+            (
+                "palisade_fleet_response_notes_found_total",
+                "Response ids this gateway did not remember, found in the fleet's notes.",
+                n.found,
+            ),
+            (
+                "palisade_fleet_response_notes_missed_total",
+                "Response ids looked up in the fleet's notes and not found (or Redis down).",
+                n.missed,
+            ),
+        ] {
+            families.push(flat(name, help, MetricKind::Counter, v as f64));
+        }
+    }
     if let Some(cache) = &s.cache {
         let c = cache.snapshot();
         for (name, kind, help, v) in [
@@ -230,6 +262,17 @@ struct Answered {
     status: &'static str,
 }
 
+/// A call about a stored response, for its counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoredCall {
+    /// The provider that answered, `-` if none did.
+    provider: Name,
+    /// `retrieve`, `delete`, `input_items` or `cancel`.
+    call: &'static str,
+    /// `2xx`, `4xx`, `5xx`.
+    status: &'static str,
+}
+
 /// One provider's figures.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByProvider {
@@ -253,6 +296,20 @@ enum Name {
     Model(Arc<str>),
     /// `-`: none read, or none answered.
     Missing,
+}
+
+/// The status classes, as the counters' `status` label names them.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A status's class, as an index into [`CLASSES`].
+fn class(status: http::StatusCode) -> usize {
+    match status.as_u16() / 100 {
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        _ => 4,
+    }
 }
 
 impl Name {
@@ -294,9 +351,11 @@ fn llm_histogram() -> Histogram {
 /// | `palisade_gateway_time_to_first_token_seconds` | histogram | `provider` | time to a stream's first token |
 /// | `palisade_gateway_failovers_total` | counter | `provider` | requests answered by a provider after an earlier one failed |
 /// | `palisade_gateway_tokens_total` | counter | `provider`, `model`, `kind` (`prompt`, `completion`) | tokens the providers' answers say they used (a stream's usage chunk counted when it ends) |
+/// | `palisade_gateway_stored_calls_total` | counter | `provider`, `call` (`retrieve`, `delete`, `input_items`, `cancel`), `status` | calls about a stored response (Responses API) answered |
 #[derive(Clone)]
 pub(crate) struct RequestMetrics {
     answers: Family<Answered, Counter>,
+    stored: Family<StoredCall, Counter>,
     duration: Histograms,
     first_token: Histograms,
     tokens: Family<Tokens, Counter>,
@@ -352,6 +411,7 @@ impl Default for RequestMetrics {
     fn default() -> Self {
         RequestMetrics {
             answers: Family::default(),
+            stored: Family::default(),
             duration: Family::new_with_constructor(llm_histogram),
             first_token: Family::new_with_constructor(llm_histogram),
             tokens: Family::default(),
@@ -362,6 +422,24 @@ impl Default for RequestMetrics {
 }
 
 impl RequestMetrics {
+    /// Counts one call about a stored response (`call`, see
+    /// [`StoredCall`]), answered `status` by `provider` (`None`: by the
+    /// gateway itself).
+    pub(crate) fn record_stored(
+        &self,
+        provider: Option<&ProviderId>,
+        call: &'static str,
+        status: http::StatusCode,
+    ) {
+        self.stored
+            .get_or_create(&StoredCall {
+                provider: provider.map_or(Name::Missing, |p| Name::Provider(p.clone())),
+                call,
+                status: CLASSES[class(status)],
+            })
+            .inc();
+    }
+
     /// Counts the tokens a stream's usage chunk reported, when it ended.
     pub(crate) fn record_tokens(
         &self,
@@ -428,13 +506,7 @@ impl RequestMetrics {
             .get::<palisade_core::Served>()
             .and_then(|served| served.provider.as_ref());
         let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
-        let class = match res.status().as_u16() / 100 {
-            1 => 0,
-            2 => 1,
-            3 => 2,
-            4 => 3,
-            _ => 4,
-        };
+        let class = class(res.status());
         let by = provider.map_or(Name::Missing, |p| Name::Provider(p.clone()));
         let found = self.series((model, by));
         let ((model, by), series) = &found;
@@ -444,7 +516,7 @@ impl RequestMetrics {
                     .get_or_create(&Answered {
                         model: model.clone(),
                         provider: by.clone(),
-                        status: ["1xx", "2xx", "3xx", "4xx", "5xx"][class],
+                        status: CLASSES[class],
                     })
                     .clone()
             })
@@ -498,6 +570,11 @@ impl RequestMetrics {
             "palisade_gateway_failovers",
             "Requests answered by a provider after an earlier one failed, by the provider that answered",
             self.failovers.clone(),
+        );
+        registry.register(
+            "palisade_gateway_stored_calls",
+            "Calls about a stored response (Responses API) answered, by provider, call and status class",
+            self.stored.clone(),
         );
         registry.register(
             "palisade_gateway_tokens",

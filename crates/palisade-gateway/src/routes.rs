@@ -718,12 +718,13 @@ async fn read_request(
                 .map(str::to_owned)
         };
         let caller = key.map(|k| &*k.id);
-        match s.affinity.pin_for(&bytes, previous, caller) {
-            crate::affinity::Known::At(p) => chat.pinned = Some(p),
-            crate::affinity::Known::Unknown => {}
+        match s.affinity.pin_for(&bytes, previous, caller).await {
+            Some((_, crate::affinity::Known::At(p))) => chat.pinned = Some(p),
+            // Asked around if the provider it reaches has no such response.
+            Some((id, crate::affinity::Known::Unknown)) => chat.unknown_previous = Some(id),
+            None => {}
             // Another key's response: as if it did not exist.
-            crate::affinity::Known::Others => {
-                let id = previous().unwrap_or_default();
+            Some((id, crate::affinity::Known::Others)) => {
                 return Err(crate::stored::not_found(
                     "previous_response_not_found",
                     &format!("Previous response with id '{id}' not found."),
@@ -750,6 +751,93 @@ static CALLER_TIMEOUTS: [TimeoutHeader; 3] = [
 ];
 
 async fn route(s: &AppState, req: ChatRequest) -> Response {
+    // Kept only for a continuation nobody remembers, which may be asked
+    // around.
+    let again = req.unknown_previous.clone().map(|id| (id, req.clone()));
+    let mut answered = route_once(s, req).await;
+    if let Some((previous, req)) = again.filter(|_| answered.0.status() == StatusCode::NOT_FOUND) {
+        answered = elsewhere(s, req, &previous, answered).await;
+    }
+    // Counted once, by the answer the caller gets.
+    let (res, tally) = answered;
+    let counter = match tally {
+        Tally::Ok => &s.counters.ok,
+        Tally::ClientError => &s.counters.client_errors,
+        Tally::UpstreamError => &s.counters.upstream_errors,
+    };
+    counter.add(1);
+    res
+}
+
+/// Which of the gateway's request counters an answer adds to: a provider's
+/// answer, a success or not, or no answer at all.
+#[derive(Debug, Clone, Copy)]
+enum Tally {
+    Ok,
+    ClientError,
+    UpstreamError,
+}
+
+/// A continuation of response `previous`, which no one here (nor the
+/// fleet) remembered, answered `first` (404) by the provider it was routed
+/// to: when that says the provider has no such response
+/// (`previous_response_not_found`), each other upstream serving the model
+/// is asked in turn, pinned, until one answers otherwise; the one that
+/// does is remembered as `previous`'s. Every one saying 404, the caller
+/// gets the first; one failing to answer, the caller gets its error (the
+/// response may be there), not a 404.
+async fn elsewhere(
+    s: &AppState,
+    req: ChatRequest,
+    previous: &str,
+    (first, tally): (Response, Tally),
+) -> (Response, Tally) {
+    let (parts, body) = first.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, s.max_body).await else {
+        return (Response::from_parts(parts, Body::empty()), tally);
+    };
+    let first = (
+        Response::from_parts(parts, Body::from(bytes.clone())),
+        tally,
+    );
+    if !crate::stored::is_code(&bytes, "previous_response_not_found") {
+        return first;
+    }
+    let tried = first
+        .0
+        .extensions()
+        .get::<Served>()
+        .and_then(|served| served.provider.clone());
+    let upstreams = s.upstreams.load();
+    let mut failed = None;
+    for (id, upstream) in upstreams.iter() {
+        if tried.as_ref().is_some_and(|t| t.as_str() == id) || !upstream.serves(&req.model) {
+            continue;
+        }
+        let mut pinned = req.clone();
+        pinned.pinned = Some(palisade_core::ProviderId::new(id));
+        pinned.unknown_previous = None;
+        let answered = Box::pin(route_once(s, pinned)).await;
+        match answered.0.status() {
+            StatusCode::NOT_FOUND => {}
+            status if crate::stored::could_not_tell(status) => failed = Some(answered),
+            status => {
+                let at = answered.0.extensions().get::<Served>();
+                if let Some(p) = at.and_then(|sv| sv.provider.as_ref()) {
+                    if status.is_success() {
+                        s.affinity.stored(previous, p, req.client.clone());
+                    }
+                }
+                return answered;
+            }
+        }
+    }
+    failed.unwrap_or(first)
+}
+
+/// [`route`] without asking around: the answer, and the counter it is to
+/// add to (the caller counts the answer it gives).
+async fn route_once(s: &AppState, req: ChatRequest) -> (Response, Tally) {
     let stream = req.stream;
     let responses = req.endpoint == Endpoint::Responses;
     // The client key a stored response is remembered for.
@@ -763,11 +851,11 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
     };
     match answer {
         Ok(res) => {
-            if res.status().is_success() {
-                s.counters.ok.add(1);
+            let tally = if res.status().is_success() {
+                Tally::Ok
             } else {
-                s.counters.client_errors.add(1);
-            }
+                Tally::ClientError
+            };
             let (mut parts, body) = res.into_parts();
             // Which provider answered, after how many calls: on the answer's
             // headers. Its extensions stay as the layers left them (who
@@ -786,14 +874,14 @@ async fn route(s: &AppState, req: ChatRequest) -> Response {
                 );
             }
             if responses && !stream && parts.status.is_success() {
-                return remember_response(s, parts, Body::new(body), owner).await;
+                return (
+                    remember_response(s, parts, Body::new(body), owner).await,
+                    tally,
+                );
             }
-            Response::from_parts(parts, Body::new(body))
+            (Response::from_parts(parts, Body::new(body)), tally)
         }
-        Err(e) => {
-            s.counters.upstream_errors.add(1);
-            upstream_error(&e)
-        }
+        Err(e) => (upstream_error(&e), Tally::UpstreamError),
     }
 }
 

@@ -6,9 +6,12 @@
 //!
 //! A stored response lives at the provider that made it alone, so such a
 //! call goes there: to the provider the gateway remembers for the id
-//! (`affinity.rs`), or, for an id it does not remember (made through
-//! another gateway of a fleet, or before a restart), to each upstream in
-//! turn (by id) until one has it (answers other than `404`). With
+//! (`affinity.rs`, which in a fleet asks the fleet's notes too), or, for
+//! an id it does not remember (forgotten, made before a restart, Redis
+//! down), to each upstream in turn (by id) until one has it. One that
+//! cannot tell (5xx, 429, no answer) does not end the asking; if no other
+//! has the response, its failure is the caller's answer (no answer:
+//! 502), not another's `404`. With
 //! client keys, only the key that made a response may call about it: an
 //! id made with another key, or one the gateway does not remember (whose
 //! maker it cannot tell), is answered `404` as OpenAI answers for a
@@ -16,6 +19,11 @@
 //! outside its stack (no retry, no breaker, no fallback: no other
 //! provider has the response); its answer is passed on as it came, with
 //! `x-request-id` and, with `served_headers`, `x-palisade-provider`.
+//!
+//! Each call is counted in `palisade_gateway_stored_calls_total` (by
+//! provider, call and status class) and, with the access log on, written
+//! as a line of its own (`stored response call`: the key's id, the call,
+//! the response's id, the status, the provider, the time).
 
 use std::sync::Arc;
 
@@ -79,33 +87,71 @@ pub(crate) async fn call(
     headers: http::HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = tokio::time::Instant::now();
     let request_id = crate::routes::request_id(&headers);
-    let mut res = answer(&s, &method, &uri, &headers, body, &request_id).await;
+    let (key, mut res) = match s.client(&headers) {
+        Ok(key) => {
+            let res = answer(&s, &method, &uri, key.as_deref(), body, &request_id).await;
+            (key, res)
+        }
+        Err(refused) => {
+            s.counters.client_errors.add(1);
+            (None, refused.into_response())
+        }
+    };
+    let call = call_name(&method, &uri);
+    let at = res.extensions_mut().remove::<AnsweredAt>().map(|a| a.0);
+    s.requests.record_stored(at.as_ref(), call, res.status());
+    if tracing::enabled!(target: "palisade_gateway::access", tracing::Level::INFO) {
+        tracing::info!(
+            target: "palisade_gateway::access",
+            key = key.as_ref().map_or("-", |k| &*k.id),
+            call,
+            id = id_and_rest(&uri).map_or("-", |(id, _)| id),
+            status = res.status().as_u16(),
+            provider = at.as_ref().map_or("-", |p| p.as_str()),
+            request_id = request_id.to_str().unwrap_or("-"),
+            total_ms = started.elapsed().as_millis() as u64,
+            "stored response call"
+        );
+    }
     res.headers_mut().insert(REQUEST_ID_HEADER, request_id);
     res
+}
+
+/// The provider that gave a stored-response call's answer, on the answer
+/// until it is counted.
+#[derive(Debug, Clone)]
+struct AnsweredAt(palisade_core::ProviderId);
+
+/// Which call a request about a stored response is, as the SDKs name it.
+fn call_name(method: &http::Method, uri: &http::Uri) -> &'static str {
+    let path = uri.path();
+    if *method == http::Method::DELETE {
+        "delete"
+    } else if path.ends_with("/input_items") {
+        "input_items"
+    } else if path.ends_with("/cancel") {
+        "cancel"
+    } else {
+        "retrieve"
+    }
 }
 
 async fn answer(
     s: &AppState,
     method: &http::Method,
     uri: &http::Uri,
-    headers: &http::HeaderMap,
+    key: Option<&crate::auth::ClientKey>,
     body: Bytes,
     request_id: &HeaderValue,
 ) -> Response {
-    let key = match s.client(headers) {
-        Ok(k) => k,
-        Err(refused) => {
-            s.counters.client_errors.add(1);
-            return refused.into_response();
-        }
-    };
     let Some((id, rest)) = id_and_rest(uri) else {
         return not_found("not_found", "no response has such an id");
     };
     let missing = || not_found("not_found", &format!("Response with id '{id}' not found."));
     let upstreams = s.upstreams.load();
-    let known = s.affinity.known(id, key.as_ref().map(|k| &*k.id));
+    let known = s.affinity.known(id, key.map(|k| &*k.id)).await;
     let asked_around = known == Known::Unknown;
     let candidates: Vec<&String> = match known {
         Known::At(p) => upstreams
@@ -118,7 +164,9 @@ async fn answer(
         Known::Unknown | Known::Others => return missing(),
     };
     let stream = streamed(method, uri);
-    let mut last = None;
+    // Asking around, a provider that failed to answer may have it: its
+    // error, rather than another's 404, is the caller's.
+    let (mut absent, mut failed) = (None, None);
     for provider in candidates {
         let upstream = &upstreams[provider];
         let sent = upstream.stored_response(
@@ -128,40 +176,70 @@ async fn answer(
             Some(request_id.clone()),
             stream,
         );
+        let provider = palisade_core::ProviderId::new(provider);
+        let passed = |res: http::Response<_>| {
+            let mut res = res.map(Body::new);
+            res.extensions_mut().insert(AnsweredAt(provider.clone()));
+            if s.served_headers {
+                if let Some(v) = provider_value(&provider) {
+                    res.headers_mut().insert(PROVIDER_HEADER, v);
+                }
+            }
+            res
+        };
         match sent.await {
             // Not there: the next upstream may have it.
-            Ok(res) if res.status() == StatusCode::NOT_FOUND => last = Some(Ok(res)),
+            Ok(res) if res.status() == StatusCode::NOT_FOUND => absent = Some(passed(res)),
+            // It could not tell (overloaded, limited, failing): the next
+            // may have it; if none does, this is the caller's answer.
+            Ok(res) if could_not_tell(res.status()) => failed = Some(Ok(passed(res))),
             Ok(res) => {
-                let provider = palisade_core::ProviderId::new(provider);
                 if res.status().is_success() {
                     if *method == http::Method::DELETE {
                         s.affinity.forget(id);
                     } else if asked_around {
                         // Found by asking around: remembered for next time.
-                        let owner = key.as_ref().map(|k| k.id.clone());
+                        let owner = key.map(|k| k.id.clone());
                         s.affinity.stored(id, &provider, owner);
                     }
                 }
-                let mut res = res.map(Body::new);
-                if s.served_headers {
-                    if let Some(v) = provider_value(&provider) {
-                        res.headers_mut().insert(PROVIDER_HEADER, v);
-                    }
-                }
-                return res;
+                return passed(res);
             }
-            Err(e) => last = Some(Err(e)),
+            Err(e) => failed = Some(Err(e)),
         }
     }
-    match last {
-        Some(Ok(res)) => res.map(Body::new),
-        Some(Err(e)) => {
+    match (failed, absent) {
+        (Some(Ok(res)), _) => res,
+        (Some(Err(e)), _) => {
             s.counters.upstream_errors.add(1);
             upstream_error(&e)
         }
+        (None, Some(res)) => res,
         // The provider that made it is gone from the config.
-        None => missing(),
+        (None, None) => missing(),
     }
+}
+
+/// Whether a provider asked about a response answered without telling
+/// whether it has it (failing, overloaded, limited): the response may be
+/// there, so its answer must not give way to another's `404`.
+pub(crate) fn could_not_tell(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// Whether `body` is an OpenAI error object whose `code` is `code`.
+pub(crate) fn is_code(body: &[u8], code: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Wrapper<'a> {
+        #[serde(borrow)]
+        error: Inner<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner<'a> {
+        #[serde(borrow)]
+        code: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Wrapper<'_>>(body).is_ok_and(|w| w.error.code.as_deref() == Some(code))
 }
 
 #[cfg(test)]

@@ -193,6 +193,54 @@ fn with_json_logs_every_line_parses_and_the_access_event_carries_its_fields() {
 }
 
 #[test]
+fn a_call_about_a_stored_response_is_an_access_line_of_its_own() {
+    let (child, addr) = spawn("stored.toml", CONFIG, &[("PALISADE_LOG_FORMAT", "json")]);
+    let made = binary::send(
+        &addr,
+        "POST",
+        "/v1/responses",
+        r#"{"model":"m","input":"hi"}"#,
+        &[],
+    );
+    assert!(made.starts_with("HTTP/1.1 200"), "{made}");
+    let body = &made[made.find("\r\n\r\n").unwrap() + 4..];
+    let id = serde_json::from_str::<serde_json::Value>(body.trim()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read = binary::send(
+        &addr,
+        "GET",
+        &format!("/v1/responses/{id}"),
+        "",
+        &[("x-request-id", "stored-7")],
+    );
+    assert!(read.starts_with("HTTP/1.1 200"), "{read}");
+    // primary is down: asked first, it cannot tell; secondary has none.
+    let gone = binary::send(&addr, "GET", "/v1/responses/resp_nowhere_1", "", &[]);
+    assert!(gone.starts_with("HTTP/1.1 503"), "{gone}");
+    let err = stop(child);
+    let stored: Vec<serde_json::Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "stored response call")
+        .collect();
+    assert_eq!(stored.len(), 2, "{err}");
+    let f = &stored[0]["fields"];
+    assert_eq!(stored[0]["target"], "palisade_gateway::access");
+    assert_eq!(f["call"], "retrieve", "{f}");
+    assert_eq!(f["id"], id.as_str(), "{f}");
+    assert_eq!(f["status"], 200, "{f}");
+    assert_eq!(f["provider"], "secondary", "{f}");
+    assert_eq!(f["request_id"], "stored-7", "{f}");
+    assert_eq!(f["key"], "-", "{f}");
+    assert!(f["total_ms"].is_u64(), "{f}");
+    // Found nowhere, and one could not tell: its failure is the answer.
+    assert_eq!(stored[1]["fields"]["status"], 503, "{}", stored[1]);
+    assert_eq!(stored[1]["fields"]["provider"], "primary", "{}", stored[1]);
+}
+
+#[test]
 fn a_provider_whose_headers_say_it_has_no_requests_left_is_logged_at_info() {
     let config = r#"
 [upstreams.primary]

@@ -290,6 +290,26 @@ async fn a_stored_response_is_read_listed_and_deleted_where_it_lives() {
         assert_eq!(status, 404, "{body}");
         assert!(body.contains("not found"), "{body}");
     }
+    // Each call counted, by call and status, over both providers.
+    let metrics = r.text("/metrics").await;
+    for (call, status, n) in [
+        ("retrieve", "2xx", 6),
+        ("input_items", "2xx", 2),
+        ("cancel", "4xx", 2),
+        ("delete", "2xx", 2),
+        ("retrieve", "4xx", 2),
+    ] {
+        let counted: f64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("palisade_gateway_stored_calls_total{")
+                    && l.contains(&format!("call=\"{call}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(counted, n as f64, "{call} {status}:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,6 +333,83 @@ async fn a_response_another_gateway_made_is_found_by_asking_each_upstream() {
     let (status, body, _) = r.send("GET", "/v1/responses/resp_nowhere_7", "").await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(json(&body)["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_the_first_provider_cannot_find_is_taken_to_the_one_that_can() {
+    // primary first: a continuation of a response it does not have
+    // reaches it first.
+    let r = Running::start(CONFIG).await;
+    let secondary = r.sim("secondary").addr();
+    for stream in [false, true] {
+        let made = post_to_provider(secondary, r#"{"model":"s-model","input":"elsewhere"}"#).await;
+        let id = json(&made)["id"].as_str().unwrap().to_owned();
+        let next = format!(
+            r#"{{"model":"m","input":"more","previous_response_id":"{id}","stream":{stream}}}"#
+        );
+        let before = r.sim("primary").requests();
+        let (status, body, h) = r.post_to("/v1/responses", &next, &[]).await;
+        assert_eq!(status, 200, "stream {stream}: {body}");
+        assert_eq!(h["x-palisade-provider"], "secondary");
+        assert_eq!(
+            r.sim("primary").requests(),
+            before + 1,
+            "primary was asked first"
+        );
+        // Found, it is remembered: the next go straight there.
+        for _ in 0..3 {
+            let (status, body, h) = r.post_to("/v1/responses", &next, &[]).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(h["x-palisade-provider"], "secondary");
+        }
+        assert_eq!(r.sim("primary").requests(), before + 1);
+    }
+    // Nobody has it: the first 404, in OpenAI's form.
+    let unknown = r#"{"model":"m","input":"more","previous_response_id":"resp_nowhere_3"}"#;
+    let (status, body, _) = r.post_to("/v1/responses", unknown, &[]).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "previous_response_not_found");
+    // One that has none and one that cannot answer: the caller hears of
+    // the failure (the response may be there), not a 404.
+    r.sim("secondary").set_faults(|f| f.down = true);
+    let (status, body, _) = r.post_to("/v1/responses", unknown, &[]).await;
+    assert!(status >= 500, "{status}: {body}");
+    let (status, body, h) = r.send("GET", "/v1/responses/resp_nowhere_4", "").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(h["x-palisade-provider"], "secondary");
+    // The one failing asked first: the others are still asked, and the
+    // one that has it answers.
+    r.sim("secondary").set_faults(|f| f.down = false);
+    let made = post_to_provider(secondary, r#"{"model":"s-model","input":"again"}"#).await;
+    let id = json(&made)["id"].as_str().unwrap().to_owned();
+    r.sim("primary").set_faults(|f| f.down = true);
+    let (status, body, h) = r.send("GET", &format!("/v1/responses/{id}"), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h["x-palisade-provider"], "secondary");
+    let (status, body, h) = r.send("GET", "/v1/responses/resp_nowhere_5", "").await;
+    assert_eq!(
+        status, 503,
+        "the first asked failed, the last said 404: {body}"
+    );
+    assert_eq!(h["x-palisade-provider"], "primary");
+    // Unreachable rather than failing: 502.
+    let down = Running::start(
+        r#"
+[gateway]
+listen = "127.0.0.1:0"
+
+[upstreams.primary]
+models = { "m" = "p-model" }
+base_url = "http://127.0.0.1:9/v1"
+
+[upstreams.secondary]
+models = { "m" = "s-model" }
+simulated = { latency_ms = 1 }
+"#,
+    )
+    .await;
+    let (status, body, _) = down.send("GET", "/v1/responses/resp_nowhere_6", "").await;
+    assert_eq!(status, 502, "{body}");
 }
 
 /// `body` posted to `/v1/responses` at `addr` (a simulated provider).

@@ -686,13 +686,22 @@ async fn responses(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
 
 /// 404 for a response this provider does not have, as OpenAI answers.
 fn response_not_found(id: &str) -> Response {
+    request_error(
+        StatusCode::NOT_FOUND,
+        &format!("Response with id '{id}' not found."),
+    )
+}
+
+/// An `invalid_request_error` with no code and no param, as OpenAI
+/// answers a call about a stored response it refuses.
+fn request_error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({"error": {
-        "message": format!("Response with id '{id}' not found."),
+        "message": message,
         "type": "invalid_request_error",
         "param": null,
         "code": null,
     }});
-    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+    (status, axum::Json(body)).into_response()
 }
 
 /// `GET /v1/responses/{id}`: a stored response, whole.
@@ -773,13 +782,10 @@ async fn cancel_response(
     {
         return response_not_found(&id);
     }
-    let body = serde_json::json!({"error": {
-        "message": "Cannot cancel a synchronous response.",
-        "type": "invalid_request_error",
-        "param": null,
-        "code": null,
-    }});
-    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    request_error(
+        StatusCode::BAD_REQUEST,
+        "Cannot cancel a synchronous response.",
+    )
 }
 
 /// The texts of a Responses API `input`: a string, or a list of items

@@ -316,9 +316,11 @@ impl Upstream {
         )
     }
 
-    /// The HTTP request for `req`, or a refusal when this provider does
-    /// not serve its model (not counted against the provider: the chain
-    /// moves on).
+    /// Whether this provider serves the gateway's model `model`.
+    pub(crate) fn serves(&self, model: &str) -> bool {
+        self.parts.models.contains_key(model)
+    }
+
     /// Whether to ask the provider for `req`'s usage chunk: a chat or
     /// completion stream whose caller did not, to a provider that takes
     /// the option.
@@ -368,6 +370,9 @@ impl Upstream {
         http_req
     }
 
+    /// The HTTP request for `req`, or a refusal when this provider does
+    /// not serve its model (not counted against the provider: the chain
+    /// moves on).
     fn encode(&self, req: &ChatRequest, ask_usage: bool) -> Result<Request<Full<Bytes>>, BoxError> {
         let Some(model) = self.parts.models.get(&*req.model) else {
             return Err(Classified::new(

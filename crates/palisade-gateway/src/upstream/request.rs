@@ -111,6 +111,10 @@ pub struct ChatRequest {
     /// response a Responses API request continues (see
     /// [`Pinned`](palisade_core::Pinned)).
     pub pinned: Option<palisade_core::ProviderId>,
+    /// The response a Responses API request continues, when neither this
+    /// gateway nor its fleet remembers which provider stored it: if the
+    /// provider it reaches has no such response, the others are asked.
+    pub(crate) unknown_previous: Option<String>,
     /// The trace context sent to each provider called.
     pub(crate) trace: crate::traces::RequestTrace,
     deadline: Option<Deadline>,
@@ -162,6 +166,7 @@ impl ChatRequest {
             client: None,
             cache: CacheControl::default(),
             pinned: None,
+            unknown_previous: None,
             trace: Default::default(),
             deadline: None,
         }

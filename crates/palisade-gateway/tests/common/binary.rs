@@ -9,6 +9,12 @@ use std::process::{Child, Command, Stdio};
 /// A POST to `/v1/chat/completions` with `headers`, on a connection of
 /// its own; returns the whole response as text.
 pub fn post(addr: &str, body: &str, headers: &[(&str, &str)]) -> String {
+    send(addr, "POST", "/v1/chat/completions", body, headers)
+}
+
+/// `method` to `path` with `body` and `headers`, on a connection of its
+/// own; returns the whole response as text.
+pub fn send(addr: &str, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     let extra: String = headers
         .iter()
@@ -16,7 +22,7 @@ pub fn post(addr: &str, body: &str, headers: &[(&str, &str)]) -> String {
         .collect();
     write!(
         s,
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
