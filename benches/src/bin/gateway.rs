@@ -360,17 +360,10 @@ async fn open_stream(addr: &str) -> tokio::net::TcpStream {
 /// A gateway child on `base`, warmed by one stream through it (so its
 /// pool and buffers exist): the child, its pid, its address and its
 /// resident memory then.
-async fn warm_child(base: &str) -> (std::process::Child, u32, String, u64) {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--gateway-child", base, MEMORY_EXTRA])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut addr = String::new();
-    std::io::BufRead::read_line(&mut out, &mut addr).unwrap();
-    let addr = addr.trim().to_owned();
+async fn warm_child(base: &str) -> (Children, u32, String, u64) {
+    let mut child = Children::default();
+    let addr = child.start(&["--gateway-child", base, MEMORY_EXTRA]);
+    let pid = child.0[0].id();
     drop(open_stream(&addr).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let warm = rss_kib(pid);
@@ -385,7 +378,7 @@ async fn memory() {
     let upstream = sim("slow", 1_000, 100).await;
     let base = upstream.base_url();
 
-    let (mut child, pid, addr, idle_before) = warm_child(&base).await;
+    let (child, pid, addr, idle_before) = warm_child(&base).await;
     const IDLE: usize = 5_000;
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
@@ -393,11 +386,10 @@ async fn memory() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let with_idle = rss_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     drop(idle);
 
-    let (mut child, pid, addr, streams_before) = warm_child(&base).await;
+    let (child, pid, addr, streams_before) = warm_child(&base).await;
     let streams_n = streams_to_open();
     let mut streams = Vec::with_capacity(streams_n);
     while streams.len() < streams_n {
@@ -413,8 +405,7 @@ async fn memory() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let with_streams = rss_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     drop(streams);
 
     let per = |after: u64, before: u64, n: usize| {
