@@ -23,36 +23,41 @@ fn sdk_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-node-sdk");
-        std::fs::create_dir_all(&dir).unwrap();
-        let installed = std::fs::read_to_string(dir.join("node_modules/openai/package.json"))
-            .is_ok_and(|p| p.contains(&format!("\"version\": \"{VERSION}\"")));
-        if !installed {
-            let out = Command::new("npm")
-                .args([
-                    "install",
-                    "--no-audit",
-                    "--no-fund",
-                    "--no-save",
-                    "--prefix",
-                ])
-                .arg(&dir)
-                .arg(format!("openai@{VERSION}"))
-                .output();
-            match out {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => panic!(
-                    "installing openai@{VERSION} with npm into {} failed:\n{}{}",
-                    dir.display(),
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                ),
-                Err(e) => panic!("npm could not run ({e}): the Node SDK test needs node and npm"),
-            }
-        }
+        common::installing(&dir, || install_sdk(&dir));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_check.mjs");
         std::fs::copy(script, dir.join("openai_check.mjs")).unwrap();
         dir
     })
+}
+
+/// Installs the SDK into `dir` with npm, unless it is there.
+fn install_sdk(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let installed = std::fs::read_to_string(dir.join("node_modules/openai/package.json"))
+        .is_ok_and(|p| p.contains(&format!("\"version\": \"{VERSION}\"")));
+    if !installed {
+        let out = Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--prefix",
+            ])
+            .arg(dir)
+            .arg(format!("openai@{VERSION}"))
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "installing openai@{VERSION} with npm into {} failed:\n{}{}",
+                dir.display(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("npm could not run ({e}): the Node SDK test needs node and npm"),
+        }
+    }
 }
 
 /// Runs the check script's `mode` against `r` and returns what it printed.

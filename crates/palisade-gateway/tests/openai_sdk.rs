@@ -23,32 +23,43 @@ fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-sdk-venv");
-        let py = dir.join("bin").join("python");
-        let has_sdk = |py: &Path| {
-            Command::new(py)
-                .args(["-c", &format!("import openai; assert openai.__version__ == {:?}", &OPENAI[8..])])
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if has_sdk(&py) {
-            return py;
-        }
-        let base = std::env::var("PALISADE_PYTHON").unwrap_or_else(|_| "python3".into());
-        run(Command::new(&base).args(["-m", "venv", "--clear"]).arg(&dir), &format!(
+        common::installing(&dir, || install_sdk(dir.clone()))
+    })
+}
+
+/// Makes a virtual environment in `dir` with the SDK, unless it has it.
+fn install_sdk(dir: PathBuf) -> PathBuf {
+    let py = dir.join("bin").join("python");
+    let has_sdk = |py: &Path| {
+        Command::new(py)
+            .args([
+                "-c",
+                &format!(
+                    "import openai; assert openai.__version__ == {:?}",
+                    &OPENAI[8..]
+                ),
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_sdk(&py) {
+        return py;
+    }
+    let base = std::env::var("PALISADE_PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&base).args(["-m", "venv", "--clear"]).arg(&dir), &format!(
             "creating a virtual environment with `{base} -m venv` (the OpenAI SDK test needs python3 with venv)"
         ));
-        run(
-            Command::new(dir.join("bin").join("pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                OPENAI,
-            ]),
-            &format!("installing {OPENAI} from PyPI into {}", dir.display()),
-        );
-        assert!(has_sdk(&py), "{OPENAI} installed but does not import");
-        py
-    })
+    run(
+        Command::new(dir.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            OPENAI,
+        ]),
+        &format!("installing {OPENAI} from PyPI into {}", dir.display()),
+    );
+    assert!(has_sdk(&py), "{OPENAI} installed but does not import");
+    py
 }
 
 fn run(cmd: &mut Command, what: &str) {

@@ -252,3 +252,20 @@ pub async fn script_json(mut cmd: std::process::Command) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// Runs `install` holding an exclusive lock on the file `{dir}.lock`, so
+/// that test processes started at once (nextest runs each test in its own)
+/// install an SDK into `dir` one at a time, the later ones finding it done.
+pub fn installing<T>(dir: &std::path::Path, install: impl FnOnce() -> T) -> T {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".lock");
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let lock = std::fs::File::create(&name)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", std::path::Path::new(&name).display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", std::path::Path::new(&name).display()));
+    // Unlocked when `lock` is closed, after the install.
+    install()
+}
