@@ -264,8 +264,11 @@ pub fn installing<T>(dir: &std::path::Path, install: impl FnOnce() -> T) -> T {
     }
     let lock = std::fs::File::create(&name)
         .unwrap_or_else(|e| panic!("creating {}: {e}", std::path::Path::new(&name).display()));
-    lock.lock()
-        .unwrap_or_else(|e| panic!("locking {}: {e}", std::path::Path::new(&name).display()));
     // Unlocked when `lock` is closed, after the install.
-    install()
+    #[cfg(unix)]
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|e| panic!("locking {}: {e}", std::path::Path::new(&name).display()));
+    let done = install();
+    drop(lock);
+    done
 }
