@@ -803,11 +803,11 @@ async fn elsewhere(
     if !crate::stored::is_code(&bytes, "previous_response_not_found") {
         return first;
     }
-    let tried = first
-        .0
-        .extensions()
-        .get::<Served>()
-        .and_then(|served| served.provider.clone());
+    let served = first.0.extensions().get::<Served>();
+    let tried = served.and_then(|served| served.provider.clone());
+    // Providers asked before the next: those the first route went through,
+    // then one for each 404.
+    let mut before = served.map_or(1, |served| served.fallbacks + 1);
     let upstreams = s.upstreams.load();
     let mut failed = None;
     for (id, upstream) in upstreams.iter() {
@@ -817,10 +817,14 @@ async fn elsewhere(
         let mut pinned = req.clone();
         pinned.pinned = Some(palisade_core::ProviderId::new(id));
         pinned.unknown_previous = None;
-        let answered = Box::pin(route_once(s, pinned)).await;
+        let mut answered = Box::pin(route_once(s, pinned)).await;
+        fell_back(&mut answered.0, before, s.served_headers);
         match answered.0.status() {
-            StatusCode::NOT_FOUND => {}
-            status if crate::stored::could_not_tell(status) => failed = Some(answered),
+            StatusCode::NOT_FOUND => before += 1,
+            status if crate::stored::could_not_tell(status) => {
+                failed = Some(answered);
+                before += 1;
+            }
             status => {
                 let at = answered.0.extensions().get::<Served>();
                 if let Some(p) = at.and_then(|sv| sv.provider.as_ref()) {
@@ -833,6 +837,20 @@ async fn elsewhere(
         }
     }
     failed.unwrap_or(first)
+}
+
+/// An answer found by asking around, `before` providers asked before the
+/// one that gave it: counted among its fallbacks, on its [`Served`] (the
+/// metrics and the access line) and its `x-palisade-fallbacks` header.
+fn fell_back(res: &mut Response, before: u32, headers: bool) {
+    let Some(served) = res.extensions_mut().get_mut::<Served>() else {
+        return;
+    };
+    served.fallbacks += before;
+    let value = count_value(served.fallbacks);
+    if headers {
+        res.headers_mut().insert(FALLBACKS_HEADER, value);
+    }
 }
 
 /// [`route`] without asking around: the answer, and the counter it is to

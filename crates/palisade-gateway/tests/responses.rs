@@ -356,11 +356,13 @@ async fn a_continuation_the_first_provider_cannot_find_is_taken_to_the_one_that_
             before + 1,
             "primary was asked first"
         );
+        assert_eq!(h["x-palisade-fallbacks"], "1", "after primary");
         // Found, it is remembered: the next go straight there.
         for _ in 0..3 {
             let (status, body, h) = r.post_to("/v1/responses", &next, &[]).await;
             assert_eq!(status, 200, "{body}");
             assert_eq!(h["x-palisade-provider"], "secondary");
+            assert_eq!(h["x-palisade-fallbacks"], "0", "pinned straight there");
         }
         assert_eq!(r.sim("primary").requests(), before + 1);
     }
