@@ -64,6 +64,11 @@
 //! ratios then need the forwarder's and the direct call's rows to have
 //! run (`-` otherwise).
 //!
+//! `PALISADE_GW_BENCH_DECILES=1` also prints each row's latency deciles
+//! (10% to 90%, µs) under the table: the fastest answers show what a
+//! target's own work costs, the middle ones what the machine's wake-ups
+//! add to it.
+//!
 //! For profiling one side alone under an outside load:
 //! `gateway --gateway-child UPSTREAM_URL [CONFIG]` (CONFIG: lines added
 //! to the gateway's `[gateway]` table) and `gateway --forwarder-child
@@ -483,6 +488,8 @@ impl Bench<'_> {
             _ => "every target in this process, on the one runtime the load and the upstream run on",
         };
         let mut printed = false;
+        let deciles = std::env::var("PALISADE_GW_BENCH_DECILES").is_ok_and(|v| v == "1");
+        let mut shown_deciles = Vec::new();
         for (kind, body) in self.bodies {
             for conns in [1, 32] {
                 let chosen: Vec<_> = targets
@@ -558,6 +565,14 @@ impl Bench<'_> {
                         );
                         printed = true;
                     }
+                    if deciles {
+                        let at = |i: usize| us(r.lat[(r.lat.len().max(1) - 1) * i / 10]);
+                        let each: Vec<String> = (1..10).map(|i| format!("{:.0}", at(i))).collect();
+                        shown_deciles.push(format!(
+                            "{placement} {kind} {conns} {name}: {}",
+                            each.join(" ")
+                        ));
+                    }
                     println!(
                         "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {spread} | {} | {added_ratio} | {vs_direct} |",
                         r.rps,
@@ -570,6 +585,12 @@ impl Bench<'_> {
                         ratio(&|r| us(r.p50)),
                     );
                 }
+            }
+        }
+        if !shown_deciles.is_empty() {
+            println!("\nlatency deciles, 10% to 90% (µs):\n");
+            for line in shown_deciles {
+                println!("- {line}");
             }
         }
     }
