@@ -20,13 +20,17 @@
 //! Each is driven closed-loop (each connection sends its next request when
 //! its answer has been read in full) with 1 and 32 connections, whole
 //! answers and streams, for `PALISADE_GW_BENCH_SECS` seconds each (default
-//! 5), in two placements (`PALISADE_GW_BENCH_PLACES`, default
-//! `process,shared`), a table each:
+//! 5), in three placements (`PALISADE_GW_BENCH_PLACES`, default
+//! `apart,process,shared`), a table each:
 //!
+//! - **apart**: the load, the upstream and each target each a process of
+//!   its own, as a client, a gateway and a provider are (this binary re-run
+//!   with `--upstream-child`, `--forwarder-child` / `--gateway-child`, and
+//!   for each slice of load `--drive-child ... latencies`);
 //! - **process**: the forwarder and each gateway run as a process of their
 //!   own (this binary re-run with `--forwarder-child` / `--gateway-child`),
 //!   on a runtime of their own, as they are deployed; the load and the
-//!   upstream run in this process;
+//!   upstream run in this process, on its runtime;
 //! - **shared**: every target runs in this process, on the one runtime the
 //!   load and the upstream run on, so each request's work crosses the same
 //!   two worker threads as the load's and the upstream's.
@@ -74,9 +78,11 @@
 //! to the gateway's `[gateway]` table) and `gateway --forwarder-child
 //! UPSTREAM_URL` each print their address and serve until killed;
 //! `gateway --upstream-child` does the same for the simulated upstream, and
-//! `gateway --drive-child URL CONNECTIONS SECONDS whole|stream` is the
-//! load alone, printing how many answers it read (a target's CPU time a
-//! request is then its process's, from `/proc`, over that count).
+//! `gateway --drive-child URL CONNECTIONS SECONDS whole|stream
+//! [latencies]` is the load alone, printing how many answers it read (a
+//! target's CPU time a request is then its process's, from `/proc`, over
+//! that count) and, with `latencies`, each answer's latency and time to
+//! its first byte in ns, a line each (the apart placement's load).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -231,6 +237,51 @@ async fn drive(url: &str, body: &'static str, conns: usize, secs: Duration) -> R
         lat.extend(l);
         first.extend(f);
     }
+    Run::new(lat, first, secs.as_secs_f64())
+}
+
+/// [`drive`] here, or (`apart`) in a process of its own: this binary
+/// re-run with `--drive-child URL CONNS SECS KIND latencies`, its answers'
+/// latencies read back from its output.
+async fn load(
+    apart: bool,
+    url: &str,
+    kind: &str,
+    body: &'static str,
+    conns: usize,
+    secs: Duration,
+) -> Run {
+    if !apart {
+        return drive(url, body, conns, secs).await;
+    }
+    let args = [
+        "--drive-child".to_owned(),
+        url.to_owned(),
+        conns.to_string(),
+        secs.as_secs_f64().to_string(),
+        kind.to_owned(),
+        "latencies".to_owned(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "the load's process failed: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines().skip(1);
+    let mut read = || -> Vec<Duration> {
+        lines
+            .next()
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+            .map(|n| Duration::from_nanos(n.parse().unwrap()))
+            .collect()
+    };
+    let (lat, first) = (read(), read());
     Run::new(lat, first, secs.as_secs_f64())
 }
 
@@ -484,9 +535,11 @@ impl Bench<'_> {
     /// filter lets through, the targets taking turns.
     async fn table(&self, placement: &str, targets: &[(&str, String)]) {
         let heading = match placement {
+            "apart" => "the load, the upstream and each target each a process of its own",
             "process" => "each target a process of its own (as deployed); the load and the upstream in this one",
             _ => "every target in this process, on the one runtime the load and the upstream run on",
         };
+        let apart = placement == "apart";
         let mut printed = false;
         let deciles = std::env::var("PALISADE_GW_BENCH_DECILES").is_ok_and(|v| v == "1");
         let mut shown_deciles = Vec::new();
@@ -508,7 +561,7 @@ impl Bench<'_> {
                 }
                 for (_, url) in &chosen {
                     // Warm the pools and the upstream.
-                    let _ = drive(url, body, conns, Duration::from_millis(300)).await;
+                    let _ = load(apart, url, kind, body, conns, Duration::from_millis(300)).await;
                 }
                 // The targets take turns, a slice each per round, so that a
                 // change in what the machine's neighbours take falls on all of
@@ -517,7 +570,8 @@ impl Bench<'_> {
                     chosen.iter().map(|(name, _)| (*name, Vec::new())).collect();
                 for _ in 0..self.rounds {
                     for ((_, url), (_, slices)) in chosen.iter().zip(&mut runs) {
-                        slices.push(drive(url, body, conns, self.secs / self.rounds).await);
+                        let slice = self.secs / self.rounds;
+                        slices.push(load(apart, url, kind, body, conns, slice).await);
                     }
                 }
                 let pooled: Vec<(&str, Run, &[Run])> = runs
@@ -596,6 +650,29 @@ impl Bench<'_> {
     }
 }
 
+/// A longer prompt, when asked for: the user's message padded with words
+/// to `PALISADE_GW_BENCH_PROMPT_BYTES` bytes (the simulated upstream reads
+/// it too).
+fn prompt() -> Option<String> {
+    std::env::var("PALISADE_GW_BENCH_PROMPT_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map(|n| "lorem ipsum dolor sit amet ".repeat(n / 27 + 1)[..n].to_owned())
+}
+
+/// The requests for a whole answer and for a stream, with [`prompt`]'s
+/// message when one is asked for (the load's child process reads the same
+/// variable).
+fn bodies() -> (&'static str, &'static str) {
+    match prompt() {
+        Some(p) => (
+            &*WHOLE.replace("hello", &p).leak(),
+            &*STREAM.replace("hello", &p).leak(),
+        ),
+        None => (WHOLE, STREAM),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -606,15 +683,28 @@ async fn main() {
             std::future::pending::<()>().await;
         }
     }
-    if let [_, flag, url, conns, secs, kind] = args.as_slice() {
-        if flag == "--drive-child" {
+    if let [_, flag, url, conns, secs, kind, more @ ..] = args.as_slice() {
+        if flag == "--drive-child" && more.len() <= 1 {
             // The load alone, so that a target's own process can be
             // measured: `conns` connections for `secs` seconds, `whole` or
-            // `stream` answers; the answers counted on stdout.
-            let body = if kind == "stream" { STREAM } else { WHOLE };
-            let secs = Duration::from_secs(secs.parse().expect("seconds"));
+            // `stream` answers; the answers counted on stdout, then with
+            // `latencies` their latencies and first bytes (ns) on a line
+            // each.
+            let (whole, stream) = bodies();
+            let body = if kind == "stream" { stream } else { whole };
+            let secs = Duration::from_secs_f64(secs.parse().expect("seconds"));
             let run = drive(url, body, conns.parse().expect("connections"), secs).await;
             println!("{}", run.lat.len());
+            if more.first().is_some_and(|m| m == "latencies") {
+                let ns = |v: &[Duration]| {
+                    v.iter()
+                        .map(|d| d.as_nanos().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                println!("{}", ns(&run.lat));
+                println!("{}", ns(&run.first));
+            }
             return;
         }
     }
@@ -647,19 +737,8 @@ async fn main() {
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|&r| r > 0)
         .unwrap_or(6);
-    // A longer prompt, when asked for: the user's message padded with
-    // words to this many bytes (the simulated upstream reads it too).
-    let prompt = std::env::var("PALISADE_GW_BENCH_PROMPT_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .map(|n| "lorem ipsum dolor sit amet ".repeat(n / 27 + 1)[..n].to_owned());
-    let (whole, stream) = match &prompt {
-        Some(p) => (
-            &*WHOLE.replace("hello", p).leak(),
-            &*STREAM.replace("hello", p).leak(),
-        ),
-        None => (WHOLE, STREAM),
-    };
+    let prompt = prompt();
+    let (whole, stream) = bodies();
     println!(
         "closed loop, {} s per row in {rounds} turns; one simulated upstream with no added latency; all on loopback",
         secs.as_secs()
@@ -667,8 +746,8 @@ async fn main() {
     if let Some(p) = &prompt {
         println!("the user's message: {} bytes", p.len());
     }
-    let placements =
-        std::env::var("PALISADE_GW_BENCH_PLACES").unwrap_or_else(|_| "process,shared".to_owned());
+    let placements = std::env::var("PALISADE_GW_BENCH_PLACES")
+        .unwrap_or_else(|_| "apart,process,shared".to_owned());
     let bench = Bench {
         only: &only,
         rounds,
@@ -677,7 +756,18 @@ async fn main() {
     };
     let mut children = Children::default();
     for placement in placements.split(',').map(str::trim) {
+        // Apart, the upstream too is a process of its own.
+        let base = match placement {
+            "apart" => children.start(&["--upstream-child"]),
+            _ => base.clone(),
+        };
         let (fwd, gw, quiet) = match placement {
+            // A client, a gateway and a provider: each a process.
+            "apart" => (
+                children.start(&["--forwarder-child", &base]),
+                children.start(&["--gateway-child", &base, ""]),
+                children.start(&["--gateway-child", &base, "served_headers = false"]),
+            ),
             // As deployed: the forwarder and each gateway a process of
             // its own, on its own runtime; the load and the upstream here.
             "process" => (
@@ -697,7 +787,9 @@ async fn main() {
                 tokio::spawn(quiet.serve(std::future::pending()));
                 (fwd.to_string(), gw_addr.to_string(), quiet_addr.to_string())
             }
-            other => panic!("PALISADE_GW_BENCH_PLACES: {other:?} is neither process nor shared"),
+            other => {
+                panic!("PALISADE_GW_BENCH_PLACES: {other:?} is none of apart, process, shared")
+            }
         };
         let path = "/v1/chat/completions";
         let targets = [
