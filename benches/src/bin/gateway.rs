@@ -620,7 +620,10 @@ impl Bench<'_> {
                         printed = true;
                     }
                     if deciles {
-                        let at = |i: usize| us(r.lat[(r.lat.len().max(1) - 1) * i / 10]);
+                        let at = |i: usize| {
+                            let n = r.lat.len().max(1) - 1;
+                            us(r.lat.get(n * i / 10).copied().unwrap_or_default())
+                        };
                         let each: Vec<String> = (1..10).map(|i| format!("{:.0}", at(i))).collect();
                         shown_deciles.push(format!(
                             "{placement} {kind} {conns} {name}: {}",
