@@ -663,14 +663,14 @@ fn prompt() -> Option<String> {
         .map(|n| "lorem ipsum dolor sit amet ".repeat(n / 27 + 1)[..n].to_owned())
 }
 
-/// The requests for a whole answer and for a stream, with [`prompt`]'s
-/// message when one is asked for (the load's child process reads the same
-/// variable).
-fn bodies() -> (&'static str, &'static str) {
-    match prompt() {
+/// The requests for a whole answer and for a stream, with `prompt` (see
+/// [`prompt`]; the load's child process reads the same variable) as the
+/// user's message when one is asked for.
+fn bodies(prompt: Option<&str>) -> (&'static str, &'static str) {
+    match prompt {
         Some(p) => (
-            &*WHOLE.replace("hello", &p).leak(),
-            &*STREAM.replace("hello", &p).leak(),
+            &*WHOLE.replace("hello", p).leak(),
+            &*STREAM.replace("hello", p).leak(),
         ),
         None => (WHOLE, STREAM),
     }
@@ -693,7 +693,7 @@ async fn main() {
             // `stream` answers; the answers counted on stdout, then with
             // `latencies` their latencies and first bytes (ns) on a line
             // each.
-            let (whole, stream) = bodies();
+            let (whole, stream) = bodies(prompt().as_deref());
             let body = if kind == "stream" { stream } else { whole };
             let secs = Duration::from_secs_f64(secs.parse().expect("seconds"));
             let run = drive(url, body, conns.parse().expect("connections"), secs).await;
@@ -741,7 +741,7 @@ async fn main() {
         .filter(|&r| r > 0)
         .unwrap_or(6);
     let prompt = prompt();
-    let (whole, stream) = bodies();
+    let (whole, stream) = bodies(prompt.as_deref());
     println!(
         "closed loop, {} s per row in {rounds} turns; one simulated upstream with no added latency; all on loopback",
         secs.as_secs()
