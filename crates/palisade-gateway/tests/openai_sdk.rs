@@ -23,12 +23,12 @@ fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-sdk-venv");
-        common::installing(&dir, || install_sdk(dir.clone()))
+        common::installing(&dir, || install_sdk(&dir))
     })
 }
 
 /// Makes a virtual environment in `dir` with the SDK, unless it has it.
-fn install_sdk(dir: PathBuf) -> PathBuf {
+fn install_sdk(dir: &Path) -> PathBuf {
     let py = dir.join("bin").join("python");
     let has_sdk = |py: &Path| {
         Command::new(py)
@@ -46,7 +46,7 @@ fn install_sdk(dir: PathBuf) -> PathBuf {
         return py;
     }
     let base = std::env::var("PALISADE_PYTHON").unwrap_or_else(|_| "python3".into());
-    run(Command::new(&base).args(["-m", "venv", "--clear"]).arg(&dir), &format!(
+    run(Command::new(&base).args(["-m", "venv", "--clear"]).arg(dir), &format!(
             "creating a virtual environment with `{base} -m venv` (the OpenAI SDK test needs python3 with venv)"
         ));
     run(
