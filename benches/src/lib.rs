@@ -11,6 +11,7 @@
 //! A measurement is the median ns/call of several runs.
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod machine;
 pub mod ours;
 pub mod peers;
 mod side_by_side;

@@ -44,7 +44,13 @@
 //! call's), the ratios to the forwarder (throughput, p50, added p50) and
 //! to the direct call (throughput), and the lowest and highest throughput
 //! ratio to the forwarder of a single round (how much the machine moved
-//! it).
+//! it). Read from `/proc` around each slice (`benches::machine`): the
+//! target's own CPU time a request (its process's threads', when it has a
+//! process of its own: apart and process; in the apart table the direct
+//! row's is the upstream's), and its ratio to the forwarder's; the share
+//! of the machine's CPU time its host stole while the row ran; and the
+//! function-call interrupts a request (one CPU waking a task on another,
+//! on this VM mostly a halted CPU the host must wake).
 //!
 //! Then memory: the gateway runs in a process of its own (this binary,
 //! re-run with `--gateway-child`), and its resident memory is read from
@@ -88,6 +94,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use benches::machine::Usage;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -165,6 +172,10 @@ struct Run {
     lat: Vec<Duration>,
     first: Vec<Duration>,
     secs: f64,
+    /// The target's process's CPU time and the machine's steal and
+    /// wake-ups over the run (no CPU time when the target shares this
+    /// process).
+    usage: Usage,
 }
 
 impl Run {
@@ -184,16 +195,30 @@ impl Run {
             lat,
             first,
             secs,
+            usage: Usage::default(),
         }
     }
 
     /// The runs as one: every answer of each, over their time together.
     fn pool(runs: &[Run]) -> Run {
-        Run::new(
+        let mut pooled = Run::new(
             runs.iter().flat_map(|r| r.lat.iter().copied()).collect(),
             runs.iter().flat_map(|r| r.first.iter().copied()).collect(),
             runs.iter().map(|r| r.secs).sum(),
-        )
+        );
+        if let Some((first, rest)) = runs.split_first() {
+            pooled.usage = rest.iter().fold(first.usage, |u, r| u.add(&r.usage));
+        }
+        pooled
+    }
+
+    /// The target's CPU time a request, µs, when its process was read.
+    fn cpu_us(&self) -> Option<f64> {
+        let n = self.lat.len();
+        self.usage
+            .cpu_ns
+            .filter(|_| n > 0)
+            .map(|ns| ns as f64 / n as f64 / 1e3)
     }
 }
 
@@ -240,10 +265,33 @@ async fn drive(url: &str, body: &'static str, conns: usize, secs: Duration) -> R
     Run::new(lat, first, secs.as_secs_f64())
 }
 
+/// A target of the load: its name, the URL it is called at, and its
+/// process when it has one of its own (its CPU time is then read).
+struct Target {
+    name: &'static str,
+    url: String,
+    pid: Option<u32>,
+}
+
 /// [`drive`] here, or (`apart`) in a process of its own: this binary
 /// re-run with `--drive-child URL CONNS SECS KIND latencies`, its answers'
 /// latencies read back from its output.
 async fn load(
+    apart: bool,
+    target: &Target,
+    kind: &str,
+    body: &'static str,
+    conns: usize,
+    secs: Duration,
+) -> Run {
+    let before = Usage::read(target.pid);
+    let mut run = drive_load(apart, &target.url, kind, body, conns, secs).await;
+    run.usage = Usage::read(target.pid).since(&before);
+    run
+}
+
+/// [`load`]'s answers, without the readings of the machine around them.
+async fn drive_load(
     apart: bool,
     url: &str,
     kind: &str,
@@ -283,6 +331,11 @@ async fn load(
     };
     let (lat, first) = (read(), read());
     Run::new(lat, first, secs.as_secs_f64())
+}
+
+/// `v` with one decimal, or `-` when there is none.
+fn shown_1(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.1}"))
 }
 
 fn us(d: Duration) -> f64 {
@@ -355,17 +408,23 @@ impl Children {
     /// Runs this binary with `args` and returns the first line it prints
     /// (its address).
     fn start(&mut self, args: &[&str]) -> String {
+        self.start_pid(args).0
+    }
+
+    /// [`start`](Self::start), and the child's process id.
+    fn start_pid(&mut self, args: &[&str]) -> (String, u32) {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let pid = child.id();
         self.0.push(child);
         let mut line = String::new();
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
         assert!(!line.trim().is_empty(), "{args:?} printed no address");
-        line.trim().to_owned()
+        (line.trim().to_owned(), pid)
     }
 }
 
@@ -533,7 +592,7 @@ impl Bench<'_> {
     /// The table of `targets` placed as `placement` says: every row whose
     /// label (`"{placement} {answer} {connections} {target}"`) the
     /// filter lets through, the targets taking turns.
-    async fn table(&self, placement: &str, targets: &[(&str, String)]) {
+    async fn table(&self, placement: &str, targets: &[Target]) {
         let heading = match placement {
             "apart" => "the load, the upstream and each target each a process of its own",
             "process" => "each target a process of its own (as deployed); the load and the upstream in this one",
@@ -547,8 +606,8 @@ impl Bench<'_> {
             for conns in [1, 32] {
                 let chosen: Vec<_> = targets
                     .iter()
-                    .filter(|(name, _)| {
-                        let label = format!("{placement} {kind} {conns} {name}");
+                    .filter(|t| {
+                        let label = format!("{placement} {kind} {conns} {}", t.name);
                         // A filter ending in `$` must end the label too.
                         match self.only.strip_suffix('$') {
                             Some(end) => label.ends_with(end),
@@ -559,19 +618,20 @@ impl Bench<'_> {
                 if chosen.is_empty() {
                     continue;
                 }
-                for (_, url) in &chosen {
+                for target in &chosen {
                     // Warm the pools and the upstream.
-                    let _ = load(apart, url, kind, body, conns, Duration::from_millis(300)).await;
+                    let _ =
+                        load(apart, target, kind, body, conns, Duration::from_millis(300)).await;
                 }
                 // The targets take turns, a slice each per round, so that a
                 // change in what the machine's neighbours take falls on all of
                 // them alike.
                 let mut runs: Vec<(&str, Vec<Run>)> =
-                    chosen.iter().map(|(name, _)| (*name, Vec::new())).collect();
+                    chosen.iter().map(|t| (t.name, Vec::new())).collect();
                 for _ in 0..self.rounds {
-                    for ((_, url), (_, slices)) in chosen.iter().zip(&mut runs) {
+                    for (target, (_, slices)) in chosen.iter().zip(&mut runs) {
                         let slice = self.secs / self.rounds;
-                        slices.push(load(apart, url, kind, body, conns, slice).await);
+                        slices.push(load(apart, target, kind, body, conns, slice).await);
                     }
                 }
                 let pooled: Vec<(&str, Run, &[Run])> = runs
@@ -611,11 +671,20 @@ impl Bench<'_> {
                         let hi = each.iter().copied().fold(0.0, f64::max);
                         format!("{lo:.2}-{hi:.2}")
                     });
+                    // The target's own CPU time a request (its process's, all
+                    // threads), when it has a process of its own.
+                    let cpu = shown_1(r.cpu_us());
+                    let cpu_ratio = match (r.cpu_us(), fwd.and_then(|(_, f, _)| f.cpu_us())) {
+                        (Some(mine), Some(theirs)) if theirs > 0.0 => {
+                            format!("{:.2}", mine / theirs)
+                        }
+                        _ => "-".to_owned(),
+                    };
                     if !printed {
                         println!("\n{placement}: {heading}\n");
-                        println!("| answer | connections | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | first byte p50 µs | req/s vs forwarder | each turn | p50 vs forwarder | added p50 vs forwarder | req/s vs direct |");
+                        println!("| answer | connections | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | first byte p50 µs | req/s vs forwarder | each turn | p50 vs forwarder | added p50 vs forwarder | req/s vs direct | CPU µs a request | CPU vs forwarder | steal | wake-up IPIs a request |");
                         println!(
-                            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                         );
                         printed = true;
                     }
@@ -631,7 +700,7 @@ impl Bench<'_> {
                         ));
                     }
                     println!(
-                        "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {spread} | {} | {added_ratio} | {vs_direct} |",
+                        "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {spread} | {} | {added_ratio} | {vs_direct} | {cpu} | {cpu_ratio} | {:.0}% | {:.1} |",
                         r.rps,
                         us(r.p50),
                         us(r.p99),
@@ -640,6 +709,8 @@ impl Bench<'_> {
                         us(r.first_p50),
                         ratio(&|r| r.rps),
                         ratio(&|r| us(r.p50)),
+                        r.usage.steal_share() * 100.0,
+                        r.usage.ipis as f64 / r.lat.len().max(1) as f64,
                     );
                 }
             }
@@ -760,24 +831,26 @@ async fn main() {
     let mut children = Children::default();
     for placement in placements.split(',').map(str::trim) {
         // Apart, the upstream too is a process of its own.
-        let base = match placement {
-            "apart" => children.start(&["--upstream-child"]),
-            _ => base.clone(),
+        let (base, upstream_pid) = match placement {
+            "apart" => {
+                let (url, pid) = children.start_pid(&["--upstream-child"]);
+                (url, Some(pid))
+            }
+            _ => (base.clone(), None),
         };
+        // Each target, and its process when it has one.
         let (fwd, gw, quiet) = match placement {
-            // A client, a gateway and a provider: each a process.
-            "apart" => (
-                children.start(&["--forwarder-child", &base]),
-                children.start(&["--gateway-child", &base, ""]),
-                children.start(&["--gateway-child", &base, "served_headers = false"]),
-            ),
-            // As deployed: the forwarder and each gateway a process of
-            // its own, on its own runtime; the load and the upstream here.
-            "process" => (
-                children.start(&["--forwarder-child", &base]),
-                children.start(&["--gateway-child", &base, ""]),
-                children.start(&["--gateway-child", &base, "served_headers = false"]),
-            ),
+            // A client, a gateway and a provider: each a process; or, as
+            // deployed, the forwarder and each gateway a process of its
+            // own, on its own runtime, the load and the upstream here.
+            "apart" | "process" => {
+                let own = |(addr, pid): (String, u32)| (addr, Some(pid));
+                (
+                    own(children.start_pid(&["--forwarder-child", &base])),
+                    own(children.start_pid(&["--gateway-child", &base, ""])),
+                    own(children.start_pid(&["--gateway-child", &base, "served_headers = false"])),
+                )
+            }
             // Every target in this process, on the runtime the load and
             // the upstream run on.
             "shared" => {
@@ -788,21 +861,31 @@ async fn main() {
                 let quiet = gateway(&base, "served_headers = false").await;
                 let quiet_addr = quiet.local_addr().unwrap();
                 tokio::spawn(quiet.serve(std::future::pending()));
-                (fwd.to_string(), gw_addr.to_string(), quiet_addr.to_string())
+                (
+                    (fwd.to_string(), None),
+                    (gw_addr.to_string(), None),
+                    (quiet_addr.to_string(), None),
+                )
             }
             other => {
                 panic!("PALISADE_GW_BENCH_PLACES: {other:?} is none of apart, process, shared")
             }
         };
         let path = "/v1/chat/completions";
+        let at = |name, (addr, pid): (String, Option<u32>)| Target {
+            name,
+            url: format!("http://{addr}{path}"),
+            pid,
+        };
         let targets = [
-            ("direct", format!("{base}{path}")),
-            ("bare forwarder", format!("http://{fwd}{path}")),
-            ("palisade-gateway", format!("http://{gw}{path}")),
-            (
-                "palisade-gateway, served_headers off",
-                format!("http://{quiet}{path}"),
-            ),
+            Target {
+                name: "direct",
+                url: format!("{base}{path}"),
+                pid: upstream_pid,
+            },
+            at("bare forwarder", fwd),
+            at("palisade-gateway", gw),
+            at("palisade-gateway, served_headers off", quiet),
         ];
         bench.table(placement, &targets).await;
     }
