@@ -109,13 +109,20 @@ fn ipis() -> u64 {
 }
 
 /// The time each of `pid`'s threads has run, summed: the first field of
-/// each `/proc/PID/task/TID/schedstat`, in ns.
+/// each `/proc/PID/task/TID/schedstat`, in ns. A thread that ends while
+/// they are read is left out; `None` when the process is gone.
 fn cpu_ns(pid: u32) -> Option<u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total = 0;
     for task in tasks.flatten() {
-        let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        total += text.split_ascii_whitespace().next()?.parse::<u64>().ok()?;
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += text
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     Some(total)
 }
