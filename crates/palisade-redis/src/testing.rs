@@ -88,6 +88,27 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A connection of its own to it, for a test to read or write keys
+    /// behind the fleet's back.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// use palisade_redis::testing::Redis;
+    ///
+    /// let redis = Redis::start();
+    /// let mut raw = redis.connection().await;
+    /// let left: i64 = redis::cmd("PTTL").arg("k").query_async(&mut raw).await.unwrap();
+    /// assert_eq!(left, -2); // no such key
+    /// # }
+    /// ```
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("a redis:// URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test's redis-server")
+    }
+
     /// Kills it (as a crash would: no goodbye to clients).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

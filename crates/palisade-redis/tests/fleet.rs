@@ -538,11 +538,7 @@ async fn a_replica_that_dies_holding_quota_or_the_probe_lock_blocks_nobody_for_l
         .unwrap();
     let h = breaker.handle();
     b.join("q", Some(&h), None);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis.connection().await;
     let _: () = redis::cmd("SET")
         .arg("dies:probe:q")
         .arg("dead-replica")
@@ -723,11 +719,7 @@ async fn after_redis_loses_everything_open_periods_are_told_again_and_nothing_st
     .expect("both rejoin");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A told the fleet again: the open period is in Redis, and B keeps it.
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis.connection().await;
     let left: i64 = redis::cmd("PTTL")
         .arg("lost:open:p")
         .query_async(&mut conn)

@@ -64,11 +64,7 @@ async fn what_one_replica_notes_the_others_read_until_removed_or_expired() {
     assert_eq!(on_a.snapshot().written, 600);
     assert_eq!(on_a.snapshot().dropped, 0);
     // Kept for the time given, under the fleet's prefix and the kind.
-    let mut raw = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut raw = redis.connection().await;
     let left: i64 = redis::cmd("PTTL")
         .arg("p:notes:responses:resp_3")
         .query_async(&mut raw)
