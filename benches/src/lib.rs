@@ -15,6 +15,7 @@ pub mod machine;
 pub mod ours;
 pub mod peers;
 mod side_by_side;
+pub mod turns;
 
 pub use side_by_side::side_by_side;
 

@@ -20,8 +20,8 @@
 //! Each is driven closed-loop (each connection sends its next request when
 //! its answer has been read in full) with 1 and 32 connections, whole
 //! answers and streams, for `PALISADE_GW_BENCH_SECS` seconds each (default
-//! 5), in three placements (`PALISADE_GW_BENCH_PLACES`, default
-//! `apart,process,shared`), a table each:
+//! 5), in four placements (`PALISADE_GW_BENCH_PLACES`, default
+//! `apart,process,shared,one-cpu`), a table each:
 //!
 //! - **apart**: the load, the upstream and each target each a process of
 //!   its own, as a client, a gateway and a provider are (this binary re-run
@@ -33,18 +33,25 @@
 //!   upstream run in this process, on its runtime;
 //! - **shared**: every target runs in this process, on the one runtime the
 //!   load and the upstream run on, so each request's work crosses the same
-//!   two worker threads as the load's and the upstream's.
+//!   two worker threads as the load's and the upstream's;
+//! - **one-cpu**: as apart, every process held to one CPU (this process's
+//!   threads are, while the table runs, and the processes it starts
+//!   inherit it): no request waits for another CPU to wake, and a target's
+//!   throughput is the inverse of the three processes' CPU time a request.
 //!
 //! The targets take turns: each row's time is cut into
-//! `PALISADE_GW_BENCH_ROUNDS` slices (default 6), and a round runs one slice
-//! of each target, so that the machine's slow and fast spells fall on all of
-//! them alike. Printed: requests/s, p50 and p99 latency (for streams, time
-//! to the first body byte too) over all of a row's slices, the latency
-//! each target adds over a direct call (its p50 and p99 less the direct
-//! call's), the ratios to the forwarder (throughput, p50, added p50) and
-//! to the direct call (throughput), and the lowest and highest throughput
-//! ratio to the forwarder of a single round (how much the machine moved
-//! it). Read from `/proc` around each slice (`benches::machine`): the
+//! `PALISADE_GW_BENCH_ROUNDS` slices (default 24), and a round runs one
+//! slice of each target, so that the machine's slow and fast spells fall on
+//! all of them alike. Printed: requests/s, p50 and p99 latency (for
+//! streams, time to the first body byte too) over all of a row's slices,
+//! the latency each target adds over a direct call (its p50 and p99 less
+//! the direct call's), the ratios to the forwarder (throughput, p50, added
+//! p50) and to the direct call (throughput), and, each round's throughput
+//! divided by the forwarder's in the same round, the median of those
+//! ratios with the interval that holds the true median with 95%
+//! probability (`benches::turns`: a host busy for a few rounds moves it by
+//! a place, not by its size) and their lowest and highest (how much the
+//! machine moved a single round). Read from `/proc` around each slice (`benches::machine`): the
 //! target's own CPU time a request (its process's threads', when it has a
 //! process of its own: apart and process; in the apart table the direct
 //! row's is the upstream's), and its ratio to the forwarder's; the share
@@ -95,6 +102,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use benches::machine::Usage;
+use benches::turns::Median;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -595,10 +603,12 @@ impl Bench<'_> {
     async fn table(&self, placement: &str, targets: &[Target]) {
         let heading = match placement {
             "apart" => "the load, the upstream and each target each a process of its own",
+            "one-cpu" => "as apart, every process on one CPU",
             "process" => "each target a process of its own (as deployed); the load and the upstream in this one",
             _ => "every target in this process, on the one runtime the load and the upstream run on",
         };
-        let apart = placement == "apart";
+        // Each slice of load a process of its own.
+        let apart = matches!(placement, "apart" | "one-cpu");
         let mut printed = false;
         let deciles = std::env::var("PALISADE_GW_BENCH_DECILES").is_ok_and(|v| v == "1");
         let mut shown_deciles = Vec::new();
@@ -661,16 +671,25 @@ impl Bench<'_> {
                         direct.map_or("-".to_owned(), |(_, d, _)| format!("{:.2}", r.rps / d.rps));
                     // The throughput ratio of each round alone: how far the
                     // machine moved it.
-                    let spread = fwd.map_or("-".to_owned(), |(_, _, fwd_slices)| {
-                        let each: Vec<f64> = slices
-                            .iter()
-                            .zip(*fwd_slices)
-                            .map(|(s, f)| s.rps / f.rps)
-                            .collect();
-                        let lo = each.iter().copied().fold(f64::INFINITY, f64::min);
-                        let hi = each.iter().copied().fold(0.0, f64::max);
-                        format!("{lo:.2}-{hi:.2}")
-                    });
+                    let (middle, spread) =
+                        fwd.map_or(("-".to_owned(), "-".to_owned()), |(_, _, fwd_slices)| {
+                            let each: Vec<f64> = slices
+                                .iter()
+                                .zip(*fwd_slices)
+                                .map(|(s, f)| s.rps / f.rps)
+                                .collect();
+                            let lo = each.iter().copied().fold(f64::INFINITY, f64::min);
+                            let hi = each.iter().copied().fold(0.0, f64::max);
+                            let middle = match Median::of(&each) {
+                                Some(Median {
+                                    median,
+                                    interval: Some((low, high)),
+                                }) => format!("{median:.2} ({low:.2}-{high:.2})"),
+                                Some(m) => format!("{:.2}", m.median),
+                                None => "-".to_owned(),
+                            };
+                            (middle, format!("{lo:.2}-{hi:.2}"))
+                        });
                     // The target's own CPU time a request (its process's, all
                     // threads), when it has a process of its own.
                     let cpu = shown_1(r.cpu_us());
@@ -682,9 +701,9 @@ impl Bench<'_> {
                     };
                     if !printed {
                         println!("\n{placement}: {heading}\n");
-                        println!("| answer | connections | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | first byte p50 µs | req/s vs forwarder | each turn | p50 vs forwarder | added p50 vs forwarder | req/s vs direct | CPU µs a request | CPU vs forwarder | steal | wake-up IPIs a request |");
+                        println!("| answer | connections | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | first byte p50 µs | req/s vs forwarder | median turn (95%) | each turn | p50 vs forwarder | added p50 vs forwarder | req/s vs direct | CPU µs a request | CPU vs forwarder | steal | wake-up IPIs a request |");
                         println!(
-                            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                         );
                         printed = true;
                     }
@@ -700,7 +719,7 @@ impl Bench<'_> {
                         ));
                     }
                     println!(
-                        "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {spread} | {} | {added_ratio} | {vs_direct} | {cpu} | {cpu_ratio} | {:.0}% | {:.1} |",
+                        "| {kind} | {conns} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {middle} | {spread} | {} | {added_ratio} | {vs_direct} | {cpu} | {cpu_ratio} | {:.0}% | {:.1} |",
                         r.rps,
                         us(r.p50),
                         us(r.p99),
@@ -810,7 +829,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|&r| r > 0)
-        .unwrap_or(6);
+        .unwrap_or(24);
     let prompt = prompt();
     let (whole, stream) = bodies(prompt.as_deref());
     println!(
@@ -821,7 +840,7 @@ async fn main() {
         println!("the user's message: {} bytes", p.len());
     }
     let placements = std::env::var("PALISADE_GW_BENCH_PLACES")
-        .unwrap_or_else(|_| "apart,process,shared".to_owned());
+        .unwrap_or_else(|_| "apart,process,shared,one-cpu".to_owned());
     let bench = Bench {
         only: &only,
         rounds,
@@ -831,8 +850,12 @@ async fn main() {
     let mut children = Children::default();
     for placement in placements.split(',').map(str::trim) {
         // Apart, the upstream too is a process of its own.
+        // On one CPU: this process's threads, and so every process it
+        // starts from now on, may run on one CPU only, until the table is
+        // done.
+        let pinned = (placement == "one-cpu").then(|| OneCpu::pin().expect("pinning to one CPU"));
         let (base, upstream_pid) = match placement {
-            "apart" => {
+            "apart" | "one-cpu" => {
                 let (url, pid) = children.start_pid(&["--upstream-child"]);
                 (url, Some(pid))
             }
@@ -843,7 +866,7 @@ async fn main() {
             // A client, a gateway and a provider: each a process; or, as
             // deployed, the forwarder and each gateway a process of its
             // own, on its own runtime, the load and the upstream here.
-            "apart" | "process" => {
+            "apart" | "process" | "one-cpu" => {
                 let own = |(addr, pid): (String, u32)| (addr, Some(pid));
                 (
                     own(children.start_pid(&["--forwarder-child", &base])),
@@ -868,7 +891,7 @@ async fn main() {
                 )
             }
             other => {
-                panic!("PALISADE_GW_BENCH_PLACES: {other:?} is none of apart, process, shared")
+                panic!("PALISADE_GW_BENCH_PLACES: {other:?} is none of apart, process, shared, one-cpu")
             }
         };
         let path = "/v1/chat/completions";
@@ -888,10 +911,117 @@ async fn main() {
             at("palisade-gateway, served_headers off", quiet),
         ];
         bench.table(placement, &targets).await;
+        drop(pinned);
     }
     drop(children);
     if std::env::var("PALISADE_GW_BENCH_MEMORY").as_deref() != Ok("0") {
         raise_open_files();
         memory().await;
+    }
+}
+
+/// This process's threads held to one CPU (the first they may run on),
+/// and with them every process started from one of them while this
+/// lives (a child inherits its parent thread's CPUs); dropped, the threads
+/// may run where they could before.
+struct OneCpu {
+    before: Vec<(rustix::process::Pid, rustix::thread::CpuSet)>,
+}
+
+impl OneCpu {
+    fn pin() -> std::io::Result<OneCpu> {
+        use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+        let mine = sched_getaffinity(None)?;
+        let first = (0..CpuSet::MAX_CPU)
+            .find(|&c| mine.is_set(c))
+            .ok_or_else(|| std::io::Error::other("this thread may run on no CPU"))?;
+        let mut one = CpuSet::new();
+        one.set(first);
+        let mut pinned = OneCpu { before: Vec::new() };
+        for tid in threads()? {
+            // A thread that ended meanwhile is not there to pin.
+            let Ok(before) = sched_getaffinity(Some(tid)) else {
+                continue;
+            };
+            if sched_setaffinity(Some(tid), &one).is_ok() {
+                pinned.before.push((tid, before));
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        for (tid, before) in &self.before {
+            let _ = rustix::thread::sched_setaffinity(Some(*tid), before);
+        }
+    }
+}
+
+/// This process's threads, from `/proc/self/task`.
+fn threads() -> std::io::Result<Vec<rustix::process::Pid>> {
+    let mut tids = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let tid = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw);
+        tids.extend(tid);
+    }
+    Ok(tids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPUs a thread may run on, as `/proc` lists them.
+    fn allowed(tid: rustix::process::Pid) -> String {
+        let status =
+            std::fs::read_to_string(format!("/proc/self/task/{}/status", tid.as_raw_nonzero()))
+                .unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .unwrap();
+        line.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_thread_and_child_runs_on_one_cpu_until_unpinned() {
+        // Another thread, made before pinning, is pinned too.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let before: Vec<_> = threads()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t, allowed(t)))
+            .collect();
+        assert!(before.len() >= 2);
+        let pinned = OneCpu::pin().unwrap();
+        let first = before[0].1.split([',', '-']).next().unwrap().to_owned();
+        for (tid, _) in &before {
+            assert_eq!(allowed(*tid), first, "thread {tid:?}");
+        }
+        // A child started now inherits it.
+        let child = std::process::Command::new("cat")
+            .arg("/proc/self/status")
+            .output()
+            .unwrap();
+        let child = String::from_utf8(child.stdout).unwrap();
+        assert!(
+            child
+                .lines()
+                .any(|l| l == format!("Cpus_allowed_list:\t{first}")),
+            "{child}"
+        );
+        drop(pinned);
+        for (tid, was) in &before {
+            assert_eq!(&allowed(*tid), was, "thread {tid:?}");
+        }
+        tx.send(()).unwrap();
+        other.join().unwrap().unwrap();
     }
 }
