@@ -51,10 +51,11 @@
 //! ratios with the interval that holds the true median with 95%
 //! probability (`benches::turns`: a host busy for a few rounds moves it by
 //! a place, not by its size) and their lowest and highest (how much the
-//! machine moved a single round). Read from `/proc` around each slice (`benches::machine`): the
-//! target's own CPU time a request (its process's threads', when it has a
-//! process of its own: apart and process; in the apart table the direct
-//! row's is the upstream's), and its ratio to the forwarder's; the share
+//! machine moved a single round). Read from `/proc` around each slice
+//! (`benches::machine`): the target's own CPU time a request (its
+//! process's threads', when it has a process of its own: apart, process
+//! and one-cpu; in those tables the direct row's is the upstream's), and
+//! its ratio to the forwarder's; the share
 //! of the machine's CPU time its host stole while the row ran; and the
 //! function-call interrupts a request (one CPU waking a task on another,
 //! on this VM mostly a halted CPU the host must wake).
@@ -853,7 +854,17 @@ async fn main() {
         // On one CPU: this process's threads, and so every process it
         // starts from now on, may run on one CPU only, until the table is
         // done.
-        let pinned = (placement == "one-cpu").then(|| OneCpu::pin().expect("pinning to one CPU"));
+        let pinned = match placement {
+            "one-cpu" => match OneCpu::pin() {
+                Ok(pinned) => Some(pinned),
+                // A container may forbid it: the other tables stand.
+                Err(e) => {
+                    eprintln!("one-cpu placement skipped: this process cannot hold its threads to one CPU ({e})");
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let (base, upstream_pid) = match placement {
             "apart" | "one-cpu" => {
                 let (url, pid) = children.start_pid(&["--upstream-child"]);
