@@ -112,10 +112,9 @@ fn ipis() -> u64 {
 /// each `/proc/PID/task/TID/schedstat`, in ns. A thread that ends while
 /// they are read is left out; `None` when the process is gone.
 fn cpu_ns(pid: u32) -> Option<u64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total = 0;
-    for task in tasks.flatten() {
-        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+    for tid in threads(&pid.to_string()).ok()? {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")) else {
             continue;
         };
         total += text
@@ -125,6 +124,20 @@ fn cpu_ns(pid: u32) -> Option<u64> {
             .unwrap_or(0);
     }
     Some(total)
+}
+
+/// The ids of `process`'s threads, from `/proc/PROCESS/task` (`"self"`
+/// for this one's); an entry that cannot be read is left out.
+///
+/// ```
+/// let mine = benches::machine::threads("self").unwrap();
+/// assert!(!mine.is_empty());
+/// ```
+pub fn threads(process: &str) -> std::io::Result<Vec<u32>> {
+    Ok(std::fs::read_dir(format!("/proc/{process}/task"))?
+        .flatten()
+        .filter_map(|task| task.file_name().to_str()?.parse().ok())
+        .collect())
 }
 
 #[cfg(test)]

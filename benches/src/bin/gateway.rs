@@ -970,18 +970,12 @@ impl Drop for OneCpu {
     }
 }
 
-/// This process's threads, from `/proc/self/task`.
+/// This process's threads (see [`benches::machine::threads`]).
 fn threads() -> std::io::Result<Vec<rustix::process::Pid>> {
-    let mut tids = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/task")? {
-        let tid = entry?
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-            .and_then(rustix::process::Pid::from_raw);
-        tids.extend(tid);
-    }
-    Ok(tids)
+    Ok(benches::machine::threads("self")?
+        .into_iter()
+        .filter_map(|tid| rustix::process::Pid::from_raw(i32::try_from(tid).ok()?))
+        .collect())
 }
 
 #[cfg(test)]
