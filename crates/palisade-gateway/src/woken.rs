@@ -254,7 +254,7 @@ mod tests {
             let task = Arc::new(Task::default());
             let waker = Waker::from(task.clone());
             let mut fut = Box::pin(WhenWoken::new(ProbeFuture(probe.clone())));
-            let mut poll = |fut: &mut Pin<Box<WhenWoken<ProbeFuture>>>| {
+            let poll = |fut: &mut Pin<Box<WhenWoken<ProbeFuture>>>| {
                 fut.as_mut().poll(&mut Context::from_waker(&waker))
             };
             assert!(poll(&mut fut).is_pending());
