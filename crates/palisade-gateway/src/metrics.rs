@@ -371,6 +371,35 @@ type SeriesMap = DashMap<(Name, Name), Arc<Series>, foldhash::fast::RandomState>
 /// A (model, provider) and its series.
 type Found = ((Name, Name), Arc<Series>);
 
+/// A [`Name`] as the request holds it, borrowed.
+#[derive(Debug, Clone, Copy)]
+enum Label<'a> {
+    Provider(&'a ProviderId),
+    Model(&'a Arc<str>),
+    Missing,
+}
+
+impl Label<'_> {
+    /// Whether `name` names the same (the pointers compared first).
+    fn is(self, name: &Name) -> bool {
+        match (self, name) {
+            (Label::Provider(a), Name::Provider(b)) => a == b,
+            (Label::Model(a), Name::Model(b)) => a == b,
+            (Label::Missing, Name::Missing) => true,
+            _ => false,
+        }
+    }
+
+    /// The name, sharing the request's text.
+    fn owned(self) -> Name {
+        match self {
+            Label::Provider(p) => Name::Provider(p.clone()),
+            Label::Model(m) => Name::Model(m.clone()),
+            Label::Missing => Name::Missing,
+        }
+    }
+}
+
 /// The series this thread found last, with its key and the map it is in
 /// (held, so that no other map takes its address while it is kept here).
 struct Last {
@@ -447,33 +476,48 @@ impl RequestMetrics {
         model: Option<&Arc<str>>,
         used: crate::upstream::Usage,
     ) {
-        let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
-        let found = self.series((model, Name::Provider(provider.clone())));
-        self.count_tokens(&found, used);
+        let model = model.map_or(Label::Missing, Label::Model);
+        self.with_series((model, Label::Provider(provider)), |names, series| {
+            self.count_tokens(names, series, used)
+        });
     }
 
-    /// The series of (model, provider), made on first use.
-    fn series(&self, key: (Name, Name)) -> Found {
+    /// Runs `f` on the series of (model, provider), made on first use.
+    /// The names are borrowed: the series this thread found last is
+    /// compared with them in place, and only a new one takes a share of
+    /// them (no reference count moves on the way, each an atomic
+    /// read-modify-write).
+    fn with_series<R>(
+        &self,
+        (model, by): (Label<'_>, Label<'_>),
+        f: impl FnOnce(&(Name, Name), &Series) -> R,
+    ) -> R {
         LAST.with_borrow_mut(|last| {
             if let Some(Last { map, found }) = last {
-                if Arc::ptr_eq(map, &self.series) && found.0 == key {
-                    return (key, found.1.clone());
+                if Arc::ptr_eq(map, &self.series) && model.is(&found.0 .0) && by.is(&found.0 .1) {
+                    return f(&found.0, &found.1);
                 }
             }
+            let key = (model.owned(), by.owned());
             let series = match self.series.get(&key) {
                 Some(series) => series.clone(),
                 None => self.series.entry(key.clone()).or_default().clone(),
             };
-            *last = Some(Last {
+            let kept = last.insert(Last {
                 map: self.series.clone(),
-                found: (key.clone(), series.clone()),
+                found: (key, series),
             });
-            (key, series)
+            f(&kept.found.0, &kept.found.1)
         })
     }
 
     /// Counts the prompt and completion tokens `used` reported.
-    fn count_tokens(&self, ((model, by), series): &Found, used: crate::upstream::Usage) {
+    fn count_tokens(
+        &self,
+        (model, by): &(Name, Name),
+        series: &Series,
+        used: crate::upstream::Usage,
+    ) {
         for (cell, kind, n) in [
             (&series.prompt, "prompt", used.prompt_tokens),
             (&series.completion, "completion", used.completion_tokens),
@@ -505,45 +549,48 @@ impl RequestMetrics {
             .extensions()
             .get::<palisade_core::Served>()
             .and_then(|served| served.provider.as_ref());
-        let model = model.map_or(Name::Missing, |m| Name::Model(m.clone()));
+        let labels = (
+            model.map_or(Label::Missing, Label::Model),
+            provider.map_or(Label::Missing, Label::Provider),
+        );
         let class = class(res.status());
-        let by = provider.map_or(Name::Missing, |p| Name::Provider(p.clone()));
-        let found = self.series((model, by));
-        let ((model, by), series) = &found;
-        series.answers[class]
-            .get_or_init(|| {
-                self.answers
-                    .get_or_create(&Answered {
-                        model: model.clone(),
-                        provider: by.clone(),
-                        status: CLASSES[class],
-                    })
-                    .clone()
-            })
-            .inc();
-        if provider.is_none() {
-            return;
-        }
-        let by_provider = || ByProvider {
-            provider: by.clone(),
-        };
-        if crate::routes::failed_over(res) {
-            series
-                .failovers
-                .get_or_init(|| self.failovers.get_or_create(&by_provider()).clone())
+        self.with_series(labels, |names, series| {
+            let (model, by) = names;
+            series.answers[class]
+                .get_or_init(|| {
+                    self.answers
+                        .get_or_create(&Answered {
+                            model: model.clone(),
+                            provider: by.clone(),
+                            status: CLASSES[class],
+                        })
+                        .clone()
+                })
                 .inc();
-        }
-        let seconds = took.as_secs_f64();
-        let (cell, family) = if stream {
-            (&series.first_token, &self.first_token)
-        } else {
-            (&series.duration, &self.duration)
-        };
-        cell.get_or_init(|| family.get_or_create(&by_provider()).clone())
-            .observe(seconds);
-        if let Some(used) = res.extensions().get::<crate::upstream::Usage>() {
-            self.count_tokens(&found, *used);
-        }
+            if provider.is_none() {
+                return;
+            }
+            let by_provider = || ByProvider {
+                provider: by.clone(),
+            };
+            if crate::routes::failed_over(res) {
+                series
+                    .failovers
+                    .get_or_init(|| self.failovers.get_or_create(&by_provider()).clone())
+                    .inc();
+            }
+            let seconds = took.as_secs_f64();
+            let (cell, family) = if stream {
+                (&series.first_token, &self.first_token)
+            } else {
+                (&series.duration, &self.duration)
+            };
+            cell.get_or_init(|| family.get_or_create(&by_provider()).clone())
+                .observe(seconds);
+            if let Some(used) = res.extensions().get::<crate::upstream::Usage>() {
+                self.count_tokens(names, series, *used);
+            }
+        });
     }
 
     /// The page: `families` (scraped now), then the request figures, in

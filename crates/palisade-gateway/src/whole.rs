@@ -7,7 +7,10 @@ use http_body_util::BodyExt;
 /// Reads `body` to its end. A body that comes in one chunk (a small body
 /// arrives in one read) is that chunk as it came: no list of chunks is
 /// made and nothing is copied. More chunks are joined into one buffer.
-/// Trailers are dropped; the body's first error is returned.
+/// Trailers are dropped; the body's first error is returned. A body that
+/// says it has ended after a chunk (one of known length, all of it come)
+/// is not polled again for the end it would report: for hyper's bodies
+/// that poll is a channel's round of atomics for nothing.
 pub(crate) async fn read_whole<B>(body: B) -> Result<Bytes, B::Error>
 where
     B: Body<Data = Bytes>,
@@ -31,6 +34,9 @@ where
                 joined = Some(buf);
             }
             (Some(_), Some(buf)) => buf.extend_from_slice(&data),
+        }
+        if body.is_end_stream() {
+            break;
         }
     }
     Ok(match joined {
@@ -64,6 +70,37 @@ mod tests {
         let parts = vec![Ok(&b"ab"[..]), Ok(b""), Ok(b"cd"), Ok(b"e")];
         assert_eq!(read_whole(chunks(parts)).await.unwrap(), "abcde");
         assert_eq!(read_whole(chunks(vec![])).await.unwrap(), "");
+    }
+
+    /// One chunk, then ended by its own account; polled again, an error.
+    struct Ends(Option<Bytes>);
+
+    impl Body for Ends {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, &'static str>>> {
+            std::task::Poll::Ready(Some(
+                self.0
+                    .take()
+                    .map(http_body::Frame::data)
+                    .ok_or("polled past its end"),
+            ))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_says_it_ended_is_not_polled_again() {
+        let read = read_whole(Ends(Some(Bytes::from_static(b"{}")))).await;
+        assert_eq!(read, Ok(Bytes::from_static(b"{}")));
+        // Through the limit the request body is read with, too.
+        let limited = Limited::new(Ends(Some(Bytes::from_static(b"{}"))), 10);
+        assert_eq!(read_whole(limited).await.unwrap(), "{}");
     }
 
     #[tokio::test]
