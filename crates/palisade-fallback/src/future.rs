@@ -62,7 +62,10 @@ pin_project! {
     /// moves on when a failure says so.
     pub struct ResponseFuture<S: Service<Req>, Req, C, D> {
         chain: Arc<Chain<S, Req, C, D>>,
-        req: Req,
+        // The caller's request, copied for each call; given whole to the
+        // call when the chain has one provider (no other call can follow
+        // it: a copy, and its reference counts, would be for nothing).
+        req: Option<Req>,
         tier: usize,
         tried: u64,
         route: Route,
@@ -101,7 +104,7 @@ impl<S: Service<Req>, Req: RequestMarks, C, D> ResponseFuture<S, Req, C, D> {
         let streaming = req.streaming();
         ResponseFuture {
             chain,
-            req,
+            req: Some(req),
             tier: 0,
             tried: 0,
             route: Route::Any,
@@ -153,14 +156,19 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Pick => {
-                    let Some(idx) = pick(
+                    let picked = pick(
                         chain,
-                        this.req,
+                        this.req.as_ref(),
                         this.tier,
                         this.tried,
                         (*this.route, *this.streaming, *this.pinned),
                         this.attempts,
-                    ) else {
+                    );
+                    // (A request given whole went to the only provider,
+                    // which is never picked twice.)
+                    let picked = picked
+                        .and_then(|idx| request_for(chain, this.req, idx).map(|req| (idx, req)));
+                    let Some((idx, req)) = picked else {
                         if let Some(kept) = this.kept.take() {
                             let (idx, before, res) = *kept;
                             // No provider marked for it was left to call:
@@ -188,7 +196,6 @@ where
                             "falling back"
                         );
                     }
-                    let req = copy_for(chain, this.req, idx);
                     this.state.set(State::Readying {
                         svc: target.svc.clone(),
                         req: Some(req),
@@ -314,7 +321,12 @@ where
                             *this.timer = None;
                             let policy = chain.hedge.as_ref().expect("armed only when hedging");
                             let tier = &chain.tiers[*this.tier];
-                            let expired = this.req.deadline().is_some_and(|d| d.is_expired());
+                            // A hedge needs two providers: the request was
+                            // kept.
+                            let expired = this
+                                .req
+                                .as_ref()
+                                .is_none_or(|r| r.deadline().is_some_and(|d| d.is_expired()));
                             if !expired && this.hedging.is_none() && policy.try_spend() {
                                 if let Some(j) = pick_in_tier(
                                     chain,
@@ -330,10 +342,9 @@ where
                                         after_ms = this.delay.as_millis() as u64,
                                         "hedging"
                                     );
-                                    let req = copy_for(chain, this.req, j);
                                     *this.hedging = Some(Box::new((
                                         chain.targets[j].svc.clone(),
-                                        Some(req),
+                                        request_for(chain, this.req, j),
                                         j,
                                     )));
                                     arm(
@@ -392,13 +403,22 @@ where
     }
 }
 
-/// The request as provider `idx` gets it.
-fn copy_for<S, Req: Clone, C, D>(chain: &Chain<S, Req, C, D>, req: &Req, idx: usize) -> Req {
-    let mut req = req.clone();
+/// The request as provider `idx` gets it: a copy, or with one provider in
+/// the chain the request itself (`None` once given).
+fn request_for<S, Req: Clone, C, D>(
+    chain: &Chain<S, Req, C, D>,
+    req: &mut Option<Req>,
+    idx: usize,
+) -> Option<Req> {
+    let mut req = if chain.targets.len() == 1 {
+        req.take()?
+    } else {
+        req.as_ref()?.clone()
+    };
     if let Some(rewrite) = &chain.targets[idx].rewrite {
         rewrite(&mut req);
     }
-    req
+    Some(req)
 }
 
 /// Calls provider `idx` of `tier` (readied) in its span, counted in its
@@ -580,7 +600,7 @@ fn pick_in_tier<S, Req, C, D>(
 /// the chain is exhausted or the deadline has passed.
 fn pick<S, Req: HasDeadline, C, D>(
     chain: &Chain<S, Req, C, D>,
-    req: &Req,
+    req: Option<&Req>,
     tier: &mut usize,
     tried: &mut u64,
     (route, streaming, pinned): (Route, bool, Option<usize>),
@@ -590,7 +610,8 @@ fn pick<S, Req: HasDeadline, C, D>(
         if let Some(idx) = pick_in_tier(chain, t, tried, (route, streaming, pinned)) {
             // The first call follows `call` at once; every later one checks
             // that the deadline has not passed while the others were tried.
-            if !attempts.is_empty() && req.deadline().is_some_and(|d| d.is_expired()) {
+            let expired = |r: &Req| r.deadline().is_some_and(|d| d.is_expired());
+            if !attempts.is_empty() && req.is_some_and(expired) {
                 attempts.push(ProviderAttempt {
                     provider: chain.targets[idx].id.clone(),
                     outcome: AttemptOutcome::DeadlineExceeded,

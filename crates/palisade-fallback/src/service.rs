@@ -120,7 +120,8 @@ fn assemble<S, Req, C, D>(
 ///   providers marked [`content_filter`](Target::content_filter).
 /// - No provider is started after the request's deadline has passed.
 /// - Each provider gets its own copy of the request (`Req: Clone`), with
-///   its [`rewrite`](Target::rewrite) applied.
+///   its [`rewrite`](Target::rewrite) applied; a chain of one provider
+///   gives it the request itself (no call can follow, so nothing is kept).
 /// - `poll_ready` is always ready: the provider actually called is readied
 ///   in the response future, and no other.
 /// - When every provider failed, the error is an

@@ -590,3 +590,53 @@ fn bad_chains_are_refused() {
         "{e}"
     );
 }
+
+/// Counts the copies made of the request it rides on.
+#[derive(Debug)]
+struct Copies(Arc<AtomicUsize>);
+
+impl Clone for Copies {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Copies(self.0.clone())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_of_one_gives_its_provider_the_request_itself_and_longer_chains_a_copy_each() {
+    let counted = |copies: &Arc<AtomicUsize>| {
+        let mut r = req("hi");
+        r.extensions_mut().insert(Copies(copies.clone()));
+        r
+    };
+    // One provider: the request goes to it as it came, answered or not.
+    for (status, answered) in [(200, true), (503, false)] {
+        let a = Fake::new("a", &[(status, "")]);
+        let chain = Fallback::builder()
+            .target(Target::new("a", a.svc()).rewrite(|r: &mut Req| r.body_mut().push('!')))
+            .classifier(classifier())
+            .build()
+            .unwrap();
+        let copies = Arc::new(AtomicUsize::new(0));
+        let res = chain.oneshot(counted(&copies)).await;
+        assert_eq!(copies.load(Ordering::SeqCst), 0, "{status}");
+        assert_eq!(a.calls(), 1);
+        match res {
+            Ok(res) if answered => assert_eq!(res.body(), "a: hi!", "rewritten too"),
+            Err(e) if !answered => assert_eq!(all_failed(&e).attempts().len(), 1),
+            other => panic!("{status}: {other:?}"),
+        }
+    }
+    // Two: each call gets its copy (the request is kept for the next).
+    let (a, b) = (Fake::new("a", &[(503, "down")]), Fake::ok("b"));
+    let chain = Fallback::builder()
+        .target(Target::new("a", a.svc()))
+        .target(Target::new("b", b.svc()))
+        .classifier(classifier())
+        .build()
+        .unwrap();
+    let copies = Arc::new(AtomicUsize::new(0));
+    let res = chain.oneshot(counted(&copies)).await.unwrap();
+    assert_eq!(res.body(), "b: hi");
+    assert_eq!(copies.load(Ordering::SeqCst), 2);
+}
