@@ -6,6 +6,7 @@
 mod answer;
 mod classify;
 mod exhausted;
+mod length;
 mod link;
 mod pool;
 mod request;
@@ -342,7 +343,7 @@ impl Upstream {
         body: Bytes,
         request_id: Option<&HeaderValue>,
     ) -> Request<Full<Bytes>> {
-        let has_body = !body.is_empty();
+        let (has_body, length) = (!body.is_empty(), length::content_length(body.len()));
         // Built in place: the builder parses and copies a text value.
         let mut http_req = Request::new(Full::new(body));
         *http_req.method_mut() = method;
@@ -355,9 +356,12 @@ impl Upstream {
             http_req.headers_mut().append(name, value.clone());
         }
         if has_body {
-            http_req
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let headers = http_req.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            // Else hyper writes it, into two allocations.
+            if let Some(length) = length {
+                headers.insert(http::header::CONTENT_LENGTH, length);
+            }
         }
         if let Some(key) = &self.parts.api_key {
             http_req.headers_mut().insert(AUTHORIZATION, key.clone());
@@ -808,7 +812,24 @@ mod tests {
     async fn sent(u: &super::Upstream, req: &super::ChatRequest) -> bytes::Bytes {
         use http_body_util::BodyExt;
         let http = u.encode(req, u.asks_stream_usage(req)).unwrap();
-        http.into_body().collect().await.unwrap().to_bytes()
+        let length = http.headers().get(http::header::CONTENT_LENGTH).cloned();
+        let body = http.into_body().collect().await.unwrap().to_bytes();
+        // The length written with the request (hyper writes a long one).
+        match length {
+            Some(v) => assert_eq!(v.to_str().unwrap(), body.len().to_string()),
+            None => assert!(body.len() >= super::length::STATIC_BELOW),
+        }
+        body
+    }
+
+    #[tokio::test]
+    async fn a_long_body_goes_as_it_came_its_length_left_to_hyper() {
+        let text = "x".repeat(super::length::STATIC_BELOW);
+        let raw = bytes::Bytes::from(format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#
+        ));
+        let req = super::ChatRequest::from_wire("m", raw.clone(), false);
+        assert_eq!(sent(&upstream(&[("m", "m")]).await, &req).await, raw);
     }
 
     #[tokio::test]
