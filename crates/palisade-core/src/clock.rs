@@ -21,6 +21,15 @@
 //! deadline and an attempt timeout) would make the attempt's timer start
 //! early by as long as it blocked.
 //!
+//! A task that drives many requests' futures (a server's connection, say)
+//! can go further and open a [`PollReading`] around each poll: the first
+//! [`now`] inside reads the clock and every later one in the same poll
+//! gets that reading, as an event loop's cached time (nginx's, Envoy's
+//! dispatcher's). A poll does a few microseconds of work between its
+//! wake-up and its next wait, and a reading is a few tens of nanoseconds;
+//! what reads the time there (a request's start, its deadline, a pooled
+//! connection's return, the request's end) reads it at the poll's start.
+//!
 //! ```
 //! use palisade_core::clock::{self, SharedReading};
 //!
@@ -39,6 +48,19 @@ thread_local! {
     /// The clock as read by the enclosing deadline layer's `call`, while it
     /// runs.
     static CALL_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The enclosing poll's reading, while a [`PollReading`] is open.
+    static POLL_NOW: Cell<Poll> = const { Cell::new(Poll::Off) };
+}
+
+/// Where the current poll's reading stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Poll {
+    /// No [`PollReading`] open.
+    Off,
+    /// Open, nothing read yet.
+    Open,
+    /// Open, and read.
+    Read(Instant),
 }
 
 /// Keeps a reading available to the layers called from the current
@@ -54,10 +76,68 @@ impl SharedReading {
     /// clock read), shared with every layer called before the guard drops.
     #[inline]
     pub fn enter() -> (Instant, SharedReading) {
-        let before = CALL_NOW.with(Cell::get);
-        let now = before.unwrap_or_else(Instant::now);
-        CALL_NOW.with(|c| c.set(Some(now)));
+        // Read first: inside a poll's reading that keeps it, and it is what
+        // the guard puts back.
+        let now = now();
+        let before = CALL_NOW.with(|c| c.replace(Some(now)));
         (now, SharedReading { before })
+    }
+}
+
+/// Keeps the first clock reading taken while it lives for every later
+/// [`now`] (and [`SharedReading`]) on this thread; puts back what was there
+/// before when dropped. Opened around one poll of a task; never across an
+/// await.
+///
+/// ```
+/// use palisade_core::clock::{self, PollReading};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pause = || std::thread::sleep(std::time::Duration::from_millis(1));
+/// let first = {
+///     let _poll = PollReading::enter();
+///     let first = clock::now();
+///     pause();
+///     assert_eq!(clock::now(), first, "one reading for the poll");
+///     first
+/// };
+/// pause();
+/// assert!(clock::now() > first, "read afresh after");
+/// # }
+/// ```
+///
+/// Unlike a [`SharedReading`], a poll's reading is not [`shared`]: a layer
+/// with a clock of its own (a rate limiter's) keeps reading that one,
+/// except inside a call chain.
+#[must_use = "the first reading is only kept while the guard lives"]
+#[derive(Debug)]
+pub struct PollReading {
+    /// Whether this guard opened the poll's reading (one opened inside
+    /// another keeps the outer's, and leaves it open).
+    opened: bool,
+}
+
+impl PollReading {
+    /// Opens the poll's reading (taken at the first [`now`]).
+    #[inline]
+    pub fn enter() -> PollReading {
+        let opened = POLL_NOW.with(|p| {
+            let off = p.get() == Poll::Off;
+            if off {
+                p.set(Poll::Open);
+            }
+            off
+        });
+        PollReading { opened }
+    }
+}
+
+impl Drop for PollReading {
+    #[inline]
+    fn drop(&mut self) {
+        if self.opened {
+            POLL_NOW.with(|p| p.set(Poll::Off));
+        }
     }
 }
 
@@ -70,10 +150,21 @@ impl Drop for SharedReading {
 }
 
 /// The time now: an enclosing deadline layer's reading while its `call`
-/// runs, otherwise a clock read.
+/// runs (or the poll's, inside a [`PollReading`]), otherwise a clock read.
 #[inline]
 pub fn now() -> Instant {
-    shared().unwrap_or_else(Instant::now)
+    if let Some(now) = shared() {
+        return now;
+    }
+    POLL_NOW.with(|p| match p.get() {
+        Poll::Read(now) => now,
+        Poll::Open => {
+            let now = Instant::now();
+            p.set(Poll::Read(now));
+            now
+        }
+        Poll::Off => Instant::now(),
+    })
 }
 
 /// An enclosing deadline layer's reading while its `call` runs, without
@@ -115,6 +206,49 @@ mod tests {
             assert_eq!(now(), t0, "the outer reading is back");
         }
         assert_eq!(now(), t0 + Duration::from_secs(1), "read afresh after");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_polls_first_reading_is_kept_for_the_poll_and_no_longer() {
+        let t0 = Instant::now();
+        {
+            let _poll = PollReading::enter();
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let first = now();
+            assert_eq!(first, t0 + Duration::from_secs(1), "read when asked");
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert_eq!(now(), first);
+            assert_eq!(shared(), None, "not a call chain's reading");
+            {
+                // A call chain's reading inside the poll is the poll's,
+                // and leaves it there.
+                let (call, _g) = SharedReading::enter();
+                assert_eq!(call, first);
+            }
+            assert_eq!(now(), first);
+            {
+                // A poll inside (a task polled from another's poll) keeps
+                // the outer reading, and gives it back.
+                let _inner = PollReading::enter();
+                assert_eq!(now(), first);
+            }
+            assert_eq!(now(), first);
+        }
+        assert_eq!(now(), t0 + Duration::from_secs(2), "read afresh after");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(now(), t0 + Duration::from_secs(3), "and not kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_chains_reading_opened_first_is_the_polls() {
+        let t0 = Instant::now();
+        let _poll = PollReading::enter();
+        {
+            let (call, _g) = SharedReading::enter();
+            assert_eq!(call, t0);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(now(), t0, "the poll kept the call's reading");
     }
 
     #[test]

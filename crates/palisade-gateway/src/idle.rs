@@ -56,7 +56,10 @@ impl Waiting {
 
     /// The request is done: the connection is idle from now.
     pub(crate) fn waiting(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
+        // The poll's reading (see rewake.rs).
+        let ms = palisade_core::clock::now()
+            .saturating_duration_since(self.opened)
+            .as_millis() as u64;
         self.since.store(ms, Ordering::Relaxed);
     }
 }

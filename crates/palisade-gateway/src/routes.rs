@@ -269,7 +269,7 @@ pub(crate) fn start(s: &AppState, req: &Request, endpoint: Endpoint) -> Started 
         span,
         trace,
         asked: (asked.timeout(), asked.hedge()),
-        at: tokio::time::Instant::now(),
+        at: palisade_core::clock::now(),
     }
 }
 
@@ -326,8 +326,9 @@ pub(crate) async fn serve_started(
             }
         }
     };
-    // One clock read for the request's time and the window it counts in.
-    let ended = tokio::time::Instant::now();
+    // One clock read for the request's time and the window it counts in
+    // (the poll's: see rewake.rs).
+    let ended = palisade_core::clock::now();
     let took = ended.saturating_duration_since(started);
     // The line's fields are read only when the line is written.
     let logged = tracing::enabled!(target: "palisade_gateway::access", tracing::Level::INFO);

@@ -182,7 +182,7 @@ impl Inner {
         if link.is_open() && !self.idle_timeout.is_zero() {
             let _ = self.idle.push(Idle {
                 link,
-                since: Instant::now(),
+                since: palisade_core::clock::now(),
             });
         }
     }
