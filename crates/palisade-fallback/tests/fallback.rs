@@ -123,6 +123,16 @@ fn classifier() -> Buffered {
     Buffered::default()
 }
 
+/// A chain of `a`, then `b`.
+fn a_then_b(a: &Fake, b: &Fake) -> Fallback<Svc, Req, Buffered> {
+    Fallback::builder()
+        .target(Target::new("a", a.svc()))
+        .target(Target::new("b", b.svc()))
+        .classifier(classifier())
+        .build()
+        .unwrap()
+}
+
 fn req(text: &str) -> Req {
     Request::new(text.to_owned())
 }
@@ -188,12 +198,7 @@ async fn a_provider_whose_breaker_is_open_is_skipped_without_a_call() {
 async fn the_callers_own_fault_is_returned_without_fallback() {
     for status in [400, 401, 403, 404, 422] {
         let (a, b) = (Fake::new("a", &[(status, "no")]), Fake::ok("b"));
-        let chain = Fallback::builder()
-            .target(Target::new("a", a.svc()))
-            .target(Target::new("b", b.svc()))
-            .classifier(classifier())
-            .build()
-            .unwrap();
+        let chain = a_then_b(&a, &b);
         let res = chain.oneshot(req("hi")).await.unwrap();
         assert_eq!(res.status(), status);
         assert_eq!(b.calls(), 0, "{status}");
@@ -219,12 +224,7 @@ async fn context_length_failures_go_only_to_large_context_providers() {
     // With no large-context provider, the provider's own refusal is the
     // answer: the caller's prompt is too long, a 400 it can act on.
     let a = Fake::new("a", &[(400, CONTEXT_TOO_LONG)]);
-    let chain = Fallback::builder()
-        .target(Target::new("a", a.svc()))
-        .target(Target::new("b", b.svc()))
-        .classifier(classifier())
-        .build()
-        .unwrap();
+    let chain = a_then_b(&a, &b);
     let res = chain.oneshot(req("x")).await.unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(res.body(), CONTEXT_TOO_LONG);
@@ -279,12 +279,7 @@ async fn content_filter_refusals_go_only_to_providers_marked_for_them() {
 async fn the_deadline_stops_the_chain() {
     let a = Fake::new("a", &[(503, "down")]).slow(Duration::from_secs(2));
     let b = Fake::ok("b");
-    let chain = Fallback::builder()
-        .target(Target::new("a", a.svc()))
-        .target(Target::new("b", b.svc()))
-        .classifier(classifier())
-        .build()
-        .unwrap();
+    let chain = a_then_b(&a, &b);
     let mut r = req("hi");
     r.replace_deadline(Deadline::after(Duration::from_secs(1)));
     let err = chain.oneshot(r).await.unwrap_err();
@@ -629,12 +624,7 @@ async fn a_chain_of_one_gives_its_provider_the_request_itself_and_longer_chains_
     }
     // Two: each call gets its copy (the request is kept for the next).
     let (a, b) = (Fake::new("a", &[(503, "down")]), Fake::ok("b"));
-    let chain = Fallback::builder()
-        .target(Target::new("a", a.svc()))
-        .target(Target::new("b", b.svc()))
-        .classifier(classifier())
-        .build()
-        .unwrap();
+    let chain = a_then_b(&a, &b);
     let copies = Arc::new(AtomicUsize::new(0));
     let res = chain.oneshot(counted(&copies)).await.unwrap();
     assert_eq!(res.body(), "b: hi");

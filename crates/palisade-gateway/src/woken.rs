@@ -140,13 +140,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn polled_first_then_only_when_it_woke_the_task() {
+    type Wrapped = Pin<Box<WhenWoken<ProbeFuture>>>;
+
+    /// A probe wrapped, and a task (with its waker) counting its wakes.
+    fn wrapped() -> (Arc<Probe>, Arc<Task>, Waker, Wrapped) {
         let probe = Arc::new(Probe::default());
         let task = Arc::new(Task::default());
         let waker = Waker::from(task.clone());
+        let fut = Box::pin(WhenWoken::new(ProbeFuture(probe.clone())));
+        (probe, task, waker, fut)
+    }
+
+    #[test]
+    fn polled_first_then_only_when_it_woke_the_task() {
+        let (probe, task, waker, mut fut) = wrapped();
         let mut cx = Context::from_waker(&waker);
-        let mut fut = Box::pin(WhenWoken::new(ProbeFuture(probe.clone())));
 
         assert!(fut.as_mut().poll(&mut cx).is_pending());
         assert_eq!(
@@ -173,10 +181,7 @@ mod tests {
     #[test]
     fn a_wake_racing_the_poll_is_never_lost() {
         for _ in 0..2_000 {
-            let probe = Arc::new(Probe::default());
-            let task = Arc::new(Task::default());
-            let waker = Waker::from(task.clone());
-            let mut fut = Box::pin(WhenWoken::new(ProbeFuture(probe.clone())));
+            let (probe, task, waker, mut fut) = wrapped();
             assert!(fut
                 .as_mut()
                 .poll(&mut Context::from_waker(&waker))
@@ -224,11 +229,8 @@ mod tests {
 
     #[test]
     fn every_wake_reaches_the_task_after_polls_that_saw_none() {
-        let probe = Arc::new(Probe::default());
-        let task = Arc::new(Task::default());
-        let waker = Waker::from(task.clone());
+        let (probe, task, waker, mut fut) = wrapped();
         let mut cx = Context::from_waker(&waker);
-        let mut fut = Box::pin(WhenWoken::new(ProbeFuture(probe.clone())));
         for round in 1..=3 {
             // Polls between wakes find nothing to do...
             for _ in 0..3 {
@@ -250,13 +252,8 @@ mod tests {
     #[test]
     fn a_wake_racing_polls_that_saw_none_is_never_lost() {
         for _ in 0..2_000 {
-            let probe = Arc::new(Probe::default());
-            let task = Arc::new(Task::default());
-            let waker = Waker::from(task.clone());
-            let mut fut = Box::pin(WhenWoken::new(ProbeFuture(probe.clone())));
-            let poll = |fut: &mut Pin<Box<WhenWoken<ProbeFuture>>>| {
-                fut.as_mut().poll(&mut Context::from_waker(&waker))
-            };
+            let (probe, task, waker, mut fut) = wrapped();
+            let poll = |fut: &mut Wrapped| fut.as_mut().poll(&mut Context::from_waker(&waker));
             assert!(poll(&mut fut).is_pending());
             assert!(poll(&mut fut).is_pending());
             let inner = probe.waker.lock().unwrap().take().unwrap();
