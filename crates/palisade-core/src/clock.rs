@@ -1,4 +1,4 @@
-//! One clock read per call chain.
+//! One clock read per call chain, or per poll of a task.
 //!
 //! A tower stack calls each layer's `call` from the one outside it,
 //! synchronously: between a request deadline layer's `call` (palisade-
