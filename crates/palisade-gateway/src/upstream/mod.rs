@@ -343,7 +343,7 @@ impl Upstream {
         body: Bytes,
         request_id: Option<&HeaderValue>,
     ) -> Request<Full<Bytes>> {
-        let (has_body, length) = (!body.is_empty(), length::content_length(body.len()));
+        let len = body.len();
         // Built in place: the builder parses and copies a text value.
         let mut http_req = Request::new(Full::new(body));
         *http_req.method_mut() = method;
@@ -355,11 +355,11 @@ impl Upstream {
         for (name, value) in &self.parts.headers {
             http_req.headers_mut().append(name, value.clone());
         }
-        if has_body {
+        if len > 0 {
             let headers = http_req.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             // Else hyper writes it, into two allocations.
-            if let Some(length) = length {
+            if let Some(length) = length::content_length(len) {
                 headers.insert(http::header::CONTENT_LENGTH, length);
             }
         }
