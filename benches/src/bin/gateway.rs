@@ -850,7 +850,6 @@ async fn main() {
     };
     let mut children = Children::default();
     for placement in placements.split(',').map(str::trim) {
-        // Apart, the upstream too is a process of its own.
         // On one CPU: this process's threads, and so every process it
         // starts from now on, may run on one CPU only, until the table is
         // done.
@@ -865,6 +864,7 @@ async fn main() {
             },
             _ => None,
         };
+        // Apart, the upstream too is a process of its own.
         let (base, upstream_pid) = match placement {
             "apart" | "one-cpu" => {
                 let (url, pid) = children.start_pid(&["--upstream-child"]);
